@@ -1,0 +1,41 @@
+// Shared helpers, prepended (by plain concatenation, no templating) to every shader file by
+// src/gpu/shaders.rs. Keep this file free of bindings and entry points.
+
+// Linear workgroup index of a grid folded to 2-D by src/gpu/grid.rs.
+fn wg_linear(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return wid.x + wid.y * nwg.x;
+}
+
+// Largest finite f32, used to saturate instead of producing inf (WGSL does not guarantee
+// IEEE inf/NaN semantics).
+const F32_MAX: f32 = 3.4028234e38;
+// Smallest positive normal f32: log() is clamped here instead of returning -inf.
+const F32_MIN_POS: f32 = 1.1754944e-38;
+// exp() argument above which the result would overflow f32.
+const EXP_MAX_ARG: f32 = 88.72283;
+
+// Shape and per-operand strides/offsets of the strided kernels (binary, where, copy);
+// mirrors StridedParams in src/gpu/strided.rs. Eight dims, four operands.
+struct Strided {
+    n: u32,
+    rank: u32,
+    _p0: u32,
+    _p1: u32,
+    offsets: vec4<u32>,
+    shape: array<vec4<u32>, 2>,
+    strides: array<vec4<u32>, 8>,
+}
+
+// Element index of operand k at linear output position i (row-major over s.shape).
+fn strided_index(s: Strided, k: u32, i: u32) -> u32 {
+    var rem = i;
+    var idx = s.offsets[k];
+    var d = s.rank;
+    while (d > 0u) {
+        d = d - 1u;
+        let dim = s.shape[d / 4u][d % 4u];
+        idx = idx + (rem % dim) * s.strides[k * 2u + d / 4u][d % 4u];
+        rem = rem / dim;
+    }
+    return idx;
+}

@@ -1,0 +1,152 @@
+//! Reverse-mode automatic differentiation on a tape.
+//!
+//! Each op output that needs a gradient carries a [`Node`] (the op and its inputs).
+//! [`backward`] sorts the graph topologically (iteratively, no recursion), walks it from the
+//! loss to the leaves, runs each op's backward rule (written with forward tensor ops, under
+//! [`no_grad`]) and accumulates the gradients of tensors used more than once.
+
+mod op;
+
+use std::cell::Cell;
+use std::collections::{HashMap, HashSet};
+
+pub use op::Op;
+
+use crate::error::{Error, Result};
+use crate::tensor::Tensor;
+
+/// The history of a tensor: the op that produced it and the op's inputs.
+pub struct Node {
+    pub(crate) op: Op,
+    pub(crate) inputs: Vec<Tensor>,
+}
+
+thread_local! {
+    static GRAD_ENABLED: Cell<bool> = const { Cell::new(true) };
+}
+
+/// Whether new op outputs are recorded on the tape (per thread).
+pub fn grad_enabled() -> bool {
+    GRAD_ENABLED.with(Cell::get)
+}
+
+/// Restores the previous gradient mode when dropped.
+pub struct NoGradGuard {
+    prev: bool,
+}
+
+impl Drop for NoGradGuard {
+    fn drop(&mut self) {
+        GRAD_ENABLED.with(|g| g.set(self.prev));
+    }
+}
+
+/// Disables tape recording until the guard is dropped (evaluation, optimiser steps).
+#[must_use = "gradients are disabled only while the guard lives"]
+pub fn no_grad() -> NoGradGuard {
+    let prev = GRAD_ENABLED.with(|g| g.replace(false));
+    NoGradGuard { prev }
+}
+
+/// Gradients of the leaves (parameters) reached from a loss, keyed by tensor id.
+#[derive(Default)]
+pub struct Gradients {
+    map: HashMap<u64, Tensor>,
+}
+
+impl Gradients {
+    /// The gradient with respect to `t`, if `t` is a parameter the loss depends on.
+    pub fn get(&self, t: &Tensor) -> Option<&Tensor> {
+        self.map.get(&t.id())
+    }
+
+    /// Removes and returns the gradient of `t`.
+    pub fn take(&mut self, t: &Tensor) -> Option<Tensor> {
+        self.map.remove(&t.id())
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
+
+/// Post-order of the tensors that require a gradient: every tensor after its inputs.
+fn topo_order(root: &Tensor) -> Vec<Tensor> {
+    let mut order = Vec::new();
+    let mut seen = HashSet::new();
+    let mut stack = vec![(root.clone(), false)];
+    while let Some((t, expanded)) = stack.pop() {
+        if expanded {
+            order.push(t);
+            continue;
+        }
+        if !seen.insert(t.id()) {
+            continue;
+        }
+        stack.push((t.clone(), true));
+        if let Some(n) = t.node() {
+            for i in &n.inputs {
+                if i.requires_grad() && !seen.contains(&i.id()) {
+                    stack.push((i.clone(), false));
+                }
+            }
+        }
+    }
+    order
+}
+
+/// Gradients of `loss` (any shape; the seed is all ones, so a non-scalar loss is summed) with
+/// respect to every parameter it depends on.
+pub fn backward(loss: &Tensor) -> Result<Gradients> {
+    if !loss.requires_grad() {
+        return Err(Error::shape(
+            "backward",
+            "the loss does not depend on any parameter (no tensor requires a gradient)",
+        ));
+    }
+    let _guard = no_grad();
+    let order = topo_order(loss);
+    let mut grads: HashMap<u64, Tensor> = HashMap::new();
+    grads.insert(
+        loss.id(),
+        Tensor::ones(loss.shape().clone(), &loss.device())?,
+    );
+    let mut out = Gradients::default();
+    for t in order.iter().rev() {
+        let Some(g) = grads.remove(&t.id()) else {
+            continue;
+        };
+        let Some(node) = t.node() else {
+            out.map.insert(t.id(), g);
+            continue;
+        };
+        let gs = node.op.backward(&node.inputs, t, &g)?;
+        for (inp, gi) in node.inputs.iter().zip(gs) {
+            let Some(gi) = gi else { continue };
+            if !inp.requires_grad() {
+                continue;
+            }
+            if gi.shape() != inp.shape() {
+                return Err(Error::shape(
+                    "backward",
+                    format!(
+                        "{} produced a gradient of shape {} for an input of shape {}",
+                        node.op.name(),
+                        gi.shape(),
+                        inp.shape()
+                    ),
+                ));
+            }
+            let acc = match grads.remove(&inp.id()) {
+                Some(prev) => prev.add(&gi)?,
+                None => gi,
+            };
+            grads.insert(inp.id(), acc);
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,54 @@
+//! The one error type of the library. Every variant names the operation (or file) it came
+//! from, so that a user reading the message knows what to fix.
+
+use std::path::PathBuf;
+
+/// Errors returned by every fallible function of the library.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Shapes (or dtypes, or arguments) that an operation cannot accept.
+    #[error("{op}: {msg}")]
+    Shape { op: &'static str, msg: String },
+    /// A request beyond what the device grants (buffer size, workgroup count, …).
+    #[error("{what}: requested {requested}, but the device allows at most {max}")]
+    Limit {
+        what: String,
+        requested: u64,
+        max: u64,
+    },
+    /// Tensors on different devices were combined.
+    #[error("{op}: tensors live on different devices ({a} and {b})")]
+    Device {
+        op: &'static str,
+        a: String,
+        b: String,
+    },
+    /// No adapter matched, or the device could not be created.
+    #[error("no usable GPU adapter: {0}")]
+    NoAdapter(String),
+    /// A wgpu validation or out-of-memory error, surfaced at the next flush.
+    #[error("GPU error: {0}")]
+    Gpu(String),
+    /// A file could not be read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// A file was read but its content is wrong (bad header, wrong size, bad label, …).
+    #[error("{}: {msg}", path.display())]
+    Data { path: PathBuf, msg: String },
+}
+
+/// Result alias used throughout the library.
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    /// Shorthand for [`Error::Shape`].
+    pub fn shape(op: &'static str, msg: impl Into<String>) -> Self {
+        Error::Shape {
+            op,
+            msg: msg.into(),
+        }
+    }
+}

@@ -1,0 +1,229 @@
+//! The GPU context: adapter selection, the device with the adapter's own limits, and the
+//! shared state behind the one-door modules (pipelines, pool, recorder).
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+
+use super::pipelines::PipelineCache;
+use super::pool::Pool;
+use super::recorder::Recorder;
+use crate::error::{Error, Result};
+
+/// How to build a context. `Default` picks the adapter from `WGSEG_ADAPTER` or the best one.
+#[derive(Clone, Debug, Default)]
+pub struct GpuOptions {
+    /// Adapter index (as `wgseg info` lists them) or a case-insensitive substring of its name
+    /// or backend. `None`: `WGSEG_ADAPTER`, else the first hardware adapter, else a CPU one.
+    pub adapter: Option<String>,
+    /// Override the workgroups-per-dimension limit (tests use tiny values so that the
+    /// grid-folding path runs on small tensors).
+    pub max_workgroups_per_dim: Option<u32>,
+}
+
+/// A description of an adapter, for `wgseg info` and logs.
+#[derive(Clone, Debug)]
+pub struct AdapterSummary {
+    pub index: usize,
+    pub name: String,
+    pub backend: String,
+    pub device_type: String,
+    pub driver: String,
+    pub driver_info: String,
+}
+
+/// Everything wgpu-side that the engine shares; one per device.
+pub struct GpuContext {
+    pub(crate) device: wgpu::Device,
+    pub(crate) queue: wgpu::Queue,
+    info: wgpu::AdapterInfo,
+    limits: wgpu::Limits,
+    features: wgpu::Features,
+    max_wg_per_dim: AtomicU32,
+    pub(crate) pipelines: Mutex<PipelineCache>,
+    pub(crate) pool: Mutex<Pool>,
+    pub(crate) recorder: Mutex<Recorder>,
+    pub(crate) errors: Arc<Mutex<Vec<String>>>,
+}
+
+fn instance() -> wgpu::Instance {
+    wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env())
+}
+
+fn summary(index: usize, a: &wgpu::Adapter) -> AdapterSummary {
+    let i = a.get_info();
+    AdapterSummary {
+        index,
+        name: i.name,
+        backend: format!("{:?}", i.backend),
+        device_type: format!("{:?}", i.device_type),
+        driver: i.driver,
+        driver_info: i.driver_info,
+    }
+}
+
+/// Adapters that can run compute shaders, in preference order: hardware first, then
+/// virtual, then CPU (lavapipe); the GL backend last (it lacks parts of compute).
+fn usable_adapters(inst: &wgpu::Instance) -> Vec<wgpu::Adapter> {
+    let mut v: Vec<wgpu::Adapter> =
+        pollster::block_on(inst.enumerate_adapters(wgpu::Backends::all()))
+            .into_iter()
+            .filter(|a| {
+                a.get_downlevel_capabilities()
+                    .flags
+                    .contains(wgpu::DownlevelFlags::COMPUTE_SHADERS)
+            })
+            .collect();
+    let rank = |a: &wgpu::Adapter| {
+        let i = a.get_info();
+        let t = match i.device_type {
+            wgpu::DeviceType::DiscreteGpu => 0,
+            wgpu::DeviceType::IntegratedGpu => 1,
+            wgpu::DeviceType::VirtualGpu => 2,
+            wgpu::DeviceType::Other => 3,
+            wgpu::DeviceType::Cpu => 4,
+        };
+        (i.backend == wgpu::Backend::Gl, t)
+    };
+    v.sort_by_key(rank);
+    v
+}
+
+/// Lists the usable adapters in the order `--device gpu:N` / `WGSEG_ADAPTER=N` index them.
+pub fn list_adapters() -> Vec<AdapterSummary> {
+    usable_adapters(&instance())
+        .iter()
+        .enumerate()
+        .map(|(i, a)| summary(i, a))
+        .collect()
+}
+
+impl GpuContext {
+    /// Creates a context on the chosen adapter, requesting the adapter's own limits.
+    pub fn new(opts: &GpuOptions) -> Result<Arc<GpuContext>> {
+        let inst = instance();
+        let adapters = usable_adapters(&inst);
+        if adapters.is_empty() {
+            return Err(Error::NoAdapter(
+                "no Vulkan, Metal or DX12 adapter with compute shaders was found; install a GPU \
+                 driver or Mesa's lavapipe (Debian/Ubuntu: apt-get install mesa-vulkan-drivers)"
+                    .into(),
+            ));
+        }
+        let want = opts
+            .adapter
+            .clone()
+            .or_else(|| std::env::var("WGSEG_ADAPTER").ok())
+            .filter(|s| !s.is_empty());
+        let adapter = match want {
+            None => adapters.into_iter().next(),
+            Some(w) => {
+                let names: Vec<String> = adapters
+                    .iter()
+                    .enumerate()
+                    .map(|(i, a)| format!("{i}: {}", a.get_info().name))
+                    .collect();
+                let found = match w.parse::<usize>() {
+                    Ok(i) => adapters.into_iter().nth(i),
+                    Err(_) => {
+                        let wl = w.to_lowercase();
+                        adapters.into_iter().find(|a| {
+                            let i = a.get_info();
+                            i.name.to_lowercase().contains(&wl)
+                                || format!("{:?}", i.backend).to_lowercase() == wl
+                        })
+                    }
+                };
+                if found.is_none() {
+                    return Err(Error::NoAdapter(format!(
+                        "no adapter matches {w:?}; available: {}",
+                        names.join(", ")
+                    )));
+                }
+                found
+            }
+        }
+        .ok_or_else(|| Error::NoAdapter("no adapter".into()))?;
+
+        let limits = adapter.limits();
+        let features = adapter.features() & wgpu::Features::TIMESTAMP_QUERY;
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("wgseg"),
+            required_features: features,
+            required_limits: limits.clone(),
+            ..Default::default()
+        }))
+        .map_err(|e| Error::NoAdapter(format!("{}: {e}", adapter.get_info().name)))?;
+        let errors: Arc<Mutex<Vec<String>>> = Arc::default();
+        let sink = Arc::clone(&errors);
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            if let Ok(mut v) = sink.lock() {
+                v.push(e.to_string());
+            }
+        }));
+        let max_wg = opts
+            .max_workgroups_per_dim
+            .unwrap_or(limits.max_compute_workgroups_per_dimension)
+            .min(limits.max_compute_workgroups_per_dimension);
+        let min_align = limits.min_uniform_buffer_offset_alignment;
+        Ok(Arc::new(GpuContext {
+            info: adapter.get_info(),
+            device,
+            queue,
+            features,
+            max_wg_per_dim: AtomicU32::new(max_wg),
+            pipelines: Mutex::new(PipelineCache::default()),
+            pool: Mutex::new(Pool::default()),
+            recorder: Mutex::new(Recorder::new(min_align)),
+            errors,
+            limits,
+        }))
+    }
+
+    /// The adapter this context runs on.
+    pub fn adapter_info(&self) -> &wgpu::AdapterInfo {
+        &self.info
+    }
+
+    /// A one-line adapter description: `name (backend, type)`.
+    pub fn adapter_name(&self) -> String {
+        format!(
+            "{} ({:?}, {:?})",
+            self.info.name, self.info.backend, self.info.device_type
+        )
+    }
+
+    /// The limits granted by the device (the adapter's own).
+    pub fn limits(&self) -> &wgpu::Limits {
+        &self.limits
+    }
+
+    /// Optional features enabled on the device.
+    pub fn features(&self) -> wgpu::Features {
+        self.features
+    }
+
+    /// Workgroups per grid dimension used for folding (the device limit unless injected).
+    pub fn max_workgroups_per_dim(&self) -> u32 {
+        self.max_wg_per_dim.load(Ordering::Relaxed)
+    }
+
+    /// Largest tensor, in bytes, that one storage binding can hold.
+    pub fn max_binding_bytes(&self) -> u64 {
+        u64::from(self.limits.max_storage_buffer_binding_size).min(self.limits.max_buffer_size)
+    }
+
+    /// Drains errors reported by wgpu's uncaptured-error handler.
+    pub(crate) fn take_errors(&self) -> Result<()> {
+        let mut v = self
+            .errors
+            .lock()
+            .map_err(|_| Error::Gpu("error sink lock poisoned".into()))?;
+        if v.is_empty() {
+            Ok(())
+        } else {
+            let msg = v.join("; ");
+            v.clear();
+            Err(Error::Gpu(msg))
+        }
+    }
+}

@@ -1,0 +1,211 @@
+//! The buffer pool: the ONLY place that calls `create_buffer`.
+//!
+//! Buffers are recycled by size class and usage. A buffer returned by a dropped tensor is
+//! reused as the output of later dispatches, which is safe because all work runs on one
+//! queue in submission order; uploads into a recycled buffer first flush pending work
+//! (see `recorder.rs`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::context::GpuContext;
+use crate::error::{Error, Result};
+
+/// What a buffer is used for; each kind has its own free lists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BufKind {
+    /// Tensor storage: read/written by kernels, copied to and from.
+    Storage,
+    /// Per-flush uniform arena of kernel parameters.
+    Uniform,
+    /// Host-visible staging for readbacks.
+    Staging,
+}
+
+impl BufKind {
+    fn usage(self) -> wgpu::BufferUsages {
+        use wgpu::BufferUsages as U;
+        match self {
+            BufKind::Storage => U::STORAGE | U::COPY_SRC | U::COPY_DST,
+            BufKind::Uniform => U::UNIFORM | U::COPY_DST,
+            BufKind::Staging => U::MAP_READ | U::COPY_DST,
+        }
+    }
+}
+
+/// Pool statistics in bytes (size-class bytes, i.e. what the device really holds).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Bytes held by live buffers (tensors, arenas, staging in use).
+    pub live_bytes: u64,
+    /// Bytes held in the free lists, ready for reuse.
+    pub cached_bytes: u64,
+    /// Highest `live_bytes` seen.
+    pub peak_live_bytes: u64,
+    /// Buffers created on the device.
+    pub created: u64,
+    /// Allocations served from the free lists.
+    pub reused: u64,
+}
+
+#[derive(Default)]
+pub(crate) struct Pool {
+    free: HashMap<(u64, BufKind), Vec<wgpu::Buffer>>,
+    pub(crate) stats: PoolStats,
+}
+
+/// Size class of a request: 256 B minimum, then powers of two up to 1 MiB, then steps of a
+/// quarter of the enclosing power of two (bounds waste to 25 % for large tensors while keeping
+/// the number of classes small, so buffers are found again across training steps).
+pub fn size_class(bytes: u64) -> u64 {
+    let b = bytes.max(256);
+    let p = b.next_power_of_two();
+    if p <= 1 << 20 {
+        return p;
+    }
+    let step = p / 8;
+    b.div_ceil(step) * step
+}
+
+/// A pooled device buffer. Returned to the pool when dropped.
+pub struct GpuBuf {
+    pub(crate) buffer: wgpu::Buffer,
+    /// Bytes in use (what bindings and copies see); at most the size class.
+    pub(crate) bytes: u64,
+    class: u64,
+    kind: BufKind,
+    ctx: Arc<GpuContext>,
+}
+
+impl GpuBuf {
+    pub fn context(&self) -> &Arc<GpuContext> {
+        &self.ctx
+    }
+
+    /// Bytes in use.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Binding of the used range.
+    pub(crate) fn binding(&self) -> wgpu::BindingResource<'_> {
+        wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+            buffer: &self.buffer,
+            offset: 0,
+            size: wgpu::BufferSize::new(self.bytes.max(4)),
+        })
+    }
+}
+
+impl Drop for GpuBuf {
+    fn drop(&mut self) {
+        if let Ok(mut pool) = self.ctx.pool.lock() {
+            pool.stats.live_bytes -= self.class;
+            pool.stats.cached_bytes += self.class;
+            pool.free
+                .entry((self.class, self.kind))
+                .or_default()
+                .push(self.buffer.clone());
+        }
+    }
+}
+
+impl GpuContext {
+    /// Allocates (or recycles) a buffer of at least `bytes` bytes.
+    pub(crate) fn alloc(self: &Arc<Self>, bytes: u64, kind: BufKind) -> Result<GpuBuf> {
+        let bytes = bytes.max(4).next_multiple_of(4);
+        if kind == BufKind::Storage && bytes > self.max_binding_bytes() {
+            return Err(Error::Limit {
+                what: "storage buffer binding (one tensor)".into(),
+                requested: bytes,
+                max: self.max_binding_bytes(),
+            });
+        }
+        let class = size_class(bytes).min(self.limits().max_buffer_size.max(bytes));
+        if class > self.limits().max_buffer_size {
+            return Err(Error::Limit {
+                what: "buffer size".into(),
+                requested: class,
+                max: self.limits().max_buffer_size,
+            });
+        }
+        let mut pool = self
+            .pool
+            .lock()
+            .map_err(|_| Error::Gpu("buffer pool lock poisoned".into()))?;
+        let recycled = pool.free.get_mut(&(class, kind)).and_then(Vec::pop);
+        let buffer = match recycled {
+            Some(b) => {
+                pool.stats.cached_bytes -= class;
+                pool.stats.reused += 1;
+                b
+            }
+            None => {
+                pool.stats.created += 1;
+                self.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("wgseg"),
+                    size: class,
+                    usage: kind.usage(),
+                    mapped_at_creation: false,
+                })
+            }
+        };
+        pool.stats.live_bytes += class;
+        pool.stats.peak_live_bytes = pool.stats.peak_live_bytes.max(pool.stats.live_bytes);
+        Ok(GpuBuf {
+            buffer,
+            bytes,
+            class,
+            kind,
+            ctx: Arc::clone(self),
+        })
+    }
+
+    /// Current pool statistics.
+    pub fn pool_stats(&self) -> PoolStats {
+        self.pool.lock().map(|p| p.stats).unwrap_or_default()
+    }
+
+    /// Releases every cached (free) buffer back to the driver.
+    pub fn trim_pool(&self) {
+        if let Ok(mut pool) = self.pool.lock() {
+            pool.free.clear();
+            pool.stats.cached_bytes = 0;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::size_class;
+
+    #[test]
+    fn size_classes_cover_requests_with_bounded_waste() {
+        for b in [
+            1u64,
+            4,
+            255,
+            256,
+            257,
+            4096,
+            1 << 20,
+            (1 << 20) + 4,
+            5_000_000,
+            123_456_789,
+        ] {
+            let c = size_class(b);
+            assert!(c >= b);
+            assert!(c <= (b.max(256) * 2), "{b} -> {c}");
+            if b > 1 << 21 {
+                assert!(c as f64 <= b as f64 * 1.25 + 1.0, "{b} -> {c}");
+            }
+        }
+    }
+}
+
+impl GpuContext {
+    /// A storage buffer for `n` 4-byte elements (f32 or u32).
+    pub(crate) fn alloc_storage(self: &Arc<Self>, n: usize) -> Result<GpuBuf> {
+        self.alloc(n as u64 * 4, BufKind::Storage)
+    }
+}

@@ -1,0 +1,258 @@
+//! Batched recording and submission: the ONLY place that submits, writes or maps buffers.
+//!
+//! Dispatches are recorded as commands and replayed at flush time into one compute pass per
+//! run of consecutive dispatches. Kernel parameters go into a per-flush uniform arena.
+//! Submission is bounded: at most [`MAX_IN_FLIGHT`] submissions are queued before the oldest
+//! is waited for.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use super::context::GpuContext;
+use super::pool::{BufKind, GpuBuf};
+use crate::error::{Error, Result};
+
+/// Dispatches per submit. One submit per dispatch costs several times more on every driver
+/// (measured by the `dispatch` rows of `cargo bench`); 32 keeps the uniform arena at 8 KiB.
+pub const FLUSH_EVERY: usize = 32;
+/// Submissions allowed in flight before waiting for the oldest (bounds driver memory;
+/// 16 × 32 ≈ 512 dispatches, as DESIGN.md recommends).
+pub const MAX_IN_FLIGHT: usize = 16;
+/// Largest parameter block of one dispatch.
+pub const MAX_PARAMS_BYTES: usize = 256;
+
+pub(crate) enum Cmd {
+    Dispatch {
+        pipeline: wgpu::ComputePipeline,
+        bind: wgpu::BindGroup,
+        grid: [u32; 3],
+    },
+    Copy {
+        src: wgpu::Buffer,
+        dst: wgpu::Buffer,
+        bytes: u64,
+    },
+    Clear {
+        buf: wgpu::Buffer,
+        bytes: u64,
+    },
+}
+
+pub(crate) struct Recorder {
+    cmds: Vec<Cmd>,
+    dispatches: usize,
+    arena: Option<GpuBuf>,
+    arena_bytes: Vec<u8>,
+    align: usize,
+    in_flight: VecDeque<wgpu::SubmissionIndex>,
+    /// Dispatches recorded and submits issued since creation (for tests and benchmarks).
+    pub(crate) total_dispatches: u64,
+    pub(crate) total_submits: u64,
+}
+
+impl Recorder {
+    pub(crate) fn new(min_uniform_align: u32) -> Self {
+        Recorder {
+            cmds: Vec::new(),
+            dispatches: 0,
+            arena: None,
+            arena_bytes: Vec::new(),
+            align: (min_uniform_align as usize).max(MAX_PARAMS_BYTES),
+            in_flight: VecDeque::new(),
+            total_dispatches: 0,
+            total_submits: 0,
+        }
+    }
+}
+
+impl GpuContext {
+    pub(crate) fn recorder(&self) -> Result<std::sync::MutexGuard<'_, Recorder>> {
+        self.recorder
+            .lock()
+            .map_err(|_| Error::Gpu("recorder lock poisoned".into()))
+    }
+
+    /// Reserves space for `params` in the current flush's uniform arena; returns the arena
+    /// buffer and the offset.
+    pub(crate) fn push_params(
+        self: &Arc<Self>,
+        rec: &mut Recorder,
+        params: &[u8],
+    ) -> Result<(wgpu::Buffer, u64)> {
+        if params.len() > MAX_PARAMS_BYTES {
+            return Err(Error::Gpu(format!(
+                "kernel parameters of {} bytes exceed {MAX_PARAMS_BYTES}",
+                params.len()
+            )));
+        }
+        if rec.arena.is_none() {
+            rec.arena = Some(self.alloc((FLUSH_EVERY * rec.align) as u64, BufKind::Uniform)?);
+        }
+        let off = rec.arena_bytes.len();
+        rec.arena_bytes.extend_from_slice(params);
+        rec.arena_bytes.resize(off + rec.align, 0);
+        let buf = rec.arena.as_ref().map(|a| a.buffer.clone());
+        buf.map(|b| (b, off as u64))
+            .ok_or_else(|| Error::Gpu("uniform arena missing".into()))
+    }
+
+    /// Appends a dispatch; flushes when the batch is full.
+    pub(crate) fn record_dispatch(
+        self: &Arc<Self>,
+        rec: &mut Recorder,
+        pipeline: wgpu::ComputePipeline,
+        bind: wgpu::BindGroup,
+        grid: [u32; 3],
+    ) -> Result<()> {
+        rec.cmds.push(Cmd::Dispatch {
+            pipeline,
+            bind,
+            grid,
+        });
+        rec.dispatches += 1;
+        rec.total_dispatches += 1;
+        if rec.dispatches >= FLUSH_EVERY {
+            self.flush_locked(rec)?;
+        }
+        Ok(())
+    }
+
+    /// Records a zero-fill of the used range of `buf`.
+    pub(crate) fn clear(self: &Arc<Self>, buf: &GpuBuf) -> Result<()> {
+        let mut rec = self.recorder()?;
+        rec.cmds.push(Cmd::Clear {
+            buf: buf.buffer.clone(),
+            bytes: buf.bytes,
+        });
+        Ok(())
+    }
+
+    /// Submits everything recorded so far.
+    pub fn flush(self: &Arc<Self>) -> Result<()> {
+        let mut rec = self.recorder()?;
+        self.flush_locked(&mut rec)
+    }
+
+    fn flush_locked(self: &Arc<Self>, rec: &mut Recorder) -> Result<()> {
+        if rec.cmds.is_empty() {
+            return self.take_errors();
+        }
+        let mut enc = self
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+        let cmds = std::mem::take(&mut rec.cmds);
+        let mut i = 0;
+        while i < cmds.len() {
+            if matches!(cmds[i], Cmd::Dispatch { .. }) {
+                let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
+                while let Some(Cmd::Dispatch {
+                    pipeline,
+                    bind,
+                    grid,
+                }) = cmds.get(i)
+                {
+                    pass.set_pipeline(pipeline);
+                    pass.set_bind_group(0, bind, &[]);
+                    pass.dispatch_workgroups(grid[0], grid[1], grid[2]);
+                    i += 1;
+                }
+            } else {
+                match &cmds[i] {
+                    Cmd::Copy { src, dst, bytes } => {
+                        enc.copy_buffer_to_buffer(src, 0, dst, 0, *bytes)
+                    }
+                    Cmd::Clear { buf, bytes } => enc.clear_buffer(buf, 0, Some(*bytes)),
+                    Cmd::Dispatch { .. } => {}
+                }
+                i += 1;
+            }
+        }
+        if let Some(arena) = rec.arena.take() {
+            self.queue.write_buffer(&arena.buffer, 0, &rec.arena_bytes);
+            // Dropping returns the arena to the pool; its next use is written by a later
+            // write_buffer, which the queue orders after this submission.
+        }
+        rec.arena_bytes.clear();
+        rec.dispatches = 0;
+        let idx = self.queue.submit([enc.finish()]);
+        rec.total_submits += 1;
+        rec.in_flight.push_back(idx);
+        while rec.in_flight.len() > MAX_IN_FLIGHT {
+            if let Some(old) = rec.in_flight.pop_front() {
+                self.device
+                    .poll(wgpu::PollType::Wait {
+                        submission_index: Some(old),
+                        timeout: None,
+                    })
+                    .map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))?;
+            }
+        }
+        self.take_errors()
+    }
+
+    /// Uploads `data` into a fresh (or recycled) storage buffer. Pending work is flushed first,
+    /// so the write cannot overtake a recorded command that still uses a recycled buffer.
+    pub(crate) fn upload(self: &Arc<Self>, data: &[u8]) -> Result<GpuBuf> {
+        let buf = self.alloc(data.len() as u64, BufKind::Storage)?;
+        let mut rec = self.recorder()?;
+        self.flush_locked(&mut rec)?;
+        if !data.is_empty() {
+            self.queue.write_buffer(&buf.buffer, 0, data);
+        }
+        Ok(buf)
+    }
+
+    /// Reads the used bytes of `buf` back to the host: the one readback path.
+    pub(crate) fn read(self: &Arc<Self>, buf: &GpuBuf) -> Result<Vec<u8>> {
+        let staging = self.alloc(buf.bytes, BufKind::Staging)?;
+        {
+            let mut rec = self.recorder()?;
+            rec.cmds.push(Cmd::Copy {
+                src: buf.buffer.clone(),
+                dst: staging.buffer.clone(),
+                bytes: buf.bytes,
+            });
+            self.flush_locked(&mut rec)?;
+            rec.in_flight.clear();
+        }
+        let slice = staging.buffer.slice(0..buf.bytes);
+        let (tx, rx) = std::sync::mpsc::channel();
+        slice.map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))?;
+        rx.recv()
+            .map_err(|_| Error::Gpu("readback callback never ran".into()))?
+            .map_err(|e| Error::Gpu(format!("mapping a readback buffer: {e}")))?;
+        let out = {
+            let view = slice
+                .get_mapped_range()
+                .map_err(|e| Error::Gpu(format!("reading a mapped buffer: {e:?}")))?;
+            view.to_vec()
+        };
+        staging.buffer.unmap();
+        self.take_errors()?;
+        Ok(out)
+    }
+
+    /// Blocks until all submitted work has finished (benchmarks, profiling).
+    pub fn synchronize(self: &Arc<Self>) -> Result<()> {
+        self.flush()?;
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))?;
+        if let Ok(mut rec) = self.recorder() {
+            rec.in_flight.clear();
+        }
+        self.take_errors()
+    }
+
+    /// Dispatches recorded and submits issued so far.
+    pub fn submit_stats(&self) -> (u64, u64) {
+        self.recorder()
+            .map(|r| (r.total_dispatches, r.total_submits))
+            .unwrap_or((0, 0))
+    }
+}

@@ -1,0 +1,63 @@
+//! The shader registry: every `.wgsl` file of `shaders/`, embedded once.
+//!
+//! A module's source is `prelude.wgsl` followed by the family's file (plain concatenation,
+//! no templating); kernels are specialised only through `override` constants.
+
+/// The prelude every module starts with.
+pub const PRELUDE: &str = include_str!("../../shaders/prelude.wgsl");
+
+/// One shader file (one op family).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Shader {
+    Unary,
+    Binary,
+    Select,
+    Reduce,
+    Argmax,
+    Copy,
+}
+
+impl Shader {
+    /// Every registered shader, for validation tests and warm-up.
+    pub const ALL: &'static [Shader] = &[
+        Shader::Unary,
+        Shader::Binary,
+        Shader::Select,
+        Shader::Reduce,
+        Shader::Argmax,
+        Shader::Copy,
+    ];
+
+    /// File name inside `shaders/`.
+    pub fn file(self) -> &'static str {
+        match self {
+            Shader::Unary => "unary.wgsl",
+            Shader::Binary => "binary.wgsl",
+            Shader::Select => "select.wgsl",
+            Shader::Reduce => "reduce.wgsl",
+            Shader::Argmax => "argmax.wgsl",
+            Shader::Copy => "copy.wgsl",
+        }
+    }
+
+    /// The family's own source (without the prelude).
+    pub fn body(self) -> &'static str {
+        match self {
+            Shader::Unary => include_str!("../../shaders/unary.wgsl"),
+            Shader::Binary => include_str!("../../shaders/binary.wgsl"),
+            Shader::Select => include_str!("../../shaders/select.wgsl"),
+            Shader::Reduce => include_str!("../../shaders/reduce.wgsl"),
+            Shader::Argmax => include_str!("../../shaders/argmax.wgsl"),
+            Shader::Copy => include_str!("../../shaders/copy.wgsl"),
+        }
+    }
+
+    /// The complete module source: prelude + body.
+    pub fn source(self) -> String {
+        let mut s = String::with_capacity(PRELUDE.len() + self.body().len() + 1);
+        s.push_str(PRELUDE);
+        s.push('\n');
+        s.push_str(self.body());
+        s
+    }
+}

@@ -1,0 +1,11 @@
+//! Tensor operations: shape checks, output allocation, backend dispatch (CPU reference or
+//! GPU kernel) and tape recording. Backward rules live next to their forward op.
+
+pub mod binary;
+pub mod copy;
+pub mod reduce;
+pub mod unary;
+
+pub use binary::BinaryOp;
+pub use reduce::ReduceOp;
+pub use unary::UnaryOp;

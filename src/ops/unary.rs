@@ -1,0 +1,228 @@
+//! Elementwise unary ops, `y = f(x)` with up to two scalar parameters.
+//!
+//! Saturating semantics (WGSL does not guarantee IEEE inf/NaN): `exp` clamps its argument
+//! at 88.72 (result ≤ f32::MAX), `log` clamps its argument below at the smallest normal f32
+//! (result ≥ −87.34), `sqrt` and `pow` clamp their argument at 0 (resp. the smallest
+//! normal). The CPU reference applies the same clamps.
+
+use crate::autograd::Op;
+use crate::error::Result;
+use crate::gpu::{groups_for, Kernel, Shader};
+use crate::tensor::{DType, Storage, Tensor};
+
+/// Largest finite f32 (results saturate here).
+pub const F32_MAX: f64 = f32::MAX as f64;
+/// Smallest positive normal f32 (`log`, `pow` clamp their argument here).
+pub const F32_MIN_POS: f64 = f32::MIN_POSITIVE as f64;
+/// `exp` argument above which f32 overflows (matches `EXP_MAX_ARG` in the prelude).
+pub const EXP_MAX_ARG: f64 = 88.72283;
+
+/// The unary op table. `code()` is the `OP` override of `shaders/unary.wgsl`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum UnaryOp {
+    Neg,
+    Exp,
+    Log,
+    Sqrt,
+    Relu,
+    Sigmoid,
+    Tanh,
+    Abs,
+    /// −1, 0 or 1 (no gradient).
+    Sign,
+    Square,
+    Recip,
+    /// `min(max(x, lo), hi)`.
+    Clamp(f32, f32),
+    AddScalar(f32),
+    MulScalar(f32),
+    /// `max(x, 1.18e-38)^p`.
+    PowScalar(f32),
+    /// 1 if `lo ≤ x ≤ hi`, else 0 (no gradient).
+    InRange(f32, f32),
+    /// 1 if `x ≠ 0`, else 0 (no gradient).
+    NonZero,
+}
+
+impl UnaryOp {
+    /// Op code and scalar parameters as the shader reads them.
+    pub fn code(self) -> (u32, f32, f32) {
+        use UnaryOp::*;
+        match self {
+            Neg => (0, 0.0, 0.0),
+            Exp => (1, 0.0, 0.0),
+            Log => (2, 0.0, 0.0),
+            Sqrt => (3, 0.0, 0.0),
+            Relu => (4, 0.0, 0.0),
+            Sigmoid => (5, 0.0, 0.0),
+            Tanh => (6, 0.0, 0.0),
+            Abs => (7, 0.0, 0.0),
+            Sign => (8, 0.0, 0.0),
+            Square => (9, 0.0, 0.0),
+            Recip => (10, 0.0, 0.0),
+            Clamp(lo, hi) => (11, lo, hi),
+            AddScalar(a) => (12, a, 0.0),
+            MulScalar(a) => (13, a, 0.0),
+            PowScalar(p) => (14, p, 0.0),
+            InRange(lo, hi) => (15, lo, hi),
+            NonZero => (16, 0.0, 0.0),
+        }
+    }
+
+    /// The CPU reference, in f64.
+    pub fn eval(self, x: f64) -> f64 {
+        use UnaryOp::*;
+        match self {
+            Neg => -x,
+            Exp => x.min(EXP_MAX_ARG).exp().min(F32_MAX),
+            Log => x.max(F32_MIN_POS).ln(),
+            Sqrt => x.max(0.0).sqrt(),
+            Relu => x.max(0.0),
+            Sigmoid => 1.0 / (1.0 + (-x).exp()),
+            Tanh => x.tanh(),
+            Abs => x.abs(),
+            Sign => {
+                if x > 0.0 {
+                    1.0
+                } else if x < 0.0 {
+                    -1.0
+                } else {
+                    0.0
+                }
+            }
+            Square => x * x,
+            Recip => 1.0 / x,
+            Clamp(lo, hi) => x.max(f64::from(lo)).min(f64::from(hi)),
+            AddScalar(a) => x + f64::from(a),
+            MulScalar(a) => x * f64::from(a),
+            PowScalar(p) => x.max(F32_MIN_POS).powf(f64::from(p)).min(F32_MAX),
+            InRange(lo, hi) => f64::from(u8::from(x >= f64::from(lo) && x <= f64::from(hi))),
+            NonZero => f64::from(u8::from(x != 0.0)),
+        }
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct UnaryParams {
+    n: u32,
+    a: f32,
+    b: f32,
+    _pad: u32,
+}
+
+/// Threads per workgroup of the elementwise kernels: a multiple of every vendor's SIMD width
+/// (32/64) and the usual sweet spot for memory-bound kernels.
+pub const ELEMENTWISE_WG: u32 = 256;
+
+/// Applies `op` elementwise.
+pub fn unary(x: &Tensor, op: UnaryOp) -> Result<Tensor> {
+    x.expect_dtype("unary", DType::F32)?;
+    let n = x.numel();
+    let storage = match x.storage() {
+        Storage::Cpu(v) => Storage::Cpu(v.iter().map(|&e| op.eval(e)).collect()),
+        Storage::Gpu(b) => {
+            let ctx = b.context();
+            let out = ctx.alloc_storage(n)?;
+            let (code, a, bb) = op.code();
+            ctx.launch(
+                &Kernel::new(Shader::Unary, "unary")
+                    .with("OP", code)
+                    .with("WG", ELEMENTWISE_WG),
+                &UnaryParams {
+                    n: n as u32,
+                    a,
+                    b: bb,
+                    _pad: 0,
+                },
+                &[b],
+                &[&out],
+                groups_for(n, ELEMENTWISE_WG),
+            )?;
+            Storage::Gpu(out)
+        }
+    };
+    Ok(Tensor::from_op(
+        storage,
+        x.shape().clone(),
+        DType::F32,
+        Op::Unary(op),
+        vec![x.clone()],
+    ))
+}
+
+/// Backward rule: `∂x = g · f'(x)`, composed from forward ops (`y` is the saved output).
+pub(crate) fn unary_backward(
+    op: UnaryOp,
+    x: &Tensor,
+    y: &Tensor,
+    g: &Tensor,
+) -> Result<Option<Tensor>> {
+    use UnaryOp::*;
+    let d = match op {
+        Neg => g.neg()?,
+        Exp => g.mul(y)?,
+        Log => g.div(x)?,
+        Sqrt => g.mul(&y.recip()?.mul_scalar(0.5)?)?,
+        Relu => g.mul(&x.unary(InRange(f32::MIN_POSITIVE, f32::MAX))?)?,
+        Sigmoid => g.mul(&y.mul(&y.neg()?.add_scalar(1.0)?)?)?,
+        Tanh => g.mul(&y.square()?.neg()?.add_scalar(1.0)?)?,
+        Abs => g.mul(&x.unary(Sign)?)?,
+        Square => g.mul(&x.mul_scalar(2.0)?)?,
+        Recip => g.mul(&y.square()?)?.neg()?,
+        Clamp(lo, hi) => g.mul(&x.unary(InRange(lo, hi))?)?,
+        AddScalar(_) => g.clone(),
+        MulScalar(a) => g.mul_scalar(a)?,
+        PowScalar(p) => g.mul(&x.unary(PowScalar(p - 1.0))?.mul_scalar(p)?)?,
+        Sign | InRange(..) | NonZero => return Ok(None),
+    };
+    Ok(Some(d))
+}
+
+impl Tensor {
+    pub fn unary(&self, op: UnaryOp) -> Result<Tensor> {
+        unary(self, op)
+    }
+    pub fn neg(&self) -> Result<Tensor> {
+        unary(self, UnaryOp::Neg)
+    }
+    pub fn exp(&self) -> Result<Tensor> {
+        unary(self, UnaryOp::Exp)
+    }
+    pub fn log(&self) -> Result<Tensor> {
+        unary(self, UnaryOp::Log)
+    }
+    pub fn sqrt(&self) -> Result<Tensor> {
+        unary(self, UnaryOp::Sqrt)
+    }
+    pub fn relu(&self) -> Result<Tensor> {
+        unary(self, UnaryOp::Relu)
+    }
+    pub fn sigmoid(&self) -> Result<Tensor> {
+        unary(self, UnaryOp::Sigmoid)
+    }
+    pub fn tanh(&self) -> Result<Tensor> {
+        unary(self, UnaryOp::Tanh)
+    }
+    pub fn abs(&self) -> Result<Tensor> {
+        unary(self, UnaryOp::Abs)
+    }
+    pub fn square(&self) -> Result<Tensor> {
+        unary(self, UnaryOp::Square)
+    }
+    pub fn recip(&self) -> Result<Tensor> {
+        unary(self, UnaryOp::Recip)
+    }
+    pub fn clamp(&self, lo: f32, hi: f32) -> Result<Tensor> {
+        unary(self, UnaryOp::Clamp(lo, hi))
+    }
+    pub fn add_scalar(&self, a: f32) -> Result<Tensor> {
+        unary(self, UnaryOp::AddScalar(a))
+    }
+    pub fn mul_scalar(&self, a: f32) -> Result<Tensor> {
+        unary(self, UnaryOp::MulScalar(a))
+    }
+    pub fn powf(&self, p: f32) -> Result<Tensor> {
+        unary(self, UnaryOp::PowScalar(p))
+    }
+}

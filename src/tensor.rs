@@ -1,0 +1,363 @@
+//! Immutable tensors with an autograd tape.
+//!
+//! A tensor is a shape, a dtype, shared storage (CPU `f64` or a pooled GPU buffer) and,
+//! when it was produced by an op with gradient tracking on, the [`Node`] that made it.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::autograd::{grad_enabled, Node, Op};
+use crate::device::Device;
+use crate::error::{Error, Result};
+use crate::gpu::GpuBuf;
+use crate::shape::Shape;
+
+/// Element type. Labels and indices are `U32` (WGSL has no 8-bit storage).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DType {
+    F32,
+    U32,
+}
+
+/// Backing memory. The CPU reference backend stores every dtype as `f64` (exact for `u32`)
+/// so that its arithmetic and gradient checks run in double precision.
+pub enum Storage {
+    Cpu(Vec<f64>),
+    Gpu(GpuBuf),
+}
+
+pub(crate) struct Inner {
+    id: u64,
+    shape: Shape,
+    dtype: DType,
+    storage: Arc<Storage>,
+    node: Option<Node>,
+    requires_grad: bool,
+}
+
+/// An immutable n-dimensional array. Cloning is cheap (an `Arc`).
+#[derive(Clone)]
+pub struct Tensor(Arc<Inner>);
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+fn check_len(op: &'static str, len: usize, shape: &Shape) -> Result<()> {
+    if len != shape.numel() {
+        return Err(Error::shape(
+            op,
+            format!(
+                "{len} values do not fill shape {shape} ({} elements)",
+                shape.numel()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+impl Tensor {
+    fn build(
+        storage: Arc<Storage>,
+        shape: Shape,
+        dtype: DType,
+        node: Option<Node>,
+        rg: bool,
+    ) -> Tensor {
+        Tensor(Arc::new(Inner {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            shape,
+            dtype,
+            storage,
+            node,
+            requires_grad: rg,
+        }))
+    }
+
+    /// A tensor with no history.
+    pub(crate) fn from_storage(storage: Storage, shape: Shape, dtype: DType) -> Tensor {
+        Tensor::build(Arc::new(storage), shape, dtype, None, false)
+    }
+
+    /// The output of `op` applied to `inputs`. It joins the tape when gradients are enabled,
+    /// it is `F32` and one of the inputs requires a gradient.
+    pub(crate) fn from_op(
+        storage: Storage,
+        shape: Shape,
+        dtype: DType,
+        op: Op,
+        inputs: Vec<Tensor>,
+    ) -> Tensor {
+        let rg = dtype == DType::F32 && grad_enabled() && inputs.iter().any(|t| t.requires_grad());
+        let node = rg.then_some(Node { op, inputs });
+        Tensor::build(Arc::new(storage), shape, dtype, node, rg)
+    }
+
+    /// Same storage, new shape and history (used by free reshapes).
+    pub(crate) fn share(&self, shape: Shape, op: Op) -> Tensor {
+        let rg = grad_enabled() && self.requires_grad();
+        let node = rg.then(|| Node {
+            op,
+            inputs: vec![self.clone()],
+        });
+        Tensor::build(Arc::clone(&self.0.storage), shape, self.0.dtype, node, rg)
+    }
+
+    /// Uploads `f32` values with the given shape.
+    pub fn from_vec(data: Vec<f32>, shape: impl Into<Shape>, dev: &Device) -> Result<Tensor> {
+        let shape = shape.into();
+        check_len("from_vec", data.len(), &shape)?;
+        let storage = match dev {
+            Device::Cpu => Storage::Cpu(data.iter().map(|&v| f64::from(v)).collect()),
+            Device::Gpu(c) => Storage::Gpu(c.upload(bytemuck::cast_slice(&data))?),
+        };
+        Ok(Tensor::from_storage(storage, shape, DType::F32))
+    }
+
+    /// Uploads `f64` values (kept exactly on the CPU, rounded to `f32` on a GPU).
+    pub fn from_f64(data: Vec<f64>, shape: impl Into<Shape>, dev: &Device) -> Result<Tensor> {
+        let shape = shape.into();
+        check_len("from_f64", data.len(), &shape)?;
+        match dev {
+            Device::Cpu => Ok(Tensor::from_storage(Storage::Cpu(data), shape, DType::F32)),
+            Device::Gpu(_) => {
+                Tensor::from_vec(data.iter().map(|&v| v as f32).collect(), shape, dev)
+            }
+        }
+    }
+
+    /// Uploads `u32` values (labels, indices).
+    pub fn from_u32(data: Vec<u32>, shape: impl Into<Shape>, dev: &Device) -> Result<Tensor> {
+        let shape = shape.into();
+        check_len("from_u32", data.len(), &shape)?;
+        let storage = match dev {
+            Device::Cpu => Storage::Cpu(data.iter().map(|&v| f64::from(v)).collect()),
+            Device::Gpu(c) => Storage::Gpu(c.upload(bytemuck::cast_slice(&data))?),
+        };
+        Ok(Tensor::from_storage(storage, shape, DType::U32))
+    }
+
+    /// A tensor filled with `value`.
+    pub fn full(shape: impl Into<Shape>, value: f32, dev: &Device) -> Result<Tensor> {
+        let shape = shape.into();
+        Tensor::from_vec(vec![value; shape.numel()], shape, dev)
+    }
+
+    pub fn zeros(shape: impl Into<Shape>, dev: &Device) -> Result<Tensor> {
+        Tensor::full(shape, 0.0, dev)
+    }
+
+    pub fn ones(shape: impl Into<Shape>, dev: &Device) -> Result<Tensor> {
+        Tensor::full(shape, 1.0, dev)
+    }
+
+    /// The same values as a trainable leaf: `backward()` returns its gradient.
+    pub fn as_param(&self) -> Tensor {
+        Tensor::build(
+            Arc::clone(&self.0.storage),
+            self.0.shape.clone(),
+            self.0.dtype,
+            None,
+            self.0.dtype == DType::F32,
+        )
+    }
+
+    /// The same values without history.
+    pub fn detach(&self) -> Tensor {
+        Tensor::build(
+            Arc::clone(&self.0.storage),
+            self.0.shape.clone(),
+            self.0.dtype,
+            None,
+            false,
+        )
+    }
+
+    /// Unique id (gradients are keyed by it).
+    pub fn id(&self) -> u64 {
+        self.0.id
+    }
+
+    pub fn shape(&self) -> &Shape {
+        &self.0.shape
+    }
+
+    pub fn dims(&self) -> &[usize] {
+        self.0.shape.dims()
+    }
+
+    pub fn numel(&self) -> usize {
+        self.0.shape.numel()
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.0.dtype
+    }
+
+    pub fn requires_grad(&self) -> bool {
+        self.0.requires_grad
+    }
+
+    pub(crate) fn node(&self) -> Option<&Node> {
+        self.0.node.as_ref()
+    }
+
+    pub(crate) fn storage(&self) -> &Storage {
+        &self.0.storage
+    }
+
+    /// The device holding the storage.
+    pub fn device(&self) -> Device {
+        match &*self.0.storage {
+            Storage::Cpu(_) => Device::Cpu,
+            Storage::Gpu(b) => Device::Gpu(Arc::clone(b.context())),
+        }
+    }
+
+    /// Reads the values back as `f32` (`u32` tensors are converted).
+    pub fn to_vec(&self) -> Result<Vec<f32>> {
+        match (&*self.0.storage, self.0.dtype) {
+            (Storage::Cpu(v), _) => Ok(v.iter().map(|&x| x as f32).collect()),
+            (Storage::Gpu(_), DType::F32) => Ok(bytemuck::cast_slice(&self.raw_bytes()?).to_vec()),
+            (Storage::Gpu(_), DType::U32) => {
+                Ok(self.to_vec_u32()?.into_iter().map(|v| v as f32).collect())
+            }
+        }
+    }
+
+    /// Reads the values back as `f64` (exact on the CPU backend).
+    pub fn to_vec_f64(&self) -> Result<Vec<f64>> {
+        match &*self.0.storage {
+            Storage::Cpu(v) => Ok(v.clone()),
+            Storage::Gpu(_) => match self.0.dtype {
+                DType::F32 => Ok(self.to_vec()?.into_iter().map(f64::from).collect()),
+                DType::U32 => Ok(self.to_vec_u32()?.into_iter().map(f64::from).collect()),
+            },
+        }
+    }
+
+    /// Reads a `U32` tensor back.
+    pub fn to_vec_u32(&self) -> Result<Vec<u32>> {
+        if self.0.dtype != DType::U32 {
+            return Err(Error::shape("to_vec_u32", "the tensor is f32, not u32"));
+        }
+        match &*self.0.storage {
+            Storage::Cpu(v) => Ok(v.iter().map(|&x| x as u32).collect()),
+            Storage::Gpu(_) => Ok(bytemuck::cast_slice(&self.raw_bytes()?).to_vec()),
+        }
+    }
+
+    fn raw_bytes(&self) -> Result<Vec<u8>> {
+        match &*self.0.storage {
+            Storage::Gpu(b) => {
+                let mut v = b.context().read(b)?;
+                v.truncate(self.numel() * 4);
+                Ok(v)
+            }
+            Storage::Cpu(_) => Err(Error::Gpu("raw_bytes of a CPU tensor".into())),
+        }
+    }
+
+    /// The single value of a one-element tensor.
+    pub fn item(&self) -> Result<f32> {
+        if self.numel() != 1 {
+            return Err(Error::shape(
+                "item",
+                format!("shape {} has more than one element", self.shape()),
+            ));
+        }
+        Ok(self.to_vec()?[0])
+    }
+
+    /// Copies the values to another device (no history).
+    pub fn to_device(&self, dev: &Device) -> Result<Tensor> {
+        if self.device().same(dev) {
+            return Ok(self.detach());
+        }
+        match self.0.dtype {
+            DType::F32 => match dev {
+                Device::Cpu => Tensor::from_f64(self.to_vec_f64()?, self.shape().clone(), dev),
+                Device::Gpu(_) => Tensor::from_vec(self.to_vec()?, self.shape().clone(), dev),
+            },
+            DType::U32 => Tensor::from_u32(self.to_vec_u32()?, self.shape().clone(), dev),
+        }
+    }
+
+    /// Same values, new shape (free: the storage is shared).
+    pub fn reshape(&self, shape: impl Into<Shape>) -> Result<Tensor> {
+        let shape = shape.into();
+        if shape.numel() != self.numel() {
+            return Err(Error::shape(
+                "reshape",
+                format!("cannot reshape {} into {shape}", self.shape()),
+            ));
+        }
+        Ok(self.share(shape, Op::Reshape))
+    }
+
+    /// The GPU buffer, or an error naming `op` if the tensor is on the CPU.
+    pub(crate) fn gpu_buf(&self, op: &'static str) -> Result<&GpuBuf> {
+        match &*self.0.storage {
+            Storage::Gpu(b) => Ok(b),
+            Storage::Cpu(_) => Err(Error::Device {
+                op,
+                a: "cpu".into(),
+                b: "gpu".into(),
+            }),
+        }
+    }
+
+    /// The CPU values, or an error naming `op` if the tensor is on a GPU.
+    pub(crate) fn cpu_data(&self, op: &'static str) -> Result<&[f64]> {
+        match &*self.0.storage {
+            Storage::Cpu(v) => Ok(v),
+            Storage::Gpu(_) => Err(Error::Device {
+                op,
+                a: "gpu".into(),
+                b: "cpu".into(),
+            }),
+        }
+    }
+
+    /// Checks that the tensor has dtype `d`.
+    pub(crate) fn expect_dtype(&self, op: &'static str, d: DType) -> Result<()> {
+        if self.dtype() != d {
+            return Err(Error::shape(
+                op,
+                format!(
+                    "expected a {d:?} tensor, got {:?} with shape {}",
+                    self.dtype(),
+                    self.shape()
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Checks that all tensors live on the same device and returns it.
+pub(crate) fn same_device(op: &'static str, ts: &[&Tensor]) -> Result<Device> {
+    let d = ts[0].device();
+    for t in &ts[1..] {
+        let e = t.device();
+        if !d.same(&e) {
+            return Err(Error::Device {
+                op,
+                a: d.name(),
+                b: e.name(),
+            });
+        }
+    }
+    Ok(d)
+}
+
+impl std::fmt::Debug for Tensor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Tensor(id={}, shape={}, {:?}, {:?})",
+            self.id(),
+            self.shape(),
+            self.dtype(),
+            self.device()
+        )
+    }
+}
