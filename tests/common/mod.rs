@@ -1,0 +1,352 @@
+//! Shared test harness: the GPU under test, tolerances (all of them live here), seeded
+//! inputs, and `check_op`, which runs one op three ways:
+//!
+//! 1. CPU reference forward + backward (f64),
+//! 2. central finite differences of the CPU forward (f64) against the CPU gradient,
+//! 3. GPU forward and gradients against the CPU ones.
+//!
+//! The scalar that is differentiated is `sum(out ⊙ w)` with random `w`.
+#![allow(dead_code)]
+
+use std::sync::OnceLock;
+
+use rand::{Rng, SeedableRng};
+use wgseg::{backward, Device, Result, Shape, Tensor};
+
+/// The GPU under test, shared by the tests of one binary. `None` (test skipped) when there is
+/// no adapter — unless `WGSEG_REQUIRE_GPU=1`, which turns a missing adapter into a failure.
+pub fn gpu() -> Option<Device> {
+    static DEV: OnceLock<Option<Device>> = OnceLock::new();
+    let dev = DEV
+        .get_or_init(|| match Device::gpu() {
+            Ok(d) => Some(d),
+            Err(e) => {
+                eprintln!("no GPU adapter: {e}");
+                None
+            }
+        })
+        .clone();
+    if dev.is_none() && std::env::var("WGSEG_REQUIRE_GPU").as_deref() == Ok("1") {
+        panic!("WGSEG_REQUIRE_GPU=1 but no GPU adapter was found (install mesa-vulkan-drivers)");
+    }
+    dev
+}
+
+/// `|got − want| ≤ rtol·|want| + atol·(1 + max|want|)` elementwise.
+#[derive(Clone, Copy, Debug)]
+pub struct Tol {
+    pub rtol: f64,
+    pub atol: f64,
+}
+
+/// f32 elementwise math: a few ulps.
+pub const ELEMENTWISE: Tol = Tol {
+    rtol: 2e-6,
+    atol: 1e-6,
+};
+/// f32 sums of up to ~10⁵ terms (tree order differs from the f64 reference).
+pub const REDUCTION: Tol = Tol {
+    rtol: 1e-5,
+    atol: 1e-5,
+};
+/// Dot products / convolutions with K up to a few thousand terms, in f32.
+pub const DOT: Tol = Tol {
+    rtol: 1e-4,
+    atol: 1e-5,
+};
+/// Exact (copies, indices, comparisons).
+pub const EXACT: Tol = Tol {
+    rtol: 0.0,
+    atol: 0.0,
+};
+/// Central differences in f64 against analytic gradients (h = 1e-6 relative).
+pub const FINITE_DIFF: Tol = Tol {
+    rtol: 1e-6,
+    atol: 1e-7,
+};
+
+pub fn assert_close(what: &str, got: &[f64], want: &[f64], tol: Tol) {
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "{what}: length {} vs {}",
+        got.len(),
+        want.len()
+    );
+    let scale = 1.0 + want.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    let mut worst = (0.0f64, 0usize);
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        let bound = tol.rtol * w.abs() + tol.atol * scale;
+        let err = (g - w).abs();
+        if !(err <= bound) {
+            panic!("{what}: element {i}: got {g}, want {w} (|err| {err:e} > bound {bound:e}; scale {scale})");
+        }
+        if bound > 0.0 && err / bound > worst.0 {
+            worst = (err / bound, i);
+        }
+    }
+}
+
+/// Seeded uniform values in `[lo, hi)`, exactly representable in f32.
+pub fn uniform(n: usize, seed: u64, lo: f32, hi: f32) -> Vec<f32> {
+    let mut r = rand::rngs::StdRng::seed_from_u64(seed);
+    (0..n).map(|_| r.random_range(lo..hi)).collect()
+}
+
+/// Seeded values in `±[lo, hi)` (away from 0, for ops with a kink at 0).
+pub fn away_from_zero(n: usize, seed: u64, lo: f32, hi: f32) -> Vec<f32> {
+    let mut r = rand::rngs::StdRng::seed_from_u64(seed);
+    (0..n)
+        .map(|_| {
+            let v = r.random_range(lo..hi);
+            if r.random_bool(0.5) {
+                v
+            } else {
+                -v
+            }
+        })
+        .collect()
+}
+
+/// One input of a checked op.
+#[derive(Clone)]
+pub struct Input {
+    pub shape: Shape,
+    pub data: Vec<f32>,
+    /// Differentiate with respect to it.
+    pub grad: bool,
+    /// A `u32` tensor (labels, indices): never differentiated.
+    pub labels: bool,
+}
+
+impl Input {
+    /// A differentiable f32 input.
+    pub fn param(shape: impl Into<Shape>, data: Vec<f32>) -> Input {
+        Input {
+            shape: shape.into(),
+            data,
+            grad: true,
+            labels: false,
+        }
+    }
+    /// An f32 input that is held constant.
+    pub fn constant(shape: impl Into<Shape>, data: Vec<f32>) -> Input {
+        Input {
+            shape: shape.into(),
+            data,
+            grad: false,
+            labels: false,
+        }
+    }
+    /// A u32 input.
+    pub fn labels(shape: impl Into<Shape>, data: Vec<u32>) -> Input {
+        Input {
+            shape: shape.into(),
+            data: data.into_iter().map(|v| v as f32).collect(),
+            grad: false,
+            labels: true,
+        }
+    }
+
+    fn build(&self, dev: &Device, data64: Option<&[f64]>) -> Tensor {
+        let t = if self.labels {
+            Tensor::from_u32(
+                self.data.iter().map(|&v| v as u32).collect(),
+                self.shape.clone(),
+                dev,
+            )
+        } else {
+            match data64 {
+                Some(d) => Tensor::from_f64(d.to_vec(), self.shape.clone(), dev),
+                None => Tensor::from_vec(self.data.clone(), self.shape.clone(), dev),
+            }
+        }
+        .expect("upload");
+        if self.grad {
+            t.as_param()
+        } else {
+            t
+        }
+    }
+}
+
+/// What `check_op` compares, and how tightly.
+pub struct Check {
+    /// GPU forward vs CPU forward.
+    pub fwd: Tol,
+    /// GPU gradients vs CPU gradients.
+    pub bwd: Tol,
+    /// Skip gradient checks (ops without gradient: argmax, comparisons).
+    pub no_grad: bool,
+}
+
+impl Check {
+    pub fn new(fwd: Tol, bwd: Tol) -> Check {
+        Check {
+            fwd,
+            bwd,
+            no_grad: false,
+        }
+    }
+    pub fn forward_only(fwd: Tol) -> Check {
+        Check {
+            fwd,
+            bwd: fwd,
+            no_grad: true,
+        }
+    }
+}
+
+fn weights_for(out: &Tensor, dev: &Device) -> Tensor {
+    let w = uniform(out.numel(), 0xC0FFEE, -1.0, 1.0);
+    Tensor::from_vec(w, out.shape().clone(), dev).expect("weights")
+}
+
+/// `sum(f(inputs) ⊙ w)` as f64, evaluated on the CPU with given input values.
+fn cpu_objective<F>(f: &F, inputs: &[Input], vals: &[Vec<f64>]) -> f64
+where
+    F: Fn(&[Tensor]) -> Result<Tensor>,
+{
+    let ts: Vec<Tensor> = inputs
+        .iter()
+        .zip(vals)
+        .map(|(i, v)| i.build(&Device::Cpu, Some(v)))
+        .collect();
+    let out = f(&ts).expect("cpu forward");
+    let w = uniform(out.numel(), 0xC0FFEE, -1.0, 1.0);
+    out.to_vec_f64()
+        .expect("read")
+        .iter()
+        .zip(w)
+        .map(|(o, w)| o * f64::from(w))
+        .sum()
+}
+
+/// Runs the three checks of the module docs on `f`.
+pub fn check_op<F>(name: &str, inputs: &[Input], check: Check, f: F)
+where
+    F: Fn(&[Tensor]) -> Result<Tensor>,
+{
+    // 1. CPU reference forward and backward.
+    let cpu_in: Vec<Tensor> = inputs.iter().map(|i| i.build(&Device::Cpu, None)).collect();
+    let cpu_out = f(&cpu_in).unwrap_or_else(|e| panic!("{name}: cpu forward: {e}"));
+    let cpu_vals = cpu_out.to_vec_f64().expect("read");
+    let mut cpu_grads = Vec::new();
+    if !check.no_grad {
+        let loss = cpu_out
+            .mul(&weights_for(&cpu_out, &Device::Cpu))
+            .and_then(|t| t.sum())
+            .expect("loss");
+        let grads = backward(&loss).unwrap_or_else(|e| panic!("{name}: cpu backward: {e}"));
+        for (i, t) in inputs.iter().zip(&cpu_in) {
+            if i.grad {
+                let g = grads
+                    .get(t)
+                    .unwrap_or_else(|| panic!("{name}: no gradient for an input"));
+                cpu_grads.push(g.to_vec_f64().expect("read"));
+            }
+        }
+        // 2. Finite differences on the CPU, in f64.
+        let base: Vec<Vec<f64>> = inputs
+            .iter()
+            .map(|i| i.data.iter().map(|&v| f64::from(v)).collect())
+            .collect();
+        let mut gi = 0;
+        for (k, inp) in inputs.iter().enumerate() {
+            if !inp.grad {
+                continue;
+            }
+            let analytic = &cpu_grads[gi];
+            gi += 1;
+            let n = inp.data.len();
+            // Full Jacobian-vector checks for small inputs, three random directions otherwise.
+            let directions: Vec<Vec<f64>> = if n <= 48 {
+                (0..n)
+                    .map(|j| (0..n).map(|m| f64::from(u8::from(m == j))).collect())
+                    .collect()
+            } else {
+                (0..3)
+                    .map(|s| {
+                        uniform(n, 77 + s, -1.0, 1.0)
+                            .into_iter()
+                            .map(f64::from)
+                            .collect()
+                    })
+                    .collect()
+            };
+            let mut fd = Vec::new();
+            let mut an = Vec::new();
+            for d in &directions {
+                let scale = 1.0 + base[k].iter().fold(0.0f64, |m, v| m.max(v.abs()));
+                let h = 1e-6 * scale;
+                let shifted = |sgn: f64| {
+                    let mut v = base.clone();
+                    v[k].iter_mut()
+                        .zip(d)
+                        .for_each(|(x, dx)| *x += sgn * h * dx);
+                    cpu_objective(&f, inputs, &v)
+                };
+                fd.push((shifted(1.0) - shifted(-1.0)) / (2.0 * h));
+                an.push(analytic.iter().zip(d).map(|(g, dx)| g * dx).sum());
+            }
+            assert_close(
+                &format!("{name}: finite differences of input {k}"),
+                &an,
+                &fd,
+                FINITE_DIFF,
+            );
+        }
+    }
+    // 3. GPU against the CPU.
+    let Some(dev) = gpu() else { return };
+    let gpu_in: Vec<Tensor> = inputs.iter().map(|i| i.build(&dev, None)).collect();
+    let gpu_out = f(&gpu_in).unwrap_or_else(|e| panic!("{name}: gpu forward: {e}"));
+    assert_eq!(gpu_out.shape(), cpu_out.shape(), "{name}: output shape");
+    assert_eq!(gpu_out.dtype(), cpu_out.dtype(), "{name}: output dtype");
+    // The reference is computed from f32 inputs; round it to f32 like the GPU's output.
+    let want: Vec<f64> = cpu_vals.iter().map(|&v| f64::from(v as f32)).collect();
+    assert_close(
+        &format!("{name}: gpu forward"),
+        &gpu_out.to_vec_f64().expect("read"),
+        &want,
+        check.fwd,
+    );
+    if check.no_grad {
+        return;
+    }
+    let loss = gpu_out
+        .mul(&weights_for(&gpu_out, &dev))
+        .and_then(|t| t.sum())
+        .expect("loss");
+    let grads = backward(&loss).unwrap_or_else(|e| panic!("{name}: gpu backward: {e}"));
+    let mut gi = 0;
+    for (k, (i, t)) in inputs.iter().zip(&gpu_in).enumerate() {
+        if i.grad {
+            let g = grads
+                .get(t)
+                .unwrap_or_else(|| panic!("{name}: no gpu gradient for input {k}"));
+            assert_close(
+                &format!("{name}: gpu gradient of input {k}"),
+                &g.to_vec_f64().expect("read"),
+                &cpu_grads[gi],
+                check.bwd,
+            );
+            gi += 1;
+        }
+    }
+}
+
+/// Element counts that hit kernel edges: 1, odd primes, one past a 256-wide workgroup, many
+/// workgroups.
+pub const EDGE_SIZES: &[usize] = &[1, 7, 31, 257, 1021, 4099];
+
+/// A seeded shuffle of `n` evenly spaced values in `[lo, hi]`: no two values closer than
+/// `(hi − lo)/n`, so max/min/argmax have no near-ties for finite differences to trip on.
+pub fn distinct(n: usize, seed: u64, lo: f32, hi: f32) -> Vec<f32> {
+    use rand::seq::SliceRandom;
+    let mut r = rand::rngs::StdRng::seed_from_u64(seed);
+    let step = (hi - lo) / n.max(1) as f32;
+    let mut v: Vec<f32> = (0..n).map(|i| lo + step * i as f32).collect();
+    v.shuffle(&mut r);
+    v
+}

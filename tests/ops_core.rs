@@ -1,0 +1,319 @@
+//! Parity (GPU vs CPU) and gradient checks for the elementwise, broadcasting, reduction and
+//! layout primitives.
+
+mod common;
+
+use common::*;
+use wgseg::ops::UnaryOp;
+use wgseg::Tensor;
+
+#[test]
+fn unary_ops_match_and_differentiate() {
+    use UnaryOp::*;
+    // (op, input generator): inputs kept away from kinks and outside the clamps' edges.
+    let ops: Vec<(UnaryOp, fn(usize, u64) -> Vec<f32>)> = vec![
+        (Neg, |n, s| uniform(n, s, -3.0, 3.0)),
+        (Exp, |n, s| uniform(n, s, -5.0, 5.0)),
+        (Log, |n, s| uniform(n, s, 0.1, 10.0)),
+        (Sqrt, |n, s| uniform(n, s, 0.1, 10.0)),
+        (Relu, |n, s| away_from_zero(n, s, 0.01, 3.0)),
+        (Sigmoid, |n, s| uniform(n, s, -6.0, 6.0)),
+        (Tanh, |n, s| uniform(n, s, -3.0, 3.0)),
+        (Abs, |n, s| away_from_zero(n, s, 0.01, 3.0)),
+        (Square, |n, s| uniform(n, s, -3.0, 3.0)),
+        (Recip, |n, s| away_from_zero(n, s, 0.5, 3.0)),
+        (Clamp(-1.0, 0.5), |n, s| uniform(n, s, -3.0, 3.0)),
+        (AddScalar(1.5), |n, s| uniform(n, s, -3.0, 3.0)),
+        (MulScalar(-2.5), |n, s| uniform(n, s, -3.0, 3.0)),
+        (PowScalar(1.7), |n, s| uniform(n, s, 0.1, 3.0)),
+    ];
+    for (k, (op, gen)) in ops.iter().enumerate() {
+        for &n in EDGE_SIZES {
+            let x = gen(n, 100 + k as u64);
+            check_op(
+                &format!("{op:?} n={n}"),
+                &[Input::param([n], x)],
+                Check::new(ELEMENTWISE, ELEMENTWISE),
+                |t| t[0].unary(*op),
+            );
+        }
+    }
+    for op in [Sign, InRange(-0.5, 0.5), NonZero] {
+        let mut x = uniform(257, 9, -1.0, 1.0);
+        x[3] = 0.0;
+        x[4] = 0.5;
+        check_op(
+            &format!("{op:?}"),
+            &[Input::constant([257], x)],
+            Check::forward_only(EXACT),
+            |t| t[0].unary(op),
+        );
+    }
+}
+
+#[test]
+fn unary_extreme_values_saturate_identically() {
+    let x = vec![
+        -1e30,
+        -100.0,
+        -88.0,
+        -1e-30,
+        0.0,
+        1e-30,
+        88.0,
+        88.8,
+        100.0,
+        1e30,
+        f32::MAX,
+        f32::MIN,
+    ];
+    let n = x.len();
+    for op in [
+        UnaryOp::Exp,
+        UnaryOp::Log,
+        UnaryOp::Sqrt,
+        UnaryOp::Sigmoid,
+        UnaryOp::Tanh,
+        UnaryOp::Relu,
+    ] {
+        check_op(
+            &format!("{op:?} extremes"),
+            &[Input::constant([n], x.clone())],
+            Check::forward_only(ELEMENTWISE),
+            |t| t[0].unary(op),
+        );
+    }
+}
+
+#[test]
+fn binary_ops_broadcast_match_and_differentiate() {
+    use wgseg::ops::BinaryOp::*;
+    let shapes: &[(&[usize], &[usize])] = &[
+        (&[1], &[1]),
+        (&[257], &[257]),
+        (&[3, 1, 5], &[4, 1]),
+        (&[2, 3, 4, 5], &[3, 1, 1]),
+        (&[7], &[]),
+        (&[1, 31], &[13, 1]),
+    ];
+    for (si, (sa, sb)) in shapes.iter().enumerate() {
+        let na: usize = sa.iter().product();
+        let nb: usize = sb.iter().product();
+        for op in [Add, Sub, Mul, Div, Max, Min] {
+            let a = uniform(na, si as u64, -2.0, 2.0);
+            // b away from 0 (div) and from a (max/min ties).
+            let b: Vec<f32> = away_from_zero(nb, 50 + si as u64, 0.5, 2.0)
+                .iter()
+                .map(|v| v + 0.001)
+                .collect();
+            check_op(
+                &format!("{op:?} {sa:?}x{sb:?}"),
+                &[Input::param(sa.to_vec(), a), Input::param(sb.to_vec(), b)],
+                Check::new(ELEMENTWISE, REDUCTION),
+                |t| wgseg::ops::binary::binary(&t[0], &t[1], op),
+            );
+        }
+        for op in [Eq, Ne, Lt, Le, Gt, Ge] {
+            let a: Vec<f32> = uniform(na, si as u64, -2.0, 2.0)
+                .iter()
+                .map(|v| v.round())
+                .collect();
+            let b: Vec<f32> = uniform(nb, 9 + si as u64, -2.0, 2.0)
+                .iter()
+                .map(|v| v.round())
+                .collect();
+            check_op(
+                &format!("{op:?} {sa:?}x{sb:?}"),
+                &[
+                    Input::constant(sa.to_vec(), a),
+                    Input::constant(sb.to_vec(), b),
+                ],
+                Check::forward_only(EXACT),
+                |t| wgseg::ops::binary::binary(&t[0], &t[1], op),
+            );
+        }
+    }
+}
+
+#[test]
+fn where_selects_and_routes_gradients() {
+    let c: Vec<f32> = uniform(60, 1, -1.0, 1.0)
+        .iter()
+        .map(|v| if *v > 0.0 { 1.0 } else { 0.0 })
+        .collect();
+    check_op(
+        "where",
+        &[
+            Input::constant([3, 4, 5], c),
+            Input::param([4, 5], uniform(20, 2, -1.0, 1.0)),
+            Input::param([3, 1, 5], uniform(15, 3, -1.0, 1.0)),
+        ],
+        Check::new(EXACT, REDUCTION),
+        |t| t[0].where_(&t[1], &t[2]),
+    );
+}
+
+#[test]
+fn reductions_match_and_differentiate() {
+    // (shape, axis): short axes (serial path), long axes (tree, one and several passes).
+    let cases: &[(&[usize], isize)] = &[
+        (&[1], 0),
+        (&[7], 0),
+        (&[3, 5, 4], 1),
+        (&[3, 5, 4], -1),
+        (&[3, 5, 4], 0),
+        (&[2, 300, 3], 1),
+        (&[4099], 0),
+        (&[2, 2500], 1),
+    ];
+    for (k, (shape, axis)) in cases.iter().enumerate() {
+        let n: usize = shape.iter().product();
+        // Well-separated values: no near-ties for max/min.
+        let x = distinct(n, 300 + k as u64, -3.0, 3.0);
+        for keepdim in [false, true] {
+            let name = format!("{shape:?} axis {axis} keepdim {keepdim}");
+            check_op(
+                &format!("sum {name}"),
+                &[Input::param(shape.to_vec(), x.clone())],
+                Check::new(REDUCTION, ELEMENTWISE),
+                |t| t[0].sum_axis(*axis, keepdim),
+            );
+            check_op(
+                &format!("mean {name}"),
+                &[Input::param(shape.to_vec(), x.clone())],
+                Check::new(REDUCTION, ELEMENTWISE),
+                |t| t[0].mean_axis(*axis, keepdim),
+            );
+            check_op(
+                &format!("max {name}"),
+                &[Input::param(shape.to_vec(), x.clone())],
+                Check::new(EXACT, ELEMENTWISE),
+                |t| t[0].max_axis(*axis, keepdim),
+            );
+            check_op(
+                &format!("min {name}"),
+                &[Input::param(shape.to_vec(), x.clone())],
+                Check::new(EXACT, ELEMENTWISE),
+                |t| t[0].min_axis(*axis, keepdim),
+            );
+            check_op(
+                &format!("argmax {name}"),
+                &[Input::constant(shape.to_vec(), x.clone())],
+                Check::forward_only(EXACT),
+                |t| t[0].argmax_axis(*axis, keepdim),
+            );
+        }
+    }
+}
+
+#[test]
+fn global_reductions_and_multipass_tree() {
+    // 3 000 000 elements: three tree passes (1024² < n).
+    let n = 1_100_000;
+    let x = uniform(n, 5, 0.0, 1.0);
+    let want: f64 = x.iter().map(|&v| f64::from(v)).sum();
+    let Some(dev) = gpu() else { return };
+    let t = Tensor::from_vec(x.clone(), [n], &dev).unwrap();
+    let got = f64::from(t.sum().unwrap().item().unwrap());
+    assert_close("sum of 1.1M", &[got], &[want], REDUCTION);
+    let mut y = x;
+    y[777_777] = 5.0;
+    let t = Tensor::from_vec(y, [n], &dev).unwrap();
+    assert_eq!(
+        t.argmax_axis(0, false).unwrap().to_vec_u32().unwrap(),
+        vec![777_777]
+    );
+    assert_eq!(t.max().unwrap().item().unwrap(), 5.0);
+}
+
+#[test]
+fn argmax_picks_first_of_ties() {
+    let x = vec![1.0, 3.0, 3.0, 0.0, 2.0, 2.0];
+    for dev in std::iter::once(wgseg::Device::Cpu).chain(gpu()) {
+        let t = Tensor::from_vec(x.clone(), [2, 3], &dev).unwrap();
+        assert_eq!(
+            t.argmax_axis(1, false).unwrap().to_vec_u32().unwrap(),
+            vec![1, 1]
+        );
+    }
+}
+
+#[test]
+fn layout_ops_match_and_differentiate() {
+    let x = uniform(2 * 3 * 4 * 5, 11, -1.0, 1.0);
+    let shape = [2, 3, 4, 5];
+    check_op(
+        "permute",
+        &[Input::param(shape, x.clone())],
+        Check::new(EXACT, EXACT),
+        |t| t[0].permute(&[0, 2, 3, 1]),
+    );
+    check_op(
+        "permute rev",
+        &[Input::param(shape, x.clone())],
+        Check::new(EXACT, EXACT),
+        |t| t[0].permute(&[3, 2, 1, 0]),
+    );
+    check_op(
+        "narrow",
+        &[Input::param(shape, x.clone())],
+        Check::new(EXACT, EXACT),
+        |t| t[0].narrow(2, 1, 2),
+    );
+    check_op(
+        "narrow last",
+        &[Input::param(shape, x.clone())],
+        Check::new(EXACT, EXACT),
+        |t| t[0].narrow(-1, 4, 1),
+    );
+    check_op(
+        "reshape",
+        &[Input::param(shape, x.clone())],
+        Check::new(EXACT, EXACT),
+        |t| t[0].reshape([6, 20]),
+    );
+    check_op(
+        "broadcast_to",
+        &[Input::param([3, 1, 5], uniform(15, 12, -1.0, 1.0))],
+        Check::new(EXACT, REDUCTION),
+        |t| t[0].broadcast_to(&wgseg::Shape::new(&[2, 3, 4, 5])),
+    );
+    check_op(
+        "concat",
+        &[
+            Input::param([2, 3, 4], uniform(24, 13, -1.0, 1.0)),
+            Input::param([2, 1, 4], uniform(8, 14, -1.0, 1.0)),
+            Input::param([2, 5, 4], uniform(40, 15, -1.0, 1.0)),
+        ],
+        Check::new(EXACT, EXACT),
+        |t| wgseg::ops::copy::concat(t, 1),
+    );
+    check_op(
+        "pad_axis",
+        &[Input::param([2, 3], uniform(6, 16, -1.0, 1.0))],
+        Check::new(EXACT, EXACT),
+        |t| wgseg::ops::copy::pad_axis(&t[0], 1, 2, 7),
+    );
+    // u32 tensors copy bit-exactly (labels are small integers, i.e. f32 denormals).
+    for dev in std::iter::once(wgseg::Device::Cpu).chain(gpu()) {
+        let l = Tensor::from_u32(vec![0, 1, 2, 255, 7, 9], [2, 3], &dev).unwrap();
+        assert_eq!(
+            l.permute(&[1, 0]).unwrap().to_vec_u32().unwrap(),
+            vec![0, 255, 1, 7, 2, 9]
+        );
+    }
+}
+
+#[test]
+fn shape_errors_are_errors_not_panics() {
+    let dev = wgseg::Device::Cpu;
+    let a = Tensor::zeros([2, 3], &dev).unwrap();
+    let b = Tensor::zeros([4], &dev).unwrap();
+    let e = a.add(&b).unwrap_err().to_string();
+    assert!(e.contains("[2, 3]") && e.contains("[4]"), "{e}");
+    assert!(a.sum_axis(2, false).is_err());
+    assert!(a.permute(&[0, 0]).is_err());
+    assert!(a.narrow(1, 2, 2).is_err());
+    assert!(a.reshape([5]).is_err());
+    assert!(Tensor::from_vec(vec![1.0; 5], [2, 3], &dev).is_err());
+}
