@@ -1,9 +1,9 @@
 // Shared helpers, prepended (by plain concatenation, no templating) to every shader file by
 // src/gpu/shaders.rs. Keep this file free of bindings and entry points.
 
-// Linear workgroup index of a grid folded to 2-D by src/gpu/grid.rs.
+// Linear workgroup index of a grid folded to 2-D or 3-D by src/gpu/grid.rs.
 fn wg_linear(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
-    return wid.x + wid.y * nwg.x;
+    return wid.x + (wid.y + wid.z * nwg.y) * nwg.x;
 }
 
 // Largest finite f32, used to saturate instead of producing inf (WGSL does not guarantee

@@ -298,13 +298,35 @@ where
         }
     }
     // 3. GPU against the CPU.
-    let Some(dev) = gpu() else { return };
-    let gpu_in: Vec<Tensor> = inputs.iter().map(|i| i.build(&dev, None)).collect();
+    if let Some(dev) = gpu() {
+        compare_with_cpu(name, inputs, &check, &dev, &cpu_out, &cpu_grads, &f);
+    }
+}
+
+/// Runs `f` on `dev` and compares the output and the gradients with the CPU reference
+/// (`cpu_grads` in the order of the differentiable inputs).
+fn compare_with_cpu<F>(
+    name: &str,
+    inputs: &[Input],
+    check: &Check,
+    dev: &Device,
+    cpu_out: &Tensor,
+    cpu_grads: &[Vec<f64>],
+    f: &F,
+) where
+    F: Fn(&[Tensor]) -> Result<Tensor>,
+{
+    let gpu_in: Vec<Tensor> = inputs.iter().map(|i| i.build(dev, None)).collect();
     let gpu_out = f(&gpu_in).unwrap_or_else(|e| panic!("{name}: gpu forward: {e}"));
     assert_eq!(gpu_out.shape(), cpu_out.shape(), "{name}: output shape");
     assert_eq!(gpu_out.dtype(), cpu_out.dtype(), "{name}: output dtype");
     // The reference is computed from f32 inputs; round it to f32 like the GPU's output.
-    let want: Vec<f64> = cpu_vals.iter().map(|&v| f64::from(v as f32)).collect();
+    let want: Vec<f64> = cpu_out
+        .to_vec_f64()
+        .expect("read")
+        .iter()
+        .map(|&v| f64::from(v as f32))
+        .collect();
     assert_close(
         &format!("{name}: gpu forward"),
         &gpu_out.to_vec_f64().expect("read"),
@@ -315,7 +337,7 @@ where
         return;
     }
     let loss = gpu_out
-        .mul(&weights_for(&gpu_out, &dev))
+        .mul(&weights_for(&gpu_out, dev))
         .and_then(|t| t.sum())
         .expect("loss");
     let grads = backward(&loss).unwrap_or_else(|e| panic!("{name}: gpu backward: {e}"));
@@ -334,6 +356,53 @@ where
             gi += 1;
         }
     }
+}
+
+/// A second GPU context whose grid limit is injected as 4 workgroups per dimension, so that
+/// dispatches of 5..=16 workgroups run through the folded 2-D path and 17..=64 through 3-D.
+pub fn folded_gpu() -> Option<Device> {
+    static DEV: OnceLock<Option<Device>> = OnceLock::new();
+    DEV.get_or_init(|| {
+        gpu()?;
+        let opts = wgseg::gpu::GpuOptions {
+            max_workgroups_per_dim: Some(4),
+            ..Default::default()
+        };
+        Some(Device::Gpu(
+            wgseg::gpu::GpuContext::new(&opts).expect("folded context"),
+        ))
+    })
+    .clone()
+}
+
+/// `f` on the folded-grid device against the CPU reference (forward and gradients).
+pub fn check_folded<F>(name: &str, inputs: &[Input], check: Check, f: F)
+where
+    F: Fn(&[Tensor]) -> Result<Tensor>,
+{
+    let Some(dev) = folded_gpu() else { return };
+    let cpu_in: Vec<Tensor> = inputs.iter().map(|i| i.build(&Device::Cpu, None)).collect();
+    let cpu_out = f(&cpu_in).unwrap_or_else(|e| panic!("{name}: cpu forward: {e}"));
+    let mut cpu_grads = Vec::new();
+    if !check.no_grad {
+        let loss = cpu_out
+            .mul(&weights_for(&cpu_out, &Device::Cpu))
+            .and_then(|t| t.sum())
+            .expect("loss");
+        let grads = backward(&loss).expect("cpu backward");
+        for (i, t) in inputs.iter().zip(&cpu_in) {
+            if i.grad {
+                cpu_grads.push(
+                    grads
+                        .get(t)
+                        .expect("cpu gradient")
+                        .to_vec_f64()
+                        .expect("read"),
+                );
+            }
+        }
+    }
+    compare_with_cpu(name, inputs, &check, &dev, &cpu_out, &cpu_grads, &f);
 }
 
 /// Element counts that hit kernel edges: 1, odd primes, one past a 256-wide workgroup, many

@@ -1,0 +1,74 @@
+//! Grid folding: exact limits, and every kernel family run through the folded 2-D path
+//! (a context whose workgroups-per-dimension limit is injected as 4).
+
+mod common;
+
+use common::*;
+use wgseg::gpu::grid::fold;
+
+#[test]
+fn fold_is_exact_at_the_limit() {
+    assert_eq!(fold(65_535, 65_535).unwrap(), [65_535, 1, 1]);
+    assert_eq!(fold(65_536, 65_535).unwrap(), [32_768, 2, 1]);
+    assert_eq!(fold(1, 65_535).unwrap(), [1, 1, 1]);
+    assert_eq!(fold(65_535 * 65_535, 65_535).unwrap(), [65_535, 65_535, 1]);
+    assert_eq!(
+        fold(65_535 * 65_535 + 1, 65_535).unwrap(),
+        [65_535, 32_768, 2]
+    );
+    let e = fold(65_535u64.pow(3) + 1, 65_535).unwrap_err().to_string();
+    assert!(e.contains("workgroups"), "{e}");
+}
+
+#[test]
+fn folded_grids_compute_the_same_results() {
+    // 4099 elements = 17 workgroups of 256 > 4²: folded into a 3 × 3 × 2 grid (3-D path).
+    let n = 4099;
+    let x = uniform(n, 1, 0.1, 2.0);
+    check_folded(
+        "unary folded",
+        &[Input::param([n], x.clone())],
+        Check::new(ELEMENTWISE, ELEMENTWISE),
+        |t| t[0].log(),
+    );
+    check_folded(
+        "binary folded",
+        &[Input::param([n], x.clone()), Input::param([1], vec![0.5])],
+        Check::new(ELEMENTWISE, REDUCTION),
+        |t| t[0].mul(&t[1]),
+    );
+    check_folded(
+        "copy folded",
+        &[Input::param([4097, 1], distinct(4097, 2, -1.0, 1.0))],
+        Check::new(EXACT, EXACT),
+        |t| t[0].permute(&[1, 0]),
+    );
+    // Tree reduction: 2 × 5000 → 2 outputs × 5 chunks = 10 workgroups (2-D path).
+    check_folded(
+        "sum tree folded",
+        &[Input::param([2, 5000], uniform(10_000, 3, -1.0, 1.0))],
+        Check::new(REDUCTION, ELEMENTWISE),
+        |t| t[0].sum_axis(1, false),
+    );
+    check_folded(
+        "argmax tree folded",
+        &[Input::constant([2, 5000], distinct(10_000, 4, -1.0, 1.0))],
+        Check::forward_only(EXACT),
+        |t| t[0].argmax_axis(1, false),
+    );
+    check_folded(
+        "max serial folded",
+        &[Input::param([1000, 3], distinct(3000, 5, -1.0, 1.0))],
+        Check::new(EXACT, ELEMENTWISE),
+        |t| t[0].max_axis(1, false),
+    );
+}
+
+#[test]
+fn too_many_workgroups_is_an_error_not_a_panic() {
+    let Some(dev) = folded_gpu() else { return };
+    // 4³ = 64 workgroups of 256 hold 16 384 elements; 20 000 need 79.
+    let big = wgseg::Tensor::zeros([20_000], &dev).unwrap();
+    let msg = big.exp().map(|_| ()).unwrap_err().to_string();
+    assert!(msg.contains("workgroups") && msg.contains("64"), "{msg}");
+}
