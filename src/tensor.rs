@@ -35,6 +35,21 @@ pub(crate) struct Inner {
     requires_grad: bool,
 }
 
+impl Drop for Inner {
+    /// Dismantles the history iteratively: dropping the last handle of a long chain of ops
+    /// would otherwise recurse once per op and overflow the stack.
+    fn drop(&mut self) {
+        let mut stack: Vec<Tensor> = self.node.take().map(|n| n.inputs).unwrap_or_default();
+        while let Some(t) = stack.pop() {
+            if let Ok(mut inner) = Arc::try_unwrap(t.0) {
+                if let Some(n) = inner.node.take() {
+                    stack.extend(n.inputs);
+                }
+            }
+        }
+    }
+}
+
 /// An immutable n-dimensional array. Cloning is cheap (an `Arc`).
 #[derive(Clone)]
 pub struct Tensor(Arc<Inner>);

@@ -1,0 +1,81 @@
+//! Device-level behaviour: errors instead of panics, the buffer pool, batched submission.
+
+mod common;
+
+use common::*;
+use wgseg::gpu::{Kernel, Shader};
+use wgseg::{backward, Device, Error, Tensor};
+
+#[test]
+fn oversize_tensors_are_limit_errors() {
+    let Some(dev) = gpu() else { return };
+    let Device::Gpu(ctx) = &dev else { unreachable!() };
+    let n = (ctx.max_binding_bytes() / 4 + 1) as usize;
+    match Tensor::zeros([n], &dev) {
+        Err(Error::Limit { requested, max, .. }) => assert!(requested > max),
+        Err(e) => panic!("expected Error::Limit, got {e}"),
+        Ok(_) => panic!("expected Error::Limit for {n} f32 elements"),
+    }
+}
+
+#[test]
+fn wgpu_validation_errors_come_back_as_errors() {
+    let Some(dev) = gpu() else { return };
+    let Device::Gpu(ctx) = &dev else { unreachable!() };
+    let x = Tensor::zeros([4], &dev).unwrap();
+    // An entry point that does not exist: pipeline creation fails validation.
+    let k = Kernel::new(Shader::Unary, "no_such_entry");
+    #[repr(C)]
+    #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+    struct P([u32; 4]);
+    let r = ctx.launch(&k, &P([4, 0, 0, 0]), &[], &[], 1);
+    match r {
+        Err(Error::Gpu(msg)) => assert!(msg.contains("no_such_entry"), "{msg}"),
+        other => panic!("expected Error::Gpu, got {other:?}"),
+    }
+    // The device stays usable afterwards.
+    assert_eq!(x.add_scalar(1.0).unwrap().to_vec().unwrap(), vec![1.0; 4]);
+}
+
+#[test]
+fn repeated_steps_plateau_in_memory() {
+    let Some(_) = gpu() else { return };
+    // A private context so that other tests' allocations do not disturb the counts.
+    let Device::Gpu(ctx) = Device::gpu().unwrap() else { unreachable!() };
+    let dev = Device::Gpu(ctx.clone());
+    let w = Tensor::from_vec(uniform(64 * 32, 1, -1.0, 1.0), [64, 32], &dev).unwrap().as_param();
+    let step = || {
+        let x = Tensor::from_vec(uniform(64 * 32, 2, -1.0, 1.0), [64, 32], &dev).unwrap();
+        let loss = x.mul(&w).unwrap().tanh().unwrap().sum_axis(1, false).unwrap().square().unwrap().mean().unwrap();
+        let g = backward(&loss).unwrap();
+        g.get(&w).unwrap().sum().unwrap().item().unwrap()
+    };
+    step();
+    step();
+    let after_two = ctx.pool_stats();
+    for _ in 0..5 {
+        step();
+    }
+    let after_seven = ctx.pool_stats();
+    assert_eq!(after_seven.created, after_two.created, "steps 3..7 must reuse pooled buffers: {after_seven:?}");
+    assert_eq!(after_seven.live_bytes, after_two.live_bytes, "{after_seven:?}");
+    assert_eq!(after_seven.peak_live_bytes, after_two.peak_live_bytes, "{after_seven:?}");
+    assert!(after_seven.reused > after_two.reused);
+}
+
+#[test]
+fn dispatches_are_batched_into_few_submits() {
+    let Some(_) = gpu() else { return };
+    let Device::Gpu(ctx) = Device::gpu().unwrap() else { unreachable!() };
+    let dev = Device::Gpu(ctx.clone());
+    let mut x = Tensor::zeros([16], &dev).unwrap();
+    let (d0, s0) = ctx.submit_stats();
+    for _ in 0..100 {
+        x = x.add_scalar(1.0).unwrap();
+    }
+    assert_eq!(x.to_vec().unwrap(), vec![100.0; 16]);
+    let (d1, s1) = ctx.submit_stats();
+    assert_eq!(d1 - d0, 100);
+    // 100 dispatches at 32 per flush, plus the readback's flush.
+    assert!(s1 - s0 <= 100 / wgseg::gpu::recorder::FLUSH_EVERY as u64 + 1, "{} submits", s1 - s0);
+}
