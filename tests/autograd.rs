@@ -13,11 +13,22 @@ fn devices() -> Vec<Device> {
 fn reused_tensors_accumulate_gradients() {
     for dev in devices() {
         // f = sum(x·x + 3x) → ∂f/∂x = 2x + 3.
-        let x = Tensor::from_vec(vec![1.0, -2.0, 0.5], [3], &dev).unwrap().as_param();
-        let f = x.mul(&x).unwrap().add(&x.mul_scalar(3.0).unwrap()).unwrap().sum().unwrap();
+        let x = Tensor::from_vec(vec![1.0, -2.0, 0.5], [3], &dev)
+            .unwrap()
+            .as_param();
+        let f = x
+            .mul(&x)
+            .unwrap()
+            .add(&x.mul_scalar(3.0).unwrap())
+            .unwrap()
+            .sum()
+            .unwrap();
         let g = backward(&f).unwrap();
         assert_eq!(g.get(&x).unwrap().to_vec().unwrap(), vec![5.0, -1.0, 4.0]);
-        assert_eq!(f.item().unwrap(), 1.0 + 4.0 + 0.25 + 3.0 * (1.0 - 2.0 + 0.5));
+        assert_eq!(
+            f.item().unwrap(),
+            1.0 + 4.0 + 0.25 + 3.0 * (1.0 - 2.0 + 0.5)
+        );
     }
 }
 
@@ -25,7 +36,9 @@ fn reused_tensors_accumulate_gradients() {
 fn diamond_graph_sums_both_paths() {
     for dev in devices() {
         // y = exp(x); f = sum(y·y + y) → ∂f/∂x = (2y + 1)·y.
-        let x = Tensor::from_vec(vec![0.0, 1.0], [2], &dev).unwrap().as_param();
+        let x = Tensor::from_vec(vec![0.0, 1.0], [2], &dev)
+            .unwrap()
+            .as_param();
         let y = x.exp().unwrap();
         let f = y.mul(&y).unwrap().add(&y).unwrap().sum().unwrap();
         let g = backward(&f).unwrap().get(&x).unwrap().to_vec_f64().unwrap();
@@ -37,7 +50,9 @@ fn diamond_graph_sums_both_paths() {
 #[test]
 fn several_parameters_and_constants() {
     for dev in devices() {
-        let w = Tensor::from_vec(vec![2.0, 3.0], [2], &dev).unwrap().as_param();
+        let w = Tensor::from_vec(vec![2.0, 3.0], [2], &dev)
+            .unwrap()
+            .as_param();
         let b = Tensor::from_vec(vec![0.5], [1], &dev).unwrap().as_param();
         let c = Tensor::from_vec(vec![10.0, 20.0], [2], &dev).unwrap();
         let f = w.mul(&c).unwrap().add(&b).unwrap().sum().unwrap();
@@ -51,7 +66,9 @@ fn several_parameters_and_constants() {
 
 #[test]
 fn no_grad_records_nothing_and_restores() {
-    let x = Tensor::from_vec(vec![1.0], [1], &Device::Cpu).unwrap().as_param();
+    let x = Tensor::from_vec(vec![1.0], [1], &Device::Cpu)
+        .unwrap()
+        .as_param();
     {
         let _g = no_grad();
         let y = x.exp().unwrap();
@@ -60,23 +77,33 @@ fn no_grad_records_nothing_and_restores() {
         {
             let _inner = no_grad();
         }
-        assert!(!x.exp().unwrap().requires_grad(), "nested guard must not re-enable");
+        assert!(
+            !x.exp().unwrap().requires_grad(),
+            "nested guard must not re-enable"
+        );
     }
     assert!(x.exp().unwrap().requires_grad());
 }
 
 #[test]
 fn detach_stops_gradients() {
-    let x = Tensor::from_vec(vec![2.0], [1], &Device::Cpu).unwrap().as_param();
+    let x = Tensor::from_vec(vec![2.0], [1], &Device::Cpu)
+        .unwrap()
+        .as_param();
     // f = x·detach(x) → ∂f/∂x = detach(x) = 2 (not 2x = 4).
     let f = x.mul(&x.detach()).unwrap().sum().unwrap();
-    assert_eq!(backward(&f).unwrap().get(&x).unwrap().to_vec().unwrap(), vec![2.0]);
+    assert_eq!(
+        backward(&f).unwrap().get(&x).unwrap().to_vec().unwrap(),
+        vec![2.0]
+    );
 }
 
 #[test]
 fn long_chains_do_not_overflow_the_stack() {
     // 20 000 ops deep: a recursive topological sort would overflow the test thread's stack.
-    let x = Tensor::from_vec(vec![1.0], [1], &Device::Cpu).unwrap().as_param();
+    let x = Tensor::from_vec(vec![1.0], [1], &Device::Cpu)
+        .unwrap()
+        .as_param();
     let mut y = x.clone();
     for _ in 0..20_000 {
         y = y.add_scalar(0.001).unwrap();

@@ -9,7 +9,9 @@ use wgseg::{backward, Device, Error, Tensor};
 #[test]
 fn oversize_tensors_are_limit_errors() {
     let Some(dev) = gpu() else { return };
-    let Device::Gpu(ctx) = &dev else { unreachable!() };
+    let Device::Gpu(ctx) = &dev else {
+        unreachable!()
+    };
     let n = (ctx.max_binding_bytes() / 4 + 1) as usize;
     match Tensor::zeros([n], &dev) {
         Err(Error::Limit { requested, max, .. }) => assert!(requested > max),
@@ -21,7 +23,9 @@ fn oversize_tensors_are_limit_errors() {
 #[test]
 fn wgpu_validation_errors_come_back_as_errors() {
     let Some(dev) = gpu() else { return };
-    let Device::Gpu(ctx) = &dev else { unreachable!() };
+    let Device::Gpu(ctx) = &dev else {
+        unreachable!()
+    };
     let x = Tensor::zeros([4], &dev).unwrap();
     // An entry point that does not exist: pipeline creation fails validation.
     let k = Kernel::new(Shader::Unary, "no_such_entry");
@@ -41,12 +45,26 @@ fn wgpu_validation_errors_come_back_as_errors() {
 fn repeated_steps_plateau_in_memory() {
     let Some(_) = gpu() else { return };
     // A private context so that other tests' allocations do not disturb the counts.
-    let Device::Gpu(ctx) = Device::gpu().unwrap() else { unreachable!() };
+    let Device::Gpu(ctx) = Device::gpu().unwrap() else {
+        unreachable!()
+    };
     let dev = Device::Gpu(ctx.clone());
-    let w = Tensor::from_vec(uniform(64 * 32, 1, -1.0, 1.0), [64, 32], &dev).unwrap().as_param();
+    let w = Tensor::from_vec(uniform(64 * 32, 1, -1.0, 1.0), [64, 32], &dev)
+        .unwrap()
+        .as_param();
     let step = || {
         let x = Tensor::from_vec(uniform(64 * 32, 2, -1.0, 1.0), [64, 32], &dev).unwrap();
-        let loss = x.mul(&w).unwrap().tanh().unwrap().sum_axis(1, false).unwrap().square().unwrap().mean().unwrap();
+        let loss = x
+            .mul(&w)
+            .unwrap()
+            .tanh()
+            .unwrap()
+            .sum_axis(1, false)
+            .unwrap()
+            .square()
+            .unwrap()
+            .mean()
+            .unwrap();
         let g = backward(&loss).unwrap();
         g.get(&w).unwrap().sum().unwrap().item().unwrap()
     };
@@ -57,16 +75,27 @@ fn repeated_steps_plateau_in_memory() {
         step();
     }
     let after_seven = ctx.pool_stats();
-    assert_eq!(after_seven.created, after_two.created, "steps 3..7 must reuse pooled buffers: {after_seven:?}");
-    assert_eq!(after_seven.live_bytes, after_two.live_bytes, "{after_seven:?}");
-    assert_eq!(after_seven.peak_live_bytes, after_two.peak_live_bytes, "{after_seven:?}");
+    assert_eq!(
+        after_seven.created, after_two.created,
+        "steps 3..7 must reuse pooled buffers: {after_seven:?}"
+    );
+    assert_eq!(
+        after_seven.live_bytes, after_two.live_bytes,
+        "{after_seven:?}"
+    );
+    assert_eq!(
+        after_seven.peak_live_bytes, after_two.peak_live_bytes,
+        "{after_seven:?}"
+    );
     assert!(after_seven.reused > after_two.reused);
 }
 
 #[test]
 fn dispatches_are_batched_into_few_submits() {
     let Some(_) = gpu() else { return };
-    let Device::Gpu(ctx) = Device::gpu().unwrap() else { unreachable!() };
+    let Device::Gpu(ctx) = Device::gpu().unwrap() else {
+        unreachable!()
+    };
     let dev = Device::Gpu(ctx.clone());
     let mut x = Tensor::zeros([16], &dev).unwrap();
     let (d0, s0) = ctx.submit_stats();
@@ -77,5 +106,9 @@ fn dispatches_are_batched_into_few_submits() {
     let (d1, s1) = ctx.submit_stats();
     assert_eq!(d1 - d0, 100);
     // 100 dispatches at 32 per flush, plus the readback's flush.
-    assert!(s1 - s0 <= 100 / wgseg::gpu::recorder::FLUSH_EVERY as u64 + 1, "{} submits", s1 - s0);
+    assert!(
+        s1 - s0 <= 100 / wgseg::gpu::recorder::FLUSH_EVERY as u64 + 1,
+        "{} submits",
+        s1 - s0
+    );
 }

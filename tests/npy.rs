@@ -38,7 +38,10 @@ fn header_is_numpy_compatible() {
     let hlen = u16::from_le_bytes([b[8], b[9]]) as usize;
     assert_eq!((10 + hlen) % 64, 0, "data must start 64-byte aligned");
     let h = std::str::from_utf8(&b[10..10 + hlen]).unwrap();
-    assert!(h.starts_with("{'descr': '<f4', 'fortran_order': False, 'shape': (4,), }"), "{h}");
+    assert!(
+        h.starts_with("{'descr': '<f4', 'fortran_order': False, 'shape': (4,), }"),
+        "{h}"
+    );
     assert!(h.ends_with('\n'));
 }
 

@@ -76,32 +76,25 @@ impl GpuContext {
         }
         let started = Instant::now();
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        if !cache.modules.contains_key(&k.shader) {
-            let src = k.shader.source();
-            let m = self
-                .device
-                .create_shader_module(wgpu::ShaderModuleDescriptor {
-                    label: Some(k.shader.file()),
-                    source: wgpu::ShaderSource::Wgsl(src.into()),
-                });
-            cache.modules.insert(k.shader, m);
-        }
-        if !cache.layouts.contains_key(&(n_in, n_out)) {
-            let bgl = self
-                .device
-                .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-                    label: None,
-                    entries: &layout_entries(n_in, n_out),
-                });
-            let pl = self
-                .device
-                .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-                    label: None,
-                    bind_group_layouts: &[Some(&bgl)],
-                    immediate_size: 0,
-                });
-            cache.layouts.insert((n_in, n_out), (bgl, pl));
-        }
+        let device = &self.device;
+        cache.modules.entry(k.shader).or_insert_with(|| {
+            device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(k.shader.file()),
+                source: wgpu::ShaderSource::Wgsl(k.shader.source().into()),
+            })
+        });
+        cache.layouts.entry((n_in, n_out)).or_insert_with(|| {
+            let bgl = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                label: None,
+                entries: &layout_entries(n_in, n_out),
+            });
+            let pl = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                label: None,
+                bind_group_layouts: &[Some(&bgl)],
+                immediate_size: 0,
+            });
+            (bgl, pl)
+        });
         let (bgl, pl) = &cache.layouts[&(n_in, n_out)];
         let (bgl, pl) = (bgl.clone(), pl.clone());
         let pipeline = self
