@@ -26,13 +26,17 @@ struct Strided {
     strides: array<vec4<u32>, 8>,
 }
 
+// Rank of the strided kernels' iteration space, fixed per pipeline so that the index loop
+// below has a constant trip count and unrolls into constant-indexed uniform loads
+// (a dynamic loop over the uniform arrays measured ~10x slower on lavapipe).
+override RANK: u32 = 8u;
+
 // Element index of operand k at linear output position i (row-major over s.shape).
 fn strided_index(s: Strided, k: u32, i: u32) -> u32 {
     var rem = i;
     var idx = s.offsets[k];
-    var d = s.rank;
-    while (d > 0u) {
-        d = d - 1u;
+    for (var j = 0u; j < RANK; j = j + 1u) {
+        let d = RANK - 1u - j;
         let dim = s.shape[d / 4u][d % 4u];
         idx = idx + (rem % dim) * s.strides[k * 2u + d / 4u][d % 4u];
         rem = rem / dim;

@@ -23,12 +23,17 @@ pub struct StridedParams {
 
 impl StridedParams {
     /// Parameters for iterating over `shape` with the given per-operand strides and offsets.
+    ///
+    /// Size-1 dims are dropped and adjacent dims that are contiguous for every operand are
+    /// merged, so most copies and broadcasts index in one or two dims.
     pub fn new(
         op: &'static str,
         shape: &Shape,
         strides: &[Vec<usize>],
         offsets: &[usize],
     ) -> Result<Self> {
+        let (shape, strides) = simplify(shape, strides);
+        let shape = &shape;
         if shape.rank() > MAX_RANK {
             return Err(Error::shape(
                 op,
@@ -63,6 +68,36 @@ impl StridedParams {
     }
 }
 
+/// Drops size-1 dims and merges dim `d` into `d + 1` where every operand has
+/// `stride[d] == stride[d + 1] · shape[d + 1]`.
+fn simplify(shape: &Shape, strides: &[Vec<usize>]) -> (Shape, Vec<Vec<usize>>) {
+    let mut dims: Vec<usize> = Vec::new();
+    let mut st: Vec<Vec<usize>> = vec![Vec::new(); strides.len()];
+    for (d, &n) in shape.dims().iter().enumerate() {
+        if n == 1 {
+            continue;
+        }
+        let mergeable = !dims.is_empty()
+            && strides
+                .iter()
+                .zip(&st)
+                .all(|(s, m)| m.last() == Some(&(s[d] * n)));
+        if mergeable {
+            let last = dims.len() - 1;
+            dims[last] *= n;
+            for (s, m) in strides.iter().zip(st.iter_mut()) {
+                m[last] = s[d];
+            }
+        } else {
+            dims.push(n);
+            for (s, m) in strides.iter().zip(st.iter_mut()) {
+                m.push(s[d]);
+            }
+        }
+    }
+    (Shape(dims), st)
+}
+
 /// Element index of operand `k` for output position `i` (CPU mirror of the shader's `operand_index`).
 pub fn operand_index(p: &StridedParams, k: usize, i: usize) -> usize {
     let mut rem = i;
@@ -73,4 +108,24 @@ pub fn operand_index(p: &StridedParams, k: usize, i: usize) -> usize {
         rem /= dim;
     }
     idx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contiguous_dims_merge_and_unit_dims_vanish() {
+        let shape = Shape::new(&[2, 1, 3, 4]);
+        let p = StridedParams::new("t", &shape, &[shape.strides(), vec![0, 0, 4, 1]], &[]).unwrap();
+        // Operand 0 is contiguous throughout; operand 1 broadcasts over dim 0: [2, 12].
+        assert_eq!(p.rank, 2);
+        assert_eq!(&p.shape[..2], &[2, 12]);
+        assert_eq!(&p.strides[0][..2], &[12, 1]);
+        assert_eq!(&p.strides[1][..2], &[0, 1]);
+        for i in 0..24 {
+            assert_eq!(operand_index(&p, 0, i), i);
+            assert_eq!(operand_index(&p, 1, i), i % 12);
+        }
+    }
 }

@@ -93,7 +93,8 @@ pub fn binary(a: &Tensor, b: &Tensor, op: BinaryOp) -> Result<Tensor> {
                 &Kernel::new(Shader::Binary, "binary")
                     .with("OP", op.code())
                     .with("WG", ELEMENTWISE_WG)
-                    .with("FLAT", u32::from(flat)),
+                    .with("FLAT", u32::from(flat))
+                    .with("RANK", p.rank),
                 &p,
                 &[ba, bb],
                 &[&out],
@@ -142,7 +143,9 @@ pub fn where_(cond: &Tensor, a: &Tensor, b: &Tensor) -> Result<Tensor> {
             let ctx = bc.context();
             let out = ctx.alloc_storage(shape.numel())?;
             ctx.launch(
-                &Kernel::new(Shader::Select, "where_select").with("WG", ELEMENTWISE_WG),
+                &Kernel::new(Shader::Select, "where_select")
+                    .with("WG", ELEMENTWISE_WG)
+                    .with("RANK", p.rank),
                 &p,
                 &[bc, ba, bb],
                 &[&out],

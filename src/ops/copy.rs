@@ -29,7 +29,9 @@ fn copy_into(src: &Storage, dst: &mut Storage, p: &StridedParams) -> Result<()> 
 
 fn launch_copy(s: &GpuBuf, d: &GpuBuf, p: &StridedParams) -> Result<()> {
     s.context().launch(
-        &Kernel::new(Shader::Copy, "strided_copy").with("WG", ELEMENTWISE_WG),
+        &Kernel::new(Shader::Copy, "strided_copy")
+            .with("WG", ELEMENTWISE_WG)
+            .with("RANK", p.rank),
         p,
         &[s],
         &[d],
