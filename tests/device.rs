@@ -112,3 +112,36 @@ fn dispatches_are_batched_into_few_submits() {
         s1 - s0
     );
 }
+
+#[test]
+fn profiling_attributes_time_to_kernels() {
+    let Some(_) = gpu() else { return };
+    let Device::Gpu(ctx) = Device::gpu().unwrap() else {
+        unreachable!()
+    };
+    let dev = Device::Gpu(ctx.clone());
+    let x = Tensor::from_vec(uniform(5000, 1, 0.5, 1.0), [5000], &dev).unwrap();
+    ctx.set_profiling(true);
+    let y = x.log().unwrap().exp().unwrap().sum().unwrap();
+    assert!((y.item().unwrap() - x.sum().unwrap().item().unwrap()).abs() < 1e-2);
+    let report = ctx.profile_report();
+    ctx.set_profiling(false);
+    let calls = |name: &str| {
+        report
+            .iter()
+            .filter(|r| r.0 == name)
+            .map(|r| r.1)
+            .sum::<u64>()
+    };
+    assert_eq!(calls("unary.wgsl::unary"), 2, "{report:?}");
+    assert_eq!(
+        calls("reduce.wgsl::reduce_tree"),
+        4,
+        "two sums of two passes each: {report:?}"
+    );
+    assert!(report.iter().all(|r| r.2 > 0.0));
+    assert!(
+        ctx.profile_report().is_empty(),
+        "profiling off clears the report"
+    );
+}

@@ -65,6 +65,12 @@ impl GpuContext {
         }
         let (pipeline, bgl) = self.pipeline(k, inputs.len(), outputs.len())?;
         let mut rec = self.recorder()?;
+        let profiling = rec.profile.is_some();
+        if profiling {
+            self.flush_locked(&mut rec)?;
+            self.wait_locked(&mut rec)?;
+        }
+        let started = std::time::Instant::now();
         let (arena, offset) = self.push_params(&mut rec, bytemuck::bytes_of(params))?;
         let mut entries = vec![wgpu::BindGroupEntry {
             binding: 0,
@@ -85,6 +91,19 @@ impl GpuContext {
             layout: &bgl,
             entries: &entries,
         });
-        self.record_dispatch(&mut rec, pipeline, bind, grid)
+        self.record_dispatch(&mut rec, pipeline, bind, grid)?;
+        if profiling {
+            self.flush_locked(&mut rec)?;
+            self.wait_locked(&mut rec)?;
+            let secs = started.elapsed().as_secs_f64();
+            if let Some(p) = rec.profile.as_mut() {
+                let e = p
+                    .entry(format!("{}::{}", k.shader.file(), k.entry))
+                    .or_default();
+                e.0 += 1;
+                e.1 += secs;
+            }
+        }
+        Ok(())
     }
 }

@@ -48,6 +48,8 @@ pub(crate) struct Recorder {
     /// Dispatches recorded and submits issued since creation (for tests and benchmarks).
     pub(crate) total_dispatches: u64,
     pub(crate) total_submits: u64,
+    /// When profiling: per kernel (`file::entry`), calls and seconds (see [`GpuContext::set_profiling`]).
+    pub(crate) profile: Option<std::collections::BTreeMap<String, (u64, f64)>>,
 }
 
 impl Recorder {
@@ -61,6 +63,7 @@ impl Recorder {
             in_flight: VecDeque::new(),
             total_dispatches: 0,
             total_submits: 0,
+            profile: None,
         }
     }
 }
@@ -133,7 +136,7 @@ impl GpuContext {
         self.flush_locked(&mut rec)
     }
 
-    fn flush_locked(self: &Arc<Self>, rec: &mut Recorder) -> Result<()> {
+    pub(crate) fn flush_locked(self: &Arc<Self>, rec: &mut Recorder) -> Result<()> {
         if rec.cmds.is_empty() {
             return self.take_errors();
         }
@@ -247,6 +250,40 @@ impl GpuContext {
             rec.in_flight.clear();
         }
         self.take_errors()
+    }
+
+    /// Waits for everything submitted (the recorder lock is held by the caller).
+    pub(crate) fn wait_locked(&self, rec: &mut Recorder) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))?;
+        rec.in_flight.clear();
+        Ok(())
+    }
+
+    /// Turns per-kernel profiling on (clearing earlier numbers) or off. While on, every
+    /// dispatch is submitted alone and waited for, and its wall time (recording, submission
+    /// and execution; pipeline compilation excluded) is added to its kernel's total. This
+    /// works on every adapter and makes the run slower; the totals rank kernel families.
+    pub fn set_profiling(&self, on: bool) {
+        if let Ok(mut rec) = self.recorder() {
+            rec.profile = on.then(Default::default);
+        }
+    }
+
+    /// Per-kernel profile since [`GpuContext::set_profiling`]: `(kernel, calls, seconds)`,
+    /// slowest first.
+    pub fn profile_report(&self) -> Vec<(String, u64, f64)> {
+        let mut v: Vec<(String, u64, f64)> = self
+            .recorder()
+            .ok()
+            .and_then(|r| r.profile.clone())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, (c, s))| (k, c, s))
+            .collect();
+        v.sort_by(|a, b| b.2.total_cmp(&a.2));
+        v
     }
 
     /// Dispatches recorded and submits issued so far.
