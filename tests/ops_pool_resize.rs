@@ -174,12 +174,15 @@ fn interpolate_bilinear_matches_and_differentiates() {
     }
 }
 
+/// (input, input shape, output size, align_corners, expected output).
+type Literal = (Vec<f32>, [usize; 4], (usize, usize), bool, Vec<f64>);
+
 #[test]
 fn interpolate_bilinear_literal_pytorch_values() {
     // torch.nn.functional.interpolate(x, size, mode='bilinear', align_corners=…) outputs.
     let x22 = vec![1.0, 2.0, 3.0, 4.0];
     let t13 = 1.0 / 3.0;
-    let cases: Vec<(Vec<f32>, [usize; 4], (usize, usize), bool, Vec<f64>)> = vec![
+    let cases: Vec<Literal> = vec![
         (
             x22.clone(),
             [1, 1, 2, 2],
@@ -265,17 +268,26 @@ fn pool_and_resize_shape_errors_are_errors_not_panics() {
     let dev = Device::Cpu;
     let x = Tensor::zeros([1, 2, 5, 5], &dev).unwrap();
     let r3 = Tensor::zeros([2, 5, 5], &dev).unwrap();
-    let e = r3.max_pool2d((2, 2), (2, 2), (0, 0)).unwrap_err().to_string();
+    let e = r3
+        .max_pool2d((2, 2), (2, 2), (0, 0))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("max_pool2d") && e.contains("[2, 5, 5]"), "{e}");
     // Padding more than half the kernel (PyTorch rejects it too).
-    let e = x.max_pool2d((3, 3), (1, 1), (2, 2)).unwrap_err().to_string();
+    let e = x
+        .max_pool2d((3, 3), (1, 1), (2, 2))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("padding"), "{e}");
     assert!(x.avg_pool2d((2, 2), (1, 1), (0, 2)).is_err());
     // Zero kernel or stride.
     assert!(x.max_pool2d((0, 2), (1, 1), (0, 0)).is_err());
     assert!(x.avg_pool2d((2, 2), (1, 0), (0, 0)).is_err());
     // Kernel larger than the padded input.
-    let e = x.avg_pool2d((6, 2), (1, 1), (0, 0)).unwrap_err().to_string();
+    let e = x
+        .avg_pool2d((6, 2), (1, 1), (0, 0))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("[1, 2, 5, 5]"), "{e}");
     assert!(x.max_pool2d((8, 8), (1, 1), (1, 1)).is_err());
     // u32 inputs.
@@ -288,7 +300,10 @@ fn pool_and_resize_shape_errors_are_errors_not_panics() {
         .interpolate_bilinear((4, 4), false)
         .unwrap_err()
         .to_string();
-    assert!(e.contains("interpolate_bilinear") && e.contains("[2, 5, 5]"), "{e}");
+    assert!(
+        e.contains("interpolate_bilinear") && e.contains("[2, 5, 5]"),
+        "{e}"
+    );
     assert!(x.interpolate_bilinear((0, 4), true).is_err());
     assert!(x.interpolate_bilinear((4, 0), false).is_err());
 }

@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{groups_for, GpuBuf, Kernel, Shader};
 use crate::ops::unary::ELEMENTWISE_WG;
 use crate::shape::Shape;
-use crate::tensor::{same_device, DType, Storage, Tensor};
+use crate::tensor::{DType, Storage, Tensor};
 
 /// Kernel size, stride and zero/−∞ padding of a 2-D pooling window, each as `(h, w)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,7 +57,10 @@ impl Pool2d {
         if kh == 0 || kw == 0 || sh == 0 || sw == 0 {
             return Err(Error::shape(
                 op,
-                format!("kernel {:?} and stride {:?} must be positive", self.kernel, self.stride),
+                format!(
+                    "kernel {:?} and stride {:?} must be positive",
+                    self.kernel, self.stride
+                ),
             ));
         }
         if 2 * ph > kh || 2 * pw > kw {
@@ -328,9 +331,10 @@ pub(crate) fn max_pool2d_backward(
     g: &Tensor,
 ) -> Result<Tensor> {
     let d = geom.dims("max_pool2d_backward", x)?;
-    same_device("max_pool2d_backward", &[g, indices])?;
-    let storage = match (g.storage(), indices.storage()) {
-        (Storage::Cpu(gv), Storage::Cpu(iv)) => {
+    const OP: &str = "max_pool2d_backward";
+    let storage = match g.storage() {
+        Storage::Cpu(gv) => {
+            let iv = indices.cpu_data(OP)?;
             let mut dx = vec![0.0; x.numel()];
             let (plane_in, plane_out) = (d.h * d.w, d.oh * d.ow);
             for (o, (&gv, &iv)) in gv.iter().zip(iv).enumerate() {
@@ -338,18 +342,12 @@ pub(crate) fn max_pool2d_backward(
             }
             Storage::Cpu(dx)
         }
-        (Storage::Gpu(gb), Storage::Gpu(ib)) => {
+        Storage::Gpu(gb) => {
+            let ib = indices.gpu_buf(OP)?;
             let dx = gb.context().alloc_storage(x.numel())?;
             let p = PoolParams::new(x.numel(), d, geom);
-            launch("max_pool2d_backward", &p, &[gb, ib], &[&dx])?;
+            launch(OP, &p, &[gb, ib], &[&dx])?;
             Storage::Gpu(dx)
-        }
-        _ => {
-            return Err(Error::Device {
-                op: "max_pool2d_backward",
-                a: "cpu".into(),
-                b: "gpu".into(),
-            })
         }
     };
     Ok(Tensor::from_storage(storage, x.shape().clone(), DType::F32))

@@ -206,7 +206,11 @@ pub(crate) fn interpolate_bilinear_backward(
 }
 
 impl Tensor {
-    pub fn interpolate_bilinear(&self, size: (usize, usize), align_corners: bool) -> Result<Tensor> {
+    pub fn interpolate_bilinear(
+        &self,
+        size: (usize, usize),
+        align_corners: bool,
+    ) -> Result<Tensor> {
         interpolate_bilinear(self, size, align_corners)
     }
 }
