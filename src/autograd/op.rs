@@ -4,7 +4,9 @@
 use crate::error::Result;
 use crate::ops::binary::{binary_backward, where_backward, BinaryOp};
 use crate::ops::copy::{concat_backward, pad_axis, permute_backward};
+use crate::ops::pool::{avg_pool2d_backward, max_pool2d_backward, Pool2d};
 use crate::ops::reduce::{reduce_backward, ReduceOp};
+use crate::ops::resize::interpolate_bilinear_backward;
 use crate::ops::unary::{unary_backward, UnaryOp};
 use crate::tensor::Tensor;
 
@@ -35,6 +37,15 @@ pub enum Op {
         axis: usize,
         sizes: Vec<usize>,
     },
+    /// `indices`: the saved argmax of every window (`U32`, flat within the input plane).
+    MaxPool2d {
+        geom: Pool2d,
+        indices: Tensor,
+    },
+    AvgPool2d(Pool2d),
+    InterpolateBilinear {
+        align_corners: bool,
+    },
 }
 
 impl Op {
@@ -51,6 +62,9 @@ impl Op {
             Op::Narrow { .. } => "narrow",
             Op::PadAxis { .. } => "pad_axis",
             Op::Concat { .. } => "concat",
+            Op::MaxPool2d { .. } => "max_pool2d",
+            Op::AvgPool2d(_) => "avg_pool2d",
+            Op::InterpolateBilinear { .. } => "interpolate_bilinear",
         }
     }
 
@@ -78,6 +92,13 @@ impl Op {
                 vec![Some(g.narrow(*axis as isize, *start, x.dims()[*axis])?)]
             }
             Op::Concat { axis, sizes } => concat_backward(*axis, sizes, g)?,
+            Op::MaxPool2d { geom, indices } => {
+                vec![Some(max_pool2d_backward(geom, indices, x, g)?)]
+            }
+            Op::AvgPool2d(geom) => vec![Some(avg_pool2d_backward(geom, x, g)?)],
+            Op::InterpolateBilinear { align_corners } => {
+                vec![Some(interpolate_bilinear_backward(*align_corners, x, g)?)]
+            }
         })
     }
 }

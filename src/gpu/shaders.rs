@@ -15,6 +15,8 @@ pub enum Shader {
     Reduce,
     Argmax,
     Copy,
+    Pool,
+    Resize,
 }
 
 impl Shader {
@@ -26,6 +28,8 @@ impl Shader {
         Shader::Reduce,
         Shader::Argmax,
         Shader::Copy,
+        Shader::Pool,
+        Shader::Resize,
     ];
 
     /// File name inside `shaders/`.
@@ -37,6 +41,8 @@ impl Shader {
             Shader::Reduce => "reduce.wgsl",
             Shader::Argmax => "argmax.wgsl",
             Shader::Copy => "copy.wgsl",
+            Shader::Pool => "pool.wgsl",
+            Shader::Resize => "resize.wgsl",
         }
     }
 
@@ -49,6 +55,8 @@ impl Shader {
             Shader::Reduce => include_str!("../../shaders/reduce.wgsl"),
             Shader::Argmax => include_str!("../../shaders/argmax.wgsl"),
             Shader::Copy => include_str!("../../shaders/copy.wgsl"),
+            Shader::Pool => include_str!("../../shaders/pool.wgsl"),
+            Shader::Resize => include_str!("../../shaders/resize.wgsl"),
         }
     }
 

@@ -3,9 +3,12 @@
 
 pub mod binary;
 pub mod copy;
+pub mod pool;
 pub mod reduce;
+pub mod resize;
 pub mod unary;
 
 pub use binary::BinaryOp;
+pub use pool::Pool2d;
 pub use reduce::ReduceOp;
 pub use unary::UnaryOp;

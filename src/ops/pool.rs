@@ -1,0 +1,404 @@
+//! 2-D pooling over `[N, C, H, W]`: `max_pool2d`, `avg_pool2d` and `global_avg_pool2d`,
+//! with PyTorch semantics.
+//!
+//! Output size per axis (floor mode): `out = ⌊(in + 2·pad − k) / s⌋ + 1`. Padding must be at
+//! most half the kernel (PyTorch's rule), so every window holds at least one input.
+//!
+//! * `max_pool2d`: `y = max` over the window, padding acting as −∞. The forward pass also
+//!   saves the argmax (flat index `iy·W + ix` within the input plane, first maximum in
+//!   row-major window order among ties) in a `U32` tensor; the gradient flows only to it:
+//!   `∂x[p] = Σ_{windows o with argmax(o) = p} g[o]`.
+//! * `avg_pool2d` (`count_include_pad = true`): `y = Σ_window x / d` with `d` the window
+//!   clipped to the padded extent (`kh·kw` in floor mode); `∂x[p] = Σ_{o ∋ p} g[o] / d(o)`.
+//!
+//! Both backward passes are gathers on the GPU (one thread per input pixel loops over the
+//! ≤ ⌈kh/sh⌉·⌈kw/sw⌉ windows that contain it; no atomics). The CPU reference scatters instead,
+//! so the two formulations check each other. The backward kernels' outputs carry no history
+//! (no double backward).
+
+use crate::autograd::Op;
+use crate::error::{Error, Result};
+use crate::gpu::{groups_for, GpuBuf, Kernel, Shader};
+use crate::ops::unary::ELEMENTWISE_WG;
+use crate::shape::Shape;
+use crate::tensor::{DType, Storage, Tensor};
+
+/// Kernel size, stride and zero/−∞ padding of a 2-D pooling window, each as `(h, w)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pool2d {
+    pub kernel: (usize, usize),
+    pub stride: (usize, usize),
+    pub padding: (usize, usize),
+}
+
+/// The sizes a pooling kernel works on: `nc` planes of `h × w` pooled to `oh × ow`.
+#[derive(Clone, Copy, Debug)]
+struct Dims {
+    nc: usize,
+    h: usize,
+    w: usize,
+    oh: usize,
+    ow: usize,
+}
+
+impl Pool2d {
+    /// Checks `x` (rank 4, `F32`) and the window against PyTorch's rules.
+    fn dims(&self, op: &'static str, x: &Tensor) -> Result<Dims> {
+        x.expect_dtype(op, DType::F32)?;
+        let &[n, c, h, w] = x.dims() else {
+            return Err(Error::shape(
+                op,
+                format!("expected an [N, C, H, W] input, got {}", x.shape()),
+            ));
+        };
+        let (kh, kw) = self.kernel;
+        let (sh, sw) = self.stride;
+        let (ph, pw) = self.padding;
+        if kh == 0 || kw == 0 || sh == 0 || sw == 0 {
+            return Err(Error::shape(
+                op,
+                format!(
+                    "kernel {:?} and stride {:?} must be positive",
+                    self.kernel, self.stride
+                ),
+            ));
+        }
+        if 2 * ph > kh || 2 * pw > kw {
+            return Err(Error::shape(
+                op,
+                format!(
+                    "padding {:?} must be at most half of kernel {:?}",
+                    self.padding, self.kernel
+                ),
+            ));
+        }
+        if h + 2 * ph < kh || w + 2 * pw < kw {
+            return Err(Error::shape(
+                op,
+                format!(
+                    "input {} with padding {:?} is smaller than kernel {:?}",
+                    x.shape(),
+                    self.padding,
+                    self.kernel
+                ),
+            ));
+        }
+        let d = Dims {
+            nc: n * c,
+            h,
+            w,
+            oh: (h + 2 * ph - kh) / sh + 1,
+            ow: (w + 2 * pw - kw) / sw + 1,
+        };
+        if x.numel() > u32::MAX as usize || d.nc * d.oh * d.ow > u32::MAX as usize {
+            return Err(Error::Limit {
+                what: format!("{op} elements of {}", x.shape()),
+                requested: x.numel() as u64,
+                max: u64::from(u32::MAX),
+            });
+        }
+        Ok(d)
+    }
+
+    /// Input range `[start, end)` of output `o` along one axis, clipped to `[0, len)`, and
+    /// PyTorch's `count_include_pad` extent (clipped to `[−pad, len + pad)`).
+    fn window(o: usize, k: usize, s: usize, pad: usize, len: usize) -> (usize, usize, usize) {
+        let start = (o * s) as isize - pad as isize;
+        let padded_end = (start + k as isize).min((len + pad) as isize);
+        let end = (start + k as isize).min(len as isize);
+        (
+            start.max(0) as usize,
+            end as usize,
+            (padded_end - start) as usize,
+        )
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct PoolParams {
+    n: u32,
+    h: u32,
+    w: u32,
+    oh: u32,
+    ow: u32,
+    kh: u32,
+    kw: u32,
+    sh: u32,
+    sw: u32,
+    ph: u32,
+    pw: u32,
+    _pad: u32,
+}
+
+impl PoolParams {
+    fn new(n: usize, d: Dims, g: &Pool2d) -> Self {
+        PoolParams {
+            n: n as u32,
+            h: d.h as u32,
+            w: d.w as u32,
+            oh: d.oh as u32,
+            ow: d.ow as u32,
+            kh: g.kernel.0 as u32,
+            kw: g.kernel.1 as u32,
+            sh: g.stride.0 as u32,
+            sw: g.stride.1 as u32,
+            ph: g.padding.0 as u32,
+            pw: g.padding.1 as u32,
+            _pad: 0,
+        }
+    }
+}
+
+/// Launches one `pool.wgsl` entry over `n` threads (see the shader for the binding roles).
+fn launch(
+    entry: &'static str,
+    p: &PoolParams,
+    inputs: &[&GpuBuf],
+    outputs: &[&GpuBuf],
+) -> Result<()> {
+    let ctx = inputs[0].context();
+    ctx.launch(
+        &Kernel::new(Shader::Pool, entry).with("WG", ELEMENTWISE_WG),
+        p,
+        inputs,
+        outputs,
+        groups_for(p.n as usize, ELEMENTWISE_WG),
+    )
+}
+
+fn out_shape(x: &Tensor, d: Dims) -> Shape {
+    Shape(vec![x.dims()[0], x.dims()[1], d.oh, d.ow])
+}
+
+/// Calls `f(plane, oy, ox, (y0, y1), (x0, x1), divisor)` for every output window.
+fn for_each_window(
+    d: Dims,
+    g: &Pool2d,
+    mut f: impl FnMut(usize, usize, usize, (usize, usize), (usize, usize), usize),
+) {
+    for plane in 0..d.nc {
+        for oy in 0..d.oh {
+            let (y0, y1, dy) = Pool2d::window(oy, g.kernel.0, g.stride.0, g.padding.0, d.h);
+            for ox in 0..d.ow {
+                let (x0, x1, dx) = Pool2d::window(ox, g.kernel.1, g.stride.1, g.padding.1, d.w);
+                f(plane, oy, ox, (y0, y1), (x0, x1), dy * dx);
+            }
+        }
+    }
+}
+
+/// Max pooling and its argmax indices (`U32`, flat within each input `H × W` plane, like
+/// PyTorch's `return_indices=True`). The output alone is differentiable.
+pub fn max_pool2d_with_indices(
+    x: &Tensor,
+    kernel: (usize, usize),
+    stride: (usize, usize),
+    padding: (usize, usize),
+) -> Result<(Tensor, Tensor)> {
+    let geom = Pool2d {
+        kernel,
+        stride,
+        padding,
+    };
+    let d = geom.dims("max_pool2d", x)?;
+    let n_out = d.nc * d.oh * d.ow;
+    let (vals, idx) = match x.storage() {
+        Storage::Cpu(v) => {
+            let (mut vals, mut idx) = (Vec::with_capacity(n_out), Vec::with_capacity(n_out));
+            for_each_window(d, &geom, |plane, _, _, (y0, y1), (x0, x1), _| {
+                let base = plane * d.h * d.w;
+                let mut best = y0 * d.w + x0;
+                for yy in y0..y1 {
+                    for xx in x0..x1 {
+                        let k = yy * d.w + xx;
+                        if v[base + k] > v[base + best] {
+                            best = k;
+                        }
+                    }
+                }
+                vals.push(v[base + best]);
+                idx.push(best as f64);
+            });
+            (Storage::Cpu(vals), Storage::Cpu(idx))
+        }
+        Storage::Gpu(b) => {
+            let ctx = b.context();
+            let (vals, idx) = (ctx.alloc_storage(n_out)?, ctx.alloc_storage(n_out)?);
+            let p = PoolParams::new(n_out, d, &geom);
+            launch("max_pool2d", &p, &[b, b], &[&vals, &idx])?;
+            (Storage::Gpu(vals), Storage::Gpu(idx))
+        }
+    };
+    let shape = out_shape(x, d);
+    let indices = Tensor::from_storage(idx, shape.clone(), DType::U32);
+    let out = Tensor::from_op(
+        vals,
+        shape,
+        DType::F32,
+        Op::MaxPool2d {
+            geom,
+            indices: indices.clone(),
+        },
+        vec![x.clone()],
+    );
+    Ok((out, indices))
+}
+
+/// Max pooling, `[N, C, H, W] → [N, C, OH, OW]` (see the module docs for the semantics).
+pub fn max_pool2d(
+    x: &Tensor,
+    kernel: (usize, usize),
+    stride: (usize, usize),
+    padding: (usize, usize),
+) -> Result<Tensor> {
+    Ok(max_pool2d_with_indices(x, kernel, stride, padding)?.0)
+}
+
+/// Average pooling with `count_include_pad = true`, `[N, C, H, W] → [N, C, OH, OW]`.
+pub fn avg_pool2d(
+    x: &Tensor,
+    kernel: (usize, usize),
+    stride: (usize, usize),
+    padding: (usize, usize),
+) -> Result<Tensor> {
+    let geom = Pool2d {
+        kernel,
+        stride,
+        padding,
+    };
+    let d = geom.dims("avg_pool2d", x)?;
+    let n_out = d.nc * d.oh * d.ow;
+    let storage = match x.storage() {
+        Storage::Cpu(v) => {
+            let mut out = Vec::with_capacity(n_out);
+            for_each_window(d, &geom, |plane, _, _, (y0, y1), (x0, x1), div| {
+                let base = plane * d.h * d.w;
+                let s: f64 = (y0..y1)
+                    .flat_map(|yy| (x0..x1).map(move |xx| base + yy * d.w + xx))
+                    .map(|i| v[i])
+                    .sum();
+                out.push(s / div as f64);
+            });
+            Storage::Cpu(out)
+        }
+        Storage::Gpu(b) => {
+            let out = b.context().alloc_storage(n_out)?;
+            launch(
+                "avg_pool2d",
+                &PoolParams::new(n_out, d, &geom),
+                &[b, b],
+                &[&out],
+            )?;
+            Storage::Gpu(out)
+        }
+    };
+    Ok(Tensor::from_op(
+        storage,
+        out_shape(x, d),
+        DType::F32,
+        Op::AvgPool2d(geom),
+        vec![x.clone()],
+    ))
+}
+
+/// Mean over each `H × W` plane, `[N, C, H, W] → [N, C, 1, 1]` (PyTorch's
+/// `adaptive_avg_pool2d(x, 1)`), composed from `reshape` and `mean_axis`; the gradient is
+/// `g / (H·W)` broadcast over the plane.
+pub fn global_avg_pool2d(x: &Tensor) -> Result<Tensor> {
+    let &[n, c, h, w] = x.dims() else {
+        return Err(Error::shape(
+            "global_avg_pool2d",
+            format!("expected an [N, C, H, W] input, got {}", x.shape()),
+        ));
+    };
+    if h * w == 0 {
+        return Err(Error::shape(
+            "global_avg_pool2d",
+            format!("empty planes in {}", x.shape()),
+        ));
+    }
+    x.reshape([n, c, h * w])?
+        .mean_axis(2, true)?
+        .reshape([n, c, 1, 1])
+}
+
+/// Backward of `max_pool2d`: `∂x[p] = Σ_{o: indices[o] = p} g[o]` within each plane.
+pub(crate) fn max_pool2d_backward(
+    geom: &Pool2d,
+    indices: &Tensor,
+    x: &Tensor,
+    g: &Tensor,
+) -> Result<Tensor> {
+    let d = geom.dims("max_pool2d_backward", x)?;
+    const OP: &str = "max_pool2d_backward";
+    let storage = match g.storage() {
+        Storage::Cpu(gv) => {
+            let iv = indices.cpu_data(OP)?;
+            let mut dx = vec![0.0; x.numel()];
+            let (plane_in, plane_out) = (d.h * d.w, d.oh * d.ow);
+            for (o, (&gv, &iv)) in gv.iter().zip(iv).enumerate() {
+                dx[(o / plane_out) * plane_in + iv as usize] += gv;
+            }
+            Storage::Cpu(dx)
+        }
+        Storage::Gpu(gb) => {
+            let ib = indices.gpu_buf(OP)?;
+            let dx = gb.context().alloc_storage(x.numel())?;
+            let p = PoolParams::new(x.numel(), d, geom);
+            launch(OP, &p, &[gb, ib], &[&dx])?;
+            Storage::Gpu(dx)
+        }
+    };
+    Ok(Tensor::from_storage(storage, x.shape().clone(), DType::F32))
+}
+
+/// Backward of `avg_pool2d`: `∂x[p] = Σ_{windows o ∋ p} g[o] / d(o)`.
+pub(crate) fn avg_pool2d_backward(geom: &Pool2d, x: &Tensor, g: &Tensor) -> Result<Tensor> {
+    let d = geom.dims("avg_pool2d_backward", x)?;
+    let storage = match g.storage() {
+        Storage::Cpu(gv) => {
+            let mut dx = vec![0.0; x.numel()];
+            let mut o = 0;
+            for_each_window(d, geom, |plane, _, _, (y0, y1), (x0, x1), div| {
+                let share = gv[o] / div as f64;
+                o += 1;
+                for yy in y0..y1 {
+                    for xx in x0..x1 {
+                        dx[plane * d.h * d.w + yy * d.w + xx] += share;
+                    }
+                }
+            });
+            Storage::Cpu(dx)
+        }
+        Storage::Gpu(gb) => {
+            let dx = gb.context().alloc_storage(x.numel())?;
+            let p = PoolParams::new(x.numel(), d, geom);
+            launch("avg_pool2d_backward", &p, &[gb, gb], &[&dx])?;
+            Storage::Gpu(dx)
+        }
+    };
+    Ok(Tensor::from_storage(storage, x.shape().clone(), DType::F32))
+}
+
+impl Tensor {
+    pub fn max_pool2d(
+        &self,
+        kernel: (usize, usize),
+        stride: (usize, usize),
+        padding: (usize, usize),
+    ) -> Result<Tensor> {
+        max_pool2d(self, kernel, stride, padding)
+    }
+    pub fn avg_pool2d(
+        &self,
+        kernel: (usize, usize),
+        stride: (usize, usize),
+        padding: (usize, usize),
+    ) -> Result<Tensor> {
+        avg_pool2d(self, kernel, stride, padding)
+    }
+    pub fn global_avg_pool2d(&self) -> Result<Tensor> {
+        global_avg_pool2d(self)
+    }
+}
