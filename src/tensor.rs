@@ -309,7 +309,6 @@ impl Tensor {
     }
 
     /// The GPU buffer, or an error naming `op` if the tensor is on the CPU.
-    #[allow(dead_code)]
     pub(crate) fn gpu_buf(&self, op: &'static str) -> Result<&GpuBuf> {
         match &*self.0.storage {
             Storage::Gpu(b) => Ok(b),

@@ -115,9 +115,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn contiguous_dims_merge_and_unit_dims_vanish() {
+    fn contiguous_dims_merge_and_unit_dims_vanish() -> Result<()> {
         let shape = Shape::new(&[2, 1, 3, 4]);
-        let p = StridedParams::new("t", &shape, &[shape.strides(), vec![0, 0, 4, 1]], &[]).unwrap();
+        let p = StridedParams::new("t", &shape, &[shape.strides(), vec![0, 0, 4, 1]], &[])?;
         // Operand 0 is contiguous throughout; operand 1 broadcasts over dim 0: [2, 12].
         assert_eq!(p.rank, 2);
         assert_eq!(&p.shape[..2], &[2, 12]);
@@ -127,5 +127,6 @@ mod tests {
             assert_eq!(operand_index(&p, 0, i), i);
             assert_eq!(operand_index(&p, 1, i), i % 12);
         }
+        Ok(())
     }
 }
