@@ -3,6 +3,7 @@
 
 use crate::error::Result;
 use crate::ops::binary::{binary_backward, where_backward, BinaryOp};
+use crate::ops::conv::{conv2d_backward, Conv2dParams};
 use crate::ops::copy::{concat_backward, pad_axis, permute_backward};
 use crate::ops::reduce::{reduce_backward, ReduceOp};
 use crate::ops::unary::{unary_backward, UnaryOp};
@@ -35,6 +36,8 @@ pub enum Op {
         axis: usize,
         sizes: Vec<usize>,
     },
+    /// Inputs: x, w and optionally bias.
+    Conv2d(Conv2dParams),
 }
 
 impl Op {
@@ -51,6 +54,7 @@ impl Op {
             Op::Narrow { .. } => "narrow",
             Op::PadAxis { .. } => "pad_axis",
             Op::Concat { .. } => "concat",
+            Op::Conv2d(_) => "conv2d",
         }
     }
 
@@ -78,6 +82,7 @@ impl Op {
                 vec![Some(g.narrow(*axis as isize, *start, x.dims()[*axis])?)]
             }
             Op::Concat { axis, sizes } => concat_backward(*axis, sizes, g)?,
+            Op::Conv2d(p) => conv2d_backward(p, inputs, g)?,
         })
     }
 }

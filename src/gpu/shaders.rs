@@ -15,6 +15,8 @@ pub enum Shader {
     Reduce,
     Argmax,
     Copy,
+    Conv,
+    ConvGradWeight,
 }
 
 impl Shader {
@@ -26,6 +28,8 @@ impl Shader {
         Shader::Reduce,
         Shader::Argmax,
         Shader::Copy,
+        Shader::Conv,
+        Shader::ConvGradWeight,
     ];
 
     /// File name inside `shaders/`.
@@ -37,6 +41,8 @@ impl Shader {
             Shader::Reduce => "reduce.wgsl",
             Shader::Argmax => "argmax.wgsl",
             Shader::Copy => "copy.wgsl",
+            Shader::Conv => "conv.wgsl",
+            Shader::ConvGradWeight => "conv_grad_weight.wgsl",
         }
     }
 
@@ -49,6 +55,8 @@ impl Shader {
             Shader::Reduce => include_str!("../../shaders/reduce.wgsl"),
             Shader::Argmax => include_str!("../../shaders/argmax.wgsl"),
             Shader::Copy => include_str!("../../shaders/copy.wgsl"),
+            Shader::Conv => include_str!("../../shaders/conv.wgsl"),
+            Shader::ConvGradWeight => include_str!("../../shaders/conv_grad_weight.wgsl"),
         }
     }
 

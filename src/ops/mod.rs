@@ -2,10 +2,12 @@
 //! GPU kernel) and tape recording. Backward rules live next to their forward op.
 
 pub mod binary;
+pub mod conv;
 pub mod copy;
 pub mod reduce;
 pub mod unary;
 
 pub use binary::BinaryOp;
+pub use conv::{conv2d, conv2d_grad_input, conv2d_grad_weight, Conv2dParams};
 pub use reduce::ReduceOp;
 pub use unary::UnaryOp;
