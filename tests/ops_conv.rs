@@ -66,7 +66,10 @@ impl Case {
             Input::param(ws, w),
         ];
         if self.bias {
-            inputs.push(Input::param([self.cout], uniform(self.cout, seed + 2, -1.0, 1.0)));
+            inputs.push(Input::param(
+                [self.cout],
+                uniform(self.cout, seed + 2, -1.0, 1.0),
+            ));
         }
         let p = self.p;
         check_op(name, &inputs, Check::new(DOT, DOT), |t| {
@@ -95,35 +98,69 @@ fn conv2d_literal_matches_hand_computation() {
     }
 }
 
+/// x shape, w shape, params, expected output shape.
+type ShapeCase = ([usize; 4], [usize; 4], Conv2dParams, [usize; 4]);
+
 #[test]
 fn conv2d_output_shapes_follow_pytorch() {
     let dev = Device::Cpu;
     // (x [N, C, H, W], w, params, expected [N, Cout, Ho, Wo]) with
     // Ho = (H + 2·ph − dh·(KH − 1) − 1) / sh + 1.
-    let cases: &[([usize; 4], [usize; 4], Conv2dParams, [usize; 4])] = &[
-        ([1, 1, 7, 5], [2, 1, 3, 3], Conv2dParams::new(2, 1, 1, 1), [1, 2, 4, 3]),
-        ([2, 1, 9, 9], [1, 1, 3, 3], Conv2dParams::new(1, 0, 2, 1), [2, 1, 5, 5]),
-        ([1, 4, 8, 8], [6, 2, 1, 3], Conv2dParams::default().with_padding(0, 1).with_groups(2), [1, 6, 8, 8]),
-        ([1, 1, 6, 6], [1, 1, 3, 3], Conv2dParams::new(3, 0, 1, 1), [1, 1, 2, 2]),
+    let cases: &[ShapeCase] = &[
+        (
+            [1, 1, 7, 5],
+            [2, 1, 3, 3],
+            Conv2dParams::new(2, 1, 1, 1),
+            [1, 2, 4, 3],
+        ),
+        (
+            [2, 1, 9, 9],
+            [1, 1, 3, 3],
+            Conv2dParams::new(1, 0, 2, 1),
+            [2, 1, 5, 5],
+        ),
+        (
+            [1, 4, 8, 8],
+            [6, 2, 1, 3],
+            Conv2dParams::default().with_padding(0, 1).with_groups(2),
+            [1, 6, 8, 8],
+        ),
+        (
+            [1, 1, 6, 6],
+            [1, 1, 3, 3],
+            Conv2dParams::new(3, 0, 1, 1),
+            [1, 1, 2, 2],
+        ),
     ];
     for (xs, ws, p, want) in cases {
         let x = Tensor::zeros(*xs, &dev).unwrap();
         let w = Tensor::zeros(*ws, &dev).unwrap();
-        assert_eq!(x.conv2d(&w, None, *p).unwrap().dims(), want, "{xs:?} {ws:?} {p:?}");
+        assert_eq!(
+            x.conv2d(&w, None, *p).unwrap().dims(),
+            want,
+            "{xs:?} {ws:?} {p:?}"
+        );
     }
 }
 
 #[test]
 fn conv2d_1x1() {
     Case::new(2, 3, (5, 7), 5, (1, 1)).check("1x1 bias");
-    Case::new(1, 1, (1, 1), 1, (1, 1)).no_bias().check("1x1 single element");
+    Case::new(1, 1, (1, 1), 1, (1, 1))
+        .no_bias()
+        .check("1x1 single element");
 }
 
 #[test]
 fn conv2d_3x3_pad1_odd_sizes() {
     let p = Conv2dParams::new(1, 1, 1, 1);
-    Case::new(2, 3, (7, 5), 5, (3, 3)).p(p).check("3x3 pad 1 bias");
-    Case::new(2, 3, (7, 5), 5, (3, 3)).p(p).no_bias().check("3x3 pad 1 no bias");
+    Case::new(2, 3, (7, 5), 5, (3, 3))
+        .p(p)
+        .check("3x3 pad 1 bias");
+    Case::new(2, 3, (7, 5), 5, (3, 3))
+        .p(p)
+        .no_bias()
+        .check("3x3 pad 1 no bias");
     Case::new(1, 2, (4, 6), 3, (3, 3)).check("3x3 valid");
 }
 
@@ -201,8 +238,8 @@ fn conv2d_more_than_one_workgroup() {
     // Forward: 2·3·16·12 = 1152 outputs > one workgroup's CONV_WG·BC·BP outputs.
     // Grad-weight: N·Ho·Wo = 384 positions > CONV_GW_MIN_CHUNK, so two chunks are summed.
     let c = Case::new(2, 2, (16, 12), 3, (3, 3)).p(Conv2dParams::new(1, 1, 1, 1));
-    assert!(2 * 3 * 16 * 12 > CONV_WG as usize * CONV_BC * CONV_BP);
-    assert!(2 * 16 * 12 > CONV_GW_MIN_CHUNK);
+    const { assert!(2 * 3 * 16 * 12 > CONV_WG as usize * CONV_BC * CONV_BP) };
+    const { assert!(2 * 16 * 12 > CONV_GW_MIN_CHUNK) };
     c.check("more than one workgroup");
 }
 
@@ -212,10 +249,15 @@ fn conv2d_tiling_remainders_everywhere() {
     // + 1), 146 blocks (2 workgroups of 64 + 18). Grad-input: Cin = 3 (< 4), H·W = 289.
     // Grad-weight: Cout = 5 (4 + 1), K = 3·3·3 = 27 taps (6 blocks of 4 + 3), 289 positions
     // in 2 chunks of 145 and 144, each a partial pass of the 64 invocations.
-    let (cout, cin, plane, k) = (5, 3, 17 * 17, 27);
-    assert!(cout % CONV_BC != 0 && plane % CONV_BP != 0 && cin % CONV_BC != 0);
-    assert!(cout % CONV_GW_BCO != 0 && k % CONV_GW_BK != 0 && plane > CONV_GW_MIN_CHUNK);
-    Case::new(1, cin, (17, 17), cout, (3, 3))
+    const COUT: usize = 5;
+    const CIN: usize = 3;
+    const PLANE: usize = 17 * 17;
+    const K: usize = CIN * 3 * 3;
+    const {
+        assert!(COUT % CONV_BC != 0 && PLANE % CONV_BP != 0 && CIN % CONV_BC != 0);
+        assert!(COUT % CONV_GW_BCO != 0 && K % CONV_GW_BK != 0 && PLANE > CONV_GW_MIN_CHUNK);
+    };
+    Case::new(1, CIN, (17, 17), COUT, (3, 3))
         .p(Conv2dParams::new(1, 1, 1, 1))
         .check("remainders");
     // Groups whose channel blocks end mid-block, with stride and dilation remainders.
@@ -252,7 +294,10 @@ fn conv2d_shape_errors() {
         x.conv2d(&t(&[3, 2, 3, 3]), None, d.with_groups(2)),
         "divisible by groups",
     );
-    shape_err(x.conv2d(&t(&[2, 4, 7, 3]), None, d), "larger than the padded input");
+    shape_err(
+        x.conv2d(&t(&[2, 4, 7, 3]), None, d),
+        "larger than the padded input",
+    );
     shape_err(
         x.conv2d(&t(&[2, 4, 3, 3]), None, Conv2dParams::new(1, 1, 4, 1)),
         "larger than the padded input",
@@ -262,7 +307,10 @@ fn conv2d_shape_errors() {
         x.conv2d(&t(&[2, 4, 3, 3]), None, Conv2dParams::new(0, 0, 1, 1)),
         "at least 1",
     );
-    shape_err(x.conv2d(&t(&[2, 4, 3, 3]), None, d.with_groups(0)), "at least 1");
+    shape_err(
+        x.conv2d(&t(&[2, 4, 3, 3]), None, d.with_groups(0)),
+        "at least 1",
+    );
     shape_err(t(&[0, 4, 5, 5]).conv2d(&t(&[2, 4, 3, 3]), None, d), "empty");
     // A padded input just large enough is fine: 7 × 7 kernel on 5 × 5 with padding 1.
     assert_eq!(
@@ -272,7 +320,12 @@ fn conv2d_shape_errors() {
         [1, 2, 1, 1]
     );
     shape_err(
-        conv2d_grad_input(&t(&[1, 2, 4, 4]), &t(&[2, 4, 3, 3]), &Shape::new(&[1, 4, 5, 5]), d),
+        conv2d_grad_input(
+            &t(&[1, 2, 4, 4]),
+            &t(&[2, 4, 3, 3]),
+            &Shape::new(&[1, 4, 5, 5]),
+            d,
+        ),
         "dy has shape",
     );
 }

@@ -16,8 +16,8 @@
 //! `∂bias = Σ_{n, oh, ow} dy`, composed from the reduce kernels. None needs atomics.
 //!
 //! GPU kernels (`shaders/conv.wgsl`, `shaders/conv_grad_weight.wgsl`) are register-blocked
-//! implicit GEMMs: each invocation owns a 4 × 4 block of outputs. The CPU reference is in
-//! [`cpu`].
+//! implicit GEMMs: each invocation owns a 4 × 4 block of outputs. The CPU reference (plain
+//! f64 loops, `src/ops/conv/cpu.rs`) is the oracle they are tested against.
 
 mod cpu;
 
@@ -172,7 +172,9 @@ impl Geom {
     fn new(op: &'static str, x: &Shape, w: &Shape, p: &Conv2dParams) -> Result<Geom> {
         let err = |msg: String| Error::shape(op, msg);
         let &[n, cin, h, wd] = x.dims() else {
-            return Err(err(format!("x must have rank 4 [N, Cin, H, W], got shape {x}")));
+            return Err(err(format!(
+                "x must have rank 4 [N, Cin, H, W], got shape {x}"
+            )));
         };
         let &[cout, wcin, kh, kw] = w.dims() else {
             return Err(err(format!(
@@ -464,7 +466,8 @@ pub fn conv2d_grad_weight(
         Storage::Gpu(g) => {
             let (partial, nchunks) = gpu_grad_weight(&geo, g, x.gpu_buf(OP)?)?;
             let nw = w_shape.numel();
-            let t = Tensor::from_storage(Storage::Gpu(partial), Shape(vec![nchunks, nw]), DType::F32);
+            let t =
+                Tensor::from_storage(Storage::Gpu(partial), Shape(vec![nchunks, nw]), DType::F32);
             if nchunks == 1 {
                 t.reshape(w_shape.clone())
             } else {

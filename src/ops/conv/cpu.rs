@@ -7,7 +7,9 @@ use super::Geom;
 /// Input coordinate read by output coordinate `o` through kernel tap `k`, if inside the input
 /// (`o·stride − pad + k·dilation`, zero padding outside `[0, size)`).
 fn tap(o: usize, k: usize, stride: usize, pad: usize, dil: usize, size: usize) -> Option<usize> {
-    (o * stride + k * dil).checked_sub(pad).filter(|&i| i < size)
+    (o * stride + k * dil)
+        .checked_sub(pad)
+        .filter(|&i| i < size)
 }
 
 /// Visits every (n, co, oh, ow, ci, ky, kx, ih, iw) term of the convolution sum whose input
