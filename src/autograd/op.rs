@@ -3,6 +3,7 @@
 
 use crate::error::Result;
 use crate::ops::binary::{binary_backward, where_backward, BinaryOp};
+use crate::ops::conv::{conv2d_backward, Conv2dParams};
 use crate::ops::copy::{concat_backward, pad_axis, permute_backward};
 use crate::ops::pool::{avg_pool2d_backward, max_pool2d_backward, Pool2d};
 use crate::ops::reduce::{reduce_backward, ReduceOp};
@@ -46,6 +47,8 @@ pub enum Op {
     InterpolateBilinear {
         align_corners: bool,
     },
+    /// Inputs: x, w and optionally bias.
+    Conv2d(Conv2dParams),
 }
 
 impl Op {
@@ -65,6 +68,7 @@ impl Op {
             Op::MaxPool2d { .. } => "max_pool2d",
             Op::AvgPool2d(_) => "avg_pool2d",
             Op::InterpolateBilinear { .. } => "interpolate_bilinear",
+            Op::Conv2d(_) => "conv2d",
         }
     }
 
@@ -99,6 +103,7 @@ impl Op {
             Op::InterpolateBilinear { align_corners } => {
                 vec![Some(interpolate_bilinear_backward(*align_corners, x, g)?)]
             }
+            Op::Conv2d(p) => conv2d_backward(p, inputs, g)?,
         })
     }
 }

@@ -17,6 +17,8 @@ pub enum Shader {
     Copy,
     Pool,
     Resize,
+    Conv,
+    ConvGradWeight,
 }
 
 impl Shader {
@@ -30,6 +32,8 @@ impl Shader {
         Shader::Copy,
         Shader::Pool,
         Shader::Resize,
+        Shader::Conv,
+        Shader::ConvGradWeight,
     ];
 
     /// File name inside `shaders/`.
@@ -43,6 +47,8 @@ impl Shader {
             Shader::Copy => "copy.wgsl",
             Shader::Pool => "pool.wgsl",
             Shader::Resize => "resize.wgsl",
+            Shader::Conv => "conv.wgsl",
+            Shader::ConvGradWeight => "conv_grad_weight.wgsl",
         }
     }
 
@@ -57,6 +63,8 @@ impl Shader {
             Shader::Copy => include_str!("../../shaders/copy.wgsl"),
             Shader::Pool => include_str!("../../shaders/pool.wgsl"),
             Shader::Resize => include_str!("../../shaders/resize.wgsl"),
+            Shader::Conv => include_str!("../../shaders/conv.wgsl"),
+            Shader::ConvGradWeight => include_str!("../../shaders/conv_grad_weight.wgsl"),
         }
     }
 

@@ -2,6 +2,7 @@
 //! GPU kernel) and tape recording. Backward rules live next to their forward op.
 
 pub mod binary;
+pub mod conv;
 pub mod copy;
 pub mod pool;
 pub mod reduce;
@@ -9,6 +10,7 @@ pub mod resize;
 pub mod unary;
 
 pub use binary::BinaryOp;
+pub use conv::{conv2d, conv2d_grad_input, conv2d_grad_weight, Conv2dParams};
 pub use pool::Pool2d;
 pub use reduce::ReduceOp;
 pub use unary::UnaryOp;

@@ -1,0 +1,515 @@
+//! 2-D convolution with stride, zero padding, dilation and groups (PyTorch's `conv2d`), and
+//! its gradients.
+//!
+//! Shapes: `x [N, Cin, H, W]`, `w [Cout, Cin/groups, KH, KW]`, optional `bias [Cout]`,
+//! `y [N, Cout, Ho, Wo]` with `Ho = (H + 2·ph − dh·(KH − 1) − 1) / sh + 1` (floor; same for
+//! `Wo`). With `g = co / (Cout/groups)` the group of output channel `co`,
+//!
+//! ```text
+//! y[n, co, oh, ow] = bias[co] + Σ_{ci < Cin/groups, ky, kx} w[co, ci, ky, kx]
+//!                      · x[n, g·Cin/groups + ci, oh·sh − ph + ky·dh, ow·sw − pw + kx·dw]
+//! ```
+//!
+//! where taps outside the input read 0. Gradients: `∂x` sums, for each input element, the
+//! outputs and taps that read it ([`conv2d_grad_input`], a gather kernel); `∂w[co, ci, ky, kx]`
+//! sums `dy · x` over `N·Ho·Wo` positions ([`conv2d_grad_weight`], a gather + tree reduction);
+//! `∂bias = Σ_{n, oh, ow} dy`, composed from the reduce kernels. None needs atomics.
+//!
+//! GPU kernels (`shaders/conv.wgsl`, `shaders/conv_grad_weight.wgsl`) are register-blocked
+//! implicit GEMMs: each invocation owns a 4 × 4 block of outputs. The CPU reference (plain
+//! f64 loops, `src/ops/conv/cpu.rs`) is the oracle they are tested against.
+
+mod cpu;
+
+use crate::autograd::Op;
+use crate::error::{Error, Result};
+use crate::gpu::{groups_for, GpuBuf, Kernel, Shader};
+use crate::shape::Shape;
+use crate::tensor::{same_device, DType, Storage, Tensor};
+
+/// Channels per invocation of the forward and grad-input kernels (`BC` in `conv.wgsl`).
+/// A 4-channel × 4-pixel block gives 16 accumulators per thread: 8 loads feed 16 FMAs,
+/// while small enough to stay in registers on every GPU (and in lavapipe's SIMD lanes).
+pub const CONV_BC: usize = 4;
+/// Pixels per invocation of the forward and grad-input kernels (`BP`, the vec4 width).
+pub const CONV_BP: usize = 4;
+/// Invocations per workgroup of the forward and grad-input kernels: a multiple of the 32/64
+/// SIMD widths; each invocation already owns 16 outputs, so a small workgroup keeps small
+/// layers spread over several workgroups.
+pub const CONV_WG: u32 = 64;
+/// Output channels per workgroup block of the grad-weight kernel (`BCO`).
+pub const CONV_GW_BCO: usize = 4;
+/// Taps per workgroup block of the grad-weight kernel (`BK`, the vec4 width).
+pub const CONV_GW_BK: usize = 4;
+/// Invocations per grad-weight workgroup (`GW_WG`; a power of two for the tree).
+pub const CONV_GW_WG: usize = 64;
+/// Fewest reduction positions per grad-weight workgroup: 4 per invocation, below which the
+/// tree and the partial sums' second pass cost more than the products they split.
+pub const CONV_GW_MIN_CHUNK: usize = 4 * CONV_GW_WG;
+/// Grad-weight workgroups the chunking aims for: enough to occupy a large GPU (~100 compute
+/// units × a few workgroups each) when a layer has few weights but many positions.
+pub const CONV_GW_TARGET_WGS: usize = 1024;
+
+/// Stride, zero padding, dilation (each `(h, w)`) and groups of a convolution.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Conv2dParams {
+    pub stride: (usize, usize),
+    pub padding: (usize, usize),
+    pub dilation: (usize, usize),
+    pub groups: usize,
+}
+
+impl Default for Conv2dParams {
+    /// Stride 1, no padding, dilation 1, one group.
+    fn default() -> Self {
+        Conv2dParams {
+            stride: (1, 1),
+            padding: (0, 0),
+            dilation: (1, 1),
+            groups: 1,
+        }
+    }
+}
+
+impl Conv2dParams {
+    /// Square stride, padding and dilation, and `groups`.
+    pub fn new(stride: usize, padding: usize, dilation: usize, groups: usize) -> Self {
+        Conv2dParams {
+            stride: (stride, stride),
+            padding: (padding, padding),
+            dilation: (dilation, dilation),
+            groups,
+        }
+    }
+    pub fn with_stride(self, h: usize, w: usize) -> Self {
+        Conv2dParams {
+            stride: (h, w),
+            ..self
+        }
+    }
+    pub fn with_padding(self, h: usize, w: usize) -> Self {
+        Conv2dParams {
+            padding: (h, w),
+            ..self
+        }
+    }
+    pub fn with_dilation(self, h: usize, w: usize) -> Self {
+        Conv2dParams {
+            dilation: (h, w),
+            ..self
+        }
+    }
+    pub fn with_groups(self, groups: usize) -> Self {
+        Conv2dParams { groups, ..self }
+    }
+}
+
+/// Every size of one convolution, validated.
+#[derive(Clone, Copy, Debug)]
+struct Geom {
+    n: usize,
+    cin: usize,
+    h: usize,
+    w: usize,
+    cout: usize,
+    kh: usize,
+    kw: usize,
+    ho: usize,
+    wo: usize,
+    groups: usize,
+    cin_g: usize,
+    cout_g: usize,
+    sh: usize,
+    sw: usize,
+    ph: usize,
+    pw: usize,
+    dh: usize,
+    dw: usize,
+}
+
+/// `#[repr(C)]` mirror of `struct Params` in `shaders/conv.wgsl` and
+/// `shaders/conv_grad_weight.wgsl` (24 × u32 = 96 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
+struct ConvUniform {
+    n: u32,
+    cin: u32,
+    h: u32,
+    w: u32,
+    cout: u32,
+    ho: u32,
+    wo: u32,
+    groups: u32,
+    cin_g: u32,
+    cout_g: u32,
+    kh: u32,
+    kw: u32,
+    sh: u32,
+    sw: u32,
+    ph: u32,
+    pw: u32,
+    dh: u32,
+    dw: u32,
+    cblocks: u32,
+    pblocks: u32,
+    kblocks: u32,
+    blocks: u32,
+    chunk: u32,
+    nchunks: u32,
+}
+
+/// `n` as a `u32` kernel index, or a limit error naming `what`.
+fn index_u32(what: &str, n: usize) -> Result<u32> {
+    u32::try_from(n).map_err(|_| Error::Limit {
+        what: what.to_string(),
+        requested: n as u64,
+        max: u64::from(u32::MAX),
+    })
+}
+
+impl Geom {
+    /// Validates the shapes of `x` and `w` against `p` (messages name `op`).
+    fn new(op: &'static str, x: &Shape, w: &Shape, p: &Conv2dParams) -> Result<Geom> {
+        let err = |msg: String| Error::shape(op, msg);
+        let &[n, cin, h, wd] = x.dims() else {
+            return Err(err(format!(
+                "x must have rank 4 [N, Cin, H, W], got shape {x}"
+            )));
+        };
+        let &[cout, wcin, kh, kw] = w.dims() else {
+            return Err(err(format!(
+                "w must have rank 4 [Cout, Cin/groups, KH, KW], got shape {w}"
+            )));
+        };
+        if x.numel() == 0 || w.numel() == 0 {
+            return Err(err(format!(
+                "empty tensors are not supported (x {x}, w {w})"
+            )));
+        }
+        let (groups, (sh, sw), (ph, pw), (dh, dw)) = (p.groups, p.stride, p.padding, p.dilation);
+        if groups == 0 || sh == 0 || sw == 0 || dh == 0 || dw == 0 {
+            return Err(err(format!(
+                "groups, stride and dilation must be at least 1, got {p:?}"
+            )));
+        }
+        if cin % groups != 0 || cout % groups != 0 {
+            return Err(err(format!(
+                "Cin = {cin} and Cout = {cout} must both be divisible by groups = {groups} \
+                 (x {x}, w {w})"
+            )));
+        }
+        if wcin * groups != cin {
+            return Err(err(format!(
+                "w {w} expects {} input channels ({wcin} per group × {groups} groups), but x {x} \
+                 has {cin}",
+                wcin * groups
+            )));
+        }
+        // Saturating: absurd user values must give this error, not an overflow.
+        let (ekh, ekw) = (
+            dh.saturating_mul(kh - 1).saturating_add(1),
+            dw.saturating_mul(kw - 1).saturating_add(1),
+        );
+        let (hp, wp) = (
+            h.saturating_add(ph.saturating_mul(2)),
+            wd.saturating_add(pw.saturating_mul(2)),
+        );
+        if ekh > hp || ekw > wp {
+            return Err(err(format!(
+                "the dilated kernel ({ekh} × {ekw}) is larger than the padded input \
+                 ({hp} × {wp}) (x {x}, w {w}, {p:?})"
+            )));
+        }
+        let g = Geom {
+            n,
+            cin,
+            h,
+            w: wd,
+            cout,
+            kh,
+            kw,
+            ho: (hp - ekh) / sh + 1,
+            wo: (wp - ekw) / sw + 1,
+            groups,
+            cin_g: cin / groups,
+            cout_g: cout / groups,
+            sh,
+            sw,
+            ph,
+            pw,
+            dh,
+            dw,
+        };
+        // Kernel indices are u32 (and padded coordinates i32).
+        index_u32(op, x.numel().max(w.numel()).max(g.out_shape().numel()))?;
+        index_u32(op, hp.max(wp).saturating_mul(2))?;
+        Ok(g)
+    }
+
+    fn out_shape(&self) -> Shape {
+        Shape(vec![self.n, self.cout, self.ho, self.wo])
+    }
+
+    /// The sizes as the kernels read them (blocking fields zero).
+    fn uniform(&self) -> ConvUniform {
+        let u = |v: usize| v as u32; // every size was checked against u32 in `new`
+        ConvUniform {
+            n: u(self.n),
+            cin: u(self.cin),
+            h: u(self.h),
+            w: u(self.w),
+            cout: u(self.cout),
+            ho: u(self.ho),
+            wo: u(self.wo),
+            groups: u(self.groups),
+            cin_g: u(self.cin_g),
+            cout_g: u(self.cout_g),
+            kh: u(self.kh),
+            kw: u(self.kw),
+            sh: u(self.sh),
+            sw: u(self.sw),
+            ph: u(self.ph),
+            pw: u(self.pw),
+            dh: u(self.dh),
+            dw: u(self.dw),
+            ..ConvUniform::default()
+        }
+    }
+
+    /// Uniform for the output-blocked kernels: `channels` per group in blocks of `CONV_BC`,
+    /// a `plane` of pixels in blocks of `CONV_BP`, for every image and group.
+    fn blocked(&self, op: &'static str, channels: usize, plane: usize) -> Result<ConvUniform> {
+        let (cb, pb) = (channels.div_ceil(CONV_BC), plane.div_ceil(CONV_BP));
+        Ok(ConvUniform {
+            cblocks: index_u32(op, cb)?,
+            pblocks: index_u32(op, pb)?,
+            blocks: index_u32(op, self.n * self.groups * cb * pb)?,
+            ..self.uniform()
+        })
+    }
+}
+
+fn gpu_forward(geo: &Geom, x: &GpuBuf, w: &GpuBuf, bias: Option<&GpuBuf>) -> Result<GpuBuf> {
+    let ctx = x.context();
+    let u = geo.blocked("conv2d", geo.cout_g, geo.ho * geo.wo)?;
+    let out = ctx.alloc_storage(geo.out_shape().numel())?;
+    let k = Kernel::new(Shader::Conv, "conv2d")
+        .with("WG", CONV_WG)
+        .with("HAS_BIAS", u32::from(bias.is_some()));
+    // Without a bias, `w` fills the unused binding (HAS_BIAS = 0 never reads it).
+    let b = bias.unwrap_or(w);
+    ctx.launch(
+        &k,
+        &u,
+        &[x, w, b],
+        &[&out],
+        groups_for(u.blocks as usize, CONV_WG),
+    )?;
+    Ok(out)
+}
+
+fn gpu_grad_input(geo: &Geom, dy: &GpuBuf, w: &GpuBuf) -> Result<GpuBuf> {
+    let ctx = dy.context();
+    let u = geo.blocked("conv2d_grad_input", geo.cin_g, geo.h * geo.w)?;
+    let out = ctx.alloc_storage(geo.n * geo.cin * geo.h * geo.w)?;
+    let k = Kernel::new(Shader::Conv, "conv2d_grad_input").with("WG", CONV_WG);
+    ctx.launch(
+        &k,
+        &u,
+        &[dy, w, w],
+        &[&out],
+        groups_for(u.blocks as usize, CONV_WG),
+    )?;
+    Ok(out)
+}
+
+/// Launches the grad-weight kernel; returns the partial sums `[nchunks, Cout·K]` and
+/// `nchunks`.
+fn gpu_grad_weight(geo: &Geom, dy: &GpuBuf, x: &GpuBuf) -> Result<(GpuBuf, usize)> {
+    const OP: &str = "conv2d_grad_weight";
+    let ctx = dy.context();
+    let ktot = geo.cin_g * geo.kh * geo.kw;
+    let (cb, kb) = (geo.cout_g.div_ceil(CONV_GW_BCO), ktot.div_ceil(CONV_GW_BK));
+    let blocks = geo.groups * cb * kb;
+    let r = geo.n * geo.ho * geo.wo;
+    let want = r
+        .div_ceil(CONV_GW_MIN_CHUNK)
+        .min(CONV_GW_TARGET_WGS.div_ceil(blocks))
+        .max(1);
+    let chunk = r.div_ceil(want);
+    let nchunks = r.div_ceil(chunk);
+    let u = ConvUniform {
+        cblocks: index_u32(OP, cb)?,
+        kblocks: index_u32(OP, kb)?,
+        blocks: index_u32(OP, blocks)?,
+        chunk: index_u32(OP, chunk)?,
+        nchunks: index_u32(OP, nchunks)?,
+        ..geo.uniform()
+    };
+    let n_partial = nchunks * geo.cout * ktot;
+    index_u32(OP, n_partial)?;
+    let partial = ctx.alloc_storage(n_partial)?;
+    ctx.launch(
+        &Kernel::new(Shader::ConvGradWeight, OP),
+        &u,
+        &[dy, x],
+        &[&partial],
+        (blocks * nchunks) as u64,
+    )?;
+    Ok((partial, nchunks))
+}
+
+/// `y = conv2d(x, w) + bias` (see the module docs for the formula and shapes). Recorded on
+/// the tape as [`Op::Conv2d`] with inputs `[x, w]` or `[x, w, bias]`.
+pub fn conv2d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, p: Conv2dParams) -> Result<Tensor> {
+    const OP: &str = "conv2d";
+    let mut ts = vec![x, w];
+    ts.extend(bias);
+    for t in &ts {
+        t.expect_dtype(OP, DType::F32)?;
+    }
+    same_device(OP, &ts)?;
+    let geo = Geom::new(OP, x.shape(), w.shape(), &p)?;
+    if let Some(b) = bias {
+        if b.dims() != [geo.cout] {
+            return Err(Error::shape(
+                OP,
+                format!(
+                    "bias must have shape [{}] (Cout of w {}), got {}",
+                    geo.cout,
+                    w.shape(),
+                    b.shape()
+                ),
+            ));
+        }
+    }
+    let storage = match x.storage() {
+        Storage::Cpu(xv) => {
+            let bv = bias.map(|b| b.cpu_data(OP)).transpose()?;
+            Storage::Cpu(cpu::forward(&geo, xv, w.cpu_data(OP)?, bv))
+        }
+        Storage::Gpu(xb) => {
+            let bb = bias.map(|b| b.gpu_buf(OP)).transpose()?;
+            Storage::Gpu(gpu_forward(&geo, xb, w.gpu_buf(OP)?, bb)?)
+        }
+    };
+    let inputs = ts.into_iter().cloned().collect();
+    Ok(Tensor::from_op(
+        storage,
+        geo.out_shape(),
+        DType::F32,
+        Op::Conv2d(p),
+        inputs,
+    ))
+}
+
+/// Checks `dy` against the output shape of the convolution described by `geo`.
+fn check_dy(op: &'static str, geo: &Geom, dy: &Tensor) -> Result<()> {
+    dy.expect_dtype(op, DType::F32)?;
+    if dy.shape() != &geo.out_shape() {
+        return Err(Error::shape(
+            op,
+            format!(
+                "dy has shape {}, but the convolution's output has shape {}",
+                dy.shape(),
+                geo.out_shape()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Gradient of `conv2d` with respect to its input, `∂x [N, Cin, H, W]`, from
+/// `dy = ∂L/∂y [N, Cout, Ho, Wo]`, the weights and the input's shape (PyTorch's
+/// `torch.nn.grad.conv2d_input`): `∂x[n, ci, ih, iw] = Σ w[co, ci, ky, kx] · dy[n, co, oh, ow]`
+/// over the outputs and taps with `oh·sh − ph + ky·dh = ih` and `ow·sw − pw + kx·dw = iw`.
+/// The result has no history (gradients of gradients are not supported).
+pub fn conv2d_grad_input(
+    dy: &Tensor,
+    w: &Tensor,
+    x_shape: &Shape,
+    p: Conv2dParams,
+) -> Result<Tensor> {
+    const OP: &str = "conv2d_grad_input";
+    w.expect_dtype(OP, DType::F32)?;
+    same_device(OP, &[dy, w])?;
+    let geo = Geom::new(OP, x_shape, w.shape(), &p)?;
+    check_dy(OP, &geo, dy)?;
+    let storage = match dy.storage() {
+        Storage::Cpu(g) => Storage::Cpu(cpu::grad_input(&geo, g, w.cpu_data(OP)?)),
+        Storage::Gpu(g) => Storage::Gpu(gpu_grad_input(&geo, g, w.gpu_buf(OP)?)?),
+    };
+    Ok(Tensor::from_storage(storage, x_shape.clone(), DType::F32))
+}
+
+/// Gradient of `conv2d` with respect to its weights, `∂w [Cout, Cin/groups, KH, KW]`, from
+/// `dy = ∂L/∂y`, the input and the weights' shape (PyTorch's `torch.nn.grad.conv2d_weight`):
+/// `∂w[co, ci, ky, kx] = Σ_{n, oh, ow} dy[n, co, oh, ow] · x[n, g·Cin/groups + ci,
+/// oh·sh − ph + ky·dh, ow·sw − pw + kx·dw]`. The result has no history.
+pub fn conv2d_grad_weight(
+    dy: &Tensor,
+    x: &Tensor,
+    w_shape: &Shape,
+    p: Conv2dParams,
+) -> Result<Tensor> {
+    const OP: &str = "conv2d_grad_weight";
+    x.expect_dtype(OP, DType::F32)?;
+    same_device(OP, &[dy, x])?;
+    let geo = Geom::new(OP, x.shape(), w_shape, &p)?;
+    check_dy(OP, &geo, dy)?;
+    match dy.storage() {
+        Storage::Cpu(g) => Ok(Tensor::from_storage(
+            Storage::Cpu(cpu::grad_weight(&geo, g, x.cpu_data(OP)?)),
+            w_shape.clone(),
+            DType::F32,
+        )),
+        Storage::Gpu(g) => {
+            let (partial, nchunks) = gpu_grad_weight(&geo, g, x.gpu_buf(OP)?)?;
+            let nw = w_shape.numel();
+            let t =
+                Tensor::from_storage(Storage::Gpu(partial), Shape(vec![nchunks, nw]), DType::F32);
+            if nchunks == 1 {
+                t.reshape(w_shape.clone())
+            } else {
+                t.sum_axis(0, false)?.reshape(w_shape.clone())
+            }
+        }
+    }
+}
+
+/// Backward of [`conv2d`]: `[∂x, ∂w]` or `[∂x, ∂w, ∂bias]`, each computed only when that
+/// input requires a gradient. `∂bias[co] = Σ_{n, oh, ow} g[n, co, oh, ow]`.
+pub(crate) fn conv2d_backward(
+    p: &Conv2dParams,
+    inputs: &[Tensor],
+    g: &Tensor,
+) -> Result<Vec<Option<Tensor>>> {
+    let (x, w) = (&inputs[0], &inputs[1]);
+    let mut grads = vec![
+        x.requires_grad()
+            .then(|| conv2d_grad_input(g, w, x.shape(), *p))
+            .transpose()?,
+        w.requires_grad()
+            .then(|| conv2d_grad_weight(g, x, w.shape(), *p))
+            .transpose()?,
+    ];
+    if let Some(b) = inputs.get(2) {
+        let db = match (b.requires_grad(), g.dims()) {
+            (true, &[n, c, h, wd]) => Some(
+                g.reshape([n, c, h * wd])?
+                    .sum_axis(2, false)?
+                    .sum_axis(0, false)?,
+            ),
+            _ => None,
+        };
+        grads.push(db);
+    }
+    Ok(grads)
+}
+
+impl Tensor {
+    /// `conv2d(self, w, bias, p)`: see [`conv2d`].
+    pub fn conv2d(&self, w: &Tensor, bias: Option<&Tensor>, p: Conv2dParams) -> Result<Tensor> {
+        conv2d(self, w, bias, p)
+    }
+}
