@@ -4,7 +4,9 @@
 use crate::error::Result;
 use crate::ops::binary::{binary_backward, where_backward, BinaryOp};
 use crate::ops::copy::{concat_backward, pad_axis, permute_backward};
+use crate::ops::cross_entropy::cross_entropy_backward;
 use crate::ops::reduce::{reduce_backward, ReduceOp};
+use crate::ops::softmax::{log_softmax_backward, softmax_backward};
 use crate::ops::unary::{unary_backward, UnaryOp};
 use crate::tensor::Tensor;
 
@@ -35,6 +37,20 @@ pub enum Op {
         axis: usize,
         sizes: Vec<usize>,
     },
+    Softmax {
+        axis: usize,
+    },
+    LogSoftmax {
+        axis: usize,
+    },
+    /// Input: logits. Labels and class weights are constants (no gradient); `sums` is the
+    /// forward's `[Σ w·ℓ, Σ w]` on the logits' device (the backward divides by `Σ w`).
+    CrossEntropy {
+        labels: Tensor,
+        weights: Option<Tensor>,
+        ignore_index: u32,
+        sums: Tensor,
+    },
 }
 
 impl Op {
@@ -51,6 +67,9 @@ impl Op {
             Op::Narrow { .. } => "narrow",
             Op::PadAxis { .. } => "pad_axis",
             Op::Concat { .. } => "concat",
+            Op::Softmax { .. } => "softmax",
+            Op::LogSoftmax { .. } => "log_softmax",
+            Op::CrossEntropy { .. } => "cross_entropy",
         }
     }
 
@@ -78,6 +97,21 @@ impl Op {
                 vec![Some(g.narrow(*axis as isize, *start, x.dims()[*axis])?)]
             }
             Op::Concat { axis, sizes } => concat_backward(*axis, sizes, g)?,
+            Op::Softmax { axis } => vec![Some(softmax_backward(*axis, out, g)?)],
+            Op::LogSoftmax { axis } => vec![Some(log_softmax_backward(*axis, out, g)?)],
+            Op::CrossEntropy {
+                labels,
+                weights,
+                ignore_index,
+                sums,
+            } => vec![Some(cross_entropy_backward(
+                x,
+                labels,
+                weights.as_ref(),
+                *ignore_index,
+                sums,
+                g,
+            )?)],
         })
     }
 }

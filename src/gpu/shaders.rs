@@ -15,6 +15,8 @@ pub enum Shader {
     Reduce,
     Argmax,
     Copy,
+    Softmax,
+    CrossEntropy,
 }
 
 impl Shader {
@@ -26,6 +28,8 @@ impl Shader {
         Shader::Reduce,
         Shader::Argmax,
         Shader::Copy,
+        Shader::Softmax,
+        Shader::CrossEntropy,
     ];
 
     /// File name inside `shaders/`.
@@ -37,6 +41,8 @@ impl Shader {
             Shader::Reduce => "reduce.wgsl",
             Shader::Argmax => "argmax.wgsl",
             Shader::Copy => "copy.wgsl",
+            Shader::Softmax => "softmax.wgsl",
+            Shader::CrossEntropy => "cross_entropy.wgsl",
         }
     }
 
@@ -49,6 +55,8 @@ impl Shader {
             Shader::Reduce => include_str!("../../shaders/reduce.wgsl"),
             Shader::Argmax => include_str!("../../shaders/argmax.wgsl"),
             Shader::Copy => include_str!("../../shaders/copy.wgsl"),
+            Shader::Softmax => include_str!("../../shaders/softmax.wgsl"),
+            Shader::CrossEntropy => include_str!("../../shaders/cross_entropy.wgsl"),
         }
     }
 
