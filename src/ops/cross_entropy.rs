@@ -161,7 +161,7 @@ fn cpu_forward(
     (loss, [swl, sw])
 }
 
-fn buf<'a>(t: &'a Tensor) -> Result<&'a GpuBuf> {
+fn buf(t: &Tensor) -> Result<&GpuBuf> {
     t.gpu_buf(OP)
 }
 
