@@ -8,7 +8,8 @@
 //!
 //! `L = Σ_{v valid} w_{y_v} · ℓ_v / Σ_{v valid} w_{y_v}`, `ℓ_v = −log softmax(x_v)_{y_v}`,
 //! with `w = 1` without weights (the mean over valid pixels). No valid pixel (or `Σ w = 0`)
-//! gives `L = 0` and a zero gradient, never NaN.
+//! gives `L = 0` and a zero gradient, never NaN. Weights are expected to be non-negative
+//! (as in PyTorch); the `Σ w = 0` rule is what makes the all-ignored case well defined.
 //!
 //! Gradient (logits only; labels and weights are constants):
 //! `∂L/∂x_{v,c} = g · w_{y_v} · (p_{v,c} − δ_{c,y_v}) / Σ w`, `p = softmax_c(x)`, 0 for
