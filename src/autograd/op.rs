@@ -5,9 +5,11 @@ use crate::error::Result;
 use crate::ops::binary::{binary_backward, where_backward, BinaryOp};
 use crate::ops::conv::{conv2d_backward, Conv2dParams};
 use crate::ops::copy::{concat_backward, pad_axis, permute_backward};
+use crate::ops::cross_entropy::cross_entropy_backward;
 use crate::ops::pool::{avg_pool2d_backward, max_pool2d_backward, Pool2d};
 use crate::ops::reduce::{reduce_backward, ReduceOp};
 use crate::ops::resize::interpolate_bilinear_backward;
+use crate::ops::softmax::{log_softmax_backward, softmax_backward};
 use crate::ops::unary::{unary_backward, UnaryOp};
 use crate::tensor::Tensor;
 
@@ -49,6 +51,20 @@ pub enum Op {
     },
     /// Inputs: x, w and optionally bias.
     Conv2d(Conv2dParams),
+    Softmax {
+        axis: usize,
+    },
+    LogSoftmax {
+        axis: usize,
+    },
+    /// Input: logits. Labels and class weights are constants (no gradient); `sums` is the
+    /// forward's `[Σ w·ℓ, Σ w]` on the logits' device (the backward divides by `Σ w`).
+    CrossEntropy {
+        labels: Tensor,
+        weights: Option<Tensor>,
+        ignore_index: u32,
+        sums: Tensor,
+    },
 }
 
 impl Op {
@@ -69,6 +85,9 @@ impl Op {
             Op::AvgPool2d(_) => "avg_pool2d",
             Op::InterpolateBilinear { .. } => "interpolate_bilinear",
             Op::Conv2d(_) => "conv2d",
+            Op::Softmax { .. } => "softmax",
+            Op::LogSoftmax { .. } => "log_softmax",
+            Op::CrossEntropy { .. } => "cross_entropy",
         }
     }
 
@@ -104,6 +123,21 @@ impl Op {
                 vec![Some(interpolate_bilinear_backward(*align_corners, x, g)?)]
             }
             Op::Conv2d(p) => conv2d_backward(p, inputs, g)?,
+            Op::Softmax { axis } => vec![Some(softmax_backward(*axis, out, g)?)],
+            Op::LogSoftmax { axis } => vec![Some(log_softmax_backward(*axis, out, g)?)],
+            Op::CrossEntropy {
+                labels,
+                weights,
+                ignore_index,
+                sums,
+            } => vec![Some(cross_entropy_backward(
+                x,
+                labels,
+                weights.as_ref(),
+                *ignore_index,
+                sums,
+                g,
+            )?)],
         })
     }
 }

@@ -19,6 +19,8 @@ pub enum Shader {
     Resize,
     Conv,
     ConvGradWeight,
+    Softmax,
+    CrossEntropy,
 }
 
 impl Shader {
@@ -34,6 +36,8 @@ impl Shader {
         Shader::Resize,
         Shader::Conv,
         Shader::ConvGradWeight,
+        Shader::Softmax,
+        Shader::CrossEntropy,
     ];
 
     /// File name inside `shaders/`.
@@ -49,6 +53,8 @@ impl Shader {
             Shader::Resize => "resize.wgsl",
             Shader::Conv => "conv.wgsl",
             Shader::ConvGradWeight => "conv_grad_weight.wgsl",
+            Shader::Softmax => "softmax.wgsl",
+            Shader::CrossEntropy => "cross_entropy.wgsl",
         }
     }
 
@@ -65,6 +71,8 @@ impl Shader {
             Shader::Resize => include_str!("../../shaders/resize.wgsl"),
             Shader::Conv => include_str!("../../shaders/conv.wgsl"),
             Shader::ConvGradWeight => include_str!("../../shaders/conv_grad_weight.wgsl"),
+            Shader::Softmax => include_str!("../../shaders/softmax.wgsl"),
+            Shader::CrossEntropy => include_str!("../../shaders/cross_entropy.wgsl"),
         }
     }
 

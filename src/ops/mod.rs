@@ -4,13 +4,17 @@
 pub mod binary;
 pub mod conv;
 pub mod copy;
+pub mod cross_entropy;
 pub mod pool;
 pub mod reduce;
 pub mod resize;
+pub mod softmax;
 pub mod unary;
 
 pub use binary::BinaryOp;
 pub use conv::{conv2d, conv2d_grad_input, conv2d_grad_weight, Conv2dParams};
+pub use cross_entropy::cross_entropy;
 pub use pool::Pool2d;
 pub use reduce::ReduceOp;
+pub use softmax::{log_softmax, softmax};
 pub use unary::UnaryOp;

@@ -1,0 +1,308 @@
+//! Fused softmax cross-entropy (PyTorch's `F.cross_entropy` with `reduction='mean'`,
+//! optional class weights and `ignore_index`).
+//!
+//! Shapes: logits `[N, C, H, W]` (labels `[N, H, W]`) or `[N, C]` (labels `[N]`); labels
+//! are `U32`; weights, if given, are `[C]`. A pixel `v` is valid when its label `y_v ≠
+//! ignore_index` and `y_v < C`; a label `≥ C` that is not `ignore_index` is treated as
+//! ignored here (the data loader rejects such labels with an error naming the file).
+//!
+//! `L = Σ_{v valid} w_{y_v} · ℓ_v / Σ_{v valid} w_{y_v}`, `ℓ_v = −log softmax(x_v)_{y_v}`,
+//! with `w = 1` without weights (the mean over valid pixels). No valid pixel (or `Σ w = 0`)
+//! gives `L = 0` and a zero gradient, never NaN. Weights are expected to be non-negative
+//! (as in PyTorch); the `Σ w = 0` rule is what makes the all-ignored case well defined.
+//!
+//! Gradient (logits only; labels and weights are constants):
+//! `∂L/∂x_{v,c} = g · w_{y_v} · (p_{v,c} − δ_{c,y_v}) / Σ w`, `p = softmax_c(x)`, 0 for
+//! ignored pixels.
+//!
+//! GPU: `ce_forward` (one invocation per pixel, log-sum-exp over C) writes `w·ℓ` and `w`
+//! per pixel, one reduction sums both, `ce_finish` divides on the device, and `ce_backward`
+//! reads `g` and `Σ w` from device buffers: nothing is read back.
+
+use crate::autograd::Op;
+use crate::error::{Error, Result};
+use crate::gpu::{groups_for, GpuBuf, Kernel, Shader};
+use crate::ops::softmax::u32_elements;
+use crate::ops::unary::ELEMENTWISE_WG;
+use crate::shape::Shape;
+use crate::tensor::{same_device, DType, Storage, Tensor};
+
+const OP: &str = "cross_entropy";
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct CeParams {
+    pixels: u32,
+    c: u32,
+    inner: u32,
+    ignore_index: u32,
+}
+
+/// The layout of a cross-entropy problem: `n` images, `c` classes, `inner` pixels per image.
+#[derive(Clone, Copy, Debug)]
+struct Layout {
+    n: usize,
+    c: usize,
+    inner: usize,
+}
+
+impl Layout {
+    fn pixels(self) -> usize {
+        self.n * self.inner
+    }
+    /// Index of logit `(pixel v, class k)`.
+    fn at(self, v: usize, k: usize) -> usize {
+        (v / self.inner * self.c + k) * self.inner + v % self.inner
+    }
+    fn params(self, ignore_index: u32) -> CeParams {
+        CeParams {
+            pixels: self.pixels() as u32,
+            c: self.c as u32,
+            inner: self.inner as u32,
+            ignore_index,
+        }
+    }
+}
+
+/// Shape and dtype checks; returns the layout.
+fn check(logits: &Tensor, labels: &Tensor, weights: Option<&Tensor>) -> Result<Layout> {
+    logits.expect_dtype(OP, DType::F32)?;
+    labels.expect_dtype(OP, DType::U32)?;
+    let d = logits.dims();
+    let want_labels = match d.len() {
+        2 => Shape(vec![d[0]]),
+        4 => Shape(vec![d[0], d[2], d[3]]),
+        _ => {
+            return Err(Error::shape(
+                OP,
+                format!(
+                    "logits must be [N, C] or [N, C, H, W], got {}",
+                    logits.shape()
+                ),
+            ))
+        }
+    };
+    if labels.shape() != &want_labels {
+        return Err(Error::shape(
+            OP,
+            format!(
+                "labels of shape {} do not match logits {} (expected labels {want_labels})",
+                labels.shape(),
+                logits.shape()
+            ),
+        ));
+    }
+    let lay = Layout {
+        n: d[0],
+        c: d[1],
+        inner: d[2..].iter().product(),
+    };
+    if logits.numel() == 0 {
+        return Err(Error::shape(
+            OP,
+            format!("empty logits {} (no classes or no pixels)", logits.shape()),
+        ));
+    }
+    if let Some(w) = weights {
+        w.expect_dtype(OP, DType::F32)?;
+        if w.dims() != [lay.c] {
+            return Err(Error::shape(
+                OP,
+                format!(
+                    "class weights must be [{}] for logits {}, got {}",
+                    lay.c,
+                    logits.shape(),
+                    w.shape()
+                ),
+            ));
+        }
+        same_device(OP, &[logits, labels, w])?;
+    } else {
+        same_device(OP, &[logits, labels])?;
+    }
+    u32_elements(OP, logits.numel().max(2 * lay.pixels()))?;
+    Ok(lay)
+}
+
+/// Weight of label `y` (CPU): 0 when ignored or out of range.
+fn cpu_weight(y: f64, c: usize, ignore_index: u32, w: Option<&[f64]>) -> f64 {
+    if y == f64::from(ignore_index) || y >= c as f64 {
+        return 0.0;
+    }
+    w.map_or(1.0, |w| w[y as usize])
+}
+
+/// Max and `Σ exp(x − max)` of pixel `v` (CPU, f64).
+fn cpu_max_sum(x: &[f64], lay: Layout, v: usize) -> (f64, f64) {
+    let m = (0..lay.c)
+        .map(|k| x[lay.at(v, k)])
+        .fold(f64::NEG_INFINITY, f64::max);
+    (m, (0..lay.c).map(|k| (x[lay.at(v, k)] - m).exp()).sum())
+}
+
+/// CPU reference forward: `(loss, [Σ w·ℓ, Σ w])`.
+fn cpu_forward(
+    x: &[f64],
+    y: &[f64],
+    w: Option<&[f64]>,
+    lay: Layout,
+    ignore_index: u32,
+) -> (f64, [f64; 2]) {
+    let (mut swl, mut sw) = (0.0, 0.0);
+    for v in 0..lay.pixels() {
+        let wv = cpu_weight(y[v], lay.c, ignore_index, w);
+        if wv == 0.0 {
+            continue;
+        }
+        let (m, s) = cpu_max_sum(x, lay, v);
+        swl += wv * (m - x[lay.at(v, y[v] as usize)] + s.ln());
+        sw += wv;
+    }
+    let loss = if sw != 0.0 { swl / sw } else { 0.0 };
+    (loss, [swl, sw])
+}
+
+fn buf(t: &Tensor) -> Result<&GpuBuf> {
+    t.gpu_buf(OP)
+}
+
+fn kernel(entry: &'static str, weighted: bool) -> Kernel {
+    Kernel::new(Shader::CrossEntropy, entry)
+        .with("WEIGHTED", u32::from(weighted))
+        .with("WG", ELEMENTWISE_WG)
+}
+
+/// GPU forward: `(loss, sums)`, both on the device.
+fn gpu_forward(
+    x: &GpuBuf,
+    y: &GpuBuf,
+    w: Option<&GpuBuf>,
+    lay: Layout,
+    ignore_index: u32,
+) -> Result<(GpuBuf, Tensor)> {
+    let ctx = x.context();
+    let p = lay.pixels();
+    let stats = ctx.alloc_storage(2 * p)?;
+    // Unused inputs (g, sums; weights when unweighted) are bound to the logits as dummies.
+    ctx.launch(
+        &kernel("ce_forward", w.is_some()),
+        &lay.params(ignore_index),
+        &[x, y, w.unwrap_or(x), x, x],
+        &[&stats],
+        groups_for(p, ELEMENTWISE_WG),
+    )?;
+    let stats = Tensor::from_storage(Storage::Gpu(stats), Shape(vec![2, p]), DType::F32);
+    let sums = stats.sum_axis(1, false)?.detach();
+    let s = buf(&sums)?;
+    let loss = ctx.alloc_storage(1)?;
+    ctx.launch(
+        &kernel("ce_finish", false),
+        &lay.params(ignore_index),
+        &[s, s, s, s, s],
+        &[&loss],
+        1,
+    )?;
+    Ok((loss, sums))
+}
+
+/// Softmax cross-entropy of `logits` against `labels` (see the module docs for shapes,
+/// formula and gradient). Returns a scalar (shape `[]`).
+pub fn cross_entropy(
+    logits: &Tensor,
+    labels: &Tensor,
+    weights: Option<&Tensor>,
+    ignore_index: u32,
+) -> Result<Tensor> {
+    let lay = check(logits, labels, weights)?;
+    let (storage, sums) = match logits.storage() {
+        Storage::Cpu(x) => {
+            let w = weights.map(|w| w.cpu_data(OP)).transpose()?;
+            let (loss, sums) = cpu_forward(x, labels.cpu_data(OP)?, w, lay, ignore_index);
+            let sums =
+                Tensor::from_storage(Storage::Cpu(sums.to_vec()), Shape(vec![2]), DType::F32);
+            (Storage::Cpu(vec![loss]), sums)
+        }
+        Storage::Gpu(x) => {
+            let w = weights.map(buf).transpose()?;
+            let (loss, sums) = gpu_forward(x, buf(labels)?, w, lay, ignore_index)?;
+            (Storage::Gpu(loss), sums)
+        }
+    };
+    Ok(Tensor::from_op(
+        storage,
+        Shape(vec![]),
+        DType::F32,
+        Op::CrossEntropy {
+            labels: labels.detach(),
+            weights: weights.map(Tensor::detach),
+            ignore_index,
+            sums,
+        },
+        vec![logits.clone()],
+    ))
+}
+
+/// Backward of `cross_entropy`: `g · w_y · (p_c − δ_{c,y}) / Σ w` per logit (0 for ignored
+/// pixels and when `Σ w = 0`). `sums = [Σ w·ℓ, Σ w]` was saved by the forward.
+pub(crate) fn cross_entropy_backward(
+    logits: &Tensor,
+    labels: &Tensor,
+    weights: Option<&Tensor>,
+    ignore_index: u32,
+    sums: &Tensor,
+    g: &Tensor,
+) -> Result<Tensor> {
+    let lay = check(logits, labels, weights)?;
+    let storage = match logits.storage() {
+        Storage::Cpu(x) => {
+            let y = labels.cpu_data(OP)?;
+            let w = weights.map(|w| w.cpu_data(OP)).transpose()?;
+            let sw = sums.cpu_data(OP)?[1];
+            let g = g.cpu_data(OP)?[0];
+            let mut dx = vec![0.0; x.len()];
+            for v in 0..lay.pixels() {
+                let wv = cpu_weight(y[v], lay.c, ignore_index, w);
+                if wv == 0.0 || sw == 0.0 {
+                    continue;
+                }
+                let (m, s) = cpu_max_sum(x, lay, v);
+                for k in 0..lay.c {
+                    let p = (x[lay.at(v, k)] - m).exp() / s;
+                    let delta = f64::from(u8::from(k as f64 == y[v]));
+                    dx[lay.at(v, k)] = g * wv * (p - delta) / sw;
+                }
+            }
+            Storage::Cpu(dx)
+        }
+        Storage::Gpu(x) => {
+            let ctx = x.context();
+            let dx = ctx.alloc_storage(logits.numel())?;
+            let w = weights.map(buf).transpose()?;
+            ctx.launch(
+                &kernel("ce_backward", w.is_some()),
+                &lay.params(ignore_index),
+                &[x, buf(labels)?, w.unwrap_or(x), buf(g)?, buf(sums)?],
+                &[&dx],
+                groups_for(lay.pixels(), ELEMENTWISE_WG),
+            )?;
+            Storage::Gpu(dx)
+        }
+    };
+    Ok(Tensor::from_storage(
+        storage,
+        logits.shape().clone(),
+        DType::F32,
+    ))
+}
+
+impl Tensor {
+    /// `cross_entropy(self, labels, weights, ignore_index)`; see [`cross_entropy`].
+    pub fn cross_entropy(
+        &self,
+        labels: &Tensor,
+        weights: Option<&Tensor>,
+        ignore_index: u32,
+    ) -> Result<Tensor> {
+        cross_entropy(self, labels, weights, ignore_index)
+    }
+}

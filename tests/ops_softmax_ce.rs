@@ -1,0 +1,579 @@
+//! Softmax, log-softmax and the fused softmax cross-entropy: GPU-vs-CPU parity, gradient
+//! checks, a literal test derived by hand, agreement with the composed primitives, and
+//! shape/dtype errors.
+
+mod common;
+
+use common::*;
+use wgseg::{backward, Device, Error, Tensor};
+
+const IGNORE: u32 = 255;
+
+/// Seeded labels in `0..c`, with every `ignore_every`-th pixel set to `IGNORE` (0: none).
+fn labels(n: usize, c: usize, seed: u64, ignore_every: usize) -> Vec<u32> {
+    uniform(n, seed, 0.0, c as f32)
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| {
+            if ignore_every > 0 && i % ignore_every == ignore_every - 1 {
+                IGNORE
+            } else {
+                (v as u32).min(c as u32 - 1)
+            }
+        })
+        .collect()
+}
+
+/// Labels shape for logits `[N, C]` or `[N, C, H, W]`.
+fn label_shape(shape: &[usize]) -> Vec<usize> {
+    let mut s = shape.to_vec();
+    s.remove(1);
+    s
+}
+
+/// Gradient of `sum(f(inputs) ⊙ w)` with respect to input 0, computed on `dev`.
+fn grad_of(
+    dev: &Device,
+    inputs: &[Input],
+    f: &dyn Fn(&[Tensor]) -> wgseg::Result<Tensor>,
+) -> Vec<f64> {
+    let ts: Vec<Tensor> = inputs
+        .iter()
+        .map(|i| {
+            let t = if i.labels {
+                Tensor::from_u32(
+                    i.data.iter().map(|&v| v as u32).collect(),
+                    i.shape.clone(),
+                    dev,
+                )
+            } else {
+                Tensor::from_vec(i.data.clone(), i.shape.clone(), dev)
+            }
+            .expect("upload");
+            if i.grad {
+                t.as_param()
+            } else {
+                t
+            }
+        })
+        .collect();
+    let out = f(&ts).expect("forward");
+    let w = Tensor::from_vec(uniform(out.numel(), 5, -1.0, 1.0), out.shape().clone(), dev)
+        .expect("weights");
+    let grads = backward(&out.mul(&w).and_then(|t| t.sum()).expect("loss")).expect("backward");
+    grads
+        .get(&ts[0])
+        .expect("gradient")
+        .to_vec_f64()
+        .expect("read")
+}
+
+/// GPU gradients against CPU gradients only (for inputs where f64 finite differences at the
+/// harness's step are not meaningful, e.g. exact ties between ±1e4 logits).
+fn check_grads_gpu_vs_cpu(
+    name: &str,
+    inputs: &[Input],
+    tol: Tol,
+    f: &dyn Fn(&[Tensor]) -> wgseg::Result<Tensor>,
+) {
+    let cpu = grad_of(&Device::Cpu, inputs, f);
+    assert!(
+        cpu.iter().all(|v| v.is_finite()),
+        "{name}: cpu gradient not finite"
+    );
+    let Some(dev) = gpu() else { return };
+    let got = grad_of(&dev, inputs, f);
+    assert!(
+        got.iter().all(|v| v.is_finite()),
+        "{name}: gpu gradient not finite"
+    );
+    assert_close(&format!("{name}: gpu gradient"), &got, &cpu, tol);
+}
+
+// ---------------------------------------------------------------------------------------
+// softmax / log_softmax
+
+/// (shape, axis): axis 1 of NCHW (inner = H·W contiguous), the last axis, C = 1, C = 19,
+/// columns one past a workgroup (257) and several workgroups (514).
+const SOFTMAX_CASES: &[(&[usize], isize)] = &[
+    (&[1], 0),
+    (&[2, 3, 4, 5], 1),
+    (&[3, 1, 2, 2], 1),
+    (&[1, 19, 3, 5], 1),
+    (&[7, 19], -1),
+    (&[2, 4, 3], -1),
+    (&[3, 5, 4], 0),
+    (&[257, 3], -1),
+    (&[2, 5, 257], 1),
+];
+
+#[test]
+fn softmax_and_log_softmax_match_and_differentiate() {
+    for (k, (shape, axis)) in SOFTMAX_CASES.iter().enumerate() {
+        let n: usize = shape.iter().product();
+        let x = uniform(n, 400 + k as u64, -3.0, 3.0);
+        let inp = [Input::param(shape.to_vec(), x)];
+        check_op(
+            &format!("softmax {shape:?} axis {axis}"),
+            &inp,
+            Check::new(REDUCTION, REDUCTION),
+            |t| t[0].softmax(*axis),
+        );
+        check_op(
+            &format!("log_softmax {shape:?} axis {axis}"),
+            &inp,
+            Check::new(REDUCTION, REDUCTION),
+            |t| t[0].log_softmax(*axis),
+        );
+    }
+}
+
+#[test]
+fn softmax_extreme_logits_stay_finite_and_match() {
+    // Well-separated ±1e4 logits: saturated (one-hot) softmax, log-softmax of order −2e4.
+    for (shape, axis) in [(&[2usize, 5, 3, 2][..], 1isize), (&[4, 7][..], -1)] {
+        let n: usize = shape.iter().product();
+        let x = distinct(n, 41, -1e4, 1e4);
+        let inp = [Input::param(shape.to_vec(), x)];
+        check_op(
+            &format!("softmax extreme {shape:?}"),
+            &inp,
+            Check::new(REDUCTION, REDUCTION),
+            |t| t[0].softmax(axis),
+        );
+        check_op(
+            &format!("log_softmax extreme {shape:?}"),
+            &inp,
+            Check::new(REDUCTION, REDUCTION),
+            |t| t[0].log_softmax(axis),
+        );
+    }
+    // Exact ties at +1e4 and −1e4, mixed with moderate values (columns along axis 1).
+    let x = vec![
+        1e4, 0.5, -3.0, // column (0, 0) is x[0], x[3], x[6]: see shape [1, 3, 3]
+        1e4, -1e4, 2.0, //
+        -1e4, -1e4, 1.0,
+    ];
+    let inp = [Input::param([1, 3, 3], x)];
+    let f_sm = |t: &[Tensor]| t[0].softmax(1);
+    let f_lsm = |t: &[Tensor]| t[0].log_softmax(1);
+    for (name, f) in [
+        (
+            "softmax ties",
+            &f_sm as &dyn Fn(&[Tensor]) -> wgseg::Result<Tensor>,
+        ),
+        ("log_softmax ties", &f_lsm),
+    ] {
+        check_op(name, &inp, Check::forward_only(REDUCTION), f);
+        check_grads_gpu_vs_cpu(name, &inp, REDUCTION, f);
+        for dev in std::iter::once(Device::Cpu).chain(gpu()) {
+            let t = Tensor::from_vec(inp[0].data.clone(), [1, 3, 3], &dev).expect("upload");
+            let y = f(&[t]).expect("forward").to_vec().expect("read");
+            assert!(y.iter().all(|v| v.is_finite()), "{name}: {y:?}");
+        }
+    }
+}
+
+#[test]
+fn softmax_rows_sum_to_one_and_log_softmax_is_its_log() {
+    let x = uniform(2 * 19 * 6, 7, -5.0, 5.0);
+    for dev in std::iter::once(Device::Cpu).chain(gpu()) {
+        let t = Tensor::from_vec(x.clone(), [2, 19, 2, 3], &dev).expect("upload");
+        let s = t.softmax(1).expect("softmax");
+        let sums = s.sum_axis(1, false).expect("sum").to_vec().expect("read");
+        assert!(sums.iter().all(|v| (v - 1.0).abs() < 1e-5), "{sums:?}");
+        let l = t.log_softmax(1).expect("log_softmax").exp().expect("exp");
+        assert_close(
+            "exp(log_softmax) vs softmax",
+            &l.to_vec_f64().expect("read"),
+            &s.to_vec_f64().expect("read"),
+            REDUCTION,
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// cross_entropy
+
+/// One cross-entropy case: logits shape, labels (with ignores), optional class weights.
+fn ce_case(name: &str, shape: &[usize], seed: u64, ignore_every: usize, weighted: bool) {
+    let n: usize = shape.iter().product();
+    let c = shape[1];
+    let ls = label_shape(shape);
+    let np: usize = ls.iter().product();
+    let mut inputs = vec![
+        Input::param(shape.to_vec(), uniform(n, seed, -3.0, 3.0)),
+        Input::labels(ls, labels(np, c, seed + 1, ignore_every)),
+    ];
+    if weighted {
+        inputs.push(Input::constant([c], uniform(c, seed + 2, 0.2, 2.0)));
+    }
+    check_op(
+        &format!("{name} {shape:?} weighted={weighted}"),
+        &inputs,
+        Check::new(REDUCTION, REDUCTION),
+        |t| t[0].cross_entropy(&t[1], t.get(2), IGNORE),
+    );
+}
+
+#[test]
+fn cross_entropy_matches_and_differentiates() {
+    let cases: &[(&str, &[usize], usize)] = &[
+        ("nchw", &[2, 5, 3, 4], 0),
+        ("nchw ignored", &[2, 5, 3, 4], 4),
+        ("nc", &[7, 3], 0),
+        ("nc ignored", &[7, 3], 3),
+        ("one pixel", &[1, 4, 1, 1], 0),
+        ("C = 1", &[3, 1, 2, 2], 0),
+        ("C = 19", &[1, 19, 3, 5], 5),
+        // Pixels one past a 256-wide workgroup, in both layouts.
+        ("wg+1 nchw", &[1, 3, 1, 257], 7),
+        ("wg+1 nc", &[257, 3], 7),
+        // Several workgroups and a multi-pass reduction of the per-pixel terms.
+        ("many nchw", &[2, 3, 33, 17], 9),
+    ];
+    for (k, (name, shape, ig)) in cases.iter().enumerate() {
+        for weighted in [false, true] {
+            ce_case(name, shape, 500 + 10 * k as u64, *ig, weighted);
+        }
+    }
+}
+
+#[test]
+fn cross_entropy_extreme_logits_stay_finite_and_match() {
+    let shape = [2usize, 4, 2, 3];
+    let x = distinct(48, 61, -1e4, 1e4);
+    let inputs = [
+        Input::param(shape.to_vec(), x),
+        Input::labels([2, 2, 3], labels(12, 4, 62, 5)),
+    ];
+    check_op(
+        "cross_entropy extreme",
+        &inputs,
+        Check::new(REDUCTION, REDUCTION),
+        |t| t[0].cross_entropy(&t[1], None, IGNORE),
+    );
+}
+
+#[test]
+fn cross_entropy_all_ignored_is_zero_with_zero_gradient() {
+    let shape = [2usize, 3, 2, 2];
+    let x = uniform(24, 70, -3.0, 3.0);
+    // Every label is either the ignore index or out of range (≥ C, treated as ignored).
+    let y = vec![IGNORE, 3, IGNORE, 7, IGNORE, IGNORE, 100, IGNORE];
+    let inputs = [
+        Input::param(shape.to_vec(), x.clone()),
+        Input::labels([2, 2, 2], y.clone()),
+        Input::constant([3], vec![1.0, 2.0, 3.0]),
+    ];
+    check_op(
+        "cross_entropy all ignored",
+        &inputs,
+        Check::new(EXACT, EXACT),
+        |t| t[0].cross_entropy(&t[1], t.get(2), IGNORE),
+    );
+    for dev in std::iter::once(Device::Cpu).chain(gpu()) {
+        for weighted in [false, true] {
+            let xt = Tensor::from_vec(x.clone(), shape, &dev)
+                .expect("x")
+                .as_param();
+            let yt = Tensor::from_u32(y.clone(), [2, 2, 2], &dev).expect("y");
+            let w = Tensor::from_vec(vec![1.0, 2.0, 3.0], [3], &dev).expect("w");
+            let loss = xt
+                .cross_entropy(&yt, weighted.then_some(&w), IGNORE)
+                .expect("ce");
+            assert_eq!(loss.item().expect("item"), 0.0, "{dev:?}");
+            let g = backward(&loss).expect("backward");
+            let gx = g.get(&xt).expect("grad").to_vec().expect("read");
+            assert!(gx.iter().all(|&v| v == 0.0), "{dev:?}: {gx:?}");
+        }
+    }
+}
+
+#[test]
+fn cross_entropy_out_of_range_labels_are_ignored() {
+    // Labels ≥ C (not the ignore index) contribute nothing: same loss and gradient as with
+    // those pixels set to the ignore index.
+    let shape = [1usize, 4, 2, 5];
+    let x = uniform(40, 80, -2.0, 2.0);
+    let mut y = labels(10, 4, 81, 0);
+    y[2] = 4;
+    y[7] = 1000;
+    let mut y_ign = y.clone();
+    y_ign[2] = IGNORE;
+    y_ign[7] = IGNORE;
+    for dev in std::iter::once(Device::Cpu).chain(gpu()) {
+        let run = |labels: &[u32]| {
+            let xt = Tensor::from_vec(x.clone(), shape, &dev)
+                .expect("x")
+                .as_param();
+            let yt = Tensor::from_u32(labels.to_vec(), [1, 2, 5], &dev).expect("y");
+            let loss = xt.cross_entropy(&yt, None, IGNORE).expect("ce");
+            let g = backward(&loss).expect("backward");
+            let gx = g.get(&xt).expect("grad").to_vec_f64().expect("read");
+            (loss.to_vec_f64().expect("read"), gx)
+        };
+        let (l1, g1) = run(&y);
+        let (l2, g2) = run(&y_ign);
+        assert_close("loss", &l1, &l2, EXACT);
+        assert_close("gradient", &g1, &g2, EXACT);
+    }
+}
+
+#[test]
+fn cross_entropy_other_ignore_index() {
+    // ignore_index = 0: class 0 pixels are skipped (as PyTorch does for any ignore_index).
+    let inputs = [
+        Input::param([6, 3], uniform(18, 90, -2.0, 2.0)),
+        Input::labels([6], vec![0, 1, 2, 0, 2, 1]),
+    ];
+    check_op(
+        "cross_entropy ignore_index 0",
+        &inputs,
+        Check::new(REDUCTION, REDUCTION),
+        |t| t[0].cross_entropy(&t[1], None, 0),
+    );
+}
+
+/// A literal case derived by hand from SPEC §1 `ce`.
+///
+/// Logits `[N, C] = [3, 3]`, labels `[1, 2, 255]`:
+/// - pixel 0: x = (0, 0, 0) → p = (1/3, 1/3, 1/3), y = 1, ℓ₀ = −ln(1/3) = ln 3.
+/// - pixel 1: x = (0, ln 3, 0) → Σexp = 1 + 3 + 1 = 5, p = (0.2, 0.6, 0.2), y = 2,
+///   ℓ₁ = −ln 0.2 = ln 5.
+/// - pixel 2: ignored (any logits), contributes nothing and gets gradient 0.
+///
+/// Unweighted: L = (ln 3 + ln 5)/2 = ln(15)/2 ≈ 1.3540251;
+/// ∂L/∂x₀ = (p − e₁)/2 = (1/6, −1/3, 1/6), ∂L/∂x₁ = (p − e₂)/2 = (0.1, 0.3, −0.4).
+///
+/// Weighted, w = (1, 2, 0.5): w_{y0} = 2, w_{y1} = 0.5, Σw = 2.5;
+/// L = (2 ln 3 + 0.5 ln 5)/2.5 ≈ (2.1972246 + 0.8047190)/2.5 ≈ 1.2007774;
+/// ∂L/∂x₀ = (2/2.5)(p − e₁) = 0.8·(1/3, −2/3, 1/3) ≈ (0.2666667, −0.5333333, 0.2666667),
+/// ∂L/∂x₁ = (0.5/2.5)(p − e₂) = 0.2·(0.2, 0.6, −0.8) = (0.04, 0.12, −0.16).
+#[test]
+fn cross_entropy_literal_two_pixels_three_classes() {
+    let l3 = 3f64.ln();
+    let l5 = 5f64.ln();
+    let x = vec![0.0, 0.0, 0.0, 0.0, l3 as f32, 0.0, 7.0, -2.0, 0.5];
+    let y = vec![1u32, 2, IGNORE];
+    let cases = [
+        (
+            None,
+            (l3 + l5) / 2.0,
+            [
+                1.0 / 6.0,
+                -1.0 / 3.0,
+                1.0 / 6.0,
+                0.1,
+                0.3,
+                -0.4,
+                0.0,
+                0.0,
+                0.0,
+            ],
+        ),
+        (
+            Some(vec![1.0f32, 2.0, 0.5]),
+            (2.0 * l3 + 0.5 * l5) / 2.5,
+            [
+                0.8 / 3.0,
+                -1.6 / 3.0,
+                0.8 / 3.0,
+                0.04,
+                0.12,
+                -0.16,
+                0.0,
+                0.0,
+                0.0,
+            ],
+        ),
+    ];
+    // The written-out decimals of the doc comment, as a guard on the derivation.
+    assert!((cases[0].1 - 1.3540251).abs() < 1e-7);
+    assert!((cases[1].1 - 1.2007774).abs() < 1e-7);
+    for dev in std::iter::once(Device::Cpu).chain(gpu()) {
+        for (w, want_loss, want_grad) in &cases {
+            // [N, C] layout, and the same pixels as [1, C, 1, 3] (NCHW, W = pixel).
+            for nchw in [false, true] {
+                let (xs, shape, ys): (Vec<f32>, Vec<usize>, Vec<usize>) = if nchw {
+                    let t: Vec<f32> = (0..9).map(|i| x[(i % 3) * 3 + i / 3]).collect();
+                    (t, vec![1, 3, 1, 3], vec![1, 1, 3])
+                } else {
+                    (x.clone(), vec![3, 3], vec![3])
+                };
+                let xt = Tensor::from_vec(xs, shape, &dev).expect("x").as_param();
+                let yt = Tensor::from_u32(y.clone(), ys, &dev).expect("y");
+                let wt = w
+                    .as_ref()
+                    .map(|w| Tensor::from_vec(w.clone(), [3], &dev).expect("w"));
+                let loss = xt.cross_entropy(&yt, wt.as_ref(), IGNORE).expect("ce");
+                assert_eq!(loss.dims(), &[] as &[usize]);
+                assert_close(
+                    "literal loss",
+                    &loss.to_vec_f64().expect("read"),
+                    &[*want_loss],
+                    REDUCTION,
+                );
+                let g = backward(&loss).expect("backward");
+                let mut gx = g.get(&xt).expect("grad").to_vec_f64().expect("read");
+                if nchw {
+                    gx = (0..9).map(|i| gx[(i % 3) * 3 + i / 3]).collect();
+                }
+                assert_close("literal gradient", &gx, want_grad, REDUCTION);
+            }
+        }
+    }
+}
+
+/// `cross_entropy` against the composition `−Σ_v w_{y_v}·log_softmax(x)_{v,y_v} / Σ_v w_{y_v}`
+/// (the pick at the labels as a product with a constant one-hot mask scaled by the weights).
+#[test]
+fn cross_entropy_matches_composed_log_softmax() {
+    let shape = [2usize, 5, 3, 4];
+    let (c, inner) = (5, 12);
+    let x = uniform(120, 100, -3.0, 3.0);
+    let y = labels(24, c, 101, 5);
+    for w in [None, Some(vec![0.5f32, 1.0, 2.0, 0.25, 3.0])] {
+        let mut mask = vec![0.0f32; 120];
+        let mut sw = 0.0f64;
+        for (v, &yv) in y.iter().enumerate() {
+            if yv != IGNORE {
+                let wv = w.as_ref().map_or(1.0, |w| w[yv as usize]);
+                mask[(v / inner * c + yv as usize) * inner + v % inner] = wv;
+                sw += f64::from(wv);
+            }
+        }
+        for dev in std::iter::once(Device::Cpu).chain(gpu()) {
+            let run = |fused: bool| {
+                let xt = Tensor::from_vec(x.clone(), shape, &dev)
+                    .expect("x")
+                    .as_param();
+                let loss = if fused {
+                    let yt = Tensor::from_u32(y.clone(), [2, 3, 4], &dev).expect("y");
+                    let wt = w
+                        .as_ref()
+                        .map(|w| Tensor::from_vec(w.clone(), [c], &dev).expect("w"));
+                    xt.cross_entropy(&yt, wt.as_ref(), IGNORE).expect("ce")
+                } else {
+                    let m = Tensor::from_vec(mask.clone(), shape, &dev).expect("mask");
+                    xt.log_softmax(1)
+                        .and_then(|l| l.mul(&m))
+                        .and_then(|t| t.sum())
+                        .and_then(|t| t.mul_scalar((-1.0 / sw) as f32))
+                        .expect("composed")
+                };
+                let g = backward(&loss).expect("backward");
+                let gx = g.get(&xt).expect("grad").to_vec_f64().expect("read");
+                (loss.to_vec_f64().expect("read"), gx)
+            };
+            let (lf, gf) = run(true);
+            let (lc, gc) = run(false);
+            // Both paths run in f64 on the CPU: they agree to rounding, far inside the
+            // finite-difference tolerance; on the GPU they differ by f32 sum orders.
+            let tol = if matches!(dev, Device::Cpu) {
+                FINITE_DIFF
+            } else {
+                REDUCTION
+            };
+            assert_close(&format!("fused vs composed loss {dev:?}"), &lf, &lc, tol);
+            assert_close(
+                &format!("fused vs composed gradient {dev:?}"),
+                &gf,
+                &gc,
+                tol,
+            );
+        }
+    }
+}
+
+fn expect_shape_error(r: wgseg::Result<Tensor>, what: &str) {
+    match r {
+        Err(Error::Shape { op, msg }) => {
+            assert_eq!(op, "cross_entropy", "{what}: {msg}");
+        }
+        Err(e) => panic!("{what}: wrong error {e}"),
+        Ok(_) => panic!("{what}: accepted"),
+    }
+}
+
+#[test]
+fn cross_entropy_rejects_bad_shapes_and_dtypes() {
+    for dev in std::iter::once(Device::Cpu).chain(gpu()) {
+        let x = Tensor::zeros([2, 3, 2, 2], &dev).expect("x");
+        let y = Tensor::from_u32(vec![0; 8], [2, 2, 2], &dev).expect("y");
+        let y_f32 = Tensor::zeros([2, 2, 2], &dev).expect("yf");
+        let y_bad = Tensor::from_u32(vec![0; 6], [2, 3, 1], &dev).expect("yb");
+        let w_bad = Tensor::ones([4], &dev).expect("wb");
+        let w_u32 = Tensor::from_u32(vec![1; 3], [3], &dev).expect("wu");
+        expect_shape_error(x.cross_entropy(&y_f32, None, IGNORE), "f32 labels");
+        expect_shape_error(x.cross_entropy(&y_bad, None, IGNORE), "label shape");
+        expect_shape_error(x.cross_entropy(&y, Some(&w_bad), IGNORE), "weight length");
+        expect_shape_error(x.cross_entropy(&y, Some(&w_u32), IGNORE), "u32 weights");
+        expect_shape_error(y.cross_entropy(&y, None, IGNORE), "u32 logits");
+        let x3 = Tensor::zeros([2, 3, 4], &dev).expect("x3");
+        let y3 = Tensor::from_u32(vec![0; 8], [2, 4], &dev).expect("y3");
+        expect_shape_error(x3.cross_entropy(&y3, None, IGNORE), "rank 3 logits");
+        let x0 = Tensor::zeros([0, 3], &dev).expect("x0");
+        let y0 = Tensor::from_u32(vec![], [0], &dev).expect("y0");
+        expect_shape_error(x0.cross_entropy(&y0, None, IGNORE), "empty");
+        // The message names the shapes.
+        let msg = x
+            .cross_entropy(&y_bad, None, IGNORE)
+            .expect_err("error")
+            .to_string();
+        assert!(
+            msg.contains("[2, 3, 1]") && msg.contains("[2, 3, 2, 2]"),
+            "{msg}"
+        );
+        // softmax: bad axis, u32 input.
+        assert!(x.softmax(4).is_err());
+        assert!(y.log_softmax(0).is_err());
+    }
+    // Tensors on different devices.
+    if let Some(dev) = gpu() {
+        let x = Tensor::zeros([2, 3], &dev).expect("x");
+        let y = Tensor::from_u32(vec![0, 1], [2], &Device::Cpu).expect("y");
+        assert!(matches!(
+            x.cross_entropy(&y, None, IGNORE),
+            Err(Error::Device { .. })
+        ));
+    }
+}
+
+#[test]
+fn folded_grids_match_the_cpu() {
+    // With 4 workgroups per grid dimension injected: 1300 columns/pixels = 6 workgroups
+    // (folded 2-D), 4400 = 18 workgroups (folded 3-D).
+    for (k, n) in [1300usize, 4400].into_iter().enumerate() {
+        let x = uniform(3 * n, 900 + k as u64, -3.0, 3.0);
+        for log in [false, true] {
+            check_folded(
+                &format!("folded softmax log={log} columns={n}"),
+                &[Input::param([1, 3, n], x.clone())],
+                Check::new(REDUCTION, REDUCTION),
+                |t| {
+                    if log {
+                        t[0].log_softmax(1)
+                    } else {
+                        t[0].softmax(1)
+                    }
+                },
+            );
+        }
+        for weighted in [false, true] {
+            let mut inputs = vec![
+                Input::param([1, 3, 1, n], x.clone()),
+                Input::labels([1, 1, n], labels(n, 3, 910 + k as u64, 11)),
+            ];
+            if weighted {
+                inputs.push(Input::constant([3], vec![0.5, 1.5, 2.0]));
+            }
+            check_folded(
+                &format!("folded cross_entropy weighted={weighted} pixels={n}"),
+                &inputs,
+                Check::new(REDUCTION, REDUCTION),
+                |t| t[0].cross_entropy(&t[1], t.get(2), IGNORE),
+            );
+        }
+    }
+}
