@@ -7,12 +7,12 @@
 use std::time::Instant;
 
 use wgseg::gpu::GpuContext;
+use wgseg::ops::Conv2dParams;
 use wgseg::{backward, Device, Result, Tensor};
 
 /// What a row's throughput is measured in.
 enum Work {
     /// Floating-point operations per run.
-    #[allow(dead_code)]
     Flops(f64),
     /// Bytes that must cross memory per run (inputs read once + outputs written once).
     Bytes(f64),
@@ -79,6 +79,75 @@ impl Bench {
     }
 }
 
+/// FLOPs of one conv2d forward: 2·N·Cout·Ho·Wo·(Cin/groups)·KH·KW.
+fn conv_flops(w: &[usize], out: &[usize]) -> f64 {
+    2.0 * (out.iter().product::<usize>() * w[1] * w[2] * w[3]) as f64
+}
+
+fn conv_rows(b: &Bench) -> Result<()> {
+    // (name, x, w, params): the DeepLabV3+ hot spots.
+    let cases: Vec<(&str, [usize; 4], [usize; 4], Conv2dParams)> = vec![
+        (
+            "conv2d 3x3 64->64, 128x128, N=4",
+            [4, 64, 128, 128],
+            [64, 64, 3, 3],
+            Conv2dParams::new(1, 1, 1, 1),
+        ),
+        (
+            "conv2d 3x3 256->256, 32x32, N=4, dil 6",
+            [4, 256, 32, 32],
+            [256, 256, 3, 3],
+            Conv2dParams::new(1, 6, 6, 1),
+        ),
+        (
+            "conv2d 3x3 256->256, 32x32, N=4, dil 12",
+            [4, 256, 32, 32],
+            [256, 256, 3, 3],
+            Conv2dParams::new(1, 12, 12, 1),
+        ),
+        (
+            "conv2d 3x3 256->256, 32x32, N=4, dil 18",
+            [4, 256, 32, 32],
+            [256, 256, 3, 3],
+            Conv2dParams::new(1, 18, 18, 1),
+        ),
+        (
+            "conv2d 1x1 256->256, 32x32, N=4",
+            [4, 256, 32, 32],
+            [256, 256, 1, 1],
+            Conv2dParams::new(1, 0, 1, 1),
+        ),
+        (
+            "conv2d depthwise 3x3 256, 32x32, N=4",
+            [4, 256, 32, 32],
+            [256, 1, 3, 3],
+            Conv2dParams::new(1, 1, 1, 256),
+        ),
+    ];
+    for (i, (name, xs, ws, p)) in cases.into_iter().enumerate() {
+        let x = b.tensor(&xs, 20 + i as u32)?.as_param();
+        let w = b.tensor(&ws, 40 + i as u32)?.mul_scalar(0.05)?.as_param();
+        let bias = b.tensor(&[ws[0]], 60 + i as u32)?.as_param();
+        let out_dims = x.conv2d(&w, Some(&bias), p)?.dims().to_vec();
+        let fl = conv_flops(&ws, &out_dims);
+        b.run(&format!("{name} forward"), Work::Flops(fl), || {
+            x.conv2d(&w, Some(&bias), p).map(drop)
+        })?;
+        if i == 0 {
+            // dx, dw and db: about three forward passes of work.
+            b.run(
+                &format!("{name} forward + backward"),
+                Work::Flops(3.0 * fl),
+                || {
+                    let l = x.conv2d(&w, Some(&bias), p)?.sum()?;
+                    backward(&l).map(drop)
+                },
+            )?;
+        }
+    }
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let filter = std::env::args().skip(1).find(|a| !a.starts_with("--"));
     let dev = Device::gpu()?;
@@ -101,6 +170,41 @@ fn main() -> Result<()> {
         warmup: 2,
         runs: 5,
     };
+
+    // The adapter's ceiling, to read every other row as a fraction of it.
+    let big = b.tensor(&[1 << 24], 9)?;
+    b.run(
+        "ceiling: contiguous copy, 16M f32",
+        Work::Bytes(8.0 * big.numel() as f64),
+        || big.permute(&[0]).map(drop),
+    )?;
+    drop(big);
+
+    // Convolutions at DeepLabV3+ shapes.
+    conv_rows(&b)?;
+
+    // Fused softmax cross-entropy at segmentation shapes.
+    let logits = b.tensor(&[4, 19, 256, 256], 10)?.as_param();
+    let labels: Vec<u32> = seeded(4 * 256 * 256, 11)
+        .iter()
+        .map(|v| ((v + 1.0) * 9.5) as u32 % 19)
+        .collect();
+    let labels = Tensor::from_u32(labels, [4, 256, 256], &b.dev)?;
+    let ce_bytes = 4.0 * logits.numel() as f64 * 3.0;
+    b.run(
+        "softmax-CE (4,19,256,256) forward",
+        Work::Bytes(ce_bytes / 3.0),
+        || logits.cross_entropy(&labels, None, 255).map(drop),
+    )?;
+    b.run(
+        "softmax-CE (4,19,256,256) forward + backward",
+        Work::Bytes(ce_bytes),
+        || {
+            let l = logits.cross_entropy(&labels, None, 255)?;
+            backward(&l).map(drop)
+        },
+    )?;
+    drop((logits, labels));
 
     // Elementwise and layout (memory-bound).
     let n = 1 << 22;
