@@ -4,6 +4,7 @@
 use crate::error::Result;
 use crate::ops::binary::{binary_backward, where_backward, BinaryOp};
 use crate::ops::copy::{concat_backward, pad_axis, permute_backward};
+use crate::ops::matmul::matmul_backward;
 use crate::ops::reduce::{reduce_backward, ReduceOp};
 use crate::ops::unary::{unary_backward, UnaryOp};
 use crate::tensor::Tensor;
@@ -35,6 +36,11 @@ pub enum Op {
         axis: usize,
         sizes: Vec<usize>,
     },
+    /// `op(a) · op(b)`; the flags say which operand is read transposed. Inputs: a, b.
+    Matmul {
+        trans_a: bool,
+        trans_b: bool,
+    },
 }
 
 impl Op {
@@ -51,6 +57,7 @@ impl Op {
             Op::Narrow { .. } => "narrow",
             Op::PadAxis { .. } => "pad_axis",
             Op::Concat { .. } => "concat",
+            Op::Matmul { .. } => "matmul",
         }
     }
 
@@ -78,6 +85,9 @@ impl Op {
                 vec![Some(g.narrow(*axis as isize, *start, x.dims()[*axis])?)]
             }
             Op::Concat { axis, sizes } => concat_backward(*axis, sizes, g)?,
+            Op::Matmul { trans_a, trans_b } => {
+                matmul_backward(*trans_a, *trans_b, x, &inputs[1], g)?.to_vec()
+            }
         })
     }
 }

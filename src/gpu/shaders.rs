@@ -15,6 +15,7 @@ pub enum Shader {
     Reduce,
     Argmax,
     Copy,
+    Matmul,
 }
 
 impl Shader {
@@ -26,6 +27,7 @@ impl Shader {
         Shader::Reduce,
         Shader::Argmax,
         Shader::Copy,
+        Shader::Matmul,
     ];
 
     /// File name inside `shaders/`.
@@ -37,6 +39,7 @@ impl Shader {
             Shader::Reduce => "reduce.wgsl",
             Shader::Argmax => "argmax.wgsl",
             Shader::Copy => "copy.wgsl",
+            Shader::Matmul => "matmul.wgsl",
         }
     }
 
@@ -49,6 +52,7 @@ impl Shader {
             Shader::Reduce => include_str!("../../shaders/reduce.wgsl"),
             Shader::Argmax => include_str!("../../shaders/argmax.wgsl"),
             Shader::Copy => include_str!("../../shaders/copy.wgsl"),
+            Shader::Matmul => include_str!("../../shaders/matmul.wgsl"),
         }
     }
 
