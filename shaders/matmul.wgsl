@@ -6,26 +6,33 @@
 // shape and per-operand batch strides (0 on broadcast dims), mirroring MatmulParams in
 // src/ops/matmul.rs.
 //
-// Tiling: one workgroup of 16 × 16 invocations per 64 × 64 output tile; each invocation
-// accumulates a 4 × 4 register block (rows ty*4.., cols tx*4..). K advances in steps of 16,
-// staging a 16 × 64 slab of A and of B in workgroup memory as vec4s along M (resp. N), so the
-// inner loop does two vec4 loads per 16 FMAs. TRANS_A / TRANS_B only pick which global load
-// mapping is coalesced (consecutive invocations walk the operand's contiguous axis); the
-// addresses themselves always come from the strides. One dispatch covers the whole batch:
-// the linear workgroup index decodes to (batch, tile row, tile col). Every load and store is
-// bounds-checked, so any M, N, K (and over-dispatch) is handled; no early return precedes a
-// barrier (the K loop bound is uniform).
+// Tiling: one workgroup of 8 × 8 invocations per 64 × 64 output tile; each invocation
+// accumulates an 8 × 8 register block (rows ty*8.., cols tx*8..) in sixteen vec4s. K advances
+// in steps of 16, staging a 16 × 64 slab of A and of B in workgroup memory as vec4s along M
+// (resp. N), so the inner loop does four vec4 loads per 64 FMAs. TRANS_A / TRANS_B only pick
+// which global load mapping is coalesced (consecutive invocations walk the operand's
+// contiguous axis); the addresses themselves always come from the strides. One dispatch
+// covers the whole batch: the linear workgroup index decodes to (batch, tile row, tile col).
+// Every load and store is bounds-checked, so any M, N, K (and over-dispatch) is handled; no
+// early return precedes a barrier (the K loop bound is uniform).
 
 override TRANS_A: bool = false;
 override TRANS_B: bool = false;
 
-// 64 × 64 tile, 16 × 16 invocations, 4 × 4 per invocation, K step 16. The register block is
-// what makes lavapipe fast (≈ 5× over plain 16 × 16 shared-memory tiles); the sizes keep
-// both slabs at 8 KiB of workgroup memory (2 × 16 × 16 vec4) and make each invocation load
-// exactly one vec4 of each slab per K step.
+// Output tile edge (= MATMUL_TILE in src/ops/matmul.rs) and K step. Slabs are 16 × 64:
+// 256 vec4 each, 8 KiB of workgroup memory for both.
 const TILE: u32 = 64u;
 const BK: u32 = 16u;
-const LANES: u32 = 16u;
+// vec4 slots along a slab's 64-wide edge (and along its 16-deep K edge).
+const SLOTS: u32 = 16u;
+// 8 × 8 invocations of 8 × 8 outputs. On lavapipe (Mesa 22.3) every workgroup-memory load
+// costs a per-invocation loop per component while FMAs are nearly free, so what counts is
+// FMAs per loaded component: 4 here (16 components per 64 FMAs) against 2 for 16 × 16
+// invocations of 4 × 4 (measured 512³: 356 ms vs 660 ms of CPU time) and 0.5 for plain
+// 16 × 16 shared-memory tiles. On GPUs 64 threads × 64 accumulators is the classic SGEMM
+// register block.
+const LANES: u32 = 8u;
+const WG: u32 = 64u;
 
 struct Params {
     m: u32,
@@ -51,7 +58,7 @@ struct Params {
 @group(0) @binding(2) var<storage, read> b: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 
-// As[kk * 16 + i] holds A rows 4i..4i+3 at K offset kk of the current slab; Bs likewise
+// As[kk * SLOTS + i] holds A rows 4i..4i+3 at K offset kk of the current slab; Bs likewise
 // holds B columns 4j..4j+3.
 var<workgroup> As: array<vec4<f32>, 256>;
 var<workgroup> Bs: array<vec4<f32>, 256>;
@@ -82,7 +89,7 @@ fn store_row(ok: bool, base: u32, row: u32, col: u32, v: vec4<f32>) {
     }
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn matmul(@builtin(workgroup_id) wid: vec3<u32>,
           @builtin(num_workgroups) nwg: vec3<u32>,
           @builtin(local_invocation_index) lid: u32) {
@@ -107,59 +114,76 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>,
         b_base = b_base + c * p.b_bs[d / 4u][d % 4u];
     }
 
-    // Slab load mapping: (kk, group of 4 rows/cols), contiguous axis on consecutive lids.
-    var a_kk = lid % LANES;
-    var a_m4 = lid / LANES;
-    if (TRANS_A) {
-        a_kk = lid / LANES;
-        a_m4 = lid % LANES;
-    }
-    var b_kk = lid / LANES;
-    var b_n4 = lid % LANES;
-    if (TRANS_B) {
-        b_kk = lid % LANES;
-        b_n4 = lid / LANES;
-    }
-    let am = row0 + a_m4 * 4u;
-    let bn = col0 + b_n4 * 4u;
-
     let tx = lid % LANES;
     let ty = lid / LANES;
-    var acc0 = vec4<f32>(0.0);
-    var acc1 = vec4<f32>(0.0);
-    var acc2 = vec4<f32>(0.0);
-    var acc3 = vec4<f32>(0.0);
+    var c00 = vec4<f32>(0.0); var c01 = vec4<f32>(0.0);
+    var c10 = vec4<f32>(0.0); var c11 = vec4<f32>(0.0);
+    var c20 = vec4<f32>(0.0); var c21 = vec4<f32>(0.0);
+    var c30 = vec4<f32>(0.0); var c31 = vec4<f32>(0.0);
+    var c40 = vec4<f32>(0.0); var c41 = vec4<f32>(0.0);
+    var c50 = vec4<f32>(0.0); var c51 = vec4<f32>(0.0);
+    var c60 = vec4<f32>(0.0); var c61 = vec4<f32>(0.0);
+    var c70 = vec4<f32>(0.0); var c71 = vec4<f32>(0.0);
 
     for (var k0 = 0u; k0 < p.k; k0 = k0 + BK) {
-        let ak = k0 + a_kk;
-        As[a_kk * LANES + a_m4] = vec4<f32>(
-            load_a(ok, a_base, am, ak),
-            load_a(ok, a_base, am + 1u, ak),
-            load_a(ok, a_base, am + 2u, ak),
-            load_a(ok, a_base, am + 3u, ak));
-        let bk = k0 + b_kk;
-        Bs[b_kk * LANES + b_n4] = vec4<f32>(
-            load_b(ok, b_base, bk, bn),
-            load_b(ok, b_base, bk, bn + 1u),
-            load_b(ok, b_base, bk, bn + 2u),
-            load_b(ok, b_base, bk, bn + 3u));
+        // Stage the slabs: 256 vec4 slots each, four per invocation, the operand's
+        // contiguous axis on consecutive invocations.
+        for (var r = 0u; r < SLOTS * SLOTS / WG; r = r + 1u) {
+            let s = lid + r * WG;
+            var a_kk = s % SLOTS;
+            var a_m4 = s / SLOTS;
+            if (TRANS_A) {
+                a_kk = s / SLOTS;
+                a_m4 = s % SLOTS;
+            }
+            let am = row0 + a_m4 * 4u;
+            let ak = k0 + a_kk;
+            As[a_kk * SLOTS + a_m4] = vec4<f32>(
+                load_a(ok, a_base, am, ak),
+                load_a(ok, a_base, am + 1u, ak),
+                load_a(ok, a_base, am + 2u, ak),
+                load_a(ok, a_base, am + 3u, ak));
+            var b_kk = s / SLOTS;
+            var b_n4 = s % SLOTS;
+            if (TRANS_B) {
+                b_kk = s % SLOTS;
+                b_n4 = s / SLOTS;
+            }
+            let bn = col0 + b_n4 * 4u;
+            let bk = k0 + b_kk;
+            Bs[b_kk * SLOTS + b_n4] = vec4<f32>(
+                load_b(ok, b_base, bk, bn),
+                load_b(ok, b_base, bk, bn + 1u),
+                load_b(ok, b_base, bk, bn + 2u),
+                load_b(ok, b_base, bk, bn + 3u));
+        }
         workgroupBarrier();
         for (var kk = 0u; kk < BK; kk = kk + 1u) {
-            let av = As[kk * LANES + ty];
-            let bv = Bs[kk * LANES + tx];
-            acc0 = fma(vec4<f32>(av.x), bv, acc0);
-            acc1 = fma(vec4<f32>(av.y), bv, acc1);
-            acc2 = fma(vec4<f32>(av.z), bv, acc2);
-            acc3 = fma(vec4<f32>(av.w), bv, acc3);
+            let a0 = As[kk * SLOTS + ty * 2u];
+            let a1 = As[kk * SLOTS + ty * 2u + 1u];
+            let b0 = Bs[kk * SLOTS + tx * 2u];
+            let b1 = Bs[kk * SLOTS + tx * 2u + 1u];
+            c00 = fma(vec4<f32>(a0.x), b0, c00); c01 = fma(vec4<f32>(a0.x), b1, c01);
+            c10 = fma(vec4<f32>(a0.y), b0, c10); c11 = fma(vec4<f32>(a0.y), b1, c11);
+            c20 = fma(vec4<f32>(a0.z), b0, c20); c21 = fma(vec4<f32>(a0.z), b1, c21);
+            c30 = fma(vec4<f32>(a0.w), b0, c30); c31 = fma(vec4<f32>(a0.w), b1, c31);
+            c40 = fma(vec4<f32>(a1.x), b0, c40); c41 = fma(vec4<f32>(a1.x), b1, c41);
+            c50 = fma(vec4<f32>(a1.y), b0, c50); c51 = fma(vec4<f32>(a1.y), b1, c51);
+            c60 = fma(vec4<f32>(a1.z), b0, c60); c61 = fma(vec4<f32>(a1.z), b1, c61);
+            c70 = fma(vec4<f32>(a1.w), b0, c70); c71 = fma(vec4<f32>(a1.w), b1, c71);
         }
         workgroupBarrier();
     }
 
     let obase = bi * p.m * p.n;
-    let r = row0 + ty * 4u;
-    let c = col0 + tx * 4u;
-    store_row(ok, obase, r, c, acc0);
-    store_row(ok, obase, r + 1u, c, acc1);
-    store_row(ok, obase, r + 2u, c, acc2);
-    store_row(ok, obase, r + 3u, c, acc3);
+    let r = row0 + ty * 8u;
+    let c = col0 + tx * 8u;
+    store_row(ok, obase, r, c, c00); store_row(ok, obase, r, c + 4u, c01);
+    store_row(ok, obase, r + 1u, c, c10); store_row(ok, obase, r + 1u, c + 4u, c11);
+    store_row(ok, obase, r + 2u, c, c20); store_row(ok, obase, r + 2u, c + 4u, c21);
+    store_row(ok, obase, r + 3u, c, c30); store_row(ok, obase, r + 3u, c + 4u, c31);
+    store_row(ok, obase, r + 4u, c, c40); store_row(ok, obase, r + 4u, c + 4u, c41);
+    store_row(ok, obase, r + 5u, c, c50); store_row(ok, obase, r + 5u, c + 4u, c51);
+    store_row(ok, obase, r + 6u, c, c60); store_row(ok, obase, r + 6u, c + 4u, c61);
+    store_row(ok, obase, r + 7u, c, c70); store_row(ok, obase, r + 7u, c + 4u, c71);
 }

@@ -88,7 +88,11 @@ fn matmul_output_shapes_follow_numpy() {
         (&[2, 0, 5], &[5, 3], &[2, 0, 3]),
     ];
     for (sa, sb, so) in cases {
-        assert_eq!(matmul(&t(sa), &t(sb)).unwrap().dims(), *so, "{sa:?} x {sb:?}");
+        assert_eq!(
+            matmul(&t(sa), &t(sb)).unwrap().dims(),
+            *so,
+            "{sa:?} x {sb:?}"
+        );
     }
 }
 
@@ -128,7 +132,10 @@ fn matmul_literal_values() {
     for dev in devs {
         let a = Tensor::from_vec(vec![1., 2., 3., 4., 5., 6.], [2, 3], &dev).unwrap();
         let b = Tensor::from_vec(vec![7., 8., 9., 10., 11., 12.], [3, 2], &dev).unwrap();
-        assert_eq!(a.matmul(&b).unwrap().to_vec().unwrap(), [58., 64., 139., 154.]);
+        assert_eq!(
+            a.matmul(&b).unwrap().to_vec().unwrap(),
+            [58., 64., 139., 154.]
+        );
         // aᵀ (3×2) · a (2×3) through the flags: row i, col j = Σ_r a[r,i]·a[r,j].
         let ata = a.matmul_t(&a, true, false).unwrap();
         assert_eq!(
@@ -190,7 +197,10 @@ fn matmul_shape_errors_are_errors_not_panics() {
     assert_eq!(l.dtype(), DType::U32);
     assert!(matmul(&l, &t(&[3, 4])).is_err());
     let msg = matmul(&t(&[2, 3]), &t(&[4, 5])).unwrap_err().to_string();
-    assert!(msg.starts_with("matmul:") && msg.contains("[2, 3]"), "{msg}");
+    assert!(
+        msg.starts_with("matmul:") && msg.contains("[2, 3]"),
+        "{msg}"
+    );
 }
 
 #[test]

@@ -73,8 +73,8 @@ fn batch_norm_running_stats_update_by_hand() {
     let mut devs = vec![Device::Cpu];
     devs.extend(gpu());
     for dev in devs {
-        let x = Tensor::from_vec(vec![1., 2., 0., 0., 5., 8., 4., -4.], [2, 2, 1, 2], &dev)
-            .unwrap();
+        let x =
+            Tensor::from_vec(vec![1., 2., 0., 0., 5., 8., 4., -4.], [2, 2, 1, 2], &dev).unwrap();
         let st = BatchNormState {
             running_mean: Tensor::from_vec(vec![0.5, -1.0], [2], &dev).unwrap(),
             running_var: Tensor::from_vec(vec![2.0, 3.0], [2], &dev).unwrap(),
@@ -175,5 +175,8 @@ fn batch_norm_shape_errors_are_errors_not_panics() {
     let msg = bn(&t(&[2, 4, 2, 2]), &g, &b, &st, true)
         .unwrap_err()
         .to_string();
-    assert!(msg.starts_with("batch_norm2d:") && msg.contains("gamma"), "{msg}");
+    assert!(
+        msg.starts_with("batch_norm2d:") && msg.contains("gamma"),
+        "{msg}"
+    );
 }

@@ -9,7 +9,7 @@ pub mod reduce;
 pub mod unary;
 
 pub use binary::BinaryOp;
-pub use reduce::ReduceOp;
-pub use unary::UnaryOp;
 pub use matmul::{matmul, matmul_t};
 pub use norm::{batch_norm2d, BatchNormState, BN_EPS, BN_MOMENTUM};
+pub use reduce::ReduceOp;
+pub use unary::UnaryOp;

@@ -59,13 +59,7 @@ fn check(
     momentum: f32,
     eps: f32,
 ) -> Result<usize> {
-    let all = [
-        x,
-        gamma,
-        beta,
-        &state.running_mean,
-        &state.running_var,
-    ];
+    let all = [x, gamma, beta, &state.running_mean, &state.running_var];
     for t in all {
         t.expect_dtype("batch_norm2d", DType::F32)?;
     }
@@ -124,7 +118,9 @@ pub fn batch_norm2d(
         let rstd = state.running_var.add_scalar(eps)?.powf(-0.5)?;
         let scale = gamma.mul(&rstd)?;
         let shift = beta.sub(&state.running_mean.mul(&scale)?)?;
-        let y = x.mul(&scale.reshape(cshape)?)?.add(&shift.reshape(cshape)?)?;
+        let y = x
+            .mul(&scale.reshape(cshape)?)?
+            .add(&shift.reshape(cshape)?)?;
         return Ok((y, None));
     }
     let d = x.dims();
