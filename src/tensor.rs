@@ -294,6 +294,7 @@ impl Tensor {
     }
 
     /// The GPU buffer, or an error naming `op` if the tensor is on the CPU.
+    #[allow(dead_code)] // For GPU-only ops (no CPU path) still to come.
     pub(crate) fn gpu_buf(&self, op: &'static str) -> Result<&GpuBuf> {
         match &*self.0.storage {
             Storage::Gpu(b) => Ok(b),

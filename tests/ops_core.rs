@@ -11,7 +11,8 @@ use wgseg::Tensor;
 fn unary_ops_match_and_differentiate() {
     use UnaryOp::*;
     // (op, input generator): inputs kept away from kinks and outside the clamps' edges.
-    let ops: Vec<(UnaryOp, fn(usize, u64) -> Vec<f32>)> = vec![
+    type Gen = fn(usize, u64) -> Vec<f32>;
+    let ops: Vec<(UnaryOp, Gen)> = vec![
         (Neg, |n, s| uniform(n, s, -3.0, 3.0)),
         (Exp, |n, s| uniform(n, s, -5.0, 5.0)),
         (Log, |n, s| uniform(n, s, 0.1, 10.0)),

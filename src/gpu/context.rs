@@ -209,7 +209,9 @@ impl GpuContext {
 
     /// Largest tensor, in bytes, that one storage binding can hold.
     pub fn max_binding_bytes(&self) -> u64 {
-        u64::from(self.limits.max_storage_buffer_binding_size).min(self.limits.max_buffer_size)
+        self.limits
+            .max_storage_buffer_binding_size
+            .min(self.limits.max_buffer_size)
     }
 
     /// Drains errors reported by wgpu's uncaptured-error handler.

@@ -4,6 +4,7 @@
 //! pipelines is bounded by kernels × overrides, never by shapes. Compilation is expensive
 //! (tens of ms on lavapipe), so it is counted and timed.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::time::Instant;
 
@@ -76,7 +77,7 @@ impl GpuContext {
         }
         let started = Instant::now();
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        if !cache.modules.contains_key(&k.shader) {
+        if let Entry::Vacant(e) = cache.modules.entry(k.shader) {
             let src = k.shader.source();
             let m = self
                 .device
@@ -84,9 +85,9 @@ impl GpuContext {
                     label: Some(k.shader.file()),
                     source: wgpu::ShaderSource::Wgsl(src.into()),
                 });
-            cache.modules.insert(k.shader, m);
+            e.insert(m);
         }
-        if !cache.layouts.contains_key(&(n_in, n_out)) {
+        if let Entry::Vacant(e) = cache.layouts.entry((n_in, n_out)) {
             let bgl = self
                 .device
                 .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
@@ -100,7 +101,7 @@ impl GpuContext {
                     bind_group_layouts: &[Some(&bgl)],
                     immediate_size: 0,
                 });
-            cache.layouts.insert((n_in, n_out), (bgl, pl));
+            e.insert((bgl, pl));
         }
         let (bgl, pl) = &cache.layouts[&(n_in, n_out)];
         let (bgl, pl) = (bgl.clone(), pl.clone());

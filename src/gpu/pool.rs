@@ -175,6 +175,13 @@ impl GpuContext {
     }
 }
 
+impl GpuContext {
+    /// A storage buffer for `n` 4-byte elements (f32 or u32).
+    pub(crate) fn alloc_storage(self: &Arc<Self>, n: usize) -> Result<GpuBuf> {
+        self.alloc(n as u64 * 4, BufKind::Storage)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::size_class;
@@ -200,12 +207,5 @@ mod tests {
                 assert!(c as f64 <= b as f64 * 1.25 + 1.0, "{b} -> {c}");
             }
         }
-    }
-}
-
-impl GpuContext {
-    /// A storage buffer for `n` 4-byte elements (f32 or u32).
-    pub(crate) fn alloc_storage(self: &Arc<Self>, n: usize) -> Result<GpuBuf> {
-        self.alloc(n as u64 * 4, BufKind::Storage)
     }
 }

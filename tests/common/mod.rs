@@ -78,6 +78,8 @@ pub fn assert_close(what: &str, got: &[f64], want: &[f64], tol: Tol) {
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
         let bound = tol.rtol * w.abs() + tol.atol * scale;
         let err = (g - w).abs();
+        // Written so that a NaN error fails too.
+        #[allow(clippy::neg_cmp_op_on_partial_ord)]
         if !(err <= bound) {
             panic!("{what}: element {i}: got {g}, want {w} (|err| {err:e} > bound {bound:e}; scale {scale})");
         }
