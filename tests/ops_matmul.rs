@@ -125,6 +125,22 @@ fn matmul_transposed_variants() {
 }
 
 #[test]
+fn matmul_gradient_to_one_operand_only() {
+    // A constant operand gets no gradient (and costs no backward product).
+    for (ga, gb) in [(true, false), (false, true)] {
+        let mut ins = inputs(&[3, 6, 5], &[5, 4], 130);
+        ins[0].grad = ga;
+        ins[1].grad = gb;
+        check_op(
+            &format!("matmul grad a={ga} b={gb}"),
+            &ins,
+            Check::new(DOT, DOT),
+            |t| t[0].matmul(&t[1]),
+        );
+    }
+}
+
+#[test]
 fn matmul_literal_values() {
     // [[1, 2, 3], [4, 5, 6]] · [[7, 8], [9, 10], [11, 12]] = [[58, 64], [139, 154]].
     let mut devs = vec![Device::Cpu];

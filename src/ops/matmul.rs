@@ -12,7 +12,7 @@
 //! Gradient of `C = A·B`: `dA = g·Bᵀ`, `dB = Aᵀ·g`, each summed over the batch dims its
 //! operand was broadcast along (`sum_to`).
 //!
-//! GPU: `shaders/matmul.wgsl`, one dispatch for the whole batch (64 × 64 output tiles, 4 × 4
+//! GPU: `shaders/matmul.wgsl`, one dispatch for the whole batch (64 × 64 output tiles, 8 × 8
 //! register blocks). CPU: plain loops accumulating in f64.
 
 use crate::autograd::Op;
@@ -290,7 +290,8 @@ pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
 }
 
 /// Backward of `matmul_t`: the gradients of the stored operands, each one `matmul_t` launch
-/// (transposes folded into the flags) summed over its broadcast batch dims.
+/// (transposes folded into the flags) summed over its broadcast batch dims. An operand that
+/// needs no gradient costs nothing.
 pub(crate) fn matmul_backward(
     trans_a: bool,
     trans_b: bool,
@@ -298,17 +299,37 @@ pub(crate) fn matmul_backward(
     b: &Tensor,
     g: &Tensor,
 ) -> Result<[Option<Tensor>; 2]> {
-    let (ga, gb) = match (trans_a, trans_b) {
-        // C = A·B: dA = g·Bᵀ, dB = Aᵀ·g.
-        (false, false) => (matmul_t(g, b, false, true)?, matmul_t(a, g, true, false)?),
-        // C = A·Bᵀ (B stored [N, K]): dA = g·B, dB = gᵀ·A.
-        (false, true) => (matmul_t(g, b, false, false)?, matmul_t(g, a, true, false)?),
-        // C = Aᵀ·B (A stored [K, M]): dA = B·gᵀ, dB = A·g.
-        (true, false) => (matmul_t(b, g, false, true)?, matmul_t(a, g, false, false)?),
-        // C = Aᵀ·Bᵀ: dA = Bᵀ·gᵀ, dB = gᵀ·Aᵀ.
-        (true, true) => (matmul_t(b, g, true, true)?, matmul_t(g, a, true, true)?),
+    let ga = if a.requires_grad() {
+        let d = match (trans_a, trans_b) {
+            // C = A·B: dA = g·Bᵀ.
+            (false, false) => matmul_t(g, b, false, true)?,
+            // C = A·Bᵀ (B stored [N, K]): dA = g·B.
+            (false, true) => matmul_t(g, b, false, false)?,
+            // C = Aᵀ·B (A stored [K, M]): dA = B·gᵀ.
+            (true, false) => matmul_t(b, g, false, true)?,
+            // C = Aᵀ·Bᵀ: dA = Bᵀ·gᵀ.
+            (true, true) => matmul_t(b, g, true, true)?,
+        };
+        Some(d.sum_to(a.shape())?)
+    } else {
+        None
     };
-    Ok([Some(ga.sum_to(a.shape())?), Some(gb.sum_to(b.shape())?)])
+    let gb = if b.requires_grad() {
+        let d = match (trans_a, trans_b) {
+            // C = A·B: dB = Aᵀ·g.
+            (false, false) => matmul_t(a, g, true, false)?,
+            // C = A·Bᵀ: dB = gᵀ·A.
+            (false, true) => matmul_t(g, a, true, false)?,
+            // C = Aᵀ·B: dB = A·g.
+            (true, false) => matmul_t(a, g, false, false)?,
+            // C = Aᵀ·Bᵀ: dB = gᵀ·Aᵀ.
+            (true, true) => matmul_t(g, a, true, true)?,
+        };
+        Some(d.sum_to(b.shape())?)
+    } else {
+        None
+    };
+    Ok([ga, gb])
 }
 
 impl Tensor {
