@@ -6,6 +6,7 @@ use crate::ops::binary::{binary_backward, where_backward, BinaryOp};
 use crate::ops::conv::{conv2d_backward, Conv2dParams};
 use crate::ops::copy::{concat_backward, pad_axis, permute_backward};
 use crate::ops::cross_entropy::cross_entropy_backward;
+use crate::ops::matmul::matmul_backward;
 use crate::ops::pool::{avg_pool2d_backward, max_pool2d_backward, Pool2d};
 use crate::ops::reduce::{reduce_backward, ReduceOp};
 use crate::ops::resize::interpolate_bilinear_backward;
@@ -65,6 +66,11 @@ pub enum Op {
         ignore_index: u32,
         sums: Tensor,
     },
+    /// `op(a) · op(b)`; the flags say which operand is read transposed. Inputs: a, b.
+    Matmul {
+        trans_a: bool,
+        trans_b: bool,
+    },
 }
 
 impl Op {
@@ -88,6 +94,7 @@ impl Op {
             Op::Softmax { .. } => "softmax",
             Op::LogSoftmax { .. } => "log_softmax",
             Op::CrossEntropy { .. } => "cross_entropy",
+            Op::Matmul { .. } => "matmul",
         }
     }
 
@@ -138,6 +145,9 @@ impl Op {
                 sums,
                 g,
             )?)],
+            Op::Matmul { trans_a, trans_b } => {
+                matmul_backward(*trans_a, *trans_b, x, &inputs[1], g)?.to_vec()
+            }
         })
     }
 }

@@ -21,6 +21,7 @@ pub enum Shader {
     ConvGradWeight,
     Softmax,
     CrossEntropy,
+    Matmul,
 }
 
 impl Shader {
@@ -38,6 +39,7 @@ impl Shader {
         Shader::ConvGradWeight,
         Shader::Softmax,
         Shader::CrossEntropy,
+        Shader::Matmul,
     ];
 
     /// File name inside `shaders/`.
@@ -55,6 +57,7 @@ impl Shader {
             Shader::ConvGradWeight => "conv_grad_weight.wgsl",
             Shader::Softmax => "softmax.wgsl",
             Shader::CrossEntropy => "cross_entropy.wgsl",
+            Shader::Matmul => "matmul.wgsl",
         }
     }
 
@@ -73,6 +76,7 @@ impl Shader {
             Shader::ConvGradWeight => include_str!("../../shaders/conv_grad_weight.wgsl"),
             Shader::Softmax => include_str!("../../shaders/softmax.wgsl"),
             Shader::CrossEntropy => include_str!("../../shaders/cross_entropy.wgsl"),
+            Shader::Matmul => include_str!("../../shaders/matmul.wgsl"),
         }
     }
 

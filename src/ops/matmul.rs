@@ -1,0 +1,344 @@
+//! Batched matrix products with NumPy/PyTorch `matmul` semantics.
+//!
+//! `matmul(a, b)`: `a [..., M, K] · b [..., K, N] → [..., M, N]`, the batch dims (all but the
+//! last two) broadcast by NumPy rules; a 1-D `a` is a row vector `[1, K]` and a 1-D `b` a
+//! column `[K, 1]`, the added dim being removed from the result (as in PyTorch).
+//!
+//! `matmul_t(a, b, trans_a, trans_b)`: `op(a) · op(b)` where `op` transposes the last two
+//! dims when its flag is set. Transposition is only a change of strides in the kernel's
+//! parameters, never a copy, so the backward passes (`dA = g·Bᵀ`, `dB = Aᵀ·g`) are single
+//! launches too.
+//!
+//! Gradient of `C = A·B`: `dA = g·Bᵀ`, `dB = Aᵀ·g`, each summed over the batch dims its
+//! operand was broadcast along (`sum_to`).
+//!
+//! GPU: `shaders/matmul.wgsl`, one dispatch for the whole batch (64 × 64 output tiles, 8 × 8
+//! register blocks). CPU: plain loops accumulating in f64.
+
+use crate::autograd::Op;
+use crate::error::{Error, Result};
+use crate::gpu::{Kernel, Shader};
+use crate::shape::Shape;
+use crate::tensor::{same_device, DType, Storage, Tensor};
+
+/// Output tile edge of one workgroup; must equal `TILE` in `shaders/matmul.wgsl`.
+pub const MATMUL_TILE: usize = 64;
+/// Most batch dims the kernel decodes (two `vec4<u32>` in the params).
+pub const MAX_BATCH_RANK: usize = 8;
+
+/// `#[repr(C)]` mirror of `struct Params` in `shaders/matmul.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct MatmulParams {
+    m: u32,
+    n: u32,
+    k: u32,
+    batch: u32,
+    tiles_m: u32,
+    tiles_n: u32,
+    batch_rank: u32,
+    _p0: u32,
+    a_rs: u32,
+    a_cs: u32,
+    b_rs: u32,
+    b_cs: u32,
+    bshape: [u32; MAX_BATCH_RANK],
+    a_bs: [u32; MAX_BATCH_RANK],
+    b_bs: [u32; MAX_BATCH_RANK],
+}
+
+/// Sizes and strides of one batched product: A's `(m, k)` of batch `b` is at
+/// `a_off(b) + m·a_rs + k·a_cs`, B's `(k, n)` at `b_off(b) + k·b_rs + n·b_cs`.
+struct Plan {
+    batch: Shape,
+    m: usize,
+    n: usize,
+    k: usize,
+    a_rs: usize,
+    a_cs: usize,
+    b_rs: usize,
+    b_cs: usize,
+    /// Per batch dim, the element stride of each operand (0 where broadcast).
+    a_bs: Vec<usize>,
+    b_bs: Vec<usize>,
+}
+
+impl Plan {
+    fn new(a: &Shape, b: &Shape, ta: bool, tb: bool) -> Result<Plan> {
+        let (ra, rb) = (a.rank(), b.rank());
+        if ra < 2 || rb < 2 {
+            return Err(Error::shape(
+                "matmul",
+                format!("operands need at least 2 dims, got {a} and {b}"),
+            ));
+        }
+        let (a0, a1) = (a.dims()[ra - 2], a.dims()[ra - 1]);
+        let (b0, b1) = (b.dims()[rb - 2], b.dims()[rb - 1]);
+        // Stored [rows, cols]; transposed operands swap the roles of the two strides.
+        let (m, ka, a_rs, a_cs) = if ta { (a1, a0, 1, a1) } else { (a0, a1, a1, 1) };
+        let (kb, n, b_rs, b_cs) = if tb { (b1, b0, 1, b1) } else { (b0, b1, b1, 1) };
+        if ka != kb {
+            return Err(Error::shape(
+                "matmul",
+                format!(
+                    "inner dims differ: {a}{} · {b}{} has K = {ka} vs {kb}",
+                    if ta { "ᵀ" } else { "" },
+                    if tb { "ᵀ" } else { "" }
+                ),
+            ));
+        }
+        let a_batch = Shape::new(&a.dims()[..ra - 2]);
+        let b_batch = Shape::new(&b.dims()[..rb - 2]);
+        let batch = Shape::broadcast("matmul", &a_batch, &b_batch).map_err(|_| {
+            Error::shape(
+                "matmul",
+                format!("batch dims of {a} and {b} cannot be broadcast together"),
+            )
+        })?;
+        if batch.rank() > MAX_BATCH_RANK {
+            return Err(Error::shape(
+                "matmul",
+                format!("more than {MAX_BATCH_RANK} batch dims in {a} · {b}"),
+            ));
+        }
+        let scaled = |s: &Shape, mat: usize| -> Vec<usize> {
+            s.broadcast_strides(&batch)
+                .into_iter()
+                .map(|v| v * mat)
+                .collect()
+        };
+        Ok(Plan {
+            a_bs: scaled(&a_batch, a0 * a1),
+            b_bs: scaled(&b_batch, b0 * b1),
+            batch,
+            m,
+            n,
+            k: ka,
+            a_rs,
+            a_cs,
+            b_rs,
+            b_cs,
+        })
+    }
+
+    fn out_shape(&self) -> Shape {
+        let mut d = self.batch.dims().to_vec();
+        d.extend([self.m, self.n]);
+        Shape(d)
+    }
+
+    /// Offsets of A's and B's matrices for flat batch index `bi`.
+    fn offsets(&self, bi: usize) -> (usize, usize) {
+        let (mut rem, mut oa, mut ob) = (bi, 0, 0);
+        for d in (0..self.batch.rank()).rev() {
+            let dim = self.batch.dims()[d];
+            oa += (rem % dim) * self.a_bs[d];
+            ob += (rem % dim) * self.b_bs[d];
+            rem /= dim;
+        }
+        (oa, ob)
+    }
+
+    fn cpu(&self, a: &[f64], b: &[f64]) -> Vec<f64> {
+        let mut out = Vec::with_capacity(self.batch.numel() * self.m * self.n);
+        for bi in 0..self.batch.numel() {
+            let (oa, ob) = self.offsets(bi);
+            for i in 0..self.m {
+                for j in 0..self.n {
+                    out.push(
+                        (0..self.k)
+                            .map(|l| {
+                                a[oa + i * self.a_rs + l * self.a_cs]
+                                    * b[ob + l * self.b_rs + j * self.b_cs]
+                            })
+                            .sum(),
+                    );
+                }
+            }
+        }
+        out
+    }
+
+    fn params(&self) -> Result<MatmulParams> {
+        let u = |v: usize| {
+            u32::try_from(v).map_err(|_| Error::Limit {
+                what: "matmul: sizes and strides".into(),
+                requested: v as u64,
+                max: u64::from(u32::MAX),
+            })
+        };
+        let mut p = MatmulParams {
+            m: u(self.m)?,
+            n: u(self.n)?,
+            k: u(self.k)?,
+            batch: u(self.batch.numel())?,
+            tiles_m: u(self.m.div_ceil(MATMUL_TILE))?,
+            tiles_n: u(self.n.div_ceil(MATMUL_TILE))?,
+            batch_rank: self.batch.rank() as u32,
+            _p0: 0,
+            a_rs: u(self.a_rs)?,
+            a_cs: u(self.a_cs)?,
+            b_rs: u(self.b_rs)?,
+            b_cs: u(self.b_cs)?,
+            bshape: [1; MAX_BATCH_RANK],
+            a_bs: [0; MAX_BATCH_RANK],
+            b_bs: [0; MAX_BATCH_RANK],
+        };
+        for d in 0..self.batch.rank() {
+            p.bshape[d] = u(self.batch.dims()[d])?;
+            p.a_bs[d] = u(self.a_bs[d])?;
+            p.b_bs[d] = u(self.b_bs[d])?;
+        }
+        Ok(p)
+    }
+}
+
+/// `op(a) · op(b)` with broadcast batch dims, where `op` transposes the last two dims of an
+/// operand whose flag is set: `a [..., M, K]` (or `[..., K, M]` if `trans_a`), `b [..., K, N]`
+/// (or `[..., N, K]` if `trans_b`) → `[..., M, N]`. Both operands need rank ≥ 2.
+///
+/// Gradient: see the module docs; every case is again one `matmul_t` launch.
+pub fn matmul_t(a: &Tensor, b: &Tensor, trans_a: bool, trans_b: bool) -> Result<Tensor> {
+    a.expect_dtype("matmul", DType::F32)?;
+    b.expect_dtype("matmul", DType::F32)?;
+    same_device("matmul", &[a, b])?;
+    let plan = Plan::new(a.shape(), b.shape(), trans_a, trans_b)?;
+    let shape = plan.out_shape();
+    let storage = match (a.storage(), b.storage()) {
+        (Storage::Gpu(ba), Storage::Gpu(bb)) => {
+            let ctx = ba.context();
+            let out = ctx.alloc_storage(shape.numel())?;
+            let p = plan.params()?;
+            let groups = u64::from(p.batch) * u64::from(p.tiles_m) * u64::from(p.tiles_n);
+            ctx.launch(
+                &Kernel::new(Shader::Matmul, "matmul")
+                    .with("TRANS_A", u32::from(trans_a))
+                    .with("TRANS_B", u32::from(trans_b)),
+                &p,
+                &[ba, bb],
+                &[&out],
+                groups,
+            )?;
+            Storage::Gpu(out)
+        }
+        _ => Storage::Cpu(plan.cpu(a.cpu_data("matmul")?, b.cpu_data("matmul")?)),
+    };
+    Ok(Tensor::from_op(
+        storage,
+        shape,
+        DType::F32,
+        Op::Matmul { trans_a, trans_b },
+        vec![a.clone(), b.clone()],
+    ))
+}
+
+/// NumPy/PyTorch `matmul`: `a [..., M, K] · b [..., K, N] → [..., M, N]` with broadcast batch
+/// dims; 1-D operands are promoted to a row (`a`) or a column (`b`) and the added dim is
+/// dropped from the result.
+///
+/// A batched `a` against a 2-D `b` is folded into one `[B·M, K] · [K, N]` product (a free
+/// reshape), so that `dB = Aᵀ·g` is a single product over `B·M` instead of a batched one
+/// followed by a sum.
+pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let (ra, rb) = (a.shape().rank(), b.shape().rank());
+    if ra == 0 || rb == 0 {
+        return Err(Error::shape(
+            "matmul",
+            format!(
+                "scalars cannot be multiplied as matrices ({} · {})",
+                a.shape(),
+                b.shape()
+            ),
+        ));
+    }
+    let a2 = if ra == 1 {
+        a.reshape([1, a.dims()[0]])?
+    } else {
+        a.clone()
+    };
+    let b2 = if rb == 1 {
+        b.reshape([b.dims()[0], 1])?
+    } else {
+        b.clone()
+    };
+    let k = a2.dims()[a2.shape().rank() - 1];
+    // (Mismatched K falls through to the general path, whose error names the real shapes.)
+    let folds = a2.shape().rank() > 2 && b2.shape().rank() == 2 && k > 0 && b2.dims()[0] == k;
+    let out = if folds {
+        let d = a2.dims();
+        let o = matmul_t(&a2.reshape([a2.numel() / k, k])?, &b2, false, false)?;
+        let mut od = d[..d.len() - 1].to_vec();
+        od.push(b2.dims()[1]);
+        o.reshape(od)?
+    } else {
+        matmul_t(&a2, &b2, false, false)?
+    };
+    // Drop the dims added for 1-D operands.
+    let mut d = out.dims().to_vec();
+    let r = d.len();
+    if rb == 1 {
+        d.remove(r - 1);
+    }
+    if ra == 1 {
+        d.remove(r - 2);
+    }
+    if d.len() == r {
+        Ok(out)
+    } else {
+        out.reshape(d)
+    }
+}
+
+/// Backward of `matmul_t`: the gradients of the stored operands, each one `matmul_t` launch
+/// (transposes folded into the flags) summed over its broadcast batch dims. An operand that
+/// needs no gradient costs nothing.
+pub(crate) fn matmul_backward(
+    trans_a: bool,
+    trans_b: bool,
+    a: &Tensor,
+    b: &Tensor,
+    g: &Tensor,
+) -> Result<[Option<Tensor>; 2]> {
+    let ga = if a.requires_grad() {
+        let d = match (trans_a, trans_b) {
+            // C = A·B: dA = g·Bᵀ.
+            (false, false) => matmul_t(g, b, false, true)?,
+            // C = A·Bᵀ (B stored [N, K]): dA = g·B.
+            (false, true) => matmul_t(g, b, false, false)?,
+            // C = Aᵀ·B (A stored [K, M]): dA = B·gᵀ.
+            (true, false) => matmul_t(b, g, false, true)?,
+            // C = Aᵀ·Bᵀ: dA = Bᵀ·gᵀ.
+            (true, true) => matmul_t(b, g, true, true)?,
+        };
+        Some(d.sum_to(a.shape())?)
+    } else {
+        None
+    };
+    let gb = if b.requires_grad() {
+        let d = match (trans_a, trans_b) {
+            // C = A·B: dB = Aᵀ·g.
+            (false, false) => matmul_t(a, g, true, false)?,
+            // C = A·Bᵀ: dB = gᵀ·A.
+            (false, true) => matmul_t(g, a, true, false)?,
+            // C = Aᵀ·B: dB = A·g.
+            (true, false) => matmul_t(a, g, false, false)?,
+            // C = Aᵀ·Bᵀ: dB = gᵀ·Aᵀ.
+            (true, true) => matmul_t(g, a, true, true)?,
+        };
+        Some(d.sum_to(b.shape())?)
+    } else {
+        None
+    };
+    Ok([ga, gb])
+}
+
+impl Tensor {
+    /// See [`matmul`].
+    pub fn matmul(&self, o: &Tensor) -> Result<Tensor> {
+        matmul(self, o)
+    }
+    /// See [`matmul_t`].
+    pub fn matmul_t(&self, o: &Tensor, trans_a: bool, trans_b: bool) -> Result<Tensor> {
+        matmul_t(self, o, trans_a, trans_b)
+    }
+}

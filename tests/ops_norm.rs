@@ -1,0 +1,182 @@
+//! batch_norm2d: gradient checks and GPU parity in training and evaluation, the running
+//! statistics against hand-computed values, and shape errors.
+
+mod common;
+
+use common::*;
+use wgseg::ops::{batch_norm2d, BatchNormState, BN_EPS, BN_MOMENTUM};
+use wgseg::{Device, Shape, Tensor};
+
+/// x, gamma, beta (differentiable) and running mean/var (constants) for shape `s`.
+fn bn_inputs(s: [usize; 4], seed: u64) -> Vec<Input> {
+    let c = s[1];
+    let n: usize = s.iter().product();
+    vec![
+        Input::param(s, uniform(n, seed, -2.0, 3.0)),
+        Input::param([c], uniform(c, seed + 1, 0.5, 1.5)),
+        Input::param([c], uniform(c, seed + 2, -0.5, 0.5)),
+        Input::constant([c], uniform(c, seed + 3, -0.3, 0.3)),
+        Input::constant([c], uniform(c, seed + 4, 0.5, 2.0)),
+    ]
+}
+
+fn state(t: &[wgseg::Tensor]) -> BatchNormState {
+    BatchNormState {
+        running_mean: t[3].clone(),
+        running_var: t[4].clone(),
+    }
+}
+
+// Shapes: N = 1, spatial 1 × 1 with N > 1, odd primes, H·W past the serial-reduction
+// threshold (64, tree kernel), N past it too.
+const SHAPES: &[[usize; 4]] = &[
+    [1, 3, 2, 3],
+    [5, 4, 1, 1],
+    [2, 3, 5, 7],
+    [3, 2, 9, 11],
+    [67, 2, 1, 2],
+];
+
+#[test]
+fn batch_norm_training_matches_and_differentiates() {
+    for (i, &s) in SHAPES.iter().enumerate() {
+        check_op(
+            &format!("batch_norm2d train {s:?}"),
+            &bn_inputs(s, 10 * i as u64),
+            Check::new(REDUCTION, REDUCTION),
+            |t| Ok(batch_norm2d(&t[0], &t[1], &t[2], &state(t), true, BN_MOMENTUM, BN_EPS)?.0),
+        );
+    }
+}
+
+#[test]
+fn batch_norm_eval_matches_and_differentiates() {
+    for (i, &s) in SHAPES.iter().enumerate() {
+        check_op(
+            &format!("batch_norm2d eval {s:?}"),
+            &bn_inputs(s, 100 + 10 * i as u64),
+            Check::new(ELEMENTWISE, REDUCTION),
+            |t| Ok(batch_norm2d(&t[0], &t[1], &t[2], &state(t), false, BN_MOMENTUM, BN_EPS)?.0),
+        );
+    }
+}
+
+#[test]
+fn batch_norm_running_stats_update_by_hand() {
+    // x [N=2, C=2, H=1, W=2]: channel 0 holds {1, 2, 5, 8}, channel 1 holds {0, 0, 4, -4}.
+    //   channel 0: mean 4, biased var (9 + 4 + 1 + 16)/4 = 7.5, unbiased 30/3 = 10.
+    //   channel 1: mean 0, biased var (0 + 0 + 16 + 16)/4 = 8, unbiased 32/3.
+    // running_mean = [0.5, -1], running_var = [2, 3], momentum 0.1:
+    //   mean ← 0.9·[0.5, −1] + 0.1·[4, 0]     = [0.85, −0.9]
+    //   var  ← 0.9·[2, 3]    + 0.1·[10, 32/3] = [2.8, 2.7 + 16/15 = 3.7666…]
+    // Normalised output (gamma 1, beta 0, eps 0), channel 0: (x − 4)/sqrt(7.5).
+    let mut devs = vec![Device::Cpu];
+    devs.extend(gpu());
+    for dev in devs {
+        let x =
+            Tensor::from_vec(vec![1., 2., 0., 0., 5., 8., 4., -4.], [2, 2, 1, 2], &dev).unwrap();
+        let st = BatchNormState {
+            running_mean: Tensor::from_vec(vec![0.5, -1.0], [2], &dev).unwrap(),
+            running_var: Tensor::from_vec(vec![2.0, 3.0], [2], &dev).unwrap(),
+        };
+        let gamma = Tensor::ones([2], &dev).unwrap();
+        let beta = Tensor::zeros([2], &dev).unwrap();
+        let (y, upd) = batch_norm2d(&x, &gamma, &beta, &st, true, 0.1, 0.0).unwrap();
+        let upd = upd.unwrap();
+        let tol = REDUCTION;
+        assert_close(
+            "running_mean",
+            &upd.running_mean.to_vec_f64().unwrap(),
+            &[0.85, -0.9],
+            tol,
+        );
+        assert_close(
+            "running_var",
+            &upd.running_var.to_vec_f64().unwrap(),
+            &[2.8, 2.7 + 16.0 / 15.0],
+            tol,
+        );
+        assert!(!upd.running_mean.requires_grad() && !upd.running_var.requires_grad());
+        let r0 = 7.5f64.sqrt();
+        let r1 = 8f64.sqrt();
+        assert_close(
+            "normalised",
+            &y.to_vec_f64().unwrap(),
+            &[
+                -3.0 / r0,
+                -2.0 / r0,
+                0.0,
+                0.0,
+                1.0 / r0,
+                4.0 / r0,
+                4.0 / r1,
+                -4.0 / r1,
+            ],
+            tol,
+        );
+        // Evaluation uses the running statistics: (x − 0.5)/sqrt(2 + 1e-5), (x + 1)/sqrt(3).
+        let (ye, none) = batch_norm2d(&x, &gamma, &beta, &st, false, 0.1, BN_EPS).unwrap();
+        assert!(none.is_none());
+        let s0 = (2.0 + f64::from(BN_EPS)).sqrt();
+        let s1 = (3.0 + f64::from(BN_EPS)).sqrt();
+        assert_close(
+            "eval",
+            &ye.to_vec_f64().unwrap(),
+            &[
+                0.5 / s0,
+                1.5 / s0,
+                1.0 / s1,
+                1.0 / s1,
+                4.5 / s0,
+                7.5 / s0,
+                5.0 / s1,
+                -3.0 / s1,
+            ],
+            tol,
+        );
+    }
+}
+
+#[test]
+fn batch_norm_fresh_state_and_defaults() {
+    let st = BatchNormState::new(3, &Device::Cpu).unwrap();
+    assert_eq!(st.running_mean.to_vec().unwrap(), [0.0; 3]);
+    assert_eq!(st.running_var.to_vec().unwrap(), [1.0; 3]);
+    assert_eq!((BN_MOMENTUM, BN_EPS), (0.1, 1e-5));
+}
+
+#[test]
+fn batch_norm_shape_errors_are_errors_not_panics() {
+    let dev = Device::Cpu;
+    let t = |s: &[usize]| Tensor::ones(Shape::new(s), &dev).unwrap();
+    let st = BatchNormState::new(3, &dev).unwrap();
+    let bn = |x: &Tensor, g: &Tensor, b: &Tensor, s: &BatchNormState, train: bool| {
+        batch_norm2d(x, g, b, s, train, BN_MOMENTUM, BN_EPS)
+    };
+    let (g, b) = (t(&[3]), t(&[3]));
+    // x not 4-D.
+    assert!(bn(&t(&[2, 3, 4]), &g, &b, &st, true).is_err());
+    // Channel mismatch in x, gamma, beta, running stats.
+    assert!(bn(&t(&[2, 4, 2, 2]), &g, &b, &st, true).is_err());
+    assert!(bn(&t(&[2, 3, 2, 2]), &t(&[4]), &b, &st, false).is_err());
+    assert!(bn(&t(&[2, 3, 2, 2]), &g, &t(&[3, 1]), &st, true).is_err());
+    let bad = BatchNormState {
+        running_mean: t(&[3]),
+        running_var: t(&[2]),
+    };
+    assert!(bn(&t(&[2, 3, 2, 2]), &g, &b, &bad, false).is_err());
+    // One value per channel cannot give a batch variance in training (fine in eval).
+    assert!(bn(&t(&[1, 3, 1, 1]), &g, &b, &st, true).is_err());
+    assert!(bn(&t(&[1, 3, 1, 1]), &g, &b, &st, false).is_ok());
+    // Bad hyper-parameters.
+    let x = t(&[2, 3, 2, 2]);
+    assert!(batch_norm2d(&x, &g, &b, &st, true, 1.5, BN_EPS).is_err());
+    assert!(batch_norm2d(&x, &g, &b, &st, true, BN_MOMENTUM, -1.0).is_err());
+    let msg = bn(&t(&[2, 4, 2, 2]), &g, &b, &st, true)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.starts_with("batch_norm2d:") && msg.contains("gamma"),
+        "{msg}"
+    );
+}
