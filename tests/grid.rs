@@ -72,3 +72,52 @@ fn too_many_workgroups_is_an_error_not_a_panic() {
     let msg = big.exp().map(|_| ()).unwrap_err().to_string();
     assert!(msg.contains("workgroups") && msg.contains("64"), "{msg}");
 }
+
+#[test]
+fn folded_grids_for_the_image_kernels() {
+    use wgseg::ops::{batch_norm2d, BatchNormState, Conv2dParams};
+    // Shapes sized so that each kernel needs more than 4 workgroups (folded) but at most 4³.
+    let x = uniform(2 * 3 * 24 * 24, 7, -1.0, 1.0);
+    let w = uniform(8 * 3 * 3 * 3, 8, -0.5, 0.5);
+    check_folded(
+        "conv2d folded",
+        &[
+            Input::param([2, 3, 20, 20], x[..2400].to_vec()),
+            Input::param([8, 3, 3, 3], w),
+            Input::param([8], uniform(8, 9, -1.0, 1.0)),
+        ],
+        Check::new(DOT, DOT),
+        |t| t[0].conv2d(&t[1], Some(&t[2]), Conv2dParams::new(1, 1, 1, 1)),
+    );
+    check_folded(
+        "max_pool2d folded",
+        &[Input::param([2, 3, 24, 24], distinct(3456, 10, -1.0, 1.0))],
+        Check::new(EXACT, ELEMENTWISE),
+        |t| t[0].max_pool2d((3, 3), (1, 1), (1, 1)),
+    );
+    check_folded(
+        "avg_pool2d folded",
+        &[Input::param([2, 3, 24, 24], x.clone())],
+        Check::new(REDUCTION, REDUCTION),
+        |t| t[0].avg_pool2d((3, 3), (1, 1), (1, 1)),
+    );
+    check_folded(
+        "interpolate_bilinear folded",
+        &[Input::param([2, 3, 12, 12], uniform(864, 11, -1.0, 1.0))],
+        Check::new(ELEMENTWISE, REDUCTION),
+        |t| t[0].interpolate_bilinear((24, 24), false),
+    );
+    check_folded(
+        "batch_norm2d folded",
+        &[
+            Input::param([2, 3, 24, 24], x),
+            Input::param([3], vec![1.0, 0.5, 2.0]),
+            Input::param([3], vec![0.0, 0.1, -0.2]),
+        ],
+        Check::new(REDUCTION, REDUCTION),
+        |t| {
+            let st = BatchNormState::new(3, &t[0].device())?;
+            Ok(batch_norm2d(&t[0], &t[1], &t[2], &st, true, 0.1, 1e-5)?.0)
+        },
+    );
+}

@@ -39,6 +39,7 @@ pub struct GpuContext {
     limits: wgpu::Limits,
     features: wgpu::Features,
     max_wg_per_dim: AtomicU32,
+    pub(crate) folded_dispatches: std::sync::atomic::AtomicU64,
     pub(crate) pipelines: Mutex<PipelineCache>,
     pub(crate) pool: Mutex<Pool>,
     pub(crate) recorder: Mutex<Recorder>,
@@ -171,6 +172,7 @@ impl GpuContext {
             queue,
             features,
             max_wg_per_dim: AtomicU32::new(max_wg),
+            folded_dispatches: Default::default(),
             pipelines: Mutex::new(PipelineCache::default()),
             pool: Mutex::new(Pool::default()),
             recorder: Mutex::new(Recorder::new(min_align)),
@@ -205,6 +207,11 @@ impl GpuContext {
     /// Workgroups per grid dimension used for folding (the device limit unless injected).
     pub fn max_workgroups_per_dim(&self) -> u32 {
         self.max_wg_per_dim.load(Ordering::Relaxed)
+    }
+
+    /// Dispatches so far whose grid had to be folded to 2-D or 3-D.
+    pub fn folded_dispatches(&self) -> u64 {
+        self.folded_dispatches.load(Ordering::Relaxed)
     }
 
     /// Largest tensor, in bytes, that one storage binding can hold.

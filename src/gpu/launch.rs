@@ -55,6 +55,10 @@ impl GpuContext {
             },
             e => e,
         })?;
+        if grid[1] > 1 || grid[2] > 1 {
+            self.folded_dispatches
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         for b in inputs.iter().chain(outputs) {
             if !Arc::ptr_eq(b.context(), self) {
                 return Err(Error::Gpu(format!(
