@@ -148,6 +148,58 @@ fn conv_rows(b: &Bench) -> Result<()> {
     Ok(())
 }
 
+/// Where a forward + backward of a small segmentation block spends its time, per kernel
+/// (synchronised wall clock per dispatch, see `GpuContext::set_profiling`).
+fn profile_step(b: &Bench, ctx: &std::sync::Arc<GpuContext>) -> Result<()> {
+    use wgseg::ops::{batch_norm2d, BatchNormState};
+    let x = b.tensor(&[2, 32, 64, 64], 70)?;
+    let w1 = b.tensor(&[32, 32, 3, 3], 71)?.mul_scalar(0.05)?.as_param();
+    let w2 = b.tensor(&[19, 32, 1, 1], 72)?.mul_scalar(0.1)?.as_param();
+    let gamma = Tensor::ones([32], &b.dev)?.as_param();
+    let beta = Tensor::zeros([32], &b.dev)?.as_param();
+    let bn = BatchNormState::new(32, &b.dev)?;
+    let labels: Vec<u32> = seeded(2 * 128 * 128, 73)
+        .iter()
+        .map(|v| ((v + 1.0) * 9.5) as u32 % 19)
+        .collect();
+    let labels = Tensor::from_u32(labels, [2, 128, 128], &b.dev)?;
+    let step = || -> Result<()> {
+        let h = x.conv2d(&w1, None, Conv2dParams::new(1, 2, 2, 1))?;
+        let (h, _) = batch_norm2d(&h, &gamma, &beta, &bn, true, 0.1, 1e-5)?;
+        let h = h.relu()?.max_pool2d((3, 3), (1, 1), (1, 1))?;
+        let logits = h.conv2d(&w2, None, Conv2dParams::default())?;
+        let up = logits.interpolate_bilinear((128, 128), false)?;
+        let loss = up.cross_entropy(&labels, None, 255)?;
+        backward(&loss).map(drop)
+    };
+    step()?;
+    b.dev.synchronize()?;
+    ctx.set_profiling(true);
+    step()?;
+    let report = ctx.profile_report();
+    ctx.set_profiling(false);
+    let total: f64 = report.iter().map(|r| r.2).sum();
+    println!("\nprofile: conv3x3(dil 2) → BN → ReLU → max-pool → conv1x1 → resize ×2 → CE, (2,32,64,64), fwd+bwd");
+    println!(
+        "{:<44} {:>6} {:>10} {:>7}",
+        "kernel", "calls", "ms", "share"
+    );
+    for (k, calls, secs) in &report {
+        println!(
+            "{k:<44} {calls:>6} {:>10.2} {:>6.1}%",
+            secs * 1e3,
+            100.0 * secs / total
+        );
+    }
+    println!(
+        "{:<44} {:>6} {:>10.2}",
+        "total",
+        report.iter().map(|r| r.1).sum::<u64>(),
+        total * 1e3
+    );
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let filter = std::env::args().skip(1).find(|a| !a.starts_with("--"));
     let dev = Device::gpu()?;
@@ -292,6 +344,9 @@ fn main() -> Result<()> {
             "batched speed-up over one submit per dispatch",
             s / a
         );
+    }
+    if b.filter.as_deref().is_none_or(|f| "profile".contains(f)) {
+        profile_step(&b, &ctx)?;
     }
     let (compiled, secs) = ctx.pipeline_stats();
     println!(
