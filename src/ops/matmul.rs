@@ -31,7 +31,7 @@ pub const MATMUL_TILE: usize = 64;
 ///
 /// Why 32 × 4 per lane: on lavapipe every loaded value costs a scalar loop over the SIMD
 /// lanes, so the cost is the values loaded per FMA, (rows + 8·cols) / (8·rows·cols); for 128
-/// accumulators 32 × 4 minimises it. CPU seconds for 512³ (`examples`-style harness running
+/// accumulators 32 × 4 minimises it. CPU seconds for 512³ (a scratch wgpu harness running
 /// each variant back to back, 2-core lavapipe, load average ≈ 6): 8 × 8 workgroup-memory
 /// kernel 0.37 s; subgroup 8 × 1: 0.26 s, 16 × 2: 0.16 s, 16 × 4: 0.12 s, 32 × 4: 0.10 s,
 /// 32 × 8: 0.07–0.10 s, 64 × 8: 0.07 s. Beyond 128 accumulators the gain is small on
