@@ -232,6 +232,21 @@ fn main() -> Result<()> {
     )?;
     drop(big);
 
+    // Matrix product at the size the README quotes as the adapter's matmul ceiling.
+    let ma = b.tensor(&[1024, 1024], 7)?.as_param();
+    let mb = b.tensor(&[1024, 1024], 8)?.as_param();
+    let mm_flops = 2.0 * 1024f64.powi(3);
+    b.run("matmul 1024^3", Work::Flops(mm_flops), || {
+        ma.matmul(&mb).map(drop)
+    })?;
+    // dA = g·Bᵀ and dB = Aᵀ·g: three products in all.
+    b.run(
+        "matmul 1024^3 forward + backward",
+        Work::Flops(3.0 * mm_flops),
+        || backward(&ma.matmul(&mb)?.sum()?).map(drop),
+    )?;
+    drop((ma, mb));
+
     // Convolutions at DeepLabV3+ shapes.
     conv_rows(&b)?;
 

@@ -1,5 +1,9 @@
 //! Batched matmul: parity (GPU vs CPU), gradient checks on tile edges, broadcasting,
 //! transposed variants, folded grids, literal values and shape errors.
+//!
+//! `check_op` runs on the default context, which takes the subgroup kernel where the adapter
+//! has subgroups (lavapipe does); the tests marked "both kernels" also run on a context with
+//! subgroups turned off, so the portable workgroup-memory kernel stays covered.
 
 mod common;
 
@@ -8,7 +12,46 @@ use std::sync::Arc;
 use common::*;
 use wgseg::gpu::{GpuContext, GpuOptions};
 use wgseg::ops::{matmul, matmul_t};
-use wgseg::{DType, Device, Tensor};
+use wgseg::{backward, DType, Device, Tensor};
+
+/// A context with subgroups turned off (the portable kernel), when there is a GPU at all.
+fn portable_gpu() -> Option<Device> {
+    gpu()?;
+    let ctx = GpuContext::new(&GpuOptions {
+        no_subgroups: true,
+        ..Default::default()
+    })
+    .unwrap();
+    Some(Device::Gpu(ctx))
+}
+
+/// `matmul_t` forward and both gradients of `sum(out ⊙ w)` on `dev` against the CPU.
+fn parity_on(dev: &Device, name: &str, sa: &[usize], sb: &[usize], ta: bool, tb: bool) {
+    let da = uniform(sa.iter().product(), 7, -1.0, 1.0);
+    let db = uniform(sb.iter().product(), 8, -1.0, 1.0);
+    let run = |d: &Device| {
+        let a = Tensor::from_vec(da.clone(), sa.to_vec(), d)
+            .unwrap()
+            .as_param();
+        let b = Tensor::from_vec(db.clone(), sb.to_vec(), d)
+            .unwrap()
+            .as_param();
+        let out = matmul_t(&a, &b, ta, tb).unwrap();
+        let w = uniform(out.numel(), 9, -1.0, 1.0);
+        let w = Tensor::from_vec(w, out.shape().clone(), d).unwrap();
+        let g = backward(&out.mul(&w).unwrap().sum().unwrap()).unwrap();
+        [&out, g.get(&a).unwrap(), g.get(&b).unwrap()].map(|t| t.to_vec_f64().unwrap())
+    };
+    let got = run(dev);
+    let want = run(&Device::Cpu);
+    for (what, (g, w)) in ["forward", "grad a", "grad b"]
+        .iter()
+        .zip(got.iter().zip(&want))
+    {
+        let w: Vec<f64> = w.iter().map(|&v| f64::from(v as f32)).collect();
+        assert_close(&format!("{name}: {what}"), g, &w, DOT);
+    }
+}
 
 fn inputs(sa: &[usize], sb: &[usize], seed: u64) -> Vec<Input> {
     let na: usize = sa.iter().product();
@@ -22,7 +65,8 @@ fn inputs(sa: &[usize], sb: &[usize], seed: u64) -> Vec<Input> {
 #[test]
 fn matmul_2d_tile_edges_match_and_differentiate() {
     // (M, K, N): one element, odd primes, K = 1, one past the 64-wide tile and the 16-deep
-    // K step, several tiles with remainders in every dimension.
+    // K step, several tiles with remainders in every dimension; for the subgroup kernel
+    // (64 × 128 tiles, K steps of 8): one past its tile width and K step, exact tiles.
     let cases: &[(usize, usize, usize)] = &[
         (1, 1, 1),
         (7, 13, 5),
@@ -32,6 +76,8 @@ fn matmul_2d_tile_edges_match_and_differentiate() {
         (1, 65, 130),
         (130, 33, 67),
         (64, 16, 64),
+        (65, 9, 129),
+        (64, 8, 128),
     ];
     for (i, &(m, k, n)) in cases.iter().enumerate() {
         check_op(
@@ -125,6 +171,22 @@ fn matmul_transposed_variants() {
 }
 
 #[test]
+fn matmul_portable_kernel_transposed_variants() {
+    // Both kernels: the default context's (check_op above) and the portable one here, on
+    // remainders in every dimension of either kernel's tiles and a broadcast batch.
+    let Some(dev) = portable_gpu() else { return };
+    let (m, k, n) = (67, 19, 130);
+    for ta in [false, true] {
+        for tb in [false, true] {
+            let sa = if ta { vec![2, k, m] } else { vec![2, m, k] };
+            let sb = if tb { vec![1, n, k] } else { vec![1, k, n] };
+            parity_on(&dev, &format!("portable ta={ta} tb={tb}"), &sa, &sb, ta, tb);
+        }
+    }
+    parity_on(&dev, "portable 1x1x1", &[1, 1], &[1, 1], false, false);
+}
+
+#[test]
 fn matmul_gradient_to_one_operand_only() {
     // A constant operand gets no gradient (and costs no backward product).
     for (ga, gb) in [(true, false), (false, true)] {
@@ -168,17 +230,12 @@ fn matmul_literal_values() {
 #[test]
 fn matmul_folded_grid_and_over_dispatch() {
     let Some(Device::Gpu(_)) = gpu() else { return };
-    // Seven workgroups per dimension: 5 batches × 2 × 2 tiles = 20 workgroups fold to a
-    // 7 × 3 grid, so one workgroup runs past the end and must write nothing.
-    let ctx: Arc<GpuContext> = GpuContext::new(&GpuOptions {
-        max_workgroups_per_dim: Some(7),
-        ..Default::default()
-    })
-    .unwrap();
-    let dev = Device::Gpu(ctx);
-    let (sa, sb) = ([5, 70, 9], [5, 9, 65]);
+    // Both kernels, seven workgroups per dimension: 5 batches × 2 × 2 subgroup tiles
+    // (64 × 128) = 20 workgroups fold to 7 × 3, and 5 × 2 × 3 portable tiles (64 × 64) = 30
+    // fold to 7 × 5, so the last workgroups run past the end and must write nothing.
+    let (sa, sb) = ([5, 70, 9], [5, 9, 130]);
     let a = uniform(5 * 70 * 9, 1, -1.0, 1.0);
-    let b = uniform(5 * 9 * 65, 2, -1.0, 1.0);
+    let b = uniform(5 * 9 * 130, 2, -1.0, 1.0);
     let run = |d: &Device| {
         let ta = Tensor::from_vec(a.clone(), sa, d).unwrap();
         let tb = Tensor::from_vec(b.clone(), sb, d).unwrap();
@@ -188,7 +245,16 @@ fn matmul_folded_grid_and_over_dispatch() {
         .iter()
         .map(|&v| f64::from(v as f32))
         .collect();
-    assert_close("folded matmul", &run(&dev), &want, DOT);
+    for no_subgroups in [false, true] {
+        let ctx: Arc<GpuContext> = GpuContext::new(&GpuOptions {
+            max_workgroups_per_dim: Some(7),
+            no_subgroups,
+            ..Default::default()
+        })
+        .unwrap();
+        let name = format!("folded matmul, no_subgroups={no_subgroups}");
+        assert_close(&name, &run(&Device::Gpu(ctx)), &want, DOT);
+    }
 }
 
 #[test]
@@ -220,13 +286,14 @@ fn matmul_shape_errors_are_errors_not_panics() {
 }
 
 #[test]
-fn matmul_shader_validates_with_naga() {
-    let src = wgseg::gpu::Shader::Matmul.source();
-    let module = naga::front::wgsl::parse_str(&src).unwrap();
-    naga::valid::Validator::new(
-        naga::valid::ValidationFlags::all(),
-        naga::valid::Capabilities::all(),
-    )
-    .validate(&module)
-    .unwrap();
+fn matmul_shaders_validate_with_naga() {
+    for s in [wgseg::gpu::Shader::Matmul, wgseg::gpu::Shader::MatmulSg] {
+        let module = naga::front::wgsl::parse_str(&s.source()).unwrap();
+        naga::valid::Validator::new(
+            naga::valid::ValidationFlags::all(),
+            naga::valid::Capabilities::all(),
+        )
+        .validate(&module)
+        .unwrap();
+    }
 }

@@ -2,23 +2,29 @@
 
 use wgseg::gpu::shaders::{Shader, PRELUDE};
 
-fn validate(name: &str, src: &str) -> naga::Module {
+fn validate(name: &str, src: &str, caps: naga::valid::Capabilities) -> naga::Module {
     let module = naga::front::wgsl::parse_str(src)
         .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(src)));
-    naga::valid::Validator::new(
-        naga::valid::ValidationFlags::all(),
-        naga::valid::Capabilities::empty(),
-    )
-    .validate(&module)
-    .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(src)));
+    naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps)
+        .validate(&module)
+        .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(src)));
     module
+}
+
+/// Only the shaders built behind the SUBGROUP feature may use subgroup operations.
+fn caps_for(s: Shader) -> naga::valid::Capabilities {
+    if s.needs_subgroups() {
+        naga::valid::Capabilities::SUBGROUP
+    } else {
+        naga::valid::Capabilities::empty()
+    }
 }
 
 #[test]
 fn every_shader_validates() {
-    validate("prelude.wgsl", PRELUDE);
+    validate("prelude.wgsl", PRELUDE, naga::valid::Capabilities::empty());
     for s in Shader::ALL {
-        let m = validate(s.file(), &s.source());
+        let m = validate(s.file(), &s.source(), caps_for(*s));
         assert!(
             !m.entry_points.is_empty(),
             "{} has no entry point",
@@ -58,7 +64,7 @@ fn every_shader_file_is_registered() {
 #[test]
 fn shaders_bind_at_most_six_storage_buffers_per_entry() {
     for s in Shader::ALL {
-        let m = validate(s.file(), &s.source());
+        let m = validate(s.file(), &s.source(), caps_for(*s));
         let storage = m
             .global_variables
             .iter()

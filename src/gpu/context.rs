@@ -18,6 +18,9 @@ pub struct GpuOptions {
     /// Override the workgroups-per-dimension limit (tests use tiny values so that the
     /// grid-folding path runs on small tensors).
     pub max_workgroups_per_dim: Option<u32>,
+    /// Leave subgroup operations off even where the adapter has them, so that kernels take
+    /// their portable paths (tests use this to cover both on one adapter).
+    pub no_subgroups: bool,
 }
 
 /// A description of an adapter, for `wgseg info` and logs.
@@ -146,7 +149,11 @@ impl GpuContext {
         .ok_or_else(|| Error::NoAdapter("no adapter".into()))?;
 
         let limits = adapter.limits();
-        let features = adapter.features() & wgpu::Features::TIMESTAMP_QUERY;
+        let mut wanted = wgpu::Features::TIMESTAMP_QUERY;
+        if !opts.no_subgroups {
+            wanted |= wgpu::Features::SUBGROUP;
+        }
+        let features = adapter.features() & wanted;
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("wgseg"),
             required_features: features,
@@ -197,6 +204,13 @@ impl GpuContext {
     /// The limits granted by the device (the adapter's own).
     pub fn limits(&self) -> &wgpu::Limits {
         &self.limits
+    }
+
+    /// Whether kernels may exchange registers within clusters of 8 subgroup lanes: the
+    /// `SUBGROUP` feature is on and the smallest subgroup the adapter may use has at least 8
+    /// lanes (sizes are powers of two, so every size is then a multiple of 8).
+    pub fn subgroup_clusters_of_8(&self) -> bool {
+        self.features.contains(wgpu::Features::SUBGROUP) && self.info.subgroup_min_size >= 8
     }
 
     /// Optional features enabled on the device.

@@ -22,6 +22,7 @@ pub enum Shader {
     Softmax,
     CrossEntropy,
     Matmul,
+    MatmulSg,
 }
 
 impl Shader {
@@ -40,6 +41,7 @@ impl Shader {
         Shader::Softmax,
         Shader::CrossEntropy,
         Shader::Matmul,
+        Shader::MatmulSg,
     ];
 
     /// File name inside `shaders/`.
@@ -58,6 +60,7 @@ impl Shader {
             Shader::Softmax => "softmax.wgsl",
             Shader::CrossEntropy => "cross_entropy.wgsl",
             Shader::Matmul => "matmul.wgsl",
+            Shader::MatmulSg => "matmul_sg.wgsl",
         }
     }
 
@@ -77,7 +80,14 @@ impl Shader {
             Shader::Softmax => include_str!("../../shaders/softmax.wgsl"),
             Shader::CrossEntropy => include_str!("../../shaders/cross_entropy.wgsl"),
             Shader::Matmul => include_str!("../../shaders/matmul.wgsl"),
+            Shader::MatmulSg => include_str!("../../shaders/matmul_sg.wgsl"),
         }
+    }
+
+    /// Whether the module uses subgroup operations: it is only built on devices with the
+    /// `SUBGROUP` feature (and naga validates it with that capability).
+    pub fn needs_subgroups(self) -> bool {
+        matches!(self, Shader::MatmulSg)
     }
 
     /// The complete module source: prelude + body.
