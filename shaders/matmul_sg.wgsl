@@ -18,9 +18,10 @@
 // no cheaper), while shuffles and FMAs are cheap; the value count loaded is the cost. On GPUs
 // this is the classic register-blocked shuffle GEMM (coalesced loads, no barriers).
 //
-// Clusters assume lanes are numbered like local_invocation_index within a subgroup (true of
-// 1-D workgroups on the Vulkan, Metal and D3D12 drivers we know) and subgroups of a multiple
-// of 8 lanes, which the Rust side checks. Out-of-range rows, columns and K read index 0 of
+// Clusters are defined by the subgroup builtins (subgroup id, lane within the subgroup), not
+// by local_invocation_index, so the kernel does not depend on how a driver maps invocations
+// to lanes; it needs subgroups of a multiple of 8 lanes dividing 64, which the Rust side
+// checks. Out-of-range rows, columns and K read index 0 of
 // the operand and contribute zero (select, no control flow); stores are bounds-checked. No
 // barriers, so over-dispatched workgroups may simply store nothing.
 
@@ -96,15 +97,17 @@ fn store_row(ok: bool, base: u32, m: u32, n: u32, v: vec4<f32>) {
 @compute @workgroup_size(64)
 fn matmul_sg(@builtin(workgroup_id) wid: vec3<u32>,
              @builtin(num_workgroups) nwg: vec3<u32>,
-             @builtin(local_invocation_index) lid: u32,
+             @builtin(subgroup_id) sg_id: u32,
+             @builtin(subgroup_size) sg_size: u32,
              @builtin(subgroup_invocation_id) sl: u32) {
     let wg = wg_linear(wid, nwg);
     let per_batch = p.tiles_m * p.tiles_n;
     let ok = wg < p.batch * per_batch;
     let bi = select(0u, wg / per_batch, ok);
     let t = wg % per_batch;
-    let cluster = lid / 8u;
-    let lane = lid % 8u;
+    // 64 / 8 clusters of 8 lanes, numbered through the subgroups.
+    let cluster = sg_id * (sg_size / 8u) + sl / 8u;
+    let lane = sl % 8u;
     // First lane of this lane's cluster, as a subgroup lane index.
     let first = sl & ~7u;
     let row0 = (t / p.tiles_n) * TILE_M + (cluster / CL_N) * ROWS;

@@ -206,11 +206,14 @@ impl GpuContext {
         &self.limits
     }
 
-    /// Whether kernels may exchange registers within clusters of 8 subgroup lanes: the
-    /// `SUBGROUP` feature is on and the smallest subgroup the adapter may use has at least 8
-    /// lanes (sizes are powers of two, so every size is then a multiple of 8).
+    /// Whether kernels may exchange registers within clusters of 8 subgroup lanes of a
+    /// 64-invocation workgroup: the `SUBGROUP` feature is on and every subgroup size the
+    /// adapter may use lies in 8..=64 (sizes are powers of two, so each is then a multiple
+    /// of 8 that divides 64).
     pub fn subgroup_clusters_of_8(&self) -> bool {
-        self.features.contains(wgpu::Features::SUBGROUP) && self.info.subgroup_min_size >= 8
+        self.features.contains(wgpu::Features::SUBGROUP)
+            && self.info.subgroup_min_size >= 8
+            && self.info.subgroup_max_size <= 64
     }
 
     /// Optional features enabled on the device.
