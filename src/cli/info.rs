@@ -49,6 +49,12 @@ pub fn run(spec: &str) -> Result<()> {
             "    timestamp queries                  {}",
             ctx.features().contains(wgpu::Features::TIMESTAMP_QUERY)
         );
+        println!(
+            "    subgroups                          {} (sizes {}..={})",
+            ctx.features().contains(wgpu::Features::SUBGROUP),
+            i.subgroup_min_size,
+            i.subgroup_max_size
+        );
     }
     // Smoke test: one kernel round trip.
     let x = Tensor::from_vec(vec![1.0, 2.0, 3.0], [3], &dev)?;
