@@ -20,6 +20,10 @@ enum Work {
     Items(f64, &'static str),
 }
 
+/// Rows whose warm-up run takes longer than this many seconds get 3 timed runs instead of 5,
+/// which keeps a full `cargo bench` on lavapipe within minutes.
+const SLOW_ROW_S: f64 = 2.0;
+
 struct Bench {
     dev: Device,
     filter: Option<String>,
@@ -56,12 +60,20 @@ impl Bench {
         if self.filter.as_deref().is_some_and(|p| !name.contains(p)) {
             return Ok(None);
         }
+        let mut first = f64::MAX;
         for _ in 0..self.warmup {
+            let t = Instant::now();
             f()?;
             self.dev.synchronize()?;
+            first = first.min(t.elapsed().as_secs_f64());
+            // Rows slower than SLOW_ROW_S take one warm-up run: compilation is long done.
+            if first > SLOW_ROW_S {
+                break;
+            }
         }
-        let mut times = Vec::with_capacity(self.runs);
-        for _ in 0..self.runs {
+        let runs = if first > SLOW_ROW_S { 3 } else { self.runs };
+        let mut times = Vec::with_capacity(runs);
+        for _ in 0..runs {
             let t = Instant::now();
             f()?;
             self.dev.synchronize()?;
@@ -74,7 +86,7 @@ impl Bench {
             Work::Bytes(b) => format!("{:9.2} GB/s", b / med / 1e9),
             Work::Items(n, unit) => format!("{:9.0} {unit}/s", n / med),
         };
-        println!("{name:<52} {:>10.3} ms  {rate}", med * 1e3);
+        println!("{name:<52} {:>10.3} ms  {rate}  (n={runs})", med * 1e3);
         Ok(Some(med))
     }
 }
