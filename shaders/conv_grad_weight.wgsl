@@ -1,127 +1,154 @@
-// Gradient of a 2-D convolution with respect to its weights, as a gather + tree reduction
-// (no atomics):
+// Helpers of the register-blocked conv kernels (src/ops/conv/direct.rs): the weight
+// gradient, input padding and weight packing. See conv_direct.wgsl for the formulas.
 //
-//   dw[co, k] = Σ_{n, oh, ow} dy[n, co, oh, ow] · x[n, g·Cin_g + ci, oh·sh − ph + ky·dh,
-//                                                   ow·sw − pw + kx·dw]
-//
-// with k = (ci·KH + ky)·KW + kx the flattened tap (so dw[co, k] is w's row-major layout) and
-// g = co / Cout_g. The reduction runs over R = N·Ho·Wo positions.
-//
-// One workgroup per (weight block, chunk of R): a block is BCO output channels (within one
-// group) × BK consecutive taps, 16 accumulators per invocation; the invocations stride over
-// the chunk's positions, then a shared-memory tree sums the workgroup. The workgroup writes
-// partial[chunk, co·K + k]; the host sums the chunks with the reduce kernels when there is
-// more than one. Tail channels and taps of a block are masked.
+// conv_direct_gw: partial[chunk, co, k] = Σ_{r in chunk} dy[n, co, oh, ow] · xp[n, g·Cin_g + ci,
+//   oh·sh + ky·dh, ow·sw + kx·dw] with r = (n, oh, ow), k = (ci, ky, kx) and a chunk a band
+//   of `rows` output rows of one image; one invocation owns GW_BC channels × BP taps and walks
+//   the chunk's positions (GW_BC + BP loads per GW_BC·BP FMAs); the host sums the chunks (no
+//   atomics). Tail channels and taps re-read the last valid one and are not stored.
 
-// Output channels per block. Mirrors CONV_GW_BCO in src/ops/conv.rs.
-const BCO: u32 = 4u;
-// Taps per block: the width of the vec4 accumulators. Mirrors CONV_GW_BK.
-const BK: u32 = 4u;
-// Invocations per workgroup (a power of two for the tree). Mirrors CONV_GW_WG.
-const GW_WG: u32 = 64u;
+// Output channels per invocation of conv_direct. Mirrors CONV_BC (conv_pack pads to it).
+const BC: u32 = 16u;
+// Taps per grad-weight invocation. Mirrors CONV_GW_BT.
+const BP: u32 = 8u;
+// Output channels per grad-weight invocation. Mirrors CONV_GW_BC.
+const GW_BC: u32 = 8u;
 
-// Mirrors ConvUniform in src/ops/conv.rs; here cblocks counts channel blocks per group,
-// kblocks tap blocks, blocks = groups·cblocks·kblocks, chunk positions per workgroup.
+override WG: u32 = 64u;
+// conv_pack: read the kernel flipped and transposed (the grad-input pass).
+override FLIP: bool = false;
+
+// Mirrors DirectUniform in src/ops/conv/direct.rs. hp, wp: padded input plane; kt =
+// Cin_g·KH·KW; cblocks = channel blocks per group; pblocks = pixel (tap) blocks; total =
+// invocations; rows = output rows per grad-weight chunk; nchunks = chunks per image.
 struct Params {
-    n: u32, cin: u32, h: u32, w: u32,
+    n: u32, cin: u32, hp: u32, wp: u32,
     cout: u32, ho: u32, wo: u32, groups: u32,
     cin_g: u32, cout_g: u32, kh: u32, kw: u32,
-    sh: u32, sw: u32, ph: u32, pw: u32,
-    dh: u32, dw: u32, cblocks: u32, pblocks: u32,
-    kblocks: u32, blocks: u32, chunk: u32, nchunks: u32,
+    sh: u32, sw: u32, dh: u32, dw: u32,
+    kt: u32, cblocks: u32, pblocks: u32, total: u32,
+    rows: u32, nchunks: u32, ph: u32, pw: u32,
+    h: u32, w: u32, _p0: u32, _p1: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> dy: array<f32>;
-@group(0) @binding(2) var<storage, read> x: array<f32>;
-@group(0) @binding(3) var<storage, read_write> partial: array<f32>;
+@group(0) @binding(1) var<storage, read> a: array<f32>;
+@group(0) @binding(2) var<storage, read> c: array<f32>;
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;
 
-var<workgroup> tree: array<vec4<f32>, GW_WG * BCO>;
+fn invocation(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
+    return wg_linear(wid, nwg) * WG + lid;
+}
 
-@compute @workgroup_size(GW_WG)
-fn conv2d_grad_weight(@builtin(workgroup_id) wid: vec3<u32>,
-                      @builtin(num_workgroups) nwg: vec3<u32>,
-                      @builtin(local_invocation_index) lid: u32) {
-    let wg = wg_linear(wid, nwg);
-    let blk = wg / p.nchunks;
-    let chunk = wg % p.nchunks;
-    let live = blk < p.blocks;
-    let kb = blk % p.kblocks;
-    let r0 = blk / p.kblocks;
-    let g = r0 / p.cblocks;
-    let c0 = (r0 % p.cblocks) * BCO;
-    let co0 = g * p.cout_g + c0;
-    let nco = min(BCO, p.cout_g - min(c0, p.cout_g));
+// conv_direct_gw: a = xp, c = dy, out = partial. Invocations: (chunk, group, channel block,
+// tap block) with tap blocks fastest; chunk = (n, band of `rows` output rows).
+@compute @workgroup_size(WG)
+fn conv_direct_gw(@builtin(workgroup_id) wid: vec3<u32>,
+                  @builtin(num_workgroups) nwg: vec3<u32>,
+                  @builtin(local_invocation_index) lid: u32) {
+    let t = invocation(wid, nwg, lid);
+    if (t >= p.total) {
+        return;
+    }
+    let tb = t % p.pblocks;
+    let r0 = t / p.pblocks;
+    let c0 = (r0 % p.cblocks) * GW_BC;
+    let r1 = r0 / p.cblocks;
+    let g = r1 % p.groups;
+    let chunk = r1 / p.groups;
+    let n = chunk / p.nchunks;
+    let oh0 = (chunk % p.nchunks) * p.rows;
+    let oh1 = min(oh0 + p.rows, p.ho);
+    let pplane = p.hp * p.wp;
     let kk = p.kh * p.kw;
-    let ktot = p.cin_g * kk;
-    let k0 = kb * BK;
-    // Per tap of the block: input plane (channel) and offsets of the tap from oh·sh, ow·sw.
-    var kok = vec4<bool>(false);
-    var plane = vec4<u32>(0u);
-    var oy = vec4<i32>(0);
-    var ox = vec4<i32>(0);
-    for (var j = 0u; j < BK; j = j + 1u) {
-        let k = k0 + j;
-        kok[j] = k < ktot;
-        let ci = k / kk;
-        let ky = (k % kk) / p.kw;
-        let kx = k % p.kw;
-        plane[j] = g * p.cin_g + ci;
-        oy[j] = i32(ky * p.dh) - i32(p.ph);
-        ox[j] = i32(kx * p.dw) - i32(p.pw);
+    var xo: array<u32, BP>;
+    for (var j = 0u; j < BP; j = j + 1u) {
+        let k = min(tb * BP + j, p.kt - 1u);
+        let rem = k % kk;
+        xo[j] = (n * p.cin + g * p.cin_g + k / kk) * pplane + (rem / p.kw) * p.dh * p.wp
+            + (rem % p.kw) * p.dw;
     }
-    let hw = p.h * p.w;
-    let out_plane = p.ho * p.wo;
-    let total = p.n * out_plane;
-    let start = chunk * p.chunk;
-    var end = min(start + p.chunk, total);
-    if (!live) {
-        end = 0u;
+    let plane = p.ho * p.wo;
+    var go: array<u32, GW_BC>;
+    for (var k = 0u; k < GW_BC; k = k + 1u) {
+        go[k] = (n * p.cout + g * p.cout_g + min(c0 + k, p.cout_g - 1u)) * plane;
     }
-    var acc: array<vec4<f32>, BCO>;
-    for (var r = start + lid; r < end; r = r + GW_WG) {
-        let n = r / out_plane;
-        let pix = r % out_plane;
-        let oh = pix / p.wo;
-        let ow = pix % p.wo;
-        let ih = vec4<i32>(i32(oh * p.sh)) + oy;
-        let iw = vec4<i32>(i32(ow * p.sw)) + ox;
-        let ok = kok & (ih >= vec4<i32>(0)) & (ih < vec4<i32>(i32(p.h)))
-            & (iw >= vec4<i32>(0)) & (iw < vec4<i32>(i32(p.w)));
-        var xv = vec4<f32>(0.0);
-        for (var j = 0u; j < BK; j = j + 1u) {
-            if (ok[j]) {
-                xv[j] = x[(n * p.cin + plane[j]) * hw + u32(ih[j]) * p.w + u32(iw[j])];
+    var acc: array<array<f32, BP>, GW_BC>;
+    for (var oh = oh0; oh < oh1; oh = oh + 1u) {
+        var xr = oh * p.sh * p.wp;
+        var gr = oh * p.wo;
+        for (var ow = 0u; ow < p.wo; ow = ow + 1u) {
+            var xv: array<f32, BP>;
+            for (var j = 0u; j < BP; j = j + 1u) {
+                xv[j] = a[xo[j] + xr];
             }
-        }
-        let gbase = (n * p.cout + co0) * out_plane + pix;
-        for (var c = 0u; c < BCO; c = c + 1u) {
-            if (c < nco) {
-                acc[c] = acc[c] + dy[gbase + c * out_plane] * xv;
+            for (var k = 0u; k < GW_BC; k = k + 1u) {
+                let gv = c[go[k] + gr];
+                for (var j = 0u; j < BP; j = j + 1u) {
+                    acc[k][j] = fma(gv, xv[j], acc[k][j]);
+                }
             }
+            xr = xr + p.sw;
+            gr = gr + 1u;
         }
     }
-    for (var c = 0u; c < BCO; c = c + 1u) {
-        tree[lid * BCO + c] = acc[c];
-    }
-    workgroupBarrier();
-    for (var s = GW_WG / 2u; s > 0u; s = s >> 1u) {
-        if (lid < s) {
-            for (var c = 0u; c < BCO; c = c + 1u) {
-                tree[lid * BCO + c] = tree[lid * BCO + c] + tree[(lid + s) * BCO + c];
-            }
-        }
-        workgroupBarrier();
-    }
-    if (lid == 0u && live) {
-        let nw = p.cout * ktot;
-        for (var c = 0u; c < nco; c = c + 1u) {
-            let row = chunk * nw + (co0 + c) * ktot + k0;
-            for (var j = 0u; j < BK; j = j + 1u) {
-                if (kok[j]) {
-                    partial[row + j] = tree[c][j];
+    for (var k = 0u; k < GW_BC; k = k + 1u) {
+        let co = c0 + k;
+        if (co < p.cout_g) {
+            let row = (chunk * p.cout + g * p.cout_g + co) * p.kt;
+            for (var j = 0u; j < BP; j = j + 1u) {
+                let kj = tb * BP + j;
+                if (kj < p.kt) {
+                    out[row + kj] = acc[k][j];
                 }
             }
         }
     }
+}
+
+// conv_pad: a = x [N, C, H, W] → out = xp [N, C, hp, wp] (x at offset (ph, pw), zeros
+// around). total = N·C·hp·wp.
+@compute @workgroup_size(WG)
+fn conv_pad(@builtin(workgroup_id) wid: vec3<u32>,
+            @builtin(num_workgroups) nwg: vec3<u32>,
+            @builtin(local_invocation_index) lid: u32) {
+    let t = invocation(wid, nwg, lid);
+    if (t >= p.total) {
+        return;
+    }
+    let x = t % p.wp;
+    let y = (t / p.wp) % p.hp;
+    let nc = t / (p.wp * p.hp);
+    var v = 0.0;
+    if (y >= p.ph && y < p.ph + p.h && x >= p.pw && x < p.pw + p.w) {
+        v = a[(nc * p.h + y - p.ph) * p.w + x - p.pw];
+    }
+    out[t] = v;
+}
+
+// conv_pack: a = w [Cout, Cin_g, KH, KW] → out = packed [groups, kt, cblocks·BC] (channel
+// blocks zero-padded to BC); with FLIP, the kernel w'[g·Cout_g + co, ci, ky, kx] =
+// a[g·Cin_g + ci, co, KH − 1 − ky, KW − 1 − kx] of the grad-input pass (Params describe w').
+// total = groups·kt·cblocks·BC.
+@compute @workgroup_size(WG)
+fn conv_pack(@builtin(workgroup_id) wid: vec3<u32>,
+             @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(local_invocation_index) lid: u32) {
+    let t = invocation(wid, nwg, lid);
+    if (t >= p.total) {
+        return;
+    }
+    let co = t % (p.cblocks * BC);
+    let k = (t / (p.cblocks * BC)) % p.kt;
+    let g = t / (p.cblocks * BC * p.kt);
+    var v = 0.0;
+    if (co < p.cout_g) {
+        if (FLIP) {
+            let kk = p.kh * p.kw;
+            v = a[((g * p.cin_g + k / kk) * p.cout_g + co) * kk + kk - 1u - k % kk];
+        } else {
+            v = a[(g * p.cout_g + co) * p.kt + k];
+        }
+    }
+    out[t] = v;
 }

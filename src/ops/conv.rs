@@ -20,6 +20,8 @@
 //! f64 loops, `src/ops/conv/cpu.rs`) is the oracle they are tested against.
 
 mod cpu;
+mod direct;
+mod gemm;
 
 use crate::autograd::Op;
 use crate::error::{Error, Result};
@@ -289,7 +291,20 @@ impl Geom {
     }
 }
 
+fn use_gemm() -> bool {
+    std::env::var("WGSEG_CONV_GEMM").is_ok()
+}
+fn use_direct() -> bool {
+    std::env::var("WGSEG_CONV_OLD").is_err() && !use_gemm()
+}
+
 fn gpu_forward(geo: &Geom, x: &GpuBuf, w: &GpuBuf, bias: Option<&GpuBuf>) -> Result<GpuBuf> {
+    if use_gemm() {
+        return gemm::forward(geo, x, w, bias);
+    }
+    if use_direct() {
+        return direct::forward(geo, x, w, bias);
+    }
     let ctx = x.context();
     let u = geo.blocked("conv2d", geo.cout_g, geo.ho * geo.wo)?;
     let out = ctx.alloc_storage(geo.out_shape().numel())?;
@@ -309,6 +324,12 @@ fn gpu_forward(geo: &Geom, x: &GpuBuf, w: &GpuBuf, bias: Option<&GpuBuf>) -> Res
 }
 
 fn gpu_grad_input(geo: &Geom, dy: &GpuBuf, w: &GpuBuf) -> Result<GpuBuf> {
+    if use_gemm() {
+        return gemm::grad_input(geo, dy, w);
+    }
+    if use_direct() && direct::grad_input_applies(geo) {
+        return direct::grad_input(geo, dy, w);
+    }
     let ctx = dy.context();
     let u = geo.blocked("conv2d_grad_input", geo.cin_g, geo.h * geo.w)?;
     let out = ctx.alloc_storage(geo.n * geo.cin * geo.h * geo.w)?;
@@ -326,37 +347,7 @@ fn gpu_grad_input(geo: &Geom, dy: &GpuBuf, w: &GpuBuf) -> Result<GpuBuf> {
 /// Launches the grad-weight kernel; returns the partial sums `[nchunks, Cout·K]` and
 /// `nchunks`.
 fn gpu_grad_weight(geo: &Geom, dy: &GpuBuf, x: &GpuBuf) -> Result<(GpuBuf, usize)> {
-    const OP: &str = "conv2d_grad_weight";
-    let ctx = dy.context();
-    let ktot = geo.cin_g * geo.kh * geo.kw;
-    let (cb, kb) = (geo.cout_g.div_ceil(CONV_GW_BCO), ktot.div_ceil(CONV_GW_BK));
-    let blocks = geo.groups * cb * kb;
-    let r = geo.n * geo.ho * geo.wo;
-    let want = r
-        .div_ceil(CONV_GW_MIN_CHUNK)
-        .min(CONV_GW_TARGET_WGS.div_ceil(blocks))
-        .max(1);
-    let chunk = r.div_ceil(want);
-    let nchunks = r.div_ceil(chunk);
-    let u = ConvUniform {
-        cblocks: index_u32(OP, cb)?,
-        kblocks: index_u32(OP, kb)?,
-        blocks: index_u32(OP, blocks)?,
-        chunk: index_u32(OP, chunk)?,
-        nchunks: index_u32(OP, nchunks)?,
-        ..geo.uniform()
-    };
-    let n_partial = nchunks * geo.cout * ktot;
-    index_u32(OP, n_partial)?;
-    let partial = ctx.alloc_storage(n_partial)?;
-    ctx.launch(
-        &Kernel::new(Shader::ConvGradWeight, OP),
-        &u,
-        &[dy, x],
-        &[&partial],
-        (blocks * nchunks) as u64,
-    )?;
-    Ok((partial, nchunks))
+    direct::grad_weight(geo, dy, x)
 }
 
 /// `y = conv2d(x, w) + bias` (see the module docs for the formula and shapes). Recorded on
