@@ -1,22 +1,22 @@
-// Helpers of the register-blocked conv kernels (src/ops/conv/direct.rs): the weight
-// gradient, input padding and weight packing. See conv_direct.wgsl for the formulas.
+// Gradient of a 2-D convolution with respect to its weights (src/ops/conv/direct.rs), as a
+// register-blocked implicit GEMM over the padded input xp and the channels-last packed dy
+// (both from conv_pack.wgsl):
 //
-// conv_direct_gw: partial[chunk, co, k] = Σ_{r in chunk} dy[n, co, oh, ow] · xp[n, g·Cin_g + ci,
-//   oh·sh + ky·dh, ow·sw + kx·dw] with r = (n, oh, ow), k = (ci, ky, kx) and a chunk a band
-//   of `rows` output rows of one image; one invocation owns GW_BC channels × BP taps and walks
-//   the chunk's positions (GW_BC + BP loads per GW_BC·BP FMAs); the host sums the chunks (no
-//   atomics). Tail channels and taps re-read the last valid one and are not stored.
+//   partial[chunk, co, k] = Σ_{(n, oh, ow) in chunk} dy[n, co, oh, ow]
+//                               · xp[n, g·Cin_g + ci, oh·sh + ky·dh, ow·sw + kx·dw]
+//
+// with k = (ci, ky, kx) the flattened tap (w's row-major layout), g = co / Cout_g and a chunk
+// a band of `rows` output rows of one image; the host sums the chunks (no atomics). One
+// invocation owns BC channels × BT taps: per position BC/4 vec4 loads of dy and BT scalar
+// loads of xp feed BC·BT FMAs, with no bounds checks (padding is in xp, tail channels are
+// zeros in the packed dy, tail taps re-read the last one and are not stored).
 
-// Output channels per invocation of conv_direct. Mirrors CONV_BC (conv_pack pads to it).
+// Channels per invocation (the packed dy's channel block). Mirrors CONV_BC.
 const BC: u32 = 16u;
-// Taps per grad-weight invocation. Mirrors CONV_GW_BT.
-const BP: u32 = 8u;
-// Output channels per grad-weight invocation. Mirrors CONV_GW_BC.
-const GW_BC: u32 = 8u;
+// Taps per invocation. Mirrors CONV_GW_BT in src/ops/conv/direct.rs.
+const BT: u32 = 8u;
 
 override WG: u32 = 64u;
-// conv_pack: read the kernel flipped and transposed (the grad-input pass).
-override FLIP: bool = false;
 
 // Mirrors DirectUniform in src/ops/conv/direct.rs. hp, wp: padded input plane; kt =
 // Cin_g·KH·KW; cblocks = channel blocks per group; pblocks = pixel (tap) blocks; total =
@@ -32,27 +32,23 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> a: array<f32>;
-@group(0) @binding(2) var<storage, read> c: array<f32>;
+@group(0) @binding(1) var<storage, read> xp: array<f32>;
+@group(0) @binding(2) var<storage, read> dy4: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 
-fn invocation(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
-    return wg_linear(wid, nwg) * WG + lid;
-}
-
-// conv_direct_gw: a = xp, c = dy, out = partial. Invocations: (chunk, group, channel block,
-// tap block) with tap blocks fastest; chunk = (n, band of `rows` output rows).
+// Invocations: (chunk, group, channel block, tap block) with tap blocks fastest, so a
+// workgroup shares its dy loads.
 @compute @workgroup_size(WG)
 fn conv_direct_gw(@builtin(workgroup_id) wid: vec3<u32>,
                   @builtin(num_workgroups) nwg: vec3<u32>,
                   @builtin(local_invocation_index) lid: u32) {
-    let t = invocation(wid, nwg, lid);
+    let t = wg_linear(wid, nwg) * WG + lid;
     if (t >= p.total) {
         return;
     }
     let tb = t % p.pblocks;
     let r0 = t / p.pblocks;
-    let c0 = (r0 % p.cblocks) * GW_BC;
+    let cb = r0 % p.cblocks;
     let r1 = r0 / p.cblocks;
     let g = r1 % p.groups;
     let chunk = r1 / p.groups;
@@ -61,94 +57,63 @@ fn conv_direct_gw(@builtin(workgroup_id) wid: vec3<u32>,
     let oh1 = min(oh0 + p.rows, p.ho);
     let pplane = p.hp * p.wp;
     let kk = p.kh * p.kw;
-    var xo: array<u32, BP>;
-    for (var j = 0u; j < BP; j = j + 1u) {
-        let k = min(tb * BP + j, p.kt - 1u);
+    var xo: array<u32, BT>;
+    for (var j = 0u; j < BT; j = j + 1u) {
+        let k = min(tb * BT + j, p.kt - 1u);
         let rem = k % kk;
         xo[j] = (n * p.cin + g * p.cin_g + k / kk) * pplane + (rem / p.kw) * p.dh * p.wp
             + (rem % p.kw) * p.dw;
     }
+    // vec4 index of (n, position, g, channel block); one position further is `gstep`.
+    let gstep = p.groups * p.cblocks * 4u;
     let plane = p.ho * p.wo;
-    var go: array<u32, GW_BC>;
-    for (var k = 0u; k < GW_BC; k = k + 1u) {
-        go[k] = (n * p.cout + g * p.cout_g + min(c0 + k, p.cout_g - 1u)) * plane;
-    }
-    var acc: array<array<f32, BP>, GW_BC>;
+    var m00 = mat4x4<f32>(); var m01 = mat4x4<f32>();
+    var m10 = mat4x4<f32>(); var m11 = mat4x4<f32>();
+    var m20 = mat4x4<f32>(); var m21 = mat4x4<f32>();
+    var m30 = mat4x4<f32>(); var m31 = mat4x4<f32>();
     for (var oh = oh0; oh < oh1; oh = oh + 1u) {
         var xr = oh * p.sh * p.wp;
-        var gr = oh * p.wo;
+        var gi = ((n * plane + oh * p.wo) * p.groups + g) * p.cblocks * 4u + cb * 4u;
         for (var ow = 0u; ow < p.wo; ow = ow + 1u) {
-            var xv: array<f32, BP>;
-            for (var j = 0u; j < BP; j = j + 1u) {
-                xv[j] = a[xo[j] + xr];
-            }
-            for (var k = 0u; k < GW_BC; k = k + 1u) {
-                let gv = c[go[k] + gr];
-                for (var j = 0u; j < BP; j = j + 1u) {
-                    acc[k][j] = fma(gv, xv[j], acc[k][j]);
-                }
-            }
+            let xa = vec4<f32>(xp[xo[0] + xr], xp[xo[1] + xr], xp[xo[2] + xr], xp[xo[3] + xr]);
+            let xb = vec4<f32>(xp[xo[4] + xr], xp[xo[5] + xr], xp[xo[6] + xr], xp[xo[7] + xr]);
+            let d0 = dy4[gi];
+            let d1 = dy4[gi + 1u];
+            let d2 = dy4[gi + 2u];
+            let d3 = dy4[gi + 3u];
+            m00 += mat4x4<f32>(xa * d0.x, xa * d0.y, xa * d0.z, xa * d0.w);
+            m01 += mat4x4<f32>(xb * d0.x, xb * d0.y, xb * d0.z, xb * d0.w);
+            m10 += mat4x4<f32>(xa * d1.x, xa * d1.y, xa * d1.z, xa * d1.w);
+            m11 += mat4x4<f32>(xb * d1.x, xb * d1.y, xb * d1.z, xb * d1.w);
+            m20 += mat4x4<f32>(xa * d2.x, xa * d2.y, xa * d2.z, xa * d2.w);
+            m21 += mat4x4<f32>(xb * d2.x, xb * d2.y, xb * d2.z, xb * d2.w);
+            m30 += mat4x4<f32>(xa * d3.x, xa * d3.y, xa * d3.z, xa * d3.w);
+            m31 += mat4x4<f32>(xb * d3.x, xb * d3.y, xb * d3.z, xb * d3.w);
             xr = xr + p.sw;
-            gr = gr + 1u;
+            gi = gi + gstep;
         }
     }
-    for (var k = 0u; k < GW_BC; k = k + 1u) {
+    // acc[channel][tap]: mCT[channel % 4][tap % 4] of channel group C, tap group T.
+    var acc: array<array<f32, BT>, BC>;
+    for (var i = 0u; i < 4u; i = i + 1u) {
+        for (var j = 0u; j < 4u; j = j + 1u) {
+            acc[i][j] = m00[i][j]; acc[i][j + 4u] = m01[i][j];
+            acc[i + 4u][j] = m10[i][j]; acc[i + 4u][j + 4u] = m11[i][j];
+            acc[i + 8u][j] = m20[i][j]; acc[i + 8u][j + 4u] = m21[i][j];
+            acc[i + 12u][j] = m30[i][j]; acc[i + 12u][j + 4u] = m31[i][j];
+        }
+    }
+    let c0 = cb * BC;
+    for (var k = 0u; k < BC; k = k + 1u) {
         let co = c0 + k;
         if (co < p.cout_g) {
             let row = (chunk * p.cout + g * p.cout_g + co) * p.kt;
-            for (var j = 0u; j < BP; j = j + 1u) {
-                let kj = tb * BP + j;
+            for (var j = 0u; j < BT; j = j + 1u) {
+                let kj = tb * BT + j;
                 if (kj < p.kt) {
                     out[row + kj] = acc[k][j];
                 }
             }
         }
     }
-}
-
-// conv_pad: a = x [N, C, H, W] → out = xp [N, C, hp, wp] (x at offset (ph, pw), zeros
-// around). total = N·C·hp·wp.
-@compute @workgroup_size(WG)
-fn conv_pad(@builtin(workgroup_id) wid: vec3<u32>,
-            @builtin(num_workgroups) nwg: vec3<u32>,
-            @builtin(local_invocation_index) lid: u32) {
-    let t = invocation(wid, nwg, lid);
-    if (t >= p.total) {
-        return;
-    }
-    let x = t % p.wp;
-    let y = (t / p.wp) % p.hp;
-    let nc = t / (p.wp * p.hp);
-    var v = 0.0;
-    if (y >= p.ph && y < p.ph + p.h && x >= p.pw && x < p.pw + p.w) {
-        v = a[(nc * p.h + y - p.ph) * p.w + x - p.pw];
-    }
-    out[t] = v;
-}
-
-// conv_pack: a = w [Cout, Cin_g, KH, KW] → out = packed [groups, kt, cblocks·BC] (channel
-// blocks zero-padded to BC); with FLIP, the kernel w'[g·Cout_g + co, ci, ky, kx] =
-// a[g·Cin_g + ci, co, KH − 1 − ky, KW − 1 − kx] of the grad-input pass (Params describe w').
-// total = groups·kt·cblocks·BC.
-@compute @workgroup_size(WG)
-fn conv_pack(@builtin(workgroup_id) wid: vec3<u32>,
-             @builtin(num_workgroups) nwg: vec3<u32>,
-             @builtin(local_invocation_index) lid: u32) {
-    let t = invocation(wid, nwg, lid);
-    if (t >= p.total) {
-        return;
-    }
-    let co = t % (p.cblocks * BC);
-    let k = (t / (p.cblocks * BC)) % p.kt;
-    let g = t / (p.cblocks * BC * p.kt);
-    var v = 0.0;
-    if (co < p.cout_g) {
-        if (FLIP) {
-            let kk = p.kh * p.kw;
-            v = a[((g * p.cin_g + k / kk) * p.cout_g + co) * kk + kk - 1u - k % kk];
-        } else {
-            v = a[(g * p.cout_g + co) * p.kt + k];
-        }
-    }
-    out[t] = v;
 }

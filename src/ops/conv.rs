@@ -21,7 +21,6 @@
 
 mod cpu;
 mod direct;
-mod gemm;
 
 use crate::autograd::Op;
 use crate::error::{Error, Result};
@@ -291,17 +290,11 @@ impl Geom {
     }
 }
 
-fn use_gemm() -> bool {
-    std::env::var("WGSEG_CONV_GEMM").is_ok()
-}
 fn use_direct() -> bool {
-    std::env::var("WGSEG_CONV_OLD").is_err() && !use_gemm()
+    std::env::var("WGSEG_CONV_OLD").is_err()
 }
 
 fn gpu_forward(geo: &Geom, x: &GpuBuf, w: &GpuBuf, bias: Option<&GpuBuf>) -> Result<GpuBuf> {
-    if use_gemm() {
-        return gemm::forward(geo, x, w, bias);
-    }
     if use_direct() {
         return direct::forward(geo, x, w, bias);
     }
@@ -324,9 +317,6 @@ fn gpu_forward(geo: &Geom, x: &GpuBuf, w: &GpuBuf, bias: Option<&GpuBuf>) -> Res
 }
 
 fn gpu_grad_input(geo: &Geom, dy: &GpuBuf, w: &GpuBuf) -> Result<GpuBuf> {
-    if use_gemm() {
-        return gemm::grad_input(geo, dy, w);
-    }
     if use_direct() && direct::grad_input_applies(geo) {
         return direct::grad_input(geo, dy, w);
     }

@@ -12,9 +12,7 @@ use crate::shape::Shape;
 pub const CONV_BC: usize = 16;
 /// Output pixels per invocation of the forward kernel (`BP`).
 pub const CONV_BP: usize = 8;
-/// Output channels per grad-weight invocation (`GW_BC` in `conv_grad_weight.wgsl`).
-pub const CONV_GW_BC: usize = 8;
-/// Taps per grad-weight invocation (`BP` in `conv_grad_weight.wgsl`).
+/// Taps per grad-weight invocation (`BT` in `conv_grad_weight.wgsl`).
 pub const CONV_GW_BT: usize = 8;
 /// Invocations per workgroup: a multiple of the 32/64 SIMD widths.
 pub const CONV_WG: u32 = 64;
@@ -86,7 +84,7 @@ impl DirectUniform {
     }
 }
 
-/// Launches an entry of `conv_grad_weight.wgsl` (grad-weight, padding, packing).
+/// Launches `k` over `u.total` invocations.
 fn launch(k: Kernel, u: &DirectUniform, ins: &[&GpuBuf], out: &GpuBuf) -> Result<()> {
     let k = k.with("WG", CONV_WG);
     out.context()
@@ -102,8 +100,7 @@ fn padded(op: &'static str, geo: &Geom, x: &GpuBuf) -> Result<Option<GpuBuf>> {
     let numel = geo.n * geo.cin * u.hp as usize * u.wp as usize;
     u.total = index_u32(op, numel)?;
     let out = x.context().alloc_storage(numel)?;
-    let k = Kernel::new(Shader::ConvGradWeight, "conv_pad");
-    launch(k, &u, &[x, x], &out)?;
+    launch(Kernel::new(Shader::ConvPack, "conv_pad"), &u, &[x], &out)?;
     Ok(Some(out))
 }
 
@@ -117,8 +114,8 @@ fn packed_weights(op: &'static str, geo: &Geom, w: &GpuBuf, flip: bool) -> Resul
     u.cblocks = index_u32(op, cb)?;
     u.total = index_u32(op, numel)?;
     let out = w.context().alloc_storage(numel)?;
-    let k = Kernel::new(Shader::ConvGradWeight, "conv_pack").with("FLIP", u32::from(flip));
-    launch(k, &u, &[w, w], &out)?;
+    let k = Kernel::new(Shader::ConvPack, "conv_pack").with("FLIP", u32::from(flip));
+    launch(k, &u, &[w], &out)?;
     Ok(out)
 }
 
@@ -198,7 +195,7 @@ pub(super) fn grad_weight(geo: &Geom, dy: &GpuBuf, x: &GpuBuf) -> Result<(GpuBuf
     let xp = padded(OP, geo, x)?;
     let xp = xp.as_ref().unwrap_or(x);
     let kt = geo.cin_g * geo.kh * geo.kw;
-    let (cb, tb) = (geo.cout_g.div_ceil(CONV_GW_BC), kt.div_ceil(CONV_GW_BT));
+    let (cb, tb) = (geo.cout_g.div_ceil(CONV_BC), kt.div_ceil(CONV_GW_BT));
     let per_chunk = geo.groups * cb * tb;
     let want = CONV_GW_TARGET.div_ceil(per_chunk * geo.n).clamp(1, geo.ho);
     let rows = geo.ho.div_ceil(want);
@@ -212,8 +209,15 @@ pub(super) fn grad_weight(geo: &Geom, dy: &GpuBuf, x: &GpuBuf) -> Result<(GpuBuf
     u.nchunks = index_u32(OP, per_image)?;
     let n_partial = nchunks * geo.cout * kt;
     index_u32(OP, n_partial)?;
-    let partial = dy.context().alloc_storage(n_partial)?;
+    let ctx = dy.context();
+    // dy channels-last, channel blocks zero-padded: [N, Ho·Wo, groups, cblocks·CONV_BC].
+    let n_dy = geo.n * geo.ho * geo.wo * geo.groups * cb * CONV_BC;
+    let mut up = u;
+    up.total = index_u32(OP, n_dy)?;
+    let dyp = ctx.alloc_storage(n_dy)?;
+    launch(Kernel::new(Shader::ConvPack, "conv_pack_dy"), &up, &[dy], &dyp)?;
+    let partial = ctx.alloc_storage(n_partial)?;
     let k = Kernel::new(Shader::ConvGradWeight, "conv_direct_gw");
-    launch(k, &u, &[xp, dy], &partial)?;
+    launch(k, &u, &[xp, &dyp], &partial)?;
     Ok((partial, nchunks))
 }
