@@ -24,7 +24,7 @@
 // Output channels per invocation. Mirrors CONV_BC in src/ops/conv/direct.rs.
 const BC: u32 = 16u;
 // Output pixels (conv_direct) or taps (conv_direct_gw) per invocation. Mirrors CONV_BP.
-const BP: u32 = 8u;
+const BP: u32 = 16u;
 
 override WG: u32 = 64u;
 override HAS_BIAS: u32 = 0u;
@@ -80,44 +80,54 @@ fn conv_direct(@builtin(workgroup_id) wid: vec3<u32>,
     // Packed weights: vec4 index of (tap k, channels c0..c0+3) is wbase + k·4·cblocks.
     var wi = (g * p.kt * p.cblocks + c0 / BC) * 4u;
     let wstep = p.cblocks * 4u;
-    var m00 = mat4x4<f32>(); var m01 = mat4x4<f32>();
-    var m10 = mat4x4<f32>(); var m11 = mat4x4<f32>();
-    var m20 = mat4x4<f32>(); var m21 = mat4x4<f32>();
-    var m30 = mat4x4<f32>(); var m31 = mat4x4<f32>();
+    var m00 = mat4x4<f32>(); var m01 = mat4x4<f32>(); var m02 = mat4x4<f32>(); var m03 = mat4x4<f32>();
+    var m10 = mat4x4<f32>(); var m11 = mat4x4<f32>(); var m12 = mat4x4<f32>(); var m13 = mat4x4<f32>();
+    var m20 = mat4x4<f32>(); var m21 = mat4x4<f32>(); var m22 = mat4x4<f32>(); var m23 = mat4x4<f32>();
+    var m30 = mat4x4<f32>(); var m31 = mat4x4<f32>(); var m32 = mat4x4<f32>(); var m33 = mat4x4<f32>();
     let row_step = p.dh * p.wp;
     for (var ci = 0u; ci < p.cin_g; ci = ci + 1u) {
         var off = ci * pplane;
         for (var ky = 0u; ky < p.kh; ky = ky + 1u) {
             var tap = off;
             for (var kx = 0u; kx < p.kw; kx = kx + 1u) {
-                let xa = vec4<f32>(a[xo[0] + tap], a[xo[1] + tap], a[xo[2] + tap], a[xo[3] + tap]);
-                let xb = vec4<f32>(a[xo[4] + tap], a[xo[5] + tap], a[xo[6] + tap], a[xo[7] + tap]);
-                let w0 = w4[wi];
+                let x0 = vec4<f32>(a[xo[0] + tap], a[xo[1] + tap], a[xo[2] + tap], a[xo[3] + tap]);
+                let x1 = vec4<f32>(a[xo[4] + tap], a[xo[5] + tap], a[xo[6] + tap], a[xo[7] + tap]);
+                let x2 = vec4<f32>(a[xo[8] + tap], a[xo[9] + tap], a[xo[10] + tap], a[xo[11] + tap]);
+                let x3 = vec4<f32>(a[xo[12] + tap], a[xo[13] + tap], a[xo[14] + tap], a[xo[15] + tap]);
+                let w0 = w4[wi + 0u];
                 let w1 = w4[wi + 1u];
                 let w2 = w4[wi + 2u];
                 let w3 = w4[wi + 3u];
-                m00 += mat4x4<f32>(xa * w0.x, xa * w0.y, xa * w0.z, xa * w0.w);
-                m01 += mat4x4<f32>(xb * w0.x, xb * w0.y, xb * w0.z, xb * w0.w);
-                m10 += mat4x4<f32>(xa * w1.x, xa * w1.y, xa * w1.z, xa * w1.w);
-                m11 += mat4x4<f32>(xb * w1.x, xb * w1.y, xb * w1.z, xb * w1.w);
-                m20 += mat4x4<f32>(xa * w2.x, xa * w2.y, xa * w2.z, xa * w2.w);
-                m21 += mat4x4<f32>(xb * w2.x, xb * w2.y, xb * w2.z, xb * w2.w);
-                m30 += mat4x4<f32>(xa * w3.x, xa * w3.y, xa * w3.z, xa * w3.w);
-                m31 += mat4x4<f32>(xb * w3.x, xb * w3.y, xb * w3.z, xb * w3.w);
+                m00 += mat4x4<f32>(x0 * w0.x, x0 * w0.y, x0 * w0.z, x0 * w0.w);
+                m01 += mat4x4<f32>(x1 * w0.x, x1 * w0.y, x1 * w0.z, x1 * w0.w);
+                m02 += mat4x4<f32>(x2 * w0.x, x2 * w0.y, x2 * w0.z, x2 * w0.w);
+                m03 += mat4x4<f32>(x3 * w0.x, x3 * w0.y, x3 * w0.z, x3 * w0.w);
+                m10 += mat4x4<f32>(x0 * w1.x, x0 * w1.y, x0 * w1.z, x0 * w1.w);
+                m11 += mat4x4<f32>(x1 * w1.x, x1 * w1.y, x1 * w1.z, x1 * w1.w);
+                m12 += mat4x4<f32>(x2 * w1.x, x2 * w1.y, x2 * w1.z, x2 * w1.w);
+                m13 += mat4x4<f32>(x3 * w1.x, x3 * w1.y, x3 * w1.z, x3 * w1.w);
+                m20 += mat4x4<f32>(x0 * w2.x, x0 * w2.y, x0 * w2.z, x0 * w2.w);
+                m21 += mat4x4<f32>(x1 * w2.x, x1 * w2.y, x1 * w2.z, x1 * w2.w);
+                m22 += mat4x4<f32>(x2 * w2.x, x2 * w2.y, x2 * w2.z, x2 * w2.w);
+                m23 += mat4x4<f32>(x3 * w2.x, x3 * w2.y, x3 * w2.z, x3 * w2.w);
+                m30 += mat4x4<f32>(x0 * w3.x, x0 * w3.y, x0 * w3.z, x0 * w3.w);
+                m31 += mat4x4<f32>(x1 * w3.x, x1 * w3.y, x1 * w3.z, x1 * w3.w);
+                m32 += mat4x4<f32>(x2 * w3.x, x2 * w3.y, x2 * w3.z, x2 * w3.w);
+                m33 += mat4x4<f32>(x3 * w3.x, x3 * w3.y, x3 * w3.z, x3 * w3.w);
                 wi = wi + wstep;
                 tap = tap + p.dw;
             }
             off = off + row_step;
         }
     }
-    // acc[channel][pixel]: mCP[channel % 4][pixel % 4] of channel group C, pixel group P.
+    // acc[channel][pixel] = mCQ[channel % 4][pixel % 4] of channel group C, pixel group Q.
     var acc: array<array<f32, BP>, BC>;
     for (var i = 0u; i < 4u; i = i + 1u) {
         for (var j = 0u; j < 4u; j = j + 1u) {
-            acc[i][j] = m00[i][j]; acc[i][j + 4u] = m01[i][j];
-            acc[i + 4u][j] = m10[i][j]; acc[i + 4u][j + 4u] = m11[i][j];
-            acc[i + 8u][j] = m20[i][j]; acc[i + 8u][j + 4u] = m21[i][j];
-            acc[i + 12u][j] = m30[i][j]; acc[i + 12u][j + 4u] = m31[i][j];
+            acc[i + 0u][j + 0u] = m00[i][j]; acc[i + 0u][j + 4u] = m01[i][j]; acc[i + 0u][j + 8u] = m02[i][j]; acc[i + 0u][j + 12u] = m03[i][j];
+            acc[i + 4u][j + 0u] = m10[i][j]; acc[i + 4u][j + 4u] = m11[i][j]; acc[i + 4u][j + 8u] = m12[i][j]; acc[i + 4u][j + 12u] = m13[i][j];
+            acc[i + 8u][j + 0u] = m20[i][j]; acc[i + 8u][j + 4u] = m21[i][j]; acc[i + 8u][j + 8u] = m22[i][j]; acc[i + 8u][j + 12u] = m23[i][j];
+            acc[i + 12u][j + 0u] = m30[i][j]; acc[i + 12u][j + 4u] = m31[i][j]; acc[i + 12u][j + 8u] = m32[i][j]; acc[i + 12u][j + 12u] = m33[i][j];
         }
     }
     for (var k = 0u; k < BC; k = k + 1u) {

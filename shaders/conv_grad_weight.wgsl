@@ -14,7 +14,7 @@
 // Channels per invocation (the packed dy's channel block). Mirrors CONV_BC.
 const BC: u32 = 16u;
 // Taps per invocation. Mirrors CONV_GW_BT in src/ops/conv/direct.rs.
-const BT: u32 = 8u;
+const BT: u32 = 16u;
 
 override WG: u32 = 64u;
 
@@ -67,40 +67,50 @@ fn conv_direct_gw(@builtin(workgroup_id) wid: vec3<u32>,
     // vec4 index of (n, position, g, channel block); one position further is `gstep`.
     let gstep = p.groups * p.cblocks * 4u;
     let plane = p.ho * p.wo;
-    var m00 = mat4x4<f32>(); var m01 = mat4x4<f32>();
-    var m10 = mat4x4<f32>(); var m11 = mat4x4<f32>();
-    var m20 = mat4x4<f32>(); var m21 = mat4x4<f32>();
-    var m30 = mat4x4<f32>(); var m31 = mat4x4<f32>();
+    var m00 = mat4x4<f32>(); var m01 = mat4x4<f32>(); var m02 = mat4x4<f32>(); var m03 = mat4x4<f32>();
+    var m10 = mat4x4<f32>(); var m11 = mat4x4<f32>(); var m12 = mat4x4<f32>(); var m13 = mat4x4<f32>();
+    var m20 = mat4x4<f32>(); var m21 = mat4x4<f32>(); var m22 = mat4x4<f32>(); var m23 = mat4x4<f32>();
+    var m30 = mat4x4<f32>(); var m31 = mat4x4<f32>(); var m32 = mat4x4<f32>(); var m33 = mat4x4<f32>();
     for (var oh = oh0; oh < oh1; oh = oh + 1u) {
         var xr = oh * p.sh * p.wp;
         var gi = ((n * plane + oh * p.wo) * p.groups + g) * p.cblocks * 4u + cb * 4u;
         for (var ow = 0u; ow < p.wo; ow = ow + 1u) {
-            let xa = vec4<f32>(xp[xo[0] + xr], xp[xo[1] + xr], xp[xo[2] + xr], xp[xo[3] + xr]);
-            let xb = vec4<f32>(xp[xo[4] + xr], xp[xo[5] + xr], xp[xo[6] + xr], xp[xo[7] + xr]);
-            let d0 = dy4[gi];
+            let x0 = vec4<f32>(xp[xo[0] + xr], xp[xo[1] + xr], xp[xo[2] + xr], xp[xo[3] + xr]);
+            let x1 = vec4<f32>(xp[xo[4] + xr], xp[xo[5] + xr], xp[xo[6] + xr], xp[xo[7] + xr]);
+            let x2 = vec4<f32>(xp[xo[8] + xr], xp[xo[9] + xr], xp[xo[10] + xr], xp[xo[11] + xr]);
+            let x3 = vec4<f32>(xp[xo[12] + xr], xp[xo[13] + xr], xp[xo[14] + xr], xp[xo[15] + xr]);
+            let d0 = dy4[gi + 0u];
             let d1 = dy4[gi + 1u];
             let d2 = dy4[gi + 2u];
             let d3 = dy4[gi + 3u];
-            m00 += mat4x4<f32>(xa * d0.x, xa * d0.y, xa * d0.z, xa * d0.w);
-            m01 += mat4x4<f32>(xb * d0.x, xb * d0.y, xb * d0.z, xb * d0.w);
-            m10 += mat4x4<f32>(xa * d1.x, xa * d1.y, xa * d1.z, xa * d1.w);
-            m11 += mat4x4<f32>(xb * d1.x, xb * d1.y, xb * d1.z, xb * d1.w);
-            m20 += mat4x4<f32>(xa * d2.x, xa * d2.y, xa * d2.z, xa * d2.w);
-            m21 += mat4x4<f32>(xb * d2.x, xb * d2.y, xb * d2.z, xb * d2.w);
-            m30 += mat4x4<f32>(xa * d3.x, xa * d3.y, xa * d3.z, xa * d3.w);
-            m31 += mat4x4<f32>(xb * d3.x, xb * d3.y, xb * d3.z, xb * d3.w);
+            m00 += mat4x4<f32>(x0 * d0.x, x0 * d0.y, x0 * d0.z, x0 * d0.w);
+            m01 += mat4x4<f32>(x1 * d0.x, x1 * d0.y, x1 * d0.z, x1 * d0.w);
+            m02 += mat4x4<f32>(x2 * d0.x, x2 * d0.y, x2 * d0.z, x2 * d0.w);
+            m03 += mat4x4<f32>(x3 * d0.x, x3 * d0.y, x3 * d0.z, x3 * d0.w);
+            m10 += mat4x4<f32>(x0 * d1.x, x0 * d1.y, x0 * d1.z, x0 * d1.w);
+            m11 += mat4x4<f32>(x1 * d1.x, x1 * d1.y, x1 * d1.z, x1 * d1.w);
+            m12 += mat4x4<f32>(x2 * d1.x, x2 * d1.y, x2 * d1.z, x2 * d1.w);
+            m13 += mat4x4<f32>(x3 * d1.x, x3 * d1.y, x3 * d1.z, x3 * d1.w);
+            m20 += mat4x4<f32>(x0 * d2.x, x0 * d2.y, x0 * d2.z, x0 * d2.w);
+            m21 += mat4x4<f32>(x1 * d2.x, x1 * d2.y, x1 * d2.z, x1 * d2.w);
+            m22 += mat4x4<f32>(x2 * d2.x, x2 * d2.y, x2 * d2.z, x2 * d2.w);
+            m23 += mat4x4<f32>(x3 * d2.x, x3 * d2.y, x3 * d2.z, x3 * d2.w);
+            m30 += mat4x4<f32>(x0 * d3.x, x0 * d3.y, x0 * d3.z, x0 * d3.w);
+            m31 += mat4x4<f32>(x1 * d3.x, x1 * d3.y, x1 * d3.z, x1 * d3.w);
+            m32 += mat4x4<f32>(x2 * d3.x, x2 * d3.y, x2 * d3.z, x2 * d3.w);
+            m33 += mat4x4<f32>(x3 * d3.x, x3 * d3.y, x3 * d3.z, x3 * d3.w);
             xr = xr + p.sw;
             gi = gi + gstep;
         }
     }
-    // acc[channel][tap]: mCT[channel % 4][tap % 4] of channel group C, tap group T.
+    // acc[channel][tap] = mCT[channel % 4][tap % 4] of channel group C, tap group T.
     var acc: array<array<f32, BT>, BC>;
     for (var i = 0u; i < 4u; i = i + 1u) {
         for (var j = 0u; j < 4u; j = j + 1u) {
-            acc[i][j] = m00[i][j]; acc[i][j + 4u] = m01[i][j];
-            acc[i + 4u][j] = m10[i][j]; acc[i + 4u][j + 4u] = m11[i][j];
-            acc[i + 8u][j] = m20[i][j]; acc[i + 8u][j + 4u] = m21[i][j];
-            acc[i + 12u][j] = m30[i][j]; acc[i + 12u][j + 4u] = m31[i][j];
+            acc[i + 0u][j + 0u] = m00[i][j]; acc[i + 0u][j + 4u] = m01[i][j]; acc[i + 0u][j + 8u] = m02[i][j]; acc[i + 0u][j + 12u] = m03[i][j];
+            acc[i + 4u][j + 0u] = m10[i][j]; acc[i + 4u][j + 4u] = m11[i][j]; acc[i + 4u][j + 8u] = m12[i][j]; acc[i + 4u][j + 12u] = m13[i][j];
+            acc[i + 8u][j + 0u] = m20[i][j]; acc[i + 8u][j + 4u] = m21[i][j]; acc[i + 8u][j + 8u] = m22[i][j]; acc[i + 8u][j + 12u] = m23[i][j];
+            acc[i + 12u][j + 0u] = m30[i][j]; acc[i + 12u][j + 4u] = m31[i][j]; acc[i + 12u][j + 8u] = m32[i][j]; acc[i + 12u][j + 12u] = m33[i][j];
         }
     }
     let c0 = cb * BC;

@@ -11,9 +11,9 @@ use crate::shape::Shape;
 /// Output channels per invocation of the forward kernel (`BC` in `conv_direct.wgsl`).
 pub const CONV_BC: usize = 16;
 /// Output pixels per invocation of the forward kernel (`BP`).
-pub const CONV_BP: usize = 8;
+pub const CONV_BP: usize = 16;
 /// Taps per grad-weight invocation (`BT` in `conv_grad_weight.wgsl`).
-pub const CONV_GW_BT: usize = 8;
+pub const CONV_GW_BT: usize = 16;
 /// Invocations per workgroup: a multiple of the 32/64 SIMD widths.
 pub const CONV_WG: u32 = 64;
 /// Grad-weight invocations the chunking of `N·Ho` rows aims for: enough to occupy a large
