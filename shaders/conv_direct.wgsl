@@ -1,29 +1,26 @@
-// 2-D convolution (forward; grad-input as a forward pass, see src/ops/conv/direct.rs) and its
-// weight gradient as register-blocked implicit GEMMs over a zero-padded copy of the input,
-// without shared memory, barriers or bounds checks in the inner loops.
+// 2-D convolution as a register-blocked implicit GEMM over a zero-padded copy of the input
+// (src/ops/conv/direct.rs; also runs stride-1 grad-input, on dy with the flipped kernel):
 //
-// conv_direct: y[n, co, oh, ow] = bias[co] + Σ_{ci, ky, kx} w[co, ci, ky, kx]
-//                  · xp[n, g·Cin_g + ci, oh·sh + ky·dh, ow·sw + kx·dw]
-//   where xp is x padded by (ph, pw) zeros on each side (so every tap is in bounds).
-//   One invocation: BC channels (of one group) × BP consecutive pixels of the flattened
-//   N·Ho·Wo output; per tap BC + BP loads feed BC·BP FMAs. Tail channels and pixels re-read
-//   the last valid one (clamped indices) and are not stored, so no load is ever masked.
-// conv_direct_gw: partial[chunk, co, k] = Σ_{r in chunk} dy[n, co, oh, ow] · xp[n, g·Cin_g + ci,
-//   oh·sh + ky·dh, ow·sw + kx·dw] with r = (n, oh, ow) and k = (ci, ky, kx); one invocation
-//   owns BC channels × BT taps and walks the chunk's positions (BC + BT loads per BC·BT
-//   FMAs); the host sums the chunks (no atomics).
-// conv_pad: xp from x. conv_flip: w'[g·Cin_g + ci, co, ky, kx] = w[g·Cout_g + co, ci,
-//   KH − 1 − ky, KW − 1 − kx] (the transposed, flipped kernel of the grad-input pass).
+//   y[n, co, oh, ow] = bias[co] + Σ_{ci, ky, kx} w[co, ci, ky, kx]
+//                          · xp[n, g·Cin_g + ci, oh·sh + ky·dh, ow·sw + kx·dw]
 //
-// Why this formulation (measured on lavapipe, see CONV_BC in src/ops/conv/direct.rs): the
-// matmul-style 64 × 64 tile with shared-memory staging ran the 1×1 256→256 row no faster
-// than the old 4 × 4 gather kernel, because lavapipe turns every workgroup-memory access and
-// every masked load into a per-invocation scalar loop; plain loads at clamped addresses and
-// FMAs into registers are what it runs fast.
+// where xp is x padded by (ph, pw) zeros on each side (conv_pad), so every tap is in bounds,
+// and w comes packed by conv_pack as [groups, K, cblocks·BC] (channel blocks zero-padded).
+// One invocation: BC = 16 channels (of one group) × BP = 16 consecutive pixels of the
+// flattened N·Ho·Wo output, in sixteen mat4x4 accumulators; per tap, BP scalar loads of xp
+// and BC/4 vec4 loads of w feed BC·BP FMAs. Tail pixels re-read the last valid one (clamped
+// index) and are not stored; tail channels read zero weights and are not stored. No load is
+// masked, there is no shared memory and no barrier.
+//
+// Why (measured on lavapipe, numbers in src/ops/conv/direct.rs): its cost is almost all
+// loads, ~30 cycles per invocation and loaded component (a per-invocation scalar loop in
+// Mesa 22.3, workgroup memory included), while FMAs are nearly free; so what counts is FMAs
+// per loaded component (here 256 per 32), not shared-memory reuse. The matmul-style 64 × 64
+// shared-memory tile ran the 1×1 row no faster than the old 4 × 4 gather kernel.
 
 // Output channels per invocation. Mirrors CONV_BC in src/ops/conv/direct.rs.
 const BC: u32 = 16u;
-// Output pixels (conv_direct) or taps (conv_direct_gw) per invocation. Mirrors CONV_BP.
+// Output pixels per invocation. Mirrors CONV_BP.
 const BP: u32 = 16u;
 
 override WG: u32 = 64u;
@@ -52,7 +49,7 @@ fn invocation(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
     return wg_linear(wid, nwg) * WG + lid;
 }
 
-// conv_direct: a = xp, b = w, c = bias (read only when HAS_BIAS = 1).
+// a = xp, w4 = packed weights, c = bias (read only when HAS_BIAS = 1).
 @compute @workgroup_size(WG)
 fn conv_direct(@builtin(workgroup_id) wid: vec3<u32>,
                @builtin(num_workgroups) nwg: vec3<u32>,
