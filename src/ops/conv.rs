@@ -47,10 +47,10 @@ pub const CONV_GATHER_BP: usize = 4;
 /// Fewest output channels per group (input channels per group for grad-input) for which
 /// the register-blocked kernels of `direct` beat the gather kernels of `conv.wgsl`. Each
 /// direct invocation pays for a whole CONV_BC = 16-channel block, the gather kernels for
-/// 4-channel blocks: measured on lavapipe (`cargo run --release --example conv_ab`, load
-/// ≈ 3–8), depthwise (1 channel) forward 221 ms direct vs 105 ms gather, grad-input 207 vs
-/// 153 ms, while 64- and 256-channel layers run 4–5× faster direct; by the cost per
-/// 4-channel block the two meet near 8 channels.
+/// 4-channel blocks. Measured on lavapipe (scratch A/B harness, old and new kernels in one
+/// process, load ≈ 3–8): depthwise (1 channel) forward 221 ms direct vs 105 ms gather,
+/// grad-input 207 vs 153 ms, while 64- and 256-channel layers run 4–5× faster direct; by
+/// the cost per 4-channel block the two meet near 8 channels.
 pub const CONV_DIRECT_MIN_CHANNELS: usize = 8;
 
 /// Stride, zero padding, dilation (each `(h, w)`) and groups of a convolution.

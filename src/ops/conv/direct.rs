@@ -12,8 +12,8 @@ use crate::shape::Shape;
 /// the channel block of the packed weights and packed dy (`conv_pack.wgsl`). On lavapipe
 /// every loaded component costs ~30 cycles per invocation and FMAs are nearly free, so the
 /// block is as large as loads allow: the channel weights of a tap are BC/4 vec4 loads of the
-/// packed weights. Measured with `cargo run --release --example conv_ab` (CPU time of the
-/// 1×1 256→256 32×32 N=4 forward, load ≈ 6–8): 4 ch × 8 px with scalar weights 2010 ms,
+/// packed weights. Measured with a scratch A/B harness (process CPU time of the 1×1 256→256
+/// 32×32 N=4 forward, old and new kernels in one process, load ≈ 6–8): 4 ch × 8 px with scalar weights 2010 ms,
 /// same with named vec4 accumulators 1220 ms, 16 ch × 8 px with vec4 weights 650 ms (old
 /// 4 × 4 gather kernel 3000 ms); dropping 7 of the 12 loads of the 4 × 8 block cut 1220 to
 /// 590 ms, i.e. the loads are the cost. On GPUs a 16 × 16 block is the classic SGEMM
