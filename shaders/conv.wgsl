@@ -1,5 +1,7 @@
 // 2-D convolution (PyTorch semantics: zero padding, stride, dilation, groups), forward and
-// grad-input, as register-blocked implicit GEMMs: each invocation computes a block of
+// grad-input, as gathers, for the shapes the register-blocked kernels of conv_direct.wgsl do
+// not take (src/ops/conv.rs picks): few channels per group (depthwise) and grad-input with
+// stride > 1. Each invocation computes a block of
 // BC channels × BP consecutive pixels of one image of its output (16 accumulators), and per
 // kernel tap loads BP activations and BC weights for 16 multiply-adds.
 //
@@ -20,16 +22,16 @@
 // straddle a group; a block's tail channels (≥ Cout_g or ≥ Cin_g) and tail pixels (past the
 // plane) are masked, so any shape is handled.
 
-// Channels per invocation. Mirrors CONV_BC in src/ops/conv.rs.
+// Channels per invocation. Mirrors CONV_GATHER_BC in src/ops/conv.rs.
 const BC: u32 = 4u;
-// Pixels per invocation: the width of the vec4 accumulators. Mirrors CONV_BP.
+// Pixels per invocation: the width of the vec4 accumulators. Mirrors CONV_GATHER_BP.
 const BP: u32 = 4u;
 
 override WG: u32 = 64u;
 override HAS_BIAS: u32 = 0u;
 
 // Mirrors ConvUniform in src/ops/conv.rs. cblocks/pblocks/blocks describe this entry's
-// output blocking; kblocks, chunk and nchunks are used by conv_grad_weight.wgsl only.
+// output blocking; kblocks, chunk and nchunks are unused padding.
 struct Params {
     n: u32, cin: u32, h: u32, w: u32,
     cout: u32, ho: u32, wo: u32, groups: u32,

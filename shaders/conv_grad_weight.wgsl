@@ -1,125 +1,127 @@
-// Gradient of a 2-D convolution with respect to its weights, as a gather + tree reduction
-// (no atomics):
+// Gradient of a 2-D convolution with respect to its weights (src/ops/conv/direct.rs), as a
+// register-blocked implicit GEMM over the padded input xp and the channels-last packed dy
+// (both from conv_pack.wgsl):
 //
-//   dw[co, k] = Σ_{n, oh, ow} dy[n, co, oh, ow] · x[n, g·Cin_g + ci, oh·sh − ph + ky·dh,
-//                                                   ow·sw − pw + kx·dw]
+//   partial[chunk, co, k] = Σ_{(n, oh, ow) in chunk} dy[n, co, oh, ow]
+//                               · xp[n, g·Cin_g + ci, oh·sh + ky·dh, ow·sw + kx·dw]
 //
-// with k = (ci·KH + ky)·KW + kx the flattened tap (so dw[co, k] is w's row-major layout) and
-// g = co / Cout_g. The reduction runs over R = N·Ho·Wo positions.
-//
-// One workgroup per (weight block, chunk of R): a block is BCO output channels (within one
-// group) × BK consecutive taps, 16 accumulators per invocation; the invocations stride over
-// the chunk's positions, then a shared-memory tree sums the workgroup. The workgroup writes
-// partial[chunk, co·K + k]; the host sums the chunks with the reduce kernels when there is
-// more than one. Tail channels and taps of a block are masked.
+// with k = (ci, ky, kx) the flattened tap (w's row-major layout), g = co / Cout_g and a chunk
+// a band of `rows` output rows of one image; the host sums the chunks (no atomics). One
+// invocation owns BC channels × BT taps: per position BC/4 vec4 loads of dy and BT scalar
+// loads of xp feed BC·BT FMAs, with no bounds checks (padding is in xp, tail channels are
+// zeros in the packed dy, tail taps re-read the last one and are not stored).
 
-// Output channels per block. Mirrors CONV_GW_BCO in src/ops/conv.rs.
-const BCO: u32 = 4u;
-// Taps per block: the width of the vec4 accumulators. Mirrors CONV_GW_BK.
-const BK: u32 = 4u;
-// Invocations per workgroup (a power of two for the tree). Mirrors CONV_GW_WG.
-const GW_WG: u32 = 64u;
+// Channels per invocation (the packed dy's channel block). Mirrors CONV_BC.
+const BC: u32 = 16u;
+// Taps per invocation. Mirrors CONV_GW_BT in src/ops/conv/direct.rs.
+const BT: u32 = 16u;
 
-// Mirrors ConvUniform in src/ops/conv.rs; here cblocks counts channel blocks per group,
-// kblocks tap blocks, blocks = groups·cblocks·kblocks, chunk positions per workgroup.
+override WG: u32 = 64u;
+
+// Mirrors DirectUniform in src/ops/conv/direct.rs. hp, wp: padded input plane; kt =
+// Cin_g·KH·KW; cblocks = channel blocks per group; pblocks = pixel (tap) blocks; total =
+// invocations; rows = output rows per grad-weight chunk; nchunks = chunks per image.
 struct Params {
-    n: u32, cin: u32, h: u32, w: u32,
+    n: u32, cin: u32, hp: u32, wp: u32,
     cout: u32, ho: u32, wo: u32, groups: u32,
     cin_g: u32, cout_g: u32, kh: u32, kw: u32,
-    sh: u32, sw: u32, ph: u32, pw: u32,
-    dh: u32, dw: u32, cblocks: u32, pblocks: u32,
-    kblocks: u32, blocks: u32, chunk: u32, nchunks: u32,
+    sh: u32, sw: u32, dh: u32, dw: u32,
+    kt: u32, cblocks: u32, pblocks: u32, total: u32,
+    rows: u32, nchunks: u32, ph: u32, pw: u32,
+    h: u32, w: u32, _p0: u32, _p1: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> dy: array<f32>;
-@group(0) @binding(2) var<storage, read> x: array<f32>;
-@group(0) @binding(3) var<storage, read_write> partial: array<f32>;
+@group(0) @binding(1) var<storage, read> xp: array<f32>;
+@group(0) @binding(2) var<storage, read> dy4: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;
 
-var<workgroup> tree: array<vec4<f32>, GW_WG * BCO>;
-
-@compute @workgroup_size(GW_WG)
-fn conv2d_grad_weight(@builtin(workgroup_id) wid: vec3<u32>,
-                      @builtin(num_workgroups) nwg: vec3<u32>,
-                      @builtin(local_invocation_index) lid: u32) {
-    let wg = wg_linear(wid, nwg);
-    let blk = wg / p.nchunks;
-    let chunk = wg % p.nchunks;
-    let live = blk < p.blocks;
-    let kb = blk % p.kblocks;
-    let r0 = blk / p.kblocks;
-    let g = r0 / p.cblocks;
-    let c0 = (r0 % p.cblocks) * BCO;
-    let co0 = g * p.cout_g + c0;
-    let nco = min(BCO, p.cout_g - min(c0, p.cout_g));
+// Invocations: (chunk, group, channel block, tap block) with tap blocks fastest, so a
+// workgroup shares its dy loads.
+@compute @workgroup_size(WG)
+fn conv_direct_gw(@builtin(workgroup_id) wid: vec3<u32>,
+                  @builtin(num_workgroups) nwg: vec3<u32>,
+                  @builtin(local_invocation_index) lid: u32) {
+    let t = wg_linear(wid, nwg) * WG + lid;
+    if (t >= p.total) {
+        return;
+    }
+    let tb = t % p.pblocks;
+    let r0 = t / p.pblocks;
+    let cb = r0 % p.cblocks;
+    let r1 = r0 / p.cblocks;
+    let g = r1 % p.groups;
+    let chunk = r1 / p.groups;
+    let n = chunk / p.nchunks;
+    let oh0 = (chunk % p.nchunks) * p.rows;
+    let oh1 = min(oh0 + p.rows, p.ho);
+    let pplane = p.hp * p.wp;
     let kk = p.kh * p.kw;
-    let ktot = p.cin_g * kk;
-    let k0 = kb * BK;
-    // Per tap of the block: input plane (channel) and offsets of the tap from oh·sh, ow·sw.
-    var kok = vec4<bool>(false);
-    var plane = vec4<u32>(0u);
-    var oy = vec4<i32>(0);
-    var ox = vec4<i32>(0);
-    for (var j = 0u; j < BK; j = j + 1u) {
-        let k = k0 + j;
-        kok[j] = k < ktot;
-        let ci = k / kk;
-        let ky = (k % kk) / p.kw;
-        let kx = k % p.kw;
-        plane[j] = g * p.cin_g + ci;
-        oy[j] = i32(ky * p.dh) - i32(p.ph);
-        ox[j] = i32(kx * p.dw) - i32(p.pw);
+    var xo: array<u32, BT>;
+    for (var j = 0u; j < BT; j = j + 1u) {
+        let k = min(tb * BT + j, p.kt - 1u);
+        let rem = k % kk;
+        xo[j] = (n * p.cin + g * p.cin_g + k / kk) * pplane + (rem / p.kw) * p.dh * p.wp
+            + (rem % p.kw) * p.dw;
     }
-    let hw = p.h * p.w;
-    let out_plane = p.ho * p.wo;
-    let total = p.n * out_plane;
-    let start = chunk * p.chunk;
-    var end = min(start + p.chunk, total);
-    if (!live) {
-        end = 0u;
-    }
-    var acc: array<vec4<f32>, BCO>;
-    for (var r = start + lid; r < end; r = r + GW_WG) {
-        let n = r / out_plane;
-        let pix = r % out_plane;
-        let oh = pix / p.wo;
-        let ow = pix % p.wo;
-        let ih = vec4<i32>(i32(oh * p.sh)) + oy;
-        let iw = vec4<i32>(i32(ow * p.sw)) + ox;
-        let ok = kok & (ih >= vec4<i32>(0)) & (ih < vec4<i32>(i32(p.h)))
-            & (iw >= vec4<i32>(0)) & (iw < vec4<i32>(i32(p.w)));
-        var xv = vec4<f32>(0.0);
-        for (var j = 0u; j < BK; j = j + 1u) {
-            if (ok[j]) {
-                xv[j] = x[(n * p.cin + plane[j]) * hw + u32(ih[j]) * p.w + u32(iw[j])];
-            }
-        }
-        let gbase = (n * p.cout + co0) * out_plane + pix;
-        for (var c = 0u; c < BCO; c = c + 1u) {
-            if (c < nco) {
-                acc[c] = acc[c] + dy[gbase + c * out_plane] * xv;
-            }
+    // vec4 index of (n, position, g, channel block); one position further is `gstep`.
+    let gstep = p.groups * p.cblocks * 4u;
+    let plane = p.ho * p.wo;
+    var m00 = mat4x4<f32>(); var m01 = mat4x4<f32>(); var m02 = mat4x4<f32>(); var m03 = mat4x4<f32>();
+    var m10 = mat4x4<f32>(); var m11 = mat4x4<f32>(); var m12 = mat4x4<f32>(); var m13 = mat4x4<f32>();
+    var m20 = mat4x4<f32>(); var m21 = mat4x4<f32>(); var m22 = mat4x4<f32>(); var m23 = mat4x4<f32>();
+    var m30 = mat4x4<f32>(); var m31 = mat4x4<f32>(); var m32 = mat4x4<f32>(); var m33 = mat4x4<f32>();
+    for (var oh = oh0; oh < oh1; oh = oh + 1u) {
+        var xr = oh * p.sh * p.wp;
+        var gi = ((n * plane + oh * p.wo) * p.groups + g) * p.cblocks * 4u + cb * 4u;
+        for (var ow = 0u; ow < p.wo; ow = ow + 1u) {
+            let x0 = vec4<f32>(xp[xo[0] + xr], xp[xo[1] + xr], xp[xo[2] + xr], xp[xo[3] + xr]);
+            let x1 = vec4<f32>(xp[xo[4] + xr], xp[xo[5] + xr], xp[xo[6] + xr], xp[xo[7] + xr]);
+            let x2 = vec4<f32>(xp[xo[8] + xr], xp[xo[9] + xr], xp[xo[10] + xr], xp[xo[11] + xr]);
+            let x3 = vec4<f32>(xp[xo[12] + xr], xp[xo[13] + xr], xp[xo[14] + xr], xp[xo[15] + xr]);
+            let d0 = dy4[gi + 0u];
+            let d1 = dy4[gi + 1u];
+            let d2 = dy4[gi + 2u];
+            let d3 = dy4[gi + 3u];
+            m00 += mat4x4<f32>(x0 * d0.x, x0 * d0.y, x0 * d0.z, x0 * d0.w);
+            m01 += mat4x4<f32>(x1 * d0.x, x1 * d0.y, x1 * d0.z, x1 * d0.w);
+            m02 += mat4x4<f32>(x2 * d0.x, x2 * d0.y, x2 * d0.z, x2 * d0.w);
+            m03 += mat4x4<f32>(x3 * d0.x, x3 * d0.y, x3 * d0.z, x3 * d0.w);
+            m10 += mat4x4<f32>(x0 * d1.x, x0 * d1.y, x0 * d1.z, x0 * d1.w);
+            m11 += mat4x4<f32>(x1 * d1.x, x1 * d1.y, x1 * d1.z, x1 * d1.w);
+            m12 += mat4x4<f32>(x2 * d1.x, x2 * d1.y, x2 * d1.z, x2 * d1.w);
+            m13 += mat4x4<f32>(x3 * d1.x, x3 * d1.y, x3 * d1.z, x3 * d1.w);
+            m20 += mat4x4<f32>(x0 * d2.x, x0 * d2.y, x0 * d2.z, x0 * d2.w);
+            m21 += mat4x4<f32>(x1 * d2.x, x1 * d2.y, x1 * d2.z, x1 * d2.w);
+            m22 += mat4x4<f32>(x2 * d2.x, x2 * d2.y, x2 * d2.z, x2 * d2.w);
+            m23 += mat4x4<f32>(x3 * d2.x, x3 * d2.y, x3 * d2.z, x3 * d2.w);
+            m30 += mat4x4<f32>(x0 * d3.x, x0 * d3.y, x0 * d3.z, x0 * d3.w);
+            m31 += mat4x4<f32>(x1 * d3.x, x1 * d3.y, x1 * d3.z, x1 * d3.w);
+            m32 += mat4x4<f32>(x2 * d3.x, x2 * d3.y, x2 * d3.z, x2 * d3.w);
+            m33 += mat4x4<f32>(x3 * d3.x, x3 * d3.y, x3 * d3.z, x3 * d3.w);
+            xr = xr + p.sw;
+            gi = gi + gstep;
         }
     }
-    for (var c = 0u; c < BCO; c = c + 1u) {
-        tree[lid * BCO + c] = acc[c];
-    }
-    workgroupBarrier();
-    for (var s = GW_WG / 2u; s > 0u; s = s >> 1u) {
-        if (lid < s) {
-            for (var c = 0u; c < BCO; c = c + 1u) {
-                tree[lid * BCO + c] = tree[lid * BCO + c] + tree[(lid + s) * BCO + c];
-            }
+    // acc[channel][tap] = mCT[channel % 4][tap % 4] of channel group C, tap group T.
+    var acc: array<array<f32, BT>, BC>;
+    for (var i = 0u; i < 4u; i = i + 1u) {
+        for (var j = 0u; j < 4u; j = j + 1u) {
+            acc[i + 0u][j + 0u] = m00[i][j]; acc[i + 0u][j + 4u] = m01[i][j]; acc[i + 0u][j + 8u] = m02[i][j]; acc[i + 0u][j + 12u] = m03[i][j];
+            acc[i + 4u][j + 0u] = m10[i][j]; acc[i + 4u][j + 4u] = m11[i][j]; acc[i + 4u][j + 8u] = m12[i][j]; acc[i + 4u][j + 12u] = m13[i][j];
+            acc[i + 8u][j + 0u] = m20[i][j]; acc[i + 8u][j + 4u] = m21[i][j]; acc[i + 8u][j + 8u] = m22[i][j]; acc[i + 8u][j + 12u] = m23[i][j];
+            acc[i + 12u][j + 0u] = m30[i][j]; acc[i + 12u][j + 4u] = m31[i][j]; acc[i + 12u][j + 8u] = m32[i][j]; acc[i + 12u][j + 12u] = m33[i][j];
         }
-        workgroupBarrier();
     }
-    if (lid == 0u && live) {
-        let nw = p.cout * ktot;
-        for (var c = 0u; c < nco; c = c + 1u) {
-            let row = chunk * nw + (co0 + c) * ktot + k0;
-            for (var j = 0u; j < BK; j = j + 1u) {
-                if (kok[j]) {
-                    partial[row + j] = tree[c][j];
+    let c0 = cb * BC;
+    for (var k = 0u; k < BC; k = k + 1u) {
+        let co = c0 + k;
+        if (co < p.cout_g) {
+            let row = (chunk * p.cout + g * p.cout_g + co) * p.kt;
+            for (var j = 0u; j < BT; j = j + 1u) {
+                let kj = tb * BT + j;
+                if (kj < p.kt) {
+                    out[row + kj] = acc[k][j];
                 }
             }
         }

@@ -5,7 +5,10 @@
 mod common;
 
 use common::*;
-use wgseg::ops::conv::{CONV_BC, CONV_BP, CONV_GW_BCO, CONV_GW_BK, CONV_GW_MIN_CHUNK, CONV_WG};
+use wgseg::ops::conv::{
+    CONV_BC, CONV_BP, CONV_DIRECT_MIN_CHANNELS, CONV_GATHER_BC, CONV_GATHER_BP, CONV_GW_BT,
+    CONV_GW_TARGET, CONV_WG,
+};
 use wgseg::ops::{conv2d_grad_input, Conv2dParams};
 use wgseg::{Device, Error, Shape, Tensor};
 
@@ -234,36 +237,86 @@ fn conv2d_weight_gradient_alone() {
 }
 
 #[test]
-fn conv2d_more_than_one_workgroup() {
-    // Forward: 2·3·16·12 = 1152 outputs > one workgroup's CONV_WG·BC·BP outputs.
-    // Grad-weight: N·Ho·Wo = 384 positions > CONV_GW_MIN_CHUNK, so two chunks are summed.
+fn conv2d_gather_kernels_more_than_one_workgroup() {
+    // Few channels: the gather kernels. Forward 2·3·16·12 = 1152 outputs > one workgroup's
+    // CONV_WG·BC·BP of the gather kernel.
     let c = Case::new(2, 2, (16, 12), 3, (3, 3)).p(Conv2dParams::new(1, 1, 1, 1));
-    const { assert!(2 * 3 * 16 * 12 > CONV_WG as usize * CONV_BC * CONV_BP) };
-    const { assert!(2 * 16 * 12 > CONV_GW_MIN_CHUNK) };
+    const { assert!(3 < CONV_DIRECT_MIN_CHANNELS) };
+    const { assert!(2 * 3 * 16 * 12 > CONV_WG as usize * CONV_GATHER_BC * CONV_GATHER_BP) };
     c.check("more than one workgroup");
 }
 
 #[test]
-fn conv2d_tiling_remainders_everywhere() {
-    // Forward: Cout = 5 (channel block of 4 + 1), Ho·Wo = 17·17 = 289 pixels (72 blocks of 4
-    // + 1), 146 blocks (2 workgroups of 64 + 18). Grad-input: Cin = 3 (< 4), H·W = 289.
-    // Grad-weight: Cout = 5 (4 + 1), K = 3·3·3 = 27 taps (6 blocks of 4 + 3), 289 positions
-    // in 2 chunks of 145 and 144, each a partial pass of the 64 invocations.
+fn conv2d_gather_tiling_remainders() {
+    // Gather forward: Cout = 5 (channel block of 4 + 1), Ho·Wo = 17·17 = 289 pixels (72 blocks
+    // of 4 + 1); gather grad-input (stride 2): Cin = 3 (< 4).
     const COUT: usize = 5;
     const CIN: usize = 3;
-    const PLANE: usize = 17 * 17;
-    const K: usize = CIN * 3 * 3;
     const {
-        assert!(COUT % CONV_BC != 0 && PLANE % CONV_BP != 0 && CIN % CONV_BC != 0);
-        assert!(COUT % CONV_GW_BCO != 0 && K % CONV_GW_BK != 0 && PLANE > CONV_GW_MIN_CHUNK);
+        assert!(COUT % CONV_GATHER_BC != 0 && (17 * 17) % CONV_GATHER_BP != 0);
+        assert!(COUT < CONV_DIRECT_MIN_CHANNELS && CIN % CONV_GATHER_BC != 0);
     };
     Case::new(1, CIN, (17, 17), COUT, (3, 3))
         .p(Conv2dParams::new(1, 1, 1, 1))
         .check("remainders");
+    Case::new(1, CIN, (17, 17), COUT, (3, 3))
+        .p(Conv2dParams::new(2, 1, 1, 1))
+        .check("remainders stride 2");
     // Groups whose channel blocks end mid-block, with stride and dilation remainders.
     Case::new(2, 6, (11, 9), 10, (3, 2))
         .p(Conv2dParams::new(2, 2, 2, 2).with_stride(2, 3))
         .check("grouped remainders");
+}
+
+#[test]
+fn conv2d_direct_tiling_remainders_everywhere() {
+    // Direct kernels (≥ CONV_DIRECT_MIN_CHANNELS channels per group). Forward: Cout = 17
+    // (a 16-channel block + 1), N·Ho·Wo = 2·9·13 = 234 pixels (14 blocks of 16 + 10, blocks
+    // straddling the two images), K = 18·9 = 162. Grad-input (stride 1, the flipped forward):
+    // Cin = 18 channels (16 + 2), 234 pixels. Grad-weight: Cout = 17 (16 + 1), K = 162 taps
+    // (10 blocks of 16 + 2), one chunk per output row (few invocations per chunk), so the
+    // partial sums are added.
+    const {
+        assert!(17 % CONV_BC != 0 && 18 % CONV_BC != 0 && 234 % CONV_BP != 0);
+        assert!(162 % CONV_GW_BT != 0 && 17 >= CONV_DIRECT_MIN_CHANNELS);
+        assert!(2 * 2 * 11 < CONV_GW_TARGET);
+    };
+    Case::new(2, 18, (9, 13), 17, (3, 3))
+        .p(Conv2dParams::new(1, 1, 1, 1))
+        .check("direct remainders");
+    // Dilation and asymmetric padding through the padded copy; grad-input with padding below
+    // the dilated reach (flipped-kernel padding 2·2 − 1 = 3 and 2·1 − 0 = 2).
+    Case::new(1, 9, (7, 8), 10, (3, 2))
+        .p(Conv2dParams::default()
+            .with_padding(1, 0)
+            .with_dilation(2, 2))
+        .no_bias()
+        .check("direct dilation");
+    // Stride 2: direct forward and grad-weight, gather grad-input.
+    Case::new(1, 9, (9, 7), 8, (3, 3))
+        .p(Conv2dParams::new(2, 1, 1, 1))
+        .check("direct stride 2");
+    // 1×1 with padding 1 (more than the kernel's reach of 0): grad-input falls back to the
+    // gather kernel.
+    Case::new(1, 8, (3, 4), 9, (1, 1))
+        .p(Conv2dParams::new(1, 1, 1, 1))
+        .check("direct 1x1 pad 1");
+    // 1×1 without padding: no padded copy, flipped-kernel padding 0.
+    Case::new(2, 9, (3, 5), 8, (1, 1)).check("direct 1x1");
+    // Groups: 2 groups of 8 input → 9 output channels.
+    Case::new(1, 16, (5, 6), 18, (3, 3))
+        .p(Conv2dParams::new(1, 1, 1, 2))
+        .check("direct groups");
+}
+
+#[test]
+fn conv2d_direct_more_than_one_workgroup() {
+    // 34·34 = 1156 pixels in 73 blocks of 16 × 2 channel blocks = 146 invocations, more than
+    // one workgroup of CONV_WG.
+    const { assert!(2 * (34 * 34usize).div_ceil(CONV_BP) > CONV_WG as usize) };
+    Case::new(1, 8, (34, 34), 17, (3, 3))
+        .p(Conv2dParams::new(1, 1, 1, 1))
+        .check("direct more than one workgroup");
 }
 
 fn shape_err(r: wgseg::Result<Tensor>, needle: &str) {
@@ -333,7 +386,12 @@ fn conv2d_shape_errors() {
 #[test]
 fn conv_shaders_validate_with_naga() {
     use wgseg::gpu::Shader;
-    for s in [Shader::Conv, Shader::ConvGradWeight] {
+    for s in [
+        Shader::Conv,
+        Shader::ConvDirect,
+        Shader::ConvGradWeight,
+        Shader::ConvPack,
+    ] {
         let module = naga::front::wgsl::parse_str(&s.source())
             .unwrap_or_else(|e| panic!("{}: {}", s.file(), e.emit_to_string(&s.source())));
         naga::valid::Validator::new(

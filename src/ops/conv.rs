@@ -11,15 +11,26 @@
 //! ```
 //!
 //! where taps outside the input read 0. Gradients: `∂x` sums, for each input element, the
-//! outputs and taps that read it ([`conv2d_grad_input`], a gather kernel); `∂w[co, ci, ky, kx]`
-//! sums `dy · x` over `N·Ho·Wo` positions ([`conv2d_grad_weight`], a gather + tree reduction);
-//! `∂bias = Σ_{n, oh, ow} dy`, composed from the reduce kernels. None needs atomics.
+//! outputs and taps that read it ([`conv2d_grad_input`]); `∂w[co, ci, ky, kx]` sums `dy · x`
+//! over `N·Ho·Wo` positions ([`conv2d_grad_weight`], per-chunk partial sums added by the
+//! reduce kernels); `∂bias = Σ_{n, oh, ow} dy`, composed from the reduce kernels. None needs
+//! atomics.
 //!
-//! GPU kernels (`shaders/conv.wgsl`, `shaders/conv_grad_weight.wgsl`) are register-blocked
-//! implicit GEMMs: each invocation owns a 4 × 4 block of outputs. The CPU reference (plain
-//! f64 loops, `src/ops/conv/cpu.rs`) is the oracle they are tested against.
+//! GPU kernels, picked by shape (see [`CONV_DIRECT_MIN_CHANNELS`]):
+//! - `direct` (`shaders/conv_direct.wgsl`, `conv_grad_weight.wgsl`, `conv_pack.wgsl`):
+//!   register-blocked implicit GEMMs over a zero-padded copy of the input and packed weights
+//!   (16 channels × 16 pixels per invocation); stride-1 grad-input is the same forward
+//!   kernel run on `dy` with the flipped, transposed kernel; grad-weight is a 16-channel ×
+//!   16-tap block per invocation over a band of rows, summed over bands. Used for the forward
+//!   and grad-input of layers with ≥ 8 channels per group and for every grad-weight.
+//! - gather kernels (`shaders/conv.wgsl`, 4 channels × 4 pixels with masked loads): the
+//!   forward and grad-input of depthwise-like layers, and grad-input with stride > 1.
+//!
+//! The CPU reference (plain f64 loops, `src/ops/conv/cpu.rs`) is the oracle they are tested
+//! against.
 
 mod cpu;
+mod direct;
 
 use crate::autograd::Op;
 use crate::error::{Error, Result};
@@ -27,28 +38,20 @@ use crate::gpu::{groups_for, GpuBuf, Kernel, Shader};
 use crate::shape::Shape;
 use crate::tensor::{same_device, DType, Storage, Tensor};
 
-/// Channels per invocation of the forward and grad-input kernels (`BC` in `conv.wgsl`).
-/// A 4-channel × 4-pixel block gives 16 accumulators per thread: 8 loads feed 16 FMAs,
-/// while small enough to stay in registers on every GPU (and in lavapipe's SIMD lanes).
-pub const CONV_BC: usize = 4;
-/// Pixels per invocation of the forward and grad-input kernels (`BP`, the vec4 width).
-pub const CONV_BP: usize = 4;
-/// Invocations per workgroup of the forward and grad-input kernels: a multiple of the 32/64
-/// SIMD widths; each invocation already owns 16 outputs, so a small workgroup keeps small
-/// layers spread over several workgroups.
-pub const CONV_WG: u32 = 64;
-/// Output channels per workgroup block of the grad-weight kernel (`BCO`).
-pub const CONV_GW_BCO: usize = 4;
-/// Taps per workgroup block of the grad-weight kernel (`BK`, the vec4 width).
-pub const CONV_GW_BK: usize = 4;
-/// Invocations per grad-weight workgroup (`GW_WG`; a power of two for the tree).
-pub const CONV_GW_WG: usize = 64;
-/// Fewest reduction positions per grad-weight workgroup: 4 per invocation, below which the
-/// tree and the partial sums' second pass cost more than the products they split.
-pub const CONV_GW_MIN_CHUNK: usize = 4 * CONV_GW_WG;
-/// Grad-weight workgroups the chunking aims for: enough to occupy a large GPU (~100 compute
-/// units × a few workgroups each) when a layer has few weights but many positions.
-pub const CONV_GW_TARGET_WGS: usize = 1024;
+pub use direct::{CONV_BC, CONV_BP, CONV_GW_BT, CONV_GW_TARGET, CONV_WG};
+
+/// Channels per invocation of the gather kernels of `conv.wgsl` (`BC`).
+pub const CONV_GATHER_BC: usize = 4;
+/// Pixels per invocation of the gather kernels (`BP`, the vec4 width).
+pub const CONV_GATHER_BP: usize = 4;
+/// Fewest output channels per group (input channels per group for grad-input) for which
+/// the register-blocked kernels of `direct` beat the gather kernels of `conv.wgsl`. Each
+/// direct invocation pays for a whole CONV_BC = 16-channel block, the gather kernels for
+/// 4-channel blocks. Measured on lavapipe (scratch A/B harness, old and new kernels in one
+/// process, load ≈ 3–8): depthwise (1 channel) forward 221 ms direct vs 105 ms gather,
+/// grad-input 207 vs 153 ms, while 64- and 256-channel layers run 4–5× faster direct; by
+/// the cost per 4-channel block the two meet near 8 channels.
+pub const CONV_DIRECT_MIN_CHANNELS: usize = 8;
 
 /// Stride, zero padding, dilation (each `(h, w)`) and groups of a convolution.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -276,10 +279,13 @@ impl Geom {
         }
     }
 
-    /// Uniform for the output-blocked kernels: `channels` per group in blocks of `CONV_BC`,
-    /// a `plane` of pixels in blocks of `CONV_BP`, for every image and group.
+    /// Uniform for the gather kernels: `channels` per group in blocks of `CONV_GATHER_BC`,
+    /// a `plane` of pixels in blocks of `CONV_GATHER_BP`, for every image and group.
     fn blocked(&self, op: &'static str, channels: usize, plane: usize) -> Result<ConvUniform> {
-        let (cb, pb) = (channels.div_ceil(CONV_BC), plane.div_ceil(CONV_BP));
+        let (cb, pb) = (
+            channels.div_ceil(CONV_GATHER_BC),
+            plane.div_ceil(CONV_GATHER_BP),
+        );
         Ok(ConvUniform {
             cblocks: index_u32(op, cb)?,
             pblocks: index_u32(op, pb)?,
@@ -289,7 +295,12 @@ impl Geom {
     }
 }
 
+/// Forward: the register-blocked direct kernel, or the gather kernel for layers with few
+/// output channels per group (depthwise).
 fn gpu_forward(geo: &Geom, x: &GpuBuf, w: &GpuBuf, bias: Option<&GpuBuf>) -> Result<GpuBuf> {
+    if geo.cout_g >= CONV_DIRECT_MIN_CHANNELS {
+        return direct::forward(geo, x, w, bias);
+    }
     let ctx = x.context();
     let u = geo.blocked("conv2d", geo.cout_g, geo.ho * geo.wo)?;
     let out = ctx.alloc_storage(geo.out_shape().numel())?;
@@ -308,7 +319,12 @@ fn gpu_forward(geo: &Geom, x: &GpuBuf, w: &GpuBuf, bias: Option<&GpuBuf>) -> Res
     Ok(out)
 }
 
+/// Grad-input: the direct forward kernel on `dy` with the flipped kernel where that applies
+/// (stride 1, enough channels), else the gather kernel (any stride).
 fn gpu_grad_input(geo: &Geom, dy: &GpuBuf, w: &GpuBuf) -> Result<GpuBuf> {
+    if geo.cin_g >= CONV_DIRECT_MIN_CHANNELS && direct::grad_input_applies(geo) {
+        return direct::grad_input(geo, dy, w);
+    }
     let ctx = dy.context();
     let u = geo.blocked("conv2d_grad_input", geo.cin_g, geo.h * geo.w)?;
     let out = ctx.alloc_storage(geo.n * geo.cin * geo.h * geo.w)?;
@@ -326,37 +342,7 @@ fn gpu_grad_input(geo: &Geom, dy: &GpuBuf, w: &GpuBuf) -> Result<GpuBuf> {
 /// Launches the grad-weight kernel; returns the partial sums `[nchunks, Cout·K]` and
 /// `nchunks`.
 fn gpu_grad_weight(geo: &Geom, dy: &GpuBuf, x: &GpuBuf) -> Result<(GpuBuf, usize)> {
-    const OP: &str = "conv2d_grad_weight";
-    let ctx = dy.context();
-    let ktot = geo.cin_g * geo.kh * geo.kw;
-    let (cb, kb) = (geo.cout_g.div_ceil(CONV_GW_BCO), ktot.div_ceil(CONV_GW_BK));
-    let blocks = geo.groups * cb * kb;
-    let r = geo.n * geo.ho * geo.wo;
-    let want = r
-        .div_ceil(CONV_GW_MIN_CHUNK)
-        .min(CONV_GW_TARGET_WGS.div_ceil(blocks))
-        .max(1);
-    let chunk = r.div_ceil(want);
-    let nchunks = r.div_ceil(chunk);
-    let u = ConvUniform {
-        cblocks: index_u32(OP, cb)?,
-        kblocks: index_u32(OP, kb)?,
-        blocks: index_u32(OP, blocks)?,
-        chunk: index_u32(OP, chunk)?,
-        nchunks: index_u32(OP, nchunks)?,
-        ..geo.uniform()
-    };
-    let n_partial = nchunks * geo.cout * ktot;
-    index_u32(OP, n_partial)?;
-    let partial = ctx.alloc_storage(n_partial)?;
-    ctx.launch(
-        &Kernel::new(Shader::ConvGradWeight, OP),
-        &u,
-        &[dy, x],
-        &[&partial],
-        (blocks * nchunks) as u64,
-    )?;
-    Ok((partial, nchunks))
+    direct::grad_weight(geo, dy, x)
 }
 
 /// `y = conv2d(x, w) + bias` (see the module docs for the formula and shapes). Recorded on
