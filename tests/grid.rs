@@ -79,15 +79,25 @@ fn folded_grids_for_the_image_kernels() {
     // Shapes sized so that each kernel needs more than 4 workgroups (folded) but at most 4³.
     let x = uniform(2 * 3 * 24 * 24, 7, -1.0, 1.0);
     let w = uniform(8 * 3 * 3 * 3, 8, -0.5, 0.5);
+    // Gather kernels (3 input channels) and direct register-blocked kernels (8 channels).
     check_folded(
-        "conv2d folded",
+        "conv2d gather folded",
         &[
-            Input::param([2, 3, 20, 20], x[..2400].to_vec()),
+            Input::param([1, 3, 12, 12], x[..432].to_vec()),
             Input::param([8, 3, 3, 3], w),
             Input::param([8], uniform(8, 9, -1.0, 1.0)),
         ],
         Check::new(DOT, DOT),
         |t| t[0].conv2d(&t[1], Some(&t[2]), Conv2dParams::new(1, 1, 1, 1)),
+    );
+    check_folded(
+        "conv2d direct folded",
+        &[
+            Input::param([1, 8, 12, 12], x[..1152].to_vec()),
+            Input::param([8, 8, 3, 3], uniform(576, 12, -0.5, 0.5)),
+        ],
+        Check::new(DOT, DOT),
+        |t| t[0].conv2d(&t[1], None, Conv2dParams::new(1, 1, 1, 1)),
     );
     check_folded(
         "max_pool2d folded",
