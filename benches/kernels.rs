@@ -226,7 +226,7 @@ fn main() -> Result<()> {
         ctx.adapter_info().driver_info
     );
     println!(
-        "median of 5 timed runs after 2 warm-up runs, each ending in a device synchronisation\n"
+        "median of n timed runs (n = 5 after 2 warm-up runs; n = 3 after 1 for rows over {SLOW_ROW_S} s), each ending in a device synchronisation\n"
     );
     let b = Bench {
         dev: dev.clone(),
