@@ -67,6 +67,17 @@ impl Bench {
             self.dev.synchronize()?;
             times.push(t.elapsed().as_secs_f64());
         }
+        if std::env::var("WGSEG_TMP_PROFILE").is_ok() {
+            if let Device::Gpu(ctx) = &self.dev {
+                ctx.set_profiling(true);
+                f()?;
+                self.dev.synchronize()?;
+                for (k, c, s) in ctx.profile_report() {
+                    println!("    {k:<40} {c:>4} {:>9.3} ms", s * 1e3);
+                }
+                ctx.set_profiling(false);
+            }
+        }
         times.sort_by(f64::total_cmp);
         let med = times[times.len() / 2];
         let rate = match work {
