@@ -48,9 +48,10 @@ struct CeParams {
 }
 
 /// Pixels each `ce_forward` invocation sums (strided by the lane count, so neighbouring
-/// invocations read neighbouring pixels). Fewer partials to reduce and less per-invocation
-/// overhead as it grows; it must leave enough invocations to fill a GPU (4096 on the bench
-/// shape). Measured with `cargo bench -- softmax-CE` (lavapipe, 2 cores): TODO
+/// invocations read neighbouring pixels). Fewer partials to reduce as it grows, while it
+/// must leave enough invocations to fill a GPU (4096 on the bench shape). Not swept: with
+/// 64 the partials' reduction is ~1 ms of the forward's ~52 ms (`WGSEG_BENCH_PROFILE=1
+/// cargo bench -- softmax-CE`, lavapipe, load ≈ 2.8), so a larger value cannot pay.
 const CE_PIXELS_PER_LANE: usize = 64;
 
 /// The layout of a cross-entropy problem: `n` images, `c` classes, `inner` pixels per image.

@@ -17,18 +17,19 @@ use crate::tensor::{DType, Storage, Tensor};
 /// Elements each lane (invocation) reduces per pass; an axis this short is reduced in one
 /// final pass. Long enough that the loop amortises an invocation's index arithmetic and
 /// the passes stay few, short enough to leave thousands of invocations on long axes.
-/// Measured with `cargo bench -- sum` (lavapipe, 2 cores, load ≈ 8, same-run ratios):
-/// TODO
+/// Measured with `cargo bench -- "sum, 4M"` and `-- "sum over"` (lavapipe, 2 cores, load
+/// ≈ 3–4, one interleaved sweep): 64 → 85 / 75 ms, 256 → 30 / 18 ms, 1024 → 19 / 25 ms.
+/// 256 is best on the H·W row (the batch-norm pattern) and keeps 4× more invocations than
+/// 1024 for real GPUs. (The old shared-memory tree: 350 / 352 ms in the same session.)
 pub const LANE_LEN: usize = 256;
 
 /// Lanes of the next pass over an axis of `r` elements: 1 (final) once `r ≤ LANE_LEN`.
 /// Always `≤ r`, so every lane holds at least one element.
 pub(crate) fn lanes_for(r: usize) -> usize {
-    let ll: usize = std::env::var("WGSEG_TMP_LANE_LEN").ok().and_then(|v| v.parse().ok()).unwrap_or(LANE_LEN);
-    if r <= ll {
+    if r <= LANE_LEN {
         1
     } else {
-        r.div_ceil(ll)
+        r.div_ceil(LANE_LEN)
     }
 }
 
@@ -90,11 +91,7 @@ fn cpu_reduce(v: &[f64], (outer, r, inner): (usize, usize, usize), op: ReduceOp)
 }
 
 /// Parameters of one lane pass over `[outer, r, inner]` with `lanes` lanes.
-fn params(
-    (outer, r, inner): (usize, usize, usize),
-    lanes: usize,
-    scale: f32,
-) -> ReduceParams {
+fn params((outer, r, inner): (usize, usize, usize), lanes: usize, scale: f32) -> ReduceParams {
     ReduceParams {
         outputs: (outer * lanes * inner) as u32,
         r: r as u32,
@@ -342,16 +339,52 @@ impl Tensor {
     pub fn max(&self) -> Result<Tensor> {
         self.reshape([self.numel()])?.max_axis(0, false)
     }
-    /// Sums over several axes (kept as size 1 if `keepdim`).
+    /// Sums over several axes (kept as size 1 if `keepdim`). Runs of adjacent axes are
+    /// merged into one axis first (a free reshape), so e.g. the H and W axes of NCHW are
+    /// reduced as one long contiguous axis by one chain of lane passes.
     pub fn sum_axes(&self, axes: &[usize], keepdim: bool) -> Result<Tensor> {
         let mut sorted = axes.to_vec();
         sorted.sort_unstable();
         sorted.dedup();
-        let mut t = self.clone();
-        for &a in sorted.iter().rev() {
-            t = t.sum_axis(a as isize, keepdim)?;
+        let dims = self.dims().to_vec();
+        if let Some(&bad) = sorted.iter().find(|&&a| a >= dims.len()) {
+            return Err(Error::shape(
+                "sum_axes",
+                format!("axis {bad} out of range for shape {}", self.shape()),
+            ));
         }
-        Ok(t)
+        if sorted.is_empty() {
+            return Ok(self.clone());
+        }
+        // Merged dims, and the merged indices of the runs to reduce.
+        let (mut merged, mut runs): (Vec<usize>, Vec<usize>) = (Vec::new(), Vec::new());
+        for (i, &d) in dims.iter().enumerate() {
+            let reduced = sorted.binary_search(&i).is_ok();
+            if reduced && i > 0 && sorted.binary_search(&(i - 1)).is_ok() {
+                if let Some(last) = merged.last_mut() {
+                    *last *= d;
+                    continue;
+                }
+            }
+            merged.push(d);
+            if reduced {
+                runs.push(merged.len() - 1);
+            }
+        }
+        let mut t = self.reshape(merged)?;
+        for &a in runs.iter().rev() {
+            t = t.sum_axis(a as isize, true)?;
+        }
+        let out: Vec<usize> = dims
+            .iter()
+            .enumerate()
+            .filter_map(|(i, &d)| match sorted.binary_search(&i) {
+                Ok(_) if keepdim => Some(1),
+                Ok(_) => None,
+                Err(_) => Some(d),
+            })
+            .collect();
+        t.reshape(out)
     }
     /// Sums a broadcast result back to `shape` (the inverse of `broadcast_to` for gradients).
     pub fn sum_to(&self, shape: &Shape) -> Result<Tensor> {
