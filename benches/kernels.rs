@@ -3,11 +3,12 @@
 //! Each row: median wall time over timed runs after warm-up (each run ends with a device
 //! synchronisation), and the throughput it implies (GFLOP/s for compute-bound kernels, GB/s
 //! of compulsory traffic for memory-bound ones), on the adapter printed in the header.
+//! With `WGSEG_BENCH_PROFILE=1` each row also prints one profiled run's per-kernel times.
 
 use std::time::Instant;
 
 use wgseg::gpu::GpuContext;
-use wgseg::ops::Conv2dParams;
+use wgseg::ops::{batch_norm2d, BatchNormState, Conv2dParams, BN_EPS, BN_MOMENTUM};
 use wgseg::{backward, Device, Result, Tensor};
 
 /// What a row's throughput is measured in.
@@ -78,6 +79,17 @@ impl Bench {
             f()?;
             self.dev.synchronize()?;
             times.push(t.elapsed().as_secs_f64());
+        }
+        if std::env::var("WGSEG_BENCH_PROFILE").is_ok() {
+            if let Device::Gpu(ctx) = &self.dev {
+                ctx.set_profiling(true);
+                f()?;
+                self.dev.synchronize()?;
+                for (k, c, s) in ctx.profile_report() {
+                    println!("    {k:<40} {c:>4} {:>9.3} ms", s * 1e3);
+                }
+                ctx.set_profiling(false);
+            }
         }
         times.sort_by(f64::total_cmp);
         let med = times[times.len() / 2];
@@ -285,6 +297,24 @@ fn main() -> Result<()> {
     )?;
     drop((logits, labels));
 
+    // Batch norm in training (batch statistics, running-stat update) at a DeepLabV3+ shape:
+    // the per-channel reductions over N·H·W and the composed backward.
+    let bx = b.tensor(&[4, 64, 128, 128], 12)?.as_param();
+    let gamma = Tensor::ones([64], &b.dev)?.as_param();
+    let beta = Tensor::zeros([64], &b.dev)?.as_param();
+    let bn_state = BatchNormState::new(64, &b.dev)?;
+    b.run(
+        "batch_norm2d train (4,64,128,128) forward + backward",
+        // x read by the statistics and by the normalisation, y written; the backward about
+        // twice that.
+        Work::Bytes(4.0 * bx.numel() as f64 * 9.0),
+        || {
+            let (y, _) = batch_norm2d(&bx, &gamma, &beta, &bn_state, true, BN_MOMENTUM, BN_EPS)?;
+            backward(&y.sum()?).map(drop)
+        },
+    )?;
+    drop((bx, gamma, beta, bn_state));
+
     // Elementwise and layout (memory-bound).
     let n = 1 << 22;
     let x = b.tensor(&[n], 1)?;
@@ -312,7 +342,7 @@ fn main() -> Result<()> {
 
     // Reductions.
     b.run(
-        "sum, 4M f32 (tree, two passes)",
+        "sum, 4M f32 (three lane passes)",
         Work::Bytes(4.0 * n as f64),
         || x.sum().map(drop),
     )?;

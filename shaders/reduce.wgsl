@@ -1,40 +1,34 @@
-// Reductions along one axis of a tensor viewed as [outer, r, inner]; `o` indexes the
-// outer × inner outputs. OP: 0 sum, 1 max, 2 min. The sum is scaled by p.scale (1/r for a
-// mean) on the final pass.
+// Reductions along one axis of a tensor viewed as [outer, r, inner]. OP: 0 sum, 1 max,
+// 2 min. The sum is scaled by p.scale (1/r for a mean; 1 on a partial pass).
 //
-// reduce_serial: one thread per output loops over r (small r, e.g. channel axes).
-// reduce_tree:   one workgroup per (output, chunk of r): strided loads then a shared-memory
-//                tree; writes partial[o * nchunks + chunk]. The host repeats it on the
-//                partials (inner = 1) until one chunk is left: a two-pass (or more) tree.
+// reduce_lanes: one pass splits the axis into `lanes` interleaved lanes and reduces each:
+//   out[(o·lanes + j)·inner + i] = ⊕_{k ≡ j (mod lanes), k < r} x[(o·r + k)·inner + i],
+// i.e. [outer, r, inner] → [outer, lanes, inner]. lanes = 1 is the final pass (one
+// invocation per output); the host repeats the pass on the partials (r ← lanes) until it
+// is. Invocation t = (o·lanes + j)·inner + i: neighbouring invocations read neighbouring
+// addresses at every step of the loop (consecutive i when inner > 1, consecutive lanes j
+// when inner = 1, the long contiguous axis), no shared memory, no barriers, and no
+// integer division inside the loop. Every lane holds ≥ 1 element (the host keeps
+// lanes ≤ r), so no identity value ever reaches the output.
 
 override OP: u32 = 0u;
 override WG: u32 = 256u;
-const TREE_WG: u32 = 256u;
 
 struct Params {
     outputs: u32,
     r: u32,
     inner: u32,
-    chunk: u32,
-    nchunks: u32,
+    lanes: u32,
     scale: f32,
-    _p0: u32,
+    // Index of the view's first element in x (0 but for views into a larger buffer).
+    in_offset: u32,
     _p1: u32,
+    _p2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
-
-var<workgroup> sh: array<f32, TREE_WG>;
-
-fn identity() -> f32 {
-    switch OP {
-        case 1u: { return -F32_MAX; }
-        case 2u: { return F32_MAX; }
-        default: { return 0.0; }
-    }
-}
 
 fn combine(a: f32, b: f32) -> f32 {
     switch OP {
@@ -44,57 +38,49 @@ fn combine(a: f32, b: f32) -> f32 {
     }
 }
 
-fn finish(v: f32) -> f32 {
-    if (OP == 0u) {
-        return v * p.scale;
-    }
-    return v;
-}
-
 @compute @workgroup_size(WG)
-fn reduce_serial(@builtin(workgroup_id) wid: vec3<u32>,
-                 @builtin(num_workgroups) nwg: vec3<u32>,
-                 @builtin(local_invocation_index) lid: u32) {
-    let o = wg_linear(wid, nwg) * WG + lid;
-    if (o >= p.outputs) {
+fn reduce_lanes(@builtin(workgroup_id) wid: vec3<u32>,
+                @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_index) lid: u32) {
+    let t = wg_linear(wid, nwg) * WG + lid;
+    if (t >= p.outputs) {
         return;
     }
-    let base = (o / p.inner) * p.r * p.inner + o % p.inner;
-    var acc = identity();
-    for (var k = 0u; k < p.r; k = k + 1u) {
-        acc = combine(acc, x[base + k * p.inner]);
+    let i = t % p.inner;
+    let q = t / p.inner;
+    let j = q % p.lanes;
+    let o = q / p.lanes;
+    let step = p.lanes * p.inner;
+    // Elements of lane j: k = j, j + lanes, … < r (≥ 1 since j < lanes ≤ r).
+    let n = (p.r - j + p.lanes - 1u) / p.lanes;
+    var idx = p.in_offset + (o * p.r + j) * p.inner + i;
+    // Four independent accumulators: shorter dependency chains, and a loop whose body
+    // does four loads per trip.
+    var a0 = x[idx];
+    var a1 = a0;
+    var a2 = a0;
+    var a3 = a0;
+    if (OP == 0u) {
+        a1 = 0.0;
+        a2 = 0.0;
+        a3 = 0.0;
     }
-    out[o] = finish(acc);
-}
-
-@compute @workgroup_size(TREE_WG)
-fn reduce_tree(@builtin(workgroup_id) wid: vec3<u32>,
-               @builtin(num_workgroups) nwg: vec3<u32>,
-               @builtin(local_invocation_index) lid: u32) {
-    let wg = wg_linear(wid, nwg);
-    let o = wg / p.nchunks;
-    let c = wg % p.nchunks;
-    var acc = identity();
-    if (o < p.outputs) {
-        let base = (o / p.inner) * p.r * p.inner + o % p.inner;
-        let end = min((c + 1u) * p.chunk, p.r);
-        for (var k = c * p.chunk + lid; k < end; k = k + TREE_WG) {
-            acc = combine(acc, x[base + k * p.inner]);
-        }
+    idx = idx + step;
+    var k = 1u;
+    for (; k + 4u <= n; k = k + 4u) {
+        a0 = combine(a0, x[idx]);
+        a1 = combine(a1, x[idx + step]);
+        a2 = combine(a2, x[idx + 2u * step]);
+        a3 = combine(a3, x[idx + 3u * step]);
+        idx = idx + 4u * step;
     }
-    sh[lid] = acc;
-    workgroupBarrier();
-    for (var s = TREE_WG / 2u; s > 0u; s = s >> 1u) {
-        if (lid < s) {
-            sh[lid] = combine(sh[lid], sh[lid + s]);
-        }
-        workgroupBarrier();
+    for (; k < n; k = k + 1u) {
+        a0 = combine(a0, x[idx]);
+        idx = idx + step;
     }
-    if (lid == 0u && o < p.outputs) {
-        if (p.nchunks == 1u) {
-            out[o] = finish(sh[0]);
-        } else {
-            out[o * p.nchunks + c] = sh[0];
-        }
+    var acc = combine(combine(a0, a1), combine(a2, a3));
+    if (OP == 0u) {
+        acc = acc * p.scale;
     }
+    out[t] = acc;
 }

@@ -135,7 +135,7 @@ fn profiling_attributes_time_to_kernels() {
     };
     assert_eq!(calls("unary.wgsl::unary"), 2, "{report:?}");
     assert_eq!(
-        calls("reduce.wgsl::reduce_tree"),
+        calls("reduce.wgsl::reduce_lanes"),
         4,
         "two sums of two passes each: {report:?}"
     );

@@ -156,7 +156,8 @@ fn where_selects_and_routes_gradients() {
 
 #[test]
 fn reductions_match_and_differentiate() {
-    // (shape, axis): short axes (serial path), long axes (tree, one and several passes).
+    // (shape, axis): short axes (one final lane pass), long axes (several lane passes, with
+    // lanes of unequal length and a remainder after the 4-way unrolled loop).
     let cases: &[(&[usize], isize)] = &[
         (&[1], 0),
         (&[7], 0),
@@ -209,7 +210,7 @@ fn reductions_match_and_differentiate() {
 
 #[test]
 fn global_reductions_and_multipass_tree() {
-    // 3 000 000 elements: three tree passes (1024² < n).
+    // 1.1 M elements: three lane passes (4297 lanes, then 17, then 1).
     let n = 1_100_000;
     let x = uniform(n, 5, 0.0, 1.0);
     let want: f64 = x.iter().map(|&v| f64::from(v)).sum();
@@ -225,6 +226,48 @@ fn global_reductions_and_multipass_tree() {
         vec![777_777]
     );
     assert_eq!(t.max().unwrap().item().unwrap(), 5.0);
+}
+
+#[test]
+fn sum_axes_merges_adjacent_axes() {
+    // Runs of adjacent axes are reduced as one merged axis (H·W of NCHW, the batch-norm
+    // pattern), alone, at the front, at the back, and all of them; 300 > 256 = LANE_LEN
+    // makes the merged [1, 2] run of the last case a two-pass reduction.
+    let cases: &[(&[usize], &[usize])] = &[
+        (&[2, 3, 4, 5], &[0, 2, 3]),
+        (&[2, 3, 4, 5], &[0, 1]),
+        (&[2, 3, 4, 5], &[1]),
+        (&[2, 3, 4, 5], &[3, 0, 1, 2]),
+        (&[3, 20, 15, 2], &[1, 2]),
+    ];
+    for (k, (shape, axes)) in cases.iter().enumerate() {
+        let n: usize = shape.iter().product();
+        let x = uniform(n, 330 + k as u64, -1.0, 1.0);
+        for keepdim in [false, true] {
+            check_op(
+                &format!("sum_axes {shape:?} {axes:?} keepdim {keepdim}"),
+                &[Input::param(shape.to_vec(), x.clone())],
+                Check::new(REDUCTION, ELEMENTWISE),
+                |t| t[0].sum_axes(axes, keepdim),
+            );
+        }
+    }
+}
+
+#[test]
+fn argmax_ties_across_lanes_pick_the_first() {
+    // 5000 elements: two lane passes; equal maxima in different lanes of the first pass.
+    let mut x = vec![0.0f32; 5000];
+    for i in [4000, 1234, 2345, 4999] {
+        x[i] = 3.0;
+    }
+    for dev in std::iter::once(wgseg::Device::Cpu).chain(gpu()) {
+        let t = Tensor::from_vec(x.clone(), [5000], &dev).unwrap();
+        assert_eq!(
+            t.argmax_axis(0, false).unwrap().to_vec_u32().unwrap(),
+            vec![1234]
+        );
+    }
 }
 
 #[test]

@@ -229,8 +229,10 @@ fn cross_entropy_matches_and_differentiates() {
         // Pixels one past a 256-wide workgroup, in both layouts.
         ("wg+1 nchw", &[1, 3, 1, 257], 7),
         ("wg+1 nc", &[257, 3], 7),
-        // Several workgroups and a multi-pass reduction of the per-pixel terms.
+        // Several workgroups; lanes of unequal length (561 = 8·64 + 49 pixels per image).
         ("many nchw", &[2, 3, 33, 17], 9),
+        // 16 320 pixels: 255 lanes of 64 per image, 510 partials, so a two-pass reduction.
+        ("many lanes", &[2, 2, 96, 85], 0),
     ];
     for (k, (name, shape, ig)) in cases.iter().enumerate() {
         for weighted in [false, true] {

@@ -15,13 +15,19 @@
 //! `∂L/∂x_{v,c} = g · w_{y_v} · (p_{v,c} − δ_{c,y_v}) / Σ w`, `p = softmax_c(x)`, 0 for
 //! ignored pixels.
 //!
-//! GPU: `ce_forward` (one invocation per pixel, log-sum-exp over C) writes `w·ℓ` and `w`
-//! per pixel, one reduction sums both, `ce_finish` divides on the device, and `ce_backward`
-//! reads `g` and `Σ w` from device buffers: nothing is read back.
+//! GPU: `ce_forward` (each invocation handles `CE_PIXELS_PER_LANE` pixels of one image)
+//! writes every pixel's log-sum-exp (as `m` and `log s`) and per-invocation partial sums of
+//! `w·ℓ` and `w` into one statistics buffer, the lane reduction sums the partials, and
+//! `ce_finish` divides on the device. `ce_backward` (one invocation per pixel) reads `g`,
+//! `Σ w` and the saved log-sum-exp from device buffers: one load, one `exp` and one store
+//! per logit, and nothing is read back. The saved statistics (`sums` in
+//! `Op::CrossEntropy`) are `[Σ w·ℓ, Σ w, m (P), log s (P), …]` for `P` pixels; only the
+//! first two are read on the CPU.
 
 use crate::autograd::Op;
 use crate::error::{Error, Result};
 use crate::gpu::{groups_for, GpuBuf, Kernel, Shader};
+use crate::ops::reduce::gpu_sum_into;
 use crate::ops::softmax::u32_elements;
 use crate::ops::unary::ELEMENTWISE_WG;
 use crate::shape::Shape;
@@ -32,11 +38,21 @@ const OP: &str = "cross_entropy";
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct CeParams {
-    pixels: u32,
+    n: u32,
     c: u32,
     inner: u32,
     ignore_index: u32,
+    lanes: u32,
+    partials: u32,
+    _pad: [u32; 2],
 }
+
+/// Pixels each `ce_forward` invocation sums (strided by the lane count, so neighbouring
+/// invocations read neighbouring pixels). Fewer partials to reduce as it grows, while it
+/// must leave enough invocations to fill a GPU (4096 on the bench shape). Not swept: with
+/// 64 the partials' reduction is ~1 ms of the forward's ~52 ms (`WGSEG_BENCH_PROFILE=1
+/// cargo bench -- softmax-CE`, lavapipe, load ≈ 2.8), so a larger value cannot pay.
+const CE_PIXELS_PER_LANE: usize = 64;
 
 /// The layout of a cross-entropy problem: `n` images, `c` classes, `inner` pixels per image.
 #[derive(Clone, Copy, Debug)]
@@ -54,12 +70,27 @@ impl Layout {
     fn at(self, v: usize, k: usize) -> usize {
         (v / self.inner * self.c + k) * self.inner + v % self.inner
     }
+    /// Lanes per image of `ce_forward`.
+    fn lanes(self) -> usize {
+        self.inner.div_ceil(CE_PIXELS_PER_LANE)
+    }
+    /// Offset of the partial sums in the statistics buffer.
+    fn partials(self) -> usize {
+        2 + 2 * self.pixels()
+    }
+    /// Length of the statistics buffer: sums, m, log s, two rows of partials.
+    fn stats_len(self) -> usize {
+        self.partials() + 2 * self.n * self.lanes()
+    }
     fn params(self, ignore_index: u32) -> CeParams {
         CeParams {
-            pixels: self.pixels() as u32,
+            n: self.n as u32,
             c: self.c as u32,
             inner: self.inner as u32,
             ignore_index,
+            lanes: self.lanes() as u32,
+            partials: self.partials() as u32,
+            _pad: [0; 2],
         }
     }
 }
@@ -120,7 +151,7 @@ fn check(logits: &Tensor, labels: &Tensor, weights: Option<&Tensor>) -> Result<L
     } else {
         same_device(OP, &[logits, labels])?;
     }
-    u32_elements(OP, logits.numel().max(2 * lay.pixels()))?;
+    u32_elements(OP, logits.numel().max(lay.stats_len()))?;
     Ok(lay)
 }
 
@@ -172,7 +203,7 @@ fn kernel(entry: &'static str, weighted: bool) -> Kernel {
         .with("WG", ELEMENTWISE_WG)
 }
 
-/// GPU forward: `(loss, sums)`, both on the device.
+/// GPU forward: `(loss, stats)`, both on the device.
 fn gpu_forward(
     x: &GpuBuf,
     y: &GpuBuf,
@@ -181,28 +212,31 @@ fn gpu_forward(
     ignore_index: u32,
 ) -> Result<(GpuBuf, Tensor)> {
     let ctx = x.context();
-    let p = lay.pixels();
-    let stats = ctx.alloc_storage(2 * p)?;
-    // Unused inputs (g, sums; weights when unweighted) are bound to the logits as dummies.
+    let t = lay.n * lay.lanes();
+    let stats = ctx.alloc_storage(lay.stats_len())?;
+    // Unused inputs (g, stats; weights when unweighted) are bound to the logits as dummies.
     ctx.launch(
         &kernel("ce_forward", w.is_some()),
         &lay.params(ignore_index),
         &[x, y, w.unwrap_or(x), x, x],
         &[&stats],
-        groups_for(p, ELEMENTWISE_WG),
+        groups_for(t, ELEMENTWISE_WG),
     )?;
-    let stats = Tensor::from_storage(Storage::Gpu(stats), Shape(vec![2, p]), DType::F32);
-    let sums = stats.sum_axis(1, false)?.detach();
-    let s = buf(&sums)?;
+    gpu_sum_into(&stats, lay.partials(), (2, t, 1), &stats)?;
     let loss = ctx.alloc_storage(1)?;
     ctx.launch(
         &kernel("ce_finish", false),
         &lay.params(ignore_index),
-        &[s, s, s, s, s],
+        &[&stats, &stats, &stats, &stats, &stats],
         &[&loss],
         1,
     )?;
-    Ok((loss, sums))
+    let stats = Tensor::from_storage(
+        Storage::Gpu(stats),
+        Shape(vec![lay.stats_len()]),
+        DType::F32,
+    );
+    Ok((loss, stats))
 }
 
 /// Softmax cross-entropy of `logits` against `labels` (see the module docs for shapes,
