@@ -34,26 +34,7 @@ const SLOTS: u32 = 16u;
 const LANES: u32 = 8u;
 const WG: u32 = 64u;
 
-struct Params {
-    m: u32,
-    n: u32,
-    k: u32,
-    batch: u32,
-    tiles_m: u32,
-    tiles_n: u32,
-    batch_rank: u32,
-    _p0: u32,
-    a_rs: u32,
-    a_cs: u32,
-    b_rs: u32,
-    b_cs: u32,
-    // Batch shape, then A's and B's strides over it (8 dims each).
-    bshape: array<vec4<u32>, 2>,
-    a_bs: array<vec4<u32>, 2>,
-    b_bs: array<vec4<u32>, 2>,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(0) var<uniform> p: MatmulParams;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 @group(0) @binding(2) var<storage, read> b: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;

@@ -42,25 +42,7 @@ const CL_N: u32 = 4u;
 const TILE_M: u32 = 64u;
 const TILE_N: u32 = 128u;
 
-struct Params {
-    m: u32,
-    n: u32,
-    k: u32,
-    batch: u32,
-    tiles_m: u32,
-    tiles_n: u32,
-    batch_rank: u32,
-    _p0: u32,
-    a_rs: u32,
-    a_cs: u32,
-    b_rs: u32,
-    b_cs: u32,
-    bshape: array<vec4<u32>, 2>,
-    a_bs: array<vec4<u32>, 2>,
-    b_bs: array<vec4<u32>, 2>,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(0) var<uniform> p: MatmulParams;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 @group(0) @binding(2) var<storage, read> b: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;

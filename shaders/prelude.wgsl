@@ -43,3 +43,24 @@ fn strided_index(s: Strided, k: u32, i: u32) -> u32 {
     }
     return idx;
 }
+
+// Parameters of both matmul kernels (matmul.wgsl, matmul_sg.wgsl); mirrors MatmulParams in
+// src/ops/matmul.rs. Row/column strides of A and B, then the batch shape and A's and B's
+// strides over it (8 dims each; broadcast dims have stride 0).
+struct MatmulParams {
+    m: u32,
+    n: u32,
+    k: u32,
+    batch: u32,
+    tiles_m: u32,
+    tiles_n: u32,
+    batch_rank: u32,
+    _p0: u32,
+    a_rs: u32,
+    a_cs: u32,
+    b_rs: u32,
+    b_cs: u32,
+    bshape: array<vec4<u32>, 2>,
+    a_bs: array<vec4<u32>, 2>,
+    b_bs: array<vec4<u32>, 2>,
+}

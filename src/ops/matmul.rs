@@ -40,7 +40,7 @@ pub const MATMUL_SG_TILE: (usize, usize) = (64, 128);
 /// Most batch dims the kernel decodes (two `vec4<u32>` in the params).
 pub const MAX_BATCH_RANK: usize = 8;
 
-/// `#[repr(C)]` mirror of `struct Params` in `shaders/matmul.wgsl`.
+/// `#[repr(C)]` mirror of `struct MatmulParams` in `shaders/prelude.wgsl` (both matmul kernels).
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct MatmulParams {
