@@ -64,3 +64,17 @@ struct MatmulParams {
     a_bs: array<vec4<u32>, 2>,
     b_bs: array<vec4<u32>, 2>,
 }
+
+// Parameters of the direct conv kernels (conv_direct.wgsl, conv_grad_weight.wgsl,
+// conv_pack.wgsl); mirrors DirectUniform in src/ops/conv/direct.rs. hp, wp: padded input
+// plane; kt = Cin_g·KH·KW; cblocks = channel blocks per group; pblocks = pixel (tap) blocks;
+// total = invocations; rows = output rows per grad-weight chunk; nchunks = chunks per image.
+struct ConvDirectParams {
+    n: u32, cin: u32, hp: u32, wp: u32,
+    cout: u32, ho: u32, wo: u32, groups: u32,
+    cin_g: u32, cout_g: u32, kh: u32, kw: u32,
+    sh: u32, sw: u32, dh: u32, dw: u32,
+    kt: u32, cblocks: u32, pblocks: u32, total: u32,
+    rows: u32, nchunks: u32, ph: u32, pw: u32,
+    h: u32, w: u32, _p0: u32, _p1: u32,
+}

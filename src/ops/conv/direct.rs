@@ -32,7 +32,7 @@ pub const CONV_WG: u32 = 64;
 /// GPU when a layer has few weights; more chunks only add partial sums to add up.
 pub const CONV_GW_TARGET: usize = 8192;
 
-/// `#[repr(C)]` mirror of `struct Params` in `shaders/conv_direct.wgsl` (28 × u32).
+/// `#[repr(C)]` mirror of `struct ConvDirectParams` in `shaders/prelude.wgsl` (28 × u32).
 #[repr(C)]
 #[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
 struct DirectUniform {
