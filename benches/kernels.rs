@@ -257,9 +257,7 @@ fn main() -> Result<()> {
     };
 
     // Dispatch overhead: 500 tiny dispatches batched vs one submit each. Measured first,
-    // before large tensors exist: on lavapipe the per-dispatch cost grows with the device
-    // memory held (500 tiny dispatches: 20 ms with nothing else allocated, 44-65 ms with
-    // 0.4-1.2 GB of live buffers; measured with a scratch example, 2026-11-22).
+    // before large tensors exist, and once more with 1 GiB live (see that row).
     let tiny = b.tensor(&[64], 6)?;
     let batched = b.run(
         "500 tiny dispatches, batched submits",
@@ -290,6 +288,29 @@ fn main() -> Result<()> {
             "batched speed-up over one submit per dispatch",
             s / a
         );
+    }
+    // The same batched row with 1 GiB of live device buffers, as in a training step (the
+    // first warm-up run includes the deferred 1 GiB upload).
+    if b.filter
+        .as_deref()
+        .is_none_or(|f| "500 tiny dispatches".contains(f))
+    {
+        let ballast: Vec<Tensor> = (0..64)
+            .map(|i| b.tensor(&[1 << 22], 100 + i))
+            .collect::<Result<_>>()?;
+        b.run(
+            "500 tiny dispatches, batched, 1 GiB live",
+            Work::Items(500.0, "dispatch"),
+            || {
+                let mut t = tiny.clone();
+                for _ in 0..500 {
+                    t = t.add_scalar(1.0)?;
+                }
+                Ok(())
+            },
+        )?;
+        drop(ballast);
+        ctx.trim_pool();
     }
 
     // The adapter's ceiling, to read every other row as a fraction of it.
