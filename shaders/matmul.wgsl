@@ -83,17 +83,9 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>,
     let col0 = (t % p.tiles_n) * TILE;
 
     // Batch offsets of A and B (broadcast dims have stride 0).
-    var a_base = 0u;
-    var b_base = 0u;
-    var rem = bi;
-    var d = p.batch_rank;
-    while (d > 0u) {
-        d = d - 1u;
-        let c = rem % p.bshape[d / 4u][d % 4u];
-        rem = rem / p.bshape[d / 4u][d % 4u];
-        a_base = a_base + c * p.a_bs[d / 4u][d % 4u];
-        b_base = b_base + c * p.b_bs[d / 4u][d % 4u];
-    }
+    let bases = matmul_batch_bases(p, bi);
+    let a_base = bases.x;
+    let b_base = bases.y;
 
     let tx = lid % LANES;
     let ty = lid / LANES;

@@ -78,3 +78,17 @@ struct ConvDirectParams {
     rows: u32, nchunks: u32, ph: u32, pw: u32,
     h: u32, w: u32, _p0: u32, _p1: u32,
 }
+
+// Element offsets of batch `bi` in A and in B (x, y) for both matmul kernels.
+fn matmul_batch_bases(q: MatmulParams, bi: u32) -> vec2<u32> {
+    var bases = vec2<u32>(0u, 0u);
+    var rem = bi;
+    var d = q.batch_rank;
+    while (d > 0u) {
+        d = d - 1u;
+        let c = rem % q.bshape[d / 4u][d % 4u];
+        rem = rem / q.bshape[d / 4u][d % 4u];
+        bases = bases + c * vec2<u32>(q.a_bs[d / 4u][d % 4u], q.b_bs[d / 4u][d % 4u]);
+    }
+    return bases;
+}
