@@ -92,3 +92,11 @@ fn matmul_batch_bases(q: MatmulParams, bi: u32) -> vec2<u32> {
     }
     return bases;
 }
+
+// Texel arrays (GpuTex in src/gpu/pool.rs): linear texel index t is stored at (t mod 2^12,
+// t / 2^12) of an rgba32float texture 2^12 = TEX_WIDTH texels wide.
+const TEX_SHIFT: u32 = 12u;
+
+fn texel_xy(t: u32) -> vec2<u32> {
+    return vec2<u32>(t & ((1u << TEX_SHIFT) - 1u), t >> TEX_SHIFT);
+}

@@ -21,6 +21,9 @@ pub struct GpuOptions {
     /// Leave subgroup operations off even where the adapter has them, so that kernels take
     /// their portable paths (tests use this to cover both on one adapter).
     pub no_subgroups: bool,
+    /// Leave the texture GEMM (`shaders/gemm_tex.wgsl`) off, so that matmul and conv take
+    /// their storage-buffer kernels (tests use this to cover both).
+    pub no_textures: bool,
 }
 
 /// A description of an adapter, for `wgseg info` and logs.
@@ -42,6 +45,7 @@ pub struct GpuContext {
     limits: wgpu::Limits,
     features: wgpu::Features,
     max_wg_per_dim: AtomicU32,
+    texture_gemm: bool,
     pub(crate) folded_dispatches: std::sync::atomic::AtomicU64,
     pub(crate) pipelines: Mutex<PipelineCache>,
     pub(crate) pool: Mutex<Pool>,
@@ -179,6 +183,7 @@ impl GpuContext {
             queue,
             features,
             max_wg_per_dim: AtomicU32::new(max_wg),
+            texture_gemm: !opts.no_textures,
             folded_dispatches: Default::default(),
             pipelines: Mutex::new(PipelineCache::default()),
             pool: Mutex::new(Pool::default()),
@@ -214,6 +219,14 @@ impl GpuContext {
         self.features.contains(wgpu::Features::SUBGROUP)
             && self.info.subgroup_min_size >= 8
             && self.info.subgroup_max_size <= 64
+    }
+
+    /// Whether matmul and conv use the texture GEMM (`shaders/gemm_tex.wgsl`): it needs
+    /// clusters of 8 subgroup lanes and texel arrays of TEX_WIDTH texels per row.
+    pub fn texture_gemm(&self) -> bool {
+        self.texture_gemm
+            && self.subgroup_clusters_of_8()
+            && self.limits.max_texture_dimension_2d >= super::pool::TEX_WIDTH
     }
 
     /// Optional features enabled on the device.

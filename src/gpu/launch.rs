@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use super::context::GpuContext;
 use super::grid;
-use super::pool::GpuBuf;
+use super::pool::{GpuBuf, GpuTex};
 use super::shaders::Shader;
 use crate::error::{Error, Result};
 
@@ -32,6 +32,54 @@ impl Kernel {
     }
 }
 
+/// One binding of a launch after the parameters, in binding order: read-only inputs first,
+/// then outputs (DESIGN.md's convention).
+#[derive(Clone, Copy)]
+pub enum Arg<'a> {
+    /// A read-only storage buffer.
+    In(&'a GpuBuf),
+    /// A writable storage buffer.
+    Out(&'a GpuBuf),
+    /// A texel array read with `textureLoad` (`texture_2d<f32>`).
+    Texels(&'a GpuTex),
+    /// A texel array written with `textureStore` (`texture_storage_2d<rgba32float, write>`).
+    TexelsOut(&'a GpuTex),
+}
+
+/// The binding kinds of a launch, part of the pipeline key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ArgKind {
+    In,
+    Out,
+    Texels,
+    TexelsOut,
+}
+
+impl Arg<'_> {
+    pub fn kind(&self) -> ArgKind {
+        match self {
+            Arg::In(_) => ArgKind::In,
+            Arg::Out(_) => ArgKind::Out,
+            Arg::Texels(_) => ArgKind::Texels,
+            Arg::TexelsOut(_) => ArgKind::TexelsOut,
+        }
+    }
+
+    fn context(&self) -> &Arc<GpuContext> {
+        match self {
+            Arg::In(b) | Arg::Out(b) => b.context(),
+            Arg::Texels(t) | Arg::TexelsOut(t) => t.context(),
+        }
+    }
+
+    fn resource(&self) -> wgpu::BindingResource<'_> {
+        match self {
+            Arg::In(b) | Arg::Out(b) => b.binding(),
+            Arg::Texels(t) | Arg::TexelsOut(t) => wgpu::BindingResource::TextureView(&t.view),
+        }
+    }
+}
+
 impl GpuContext {
     /// Records one dispatch of `groups` workgroups (a linear count, folded to the device's
     /// grid limits) with `params` in binding 0, `inputs` read-only from binding 1 and
@@ -42,6 +90,23 @@ impl GpuContext {
         params: &P,
         inputs: &[&GpuBuf],
         outputs: &[&GpuBuf],
+        groups: u64,
+    ) -> Result<()> {
+        let args: Vec<Arg> = inputs
+            .iter()
+            .map(|b| Arg::In(b))
+            .chain(outputs.iter().map(|b| Arg::Out(b)))
+            .collect();
+        self.launch_args(k, params, &args, groups)
+    }
+
+    /// [`GpuContext::launch`] with any mix of buffer and texel-array bindings (`args` from
+    /// binding 1 on).
+    pub fn launch_args<P: bytemuck::Pod>(
+        self: &Arc<Self>,
+        k: &Kernel,
+        params: &P,
+        args: &[Arg],
         groups: u64,
     ) -> Result<()> {
         if groups == 0 {
@@ -59,7 +124,7 @@ impl GpuContext {
             self.folded_dispatches
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
-        for b in inputs.iter().chain(outputs) {
+        for b in args {
             if !Arc::ptr_eq(b.context(), self) {
                 return Err(Error::Gpu(format!(
                     "{}: a buffer belongs to another device",
@@ -67,7 +132,8 @@ impl GpuContext {
                 )));
             }
         }
-        let (pipeline, bgl) = self.pipeline(k, inputs.len(), outputs.len())?;
+        let kinds: Vec<ArgKind> = args.iter().map(Arg::kind).collect();
+        let (pipeline, bgl) = self.pipeline(k, &kinds)?;
         let mut rec = self.recorder()?;
         let profiling = rec.profile.is_some();
         if profiling {
@@ -84,10 +150,10 @@ impl GpuContext {
                 size: wgpu::BufferSize::new(std::mem::size_of::<P>() as u64),
             }),
         }];
-        for (i, b) in inputs.iter().chain(outputs).enumerate() {
+        for (i, b) in args.iter().enumerate() {
             entries.push(wgpu::BindGroupEntry {
                 binding: 1 + i as u32,
-                resource: b.binding(),
+                resource: b.resource(),
             });
         }
         let bind = self.device.create_bind_group(&wgpu::BindGroupDescriptor {

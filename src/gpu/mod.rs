@@ -11,8 +11,8 @@ pub mod shaders;
 pub mod strided;
 
 pub use context::{list_adapters, AdapterSummary, GpuContext, GpuOptions};
-pub use launch::Kernel;
-pub use pool::{GpuBuf, PoolStats};
+pub use launch::{Arg, ArgKind, Kernel};
+pub use pool::{GpuBuf, GpuTex, PoolStats, TEX_WIDTH};
 pub use shaders::Shader;
 
 /// Workgroup count for `n` items at `per_group` items per workgroup.

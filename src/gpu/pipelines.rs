@@ -8,64 +8,68 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use super::context::GpuContext;
-use super::launch::Kernel;
+use super::launch::{ArgKind, Kernel};
 use super::shaders::Shader;
 use crate::error::{Error, Result};
 
-type Key = (Shader, &'static str, Vec<(&'static str, u64)>, usize, usize);
+type Key = (Shader, &'static str, Vec<(&'static str, u64)>, Vec<ArgKind>);
 
 #[derive(Default)]
 pub(crate) struct PipelineCache {
     modules: HashMap<Shader, wgpu::ShaderModule>,
-    layouts: HashMap<(usize, usize), (wgpu::BindGroupLayout, wgpu::PipelineLayout)>,
+    layouts: HashMap<Vec<ArgKind>, (wgpu::BindGroupLayout, wgpu::PipelineLayout)>,
     pipelines: HashMap<Key, (wgpu::ComputePipeline, wgpu::BindGroupLayout)>,
     /// Pipelines compiled so far and the seconds spent compiling them.
     pub(crate) compiled: usize,
     pub(crate) compile_seconds: f64,
 }
 
-fn layout_entries(n_in: usize, n_out: usize) -> Vec<wgpu::BindGroupLayoutEntry> {
+fn layout_entries(kinds: &[ArgKind]) -> Vec<wgpu::BindGroupLayoutEntry> {
     let entry = |binding: u32, ty| wgpu::BindGroupLayoutEntry {
         binding,
         visibility: wgpu::ShaderStages::COMPUTE,
-        ty: wgpu::BindingType::Buffer {
-            ty,
-            has_dynamic_offset: false,
-            min_binding_size: None,
-        },
+        ty,
         count: None,
     };
-    let mut v = vec![entry(0, wgpu::BufferBindingType::Uniform)];
-    for i in 0..n_in {
-        v.push(entry(
-            1 + i as u32,
-            wgpu::BufferBindingType::Storage { read_only: true },
-        ));
-    }
-    for i in 0..n_out {
-        v.push(entry(
-            1 + (n_in + i) as u32,
-            wgpu::BufferBindingType::Storage { read_only: false },
-        ));
+    let buffer = |ty| wgpu::BindingType::Buffer {
+        ty,
+        has_dynamic_offset: false,
+        min_binding_size: None,
+    };
+    let mut v = vec![entry(0, buffer(wgpu::BufferBindingType::Uniform))];
+    for (i, k) in kinds.iter().enumerate() {
+        let ty = match k {
+            ArgKind::In => buffer(wgpu::BufferBindingType::Storage { read_only: true }),
+            ArgKind::Out => buffer(wgpu::BufferBindingType::Storage { read_only: false }),
+            ArgKind::Texels => wgpu::BindingType::Texture {
+                sample_type: wgpu::TextureSampleType::Float { filterable: false },
+                view_dimension: wgpu::TextureViewDimension::D2,
+                multisampled: false,
+            },
+            ArgKind::TexelsOut => wgpu::BindingType::StorageTexture {
+                access: wgpu::StorageTextureAccess::WriteOnly,
+                format: wgpu::TextureFormat::Rgba32Float,
+                view_dimension: wgpu::TextureViewDimension::D2,
+            },
+        };
+        v.push(entry(1 + i as u32, ty));
     }
     v
 }
 
 impl GpuContext {
-    /// Looks up or compiles the pipeline for `k` with `n_in` read-only and `n_out` writable
-    /// storage bindings (binding 0 is always the uniform parameters).
+    /// Looks up or compiles the pipeline for `k` with bindings of the given kinds from
+    /// binding 1 on (binding 0 is always the uniform parameters).
     pub(crate) fn pipeline(
         &self,
         k: &Kernel,
-        n_in: usize,
-        n_out: usize,
+        kinds: &[ArgKind],
     ) -> Result<(wgpu::ComputePipeline, wgpu::BindGroupLayout)> {
         let key: Key = (
             k.shader,
             k.entry,
             k.overrides.iter().map(|(n, v)| (*n, v.to_bits())).collect(),
-            n_in,
-            n_out,
+            kinds.to_vec(),
         );
         let mut cache = self
             .pipelines
@@ -83,10 +87,10 @@ impl GpuContext {
                 source: wgpu::ShaderSource::Wgsl(k.shader.source().into()),
             })
         });
-        cache.layouts.entry((n_in, n_out)).or_insert_with(|| {
+        cache.layouts.entry(kinds.to_vec()).or_insert_with(|| {
             let bgl = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
                 label: None,
-                entries: &layout_entries(n_in, n_out),
+                entries: &layout_entries(kinds),
             });
             let pl = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
                 label: None,
@@ -95,7 +99,7 @@ impl GpuContext {
             });
             (bgl, pl)
         });
-        let (bgl, pl) = &cache.layouts[&(n_in, n_out)];
+        let (bgl, pl) = &cache.layouts[kinds];
         let (bgl, pl) = (bgl.clone(), pl.clone());
         let pipeline = self
             .device

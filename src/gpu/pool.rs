@@ -1,4 +1,4 @@
-//! The buffer pool: the ONLY place that calls `create_buffer`.
+//! The buffer pool: the ONLY place that calls `create_buffer` (and `create_texture`).
 //!
 //! Buffers are recycled by size class and usage. A buffer returned by a dropped tensor is
 //! reused as the output of later dispatches, which is safe because all work runs on one
@@ -51,7 +51,71 @@ pub struct PoolStats {
 #[derive(Default)]
 pub(crate) struct Pool {
     free: HashMap<(u64, BufKind), Vec<wgpu::Buffer>>,
+    /// Texel arrays by row count.
+    free_tex: HashMap<u32, Vec<(wgpu::Texture, wgpu::TextureView)>>,
     pub(crate) stats: PoolStats,
+}
+
+/// Width of every texel array (a power of two, so a linear texel index splits into a
+/// coordinate with a shift and a mask; = 1 << TEX_SHIFT in shaders/prelude.wgsl). 4096 is
+/// within WebGPU's default 8192 limit on every adapter.
+pub const TEX_WIDTH: u32 = 4096;
+/// Bytes per texel (rgba32float).
+pub const TEXEL_BYTES: u64 = 16;
+
+/// Row class of a texel array: powers of two up to 64 rows, then multiples of 16 rows, so
+/// arrays are found again across training steps with at most 25 % waste.
+fn tex_rows_class(rows: u32) -> u32 {
+    let r = rows.max(1);
+    if r <= 64 {
+        r.next_power_of_two()
+    } else {
+        r.next_multiple_of(16)
+    }
+}
+
+/// A pooled "texel array": a linear array of rgba32float texels stored row-major in a 2-D
+/// texture [`TEX_WIDTH`] texels wide, read by kernels with `textureLoad` (see `texel` in
+/// shaders/prelude.wgsl) and written by copies or storage-texture stores. Kernels read
+/// operands that they re-read many times (matmul and conv operands) through textures because
+/// texel fetches are several times cheaper per value than storage-buffer loads on lavapipe and
+/// go through the texture caches on GPUs (see src/ops/gemm.rs). Returned to the pool on drop.
+pub struct GpuTex {
+    pub(crate) texture: wgpu::Texture,
+    pub(crate) view: wgpu::TextureView,
+    /// Texels in use.
+    pub(crate) texels: u64,
+    rows: u32,
+    ctx: Arc<GpuContext>,
+}
+
+impl GpuTex {
+    pub fn context(&self) -> &Arc<GpuContext> {
+        &self.ctx
+    }
+
+    /// Texels in use.
+    pub fn texels(&self) -> u64 {
+        self.texels
+    }
+
+    fn bytes(&self) -> u64 {
+        u64::from(self.rows) * u64::from(TEX_WIDTH) * TEXEL_BYTES
+    }
+}
+
+impl Drop for GpuTex {
+    fn drop(&mut self) {
+        let bytes = self.bytes();
+        if let Ok(mut pool) = self.ctx.pool.lock() {
+            pool.stats.live_bytes -= bytes;
+            pool.stats.cached_bytes += bytes;
+            pool.free_tex
+                .entry(self.rows)
+                .or_default()
+                .push((self.texture.clone(), self.view.clone()));
+        }
+    }
 }
 
 /// Size class of a request: 256 B minimum, then powers of two up to 1 MiB, then steps of a
@@ -166,10 +230,73 @@ impl GpuContext {
         self.pool.lock().map(|p| p.stats).unwrap_or_default()
     }
 
+    /// Rows a texel array may have on this device.
+    pub fn max_texel_rows(&self) -> u32 {
+        self.limits().max_texture_dimension_2d
+    }
+
+    /// Allocates (or recycles) a texel array of at least `texels` texels; its contents are
+    /// undefined until written.
+    pub(crate) fn alloc_texels(self: &Arc<Self>, texels: u64) -> Result<GpuTex> {
+        let rows = texels.div_ceil(u64::from(TEX_WIDTH)).max(1);
+        let max = u64::from(self.max_texel_rows());
+        if rows > max || self.limits().max_texture_dimension_2d < TEX_WIDTH {
+            return Err(Error::Limit {
+                what: "texel array rows".into(),
+                requested: rows,
+                max,
+            });
+        }
+        let rows = (tex_rows_class(rows as u32) as u64).min(max) as u32;
+        let bytes = u64::from(rows) * u64::from(TEX_WIDTH) * TEXEL_BYTES;
+        let mut pool = self
+            .pool
+            .lock()
+            .map_err(|_| Error::Gpu("buffer pool lock poisoned".into()))?;
+        let (texture, view) = match pool.free_tex.get_mut(&rows).and_then(Vec::pop) {
+            Some(t) => {
+                pool.stats.cached_bytes -= bytes;
+                pool.stats.reused += 1;
+                t
+            }
+            None => {
+                pool.stats.created += 1;
+                let texture = self.device.create_texture(&wgpu::TextureDescriptor {
+                    label: Some("wgseg texels"),
+                    size: wgpu::Extent3d {
+                        width: TEX_WIDTH,
+                        height: rows,
+                        depth_or_array_layers: 1,
+                    },
+                    mip_level_count: 1,
+                    sample_count: 1,
+                    dimension: wgpu::TextureDimension::D2,
+                    format: wgpu::TextureFormat::Rgba32Float,
+                    usage: wgpu::TextureUsages::TEXTURE_BINDING
+                        | wgpu::TextureUsages::STORAGE_BINDING
+                        | wgpu::TextureUsages::COPY_DST,
+                    view_formats: &[],
+                });
+                let view = texture.create_view(&wgpu::TextureViewDescriptor::default());
+                (texture, view)
+            }
+        };
+        pool.stats.live_bytes += bytes;
+        pool.stats.peak_live_bytes = pool.stats.peak_live_bytes.max(pool.stats.live_bytes);
+        Ok(GpuTex {
+            texture,
+            view,
+            texels,
+            rows,
+            ctx: Arc::clone(self),
+        })
+    }
+
     /// Releases every cached (free) buffer back to the driver.
     pub fn trim_pool(&self) {
         if let Ok(mut pool) = self.pool.lock() {
             pool.free.clear();
+            pool.free_tex.clear();
             pool.stats.cached_bytes = 0;
         }
     }

@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use super::context::GpuContext;
-use super::pool::{BufKind, GpuBuf};
+use super::pool::{BufKind, GpuBuf, GpuTex, TEXEL_BYTES, TEX_WIDTH};
 use crate::error::{Error, Result};
 
 /// Dispatches per submit. One submit per dispatch costs several times more on every driver
@@ -35,6 +35,12 @@ pub(crate) enum Cmd {
     Clear {
         buf: wgpu::Buffer,
         bytes: u64,
+    },
+    /// The first `texels` texels of a buffer into a texel array, in texel order.
+    ToTexels {
+        src: wgpu::Buffer,
+        dst: wgpu::Texture,
+        texels: u64,
     },
 }
 
@@ -130,6 +136,26 @@ impl GpuContext {
         Ok(())
     }
 
+    /// Records a copy of the first `texels` texels (4 f32 each) of `src` into `dst`: a
+    /// buffer holding a contiguous tensor whose length is a multiple of 4 becomes a texel
+    /// array without a kernel (the copy is a plain memcpy on lavapipe).
+    pub(crate) fn copy_to_texels(self: &Arc<Self>, src: &GpuBuf, dst: &GpuTex) -> Result<()> {
+        let texels = dst.texels;
+        if texels * TEXEL_BYTES > src.bytes {
+            return Err(Error::Gpu(format!(
+                "copy of {texels} texels from a buffer of {} bytes",
+                src.bytes
+            )));
+        }
+        let mut rec = self.recorder()?;
+        rec.cmds.push(Cmd::ToTexels {
+            src: src.buffer.clone(),
+            dst: dst.texture.clone(),
+            texels,
+        });
+        Ok(())
+    }
+
     /// Submits everything recorded so far.
     pub fn flush(self: &Arc<Self>) -> Result<()> {
         let mut rec = self.recorder()?;
@@ -165,6 +191,9 @@ impl GpuContext {
                         enc.copy_buffer_to_buffer(src, 0, dst, 0, *bytes)
                     }
                     Cmd::Clear { buf, bytes } => enc.clear_buffer(buf, 0, Some(*bytes)),
+                    Cmd::ToTexels { src, dst, texels } => {
+                        copy_to_texels(&mut enc, src, dst, *texels)
+                    }
                     Cmd::Dispatch { .. } => {}
                 }
                 i += 1;
@@ -291,5 +320,47 @@ impl GpuContext {
         self.recorder()
             .map(|r| (r.total_dispatches, r.total_submits))
             .unwrap_or((0, 0))
+    }
+}
+
+/// Encodes a buffer → texel array copy: the full rows in one copy, the partial last row in a
+/// second (a linear texel array has the buffer's byte order, rows of TEX_WIDTH texels).
+fn copy_to_texels(
+    enc: &mut wgpu::CommandEncoder,
+    src: &wgpu::Buffer,
+    dst: &wgpu::Texture,
+    texels: u64,
+) {
+    let width = u64::from(TEX_WIDTH);
+    let row_bytes = width * TEXEL_BYTES;
+    let (full, rem) = ((texels / width) as u32, (texels % width) as u32);
+    let copy = |enc: &mut wgpu::CommandEncoder, row: u32, w: u32, h: u32| {
+        enc.copy_buffer_to_texture(
+            wgpu::TexelCopyBufferInfo {
+                buffer: src,
+                layout: wgpu::TexelCopyBufferLayout {
+                    offset: u64::from(row) * row_bytes,
+                    bytes_per_row: Some(row_bytes as u32),
+                    rows_per_image: Some(h),
+                },
+            },
+            wgpu::TexelCopyTextureInfo {
+                texture: dst,
+                mip_level: 0,
+                origin: wgpu::Origin3d { x: 0, y: row, z: 0 },
+                aspect: wgpu::TextureAspect::All,
+            },
+            wgpu::Extent3d {
+                width: w,
+                height: h,
+                depth_or_array_layers: 1,
+            },
+        );
+    };
+    if full > 0 {
+        copy(enc, 0, TEX_WIDTH, full);
+    }
+    if rem > 0 {
+        copy(enc, full, rem, 1);
     }
 }

@@ -25,6 +25,8 @@ pub enum Shader {
     CrossEntropy,
     Matmul,
     MatmulSg,
+    GemmTex,
+    Pack,
 }
 
 impl Shader {
@@ -46,6 +48,8 @@ impl Shader {
         Shader::CrossEntropy,
         Shader::Matmul,
         Shader::MatmulSg,
+        Shader::GemmTex,
+        Shader::Pack,
     ];
 
     /// File name inside `shaders/`.
@@ -67,6 +71,8 @@ impl Shader {
             Shader::CrossEntropy => "cross_entropy.wgsl",
             Shader::Matmul => "matmul.wgsl",
             Shader::MatmulSg => "matmul_sg.wgsl",
+            Shader::GemmTex => "gemm_tex.wgsl",
+            Shader::Pack => "pack.wgsl",
         }
     }
 
@@ -89,13 +95,15 @@ impl Shader {
             Shader::CrossEntropy => include_str!("../../shaders/cross_entropy.wgsl"),
             Shader::Matmul => include_str!("../../shaders/matmul.wgsl"),
             Shader::MatmulSg => include_str!("../../shaders/matmul_sg.wgsl"),
+            Shader::GemmTex => include_str!("../../shaders/gemm_tex.wgsl"),
+            Shader::Pack => include_str!("../../shaders/pack.wgsl"),
         }
     }
 
     /// Whether the module uses subgroup operations: it is only built on devices with the
     /// `SUBGROUP` feature (and naga validates it with that capability).
     pub fn needs_subgroups(self) -> bool {
-        matches!(self, Shader::MatmulSg)
+        matches!(self, Shader::MatmulSg | Shader::GemmTex)
     }
 
     /// The complete module source: prelude + body.

@@ -31,6 +31,7 @@
 
 mod cpu;
 mod direct;
+mod tex;
 
 use crate::autograd::Op;
 use crate::error::{Error, Result};
@@ -298,6 +299,9 @@ impl Geom {
 /// Forward: the register-blocked direct kernel, or the gather kernel for layers with few
 /// output channels per group (depthwise).
 fn gpu_forward(geo: &Geom, x: &GpuBuf, w: &GpuBuf, bias: Option<&GpuBuf>) -> Result<GpuBuf> {
+    if tex::applies(x.context(), geo) {
+        return tex::forward(geo, x, w, bias);
+    }
     if geo.cout_g >= CONV_DIRECT_MIN_CHANNELS {
         return direct::forward(geo, x, w, bias);
     }
@@ -322,6 +326,9 @@ fn gpu_forward(geo: &Geom, x: &GpuBuf, w: &GpuBuf, bias: Option<&GpuBuf>) -> Res
 /// Grad-input: the direct forward kernel on `dy` with the flipped kernel where that applies
 /// (stride 1, enough channels), else the gather kernel (any stride).
 fn gpu_grad_input(geo: &Geom, dy: &GpuBuf, w: &GpuBuf) -> Result<GpuBuf> {
+    if tex::grad_input_applies(dy.context(), geo) {
+        return tex::grad_input(geo, dy, w);
+    }
     if geo.cin_g >= CONV_DIRECT_MIN_CHANNELS && direct::grad_input_applies(geo) {
         return direct::grad_input(geo, dy, w);
     }
@@ -342,6 +349,9 @@ fn gpu_grad_input(geo: &Geom, dy: &GpuBuf, w: &GpuBuf) -> Result<GpuBuf> {
 /// Launches the grad-weight kernel; returns the partial sums `[nchunks, Cout·K]` and
 /// `nchunks`.
 fn gpu_grad_weight(geo: &Geom, dy: &GpuBuf, x: &GpuBuf) -> Result<(GpuBuf, usize)> {
+    if tex::applies(dy.context(), geo) {
+        return tex::grad_weight(geo, dy, x);
+    }
     direct::grad_weight(geo, dy, x)
 }
 

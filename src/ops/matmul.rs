@@ -19,7 +19,8 @@
 
 use crate::autograd::Op;
 use crate::error::{Error, Result};
-use crate::gpu::{Kernel, Shader};
+use crate::gpu::{GpuBuf, Kernel, Shader};
+use crate::ops::gemm::{self, GemmParams, Layout, PackParams};
 use crate::shape::Shape;
 use crate::tensor::{same_device, DType, Storage, Tensor};
 
@@ -173,6 +174,119 @@ impl Plan {
         out
     }
 
+    /// Element stride between consecutive flat batch indices of an operand whose batch
+    /// strides are `bs` over a `mat`-element matrix: `mat` when its batches are stored
+    /// densely in order, 0 when it is broadcast over all of them, `None` otherwise.
+    fn flat_batch_stride(&self, bs: &[usize], mat: usize) -> Option<usize> {
+        let dims = self.batch.dims();
+        if bs.iter().zip(dims).all(|(&s, &d)| s == 0 || d == 1) {
+            return Some(0);
+        }
+        let mut dense = mat;
+        for d in (0..dims.len()).rev() {
+            if dims[d] != 1 && bs[d] != dense {
+                return None;
+            }
+            dense *= dims[d];
+        }
+        Some(mat)
+    }
+
+    /// The texture GEMM (src/ops/gemm.rs) into `out`; `false` (nothing recorded) where it
+    /// does not apply: batch dims that are neither dense nor broadcast, or operands too
+    /// large for a texel array.
+    fn texture(
+        &self,
+        a: &GpuBuf,
+        b: &GpuBuf,
+        trans_a: bool,
+        trans_b: bool,
+        out: &GpuBuf,
+    ) -> Result<bool> {
+        const OP: &str = "matmul";
+        let ctx = a.context();
+        let (m, n, k) = (self.m, self.n, self.k);
+        let (Some(sa), Some(sb)) = (
+            self.flat_batch_stride(&self.a_bs, m * k),
+            self.flat_batch_stride(&self.b_bs, k * n),
+        ) else {
+            return Ok(false);
+        };
+        let nbatch = self.batch.numel();
+        let kq = k.div_ceil(4);
+        let (na, nb) = (
+            if sa == 0 { 1 } else { nbatch },
+            if sb == 0 { 1 } else { nbatch },
+        );
+        // Every layout below needs at most rows × ceil(K/4) texels per matrix.
+        if !gemm::fits(ctx, na * m * kq) || !gemm::fits(ctx, nb * n * kq) {
+            return Ok(false);
+        }
+        let u = |v: usize| gemm::u32_of(OP, v);
+        let mut p = GemmParams {
+            m: u(m)?,
+            n: u(n)?,
+            kq: u(kq)?,
+            k: u(k)?,
+            batch: u(nbatch)?,
+            splits: 1,
+            ..GemmParams::default()
+        };
+        (p.tiles_m, p.tiles_n) = gemm::tiles(OP, m, n)?;
+        // A: copied where its contiguous axis has a multiple of 4 elements (K untransposed,
+        // M transposed), else packed k-major with K zero-padded.
+        let (ta, a_mode) = if !trans_a && k % 4 == 0 {
+            p.a_row = u(k / 4)?;
+            p.a_batch = u(sa / 4)?;
+            (gemm::copy_texels(a, na * m * k / 4)?, Layout::KPacked)
+        } else if trans_a && m % 4 == 0 {
+            p.a_k = u(m / 4)?;
+            p.a_batch = u(sa / 4)?;
+            (gemm::copy_texels(a, na * m * k / 4)?, Layout::Packed4)
+        } else {
+            p.a_row = u(kq)?;
+            p.a_batch = u(if sa == 0 { 0 } else { m * kq })?;
+            let pp = PackParams {
+                total: u(na * m * kq)?,
+                dim0: u(m)?,
+                dim1: u(kq)?,
+                stride0: u(sa)?,
+                stride1: u(self.a_rs)?,
+                stride2: u(self.a_cs)?,
+                limit: u(k)?,
+                ..PackParams::default()
+            };
+            (gemm::pack(a, "pack_rows", &pp)?, Layout::KPacked)
+        };
+        // B: copied where N (untransposed) or K (transposed) is a multiple of 4, else packed
+        // k-major per column.
+        let (tb, b_mode) = if !trans_b && n % 4 == 0 {
+            p.b_k = u(n / 4)?;
+            p.b_batch = u(sb / 4)?;
+            (gemm::copy_texels(b, nb * n * k / 4)?, Layout::Packed4)
+        } else if trans_b && k % 4 == 0 {
+            p.b_col = u(k / 4)?;
+            p.b_batch = u(sb / 4)?;
+            (gemm::copy_texels(b, nb * n * k / 4)?, Layout::KPacked)
+        } else {
+            p.b_col = u(kq)?;
+            p.b_batch = u(if sb == 0 { 0 } else { n * kq })?;
+            let pp = PackParams {
+                total: u(nb * n * kq)?,
+                dim0: u(n)?,
+                dim1: u(kq)?,
+                stride0: u(sb)?,
+                stride1: u(self.b_cs)?,
+                stride2: u(self.b_rs)?,
+                limit: u(k)?,
+                ..PackParams::default()
+            };
+            (gemm::pack(b, "pack_rows", &pp)?, Layout::KPacked)
+        };
+        gemm::launch(ctx, &p, (&ta, a_mode), (&tb, b_mode), None, 0, out)?;
+        Ok(true)
+    }
+
     fn params(&self, tile: (usize, usize)) -> Result<MatmulParams> {
         let u = |v: usize| {
             u32::try_from(v).map_err(|_| Error::Limit {
@@ -222,6 +336,15 @@ pub fn matmul_t(a: &Tensor, b: &Tensor, trans_a: bool, trans_b: bool) -> Result<
         (Storage::Gpu(ba), Storage::Gpu(bb)) => {
             let ctx = ba.context();
             let out = ctx.alloc_storage(shape.numel())?;
+            if ctx.texture_gemm() && plan.texture(ba, bb, trans_a, trans_b, &out)? {
+                return Ok(Tensor::from_op(
+                    Storage::Gpu(out),
+                    shape,
+                    DType::F32,
+                    Op::Matmul { trans_a, trans_b },
+                    vec![a.clone(), b.clone()],
+                ));
+            }
             // The subgroup kernel wherever subgroups allow it (see MATMUL_SG_TILE), else
             // the portable workgroup-memory kernel.
             let (shader, entry, tile) = if ctx.subgroup_clusters_of_8() {

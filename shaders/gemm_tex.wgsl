@@ -1,0 +1,400 @@
+// Texture GEMM: out = A · B for matmul and, with implicit-im2col operands, for conv2d forward,
+// grad-input and grad-weight. Chosen by src/ops/gemm.rs; operands are texel arrays
+// (rgba32float textures, GpuTex in src/gpu/pool.rs) filled by buffer copies or pack.wgsl.
+//
+// Why textures: on lavapipe a storage-buffer load is a scalar loop over the 8 SIMD lanes
+// (~8 ns per value) while a texel fetch loads 4 floats per lane with vector loads: the same
+// 1024³ product ran 1.6 s from storage buffers and 0.31 s from textures (4 × 8 register
+// blocks, examples measured 2026-11-22). On GPUs texel fetches go through the texture cache,
+// as in classic GEMMs.
+//
+// Work split (the subgroup-shuffle GEMM of matmul_sg.wgsl, fed by texel fetches): the 64
+// invocations form 8 clusters of 8 lanes (by subgroup builtins; subgroups of a multiple of 8
+// lanes dividing 64, checked by the Rust side), arranged 2 × 4 over a 64 × 128 output tile.
+// A cluster owns 32 rows × 32 columns; each lane accumulates all 32 rows for 4 columns
+// (acc[q] is row q's 4 columns). Per K step of 4, lane l fetches 4 texels of A (rows of its
+// cluster, see A_MODE) and 4 of B (its columns); row q's A values reach every lane through
+// subgroupShuffle from the lane that fetched them. Per lane and step: 8 fetches for 512 FMAs.
+// The rows are updated one after another (all 4 K values of a row, then the next row), which
+// keeps one accumulator live at a time: 1.3× faster on lavapipe than K-outer order, where the
+// 128 accumulators were reloaded and spilled for every K value.
+//
+// A_MODE 0: A k-packed, texel a_base + row·a_row + kq holds A(row, 4kq .. 4kq+3); lane l
+//           fetches rows 8i + l (i = 0..3) of its cluster, so acc[q] is row q.
+// A_MODE 1: A m-packed (a transposed operand stored [K, M] with M % 4 = 0): texel
+//           a_base + k·a_k + row/4 holds rows 4(row/4) .. +3 at k; lane l fetches the texels
+//           of rows 4l .. 4l+3 for the 4 k of the step, so acc[8i + l] is row 4l + i.
+// B_MODE 0: B k-packed, texel b_base + col·b_col + kq holds B(4kq .. 4kq+3, col); lane l owns
+//           columns l + 8c (c = 0..3) of its cluster.
+// B_MODE 1: B n-packed (stored [K, N] with N % 4 = 0), texel b_base + k·b_k + col/4; lane l
+//           owns columns 4l .. 4l+3.
+// B_MODE 2: conv implicit im2col (forward and stride-1 grad-input): columns are output
+//           pixels (img, y, x) of an ho × wo grid, K runs over (tap, channel texel q) and B
+//           is a channel-packed atlas (pack_atlas) of h × w planes read at
+//           (y·sy + ky·ty + oy, x·sx + kx·tx + ox), zero outside the plane (padding).
+//           Columns as in B_MODE 0.
+// B_MODE 3: conv grad-weight: columns are (tap, channel) with the channel fastest (4·c4
+//           per tap), K runs over the output pixels (img, y, x4) of split `split` (rows
+//           img·ho + y in [split·rows_per_split, +rows_per_split)), A is dy pixel-packed
+//           (pack_pixels), B the input atlas read at the tap's offset. Columns as B_MODE 1.
+// In modes 1 the K tail (k ≥ p.k) is masked to zero; k-packed operands are zero-padded by
+// their pack (or have K % 4 = 0). Rows and columns past the matrix read arbitrary texels
+// and are not stored.
+//
+// OUT_MODE 0: out[b, row, col] row-major (matmul). 1: NCHW out[img, row, pixel] (+ bias[row]
+// when HAS_BIAS) for the conv modes. 2: grad-weight partials out[split, row, ci, tap] (the
+// host sums the splits).
+
+override A_MODE: u32 = 0u;
+override B_MODE: u32 = 0u;
+override OUT_MODE: u32 = 0u;
+override HAS_BIAS: bool = false;
+
+// Mirrors GemmParams in src/ops/gemm.rs.
+struct GemmParams {
+    m: u32, n: u32, kq: u32, batch: u32,
+    tiles_m: u32, tiles_n: u32, splits: u32, k: u32,
+    a_row: u32, a_k: u32, a_batch: u32, taps: u32,
+    b_col: u32, b_k: u32, b_batch: u32, kw: u32,
+    c4: u32, h: u32, w: u32, cin: u32,
+    ho: u32, wo: u32, rows_per_split: u32, rows: u32,
+    sy: i32, sx: i32, ty: i32, tx: i32,
+    oy: i32, ox: i32, _p0: u32, _p1: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: GemmParams;
+@group(0) @binding(1) var ta: texture_2d<f32>;
+@group(0) @binding(2) var tb: texture_2d<f32>;
+@group(0) @binding(3) var<storage, read> bias: array<f32>;
+@group(0) @binding(4) var<storage, read_write> out: array<f32>;
+
+const TILE_M: u32 = 64u;
+const TILE_N: u32 = 128u;
+
+// Row q's 4 columns (constant indices only, so the array lives in registers).
+var<private> acc: array<vec4<f32>, 32>;
+// First subgroup lane of this invocation's cluster.
+var<private> first: u32;
+
+fn fetch_a(t: u32) -> vec4<f32> {
+    return textureLoad(ta, texel_xy(t), 0);
+}
+
+fn fetch_b(t: u32) -> vec4<f32> {
+    return textureLoad(tb, texel_xy(t), 0);
+}
+
+// Lane l's v, broadcast over the 4 columns.
+fn bc(v: f32, l: u32) -> vec4<f32> {
+    return vec4<f32>(subgroupShuffle(v, first | l));
+}
+
+// One K step: av_i[j] = A(row of acc[8i + lane], k0 + j) as fetched by this lane,
+// b_j = B(k0 + j, this lane's 4 columns).
+fn step(av0: vec4<f32>, av1: vec4<f32>, av2: vec4<f32>, av3: vec4<f32>,
+        b0: vec4<f32>, b1: vec4<f32>, b2: vec4<f32>, b3: vec4<f32>) {
+    acc[0] = fma(bc(av0.x, 0u), b0, acc[0]); acc[0] = fma(bc(av0.y, 0u), b1, acc[0]);
+    acc[0] = fma(bc(av0.z, 0u), b2, acc[0]); acc[0] = fma(bc(av0.w, 0u), b3, acc[0]);
+    acc[1] = fma(bc(av0.x, 1u), b0, acc[1]); acc[1] = fma(bc(av0.y, 1u), b1, acc[1]);
+    acc[1] = fma(bc(av0.z, 1u), b2, acc[1]); acc[1] = fma(bc(av0.w, 1u), b3, acc[1]);
+    acc[2] = fma(bc(av0.x, 2u), b0, acc[2]); acc[2] = fma(bc(av0.y, 2u), b1, acc[2]);
+    acc[2] = fma(bc(av0.z, 2u), b2, acc[2]); acc[2] = fma(bc(av0.w, 2u), b3, acc[2]);
+    acc[3] = fma(bc(av0.x, 3u), b0, acc[3]); acc[3] = fma(bc(av0.y, 3u), b1, acc[3]);
+    acc[3] = fma(bc(av0.z, 3u), b2, acc[3]); acc[3] = fma(bc(av0.w, 3u), b3, acc[3]);
+    acc[4] = fma(bc(av0.x, 4u), b0, acc[4]); acc[4] = fma(bc(av0.y, 4u), b1, acc[4]);
+    acc[4] = fma(bc(av0.z, 4u), b2, acc[4]); acc[4] = fma(bc(av0.w, 4u), b3, acc[4]);
+    acc[5] = fma(bc(av0.x, 5u), b0, acc[5]); acc[5] = fma(bc(av0.y, 5u), b1, acc[5]);
+    acc[5] = fma(bc(av0.z, 5u), b2, acc[5]); acc[5] = fma(bc(av0.w, 5u), b3, acc[5]);
+    acc[6] = fma(bc(av0.x, 6u), b0, acc[6]); acc[6] = fma(bc(av0.y, 6u), b1, acc[6]);
+    acc[6] = fma(bc(av0.z, 6u), b2, acc[6]); acc[6] = fma(bc(av0.w, 6u), b3, acc[6]);
+    acc[7] = fma(bc(av0.x, 7u), b0, acc[7]); acc[7] = fma(bc(av0.y, 7u), b1, acc[7]);
+    acc[7] = fma(bc(av0.z, 7u), b2, acc[7]); acc[7] = fma(bc(av0.w, 7u), b3, acc[7]);
+    acc[8] = fma(bc(av1.x, 0u), b0, acc[8]); acc[8] = fma(bc(av1.y, 0u), b1, acc[8]);
+    acc[8] = fma(bc(av1.z, 0u), b2, acc[8]); acc[8] = fma(bc(av1.w, 0u), b3, acc[8]);
+    acc[9] = fma(bc(av1.x, 1u), b0, acc[9]); acc[9] = fma(bc(av1.y, 1u), b1, acc[9]);
+    acc[9] = fma(bc(av1.z, 1u), b2, acc[9]); acc[9] = fma(bc(av1.w, 1u), b3, acc[9]);
+    acc[10] = fma(bc(av1.x, 2u), b0, acc[10]); acc[10] = fma(bc(av1.y, 2u), b1, acc[10]);
+    acc[10] = fma(bc(av1.z, 2u), b2, acc[10]); acc[10] = fma(bc(av1.w, 2u), b3, acc[10]);
+    acc[11] = fma(bc(av1.x, 3u), b0, acc[11]); acc[11] = fma(bc(av1.y, 3u), b1, acc[11]);
+    acc[11] = fma(bc(av1.z, 3u), b2, acc[11]); acc[11] = fma(bc(av1.w, 3u), b3, acc[11]);
+    acc[12] = fma(bc(av1.x, 4u), b0, acc[12]); acc[12] = fma(bc(av1.y, 4u), b1, acc[12]);
+    acc[12] = fma(bc(av1.z, 4u), b2, acc[12]); acc[12] = fma(bc(av1.w, 4u), b3, acc[12]);
+    acc[13] = fma(bc(av1.x, 5u), b0, acc[13]); acc[13] = fma(bc(av1.y, 5u), b1, acc[13]);
+    acc[13] = fma(bc(av1.z, 5u), b2, acc[13]); acc[13] = fma(bc(av1.w, 5u), b3, acc[13]);
+    acc[14] = fma(bc(av1.x, 6u), b0, acc[14]); acc[14] = fma(bc(av1.y, 6u), b1, acc[14]);
+    acc[14] = fma(bc(av1.z, 6u), b2, acc[14]); acc[14] = fma(bc(av1.w, 6u), b3, acc[14]);
+    acc[15] = fma(bc(av1.x, 7u), b0, acc[15]); acc[15] = fma(bc(av1.y, 7u), b1, acc[15]);
+    acc[15] = fma(bc(av1.z, 7u), b2, acc[15]); acc[15] = fma(bc(av1.w, 7u), b3, acc[15]);
+    acc[16] = fma(bc(av2.x, 0u), b0, acc[16]); acc[16] = fma(bc(av2.y, 0u), b1, acc[16]);
+    acc[16] = fma(bc(av2.z, 0u), b2, acc[16]); acc[16] = fma(bc(av2.w, 0u), b3, acc[16]);
+    acc[17] = fma(bc(av2.x, 1u), b0, acc[17]); acc[17] = fma(bc(av2.y, 1u), b1, acc[17]);
+    acc[17] = fma(bc(av2.z, 1u), b2, acc[17]); acc[17] = fma(bc(av2.w, 1u), b3, acc[17]);
+    acc[18] = fma(bc(av2.x, 2u), b0, acc[18]); acc[18] = fma(bc(av2.y, 2u), b1, acc[18]);
+    acc[18] = fma(bc(av2.z, 2u), b2, acc[18]); acc[18] = fma(bc(av2.w, 2u), b3, acc[18]);
+    acc[19] = fma(bc(av2.x, 3u), b0, acc[19]); acc[19] = fma(bc(av2.y, 3u), b1, acc[19]);
+    acc[19] = fma(bc(av2.z, 3u), b2, acc[19]); acc[19] = fma(bc(av2.w, 3u), b3, acc[19]);
+    acc[20] = fma(bc(av2.x, 4u), b0, acc[20]); acc[20] = fma(bc(av2.y, 4u), b1, acc[20]);
+    acc[20] = fma(bc(av2.z, 4u), b2, acc[20]); acc[20] = fma(bc(av2.w, 4u), b3, acc[20]);
+    acc[21] = fma(bc(av2.x, 5u), b0, acc[21]); acc[21] = fma(bc(av2.y, 5u), b1, acc[21]);
+    acc[21] = fma(bc(av2.z, 5u), b2, acc[21]); acc[21] = fma(bc(av2.w, 5u), b3, acc[21]);
+    acc[22] = fma(bc(av2.x, 6u), b0, acc[22]); acc[22] = fma(bc(av2.y, 6u), b1, acc[22]);
+    acc[22] = fma(bc(av2.z, 6u), b2, acc[22]); acc[22] = fma(bc(av2.w, 6u), b3, acc[22]);
+    acc[23] = fma(bc(av2.x, 7u), b0, acc[23]); acc[23] = fma(bc(av2.y, 7u), b1, acc[23]);
+    acc[23] = fma(bc(av2.z, 7u), b2, acc[23]); acc[23] = fma(bc(av2.w, 7u), b3, acc[23]);
+    acc[24] = fma(bc(av3.x, 0u), b0, acc[24]); acc[24] = fma(bc(av3.y, 0u), b1, acc[24]);
+    acc[24] = fma(bc(av3.z, 0u), b2, acc[24]); acc[24] = fma(bc(av3.w, 0u), b3, acc[24]);
+    acc[25] = fma(bc(av3.x, 1u), b0, acc[25]); acc[25] = fma(bc(av3.y, 1u), b1, acc[25]);
+    acc[25] = fma(bc(av3.z, 1u), b2, acc[25]); acc[25] = fma(bc(av3.w, 1u), b3, acc[25]);
+    acc[26] = fma(bc(av3.x, 2u), b0, acc[26]); acc[26] = fma(bc(av3.y, 2u), b1, acc[26]);
+    acc[26] = fma(bc(av3.z, 2u), b2, acc[26]); acc[26] = fma(bc(av3.w, 2u), b3, acc[26]);
+    acc[27] = fma(bc(av3.x, 3u), b0, acc[27]); acc[27] = fma(bc(av3.y, 3u), b1, acc[27]);
+    acc[27] = fma(bc(av3.z, 3u), b2, acc[27]); acc[27] = fma(bc(av3.w, 3u), b3, acc[27]);
+    acc[28] = fma(bc(av3.x, 4u), b0, acc[28]); acc[28] = fma(bc(av3.y, 4u), b1, acc[28]);
+    acc[28] = fma(bc(av3.z, 4u), b2, acc[28]); acc[28] = fma(bc(av3.w, 4u), b3, acc[28]);
+    acc[29] = fma(bc(av3.x, 5u), b0, acc[29]); acc[29] = fma(bc(av3.y, 5u), b1, acc[29]);
+    acc[29] = fma(bc(av3.z, 5u), b2, acc[29]); acc[29] = fma(bc(av3.w, 5u), b3, acc[29]);
+    acc[30] = fma(bc(av3.x, 6u), b0, acc[30]); acc[30] = fma(bc(av3.y, 6u), b1, acc[30]);
+    acc[30] = fma(bc(av3.z, 6u), b2, acc[30]); acc[30] = fma(bc(av3.w, 6u), b3, acc[30]);
+    acc[31] = fma(bc(av3.x, 7u), b0, acc[31]); acc[31] = fma(bc(av3.y, 7u), b1, acc[31]);
+    acc[31] = fma(bc(av3.z, 7u), b2, acc[31]); acc[31] = fma(bc(av3.w, 7u), b3, acc[31]);
+}
+
+// The A texels of K step kq for the lane's cluster rows starting at row0.
+fn a_step(a_base: u32, row0: u32, lane: u32, kq: u32) -> mat4x4<f32> {
+    if (A_MODE == 1u) {
+        let t = a_base + 4u * kq * p.a_k + row0 / 4u + lane;
+        let k0 = 4u * kq;
+        let t0 = select(vec4<f32>(0.0), fetch_a(t), k0 < p.k);
+        let t1 = select(vec4<f32>(0.0), fetch_a(t + p.a_k), k0 + 1u < p.k);
+        let t2 = select(vec4<f32>(0.0), fetch_a(t + 2u * p.a_k), k0 + 2u < p.k);
+        let t3 = select(vec4<f32>(0.0), fetch_a(t + 3u * p.a_k), k0 + 3u < p.k);
+        // Column i = rows 4·lane + i at the 4 k values.
+        return transpose(mat4x4<f32>(t0, t1, t2, t3));
+    }
+    let t = a_base + (row0 + lane) * p.a_row + kq;
+    let s = 8u * p.a_row;
+    return mat4x4<f32>(fetch_a(t), fetch_a(t + s), fetch_a(t + 2u * s), fetch_a(t + 3u * s));
+}
+
+// b_j from 4 texels that each hold 4 k values of one column.
+fn from_columns(u0: vec4<f32>, u1: vec4<f32>, u2: vec4<f32>, u3: vec4<f32>) -> mat4x4<f32> {
+    return transpose(mat4x4<f32>(u0, u1, u2, u3));
+}
+
+fn step_m(a: mat4x4<f32>, b: mat4x4<f32>) {
+    step(a[0], a[1], a[2], a[3], b[0], b[1], b[2], b[3]);
+}
+
+// Epilogue state of an invocation.
+struct Epi {
+    ok: bool,
+    bi: u32,
+    split: u32,
+    row0: u32,
+    lane: u32,
+    col0: u32,
+}
+
+// Output row of acc[q].
+fn row_of(e: Epi, q: u32) -> u32 {
+    if (A_MODE == 1u) {
+        return e.row0 + 4u * (q % 8u) + q / 8u;
+    }
+    return e.row0 + 8u * (q / 8u) + q % 8u;
+}
+
+// Column c of this lane.
+fn col_of(e: Epi, c: u32) -> u32 {
+    if (B_MODE == 1u || B_MODE == 3u) {
+        return e.col0 + 4u * e.lane + c;
+    }
+    return e.col0 + e.lane + 8u * c;
+}
+
+fn store_one(e: Epi, row: u32, col: u32, v: f32) {
+    if (OUT_MODE == 0u) {
+        if (col < p.n) {
+            out[(e.bi * p.m + row) * p.n + col] = v;
+        }
+    } else if (OUT_MODE == 1u) {
+        if (col < p.n) {
+            let hw = p.ho * p.wo;
+            var b = 0.0;
+            if (HAS_BIAS) {
+                b = bias[row];
+            }
+            out[((col / hw) * p.m + row) * hw + col % hw] = v + b;
+        }
+    } else {
+        let ci = col % (4u * p.c4);
+        let tap = col / (4u * p.c4);
+        if (ci < p.cin && tap < p.taps) {
+            out[((e.split * p.m + row) * p.cin + ci) * p.taps + tap] = v;
+        }
+    }
+}
+
+fn store_row(e: Epi, q: u32, v: vec4<f32>) {
+    let row = row_of(e, q);
+    if (!e.ok || row >= p.m) {
+        return;
+    }
+    store_one(e, row, col_of(e, 0u), v.x);
+    store_one(e, row, col_of(e, 1u), v.y);
+    store_one(e, row, col_of(e, 2u), v.z);
+    store_one(e, row, col_of(e, 3u), v.w);
+}
+
+// Atlas texel base of pixel (img, yy, xx) and whether it is inside the h × w plane.
+fn atlas_base(img: u32, yy: i32, xx: i32) -> vec2<u32> {
+    let inside = yy >= 0 && yy < i32(p.h) && xx >= 0 && xx < i32(p.w);
+    let base = (img * p.c4 * p.h + u32(max(yy, 0))) * p.w + u32(max(xx, 0));
+    return vec2<u32>(select(0u, base, inside), u32(inside));
+}
+
+fn atlas_fetch(base: vec2<u32>, q: u32) -> vec4<f32> {
+    return select(vec4<f32>(0.0), fetch_b(base.x + q * p.h * p.w), base.y != 0u);
+}
+
+@compute @workgroup_size(64)
+fn gemm(@builtin(workgroup_id) wid: vec3<u32>,
+        @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(subgroup_id) sg_id: u32,
+        @builtin(subgroup_size) sg_size: u32,
+        @builtin(subgroup_invocation_id) sl: u32) {
+    let wg = wg_linear(wid, nwg);
+    let per_batch = p.tiles_m * p.tiles_n;
+    let ok = wg < p.batch * per_batch * p.splits;
+    let wgc = select(0u, wg, ok);
+    let split = wgc % p.splits;
+    let rest = wgc / p.splits;
+    let bi = rest / per_batch;
+    let t = rest % per_batch;
+    let cluster = sg_id * (sg_size / 8u) + sl / 8u;
+    let lane = sl % 8u;
+    first = sl & ~7u;
+    let row0 = (t / p.tiles_n) * TILE_M + (cluster / 4u) * 32u;
+    let col0 = (t % p.tiles_n) * TILE_N + (cluster % 4u) * 32u;
+    let a_base = bi * p.a_batch;
+    let b_base = bi * p.b_batch;
+
+    if (B_MODE == 0u) {
+        let tb0 = b_base + (col0 + lane) * p.b_col;
+        let s = 8u * p.b_col;
+        for (var kq = 0u; kq < p.kq; kq = kq + 1u) {
+            let a = a_step(a_base, row0, lane, kq);
+            let t = tb0 + kq;
+            step_m(a, from_columns(fetch_b(t), fetch_b(t + s), fetch_b(t + 2u * s),
+                                   fetch_b(t + 3u * s)));
+        }
+    } else if (B_MODE == 1u) {
+        let tb0 = b_base + col0 / 4u + lane;
+        for (var kq = 0u; kq < p.kq; kq = kq + 1u) {
+            let a = a_step(a_base, row0, lane, kq);
+            let k0 = 4u * kq;
+            let t = tb0 + k0 * p.b_k;
+            let b0 = select(vec4<f32>(0.0), fetch_b(t), k0 < p.k);
+            let b1 = select(vec4<f32>(0.0), fetch_b(t + p.b_k), k0 + 1u < p.k);
+            let b2 = select(vec4<f32>(0.0), fetch_b(t + 2u * p.b_k), k0 + 2u < p.k);
+            let b3 = select(vec4<f32>(0.0), fetch_b(t + 3u * p.b_k), k0 + 3u < p.k);
+            step_m(a, mat4x4<f32>(b0, b1, b2, b3));
+        }
+    } else if (B_MODE == 2u) {
+        // This lane's 4 output pixels.
+        let hw = p.ho * p.wo;
+        var img = vec4<u32>(0u);
+        var py = vec4<i32>(0);
+        var px = vec4<i32>(0);
+        var valid = vec4<bool>(false);
+        for (var c = 0u; c < 4u; c = c + 1u) {
+            let col = col0 + lane + 8u * c;
+            valid[c] = col < p.n;
+            let cc = select(0u, col, col < p.n);
+            img[c] = cc / hw;
+            py[c] = i32((cc % hw) / p.wo);
+            px[c] = i32(cc % p.wo);
+        }
+        for (var tap = 0u; tap < p.taps; tap = tap + 1u) {
+            let ky = i32(tap / p.kw);
+            let kx = i32(tap % p.kw);
+            let yy = py * p.sy + vec4<i32>(ky * p.ty + p.oy);
+            let xx = px * p.sx + vec4<i32>(kx * p.tx + p.ox);
+            var base0 = atlas_base(img.x, yy.x, xx.x);
+            var base1 = atlas_base(img.y, yy.y, xx.y);
+            var base2 = atlas_base(img.z, yy.z, xx.z);
+            var base3 = atlas_base(img.w, yy.w, xx.w);
+            base0.y = base0.y & u32(valid.x);
+            base1.y = base1.y & u32(valid.y);
+            base2.y = base2.y & u32(valid.z);
+            base3.y = base3.y & u32(valid.w);
+            for (var q = 0u; q < p.c4; q = q + 1u) {
+                let a = a_step(a_base, row0, lane, tap * p.c4 + q);
+                step_m(a, from_columns(atlas_fetch(base0, q), atlas_fetch(base1, q),
+                                       atlas_fetch(base2, q), atlas_fetch(base3, q)));
+            }
+        }
+    } else {
+        // This lane's column texel: channels 4q .. 4q+3 of one tap.
+        let ct = col0 / 4u + lane;
+        let tap = ct / p.c4;
+        let q = ct % p.c4;
+        let tap_ok = tap < p.taps;
+        let ky = i32(tap / p.kw);
+        let kx = i32(tap % p.kw);
+        let wq = (p.wo + 3u) / 4u;
+        let r_begin = split * p.rows_per_split;
+        let r_end = min(r_begin + p.rows_per_split, p.rows);
+        for (var r = r_begin; r < r_end; r = r + 1u) {
+            let img = r / p.ho;
+            let yy = i32(r % p.ho) * p.sy + ky * p.ty + p.oy;
+            let plane = (img * p.c4 + q) * p.h;
+            let row_ok = tap_ok && yy >= 0 && yy < i32(p.h);
+            let row_base = (plane + u32(max(yy, 0))) * p.w;
+            for (var x4 = 0u; x4 < wq; x4 = x4 + 1u) {
+                let a = a_step(a_base, row0, lane, r * wq + x4);
+                let x0 = i32(4u * x4) * p.sx + kx * p.tx + p.ox;
+                var b = mat4x4<f32>();
+                for (var j = 0u; j < 4u; j = j + 1u) {
+                    let xx = x0 + i32(j) * p.sx;
+                    let inside = row_ok && 4u * x4 + j < p.wo && xx >= 0 && xx < i32(p.w);
+                    b[j] = select(vec4<f32>(0.0), fetch_b(select(0u, row_base + u32(max(xx, 0)), inside)), inside);
+                }
+                step_m(a, b);
+            }
+        }
+    }
+
+    let e = Epi(ok, bi, split, row0, lane, col0);
+    store_row(e, 0u, acc[0]);
+    store_row(e, 1u, acc[1]);
+    store_row(e, 2u, acc[2]);
+    store_row(e, 3u, acc[3]);
+    store_row(e, 4u, acc[4]);
+    store_row(e, 5u, acc[5]);
+    store_row(e, 6u, acc[6]);
+    store_row(e, 7u, acc[7]);
+    store_row(e, 8u, acc[8]);
+    store_row(e, 9u, acc[9]);
+    store_row(e, 10u, acc[10]);
+    store_row(e, 11u, acc[11]);
+    store_row(e, 12u, acc[12]);
+    store_row(e, 13u, acc[13]);
+    store_row(e, 14u, acc[14]);
+    store_row(e, 15u, acc[15]);
+    store_row(e, 16u, acc[16]);
+    store_row(e, 17u, acc[17]);
+    store_row(e, 18u, acc[18]);
+    store_row(e, 19u, acc[19]);
+    store_row(e, 20u, acc[20]);
+    store_row(e, 21u, acc[21]);
+    store_row(e, 22u, acc[22]);
+    store_row(e, 23u, acc[23]);
+    store_row(e, 24u, acc[24]);
+    store_row(e, 25u, acc[25]);
+    store_row(e, 26u, acc[26]);
+    store_row(e, 27u, acc[27]);
+    store_row(e, 28u, acc[28]);
+    store_row(e, 29u, acc[29]);
+    store_row(e, 30u, acc[30]);
+    store_row(e, 31u, acc[31]);
+}

@@ -1,0 +1,119 @@
+// Packing of tensors into texel arrays (rgba32float textures, see GpuTex in
+// src/gpu/pool.rs) for the texture GEMM (gemm_tex.wgsl). One invocation per texel: four
+// storage loads (zero where a padded index is out of range) and one texture store. Each is
+// one pass over a tensor that the GEMM then reads many times through the cheaper texel
+// fetches. Layouts (t = texel index):
+//   pack_rows:    a strided matrix, rows of k-packed texels: t = (b·rows + r)·kq + q holds
+//                 src[b·stride0 + r·stride1 + (4q + j)·stride2], j = 0..3, zero for 4q+j ≥ k.
+//                 (dim0 = rows, dim1 = kq, dim2 = k = limit.)
+//   pack_weights: conv weights as GEMM rows: t = m·(taps·c4) + tap·c4 + q holds
+//                 src[m·stride0 + (4q + j)·stride1 + tap·stride2], zero for 4q+j ≥ limit.
+//                 (dim0 = taps, dim1 = c4.) Forward: m = co, channels ci; grad-input: m = ci,
+//                 channels co (the transposed weights).
+//   pack_atlas:   an NCHW tensor channel-packed: t = (img·c4 + q)·hw + pixel holds the 4
+//                 channels 4q..4q+3 of that pixel, zero for channels ≥ limit = C.
+//                 (dim0 = c4, dim1 = hw.)
+//   pack_pixels:  an NCHW tensor as rows of pixel-packed texels per channel: row m = channel,
+//                 t = m·(n·ho·wq) + (img·ho + y)·wq + x4 holds x = 4·x4 + j of row y, zero for
+//                 x ≥ wo = limit. (dim0 = channels, dim1 = ho, dim2 = wq, stride0 = n.)
+
+struct PackParams {
+    total: u32,
+    dim0: u32,
+    dim1: u32,
+    dim2: u32,
+    stride0: u32,
+    stride1: u32,
+    stride2: u32,
+    limit: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: PackParams;
+@group(0) @binding(1) var<storage, read> src: array<f32>;
+@group(0) @binding(2) var dst: texture_storage_2d<rgba32float, write>;
+
+// src[i] if ok, else 0 (index 0 is read instead: no branch).
+fn load_or_zero(i: u32, ok: bool) -> f32 {
+    return select(0.0, src[select(0u, i, ok)], ok);
+}
+
+@compute @workgroup_size(64)
+fn pack_rows(@builtin(workgroup_id) wid: vec3<u32>,
+             @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(local_invocation_index) lid: u32) {
+    let t = wg_linear(wid, nwg) * 64u + lid;
+    if (t >= p.total) {
+        return;
+    }
+    let q = t % p.dim1;
+    let r = (t / p.dim1) % p.dim0;
+    let b = t / (p.dim1 * p.dim0);
+    let base = b * p.stride0 + r * p.stride1;
+    let k = 4u * q;
+    let v = vec4<f32>(load_or_zero(base + k * p.stride2, k < p.limit),
+                      load_or_zero(base + (k + 1u) * p.stride2, k + 1u < p.limit),
+                      load_or_zero(base + (k + 2u) * p.stride2, k + 2u < p.limit),
+                      load_or_zero(base + (k + 3u) * p.stride2, k + 3u < p.limit));
+    textureStore(dst, texel_xy(t), v);
+}
+
+@compute @workgroup_size(64)
+fn pack_weights(@builtin(workgroup_id) wid: vec3<u32>,
+                @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_index) lid: u32) {
+    let t = wg_linear(wid, nwg) * 64u + lid;
+    if (t >= p.total) {
+        return;
+    }
+    let q = t % p.dim1;
+    let tap = (t / p.dim1) % p.dim0;
+    let m = t / (p.dim1 * p.dim0);
+    let base = m * p.stride0 + tap * p.stride2;
+    let c = 4u * q;
+    let v = vec4<f32>(load_or_zero(base + c * p.stride1, c < p.limit),
+                      load_or_zero(base + (c + 1u) * p.stride1, c + 1u < p.limit),
+                      load_or_zero(base + (c + 2u) * p.stride1, c + 2u < p.limit),
+                      load_or_zero(base + (c + 3u) * p.stride1, c + 3u < p.limit));
+    textureStore(dst, texel_xy(t), v);
+}
+
+@compute @workgroup_size(64)
+fn pack_atlas(@builtin(workgroup_id) wid: vec3<u32>,
+              @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) lid: u32) {
+    let t = wg_linear(wid, nwg) * 64u + lid;
+    if (t >= p.total) {
+        return;
+    }
+    let pix = t % p.dim1;
+    let q = (t / p.dim1) % p.dim0;
+    let img = t / (p.dim1 * p.dim0);
+    let c = 4u * q;
+    let base = (img * p.limit + c) * p.dim1 + pix;
+    let v = vec4<f32>(load_or_zero(base, c < p.limit),
+                      load_or_zero(base + p.dim1, c + 1u < p.limit),
+                      load_or_zero(base + 2u * p.dim1, c + 2u < p.limit),
+                      load_or_zero(base + 3u * p.dim1, c + 3u < p.limit));
+    textureStore(dst, texel_xy(t), v);
+}
+
+@compute @workgroup_size(64)
+fn pack_pixels(@builtin(workgroup_id) wid: vec3<u32>,
+               @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) lid: u32) {
+    let t = wg_linear(wid, nwg) * 64u + lid;
+    if (t >= p.total) {
+        return;
+    }
+    let x4 = t % p.dim2;
+    let y = (t / p.dim2) % p.dim1;
+    let img = (t / (p.dim2 * p.dim1)) % p.stride0;
+    let m = t / (p.dim2 * p.dim1 * p.stride0);
+    let x = 4u * x4;
+    let base = ((img * p.dim0 + m) * p.dim1 + y) * p.limit + x;
+    let v = vec4<f32>(load_or_zero(base, x < p.limit),
+                      load_or_zero(base + 1u, x + 1u < p.limit),
+                      load_or_zero(base + 2u, x + 2u < p.limit),
+                      load_or_zero(base + 3u, x + 3u < p.limit));
+    textureStore(dst, texel_xy(t), v);
+}
