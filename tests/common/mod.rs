@@ -292,10 +292,32 @@ where
             );
         }
     }
-    // 3. GPU against the CPU.
+    // 3. GPU against the CPU, with the texture GEMM (the default where the adapter allows
+    // it) and with it turned off (the storage-buffer matmul and conv kernels).
     if let Some(dev) = gpu() {
         compare_with_cpu(name, inputs, &check, &dev, &cpu_out, &cpu_grads, &f);
     }
+    if let Some(dev) = buffer_gpu() {
+        let name = format!("{name} (texture GEMM off)");
+        compare_with_cpu(&name, inputs, &check, &dev, &cpu_out, &cpu_grads, &f);
+    }
+}
+
+/// A second GPU context with the texture GEMM turned off, so that every `check_op` also
+/// covers the storage-buffer kernels that other adapters (and oversized operands) use.
+pub fn buffer_gpu() -> Option<Device> {
+    static DEV: OnceLock<Option<Device>> = OnceLock::new();
+    DEV.get_or_init(|| {
+        gpu()?;
+        let opts = wgseg::gpu::GpuOptions {
+            no_textures: true,
+            ..Default::default()
+        };
+        Some(Device::Gpu(
+            wgseg::gpu::GpuContext::new(&opts).expect("buffer-kernel context"),
+        ))
+    })
+    .clone()
 }
 
 /// Runs `f` on `dev` and compares the output and the gradients with the CPU reference

@@ -1,0 +1,174 @@
+//! The texture GEMM (`shaders/gemm_tex.wgsl`, `src/ops/gemm.rs`, `src/ops/conv/tex.rs`):
+//! every operand layout (buffer → texture copies and pack kernels, k-packed and 4-packed),
+//! K tails, tile remainders, broadcast batches, and the three conv GEMMs (forward with
+//! stride/dilation/padding/bias, stride-1 grad-input, grad-weight split into bands), each
+//! checked by `check_op` (CPU reference, finite differences, GPU forward and gradients on
+//! the texture path and on the storage-buffer kernels). The first test asserts that the
+//! texture path is really the one taken.
+
+mod common;
+
+use common::*;
+use wgseg::gpu::{GpuContext, GpuOptions};
+use wgseg::ops::{matmul_t, Conv2dParams};
+use wgseg::{backward, Device, Tensor};
+
+#[test]
+fn texture_gemm_is_the_path_taken_for_matmul_and_conv() {
+    if gpu().is_none() {
+        return;
+    }
+    let ctx = GpuContext::new(&GpuOptions::default()).unwrap();
+    if !ctx.texture_gemm() {
+        eprintln!("adapter without the texture GEMM (no subgroup clusters of 8): skipped");
+        return;
+    }
+    ctx.set_profiling(true);
+    let dev = Device::Gpu(ctx.clone());
+    let t = |s: &[usize], seed| {
+        Tensor::from_vec(
+            uniform(s.iter().product(), seed, -1.0, 1.0),
+            s.to_vec(),
+            &dev,
+        )
+        .unwrap()
+        .as_param()
+    };
+    let (a, b) = (t(&[9, 12], 1), t(&[12, 20], 2));
+    let y = matmul_t(&a, &b, false, false).unwrap();
+    let (x, w) = (t(&[2, 5, 6, 7], 3), t(&[6, 5, 3, 3], 4));
+    let z = x.conv2d(&w, None, Conv2dParams::new(1, 1, 1, 1)).unwrap();
+    let loss = y.sum().unwrap().add(&z.sum().unwrap()).unwrap();
+    let g = backward(&loss).unwrap();
+    assert!(g.get(&w).is_some() && g.get(&x).is_some() && g.get(&a).is_some());
+    ctx.synchronize().unwrap();
+    let report = ctx.profile_report();
+    let calls = |k: &str| {
+        report
+            .iter()
+            .find(|(name, _, _)| name == k)
+            .map_or(0, |r| r.1)
+    };
+    // matmul forward + 2 backward products, conv forward + grad-input + grad-weight.
+    assert_eq!(calls("gemm_tex.wgsl::gemm"), 6, "{report:?}");
+    assert!(calls("pack.wgsl::pack_atlas") >= 2, "{report:?}");
+    assert_eq!(calls("pack.wgsl::pack_pixels"), 1, "{report:?}");
+    assert_eq!(calls("conv_direct.wgsl::conv_direct"), 0, "{report:?}");
+    assert_eq!(calls("matmul_sg.wgsl::matmul_sg"), 0, "{report:?}");
+}
+
+/// `op(a) · op(b)` parity and gradients for stored shapes `sa`, `sb`.
+fn product(name: &str, sa: &[usize], sb: &[usize], ta: bool, tb: bool) {
+    let na: usize = sa.iter().product();
+    let nb: usize = sb.iter().product();
+    check_op(
+        name,
+        &[
+            Input::param(sa.to_vec(), uniform(na, na as u64, -1.0, 1.0)),
+            Input::param(sb.to_vec(), uniform(nb, nb as u64 + 1, -1.0, 1.0)),
+        ],
+        Check::new(DOT, DOT),
+        |x| matmul_t(&x[0], &x[1], ta, tb),
+    );
+}
+
+#[test]
+fn matmul_every_operand_layout() {
+    // (M, N, K): K % 4 = 0 with N % 4 = 0 (both operands copied), K % 4 ≠ 0 (packed,
+    // zero-padded K), M or N % 4 ≠ 0, and sizes past one 64 × 128 tile.
+    for (m, n, k) in [(8, 12, 16), (5, 7, 3), (12, 8, 10), (66, 131, 9), (9, 4, 6)] {
+        for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+            let sa = if ta { [k, m] } else { [m, k] };
+            let sb = if tb { [n, k] } else { [k, n] };
+            product(&format!("{m}x{n}x{k} ta={ta} tb={tb}"), &sa, &sb, ta, tb);
+        }
+    }
+}
+
+#[test]
+fn matmul_batches_dense_and_broadcast() {
+    product("dense batch", &[3, 5, 8], &[3, 8, 12], false, false);
+    product("broadcast b", &[3, 6, 7], &[1, 7, 4], false, false);
+    product(
+        "broadcast a, transposed",
+        &[1, 8, 6],
+        &[2, 5, 8],
+        true,
+        true,
+    );
+    // Batch dims that are neither dense nor broadcast over the flat batch: storage kernels.
+    product(
+        "mixed broadcast",
+        &[2, 1, 4, 5],
+        &[1, 3, 5, 4],
+        false,
+        false,
+    );
+}
+
+/// conv2d forward and all gradients (x, w, bias) against the CPU.
+fn conv(name: &str, x: [usize; 4], w: [usize; 4], p: Conv2dParams, bias: bool) {
+    let (nx, nw) = (x.iter().product::<usize>(), w.iter().product::<usize>());
+    let mut inputs = vec![
+        Input::param(x.to_vec(), uniform(nx, nx as u64, -1.0, 1.0)),
+        Input::param(w.to_vec(), uniform(nw, nw as u64 + 3, -0.5, 0.5)),
+    ];
+    if bias {
+        inputs.push(Input::param(vec![w[0]], uniform(w[0], 5, -1.0, 1.0)));
+    }
+    check_op(name, &inputs, Check::new(DOT, DOT), |t| {
+        t[0].conv2d(&t[1], t.get(2), p)
+    });
+}
+
+#[test]
+fn conv_forward_and_gradients_on_the_texture_gemm() {
+    let p = Conv2dParams::new;
+    // Channels not multiples of 4 (zero-padded channel texels), odd planes, padding.
+    conv(
+        "3x3 pad 1, 5->6",
+        [2, 5, 6, 7],
+        [6, 5, 3, 3],
+        p(1, 1, 1, 1),
+        true,
+    );
+    // Stride 2: forward and grad-weight on textures, grad-input on the storage kernels.
+    conv(
+        "3x3 stride 2",
+        [1, 4, 9, 8],
+        [3, 4, 3, 3],
+        p(2, 1, 1, 1),
+        false,
+    );
+    // Dilation with padding larger than the kernel reach of some rows.
+    conv(
+        "3x3 dilation 2 pad 2",
+        [2, 3, 7, 9],
+        [5, 3, 3, 3],
+        p(1, 2, 2, 1),
+        true,
+    );
+    // No padding, non-square kernel, 1×1.
+    conv(
+        "2x3 valid",
+        [1, 6, 5, 6],
+        [4, 6, 2, 3],
+        Conv2dParams::default(),
+        true,
+    );
+    conv(
+        "1x1",
+        [2, 8, 3, 5],
+        [9, 8, 1, 1],
+        Conv2dParams::default(),
+        true,
+    );
+    // More than one row tile (Cout > 64) and column tile (N·Ho·Wo > 128).
+    conv(
+        "3x3 70 out channels",
+        [1, 3, 12, 12],
+        [70, 3, 3, 3],
+        p(1, 1, 1, 1),
+        false,
+    );
+}
