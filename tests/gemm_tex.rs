@@ -50,7 +50,9 @@ fn texture_gemm_is_the_path_taken_for_matmul_and_conv() {
             .map_or(0, |r| r.1)
     };
     // matmul forward + 2 backward products, conv forward + grad-input + grad-weight.
-    assert_eq!(calls("gemm_tex.wgsl::gemm"), 6, "{report:?}");
+    assert_eq!(calls("gemm_tex.wgsl::matmul"), 3, "{report:?}");
+    assert_eq!(calls("gemm_tex.wgsl::conv"), 2, "{report:?}");
+    assert_eq!(calls("gemm_tex.wgsl::conv_grad_weight"), 1, "{report:?}");
     assert!(calls("pack.wgsl::pack_atlas") >= 2, "{report:?}");
     assert_eq!(calls("pack.wgsl::pack_pixels"), 1, "{report:?}");
     assert_eq!(calls("conv_direct.wgsl::conv_direct"), 0, "{report:?}");

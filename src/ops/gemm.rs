@@ -143,11 +143,23 @@ pub(crate) fn launch(
     out_mode: u32,
     out: &GpuBuf,
 ) -> Result<()> {
-    let k = Kernel::new(Shader::GemmTex, "gemm")
+    let four_packed = a_mode == Layout::Packed4 || b_mode == Layout::Packed4;
+    let info = ctx.adapter_info();
+    let entry = match b_mode {
+        Layout::KPacked | Layout::Packed4 => "matmul",
+        Layout::ConvAtlas => "conv",
+        Layout::ConvGradWeight => "conv_grad_weight",
+    };
+    let k = Kernel::new(Shader::GemmTex, entry)
         .with("A_MODE", a_mode.code())
         .with("B_MODE", b_mode.code())
         .with("OUT_MODE", out_mode)
-        .with("HAS_BIAS", u32::from(bias.is_some()));
+        .with("HAS_BIAS", u32::from(bias.is_some()))
+        .with("K_TAIL", u32::from(four_packed && p.k % 4 != 0))
+        .with(
+            "SUBGROUP_IS_CLUSTER",
+            u32::from(info.subgroup_min_size == 8 && info.subgroup_max_size == 8),
+        );
     let groups = u64::from(p.batch)
         * u64::from(p.tiles_m)
         * u64::from(p.tiles_n)
