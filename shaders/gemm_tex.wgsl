@@ -55,6 +55,11 @@ override K_TAIL: bool = true;
 // Whether every subgroup is exactly one cluster of 8 lanes (lavapipe's AVX2 width): the
 // shuffles then take constant lane indices, which llvmpipe turns into broadcasts.
 override SUBGROUP_IS_CLUSTER: bool = false;
+// B_MODE 1 only: each lane owns 8 columns (two texels) instead of 4, a 64 × 256 workgroup
+// tile. Halves the A fetches and shuffles per FMA; 5–10 % faster on lavapipe (1024³,
+// process CPU time, three A/B runs), but 256 accumulators would spill on GPUs, so the host
+// picks it for CPU adapters only (src/ops/gemm.rs).
+override WIDE: bool = false;
 
 // Mirrors GemmParams in src/ops/gemm.rs.
 struct GemmParams {
@@ -74,11 +79,13 @@ struct GemmParams {
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
 
+// Rows per workgroup (columns: 128, or 256 when WIDE).
 const TILE_M: u32 = 64u;
-const TILE_N: u32 = 128u;
 
-// Row q's 4 columns (constant indices only, so the array lives in registers).
+// Row q's 4 columns (constant indices only, so the array lives in registers); acc2 holds
+// the lane's second 4 columns when WIDE.
 var<private> acc: array<vec4<f32>, 32>;
+var<private> acc2: array<vec4<f32>, 32>;
 // First subgroup lane of this invocation's cluster.
 var<private> first: u32;
 
@@ -106,74 +113,43 @@ fn k_mask(t: vec4<f32>, k: u32) -> vec4<f32> {
     return t;
 }
 
-// One K step: av_i[j] = A(row of acc[8i + lane], k0 + j) as fetched by this lane,
-// b_j = B(k0 + j, this lane's 4 columns).
-fn step(av0: vec4<f32>, av1: vec4<f32>, av2: vec4<f32>, av3: vec4<f32>,
+// One K step into the accumulators c: av_i[j] = A(row of c[8i + lane], k0 + j) as fetched
+// by this lane, b_j = B(k0 + j, this lane's 4 columns). Row by row (see the header).
+fn step(c: ptr<private, array<vec4<f32>, 32>>,
+        av0: vec4<f32>, av1: vec4<f32>, av2: vec4<f32>, av3: vec4<f32>,
         b0: vec4<f32>, b1: vec4<f32>, b2: vec4<f32>, b3: vec4<f32>) {
-    acc[0] = fma(bc(av0.x, 0u), b0, acc[0]); acc[0] = fma(bc(av0.y, 0u), b1, acc[0]);
-    acc[0] = fma(bc(av0.z, 0u), b2, acc[0]); acc[0] = fma(bc(av0.w, 0u), b3, acc[0]);
-    acc[1] = fma(bc(av0.x, 1u), b0, acc[1]); acc[1] = fma(bc(av0.y, 1u), b1, acc[1]);
-    acc[1] = fma(bc(av0.z, 1u), b2, acc[1]); acc[1] = fma(bc(av0.w, 1u), b3, acc[1]);
-    acc[2] = fma(bc(av0.x, 2u), b0, acc[2]); acc[2] = fma(bc(av0.y, 2u), b1, acc[2]);
-    acc[2] = fma(bc(av0.z, 2u), b2, acc[2]); acc[2] = fma(bc(av0.w, 2u), b3, acc[2]);
-    acc[3] = fma(bc(av0.x, 3u), b0, acc[3]); acc[3] = fma(bc(av0.y, 3u), b1, acc[3]);
-    acc[3] = fma(bc(av0.z, 3u), b2, acc[3]); acc[3] = fma(bc(av0.w, 3u), b3, acc[3]);
-    acc[4] = fma(bc(av0.x, 4u), b0, acc[4]); acc[4] = fma(bc(av0.y, 4u), b1, acc[4]);
-    acc[4] = fma(bc(av0.z, 4u), b2, acc[4]); acc[4] = fma(bc(av0.w, 4u), b3, acc[4]);
-    acc[5] = fma(bc(av0.x, 5u), b0, acc[5]); acc[5] = fma(bc(av0.y, 5u), b1, acc[5]);
-    acc[5] = fma(bc(av0.z, 5u), b2, acc[5]); acc[5] = fma(bc(av0.w, 5u), b3, acc[5]);
-    acc[6] = fma(bc(av0.x, 6u), b0, acc[6]); acc[6] = fma(bc(av0.y, 6u), b1, acc[6]);
-    acc[6] = fma(bc(av0.z, 6u), b2, acc[6]); acc[6] = fma(bc(av0.w, 6u), b3, acc[6]);
-    acc[7] = fma(bc(av0.x, 7u), b0, acc[7]); acc[7] = fma(bc(av0.y, 7u), b1, acc[7]);
-    acc[7] = fma(bc(av0.z, 7u), b2, acc[7]); acc[7] = fma(bc(av0.w, 7u), b3, acc[7]);
-    acc[8] = fma(bc(av1.x, 0u), b0, acc[8]); acc[8] = fma(bc(av1.y, 0u), b1, acc[8]);
-    acc[8] = fma(bc(av1.z, 0u), b2, acc[8]); acc[8] = fma(bc(av1.w, 0u), b3, acc[8]);
-    acc[9] = fma(bc(av1.x, 1u), b0, acc[9]); acc[9] = fma(bc(av1.y, 1u), b1, acc[9]);
-    acc[9] = fma(bc(av1.z, 1u), b2, acc[9]); acc[9] = fma(bc(av1.w, 1u), b3, acc[9]);
-    acc[10] = fma(bc(av1.x, 2u), b0, acc[10]); acc[10] = fma(bc(av1.y, 2u), b1, acc[10]);
-    acc[10] = fma(bc(av1.z, 2u), b2, acc[10]); acc[10] = fma(bc(av1.w, 2u), b3, acc[10]);
-    acc[11] = fma(bc(av1.x, 3u), b0, acc[11]); acc[11] = fma(bc(av1.y, 3u), b1, acc[11]);
-    acc[11] = fma(bc(av1.z, 3u), b2, acc[11]); acc[11] = fma(bc(av1.w, 3u), b3, acc[11]);
-    acc[12] = fma(bc(av1.x, 4u), b0, acc[12]); acc[12] = fma(bc(av1.y, 4u), b1, acc[12]);
-    acc[12] = fma(bc(av1.z, 4u), b2, acc[12]); acc[12] = fma(bc(av1.w, 4u), b3, acc[12]);
-    acc[13] = fma(bc(av1.x, 5u), b0, acc[13]); acc[13] = fma(bc(av1.y, 5u), b1, acc[13]);
-    acc[13] = fma(bc(av1.z, 5u), b2, acc[13]); acc[13] = fma(bc(av1.w, 5u), b3, acc[13]);
-    acc[14] = fma(bc(av1.x, 6u), b0, acc[14]); acc[14] = fma(bc(av1.y, 6u), b1, acc[14]);
-    acc[14] = fma(bc(av1.z, 6u), b2, acc[14]); acc[14] = fma(bc(av1.w, 6u), b3, acc[14]);
-    acc[15] = fma(bc(av1.x, 7u), b0, acc[15]); acc[15] = fma(bc(av1.y, 7u), b1, acc[15]);
-    acc[15] = fma(bc(av1.z, 7u), b2, acc[15]); acc[15] = fma(bc(av1.w, 7u), b3, acc[15]);
-    acc[16] = fma(bc(av2.x, 0u), b0, acc[16]); acc[16] = fma(bc(av2.y, 0u), b1, acc[16]);
-    acc[16] = fma(bc(av2.z, 0u), b2, acc[16]); acc[16] = fma(bc(av2.w, 0u), b3, acc[16]);
-    acc[17] = fma(bc(av2.x, 1u), b0, acc[17]); acc[17] = fma(bc(av2.y, 1u), b1, acc[17]);
-    acc[17] = fma(bc(av2.z, 1u), b2, acc[17]); acc[17] = fma(bc(av2.w, 1u), b3, acc[17]);
-    acc[18] = fma(bc(av2.x, 2u), b0, acc[18]); acc[18] = fma(bc(av2.y, 2u), b1, acc[18]);
-    acc[18] = fma(bc(av2.z, 2u), b2, acc[18]); acc[18] = fma(bc(av2.w, 2u), b3, acc[18]);
-    acc[19] = fma(bc(av2.x, 3u), b0, acc[19]); acc[19] = fma(bc(av2.y, 3u), b1, acc[19]);
-    acc[19] = fma(bc(av2.z, 3u), b2, acc[19]); acc[19] = fma(bc(av2.w, 3u), b3, acc[19]);
-    acc[20] = fma(bc(av2.x, 4u), b0, acc[20]); acc[20] = fma(bc(av2.y, 4u), b1, acc[20]);
-    acc[20] = fma(bc(av2.z, 4u), b2, acc[20]); acc[20] = fma(bc(av2.w, 4u), b3, acc[20]);
-    acc[21] = fma(bc(av2.x, 5u), b0, acc[21]); acc[21] = fma(bc(av2.y, 5u), b1, acc[21]);
-    acc[21] = fma(bc(av2.z, 5u), b2, acc[21]); acc[21] = fma(bc(av2.w, 5u), b3, acc[21]);
-    acc[22] = fma(bc(av2.x, 6u), b0, acc[22]); acc[22] = fma(bc(av2.y, 6u), b1, acc[22]);
-    acc[22] = fma(bc(av2.z, 6u), b2, acc[22]); acc[22] = fma(bc(av2.w, 6u), b3, acc[22]);
-    acc[23] = fma(bc(av2.x, 7u), b0, acc[23]); acc[23] = fma(bc(av2.y, 7u), b1, acc[23]);
-    acc[23] = fma(bc(av2.z, 7u), b2, acc[23]); acc[23] = fma(bc(av2.w, 7u), b3, acc[23]);
-    acc[24] = fma(bc(av3.x, 0u), b0, acc[24]); acc[24] = fma(bc(av3.y, 0u), b1, acc[24]);
-    acc[24] = fma(bc(av3.z, 0u), b2, acc[24]); acc[24] = fma(bc(av3.w, 0u), b3, acc[24]);
-    acc[25] = fma(bc(av3.x, 1u), b0, acc[25]); acc[25] = fma(bc(av3.y, 1u), b1, acc[25]);
-    acc[25] = fma(bc(av3.z, 1u), b2, acc[25]); acc[25] = fma(bc(av3.w, 1u), b3, acc[25]);
-    acc[26] = fma(bc(av3.x, 2u), b0, acc[26]); acc[26] = fma(bc(av3.y, 2u), b1, acc[26]);
-    acc[26] = fma(bc(av3.z, 2u), b2, acc[26]); acc[26] = fma(bc(av3.w, 2u), b3, acc[26]);
-    acc[27] = fma(bc(av3.x, 3u), b0, acc[27]); acc[27] = fma(bc(av3.y, 3u), b1, acc[27]);
-    acc[27] = fma(bc(av3.z, 3u), b2, acc[27]); acc[27] = fma(bc(av3.w, 3u), b3, acc[27]);
-    acc[28] = fma(bc(av3.x, 4u), b0, acc[28]); acc[28] = fma(bc(av3.y, 4u), b1, acc[28]);
-    acc[28] = fma(bc(av3.z, 4u), b2, acc[28]); acc[28] = fma(bc(av3.w, 4u), b3, acc[28]);
-    acc[29] = fma(bc(av3.x, 5u), b0, acc[29]); acc[29] = fma(bc(av3.y, 5u), b1, acc[29]);
-    acc[29] = fma(bc(av3.z, 5u), b2, acc[29]); acc[29] = fma(bc(av3.w, 5u), b3, acc[29]);
-    acc[30] = fma(bc(av3.x, 6u), b0, acc[30]); acc[30] = fma(bc(av3.y, 6u), b1, acc[30]);
-    acc[30] = fma(bc(av3.z, 6u), b2, acc[30]); acc[30] = fma(bc(av3.w, 6u), b3, acc[30]);
-    acc[31] = fma(bc(av3.x, 7u), b0, acc[31]); acc[31] = fma(bc(av3.y, 7u), b1, acc[31]);
-    acc[31] = fma(bc(av3.z, 7u), b2, acc[31]); acc[31] = fma(bc(av3.w, 7u), b3, acc[31]);
+    (*c)[0] = fma(bc(av0.w, 0u), b3, fma(bc(av0.z, 0u), b2, fma(bc(av0.y, 0u), b1, fma(bc(av0.x, 0u), b0, (*c)[0]))));
+    (*c)[1] = fma(bc(av0.w, 1u), b3, fma(bc(av0.z, 1u), b2, fma(bc(av0.y, 1u), b1, fma(bc(av0.x, 1u), b0, (*c)[1]))));
+    (*c)[2] = fma(bc(av0.w, 2u), b3, fma(bc(av0.z, 2u), b2, fma(bc(av0.y, 2u), b1, fma(bc(av0.x, 2u), b0, (*c)[2]))));
+    (*c)[3] = fma(bc(av0.w, 3u), b3, fma(bc(av0.z, 3u), b2, fma(bc(av0.y, 3u), b1, fma(bc(av0.x, 3u), b0, (*c)[3]))));
+    (*c)[4] = fma(bc(av0.w, 4u), b3, fma(bc(av0.z, 4u), b2, fma(bc(av0.y, 4u), b1, fma(bc(av0.x, 4u), b0, (*c)[4]))));
+    (*c)[5] = fma(bc(av0.w, 5u), b3, fma(bc(av0.z, 5u), b2, fma(bc(av0.y, 5u), b1, fma(bc(av0.x, 5u), b0, (*c)[5]))));
+    (*c)[6] = fma(bc(av0.w, 6u), b3, fma(bc(av0.z, 6u), b2, fma(bc(av0.y, 6u), b1, fma(bc(av0.x, 6u), b0, (*c)[6]))));
+    (*c)[7] = fma(bc(av0.w, 7u), b3, fma(bc(av0.z, 7u), b2, fma(bc(av0.y, 7u), b1, fma(bc(av0.x, 7u), b0, (*c)[7]))));
+    (*c)[8] = fma(bc(av1.w, 0u), b3, fma(bc(av1.z, 0u), b2, fma(bc(av1.y, 0u), b1, fma(bc(av1.x, 0u), b0, (*c)[8]))));
+    (*c)[9] = fma(bc(av1.w, 1u), b3, fma(bc(av1.z, 1u), b2, fma(bc(av1.y, 1u), b1, fma(bc(av1.x, 1u), b0, (*c)[9]))));
+    (*c)[10] = fma(bc(av1.w, 2u), b3, fma(bc(av1.z, 2u), b2, fma(bc(av1.y, 2u), b1, fma(bc(av1.x, 2u), b0, (*c)[10]))));
+    (*c)[11] = fma(bc(av1.w, 3u), b3, fma(bc(av1.z, 3u), b2, fma(bc(av1.y, 3u), b1, fma(bc(av1.x, 3u), b0, (*c)[11]))));
+    (*c)[12] = fma(bc(av1.w, 4u), b3, fma(bc(av1.z, 4u), b2, fma(bc(av1.y, 4u), b1, fma(bc(av1.x, 4u), b0, (*c)[12]))));
+    (*c)[13] = fma(bc(av1.w, 5u), b3, fma(bc(av1.z, 5u), b2, fma(bc(av1.y, 5u), b1, fma(bc(av1.x, 5u), b0, (*c)[13]))));
+    (*c)[14] = fma(bc(av1.w, 6u), b3, fma(bc(av1.z, 6u), b2, fma(bc(av1.y, 6u), b1, fma(bc(av1.x, 6u), b0, (*c)[14]))));
+    (*c)[15] = fma(bc(av1.w, 7u), b3, fma(bc(av1.z, 7u), b2, fma(bc(av1.y, 7u), b1, fma(bc(av1.x, 7u), b0, (*c)[15]))));
+    (*c)[16] = fma(bc(av2.w, 0u), b3, fma(bc(av2.z, 0u), b2, fma(bc(av2.y, 0u), b1, fma(bc(av2.x, 0u), b0, (*c)[16]))));
+    (*c)[17] = fma(bc(av2.w, 1u), b3, fma(bc(av2.z, 1u), b2, fma(bc(av2.y, 1u), b1, fma(bc(av2.x, 1u), b0, (*c)[17]))));
+    (*c)[18] = fma(bc(av2.w, 2u), b3, fma(bc(av2.z, 2u), b2, fma(bc(av2.y, 2u), b1, fma(bc(av2.x, 2u), b0, (*c)[18]))));
+    (*c)[19] = fma(bc(av2.w, 3u), b3, fma(bc(av2.z, 3u), b2, fma(bc(av2.y, 3u), b1, fma(bc(av2.x, 3u), b0, (*c)[19]))));
+    (*c)[20] = fma(bc(av2.w, 4u), b3, fma(bc(av2.z, 4u), b2, fma(bc(av2.y, 4u), b1, fma(bc(av2.x, 4u), b0, (*c)[20]))));
+    (*c)[21] = fma(bc(av2.w, 5u), b3, fma(bc(av2.z, 5u), b2, fma(bc(av2.y, 5u), b1, fma(bc(av2.x, 5u), b0, (*c)[21]))));
+    (*c)[22] = fma(bc(av2.w, 6u), b3, fma(bc(av2.z, 6u), b2, fma(bc(av2.y, 6u), b1, fma(bc(av2.x, 6u), b0, (*c)[22]))));
+    (*c)[23] = fma(bc(av2.w, 7u), b3, fma(bc(av2.z, 7u), b2, fma(bc(av2.y, 7u), b1, fma(bc(av2.x, 7u), b0, (*c)[23]))));
+    (*c)[24] = fma(bc(av3.w, 0u), b3, fma(bc(av3.z, 0u), b2, fma(bc(av3.y, 0u), b1, fma(bc(av3.x, 0u), b0, (*c)[24]))));
+    (*c)[25] = fma(bc(av3.w, 1u), b3, fma(bc(av3.z, 1u), b2, fma(bc(av3.y, 1u), b1, fma(bc(av3.x, 1u), b0, (*c)[25]))));
+    (*c)[26] = fma(bc(av3.w, 2u), b3, fma(bc(av3.z, 2u), b2, fma(bc(av3.y, 2u), b1, fma(bc(av3.x, 2u), b0, (*c)[26]))));
+    (*c)[27] = fma(bc(av3.w, 3u), b3, fma(bc(av3.z, 3u), b2, fma(bc(av3.y, 3u), b1, fma(bc(av3.x, 3u), b0, (*c)[27]))));
+    (*c)[28] = fma(bc(av3.w, 4u), b3, fma(bc(av3.z, 4u), b2, fma(bc(av3.y, 4u), b1, fma(bc(av3.x, 4u), b0, (*c)[28]))));
+    (*c)[29] = fma(bc(av3.w, 5u), b3, fma(bc(av3.z, 5u), b2, fma(bc(av3.y, 5u), b1, fma(bc(av3.x, 5u), b0, (*c)[29]))));
+    (*c)[30] = fma(bc(av3.w, 6u), b3, fma(bc(av3.z, 6u), b2, fma(bc(av3.y, 6u), b1, fma(bc(av3.x, 6u), b0, (*c)[30]))));
+    (*c)[31] = fma(bc(av3.w, 7u), b3, fma(bc(av3.z, 7u), b2, fma(bc(av3.y, 7u), b1, fma(bc(av3.x, 7u), b0, (*c)[31]))));
 }
 
 // The A texels of K step kq for the lane's cluster rows starting at row0.
@@ -199,7 +175,7 @@ fn from_columns(u0: vec4<f32>, u1: vec4<f32>, u2: vec4<f32>, u3: vec4<f32>) -> m
 }
 
 fn step_m(a: mat4x4<f32>, b: mat4x4<f32>) {
-    step(a[0], a[1], a[2], a[3], b[0], b[1], b[2], b[3]);
+    step(&acc, a[0], a[1], a[2], a[3], b[0], b[1], b[2], b[3]);
 }
 
 // Epilogue state of an invocation.
@@ -222,6 +198,9 @@ fn row_of(e: Epi, q: u32) -> u32 {
 
 // Column c of this lane.
 fn col_of(e: Epi, c: u32) -> u32 {
+    if (B_MODE == 1u && WIDE) {
+        return e.col0 + 8u * e.lane + c;
+    }
     if (B_MODE == 1u || B_MODE == 3u) {
         return e.col0 + 4u * e.lane + c;
     }
@@ -315,7 +294,8 @@ fn gemm(wid: vec3<u32>, nwg: vec3<u32>, sg_id: u32, sg_size: u32, sl: u32) {
     let lane = sl % 8u;
     first = sl & ~7u;
     let row0 = (t / p.tiles_n) * TILE_M + (cluster / 4u) * 32u;
-    let col0 = (t % p.tiles_n) * TILE_N + (cluster % 4u) * 32u;
+    let cw = select(32u, 64u, WIDE);
+    let col0 = (t % p.tiles_n) * (4u * cw) + (cluster % 4u) * cw;
     let a_base = bi * p.a_batch;
     let b_base = bi * p.b_batch;
 
@@ -329,7 +309,7 @@ fn gemm(wid: vec3<u32>, nwg: vec3<u32>, sg_id: u32, sg_size: u32, sl: u32) {
                                    fetch_b(t + 3u * s)));
         }
     } else if (B_MODE == 1u) {
-        let tb0 = b_base + col0 / 4u + lane;
+        let tb0 = b_base + col0 / 4u + select(lane, 2u * lane, WIDE);
         for (var kq = 0u; kq < p.kq; kq = kq + 1u) {
             let a = a_step(a_base, row0, lane, kq);
             let k0 = 4u * kq;
@@ -338,7 +318,14 @@ fn gemm(wid: vec3<u32>, nwg: vec3<u32>, sg_id: u32, sg_size: u32, sl: u32) {
             let b1 = k_mask(fetch_b(t + p.b_k), k0 + 1u);
             let b2 = k_mask(fetch_b(t + 2u * p.b_k), k0 + 2u);
             let b3 = k_mask(fetch_b(t + 3u * p.b_k), k0 + 3u);
-            step_m(a, mat4x4<f32>(b0, b1, b2, b3));
+            step(&acc, a[0], a[1], a[2], a[3], b0, b1, b2, b3);
+            if (WIDE) {
+                let c0 = k_mask(fetch_b(t + 1u), k0);
+                let c1 = k_mask(fetch_b(t + 1u + p.b_k), k0 + 1u);
+                let c2 = k_mask(fetch_b(t + 1u + 2u * p.b_k), k0 + 2u);
+                let c3 = k_mask(fetch_b(t + 1u + 3u * p.b_k), k0 + 3u);
+                step(&acc2, a[0], a[1], a[2], a[3], c0, c1, c2, c3);
+            }
         }
     } else if (B_MODE == 2u) {
         // This lane's 4 output pixels.
@@ -440,4 +427,39 @@ fn gemm(wid: vec3<u32>, nwg: vec3<u32>, sg_id: u32, sg_size: u32, sl: u32) {
     store_row(e, 29u, acc[29]);
     store_row(e, 30u, acc[30]);
     store_row(e, 31u, acc[31]);
+    if (WIDE) {
+        let e2 = Epi(ok, bi, split, row0, lane, col0 + 4u);
+        store_row(e2, 0u, acc2[0]);
+        store_row(e2, 1u, acc2[1]);
+        store_row(e2, 2u, acc2[2]);
+        store_row(e2, 3u, acc2[3]);
+        store_row(e2, 4u, acc2[4]);
+        store_row(e2, 5u, acc2[5]);
+        store_row(e2, 6u, acc2[6]);
+        store_row(e2, 7u, acc2[7]);
+        store_row(e2, 8u, acc2[8]);
+        store_row(e2, 9u, acc2[9]);
+        store_row(e2, 10u, acc2[10]);
+        store_row(e2, 11u, acc2[11]);
+        store_row(e2, 12u, acc2[12]);
+        store_row(e2, 13u, acc2[13]);
+        store_row(e2, 14u, acc2[14]);
+        store_row(e2, 15u, acc2[15]);
+        store_row(e2, 16u, acc2[16]);
+        store_row(e2, 17u, acc2[17]);
+        store_row(e2, 18u, acc2[18]);
+        store_row(e2, 19u, acc2[19]);
+        store_row(e2, 20u, acc2[20]);
+        store_row(e2, 21u, acc2[21]);
+        store_row(e2, 22u, acc2[22]);
+        store_row(e2, 23u, acc2[23]);
+        store_row(e2, 24u, acc2[24]);
+        store_row(e2, 25u, acc2[25]);
+        store_row(e2, 26u, acc2[26]);
+        store_row(e2, 27u, acc2[27]);
+        store_row(e2, 28u, acc2[28]);
+        store_row(e2, 29u, acc2[29]);
+        store_row(e2, 30u, acc2[30]);
+        store_row(e2, 31u, acc2[31]);
+    }
 }

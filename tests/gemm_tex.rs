@@ -77,8 +77,16 @@ fn product(name: &str, sa: &[usize], sb: &[usize], ta: bool, tb: bool) {
 #[test]
 fn matmul_every_operand_layout() {
     // (M, N, K): K % 4 = 0 with N % 4 = 0 (both operands copied), K % 4 ≠ 0 (packed,
-    // zero-padded K), M or N % 4 ≠ 0, and sizes past one 64 × 128 tile.
-    for (m, n, k) in [(8, 12, 16), (5, 7, 3), (12, 8, 10), (66, 131, 9), (9, 4, 6)] {
+    // zero-padded K), M or N % 4 ≠ 0, sizes past one 64 × 128 tile, and N ≥ 256 with
+    // N % 4 = 0 (8 columns per lane on CPU adapters, see GEMM_WIDE_N) with a K tail.
+    for (m, n, k) in [
+        (8, 12, 16),
+        (5, 7, 3),
+        (12, 8, 10),
+        (66, 131, 9),
+        (9, 4, 6),
+        (70, 260, 6),
+    ] {
         for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
             let sa = if ta { [k, m] } else { [m, k] };
             let sb = if tb { [n, k] } else { [k, n] };

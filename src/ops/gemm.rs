@@ -17,8 +17,10 @@ use std::sync::Arc;
 use crate::error::{Error, Result};
 use crate::gpu::{Arg, GpuBuf, GpuContext, GpuTex, Kernel, Shader};
 
-/// Output tile of one workgroup (rows × columns); = TILE_M × TILE_N in gemm_tex.wgsl.
+/// Output tile of one workgroup (rows × columns); = TILE_M × 4·cw in gemm_tex.wgsl.
 pub const GEMM_TILE: (usize, usize) = (64, 128);
+/// Columns per workgroup of the WIDE variant (8 columns per lane).
+pub const GEMM_WIDE_N: usize = 256;
 
 /// `#[repr(C)]` mirror of `struct GemmParams` in `shaders/gemm_tex.wgsl`.
 #[repr(C)]
@@ -145,6 +147,16 @@ pub(crate) fn launch(
 ) -> Result<()> {
     let four_packed = a_mode == Layout::Packed4 || b_mode == Layout::Packed4;
     let info = ctx.adapter_info();
+    // WIDE (8 columns per lane) on CPU adapters, where accumulators spill to cache anyway,
+    // for products with at least one wide tile of columns.
+    let wide = b_mode == Layout::Packed4
+        && info.device_type == wgpu::DeviceType::Cpu
+        && p.n as usize >= GEMM_WIDE_N;
+    let mut p = *p;
+    if wide {
+        p.tiles_n = u32_of("matmul", (p.n as usize).div_ceil(GEMM_WIDE_N))?;
+    }
+    let p = &p;
     let entry = match b_mode {
         Layout::KPacked | Layout::Packed4 => "matmul",
         Layout::ConvAtlas => "conv",
@@ -156,6 +168,7 @@ pub(crate) fn launch(
         .with("OUT_MODE", out_mode)
         .with("HAS_BIAS", u32::from(bias.is_some()))
         .with("K_TAIL", u32::from(four_packed && p.k % 4 != 0))
+        .with("WIDE", u32::from(wide))
         .with(
             "SUBGROUP_IS_CLUSTER",
             u32::from(info.subgroup_min_size == 8 && info.subgroup_max_size == 8),
