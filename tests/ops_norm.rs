@@ -33,6 +33,8 @@ const SHAPES: &[[usize; 4]] = &[
     [1, 3, 2, 3],
     [5, 4, 1, 1],
     [2, 3, 5, 7],
+    // H·W past the 64 lanes of a plane sum and not a multiple of the 16-element runs.
+    [2, 3, 17, 19],
     [3, 2, 9, 11],
     [67, 2, 1, 2],
 ];

@@ -7,6 +7,7 @@ use crate::ops::conv::{conv2d_backward, Conv2dParams};
 use crate::ops::copy::{concat_backward, pad_axis, permute_backward};
 use crate::ops::cross_entropy::cross_entropy_backward;
 use crate::ops::matmul::matmul_backward;
+use crate::ops::norm::batch_norm_backward;
 use crate::ops::pool::{avg_pool2d_backward, max_pool2d_backward, Pool2d};
 use crate::ops::reduce::{reduce_backward, ReduceOp};
 use crate::ops::resize::interpolate_bilinear_backward;
@@ -66,6 +67,12 @@ pub enum Op {
         ignore_index: u32,
         sums: Tensor,
     },
+    /// Training batch-norm; inputs x, γ, β. `mean` and `rstd` (`[C]`) are the batch
+    /// statistics of the forward.
+    BatchNorm {
+        mean: Tensor,
+        rstd: Tensor,
+    },
     /// `op(a) · op(b)`; the flags say which operand is read transposed. Inputs: a, b.
     Matmul {
         trans_a: bool,
@@ -95,6 +102,7 @@ impl Op {
             Op::LogSoftmax { .. } => "log_softmax",
             Op::CrossEntropy { .. } => "cross_entropy",
             Op::Matmul { .. } => "matmul",
+            Op::BatchNorm { .. } => "batch_norm2d",
         }
     }
 
@@ -148,6 +156,7 @@ impl Op {
             Op::Matmul { trans_a, trans_b } => {
                 matmul_backward(*trans_a, *trans_b, x, &inputs[1], g)?.to_vec()
             }
+            Op::BatchNorm { mean, rstd } => batch_norm_backward(inputs, mean, rstd, g)?,
         })
     }
 }

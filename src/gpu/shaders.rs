@@ -27,6 +27,7 @@ pub enum Shader {
     MatmulSg,
     GemmTex,
     Pack,
+    BatchNorm,
 }
 
 impl Shader {
@@ -50,6 +51,7 @@ impl Shader {
         Shader::MatmulSg,
         Shader::GemmTex,
         Shader::Pack,
+        Shader::BatchNorm,
     ];
 
     /// File name inside `shaders/`.
@@ -73,6 +75,7 @@ impl Shader {
             Shader::MatmulSg => "matmul_sg.wgsl",
             Shader::GemmTex => "gemm_tex.wgsl",
             Shader::Pack => "pack.wgsl",
+            Shader::BatchNorm => "batch_norm.wgsl",
         }
     }
 
@@ -97,6 +100,7 @@ impl Shader {
             Shader::MatmulSg => include_str!("../../shaders/matmul_sg.wgsl"),
             Shader::GemmTex => include_str!("../../shaders/gemm_tex.wgsl"),
             Shader::Pack => include_str!("../../shaders/pack.wgsl"),
+            Shader::BatchNorm => include_str!("../../shaders/batch_norm.wgsl"),
         }
     }
 
