@@ -233,6 +233,16 @@ fn cross_entropy_matches_and_differentiates() {
         ("many nchw", &[2, 3, 33, 17], 9),
         // 16 320 pixels: 255 lanes of 64 per image, 510 partials, so a two-pass reduction.
         ("many lanes", &[2, 2, 96, 85], 0),
+        // Pixels per image a multiple of 4 run the vec4 kernels (ce_forward4, ce_backward4;
+        // the cases above with 12 and 8160 pixels do too). One quad per image:
+        ("vec4 one quad", &[2, 3, 2, 2], 3),
+        // 3 quads per image, 9 in all: one backward invocation (8 quads) spans three images
+        // and the next one holds a single quad.
+        ("vec4 quads span images", &[3, 4, 3, 4], 5),
+        // 68 pixels: a full forward lane (64 pixels) and one holding a single quad.
+        ("vec4 lane + 1 quad", &[2, 5, 4, 17], 6),
+        // 2080 quads: one past a 256-wide workgroup of backward invocations (260 of them).
+        ("vec4 wg+1", &[2, 3, 64, 65], 7),
     ];
     for (k, (name, shape, ig)) in cases.iter().enumerate() {
         for weighted in [false, true] {
@@ -243,51 +253,62 @@ fn cross_entropy_matches_and_differentiates() {
 
 #[test]
 fn cross_entropy_extreme_logits_stay_finite_and_match() {
-    let shape = [2usize, 4, 2, 3];
-    let x = distinct(48, 61, -1e4, 1e4);
-    let inputs = [
-        Input::param(shape.to_vec(), x),
-        Input::labels([2, 2, 3], labels(12, 4, 62, 5)),
-    ];
-    check_op(
-        "cross_entropy extreme",
-        &inputs,
-        Check::new(REDUCTION, REDUCTION),
-        |t| t[0].cross_entropy(&t[1], None, IGNORE),
-    );
+    // 6 pixels per image (scalar kernels) and 4 (vec4 kernels).
+    for (k, w) in [3usize, 2].into_iter().enumerate() {
+        let shape = [2usize, 4, 2, w];
+        let np = 4 * w;
+        let x = distinct(4 * np, 61 + k as u64, -1e4, 1e4);
+        let inputs = [
+            Input::param(shape.to_vec(), x),
+            Input::labels([2, 2, w], labels(np, 4, 62, 5)),
+        ];
+        check_op(
+            &format!("cross_entropy extreme {shape:?}"),
+            &inputs,
+            Check::new(REDUCTION, REDUCTION),
+            |t| t[0].cross_entropy(&t[1], None, IGNORE),
+        );
+    }
 }
 
 #[test]
 fn cross_entropy_all_ignored_is_zero_with_zero_gradient() {
-    let shape = [2usize, 3, 2, 2];
+    // 4 pixels per image (vec4 kernels), 2 (scalar kernels) and [N, C] logits.
+    let cases: [(Vec<usize>, Vec<usize>); 3] = [
+        (vec![2, 3, 2, 2], vec![2, 2, 2]),
+        (vec![4, 3, 1, 2], vec![4, 1, 2]),
+        (vec![8, 3], vec![8]),
+    ];
     let x = uniform(24, 70, -3.0, 3.0);
     // Every label is either the ignore index or out of range (≥ C, treated as ignored).
     let y = vec![IGNORE, 3, IGNORE, 7, IGNORE, IGNORE, 100, IGNORE];
-    let inputs = [
-        Input::param(shape.to_vec(), x.clone()),
-        Input::labels([2, 2, 2], y.clone()),
-        Input::constant([3], vec![1.0, 2.0, 3.0]),
-    ];
-    check_op(
-        "cross_entropy all ignored",
-        &inputs,
-        Check::new(EXACT, EXACT),
-        |t| t[0].cross_entropy(&t[1], t.get(2), IGNORE),
-    );
-    for dev in std::iter::once(Device::Cpu).chain(gpu()) {
-        for weighted in [false, true] {
-            let xt = Tensor::from_vec(x.clone(), shape, &dev)
-                .expect("x")
-                .as_param();
-            let yt = Tensor::from_u32(y.clone(), [2, 2, 2], &dev).expect("y");
-            let w = Tensor::from_vec(vec![1.0, 2.0, 3.0], [3], &dev).expect("w");
-            let loss = xt
-                .cross_entropy(&yt, weighted.then_some(&w), IGNORE)
-                .expect("ce");
-            assert_eq!(loss.item().expect("item"), 0.0, "{dev:?}");
-            let g = backward(&loss).expect("backward");
-            let gx = g.get(&xt).expect("grad").to_vec().expect("read");
-            assert!(gx.iter().all(|&v| v == 0.0), "{dev:?}: {gx:?}");
+    for (shape, label_shape) in cases {
+        let inputs = [
+            Input::param(shape.clone(), x.clone()),
+            Input::labels(label_shape.clone(), y.clone()),
+            Input::constant([3], vec![1.0, 2.0, 3.0]),
+        ];
+        check_op(
+            &format!("cross_entropy all ignored {shape:?}"),
+            &inputs,
+            Check::new(EXACT, EXACT),
+            |t| t[0].cross_entropy(&t[1], t.get(2), IGNORE),
+        );
+        for dev in std::iter::once(Device::Cpu).chain(gpu()) {
+            for weighted in [false, true] {
+                let xt = Tensor::from_vec(x.clone(), shape.clone(), &dev)
+                    .expect("x")
+                    .as_param();
+                let yt = Tensor::from_u32(y.clone(), label_shape.clone(), &dev).expect("y");
+                let w = Tensor::from_vec(vec![1.0, 2.0, 3.0], [3], &dev).expect("w");
+                let loss = xt
+                    .cross_entropy(&yt, weighted.then_some(&w), IGNORE)
+                    .expect("ce");
+                assert_eq!(loss.item().expect("item"), 0.0, "{dev:?} {shape:?}");
+                let g = backward(&loss).expect("backward");
+                let gx = g.get(&xt).expect("grad").to_vec().expect("read");
+                assert!(gx.iter().all(|&v| v == 0.0), "{dev:?} {shape:?}: {gx:?}");
+            }
         }
     }
 }
@@ -562,6 +583,13 @@ fn folded_grids_match_the_cpu() {
                 },
             );
         }
+    }
+    // Cross-entropy: 1301 and 4401 pixels (scalar kernels; the backward folds to 2-D and 3-D),
+    // 36 000 and 140 000 (vec4 kernels, 8 quads per backward invocation: 1125 invocations
+    // fold to 2-D, 4375 to 3-D, and the forward's 2188 to 2-D). The loss is scaled by the
+    // pixel count so that the gradients (∝ 1 / Σ w) stay well above the absolute tolerance.
+    for (k, n) in [1301usize, 4401, 36_000, 140_000].into_iter().enumerate() {
+        let x = uniform(3 * n, 900 + k as u64, -3.0, 3.0);
         for weighted in [false, true] {
             let mut inputs = vec![
                 Input::param([1, 3, 1, n], x.clone()),
@@ -574,7 +602,10 @@ fn folded_grids_match_the_cpu() {
                 &format!("folded cross_entropy weighted={weighted} pixels={n}"),
                 &inputs,
                 Check::new(REDUCTION, REDUCTION),
-                |t| t[0].cross_entropy(&t[1], t.get(2), IGNORE),
+                |t| {
+                    t[0].cross_entropy(&t[1], t.get(2), IGNORE)?
+                        .mul_scalar(n as f32)
+                },
             );
         }
     }

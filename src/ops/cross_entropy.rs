@@ -15,14 +15,17 @@
 //! `∂L/∂x_{v,c} = g · w_{y_v} · (p_{v,c} − δ_{c,y_v}) / Σ w`, `p = softmax_c(x)`, 0 for
 //! ignored pixels.
 //!
-//! GPU: `ce_forward` (each invocation handles `CE_PIXELS_PER_LANE` pixels of one image)
-//! writes every pixel's log-sum-exp (as `m` and `log s`) and per-invocation partial sums of
-//! `w·ℓ` and `w` into one statistics buffer, the lane reduction sums the partials, and
-//! `ce_finish` divides on the device. `ce_backward` (one invocation per pixel) reads `g`,
-//! `Σ w` and the saved log-sum-exp from device buffers: one load, one `exp` and one store
-//! per logit, and nothing is read back. The saved statistics (`sums` in
-//! `Op::CrossEntropy`) are `[Σ w·ℓ, Σ w, m (P), log s (P), …]` for `P` pixels; only the
-//! first two are read on the CPU.
+//! GPU: `ce_forward` (each invocation handles a run of `CE_PIXELS_PER_LANE` pixels of one
+//! image) writes every pixel's log-sum-exp (as `m` and `log s`) and per-invocation partial
+//! sums of `w·ℓ` and `w` into one statistics buffer, the lane reduction sums the partials, and
+//! `ce_finish` divides on the device. `ce_backward` reads `g`, `Σ w` and the saved
+//! log-sum-exp from device buffers: one load, one `exp` and one store per logit, and nothing
+//! is read back. When the pixels per image are a multiple of 4 (`Layout::vec4`), the
+//! `ce_forward4` / `ce_backward4` variants do the same on quads of 4 pixels with vec4
+//! accesses (`ce_backward4`: `CE_QUADS_PER_INVOCATION` quads per invocation); on lavapipe they
+//! take `cargo bench -- softmax-CE` (forward + backward) from ~90 to ~52 ms. The saved
+//! statistics (`sums` in `Op::CrossEntropy`) are `[Σ w·ℓ, Σ w, 0, 0, m (P), log s (P), …]`
+//! for `P` pixels; only the first two are read on the CPU.
 
 use crate::autograd::Op;
 use crate::error::{Error, Result};
@@ -47,12 +50,22 @@ struct CeParams {
     _pad: [u32; 2],
 }
 
-/// Pixels each `ce_forward` invocation sums (strided by the lane count, so neighbouring
-/// invocations read neighbouring pixels). Fewer partials to reduce as it grows, while it
-/// must leave enough invocations to fill a GPU (4096 on the bench shape). Not swept: with
-/// 64 the partials' reduction is ~1 ms of the forward's ~52 ms (`WGSEG_BENCH_PROFILE=1
-/// cargo bench -- softmax-CE`, lavapipe, load ≈ 2.8), so a larger value cannot pay.
+/// Pixels each `ce_forward` invocation sums: a contiguous run, so that each invocation walks
+/// its own stretch of every class row (with pixels strided by the lane count instead, the
+/// vec4 forward took 34 ms instead of 25). Fewer partials to reduce as it grows, while it must
+/// leave enough invocations to fill a GPU (4096 on the bench shape); a multiple of 4 (the
+/// vec4 kernel takes it as quads). 32 to 128 pixels measured alike (±3 ms in noise of ±10);
+/// the partials' reduction is ~1 ms of the forward.
 const CE_PIXELS_PER_LANE: usize = 64;
+
+/// Quads (4 pixels) per `ce_backward4` invocation: sharing the loads of `g` and `Σ w` and
+/// the loop over several quads took the backward from 41 ms (1 quad) to 28–30 ms (4 to 16
+/// quads alike; 2 quads 31–34 ms), `WGSEG_BENCH_PROFILE=1 cargo bench -- softmax-CE`.
+const CE_QUADS_PER_INVOCATION: usize = 8;
+
+/// Floats before the per-pixel statistics: `Σ w·ℓ, Σ w` and padding, so that `m` and
+/// `log s` start on a vec4 boundary.
+const STATS_HEAD: usize = 4;
 
 /// The layout of a cross-entropy problem: `n` images, `c` classes, `inner` pixels per image.
 #[derive(Clone, Copy, Debug)]
@@ -74,13 +87,18 @@ impl Layout {
     fn lanes(self) -> usize {
         self.inner.div_ceil(CE_PIXELS_PER_LANE)
     }
+    /// Whether the vec4 kernels apply: every image's pixels come in aligned quads.
+    fn vec4(self) -> bool {
+        self.inner % 4 == 0
+    }
     /// Offset of the partial sums in the statistics buffer.
     fn partials(self) -> usize {
-        2 + 2 * self.pixels()
+        STATS_HEAD + 2 * self.pixels()
     }
-    /// Length of the statistics buffer: sums, m, log s, two rows of partials.
+    /// Length of the statistics buffer: sums (padded to `STATS_HEAD`), m, log s, two rows
+    /// of partials, rounded up to whole vec4s for the vec4 kernels' view.
     fn stats_len(self) -> usize {
-        self.partials() + 2 * self.n * self.lanes()
+        (self.partials() + 2 * self.n * self.lanes()).next_multiple_of(4)
     }
     fn params(self, ignore_index: u32) -> CeParams {
         CeParams {
@@ -201,6 +219,8 @@ fn kernel(entry: &'static str, weighted: bool) -> Kernel {
     Kernel::new(Shader::CrossEntropy, entry)
         .with("WEIGHTED", u32::from(weighted))
         .with("WG", ELEMENTWISE_WG)
+        .with("PER", CE_PIXELS_PER_LANE as u32)
+        .with("BQ", CE_QUADS_PER_INVOCATION as u32)
 }
 
 /// GPU forward: `(loss, stats)`, both on the device.
@@ -215,8 +235,13 @@ fn gpu_forward(
     let t = lay.n * lay.lanes();
     let stats = ctx.alloc_storage(lay.stats_len())?;
     // Unused inputs (g, stats; weights when unweighted) are bound to the logits as dummies.
+    let entry = if lay.vec4() {
+        "ce_forward4"
+    } else {
+        "ce_forward"
+    };
     ctx.launch(
-        &kernel("ce_forward", w.is_some()),
+        &kernel(entry, w.is_some()),
         &lay.params(ignore_index),
         &[x, y, w.unwrap_or(x), x, x],
         &[&stats],
@@ -312,12 +337,20 @@ pub(crate) fn cross_entropy_backward(
             let ctx = x.context();
             let dx = ctx.alloc_storage(logits.numel())?;
             let w = weights.map(buf).transpose()?;
+            let (entry, threads) = if lay.vec4() {
+                (
+                    "ce_backward4",
+                    (lay.pixels() / 4).div_ceil(CE_QUADS_PER_INVOCATION),
+                )
+            } else {
+                ("ce_backward", lay.pixels())
+            };
             ctx.launch(
-                &kernel("ce_backward", w.is_some()),
+                &kernel(entry, w.is_some()),
                 &lay.params(ignore_index),
                 &[x, buf(labels)?, w.unwrap_or(x), buf(g)?, buf(sums)?],
                 &[&dx],
-                groups_for(lay.pixels(), ELEMENTWISE_WG),
+                groups_for(threads, ELEMENTWISE_WG),
             )?;
             Storage::Gpu(dx)
         }
