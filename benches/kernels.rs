@@ -182,7 +182,8 @@ fn conv_rows(b: &Bench) -> Result<()> {
 }
 
 /// Where a forward + backward of a small segmentation block spends its time, per kernel
-/// (synchronised wall clock per dispatch, see `GpuContext::set_profiling`).
+/// (GPU timestamps per dispatch where the adapter has them, else synchronised wall clock;
+/// see `GpuContext::set_profiling`).
 fn profile_step(b: &Bench, ctx: &std::sync::Arc<GpuContext>) -> Result<()> {
     use wgseg::ops::{batch_norm2d, BatchNormState};
     let x = b.tensor(&[2, 32, 64, 64], 70)?;
@@ -212,7 +213,10 @@ fn profile_step(b: &Bench, ctx: &std::sync::Arc<GpuContext>) -> Result<()> {
     let report = ctx.profile_report();
     ctx.set_profiling(false);
     let total: f64 = report.iter().map(|r| r.2).sum();
-    println!("\nprofile: conv3x3(dil 2) → BN → ReLU → max-pool → conv1x1 → resize ×2 → CE, (2,32,64,64), fwd+bwd");
+    println!(
+        "\nprofile ({}): conv3x3(dil 2) → BN → ReLU → max-pool → conv1x1 → resize ×2 → CE, (2,32,64,64), fwd+bwd",
+        ctx.profile_clock()
+    );
     println!(
         "{:<44} {:>6} {:>10} {:>7}",
         "kernel", "calls", "ms", "share"
@@ -302,10 +306,7 @@ fn main() -> Result<()> {
         ratios.sort_by(f64::total_cmp);
         println!(
             "{:<52} {:>10.2}x  (median of 9 back-to-back pairs; range {:.2}-{:.2}x)",
-            "batched speed-up over one submit per dispatch",
-            ratios[4],
-            ratios[0],
-            ratios[8]
+            "batched speed-up over one submit per dispatch", ratios[4], ratios[0], ratios[8]
         );
     }
     // The same batched row with 1 GiB of live device buffers, as in a training step (the

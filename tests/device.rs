@@ -121,10 +121,23 @@ fn profiling_attributes_time_to_kernels() {
     };
     let dev = Device::Gpu(ctx.clone());
     let x = Tensor::from_vec(uniform(5000, 1, 0.5, 1.0), [5000], &dev).unwrap();
+    ctx.synchronize().unwrap();
+    let started = std::time::Instant::now();
     ctx.set_profiling(true);
     let y = x.log().unwrap().exp().unwrap().sum().unwrap();
     assert!((y.item().unwrap() - x.sum().unwrap().item().unwrap()).abs() < 1e-2);
     let report = ctx.profile_report();
+    let wall = started.elapsed().as_secs_f64();
+    // GPU timestamps (lavapipe has them) or wall clock: either way each kernel's time lies
+    // within the wall time of the whole profiled block (catches a wrong timestamp period).
+    let total: f64 = report.iter().map(|r| r.2).sum();
+    assert!(
+        total > 0.0 && total <= wall,
+        "{total} s profiled in {wall} s"
+    );
+    if ctx.features().contains(wgpu::Features::TIMESTAMP_QUERY) {
+        assert_eq!(ctx.profile_clock(), "GPU timestamps");
+    }
     ctx.set_profiling(false);
     let calls = |name: &str| {
         report

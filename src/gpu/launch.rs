@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use super::context::GpuContext;
 use super::grid;
-use super::pool::{GpuBuf, GpuTex};
+use super::pool::{BufKind, GpuBuf, GpuTex};
+use super::recorder::{Cmd, Recorder};
 use super::shaders::Shader;
 use crate::error::{Error, Result};
 
@@ -161,19 +162,46 @@ impl GpuContext {
             layout: &bgl,
             entries: &entries,
         });
-        self.record_dispatch(&mut rec, pipeline, bind, grid)?;
-        if profiling {
-            self.flush_locked(&mut rec)?;
-            self.wait_locked(&mut rec)?;
-            let secs = started.elapsed().as_secs_f64();
-            if let Some(p) = rec.profile.as_mut() {
-                let e = p
-                    .entry(format!("{}::{}", k.shader.file(), k.entry))
-                    .or_default();
-                e.0 += 1;
-                e.1 += secs;
+        let queries = if profiling { rec.queries.clone() } else { None };
+        let Some(queries) = queries else {
+            self.record_dispatch(&mut rec, pipeline, bind, grid)?;
+            if profiling {
+                self.flush_locked(&mut rec)?;
+                self.wait_locked(&mut rec)?;
+                let secs = started.elapsed().as_secs_f64();
+                add_profile(&mut rec, k, secs);
             }
-        }
+            return Ok(());
+        };
+        // Profiling with timestamps: the dispatch alone in a timed pass.
+        let resolve = self.alloc(16, BufKind::Query)?;
+        let staging = self.alloc(16, BufKind::Staging)?;
+        rec.cmds.push(Cmd::TimedDispatch {
+            pipeline,
+            bind,
+            grid,
+            queries,
+            resolve: resolve.buffer.clone(),
+            staging: staging.buffer.clone(),
+        });
+        rec.total_dispatches += 1;
+        self.flush_locked(&mut rec)?;
+        self.wait_locked(&mut rec)?;
+        let bytes = self.map_read(&staging, 16)?;
+        let t: [u64; 2] = bytemuck::pod_read_unaligned(&bytes);
+        let ns = t[1].saturating_sub(t[0]) as f64 * f64::from(self.queue.get_timestamp_period());
+        add_profile(&mut rec, k, ns * 1e-9);
         Ok(())
+    }
+}
+
+/// Adds one call of `k` taking `secs` to the profile.
+fn add_profile(rec: &mut Recorder, k: &Kernel, secs: f64) {
+    if let Some(p) = rec.profile.as_mut() {
+        let e = p
+            .entry(format!("{}::{}", k.shader.file(), k.entry))
+            .or_default();
+        e.0 += 1;
+        e.1 += secs;
     }
 }

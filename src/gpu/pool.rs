@@ -20,6 +20,8 @@ pub enum BufKind {
     Uniform,
     /// Host-visible staging for readbacks.
     Staging,
+    /// Resolved timestamp queries (profiling).
+    Query,
 }
 
 impl BufKind {
@@ -29,6 +31,7 @@ impl BufKind {
             BufKind::Storage => U::STORAGE | U::COPY_SRC | U::COPY_DST,
             BufKind::Uniform => U::UNIFORM | U::COPY_DST,
             BufKind::Staging => U::MAP_READ | U::COPY_DST,
+            BufKind::Query => U::QUERY_RESOLVE | U::COPY_SRC,
         }
     }
 }

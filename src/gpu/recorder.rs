@@ -27,6 +27,16 @@ pub(crate) enum Cmd {
         bind: wgpu::BindGroup,
         grid: [u32; 3],
     },
+    /// A dispatch alone in a compute pass that writes timestamps 0 and 1 of the query set
+    /// at its start and end, resolved into `resolve` and copied to `staging` (profiling).
+    TimedDispatch {
+        pipeline: wgpu::ComputePipeline,
+        bind: wgpu::BindGroup,
+        grid: [u32; 3],
+        queries: wgpu::QuerySet,
+        resolve: wgpu::Buffer,
+        staging: wgpu::Buffer,
+    },
     Copy {
         src: wgpu::Buffer,
         dst: wgpu::Buffer,
@@ -45,7 +55,7 @@ pub(crate) enum Cmd {
 }
 
 pub(crate) struct Recorder {
-    cmds: Vec<Cmd>,
+    pub(crate) cmds: Vec<Cmd>,
     dispatches: usize,
     arena: Option<GpuBuf>,
     arena_bytes: Vec<u8>,
@@ -56,6 +66,8 @@ pub(crate) struct Recorder {
     pub(crate) total_submits: u64,
     /// When profiling: per kernel (`file::entry`), calls and seconds (see [`GpuContext::set_profiling`]).
     pub(crate) profile: Option<std::collections::BTreeMap<String, (u64, f64)>>,
+    /// The two-entry timestamp query set of profiling, where the device has timestamps.
+    pub(crate) queries: Option<wgpu::QuerySet>,
 }
 
 impl Recorder {
@@ -70,6 +82,7 @@ impl Recorder {
             total_dispatches: 0,
             total_submits: 0,
             profile: None,
+            queries: None,
         }
     }
 }
@@ -194,6 +207,30 @@ impl GpuContext {
                     Cmd::ToTexels { src, dst, texels } => {
                         copy_to_texels(&mut enc, src, dst, *texels)
                     }
+                    Cmd::TimedDispatch {
+                        pipeline,
+                        bind,
+                        grid,
+                        queries,
+                        resolve,
+                        staging,
+                    } => {
+                        {
+                            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                                label: None,
+                                timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
+                                    query_set: queries,
+                                    beginning_of_pass_write_index: Some(0),
+                                    end_of_pass_write_index: Some(1),
+                                }),
+                            });
+                            pass.set_pipeline(pipeline);
+                            pass.set_bind_group(0, bind, &[]);
+                            pass.dispatch_workgroups(grid[0], grid[1], grid[2]);
+                        }
+                        enc.resolve_query_set(queries, 0..2, resolve, 0);
+                        enc.copy_buffer_to_buffer(resolve, 0, staging, 0, 16);
+                    }
                     Cmd::Dispatch { .. } => {}
                 }
                 i += 1;
@@ -247,7 +284,15 @@ impl GpuContext {
             self.flush_locked(&mut rec)?;
             rec.in_flight.clear();
         }
-        let slice = staging.buffer.slice(0..buf.bytes);
+        let out = self.map_read(&staging, buf.bytes)?;
+        self.take_errors()?;
+        Ok(out)
+    }
+
+    /// Maps the first `bytes` of a staging buffer whose copy has been submitted and returns
+    /// them.
+    pub(crate) fn map_read(&self, staging: &GpuBuf, bytes: u64) -> Result<Vec<u8>> {
+        let slice = staging.buffer.slice(0..bytes);
         let (tx, rx) = std::sync::mpsc::channel();
         slice.map_async(wgpu::MapMode::Read, move |r| {
             let _ = tx.send(r);
@@ -265,7 +310,6 @@ impl GpuContext {
             view.to_vec()
         };
         staging.buffer.unmap();
-        self.take_errors()?;
         Ok(out)
     }
 
@@ -291,12 +335,33 @@ impl GpuContext {
     }
 
     /// Turns per-kernel profiling on (clearing earlier numbers) or off. While on, every
-    /// dispatch is submitted alone and waited for, and its wall time (recording, submission
-    /// and execution; pipeline compilation excluded) is added to its kernel's total. This
-    /// works on every adapter and makes the run slower; the totals rank kernel families.
+    /// dispatch is submitted alone and waited for, and its time is added to its kernel's
+    /// total: the GPU's own timestamps around the dispatch where the device has timestamp
+    /// queries ([`GpuContext::profile_clock`]), else the synchronised wall time (recording,
+    /// submission and execution; pipeline compilation excluded). Profiling makes the run
+    /// slower; the totals rank kernel families.
     pub fn set_profiling(&self, on: bool) {
         if let Ok(mut rec) = self.recorder() {
             rec.profile = on.then(Default::default);
+            if on
+                && rec.queries.is_none()
+                && self.features().contains(wgpu::Features::TIMESTAMP_QUERY)
+            {
+                rec.queries = Some(self.device.create_query_set(&wgpu::QuerySetDescriptor {
+                    label: Some("wgseg profile"),
+                    ty: wgpu::QueryType::Timestamp,
+                    count: 2,
+                }));
+            }
+        }
+    }
+
+    /// What the profile measures: `"GPU timestamps"` or `"synchronised wall clock"`.
+    pub fn profile_clock(&self) -> &'static str {
+        if self.features().contains(wgpu::Features::TIMESTAMP_QUERY) {
+            "GPU timestamps"
+        } else {
+            "synchronised wall clock"
         }
     }
 
