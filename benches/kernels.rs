@@ -142,6 +142,12 @@ fn conv_rows(b: &Bench) -> Result<()> {
             Conv2dParams::new(1, 0, 1, 1),
         ),
         (
+            "conv2d 3x3 stride 2 64->128, 128x128, N=4",
+            [4, 64, 128, 128],
+            [128, 64, 3, 3],
+            Conv2dParams::new(2, 1, 1, 1),
+        ),
+        (
             "conv2d depthwise 3x3 256, 32x32, N=4",
             [4, 256, 32, 32],
             [256, 1, 3, 3],
@@ -166,7 +172,7 @@ fn conv_rows(b: &Bench) -> Result<()> {
         b.run(&format!("{name} forward"), Work::Flops(fl), || {
             x.conv2d(&w, Some(&bias), p).map(drop)
         })?;
-        if i == 0 {
+        if i == 0 || p.stride.0 > 1 {
             // dx, dw and db: about three forward passes of work.
             b.run(
                 &format!("{name} forward + backward"),

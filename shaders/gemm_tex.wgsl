@@ -28,11 +28,12 @@
 //           columns l + 8c (c = 0..3) of its cluster.
 // B_MODE 1: B n-packed (stored [K, N] with N % 4 = 0), texel b_base + k·b_k + col/4; lane l
 //           owns columns 4l .. 4l+3.
-// B_MODE 2: conv implicit im2col (forward and stride-1 grad-input): columns are output
-//           pixels (img, y, x) of an ho × wo grid, K runs over (tap, channel texel q) and B
-//           is a channel-packed atlas (pack_atlas) of h × w planes read at
-//           (y·sy + ky·ty + oy, x·sx + kx·tx + ox), zero outside the plane (padding).
-//           Columns as in B_MODE 0.
+// B_MODE 2: conv implicit im2col (forward and grad-input): columns are output pixels
+//           (img, y, x) of an ho × wo grid, K runs over (tap, channel texel q) and B is a
+//           channel-packed atlas (pack_atlas) of h × w planes read at
+//           (y·sy + ty·ty_step + oy, x·sx + tx·tx_step + ox) for tap (ty, tx) of the tap grid,
+//           zero outside the plane (padding). A strided grad-input runs one GEMM per output
+//           phase, over that phase's pixels and its valid taps only. Columns as in B_MODE 0.
 // B_MODE 3: conv grad-weight: columns are (tap, channel) with the channel fastest (4·c4
 //           per tap), K runs over the output pixels (img, y, x4) of split `split` (rows
 //           img·ho + y in [split·rows_per_split, +rows_per_split)), A is dy pixel-packed
@@ -71,6 +72,13 @@ struct GemmParams {
     ho: u32, wo: u32, rows_per_split: u32, rows: u32,
     sy: i32, sx: i32, ty: i32, tx: i32,
     oy: i32, ox: i32, _p0: u32, _p1: u32,
+    // B_MODE 2 taps (ty, tx) of a taps / kw grid are the kernel's (ky0 + ty·kys, kx0 + tx·kxs)
+    // of a kernel kw_full wide (a subset for the phases of a strided grad-input).
+    ky0: u32, kys: u32, kx0: u32, kxs: u32,
+    // OUT_MODE 1: column pixel (jy, jx) of the ho × wo grid is stored at
+    // (out_y0 + out_sy·jy, out_x0 + out_sx·jx) of an out_h × out_w plane.
+    kw_full: u32, out_h: u32, out_w: u32, out_y0: u32,
+    out_sy: u32, out_x0: u32, out_sx: u32, _p2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: GemmParams;
@@ -219,7 +227,10 @@ fn store_one(e: Epi, row: u32, col: u32, v: f32) {
             if (HAS_BIAS) {
                 b = bias[row];
             }
-            out[((col / hw) * p.m + row) * hw + col % hw] = v + b;
+            let pix = col % hw;
+            let y = p.out_y0 + p.out_sy * (pix / p.wo);
+            let x = p.out_x0 + p.out_sx * (pix % p.wo);
+            out[((col / hw) * p.m + row) * p.out_h * p.out_w + y * p.out_w + x] = v + b;
         }
     } else {
         let ci = col % (4u * p.c4);
@@ -355,8 +366,9 @@ fn gemm(wid: vec3<u32>, nwg: vec3<u32>, sg_id: u32, sg_size: u32, sl: u32) {
             base1.y = base1.y & u32(valid.y);
             base2.y = base2.y & u32(valid.z);
             base3.y = base3.y & u32(valid.w);
+            let a_tap = (p.ky0 + u32(ky) * p.kys) * p.kw_full + p.kx0 + u32(kx) * p.kxs;
             for (var q = 0u; q < p.c4; q = q + 1u) {
-                let a = a_step(a_base, row0, lane, tap * p.c4 + q);
+                let a = a_step(a_base, row0, lane, a_tap * p.c4 + q);
                 step_m(a, from_columns(atlas_fetch(base0, q), atlas_fetch(base1, q),
                                        atlas_fetch(base2, q), atlas_fetch(base3, q)));
             }

@@ -38,7 +38,15 @@ fn texture_gemm_is_the_path_taken_for_matmul_and_conv() {
     let y = matmul_t(&a, &b, false, false).unwrap();
     let (x, w) = (t(&[2, 5, 6, 7], 3), t(&[6, 5, 3, 3], 4));
     let z = x.conv2d(&w, None, Conv2dParams::new(1, 1, 1, 1)).unwrap();
-    let loss = y.sum().unwrap().add(&z.sum().unwrap()).unwrap();
+    // Stride 2: grad-input as 4 phase GEMMs.
+    let z2 = x.conv2d(&w, None, Conv2dParams::new(2, 1, 1, 1)).unwrap();
+    let loss = y
+        .sum()
+        .unwrap()
+        .add(&z.sum().unwrap())
+        .unwrap()
+        .add(&z2.sum().unwrap())
+        .unwrap();
     let g = backward(&loss).unwrap();
     assert!(g.get(&w).is_some() && g.get(&x).is_some() && g.get(&a).is_some());
     ctx.synchronize().unwrap();
@@ -49,12 +57,14 @@ fn texture_gemm_is_the_path_taken_for_matmul_and_conv() {
             .find(|(name, _, _)| name == k)
             .map_or(0, |r| r.1)
     };
-    // matmul forward + 2 backward products, conv forward + grad-input + grad-weight.
+    // matmul forward + 2 backward products; per conv a forward, grad-input (4 phases at
+    // stride 2) and grad-weight.
     assert_eq!(calls("gemm_tex.wgsl::matmul"), 3, "{report:?}");
-    assert_eq!(calls("gemm_tex.wgsl::conv"), 2, "{report:?}");
-    assert_eq!(calls("gemm_tex.wgsl::conv_grad_weight"), 1, "{report:?}");
+    assert_eq!(calls("gemm_tex.wgsl::conv"), 2 + 1 + 4, "{report:?}");
+    assert_eq!(calls("gemm_tex.wgsl::conv_grad_weight"), 2, "{report:?}");
+    assert_eq!(calls("conv.wgsl::conv2d_grad_input"), 0, "{report:?}");
     assert!(calls("pack.wgsl::pack_atlas") >= 2, "{report:?}");
-    assert_eq!(calls("pack.wgsl::pack_pixels"), 1, "{report:?}");
+    assert_eq!(calls("pack.wgsl::pack_pixels"), 2, "{report:?}");
     assert_eq!(calls("conv_direct.wgsl::conv_direct"), 0, "{report:?}");
     assert_eq!(calls("matmul_sg.wgsl::matmul_sg"), 0, "{report:?}");
 }

@@ -326,7 +326,7 @@ fn gpu_forward(geo: &Geom, x: &GpuBuf, w: &GpuBuf, bias: Option<&GpuBuf>) -> Res
 /// Grad-input: the direct forward kernel on `dy` with the flipped kernel where that applies
 /// (stride 1, enough channels), else the gather kernel (any stride).
 fn gpu_grad_input(geo: &Geom, dy: &GpuBuf, w: &GpuBuf) -> Result<GpuBuf> {
-    if tex::grad_input_applies(dy.context(), geo) {
+    if tex::applies(dy.context(), geo) {
         return tex::grad_input(geo, dy, w);
     }
     if geo.cin_g >= CONV_DIRECT_MIN_CHANNELS && direct::grad_input_applies(geo) {

@@ -58,6 +58,18 @@ pub(crate) struct GemmParams {
     pub ox: i32,
     pub _p0: u32,
     pub _p1: u32,
+    pub ky0: u32,
+    pub kys: u32,
+    pub kx0: u32,
+    pub kxs: u32,
+    pub kw_full: u32,
+    pub out_h: u32,
+    pub out_w: u32,
+    pub out_y0: u32,
+    pub out_sy: u32,
+    pub out_x0: u32,
+    pub out_sx: u32,
+    pub _p2: u32,
 }
 
 /// `#[repr(C)]` mirror of `struct PackParams` in `shaders/pack.wgsl` (field meanings per

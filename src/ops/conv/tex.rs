@@ -109,8 +109,49 @@ fn window(
         tx: i(t.1)?,
         oy: i(o.0)?,
         ox: i(o.1)?,
+        kys: 1,
+        kxs: 1,
+        kw_full: u(geo.kw)?,
+        out_h: u(ho)?,
+        out_w: u(wo)?,
+        out_sy: 1,
+        out_sx: 1,
         ..GemmParams::default()
     })
+}
+
+/// The taps of one kernel dimension (size `k`, dilation `d`, padding `pad`, stride `s`)
+/// that reach grad-input pixels of phase `phase` (pixels `phase + s·j`): the first tap,
+/// the tap step, the count, and the dy offset and step — dy index `j + off + t·step` for
+/// the `t`-th of them. `None` when no tap reaches the phase.
+fn phase_taps(
+    phase: usize,
+    pad: usize,
+    d: usize,
+    s: usize,
+    k: usize,
+) -> Option<(usize, usize, usize, i64, i64)> {
+    let (phase, pad, d, s) = (phase as i64, pad as i64, d as i64, s as i64);
+    // (phase + pad − k0·d) must be a multiple of s; taps repeat every s / gcd(d, s).
+    let k0 = (0..s.min(k as i64)).find(|k0| (phase + pad - k0 * d).rem_euclid(s) == 0)?;
+    let g = gcd(d, s);
+    let step = s / g;
+    let count = (k as i64 - k0 + step - 1) / step;
+    Some((
+        k0 as usize,
+        step as usize,
+        count as usize,
+        (phase + pad - k0 * d) / s,
+        -(d / g),
+    ))
+}
+
+fn gcd(a: i64, b: i64) -> i64 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
 }
 
 /// `y = conv2d(x, w) + bias`.
@@ -151,14 +192,12 @@ pub(super) fn forward(geo: &Geom, x: &GpuBuf, w: &GpuBuf, bias: Option<&GpuBuf>)
     Ok(out)
 }
 
-/// Whether [`grad_input`] takes this layer: stride 1 (the gather of a strided layer's
-/// gradient is not an affine window).
-pub(super) fn grad_input_applies(ctx: &GpuContext, geo: &Geom) -> bool {
-    applies(ctx, geo) && geo.sh == 1 && geo.sw == 1
-}
-
-/// `∂x` of a stride-1 layer: `∂x[ci, y, x] = Σ_{co, ky, kx} w[co, ci, ky, kx] ·
-/// dy[co, y + ph − ky·dh, x + pw − kx·dw]` (zero outside dy).
+/// `∂x[ci, y, x] = Σ_{co, ky, kx} w[co, ci, ky, kx] · dy[co, (y + ph − ky·dh)/sh,
+/// (x + pw − kx·dw)/sw]` over the taps where both divisions are exact and inside dy. At
+/// stride 1 that is one GEMM; at stride s it is one GEMM per output phase (y mod sh,
+/// x mod sw), each over its own pixels and only the taps that reach them (a gather over all
+/// taps with masks would do s² times the work; the storage-buffer gather took 12.5 s for the
+/// 3×3 stride-2 64→128 128×128 N=4 layer, `cargo bench -- "stride 2"`).
 pub(super) fn grad_input(geo: &Geom, dy: &GpuBuf, w: &GpuBuf) -> Result<GpuBuf> {
     let ctx = dy.context();
     let taps = geo.kh * geo.kw;
@@ -166,34 +205,54 @@ pub(super) fn grad_input(geo: &Geom, dy: &GpuBuf, w: &GpuBuf) -> Result<GpuBuf> 
     // Rows ci, channels co of w [co, ci, tap].
     let wt = weights(w, geo.cin, geo.cout, taps, taps, geo.cin * taps)?;
     let dt = atlas(dy, geo.n, geo.cout, geo.ho * geo.wo)?;
-    let mut p = window(
-        geo,
-        c4,
-        geo.ho,
-        geo.wo,
-        geo.h,
-        geo.w,
-        (1, 1),
-        (-(geo.dh as i64), -(geo.dw as i64)),
-        (geo.ph as i64, geo.pw as i64),
-    )?;
-    let cols = geo.n * geo.h * geo.w;
-    p.m = u(geo.cin)?;
-    p.n = u(cols)?;
-    p.kq = u(taps * c4)?;
-    p.k = u(4 * taps * c4)?;
-    p.a_row = u(taps * c4)?;
-    (p.tiles_m, p.tiles_n) = gemm::tiles(OP, geo.cin, cols)?;
     let out = ctx.alloc_storage(geo.n * geo.cin * geo.h * geo.w)?;
-    gemm::launch(
-        ctx,
-        &p,
-        (&wt, Layout::KPacked),
-        (&dt, Layout::ConvAtlas),
-        None,
-        1,
-        &out,
-    )?;
+    if geo.sh > 1 || geo.sw > 1 {
+        // Pixels of phases that no tap reaches stay zero.
+        ctx.clear(&out)?;
+    }
+    for py in 0..geo.sh.min(geo.h) {
+        for px in 0..geo.sw.min(geo.w) {
+            let (Some(ty), Some(tx)) = (
+                phase_taps(py, geo.ph, geo.dh, geo.sh, geo.kh),
+                phase_taps(px, geo.pw, geo.dw, geo.sw, geo.kw),
+            ) else {
+                continue;
+            };
+            let (rows, cols) = ((geo.h - py).div_ceil(geo.sh), (geo.w - px).div_ceil(geo.sw));
+            let mut p = window(
+                geo,
+                c4,
+                geo.ho,
+                geo.wo,
+                rows,
+                cols,
+                (1, 1),
+                (ty.4, tx.4),
+                (ty.3, tx.3),
+            )?;
+            p.taps = u(ty.2 * tx.2)?;
+            p.kw = u(tx.2)?;
+            (p.ky0, p.kys, p.kx0, p.kxs) = (u(ty.0)?, u(ty.1)?, u(tx.0)?, u(tx.1)?);
+            (p.out_h, p.out_w) = (u(geo.h)?, u(geo.w)?);
+            (p.out_y0, p.out_sy, p.out_x0, p.out_sx) = (u(py)?, u(geo.sh)?, u(px)?, u(geo.sw)?);
+            let n = geo.n * rows * cols;
+            p.m = u(geo.cin)?;
+            p.n = u(n)?;
+            p.kq = u(taps * c4)?;
+            p.k = u(4 * taps * c4)?;
+            p.a_row = u(taps * c4)?;
+            (p.tiles_m, p.tiles_n) = gemm::tiles(OP, geo.cin, n)?;
+            gemm::launch(
+                ctx,
+                &p,
+                (&wt, Layout::KPacked),
+                (&dt, Layout::ConvAtlas),
+                None,
+                1,
+                &out,
+            )?;
+        }
+    }
     Ok(out)
 }
 
