@@ -252,6 +252,42 @@ fn store_row(e: Epi, q: u32, v: vec4<f32>) {
     store_one(e, row, col_of(e, 3u), v.w);
 }
 
+// Stores the 32 rows of accumulators c (constant indices: see acc).
+fn store_block(e: Epi, c: ptr<private, array<vec4<f32>, 32>>) {
+    store_row(e, 0u, (*c)[0]);
+    store_row(e, 1u, (*c)[1]);
+    store_row(e, 2u, (*c)[2]);
+    store_row(e, 3u, (*c)[3]);
+    store_row(e, 4u, (*c)[4]);
+    store_row(e, 5u, (*c)[5]);
+    store_row(e, 6u, (*c)[6]);
+    store_row(e, 7u, (*c)[7]);
+    store_row(e, 8u, (*c)[8]);
+    store_row(e, 9u, (*c)[9]);
+    store_row(e, 10u, (*c)[10]);
+    store_row(e, 11u, (*c)[11]);
+    store_row(e, 12u, (*c)[12]);
+    store_row(e, 13u, (*c)[13]);
+    store_row(e, 14u, (*c)[14]);
+    store_row(e, 15u, (*c)[15]);
+    store_row(e, 16u, (*c)[16]);
+    store_row(e, 17u, (*c)[17]);
+    store_row(e, 18u, (*c)[18]);
+    store_row(e, 19u, (*c)[19]);
+    store_row(e, 20u, (*c)[20]);
+    store_row(e, 21u, (*c)[21]);
+    store_row(e, 22u, (*c)[22]);
+    store_row(e, 23u, (*c)[23]);
+    store_row(e, 24u, (*c)[24]);
+    store_row(e, 25u, (*c)[25]);
+    store_row(e, 26u, (*c)[26]);
+    store_row(e, 27u, (*c)[27]);
+    store_row(e, 28u, (*c)[28]);
+    store_row(e, 29u, (*c)[29]);
+    store_row(e, 30u, (*c)[30]);
+    store_row(e, 31u, (*c)[31]);
+}
+
 // Atlas texel base of pixel (img, yy, xx) and whether it is inside the h × w plane.
 fn atlas_base(img: u32, yy: i32, xx: i32) -> vec2<u32> {
     let inside = yy >= 0 && yy < i32(p.h) && xx >= 0 && xx < i32(p.w);
@@ -407,71 +443,8 @@ fn gemm(wid: vec3<u32>, nwg: vec3<u32>, sg_id: u32, sg_size: u32, sl: u32) {
     }
 
     let e = Epi(ok, bi, split, row0, lane, col0);
-    store_row(e, 0u, acc[0]);
-    store_row(e, 1u, acc[1]);
-    store_row(e, 2u, acc[2]);
-    store_row(e, 3u, acc[3]);
-    store_row(e, 4u, acc[4]);
-    store_row(e, 5u, acc[5]);
-    store_row(e, 6u, acc[6]);
-    store_row(e, 7u, acc[7]);
-    store_row(e, 8u, acc[8]);
-    store_row(e, 9u, acc[9]);
-    store_row(e, 10u, acc[10]);
-    store_row(e, 11u, acc[11]);
-    store_row(e, 12u, acc[12]);
-    store_row(e, 13u, acc[13]);
-    store_row(e, 14u, acc[14]);
-    store_row(e, 15u, acc[15]);
-    store_row(e, 16u, acc[16]);
-    store_row(e, 17u, acc[17]);
-    store_row(e, 18u, acc[18]);
-    store_row(e, 19u, acc[19]);
-    store_row(e, 20u, acc[20]);
-    store_row(e, 21u, acc[21]);
-    store_row(e, 22u, acc[22]);
-    store_row(e, 23u, acc[23]);
-    store_row(e, 24u, acc[24]);
-    store_row(e, 25u, acc[25]);
-    store_row(e, 26u, acc[26]);
-    store_row(e, 27u, acc[27]);
-    store_row(e, 28u, acc[28]);
-    store_row(e, 29u, acc[29]);
-    store_row(e, 30u, acc[30]);
-    store_row(e, 31u, acc[31]);
+    store_block(e, &acc);
     if (WIDE) {
-        let e2 = Epi(ok, bi, split, row0, lane, col0 + 4u);
-        store_row(e2, 0u, acc2[0]);
-        store_row(e2, 1u, acc2[1]);
-        store_row(e2, 2u, acc2[2]);
-        store_row(e2, 3u, acc2[3]);
-        store_row(e2, 4u, acc2[4]);
-        store_row(e2, 5u, acc2[5]);
-        store_row(e2, 6u, acc2[6]);
-        store_row(e2, 7u, acc2[7]);
-        store_row(e2, 8u, acc2[8]);
-        store_row(e2, 9u, acc2[9]);
-        store_row(e2, 10u, acc2[10]);
-        store_row(e2, 11u, acc2[11]);
-        store_row(e2, 12u, acc2[12]);
-        store_row(e2, 13u, acc2[13]);
-        store_row(e2, 14u, acc2[14]);
-        store_row(e2, 15u, acc2[15]);
-        store_row(e2, 16u, acc2[16]);
-        store_row(e2, 17u, acc2[17]);
-        store_row(e2, 18u, acc2[18]);
-        store_row(e2, 19u, acc2[19]);
-        store_row(e2, 20u, acc2[20]);
-        store_row(e2, 21u, acc2[21]);
-        store_row(e2, 22u, acc2[22]);
-        store_row(e2, 23u, acc2[23]);
-        store_row(e2, 24u, acc2[24]);
-        store_row(e2, 25u, acc2[25]);
-        store_row(e2, 26u, acc2[26]);
-        store_row(e2, 27u, acc2[27]);
-        store_row(e2, 28u, acc2[28]);
-        store_row(e2, 29u, acc2[29]);
-        store_row(e2, 30u, acc2[30]);
-        store_row(e2, 31u, acc2[31]);
+        store_block(Epi(ok, bi, split, row0, lane, col0 + 4u), &acc2);
     }
 }

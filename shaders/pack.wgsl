@@ -37,6 +37,14 @@ fn load_or_zero(i: u32, ok: bool) -> f32 {
     return select(0.0, src[select(0u, i, ok)], ok);
 }
 
+// src[base + j·step] for j = 0..3, zero where first + j ≥ limit (the padded tail).
+fn gather4(base: u32, step: u32, first: u32, limit: u32) -> vec4<f32> {
+    return vec4<f32>(load_or_zero(base, first < limit),
+                     load_or_zero(base + step, first + 1u < limit),
+                     load_or_zero(base + 2u * step, first + 2u < limit),
+                     load_or_zero(base + 3u * step, first + 3u < limit));
+}
+
 @compute @workgroup_size(64)
 fn pack_rows(@builtin(workgroup_id) wid: vec3<u32>,
              @builtin(num_workgroups) nwg: vec3<u32>,
@@ -48,13 +56,9 @@ fn pack_rows(@builtin(workgroup_id) wid: vec3<u32>,
     let q = t % p.dim1;
     let r = (t / p.dim1) % p.dim0;
     let b = t / (p.dim1 * p.dim0);
-    let base = b * p.stride0 + r * p.stride1;
     let k = 4u * q;
-    let v = vec4<f32>(load_or_zero(base + k * p.stride2, k < p.limit),
-                      load_or_zero(base + (k + 1u) * p.stride2, k + 1u < p.limit),
-                      load_or_zero(base + (k + 2u) * p.stride2, k + 2u < p.limit),
-                      load_or_zero(base + (k + 3u) * p.stride2, k + 3u < p.limit));
-    textureStore(dst, texel_xy(t), v);
+    let base = b * p.stride0 + r * p.stride1 + k * p.stride2;
+    textureStore(dst, texel_xy(t), gather4(base, p.stride2, k, p.limit));
 }
 
 @compute @workgroup_size(64)
@@ -68,13 +72,9 @@ fn pack_weights(@builtin(workgroup_id) wid: vec3<u32>,
     let q = t % p.dim1;
     let tap = (t / p.dim1) % p.dim0;
     let m = t / (p.dim1 * p.dim0);
-    let base = m * p.stride0 + tap * p.stride2;
     let c = 4u * q;
-    let v = vec4<f32>(load_or_zero(base + c * p.stride1, c < p.limit),
-                      load_or_zero(base + (c + 1u) * p.stride1, c + 1u < p.limit),
-                      load_or_zero(base + (c + 2u) * p.stride1, c + 2u < p.limit),
-                      load_or_zero(base + (c + 3u) * p.stride1, c + 3u < p.limit));
-    textureStore(dst, texel_xy(t), v);
+    let base = m * p.stride0 + tap * p.stride2 + c * p.stride1;
+    textureStore(dst, texel_xy(t), gather4(base, p.stride1, c, p.limit));
 }
 
 @compute @workgroup_size(64)
@@ -90,11 +90,7 @@ fn pack_atlas(@builtin(workgroup_id) wid: vec3<u32>,
     let img = t / (p.dim1 * p.dim0);
     let c = 4u * q;
     let base = (img * p.limit + c) * p.dim1 + pix;
-    let v = vec4<f32>(load_or_zero(base, c < p.limit),
-                      load_or_zero(base + p.dim1, c + 1u < p.limit),
-                      load_or_zero(base + 2u * p.dim1, c + 2u < p.limit),
-                      load_or_zero(base + 3u * p.dim1, c + 3u < p.limit));
-    textureStore(dst, texel_xy(t), v);
+    textureStore(dst, texel_xy(t), gather4(base, p.dim1, c, p.limit));
 }
 
 @compute @workgroup_size(64)
@@ -111,9 +107,5 @@ fn pack_pixels(@builtin(workgroup_id) wid: vec3<u32>,
     let m = t / (p.dim2 * p.dim1 * p.stride0);
     let x = 4u * x4;
     let base = ((img * p.dim0 + m) * p.dim1 + y) * p.limit + x;
-    let v = vec4<f32>(load_or_zero(base, x < p.limit),
-                      load_or_zero(base + 1u, x + 1u < p.limit),
-                      load_or_zero(base + 2u, x + 2u < p.limit),
-                      load_or_zero(base + 3u, x + 3u < p.limit));
-    textureStore(dst, texel_xy(t), v);
+    textureStore(dst, texel_xy(t), gather4(base, 1u, x, p.limit));
 }

@@ -154,16 +154,12 @@ fn gcd(a: i64, b: i64) -> i64 {
     }
 }
 
-/// `y = conv2d(x, w) + bias`.
-pub(super) fn forward(geo: &Geom, x: &GpuBuf, w: &GpuBuf, bias: Option<&GpuBuf>) -> Result<GpuBuf> {
-    let ctx = x.context();
-    let taps = geo.kh * geo.kw;
-    let c4 = geo.cin.div_ceil(4);
-    let wt = weights(w, geo.cout, geo.cin, taps, geo.cin * taps, taps)?;
-    let xt = atlas(x, geo.n, geo.cin, geo.h * geo.w)?;
-    let mut p = window(
+/// The forward window (also grad-weight's): x's atlas read at `(y·sh + ky·dh − ph,
+/// x·sw + kx·dw − pw)` for output pixel `(y, x)`.
+fn forward_window(geo: &Geom) -> Result<GemmParams> {
+    window(
         geo,
-        c4,
+        geo.cin.div_ceil(4),
         geo.h,
         geo.w,
         geo.ho,
@@ -171,7 +167,17 @@ pub(super) fn forward(geo: &Geom, x: &GpuBuf, w: &GpuBuf, bias: Option<&GpuBuf>)
         (geo.sh as i64, geo.sw as i64),
         (geo.dh as i64, geo.dw as i64),
         (-(geo.ph as i64), -(geo.pw as i64)),
-    )?;
+    )
+}
+
+/// `y = conv2d(x, w) + bias`.
+pub(super) fn forward(geo: &Geom, x: &GpuBuf, w: &GpuBuf, bias: Option<&GpuBuf>) -> Result<GpuBuf> {
+    let ctx = x.context();
+    let taps = geo.kh * geo.kw;
+    let c4 = geo.cin.div_ceil(4);
+    let wt = weights(w, geo.cout, geo.cin, taps, geo.cin * taps, taps)?;
+    let xt = atlas(x, geo.n, geo.cin, geo.h * geo.w)?;
+    let mut p = forward_window(geo)?;
     let cols = geo.n * geo.ho * geo.wo;
     p.m = u(geo.cout)?;
     p.n = u(cols)?;
@@ -275,17 +281,7 @@ pub(super) fn grad_weight(geo: &Geom, dy: &GpuBuf, x: &GpuBuf) -> Result<(GpuBuf
     };
     let dt = gemm::pack(dy, "pack_pixels", &pp)?;
     let xt = atlas(x, geo.n, geo.cin, geo.h * geo.w)?;
-    let mut p = window(
-        geo,
-        c4,
-        geo.h,
-        geo.w,
-        geo.ho,
-        geo.wo,
-        (geo.sh as i64, geo.sw as i64),
-        (geo.dh as i64, geo.dw as i64),
-        (-(geo.ph as i64), -(geo.pw as i64)),
-    )?;
+    let mut p = forward_window(geo)?;
     let cols = taps * 4 * c4;
     p.m = u(geo.cout)?;
     p.n = u(cols)?;
