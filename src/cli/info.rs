@@ -55,6 +55,14 @@ pub fn run(spec: &str) -> Result<()> {
             i.subgroup_min_size,
             i.subgroup_max_size
         );
+        println!(
+            "    max_texture_dimension_2d           {}",
+            l.max_texture_dimension_2d
+        );
+        println!(
+            "    texture GEMM (matmul, conv)        {}",
+            ctx.texture_gemm()
+        );
     }
     // Smoke test: one kernel round trip.
     let x = Tensor::from_vec(vec![1.0, 2.0, 3.0], [3], &dev)?;

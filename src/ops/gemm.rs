@@ -189,8 +189,8 @@ pub(crate) fn launch(
         * u64::from(p.tiles_m)
         * u64::from(p.tiles_n)
         * u64::from(p.splits.max(1));
-    // Without a bias the output fills the unused binding as a read-only input would not be
-    // allowed to alias it; a one-element dummy is used instead.
+    // Without a bias, a one-element dummy fills the bias binding (the output cannot: a
+    // buffer may not be bound read-only and writable in one dispatch).
     let dummy;
     let bias = match bias {
         Some(b) => b,
