@@ -1,8 +1,8 @@
 //! The texture GEMM (`shaders/gemm_tex.wgsl`, `src/ops/gemm.rs`, `src/ops/conv/tex.rs`):
 //! every operand layout (buffer → texture copies and pack kernels, k-packed and 4-packed),
 //! K tails, tile remainders, broadcast batches, and the three conv GEMMs (forward with
-//! stride/dilation/padding/bias, stride-1 grad-input, grad-weight split into bands), each
-//! checked by `check_op` (CPU reference, finite differences, GPU forward and gradients on
+//! stride/dilation/padding/bias, grad-input per output phase at any stride, grad-weight
+//! split into bands), each checked by `check_op` (CPU reference, finite differences, GPU forward and gradients on
 //! the texture path and on the storage-buffer kernels). The first test asserts that the
 //! texture path is really the one taken.
 
@@ -152,13 +152,36 @@ fn conv_forward_and_gradients_on_the_texture_gemm() {
         p(1, 1, 1, 1),
         true,
     );
-    // Stride 2: forward and grad-weight on textures, grad-input on the storage kernels.
+    // Strides: grad-input as one GEMM per output phase over the taps that reach it.
     conv(
         "3x3 stride 2",
         [1, 4, 9, 8],
         [3, 4, 3, 3],
         p(2, 1, 1, 1),
         false,
+    );
+    // Stride 2 with dilation 2: odd phases get no tap at all (their gradient is zero).
+    conv(
+        "3x3 stride 2 dilation 2",
+        [1, 3, 9, 10],
+        [4, 3, 3, 3],
+        p(2, 2, 2, 1),
+        true,
+    );
+    // Stride 3 with a 2×2 kernel (phase 2 is reached by no tap), and a stride of (2, 1).
+    conv(
+        "2x2 stride 3",
+        [2, 5, 8, 7],
+        [3, 5, 2, 2],
+        p(3, 0, 1, 1),
+        false,
+    );
+    conv(
+        "3x1 stride (2, 1)",
+        [1, 6, 7, 5],
+        [5, 6, 3, 1],
+        Conv2dParams::default().with_stride(2, 1).with_padding(1, 0),
+        true,
     );
     // Dilation with padding larger than the kernel reach of some rows.
     conv(
