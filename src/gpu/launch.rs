@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use super::context::GpuContext;
 use super::grid;
-use super::pool::{BufKind, GpuBuf, GpuTex};
-use super::recorder::{Cmd, Recorder};
+use super::pool::{GpuBuf, GpuTex};
+use super::recorder::Recorder;
 use super::shaders::Shader;
 use crate::error::{Error, Result};
 
@@ -174,23 +174,8 @@ impl GpuContext {
             return Ok(());
         };
         // Profiling with timestamps: the dispatch alone in a timed pass.
-        let resolve = self.alloc(16, BufKind::Query)?;
-        let staging = self.alloc(16, BufKind::Staging)?;
-        rec.cmds.push(Cmd::TimedDispatch {
-            pipeline,
-            bind,
-            grid,
-            queries,
-            resolve: resolve.buffer.clone(),
-            staging: staging.buffer.clone(),
-        });
-        rec.total_dispatches += 1;
-        self.flush_locked(&mut rec)?;
-        self.wait_locked(&mut rec)?;
-        let bytes = self.map_read(&staging, 16)?;
-        let t: [u64; 2] = bytemuck::pod_read_unaligned(&bytes);
-        let ns = t[1].saturating_sub(t[0]) as f64 * f64::from(self.queue.get_timestamp_period());
-        add_profile(&mut rec, k, ns * 1e-9);
+        let secs = self.timed_dispatch(&mut rec, pipeline, bind, grid, queries)?;
+        add_profile(&mut rec, k, secs);
         Ok(())
     }
 }

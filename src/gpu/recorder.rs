@@ -55,7 +55,7 @@ pub(crate) enum Cmd {
 }
 
 pub(crate) struct Recorder {
-    pub(crate) cmds: Vec<Cmd>,
+    cmds: Vec<Cmd>,
     dispatches: usize,
     arena: Option<GpuBuf>,
     arena_bytes: Vec<u8>,
@@ -137,6 +137,36 @@ impl GpuContext {
             self.flush_locked(rec)?;
         }
         Ok(())
+    }
+
+    /// Runs one dispatch alone in a compute pass with timestamps at its start and end,
+    /// waits for it and returns its GPU time in seconds (profiling on devices with
+    /// timestamp queries; everything recorded before it is submitted first).
+    pub(crate) fn timed_dispatch(
+        self: &Arc<Self>,
+        rec: &mut Recorder,
+        pipeline: wgpu::ComputePipeline,
+        bind: wgpu::BindGroup,
+        grid: [u32; 3],
+        queries: wgpu::QuerySet,
+    ) -> Result<f64> {
+        let resolve = self.alloc(16, BufKind::Query)?;
+        let staging = self.alloc(16, BufKind::Staging)?;
+        rec.cmds.push(Cmd::TimedDispatch {
+            pipeline,
+            bind,
+            grid,
+            queries,
+            resolve: resolve.buffer.clone(),
+            staging: staging.buffer.clone(),
+        });
+        rec.total_dispatches += 1;
+        self.flush_locked(rec)?;
+        self.wait_locked(rec)?;
+        let bytes = self.map_read(&staging, 16)?;
+        let t: [u64; 2] = bytemuck::pod_read_unaligned(&bytes);
+        let ns = t[1].saturating_sub(t[0]) as f64 * f64::from(self.queue.get_timestamp_period());
+        Ok(ns * 1e-9)
     }
 
     /// Records a zero-fill of the used range of `buf`.
