@@ -159,10 +159,9 @@ fn channel_affine(
         }
         Storage::Gpu(vb) => {
             let ctx = vb.context();
-            let a = match ua {
-                Some((_, a)) => a.clone(),
-                None => Tensor::zeros([c], &v.device())?,
-            };
+            // Without u the kernel never reads a (TWO_INPUTS = false): b fills its slot, so
+            // no zeros are uploaded (an upload flushes the recorder).
+            let a = ua.map_or_else(|| b.clone(), |(_, a)| a.clone());
             let coef = crate::ops::copy::concat(&[a, b.clone(), d.clone()], 0)?;
             let ub = ua.map(|(u, _)| u.gpu_buf(OP)).transpose()?.unwrap_or(vb);
             let out = ctx.alloc_storage(v.numel())?;
