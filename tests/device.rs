@@ -42,6 +42,60 @@ fn wgpu_validation_errors_come_back_as_errors() {
 }
 
 #[test]
+fn missing_features_and_small_limits_are_errors_before_any_pipeline() {
+    use wgseg::gpu::{ArgKind, GpuContext, GpuOptions};
+    let Some(_) = gpu() else { return };
+    // Subgroups left off: a subgroup kernel is refused by name, whatever the adapter has.
+    let ctx = GpuContext::new(&GpuOptions {
+        no_subgroups: true,
+        ..Default::default()
+    })
+    .unwrap();
+    let kinds = [ArgKind::In, ArgKind::In, ArgKind::Out];
+    match ctx.check_supported(&Kernel::new(Shader::MatmulSg, "matmul_sg"), &kinds) {
+        Err(Error::Unsupported { kernel, feature }) => {
+            assert_eq!(kernel, "matmul_sg.wgsl::matmul_sg");
+            assert!(feature.contains("subgroup"), "{feature}");
+        }
+        other => panic!("expected Error::Unsupported, got {other:?}"),
+    }
+    let l = ctx.limits().clone();
+    // One storage buffer more than the stage allows (16 on GL, 32 on lavapipe).
+    let many = vec![ArgKind::In; l.max_storage_buffers_per_shader_stage as usize + 1];
+    match ctx.check_supported(&Kernel::new(Shader::Unary, "unary"), &many) {
+        Err(Error::Limit {
+            what,
+            requested,
+            max,
+        }) => {
+            assert!(
+                what.contains("storage buffers") && what.contains("unary"),
+                "{what}"
+            );
+            assert_eq!(
+                (requested, max),
+                (max + 1, u64::from(l.max_storage_buffers_per_shader_stage))
+            );
+        }
+        other => panic!("expected Error::Limit, got {other:?}"),
+    }
+    // A workgroup larger than the device allows.
+    let wg = l.max_compute_invocations_per_workgroup + 1;
+    let k = Kernel::new(Shader::Unary, "unary").with("WG", wg);
+    match ctx.check_supported(&k, &kinds[..2]) {
+        Err(Error::Limit { what, .. }) => assert!(what.contains("invocations"), "{what}"),
+        other => panic!("expected Error::Limit, got {other:?}"),
+    }
+    // What every kernel of the engine asks for fits.
+    assert!(ctx
+        .check_supported(
+            &Kernel::new(Shader::Unary, "unary").with("WG", 256u32),
+            &kinds[..2]
+        )
+        .is_ok());
+}
+
+#[test]
 fn repeated_steps_plateau_in_memory() {
     let Some(_) = gpu() else { return };
     // A private context so that other tests' allocations do not disturb the counts.

@@ -11,7 +11,7 @@ pub mod shaders;
 pub mod strided;
 
 pub use context::{list_adapters, AdapterSummary, GpuContext, GpuOptions};
-pub use launch::{Arg, ArgKind, Kernel};
+pub use launch::{folded_dispatches_on_this_thread, Arg, ArgKind, Kernel};
 pub use pool::{GpuBuf, GpuTex, PoolStats, TEX_WIDTH};
 pub use shaders::Shader;
 

@@ -209,6 +209,7 @@ impl GpuContext {
             }
             None => {
                 pool.stats.created += 1;
+                let _driver = self.driver_lock()?;
                 self.device.create_buffer(&wgpu::BufferDescriptor {
                     label: Some("wgseg"),
                     size: class,
@@ -264,6 +265,7 @@ impl GpuContext {
             }
             None => {
                 pool.stats.created += 1;
+                let _driver = self.driver_lock()?;
                 let texture = self.device.create_texture(&wgpu::TextureDescriptor {
                     label: Some("wgseg texels"),
                     size: wgpu::Extent3d {
@@ -298,6 +300,8 @@ impl GpuContext {
     /// Releases every cached (free) buffer back to the driver.
     pub fn trim_pool(&self) {
         if let Ok(mut pool) = self.pool.lock() {
+            // Destroying buffers enters the GL context.
+            let _driver = self.driver_lock();
             pool.free.clear();
             pool.free_tex.clear();
             pool.stats.cached_bytes = 0;

@@ -266,24 +266,24 @@ impl GpuContext {
                 i += 1;
             }
         }
-        if let Some(arena) = rec.arena.take() {
-            self.queue.write_buffer(&arena.buffer, 0, &rec.arena_bytes);
-            // Dropping returns the arena to the pool; its next use is written by a later
-            // write_buffer, which the queue orders after this submission.
-        }
+        let arena = rec.arena.take();
+        let idx = {
+            let _driver = self.driver_lock()?;
+            if let Some(arena) = &arena {
+                self.queue.write_buffer(&arena.buffer, 0, &rec.arena_bytes);
+            }
+            self.queue.submit([enc.finish()])
+        };
+        // Dropping returns the arena to the pool; its next use is written by a later
+        // write_buffer, which the queue orders after this submission.
+        drop(arena);
         rec.arena_bytes.clear();
         rec.dispatches = 0;
-        let idx = self.queue.submit([enc.finish()]);
         rec.total_submits += 1;
         rec.in_flight.push_back(idx);
         while rec.in_flight.len() > MAX_IN_FLIGHT {
             if let Some(old) = rec.in_flight.pop_front() {
-                self.device
-                    .poll(wgpu::PollType::Wait {
-                        submission_index: Some(old),
-                        timeout: None,
-                    })
-                    .map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))?;
+                self.wait_gpu(Some(old))?;
             }
         }
         self.take_errors()
@@ -296,6 +296,7 @@ impl GpuContext {
         let mut rec = self.recorder()?;
         self.flush_locked(&mut rec)?;
         if !data.is_empty() {
+            let _driver = self.driver_lock()?;
             self.queue.write_buffer(&buf.buffer, 0, data);
         }
         Ok(buf)
@@ -324,12 +325,13 @@ impl GpuContext {
     pub(crate) fn map_read(&self, staging: &GpuBuf, bytes: u64) -> Result<Vec<u8>> {
         let slice = staging.buffer.slice(0..bytes);
         let (tx, rx) = std::sync::mpsc::channel();
-        slice.map_async(wgpu::MapMode::Read, move |r| {
-            let _ = tx.send(r);
-        });
-        self.device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))?;
+        {
+            let _driver = self.driver_lock()?;
+            slice.map_async(wgpu::MapMode::Read, move |r| {
+                let _ = tx.send(r);
+            });
+        }
+        self.wait_gpu(None)?;
         rx.recv()
             .map_err(|_| Error::Gpu("readback callback never ran".into()))?
             .map_err(|e| Error::Gpu(format!("mapping a readback buffer: {e}")))?;
@@ -339,6 +341,7 @@ impl GpuContext {
                 .map_err(|e| Error::Gpu(format!("reading a mapped buffer: {e:?}")))?;
             view.to_vec()
         };
+        let _driver = self.driver_lock()?;
         staging.buffer.unmap();
         Ok(out)
     }
@@ -346,9 +349,7 @@ impl GpuContext {
     /// Blocks until all submitted work has finished (benchmarks, profiling).
     pub fn synchronize(self: &Arc<Self>) -> Result<()> {
         self.flush()?;
-        self.device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))?;
+        self.wait_gpu(None)?;
         if let Ok(mut rec) = self.recorder() {
             rec.in_flight.clear();
         }
@@ -357,10 +358,21 @@ impl GpuContext {
 
     /// Waits for everything submitted (the recorder lock is held by the caller).
     pub(crate) fn wait_locked(&self, rec: &mut Recorder) -> Result<()> {
-        self.device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))?;
+        self.wait_gpu(None)?;
         rec.in_flight.clear();
+        Ok(())
+    }
+
+    /// Blocks until `submission` (or everything submitted, `None`) has finished and its
+    /// callbacks (buffer maps) have run: the one place that waits on the device.
+    fn wait_gpu(&self, submission: Option<wgpu::SubmissionIndex>) -> Result<()> {
+        let _driver = self.driver_lock()?;
+        self.device
+            .poll(wgpu::PollType::Wait {
+                submission_index: submission,
+                timeout: None,
+            })
+            .map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))?;
         Ok(())
     }
 
@@ -377,6 +389,9 @@ impl GpuContext {
                 && rec.queries.is_none()
                 && self.features().contains(wgpu::Features::TIMESTAMP_QUERY)
             {
+                let Ok(_driver) = self.driver_lock() else {
+                    return;
+                };
                 rec.queries = Some(self.device.create_query_set(&wgpu::QuerySetDescriptor {
                     label: Some("wgseg profile"),
                     ty: wgpu::QueryType::Timestamp,
