@@ -2,6 +2,8 @@
 
 mod common;
 
+use std::sync::Arc;
+
 use common::*;
 use wgseg::gpu::{Kernel, Shader};
 use wgseg::{backward, Device, Error, Tensor};
@@ -210,5 +212,38 @@ fn profiling_attributes_time_to_kernels() {
     assert!(
         ctx.profile_report().is_empty(),
         "profiling off clears the report"
+    );
+}
+
+/// Dropping the last `Device` and `Tensor` handles frees the context (and with it the pool's
+/// buffers), also while dispatches are recorded but unsubmitted, when the recorder holds a
+/// uniform arena: nothing the context owns may hold an `Arc<GpuContext>` (a reference cycle
+/// would keep it alive for ever and its recorded work would never run).
+#[test]
+fn dropping_the_last_handles_frees_the_context() {
+    let Some(_) = gpu() else { return };
+    let Device::Gpu(ctx) = Device::gpu().unwrap() else {
+        unreachable!()
+    };
+    let weak = Arc::downgrade(&ctx);
+    let dev = Device::Gpu(ctx);
+    let x = Tensor::from_vec(vec![1.0, 2.0, 3.0, 4.0], [4], &dev).unwrap();
+    let y = x.add_scalar(1.0).unwrap().mul(&x).unwrap();
+    let Device::Gpu(c) = &dev else { unreachable!() };
+    let (dispatches, submits) = c.submit_stats();
+    assert_eq!((dispatches, submits), (2, 0), "two dispatches, unsubmitted");
+    // A tensor keeps its device alive on its own, and still reads back.
+    drop(dev);
+    assert!(weak.upgrade().is_some());
+    let z = y.exp().unwrap();
+    assert_eq!(y.to_vec().unwrap(), vec![2.0, 6.0, 12.0, 20.0]);
+    drop((x, y));
+    let _pending = z.add_scalar(1.0).unwrap();
+    drop(z);
+    // `_pending` is the last handle, with its dispatch (and a uniform arena) unsubmitted.
+    drop(_pending);
+    assert!(
+        weak.upgrade().is_none(),
+        "the context outlived its last Device and Tensor"
     );
 }

@@ -37,7 +37,10 @@ pub struct AdapterSummary {
     pub driver_info: String,
 }
 
-/// Everything wgpu-side that the engine shares; one per device.
+/// Everything wgpu-side that the engine shares; one per device. Every `Device`, `Tensor`,
+/// `GpuBuf` and `GpuTex` holds an `Arc` of it, and nothing it owns does (its uniform arena is
+/// an `OwnedBuf`, its recorded commands hold raw wgpu handles), so it is freed with its last
+/// handle; work recorded but not yet submitted then runs first (`Drop` in recorder.rs).
 pub struct GpuContext {
     pub(crate) device: wgpu::Device,
     pub(crate) queue: wgpu::Queue,

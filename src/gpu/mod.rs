@@ -4,6 +4,10 @@
 pub mod context;
 pub mod grid;
 pub mod launch;
+#[cfg(test)]
+mod layout_tests;
+#[cfg(test)]
+mod lifetime_tests;
 pub mod pipelines;
 pub mod pool;
 pub mod recorder;

@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use super::context::GpuContext;
-use super::pool::{BufKind, GpuBuf, GpuTex, TEXEL_BYTES, TEX_WIDTH};
+use super::pool::{BufKind, GpuBuf, GpuTex, OwnedBuf, TEXEL_BYTES, TEX_WIDTH};
 use crate::error::{Error, Result};
 
 /// Dispatches per submit. One submit per dispatch costs several times more on every driver
@@ -57,7 +57,9 @@ pub(crate) enum Cmd {
 pub(crate) struct Recorder {
     cmds: Vec<Cmd>,
     dispatches: usize,
-    arena: Option<GpuBuf>,
+    /// The current flush's uniform arena: an [`OwnedBuf`], not a `GpuBuf`, because the
+    /// context owns the recorder and a `GpuBuf` would hold the context (a reference cycle).
+    arena: Option<OwnedBuf>,
     arena_bytes: Vec<u8>,
     align: usize,
     in_flight: VecDeque<wgpu::SubmissionIndex>,
@@ -97,7 +99,7 @@ impl GpuContext {
     /// Reserves space for `params` in the current flush's uniform arena; returns the arena
     /// buffer and the offset.
     pub(crate) fn push_params(
-        self: &Arc<Self>,
+        &self,
         rec: &mut Recorder,
         params: &[u8],
     ) -> Result<(wgpu::Buffer, u64)> {
@@ -108,7 +110,7 @@ impl GpuContext {
             )));
         }
         if rec.arena.is_none() {
-            rec.arena = Some(self.alloc((FLUSH_EVERY * rec.align) as u64, BufKind::Uniform)?);
+            rec.arena = Some(self.alloc_owned((FLUSH_EVERY * rec.align) as u64, BufKind::Uniform)?);
         }
         let off = rec.arena_bytes.len();
         rec.arena_bytes.extend_from_slice(params);
@@ -120,7 +122,7 @@ impl GpuContext {
 
     /// Appends a dispatch; flushes when the batch is full.
     pub(crate) fn record_dispatch(
-        self: &Arc<Self>,
+        &self,
         rec: &mut Recorder,
         pipeline: wgpu::ComputePipeline,
         bind: wgpu::BindGroup,
@@ -205,7 +207,7 @@ impl GpuContext {
         self.flush_locked(&mut rec)
     }
 
-    pub(crate) fn flush_locked(self: &Arc<Self>, rec: &mut Recorder) -> Result<()> {
+    pub(crate) fn flush_locked(&self, rec: &mut Recorder) -> Result<()> {
         if rec.cmds.is_empty() {
             return self.take_errors();
         }
@@ -274,9 +276,11 @@ impl GpuContext {
             }
             self.queue.submit([enc.finish()])
         };
-        // Dropping returns the arena to the pool; its next use is written by a later
-        // write_buffer, which the queue orders after this submission.
-        drop(arena);
+        // Back to the pool; its next use is written by a later write_buffer, which the
+        // queue orders after this submission.
+        if let Some(arena) = arena {
+            self.release_owned(arena);
+        }
         rec.arena_bytes.clear();
         rec.dispatches = 0;
         rec.total_submits += 1;
@@ -425,11 +429,40 @@ impl GpuContext {
         v
     }
 
+    /// Commands recorded and not yet submitted.
+    #[cfg(test)]
+    pub(crate) fn pending_commands(&self) -> usize {
+        self.recorder().map(|r| r.cmds.len()).unwrap_or(0)
+    }
+
     /// Dispatches recorded and submits issued so far.
     pub fn submit_stats(&self) -> (u64, u64) {
         self.recorder()
             .map(|r| (r.total_dispatches, r.total_submits))
             .unwrap_or((0, 0))
+    }
+}
+
+/// The last handle is gone (every `Device`, `Tensor`, `GpuBuf` and `GpuTex` holds an
+/// `Arc<GpuContext>`, and nothing the context owns holds one): work recorded but not yet
+/// flushed is submitted and waited for rather than silently discarded, so that the effects
+/// of every recorded command happen (and a failure in it is reported on stderr, the only
+/// channel left to a destructor). Without pending work nothing is waited for.
+impl Drop for GpuContext {
+    fn drop(&mut self) {
+        let Ok(mut rec) = self.recorder.lock() else {
+            return; // poisoned: a panic mid-recording, the command list may be inconsistent
+        };
+        if rec.cmds.is_empty() {
+            return;
+        }
+        let done = self
+            .flush_locked(&mut rec)
+            .and_then(|()| self.wait_locked(&mut rec))
+            .and_then(|()| self.take_errors());
+        if let Err(e) = done {
+            eprintln!("wgseg: work pending when the GPU device was dropped failed: {e}");
+        }
     }
 }
 
