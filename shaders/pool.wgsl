@@ -1,6 +1,11 @@
-// 2-D max and average pooling over [N·C, H, W] planes, PyTorch semantics (floor output size,
-// implicit padding: −inf for max, zeros counted in the divisor for avg), and their backward
-// passes as gathers (one thread per input pixel, no atomics).
+// 2-D max and average pooling over [N·C, H, W] planes, PyTorch semantics (implicit padding:
+// −inf for max, zeros for avg), and their backward passes as gathers (one thread per input
+// pixel, no atomics). The host sizes the output (floor or ceil mode, src/ops/pool.rs); the
+// kernels only clip windows, so ceil mode's last windows, which may hang past the right
+// padding, need nothing else here.
+//
+// COUNT_PAD (avg entries): 1 = PyTorch's count_include_pad (divide by the window clipped to
+// the padded extent [−pad, len + pad)), 0 = divide by the number of in-bounds elements.
 //
 // One thread per output (forward) or input (backward) element; consecutive threads walk the
 // innermost (W) axis, so loads and stores coalesce.
@@ -13,6 +18,7 @@
 //   avg_pool2d_backward: a = dy, b = (unused), out = dx
 
 override WG: u32 = 256u;
+override COUNT_PAD: u32 = 1u;
 
 // Mirrors PoolParams in src/ops/pool.rs.
 struct Params {
@@ -56,13 +62,20 @@ fn covering(i: u32, k: u32, s: u32, pad: u32, olen: u32) -> vec2<u32> {
     return vec2<u32>(lo, hi);
 }
 
-// PyTorch's count_include_pad divisor: the window clipped to the padded extent.
+// The average-pooling divisor of window (oy, ox): with COUNT_PAD, the window clipped to the
+// padded extent (PyTorch's count_include_pad); otherwise its in-bounds element count (≥ 1:
+// every window starts before the input's end and ends after its start).
 fn divisor(oy: u32, ox: u32) -> f32 {
-    let ys = i32(oy * p.sh) - i32(p.ph);
-    let xs = i32(ox * p.sw) - i32(p.pw);
-    let ye = min(ys + i32(p.kh), i32(p.h + p.ph));
-    let xe = min(xs + i32(p.kw), i32(p.w + p.pw));
-    return f32((ye - ys) * (xe - xs));
+    if (COUNT_PAD == 1u) {
+        let ys = i32(oy * p.sh) - i32(p.ph);
+        let xs = i32(ox * p.sw) - i32(p.pw);
+        let ye = min(ys + i32(p.kh), i32(p.h + p.ph));
+        let xe = min(xs + i32(p.kw), i32(p.w + p.pw));
+        return f32((ye - ys) * (xe - xs));
+    }
+    let wy = window(oy, p.kh, p.sh, p.ph, p.h);
+    let wx = window(ox, p.kw, p.sw, p.pw, p.w);
+    return f32((wy.y - wy.x) * (wx.y - wx.x));
 }
 
 @compute @workgroup_size(WG)
@@ -78,8 +91,8 @@ fn max_pool2d(@builtin(workgroup_id) wid: vec3<u32>,
     let plane = (i / (p.ow * p.oh)) * p.h * p.w;
     let wy = window(oy, p.kh, p.sh, p.ph, p.h);
     let wx = window(ox, p.kw, p.sw, p.pw, p.w);
-    // Every window holds at least one input (padding ≤ kernel/2), so start from its first
-    // element; strict `>` keeps the first maximum in row-major order, like PyTorch.
+    // Every window holds at least one input (padding ≤ kernel/2, and in ceil mode the last
+    // window starts inside the input or the left padding), so start from its first element; strict `>` keeps the first maximum in row-major order, like PyTorch.
     var best_i = wy.x * p.w + wx.x;
     var best = a[plane + best_i];
     for (var y = wy.x; y < wy.y; y = y + 1u) {

@@ -121,6 +121,19 @@ fn folded_grids_for_the_image_kernels() {
         Check::new(REDUCTION, REDUCTION),
         |t| t[0].avg_pool2d((3, 3), (1, 1), (1, 1)),
     );
+    // Ceil mode, in-bounds divisor (the COUNT_PAD = 0 pipelines): W span 23, s 2 → 13 columns,
+    // the last one hanging past the padding; 2·3·24·13 = 1872 outputs (8 workgroups).
+    check_folded(
+        "avg_pool2d ceil_mode count_include_pad=false folded",
+        &[Input::param([2, 3, 24, 24], x.clone())],
+        Check::new(REDUCTION, REDUCTION),
+        |t| {
+            let geom = wgseg::ops::Pool2d::new((3, 3), (1, 2), (1, 1))
+                .ceil_mode(true)
+                .count_include_pad(false);
+            t[0].avg_pool2d_with(geom)
+        },
+    );
     check_folded(
         "interpolate_bilinear folded",
         &[Input::param([2, 3, 12, 12], uniform(864, 11, -1.0, 1.0))],

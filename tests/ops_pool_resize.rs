@@ -5,6 +5,7 @@ mod common;
 
 use common::*;
 use wgseg::ops::pool::max_pool2d_with_indices;
+use wgseg::ops::Pool2d;
 use wgseg::{Device, Tensor};
 
 type Case = ([usize; 4], (usize, usize), (usize, usize), (usize, usize));
@@ -47,7 +48,7 @@ fn max_pool2d_matches_and_differentiates() {
             &format!("{name} indices"),
             &[Input::constant(shape, x)],
             Check::forward_only(EXACT),
-            |t| Ok(max_pool2d_with_indices(&t[0], kernel, stride, pad)?.1),
+            |t| Ok(max_pool2d_with_indices(&t[0], Pool2d::new(kernel, stride, pad))?.1),
         );
     }
 }
@@ -62,6 +63,248 @@ fn avg_pool2d_matches_and_differentiates() {
             Check::new(REDUCTION, REDUCTION),
             |t| t[0].avg_pool2d(kernel, stride, pad),
         );
+    }
+}
+
+/// Ceil-mode cases (input shape, kernel, stride, padding). Per axis, with
+/// `span = in + 2·pad − k`: floor `⌊span/s⌋ + 1`; ceil `⌈span/s⌉ + 1`, minus one when
+/// PyTorch's rule finds the last window starting at or past `in + pad`.
+const CEIL_CASES: &[Case] = &[
+    // span 0: one window either way.
+    ([1, 1, 1, 1], (3, 3), (2, 2), (1, 1)),
+    // H: span 5 → floor 3, ceil 4 (3·2 < 6 + 1): the last window [5, 8) reads row 5 only and
+    // its padded extent is min(8, 7) − 5 = 2. W: span 4 → 3 either way.
+    ([2, 3, 6, 5], (3, 3), (2, 2), (1, 1)),
+    // H: span 4 → 3 either way. W: span 4, s 3 → floor 2, ceil 3, but 2·3 ≥ 6 + 0 (the third
+    // window would start at 6 = W): 2.
+    ([1, 2, 5, 6], (3, 2), (2, 3), (1, 0)),
+    // H: span 7, s 3 → ceil 4, but 3·3 ≥ 7 + 1: 3 (= floor). W: span 7, s 2 → floor 4, ceil 5
+    // (4·2 < 8 + 1): the last window [7, 10) reads column 7 only, padded extent 9 − 7 = 2.
+    ([1, 2, 7, 8], (2, 3), (3, 2), (1, 1)),
+    // No padding: span 3 → floor 2, ceil 3; the last window [4, 6) reads [4, 5), and its
+    // padded extent is 1 too.
+    ([1, 1, 5, 5], (2, 2), (2, 2), (0, 0)),
+    // A kernel larger than the input: span −1 → ⌈−1/2⌉ + 1 = 1 (floor mode rejects it).
+    ([1, 1, 2, 2], (3, 3), (2, 2), (0, 0)),
+    // N·C = 262 planes: span 1 → floor 1, ceil 2 (1048 outputs).
+    ([2, 131, 3, 3], (2, 2), (2, 2), (0, 0)),
+    // Several workgroups: H span 31 → floor 16, ceil 17; W span 30 → 16 either way.
+    ([1, 1, 32, 31], (3, 3), (2, 2), (1, 1)),
+];
+
+#[test]
+fn avg_pool2d_options_match_and_differentiate() {
+    // (floor, count_include_pad) is `avg_pool2d_matches_and_differentiates`.
+    let combos = [
+        (POOL_CASES, false, false),
+        (CEIL_CASES, true, true),
+        (CEIL_CASES, true, false),
+    ];
+    for (cases, ceil, count_pad) in combos {
+        for (k, &(shape, kernel, stride, pad)) in cases.iter().enumerate() {
+            let x = uniform(numel(&shape), 800 + k as u64, -3.0, 3.0);
+            let geom = Pool2d::new(kernel, stride, pad)
+                .ceil_mode(ceil)
+                .count_include_pad(count_pad);
+            check_op(
+                &format!("avg_pool2d {shape:?} {geom:?}"),
+                &[Input::param(shape, x)],
+                Check::new(REDUCTION, REDUCTION),
+                |t| t[0].avg_pool2d_with(geom),
+            );
+        }
+    }
+}
+
+#[test]
+fn max_pool2d_ceil_mode_matches_and_differentiates() {
+    for (k, &(shape, kernel, stride, pad)) in CEIL_CASES.iter().enumerate() {
+        let x = distinct(numel(&shape), 900 + k as u64, -3.0, 3.0);
+        let geom = Pool2d::new(kernel, stride, pad).ceil_mode(true);
+        let name = format!("max_pool2d {shape:?} {geom:?}");
+        check_op(
+            &name,
+            &[Input::param(shape, x.clone())],
+            Check::new(EXACT, ELEMENTWISE),
+            |t| t[0].max_pool2d_with(geom),
+        );
+        check_op(
+            &format!("{name} indices"),
+            &[Input::constant(shape, x)],
+            Check::forward_only(EXACT),
+            |t| Ok(max_pool2d_with_indices(&t[0], geom)?.1),
+        );
+    }
+}
+
+/// The 1×1×4×5 input `x[r][c] = 5r + c + 1` (1..=20), pooled with k3 s2 p1 in every option
+/// combination. Output size: H span 4 + 2 − 3 = 3 → floor 2, ceil 3 (2·2 < 4 + 1); W span 4
+/// → 3 either way. Windows (start o·2 − 1, end o·2 + 2):
+///   rows  oy 0: [−1, 2) → rows {0, 1},    padded extent 3
+///         oy 1: [1, 4)  → rows {1, 2, 3}, extent 3
+///         oy 2: [3, 6)  → row {3},        extent min(6, 4 + 1) − 3 = 2 (ceil mode only)
+///   cols  ox 0: [−1, 2) → cols {0, 1},    extent 3
+///         ox 1: [1, 4)  → cols {1, 2, 3}, extent 3
+///         ox 2: [3, 6)  → cols {3, 4},    extent min(6, 5 + 1) − 3 = 3
+/// Window sums Σ(5r + c + 1) = |C|·Σ5r + |R|·Σ(c + 1):
+///   oy 0: 16, 33, 28;  oy 1: 69, 117, 87;  oy 2: 33, 54, 39.
+/// count_include_pad divisors (extent products): 9 everywhere except row oy 2: 2·3 = 6.
+/// In-bounds counts |R|·|C| with |R| = 2, 3, 1 and |C| = 2, 3, 2:
+///   oy 0: 4, 6, 4;  oy 1: 6, 9, 6;  oy 2: 2, 3, 2.
+fn x45() -> Vec<f32> {
+    (1..=20).map(|v| v as f32).collect()
+}
+
+#[test]
+fn avg_pool2d_options_literal_values() {
+    let floor_incl = [
+        16.0 / 9.0,
+        33.0 / 9.0,
+        28.0 / 9.0,
+        69.0 / 9.0,
+        13.0,
+        87.0 / 9.0,
+    ];
+    // The window means: 16/4, 33/6, 28/4, 69/6, 117/9, 87/6.
+    let floor_excl = [4.0, 5.5, 7.0, 11.5, 13.0, 14.5];
+    // Ceil mode adds row oy 2: 33/6, 54/6, 39/6 and 33/2, 54/3, 39/2.
+    let ceil_incl = [&floor_incl[..], &[5.5, 9.0, 6.5]].concat();
+    let ceil_excl = [&floor_excl[..], &[16.5, 18.0, 19.5]].concat();
+    let cases: [(bool, bool, [usize; 2], &[f64]); 4] = [
+        (false, true, [2, 3], &floor_incl),
+        (false, false, [2, 3], &floor_excl),
+        (true, true, [3, 3], &ceil_incl),
+        (true, false, [3, 3], &ceil_excl),
+    ];
+    for dev in devices() {
+        let t = Tensor::from_vec(x45(), [1, 1, 4, 5], &dev).unwrap();
+        for (ceil, count_pad, [oh, ow], want) in cases {
+            let geom = Pool2d::new((3, 3), (2, 2), (1, 1))
+                .ceil_mode(ceil)
+                .count_include_pad(count_pad);
+            let y = t.avg_pool2d_with(geom).unwrap();
+            assert_eq!(y.dims(), &[1, 1, oh, ow], "{geom:?} {dev:?}");
+            assert_close(
+                &format!("{geom:?} on {dev:?}"),
+                &y.to_vec_f64().unwrap(),
+                want,
+                ELEMENTWISE,
+            );
+        }
+        // Gradient of sum(y) in ceil mode without padding counts: ∂x[r][c] = Σ_{o ∋ (r, c)}
+        // 1/(|R_oy|·|C_ox|), which factors into a[r]·b[c] with a[r] = Σ_{oy ∋ r} 1/|R_oy|
+        // = 1/2, 1/2 + 1/3, 1/3, 1/3 + 1 and b[c] = Σ_{ox ∋ c} 1/|C_ox|
+        // = 1/2, 1/2 + 1/3, 1/3, 1/3 + 1/2, 1/2.
+        let p = t.as_param();
+        let geom = Pool2d::new((3, 3), (2, 2), (1, 1))
+            .ceil_mode(true)
+            .count_include_pad(false);
+        let g = wgseg::backward(&p.avg_pool2d_with(geom).unwrap().sum().unwrap()).unwrap();
+        let a = [0.5, 5.0 / 6.0, 1.0 / 3.0, 4.0 / 3.0];
+        let b = [0.5, 5.0 / 6.0, 1.0 / 3.0, 5.0 / 6.0, 0.5];
+        let want: Vec<f64> = a
+            .iter()
+            .flat_map(|a| b.iter().map(move |b| a * b))
+            .collect();
+        assert_close(
+            &format!("avg_pool2d ceil, no pad count, gradient on {dev:?}"),
+            &g.get(&p).unwrap().to_vec_f64().unwrap(),
+            &want,
+            ELEMENTWISE,
+        );
+        // Kernel 3 over a 2×2 input, ceil mode: one window, clipped to the input on both
+        // counts (padded extent min(0 + 3, 2 + 0) − 0 = 2 per axis): (1+2+3+4)/4.
+        let t = Tensor::from_vec(vec![1.0, 2.0, 3.0, 4.0], [1, 1, 2, 2], &dev).unwrap();
+        for count_pad in [true, false] {
+            let geom = Pool2d::new((3, 3), (2, 2), (0, 0))
+                .ceil_mode(true)
+                .count_include_pad(count_pad);
+            let y = t.avg_pool2d_with(geom).unwrap();
+            assert_eq!(y.to_vec().unwrap(), vec![2.5], "{geom:?} {dev:?}");
+        }
+    }
+}
+
+#[test]
+fn max_pool2d_ceil_mode_literal_values() {
+    for dev in devices() {
+        // x45 (see above), k3 s2 p1, ceil mode → 3×3. Values ascend along rows and columns,
+        // so each window's maximum is its last in-bounds row and column: rows {1, 3, 3} and
+        // columns {1, 3, 4} for oy, ox = 0, 1, 2, i.e. flat index 5·row + col.
+        let t = Tensor::from_vec(x45(), [1, 1, 4, 5], &dev).unwrap();
+        let geom = Pool2d::new((3, 3), (2, 2), (1, 1)).ceil_mode(true);
+        let (y, i) = max_pool2d_with_indices(&t, geom).unwrap();
+        assert_eq!(y.dims(), &[1, 1, 3, 3]);
+        let idx = vec![6, 8, 9, 16, 18, 19, 16, 18, 19];
+        assert_eq!(i.to_vec_u32().unwrap(), idx, "{dev:?}");
+        let vals: Vec<f32> = idx.iter().map(|&k| k as f32 + 1.0).collect();
+        assert_eq!(y.to_vec().unwrap(), vals, "{dev:?}");
+        // The extra ceil-mode row (oy 2) picks the same inputs as row oy 1, so the gradient
+        // of sum(y) is 1 at 6, 8, 9 and 2 at 16, 18, 19.
+        let p = t.as_param();
+        let g = wgseg::backward(&p.max_pool2d_with(geom).unwrap().sum().unwrap()).unwrap();
+        let mut want = vec![0.0; 20];
+        for k in idx {
+            want[k as usize] += 1.0;
+        }
+        assert_eq!(g.get(&p).unwrap().to_vec().unwrap(), want, "{dev:?}");
+        // All negative, so −∞ (not zero) padding matters: −(1..=20); the maximum is the first
+        // in-bounds element of each window: rows {0, 1, 3}, columns {0, 1, 3}.
+        let neg: Vec<f32> = x45().iter().map(|v| -v).collect();
+        let t = Tensor::from_vec(neg, [1, 1, 4, 5], &dev).unwrap();
+        let (y, i) = max_pool2d_with_indices(&t, geom).unwrap();
+        let idx = vec![0, 1, 3, 5, 6, 8, 15, 16, 18];
+        assert_eq!(i.to_vec_u32().unwrap(), idx, "{dev:?}");
+        let vals: Vec<f32> = idx.iter().map(|&k| -(k as f32) - 1.0).collect();
+        assert_eq!(y.to_vec().unwrap(), vals, "{dev:?}");
+    }
+}
+
+#[test]
+fn pool_output_shapes_follow_pytorch() {
+    // ([H, W], kernel, stride, padding, floor [OH, OW] (None: rejected), ceil [OH, OW]).
+    type Sizes = ([usize; 2], (usize, usize), (usize, usize), (usize, usize));
+    let cases: [(Sizes, Option<[usize; 2]>, [usize; 2]); 8] = [
+        // span 5 + 2 − 2 = 5: floor 3; ceil 4, but 3·2 ≥ 5 + 1 (the fourth window would
+        // start at 5 = in, wholly in the right padding): 3.
+        (([5, 5], (2, 2), (2, 2), (1, 1)), Some([3, 3]), [3, 3]),
+        // span 6 + 2 − 2 = 6, s 4: floor 2; ceil 3, but 2·4 ≥ 6 + 1: 2.
+        (([6, 6], (2, 2), (4, 4), (1, 1)), Some([2, 2]), [2, 2]),
+        // span 3: floor 2, ceil 3 (2·2 < 5).
+        (([5, 5], (2, 2), (2, 2), (0, 0)), Some([2, 2]), [3, 3]),
+        // ResNet's stem pool on 112: span 111 → floor 56, ceil 57 (56·2 < 113).
+        (
+            ([112, 112], (3, 3), (2, 2), (1, 1)),
+            Some([56, 56]),
+            [57, 57],
+        ),
+        // Non-square: H span 4 → 3/3; W span 4, s 3 → floor 2, ceil 3 → rule (6 ≥ 6): 2.
+        (([5, 6], (3, 2), (2, 3), (1, 0)), Some([3, 2]), [3, 2]),
+        // H span 7, s 3 → floor 3, ceil 4 → rule (9 ≥ 8): 3; W span 7, s 2 → 4 / 5.
+        (([7, 8], (2, 3), (3, 2), (1, 1)), Some([3, 4]), [3, 5]),
+        // H span 5 → 3 / 4; W span 4 → 3 / 3.
+        (([6, 5], (3, 3), (2, 2), (1, 1)), Some([3, 3]), [4, 3]),
+        // Kernel 3 over 2: span −1 → floor rejects; ceil ⌈−1/2⌉ + 1 = 1.
+        (([2, 2], (3, 3), (2, 2), (0, 0)), None, [1, 1]),
+    ];
+    for (([h, w], k, s, p), floor, ceil) in cases {
+        let x = Tensor::zeros([1, 2, h, w], &Device::Cpu).unwrap();
+        for (ceil_mode, want) in [(false, floor), (true, Some(ceil))] {
+            let geom = Pool2d::new(k, s, p).ceil_mode(ceil_mode);
+            for (op, y) in [
+                ("max", x.max_pool2d_with(geom)),
+                ("avg", x.avg_pool2d_with(geom)),
+                ("avg excl", x.avg_pool2d_with(geom.count_include_pad(false))),
+            ] {
+                match want {
+                    Some([oh, ow]) => {
+                        let y = y.unwrap();
+                        assert_eq!(y.dims(), &[1, 2, oh, ow], "{op} [{h}, {w}] {geom:?}");
+                    }
+                    None => assert!(y.is_err(), "{op} [{h}, {w}] {geom:?}"),
+                }
+            }
+        }
     }
 }
 
@@ -96,12 +339,12 @@ fn max_pool2d_pads_with_minus_infinity_and_picks_first_of_ties() {
         // All negative: zero padding would win every window; −∞ padding never does.
         let x: Vec<f32> = (0..16).map(|v| -(v as f32) - 1.0).collect();
         let t = Tensor::from_vec(x, [1, 1, 4, 4], &dev).unwrap();
-        let (y, i) = max_pool2d_with_indices(&t, (3, 3), (2, 2), (1, 1)).unwrap();
+        let (y, i) = max_pool2d_with_indices(&t, Pool2d::new((3, 3), (2, 2), (1, 1))).unwrap();
         assert_eq!(y.to_vec().unwrap(), vec![-1.0, -2.0, -5.0, -6.0], "{dev:?}");
         assert_eq!(i.to_vec_u32().unwrap(), vec![0, 1, 4, 5], "{dev:?}");
         // k2 s2 on 0..15: maxima at the bottom-right of each window.
         let t = Tensor::from_vec((0..16).map(|v| v as f32).collect(), [1, 1, 4, 4], &dev).unwrap();
-        let (y, i) = max_pool2d_with_indices(&t, (2, 2), (2, 2), (0, 0)).unwrap();
+        let (y, i) = max_pool2d_with_indices(&t, Pool2d::new((2, 2), (2, 2), (0, 0))).unwrap();
         assert_eq!(y.to_vec().unwrap(), vec![5.0, 7.0, 13.0, 15.0], "{dev:?}");
         assert_eq!(i.to_vec_u32().unwrap(), vec![5, 7, 13, 15], "{dev:?}");
         // Ties: the first maximum in row-major order, per plane.
@@ -111,7 +354,7 @@ fn max_pool2d_pads_with_minus_infinity_and_picks_first_of_ties() {
             &dev,
         )
         .unwrap();
-        let (y, i) = max_pool2d_with_indices(&t, (2, 2), (2, 2), (0, 0)).unwrap();
+        let (y, i) = max_pool2d_with_indices(&t, Pool2d::new((2, 2), (2, 2), (0, 0))).unwrap();
         assert_eq!(y.to_vec().unwrap(), vec![3.0, 2.0], "{dev:?}");
         assert_eq!(i.to_vec_u32().unwrap(), vec![1, 0], "{dev:?}");
         // The gradient goes to the saved index only.
@@ -290,6 +533,31 @@ fn pool_and_resize_shape_errors_are_errors_not_panics() {
         .to_string();
     assert!(e.contains("[1, 2, 5, 5]"), "{e}");
     assert!(x.max_pool2d((8, 8), (1, 1), (1, 1)).is_err());
+    // Options: count_include_pad is an average-pooling option; ceil mode keeps the padding
+    // rule, and a kernel past the padded input by a full stride leaves no window
+    // (span 5 − 7 = −2, ⌈−2/2⌉ + 1 = 0; with stride 1, ⌈−1/1⌉ + 1 = 0).
+    let e = x
+        .max_pool2d_with(Pool2d::new((2, 2), (2, 2), (0, 0)).count_include_pad(false))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("max_pool2d") && e.contains("count_include_pad"),
+        "{e}"
+    );
+    let ceil = |k, s, p| Pool2d::new(k, s, p).ceil_mode(true);
+    let e = x
+        .avg_pool2d_with(ceil((3, 3), (1, 1), (2, 2)))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("padding"), "{e}");
+    assert!(x.max_pool2d_with(ceil((7, 2), (2, 1), (0, 0))).is_err());
+    assert!(x.avg_pool2d_with(ceil((2, 6), (1, 1), (0, 0))).is_err());
+    assert!(x.max_pool2d_with(ceil((6, 2), (2, 1), (0, 0))).is_ok());
+    assert!(x.avg_pool2d_with(ceil((0, 2), (1, 1), (0, 0))).is_err());
+    // Empty planes.
+    let empty = Tensor::zeros([1, 2, 0, 5], &dev).unwrap();
+    assert!(empty.max_pool2d((2, 2), (1, 1), (1, 1)).is_err());
+    assert!(empty.avg_pool2d((1, 1), (1, 1), (0, 0)).is_err());
     // u32 inputs.
     let l = Tensor::from_u32(vec![0; 4], [1, 1, 2, 2], &dev).unwrap();
     assert!(l.max_pool2d((2, 2), (2, 2), (0, 0)).is_err());

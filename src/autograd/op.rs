@@ -43,10 +43,12 @@ pub enum Op {
         sizes: Vec<usize>,
     },
     /// `indices`: the saved argmax of every window (`U32`, flat within the input plane).
+    /// `geom` carries `ceil_mode` (the output size; the backward reads it from there).
     MaxPool2d {
         geom: Pool2d,
         indices: Tensor,
     },
+    /// The window with its `ceil_mode` and `count_include_pad` (the backward's divisor).
     AvgPool2d(Pool2d),
     InterpolateBilinear {
         align_corners: bool,

@@ -1,15 +1,29 @@
 //! 2-D pooling over `[N, C, H, W]`: `max_pool2d`, `avg_pool2d` and `global_avg_pool2d`,
-//! with PyTorch semantics.
+//! with PyTorch semantics, including its `ceil_mode` and `count_include_pad` options.
 //!
-//! Output size per axis (floor mode): `out = ⌊(in + 2·pad − k) / s⌋ + 1`. Padding must be at
-//! most half the kernel (PyTorch's rule), so every window holds at least one input.
+//! Output size per axis, with `span = in + 2·pad − k`:
+//!
+//! * floor mode (`ceil_mode = false`, the default): `out = ⌊span / s⌋ + 1`, and `span ≥ 0`
+//!   (the kernel fits in the padded input);
+//! * ceil mode: `out = ⌈span / s⌉ + 1` (`span` may be negative, as in PyTorch, as long as
+//!   `out ≥ 1`), then PyTorch's rule that the last window must start inside the input or
+//!   the left padding: if `(out − 1)·s ≥ in + pad` then `out −= 1`. The last window may then
+//!   hang past the right padding; it is clipped.
+//!
+//! Padding must be at most half the kernel (PyTorch's rule); with the ceil-mode rule above,
+//! every window then holds at least one input element.
+//!
+//! Window `o` along an axis starts at `o·s − pad` and ends at `min(o·s − pad + k, in + pad)`
+//! (its padded extent `e`); the inputs it reads are that range clipped to `[0, in)` (`c`
+//! elements).
 //!
 //! * `max_pool2d`: `y = max` over the window, padding acting as −∞. The forward pass also
 //!   saves the argmax (flat index `iy·W + ix` within the input plane, first maximum in
 //!   row-major window order among ties) in a `U32` tensor; the gradient flows only to it:
 //!   `∂x[p] = Σ_{windows o with argmax(o) = p} g[o]`.
-//! * `avg_pool2d` (`count_include_pad = true`): `y = Σ_window x / d` with `d` the window
-//!   clipped to the padded extent (`kh·kw` in floor mode); `∂x[p] = Σ_{o ∋ p} g[o] / d(o)`.
+//! * `avg_pool2d`: `y = Σ_window x / d` with `d = e_h·e_w` when `count_include_pad` (the
+//!   default; `kh·kw` in floor mode) and `d = c_h·c_w` (the in-bounds elements) otherwise;
+//!   `∂x[p] = Σ_{o ∋ p} g[o] / d(o)`.
 //!
 //! Both backward passes are gathers on the GPU (one thread per input pixel loops over the
 //! ≤ ⌈kh/sh⌉·⌈kw/sw⌉ windows that contain it; no atomics). The CPU reference scatters instead,
@@ -23,12 +37,22 @@ use crate::ops::unary::ELEMENTWISE_WG;
 use crate::shape::Shape;
 use crate::tensor::{DType, Storage, Tensor};
 
-/// Kernel size, stride and zero/−∞ padding of a 2-D pooling window, each as `(h, w)`.
+/// A 2-D pooling window: kernel size, stride and padding (−∞ for max, zeros for avg), each
+/// as `(h, w)`, and PyTorch's options.
+///
+/// `Pool2d::new(k, s, p)` has PyTorch's defaults (`ceil_mode = false`,
+/// `count_include_pad = true`); the builder methods change them:
+/// `Pool2d::new((3, 3), (2, 2), (1, 1)).ceil_mode(true).count_include_pad(false)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Pool2d {
     pub kernel: (usize, usize),
     pub stride: (usize, usize),
     pub padding: (usize, usize),
+    /// Round the output size up instead of down (see the module docs).
+    pub ceil_mode: bool,
+    /// `avg_pool2d` only: divide by the window's padded extent (`true`) or by the number of
+    /// in-bounds elements it covers (`false`). `max_pool2d` rejects `false`.
+    pub count_include_pad: bool,
 }
 
 /// The sizes a pooling kernel works on: `nc` planes of `h × w` pooled to `oh × ow`.
@@ -42,7 +66,57 @@ struct Dims {
 }
 
 impl Pool2d {
-    /// Checks `x` (rank 4, `F32`) and the window against PyTorch's rules.
+    /// A window with PyTorch's default options (floor mode, padding counted by `avg_pool2d`).
+    pub fn new(kernel: (usize, usize), stride: (usize, usize), padding: (usize, usize)) -> Self {
+        Pool2d {
+            kernel,
+            stride,
+            padding,
+            ceil_mode: false,
+            count_include_pad: true,
+        }
+    }
+
+    /// Sets PyTorch's `ceil_mode`.
+    pub fn ceil_mode(self, on: bool) -> Self {
+        Pool2d {
+            ceil_mode: on,
+            ..self
+        }
+    }
+
+    /// Sets PyTorch's `count_include_pad` (`avg_pool2d` only).
+    pub fn count_include_pad(self, on: bool) -> Self {
+        Pool2d {
+            count_include_pad: on,
+            ..self
+        }
+    }
+
+    /// Output length along one axis (see the module docs); `None` when no window fits.
+    fn out_len(&self, len: usize, k: usize, s: usize, pad: usize) -> Option<usize> {
+        let padded = len + 2 * pad;
+        if padded >= k {
+            let span = padded - k;
+            if !self.ceil_mode {
+                return Some(span / s + 1);
+            }
+            let out = span.div_ceil(s) + 1;
+            // PyTorch: the last window must start inside the input or the left padding.
+            Some(if (out - 1) * s >= len + pad {
+                out - 1
+            } else {
+                out
+            })
+        } else if self.ceil_mode && k - padded < s {
+            // ⌈span / s⌉ = 0 for −s < span < 0: one window, starting at −pad < len.
+            Some(1)
+        } else {
+            None
+        }
+    }
+
+    /// Checks `x` (rank 4, `F32`, non-empty planes) and the window against PyTorch's rules.
     fn dims(&self, op: &'static str, x: &Tensor) -> Result<Dims> {
         x.expect_dtype(op, DType::F32)?;
         let &[n, c, h, w] = x.dims() else {
@@ -72,23 +146,28 @@ impl Pool2d {
                 ),
             ));
         }
-        if h + 2 * ph < kh || w + 2 * pw < kw {
+        if h == 0 || w == 0 {
+            return Err(Error::shape(op, format!("empty planes in {}", x.shape())));
+        }
+        let (Some(oh), Some(ow)) = (self.out_len(h, kh, sh, ph), self.out_len(w, kw, sw, pw))
+        else {
             return Err(Error::shape(
                 op,
                 format!(
-                    "input {} with padding {:?} is smaller than kernel {:?}",
+                    "input {} with padding {:?} is smaller than kernel {:?} (ceil_mode {})",
                     x.shape(),
                     self.padding,
-                    self.kernel
+                    self.kernel,
+                    self.ceil_mode
                 ),
             ));
-        }
+        };
         let d = Dims {
             nc: n * c,
             h,
             w,
-            oh: (h + 2 * ph - kh) / sh + 1,
-            ow: (w + 2 * pw - kw) / sw + 1,
+            oh,
+            ow,
         };
         if x.numel() > u32::MAX as usize || d.nc * d.oh * d.ow > u32::MAX as usize {
             return Err(Error::Limit {
@@ -101,7 +180,8 @@ impl Pool2d {
     }
 
     /// Input range `[start, end)` of output `o` along one axis, clipped to `[0, len)`, and
-    /// PyTorch's `count_include_pad` extent (clipped to `[−pad, len + pad)`).
+    /// PyTorch's `count_include_pad` extent (the window clipped to `[−pad, len + pad)`).
+    /// Every window starts before `len` and ends after `0` (see `dims`), so `start < end`.
     fn window(o: usize, k: usize, s: usize, pad: usize, len: usize) -> (usize, usize, usize) {
         let start = (o * s) as isize - pad as isize;
         let padded_end = (start + k as isize).min((len + pad) as isize);
@@ -151,15 +231,20 @@ impl PoolParams {
 }
 
 /// Launches one `pool.wgsl` entry over `n` threads (see the shader for the binding roles).
+/// `COUNT_PAD` specialises the average-pooling divisor (unused by the max entries, which
+/// always get `1` so they share one pipeline).
 fn launch(
     entry: &'static str,
+    geom: &Pool2d,
     p: &PoolParams,
     inputs: &[&GpuBuf],
     outputs: &[&GpuBuf],
 ) -> Result<()> {
     let ctx = inputs[0].context();
     ctx.launch(
-        &Kernel::new(Shader::Pool, entry).with("WG", ELEMENTWISE_WG),
+        &Kernel::new(Shader::Pool, entry)
+            .with("WG", ELEMENTWISE_WG)
+            .with("COUNT_PAD", u32::from(geom.count_include_pad)),
         p,
         inputs,
         outputs,
@@ -171,7 +256,9 @@ fn out_shape(x: &Tensor, d: Dims) -> Shape {
     Shape(vec![x.dims()[0], x.dims()[1], d.oh, d.ow])
 }
 
-/// Calls `f(plane, oy, ox, (y0, y1), (x0, x1), divisor)` for every output window.
+/// Calls `f(plane, oy, ox, (y0, y1), (x0, x1), divisor)` for every output window; the
+/// divisor is the average-pooling one (padded extent or in-bounds count, per
+/// `count_include_pad`).
 fn for_each_window(
     d: Dims,
     g: &Pool2d,
@@ -182,7 +269,12 @@ fn for_each_window(
             let (y0, y1, dy) = Pool2d::window(oy, g.kernel.0, g.stride.0, g.padding.0, d.h);
             for ox in 0..d.ow {
                 let (x0, x1, dx) = Pool2d::window(ox, g.kernel.1, g.stride.1, g.padding.1, d.w);
-                f(plane, oy, ox, (y0, y1), (x0, x1), dy * dx);
+                let div = if g.count_include_pad {
+                    dy * dx
+                } else {
+                    (y1 - y0) * (x1 - x0)
+                };
+                f(plane, oy, ox, (y0, y1), (x0, x1), div);
             }
         }
     }
@@ -190,17 +282,13 @@ fn for_each_window(
 
 /// Max pooling and its argmax indices (`U32`, flat within each input `H × W` plane, like
 /// PyTorch's `return_indices=True`). The output alone is differentiable.
-pub fn max_pool2d_with_indices(
-    x: &Tensor,
-    kernel: (usize, usize),
-    stride: (usize, usize),
-    padding: (usize, usize),
-) -> Result<(Tensor, Tensor)> {
-    let geom = Pool2d {
-        kernel,
-        stride,
-        padding,
-    };
+pub fn max_pool2d_with_indices(x: &Tensor, geom: Pool2d) -> Result<(Tensor, Tensor)> {
+    if !geom.count_include_pad {
+        return Err(Error::shape(
+            "max_pool2d",
+            format!("count_include_pad = false applies to avg_pool2d only ({geom:?})"),
+        ));
+    }
     let d = geom.dims("max_pool2d", x)?;
     let n_out = d.nc * d.oh * d.ow;
     let (vals, idx) = match x.storage() {
@@ -226,7 +314,7 @@ pub fn max_pool2d_with_indices(
             let ctx = b.context();
             let (vals, idx) = (ctx.alloc_storage(n_out)?, ctx.alloc_storage(n_out)?);
             let p = PoolParams::new(n_out, d, &geom);
-            launch("max_pool2d", &p, &[b, b], &[&vals, &idx])?;
+            launch("max_pool2d", &geom, &p, &[b, b], &[&vals, &idx])?;
             (Storage::Gpu(vals), Storage::Gpu(idx))
         }
     };
@@ -246,27 +334,14 @@ pub fn max_pool2d_with_indices(
 }
 
 /// Max pooling, `[N, C, H, W] → [N, C, OH, OW]` (see the module docs for the semantics).
-pub fn max_pool2d(
-    x: &Tensor,
-    kernel: (usize, usize),
-    stride: (usize, usize),
-    padding: (usize, usize),
-) -> Result<Tensor> {
-    Ok(max_pool2d_with_indices(x, kernel, stride, padding)?.0)
+/// `geom.count_include_pad = false` is an error (it is an average-pooling option).
+pub fn max_pool2d(x: &Tensor, geom: Pool2d) -> Result<Tensor> {
+    Ok(max_pool2d_with_indices(x, geom)?.0)
 }
 
-/// Average pooling with `count_include_pad = true`, `[N, C, H, W] → [N, C, OH, OW]`.
-pub fn avg_pool2d(
-    x: &Tensor,
-    kernel: (usize, usize),
-    stride: (usize, usize),
-    padding: (usize, usize),
-) -> Result<Tensor> {
-    let geom = Pool2d {
-        kernel,
-        stride,
-        padding,
-    };
+/// Average pooling, `[N, C, H, W] → [N, C, OH, OW]`:
+/// `y = Σ_window x / d` with `d` per `geom.count_include_pad` (see the module docs).
+pub fn avg_pool2d(x: &Tensor, geom: Pool2d) -> Result<Tensor> {
     let d = geom.dims("avg_pool2d", x)?;
     let n_out = d.nc * d.oh * d.ow;
     let storage = match x.storage() {
@@ -286,6 +361,7 @@ pub fn avg_pool2d(
             let out = b.context().alloc_storage(n_out)?;
             launch(
                 "avg_pool2d",
+                &geom,
                 &PoolParams::new(n_out, d, &geom),
                 &[b, b],
                 &[&out],
@@ -346,7 +422,7 @@ pub(crate) fn max_pool2d_backward(
             let ib = indices.gpu_buf(OP)?;
             let dx = gb.context().alloc_storage(x.numel())?;
             let p = PoolParams::new(x.numel(), d, geom);
-            launch(OP, &p, &[gb, ib], &[&dx])?;
+            launch(OP, geom, &p, &[gb, ib], &[&dx])?;
             Storage::Gpu(dx)
         }
     };
@@ -374,7 +450,7 @@ pub(crate) fn avg_pool2d_backward(geom: &Pool2d, x: &Tensor, g: &Tensor) -> Resu
         Storage::Gpu(gb) => {
             let dx = gb.context().alloc_storage(x.numel())?;
             let p = PoolParams::new(x.numel(), d, geom);
-            launch("avg_pool2d_backward", &p, &[gb, gb], &[&dx])?;
+            launch("avg_pool2d_backward", geom, &p, &[gb, gb], &[&dx])?;
             Storage::Gpu(dx)
         }
     };
@@ -382,21 +458,31 @@ pub(crate) fn avg_pool2d_backward(geom: &Pool2d, x: &Tensor, g: &Tensor) -> Resu
 }
 
 impl Tensor {
+    /// [`max_pool2d`] with PyTorch's default options (floor mode).
     pub fn max_pool2d(
         &self,
         kernel: (usize, usize),
         stride: (usize, usize),
         padding: (usize, usize),
     ) -> Result<Tensor> {
-        max_pool2d(self, kernel, stride, padding)
+        max_pool2d(self, Pool2d::new(kernel, stride, padding))
     }
+    /// [`avg_pool2d`] with PyTorch's default options (floor mode, `count_include_pad`).
     pub fn avg_pool2d(
         &self,
         kernel: (usize, usize),
         stride: (usize, usize),
         padding: (usize, usize),
     ) -> Result<Tensor> {
-        avg_pool2d(self, kernel, stride, padding)
+        avg_pool2d(self, Pool2d::new(kernel, stride, padding))
+    }
+    /// [`max_pool2d`] with explicit options (`ceil_mode`).
+    pub fn max_pool2d_with(&self, geom: Pool2d) -> Result<Tensor> {
+        max_pool2d(self, geom)
+    }
+    /// [`avg_pool2d`] with explicit options (`ceil_mode`, `count_include_pad`).
+    pub fn avg_pool2d_with(&self, geom: Pool2d) -> Result<Tensor> {
+        avg_pool2d(self, geom)
     }
     pub fn global_avg_pool2d(&self) -> Result<Tensor> {
         global_avg_pool2d(self)
