@@ -35,6 +35,7 @@ use crate::ops::reduce::ReduceParams;
 use crate::ops::resize::ResizeParams;
 use crate::ops::softmax::SoftmaxParams;
 use crate::ops::unary::UnaryParams;
+use crate::train::metrics::MetricsParams;
 
 /// One field of a Rust parameter struct.
 struct Field {
@@ -257,6 +258,12 @@ fn twins() -> Vec<Twin> {
             Shader::BatchNorm,
             "BnParams",
             [planes, c, hw, chunks, _p]
+        ),
+        layout!(
+            MetricsParams,
+            Shader::Metrics,
+            "MetricsParams",
+            [n, classes, ignore, _p0]
         ),
     ]
 }

@@ -28,6 +28,7 @@ pub enum Shader {
     GemmTex,
     Pack,
     BatchNorm,
+    Metrics,
 }
 
 impl Shader {
@@ -52,6 +53,7 @@ impl Shader {
         Shader::GemmTex,
         Shader::Pack,
         Shader::BatchNorm,
+        Shader::Metrics,
     ];
 
     /// File name inside `shaders/`.
@@ -76,6 +78,7 @@ impl Shader {
             Shader::GemmTex => "gemm_tex.wgsl",
             Shader::Pack => "pack.wgsl",
             Shader::BatchNorm => "batch_norm.wgsl",
+            Shader::Metrics => "metrics.wgsl",
         }
     }
 
@@ -101,6 +104,7 @@ impl Shader {
             Shader::GemmTex => include_str!("../../shaders/gemm_tex.wgsl"),
             Shader::Pack => include_str!("../../shaders/pack.wgsl"),
             Shader::BatchNorm => include_str!("../../shaders/batch_norm.wgsl"),
+            Shader::Metrics => include_str!("../../shaders/metrics.wgsl"),
         }
     }
 
