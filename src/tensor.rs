@@ -150,10 +150,10 @@ impl Tensor {
         Ok(Tensor::from_storage(storage, shape, DType::U32))
     }
 
-    /// A tensor filled with `value`.
-    pub fn full(shape: impl Into<Shape>, value: f32, dev: &Device) -> Result<Tensor> {
+    /// A tensor filled with `value` (kept exactly on the CPU, rounded to `f32` on a GPU).
+    pub fn full(shape: impl Into<Shape>, value: f64, dev: &Device) -> Result<Tensor> {
         let shape = shape.into();
-        Tensor::from_vec(vec![value; shape.numel()], shape, dev)
+        Tensor::from_f64(vec![value; shape.numel()], shape, dev)
     }
 
     pub fn zeros(shape: impl Into<Shape>, dev: &Device) -> Result<Tensor> {

@@ -296,7 +296,7 @@ pub(crate) fn reduce_backward(
     match op {
         ReduceOp::Sum => g.broadcast_to(x.shape()),
         ReduceOp::Mean => g
-            .mul_scalar(1.0 / x.dims()[axis] as f32)?
+            .mul_scalar(1.0 / x.dims()[axis] as f64)?
             .broadcast_to(x.shape()),
         ReduceOp::Max | ReduceOp::Min => {
             let o = if keepdim {
