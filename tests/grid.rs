@@ -50,11 +50,14 @@ fn folded_grids_compute_the_same_results() {
         Check::new(REDUCTION, ELEMENTWISE),
         |t| t[0].sum_axis(1, false),
     );
+    // Forward only, so the forward itself must fold: [2, 5000] along axis 1 runs 40 lane
+    // invocations (one workgroup) and passed only when another test's dispatches bumped the
+    // shared counter. Along axis 0 of [3, 2000], 2000 outputs need 8 workgroups (2-D path).
     check_folded(
-        "argmax tree folded",
-        &[Input::constant([2, 5000], distinct(10_000, 4, -1.0, 1.0))],
+        "argmax folded",
+        &[Input::constant([3, 2000], distinct(6000, 4, -1.0, 1.0))],
         Check::forward_only(EXACT),
-        |t| t[0].argmax_axis(1, false),
+        |t| t[0].argmax_axis(0, false),
     );
     check_folded(
         "max serial folded",
