@@ -15,7 +15,7 @@ pub mod ops;
 pub mod shape;
 pub mod tensor;
 
-pub use autograd::{backward, no_grad, Gradients};
+pub use autograd::{backward, backward_with, no_grad, Gradients};
 pub use device::Device;
 pub use error::{Error, Result};
 pub use shape::Shape;
