@@ -16,6 +16,12 @@ pub enum Error {
         requested: u64,
         max: u64,
     },
+    /// A kernel needs a feature the device does not have (subgroups, …).
+    #[error("{kernel}: needs {feature}, which this device does not have")]
+    Unsupported {
+        kernel: String,
+        feature: &'static str,
+    },
     /// Tensors on different devices were combined.
     #[error("{op}: tensors live on different devices ({a} and {b})")]
     Device {

@@ -10,6 +10,8 @@ pub mod autograd;
 pub mod device;
 pub mod error;
 pub mod gpu;
+pub mod model;
+pub mod nn;
 pub mod npy;
 pub mod ops;
 pub mod shape;

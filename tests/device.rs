@@ -2,6 +2,8 @@
 
 mod common;
 
+use std::sync::Arc;
+
 use common::*;
 use wgseg::gpu::{Kernel, Shader};
 use wgseg::{backward, Device, Error, Tensor};
@@ -39,6 +41,60 @@ fn wgpu_validation_errors_come_back_as_errors() {
     }
     // The device stays usable afterwards.
     assert_eq!(x.add_scalar(1.0).unwrap().to_vec().unwrap(), vec![1.0; 4]);
+}
+
+#[test]
+fn missing_features_and_small_limits_are_errors_before_any_pipeline() {
+    use wgseg::gpu::{ArgKind, GpuContext, GpuOptions};
+    let Some(_) = gpu() else { return };
+    // Subgroups left off: a subgroup kernel is refused by name, whatever the adapter has.
+    let ctx = GpuContext::new(&GpuOptions {
+        no_subgroups: true,
+        ..Default::default()
+    })
+    .unwrap();
+    let kinds = [ArgKind::In, ArgKind::In, ArgKind::Out];
+    match ctx.check_supported(&Kernel::new(Shader::MatmulSg, "matmul_sg"), &kinds) {
+        Err(Error::Unsupported { kernel, feature }) => {
+            assert_eq!(kernel, "matmul_sg.wgsl::matmul_sg");
+            assert!(feature.contains("subgroup"), "{feature}");
+        }
+        other => panic!("expected Error::Unsupported, got {other:?}"),
+    }
+    let l = ctx.limits().clone();
+    // One storage buffer more than the stage allows (16 on GL, 32 on lavapipe).
+    let many = vec![ArgKind::In; l.max_storage_buffers_per_shader_stage as usize + 1];
+    match ctx.check_supported(&Kernel::new(Shader::Unary, "unary"), &many) {
+        Err(Error::Limit {
+            what,
+            requested,
+            max,
+        }) => {
+            assert!(
+                what.contains("storage buffers") && what.contains("unary"),
+                "{what}"
+            );
+            assert_eq!(
+                (requested, max),
+                (max + 1, u64::from(l.max_storage_buffers_per_shader_stage))
+            );
+        }
+        other => panic!("expected Error::Limit, got {other:?}"),
+    }
+    // A workgroup larger than the device allows.
+    let wg = l.max_compute_invocations_per_workgroup + 1;
+    let k = Kernel::new(Shader::Unary, "unary").with("WG", wg);
+    match ctx.check_supported(&k, &kinds[..2]) {
+        Err(Error::Limit { what, .. }) => assert!(what.contains("invocations"), "{what}"),
+        other => panic!("expected Error::Limit, got {other:?}"),
+    }
+    // What every kernel of the engine asks for fits.
+    assert!(ctx
+        .check_supported(
+            &Kernel::new(Shader::Unary, "unary").with("WG", 256u32),
+            &kinds[..2]
+        )
+        .is_ok());
 }
 
 #[test]
@@ -156,5 +212,38 @@ fn profiling_attributes_time_to_kernels() {
     assert!(
         ctx.profile_report().is_empty(),
         "profiling off clears the report"
+    );
+}
+
+/// Dropping the last `Device` and `Tensor` handles frees the context (and with it the pool's
+/// buffers), also while dispatches are recorded but unsubmitted, when the recorder holds a
+/// uniform arena: nothing the context owns may hold an `Arc<GpuContext>` (a reference cycle
+/// would keep it alive for ever and its recorded work would never run).
+#[test]
+fn dropping_the_last_handles_frees_the_context() {
+    let Some(_) = gpu() else { return };
+    let Device::Gpu(ctx) = Device::gpu().unwrap() else {
+        unreachable!()
+    };
+    let weak = Arc::downgrade(&ctx);
+    let dev = Device::Gpu(ctx);
+    let x = Tensor::from_vec(vec![1.0, 2.0, 3.0, 4.0], [4], &dev).unwrap();
+    let y = x.add_scalar(1.0).unwrap().mul(&x).unwrap();
+    let Device::Gpu(c) = &dev else { unreachable!() };
+    let (dispatches, submits) = c.submit_stats();
+    assert_eq!((dispatches, submits), (2, 0), "two dispatches, unsubmitted");
+    // A tensor keeps its device alive on its own, and still reads back.
+    drop(dev);
+    assert!(weak.upgrade().is_some());
+    let z = y.exp().unwrap();
+    assert_eq!(y.to_vec().unwrap(), vec![2.0, 6.0, 12.0, 20.0]);
+    drop((x, y));
+    let _pending = z.add_scalar(1.0).unwrap();
+    drop(z);
+    // `_pending` is the last handle, with its dispatch (and a uniform arena) unsubmitted.
+    drop(_pending);
+    assert!(
+        weak.upgrade().is_none(),
+        "the context outlived its last Device and Tensor"
     );
 }

@@ -43,21 +43,28 @@ fn folded_grids_compute_the_same_results() {
         Check::new(EXACT, EXACT),
         |t| t[0].permute(&[1, 0]),
     );
-    // Tree reduction: 2 × 5000 → 2 outputs × 5 chunks = 10 workgroups (2-D path).
+    // Lane passes over an axis of 300 (> LANE_LEN = 256) with 600 inner columns: the first
+    // pass writes 3 · 2 · 600 = 3600 partials (15 workgroups of 256: 2-D path), the final
+    // pass 3 · 600 = 1800 outputs (8 workgroups: 2-D path). Forward only: the gradient is a
+    // broadcast of 540 000 elements, past the 64 workgroups this context allows (the copy
+    // kernel's folded path is checked above).
     check_folded(
         "sum tree folded",
-        &[Input::param([2, 5000], uniform(10_000, 3, -1.0, 1.0))],
-        Check::new(REDUCTION, ELEMENTWISE),
+        &[Input::constant(
+            [3, 300, 600],
+            uniform(540_000, 3, -1.0, 1.0),
+        )],
+        Check::forward_only(REDUCTION),
         |t| t[0].sum_axis(1, false),
     );
-    // Forward only, so the forward itself must fold: [2, 5000] along axis 1 runs 40 lane
-    // invocations (one workgroup) and passed only when another test's dispatches bumped the
-    // shared counter. Along axis 0 of [3, 2000], 2000 outputs need 8 workgroups (2-D path).
     check_folded(
-        "argmax folded",
-        &[Input::constant([3, 2000], distinct(6000, 4, -1.0, 1.0))],
+        "argmax tree folded",
+        &[Input::constant(
+            [3, 300, 600],
+            distinct(540_000, 4, -1.0, 1.0),
+        )],
         Check::forward_only(EXACT),
-        |t| t[0].argmax_axis(0, false),
+        |t| t[0].argmax_axis(1, false),
     );
     check_folded(
         "max serial folded",

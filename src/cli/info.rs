@@ -59,10 +59,22 @@ pub fn run(spec: &str) -> Result<()> {
             "    max_texture_dimension_2d           {}",
             l.max_texture_dimension_2d
         );
-        println!(
-            "    texture GEMM (matmul, conv)        {}",
-            ctx.texture_gemm()
-        );
+        println!("  kernels chosen for this adapter:");
+        match ctx.texture_gemm_unavailable() {
+            None => println!("    matmul, conv2d (ungrouped)         texture GEMM (gemm_tex.wgsl)"),
+            Some(why) => println!(
+                "    matmul                             {} (texture GEMM off: {why})\n    \
+                 conv2d                             storage-buffer direct and gather kernels",
+                ctx.matmul_kernel()
+            ),
+        }
+        println!("    grouped / depthwise conv2d         storage-buffer direct and gather kernels");
+        if ctx.adapter_info().backend == wgpu::Backend::Gl {
+            println!(
+                "    GL backend: device calls serialised through one lock (wgpu's GL context lock \
+                 panics after 6 s of contention)"
+            );
+        }
     }
     // Smoke test: one kernel round trip.
     let x = Tensor::from_vec(vec![1.0, 2.0, 3.0], [3], &dev)?;

@@ -37,7 +37,10 @@ pub struct AdapterSummary {
     pub driver_info: String,
 }
 
-/// Everything wgpu-side that the engine shares; one per device.
+/// Everything wgpu-side that the engine shares; one per device. Every `Device`, `Tensor`,
+/// `GpuBuf` and `GpuTex` holds an `Arc` of it, and nothing it owns does (its uniform arena is
+/// an `OwnedBuf`, its recorded commands hold raw wgpu handles), so it is freed with its last
+/// handle; work recorded but not yet submitted then runs first (`Drop` in recorder.rs).
 pub struct GpuContext {
     pub(crate) device: wgpu::Device,
     pub(crate) queue: wgpu::Queue,
@@ -46,11 +49,13 @@ pub struct GpuContext {
     features: wgpu::Features,
     max_wg_per_dim: AtomicU32,
     texture_gemm: bool,
-    pub(crate) folded_dispatches: std::sync::atomic::AtomicU64,
     pub(crate) pipelines: Mutex<PipelineCache>,
     pub(crate) pool: Mutex<Pool>,
     pub(crate) recorder: Mutex<Recorder>,
     pub(crate) errors: Arc<Mutex<Vec<String>>>,
+    /// On wgpu's GL backend: serialises every wgseg call that enters the GL context (see
+    /// [`GpuContext::driver_lock`]). `None` on Vulkan, Metal and DX12.
+    gl_serial: Option<Mutex<()>>,
 }
 
 fn instance() -> wgpu::Instance {
@@ -184,11 +189,11 @@ impl GpuContext {
             features,
             max_wg_per_dim: AtomicU32::new(max_wg),
             texture_gemm: !opts.no_textures,
-            folded_dispatches: Default::default(),
             pipelines: Mutex::new(PipelineCache::default()),
             pool: Mutex::new(Pool::default()),
             recorder: Mutex::new(Recorder::new(min_align)),
             errors,
+            gl_serial: (adapter.get_info().backend == wgpu::Backend::Gl).then(|| Mutex::new(())),
             limits,
         }))
     }
@@ -229,6 +234,40 @@ impl GpuContext {
             && self.limits.max_texture_dimension_2d >= super::pool::TEX_WIDTH
     }
 
+    /// Why the texture GEMM is off on this context (`None` when it is on), for `wgseg info`.
+    pub fn texture_gemm_unavailable(&self) -> Option<String> {
+        if !self.texture_gemm {
+            Some("turned off (GpuOptions::no_textures)".into())
+        } else if !self.features.contains(wgpu::Features::SUBGROUP) {
+            Some("the device has no subgroup operations".into())
+        } else if !self.subgroup_clusters_of_8() {
+            Some(format!(
+                "subgroups of {}..={} lanes (it needs clusters of 8 lanes)",
+                self.info.subgroup_min_size, self.info.subgroup_max_size
+            ))
+        } else if self.limits.max_texture_dimension_2d < super::pool::TEX_WIDTH {
+            Some(format!(
+                "2-D textures of at most {} texels per row (it needs {})",
+                self.limits.max_texture_dimension_2d,
+                super::pool::TEX_WIDTH
+            ))
+        } else {
+            None
+        }
+    }
+
+    /// The GEMM kernel that `matmul` uses on this context (`file::entry`), and the one that
+    /// ungrouped `conv2d` layers use when it is the texture GEMM.
+    pub fn matmul_kernel(&self) -> &'static str {
+        if self.texture_gemm() {
+            "gemm_tex.wgsl::matmul"
+        } else if self.subgroup_clusters_of_8() {
+            "matmul_sg.wgsl::matmul_sg"
+        } else {
+            "matmul.wgsl::matmul"
+        }
+    }
+
     /// Optional features enabled on the device.
     pub fn features(&self) -> wgpu::Features {
         self.features
@@ -239,16 +278,31 @@ impl GpuContext {
         self.max_wg_per_dim.load(Ordering::Relaxed)
     }
 
-    /// Dispatches so far whose grid had to be folded to 2-D or 3-D.
-    pub fn folded_dispatches(&self) -> u64 {
-        self.folded_dispatches.load(Ordering::Relaxed)
-    }
-
     /// Largest tensor, in bytes, that one storage binding can hold.
     pub fn max_binding_bytes(&self) -> u64 {
         self.limits
             .max_storage_buffer_binding_size
             .min(self.limits.max_buffer_size)
+    }
+
+    /// Taken around every call that enters wgpu's GL context on the GL backend (buffer and
+    /// texture creation, pipeline compilation, queue writes, submits, polls, unmaps).
+    ///
+    /// wgpu's GL backend guards its one GL context with a lock that panics after waiting 6 s
+    /// ("Could not lock adapter context", wgpu-hal's `gles/egl.rs`). On a busy machine a
+    /// submit or a wait on one thread holds it that long while another thread allocates a
+    /// buffer or compiles a pipeline, and the test or training run dies in a wgpu panic.
+    /// Serialising our own calls through this mutex, which waits without a time limit,
+    /// means wgpu's lock is never contended. Always the innermost lock: nothing that takes
+    /// another wgseg lock runs while it is held. A no-op on other backends.
+    pub(crate) fn driver_lock(&self) -> Result<Option<std::sync::MutexGuard<'_, ()>>> {
+        self.gl_serial
+            .as_ref()
+            .map(|m| {
+                m.lock()
+                    .map_err(|_| Error::Gpu("GL driver lock poisoned".into()))
+            })
+            .transpose()
     }
 
     /// Drains errors reported by wgpu's uncaptured-error handler.

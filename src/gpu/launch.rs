@@ -81,6 +81,17 @@ impl Arg<'_> {
     }
 }
 
+thread_local! {
+    static FOLDED_ON_THIS_THREAD: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Dispatches launched so far by the calling thread (on any context) whose grid had to be
+/// folded to 2-D or 3-D. Per thread, so that a test can tell whether *its own* work took the
+/// folded path while other tests launch kernels in parallel.
+pub fn folded_dispatches_on_this_thread() -> u64 {
+    FOLDED_ON_THIS_THREAD.with(std::cell::Cell::get)
+}
+
 impl GpuContext {
     /// Records one dispatch of `groups` workgroups (a linear count, folded to the device's
     /// grid limits) with `params` in binding 0, `inputs` read-only from binding 1 and
@@ -122,8 +133,7 @@ impl GpuContext {
             e => e,
         })?;
         if grid[1] > 1 || grid[2] > 1 {
-            self.folded_dispatches
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            FOLDED_ON_THIS_THREAD.with(|c| c.set(c.get() + 1));
         }
         for b in args {
             if !Arc::ptr_eq(b.context(), self) {

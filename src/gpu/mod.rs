@@ -4,6 +4,10 @@
 pub mod context;
 pub mod grid;
 pub mod launch;
+#[cfg(test)]
+mod layout_tests;
+#[cfg(test)]
+mod lifetime_tests;
 pub mod pipelines;
 pub mod pool;
 pub mod recorder;
@@ -11,7 +15,7 @@ pub mod shaders;
 pub mod strided;
 
 pub use context::{list_adapters, AdapterSummary, GpuContext, GpuOptions};
-pub use launch::{Arg, ArgKind, Kernel};
+pub use launch::{folded_dispatches_on_this_thread, Arg, ArgKind, Kernel};
 pub use pool::{GpuBuf, GpuTex, PoolStats, TEX_WIDTH};
 pub use shaders::Shader;
 

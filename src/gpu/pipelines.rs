@@ -78,7 +78,9 @@ impl GpuContext {
         if let Some(p) = cache.pipelines.get(&key) {
             return Ok(p.clone());
         }
+        self.check_supported(k, kinds)?;
         let started = Instant::now();
+        let driver = self.driver_lock()?;
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let device = &self.device;
         cache.modules.entry(k.shader).or_insert_with(|| {
@@ -114,7 +116,9 @@ impl GpuContext {
                 },
                 cache: None,
             });
-        if let Some(e) = pollster::block_on(scope.pop()) {
+        let error = pollster::block_on(scope.pop());
+        drop(driver);
+        if let Some(e) = error {
             // Forget the module too: a broken module must not be reused silently.
             cache.modules.remove(&k.shader);
             return Err(Error::Gpu(format!(
@@ -128,6 +132,58 @@ impl GpuContext {
         cache.compile_seconds += started.elapsed().as_secs_f64();
         cache.pipelines.insert(key, (pipeline.clone(), bgl.clone()));
         Ok((pipeline, bgl))
+    }
+
+    /// Checks `k` with bindings `kinds` against the device's features and limits before
+    /// anything is built, so that a missing feature or a too-small limit comes back as an
+    /// error naming the kernel, never as a wgpu validation panic or a driver crash (GL
+    /// devices grant 16 storage buffers per stage and no subgroups; WebGPU's minimum is 8).
+    pub fn check_supported(&self, k: &Kernel, kinds: &[ArgKind]) -> Result<()> {
+        let name = || format!("{}::{}", k.shader.file(), k.entry);
+        if k.shader.needs_subgroups() && !self.features().contains(wgpu::Features::SUBGROUP) {
+            return Err(Error::Unsupported {
+                kernel: name(),
+                feature: "subgroup operations",
+            });
+        }
+        let l = self.limits();
+        let count = |f: fn(&ArgKind) -> bool| kinds.iter().filter(|k| f(k)).count() as u64;
+        let checks = [
+            (
+                "storage buffers per shader stage",
+                count(|k| matches!(k, ArgKind::In | ArgKind::Out)),
+                l.max_storage_buffers_per_shader_stage,
+            ),
+            (
+                "sampled textures per shader stage",
+                count(|k| matches!(k, ArgKind::Texels)),
+                l.max_sampled_textures_per_shader_stage,
+            ),
+            (
+                "storage textures per shader stage",
+                count(|k| matches!(k, ArgKind::TexelsOut)),
+                l.max_storage_textures_per_shader_stage,
+            ),
+            (
+                "invocations per workgroup",
+                k.overrides
+                    .iter()
+                    .find(|(n, _)| *n == "WG")
+                    .map_or(0, |(_, v)| *v as u64),
+                l.max_compute_invocations_per_workgroup
+                    .min(l.max_compute_workgroup_size_x),
+            ),
+        ];
+        for (what, requested, max) in checks {
+            if requested > u64::from(max) {
+                return Err(Error::Limit {
+                    what: format!("{what} of {}", name()),
+                    requested,
+                    max: u64::from(max),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Pipelines compiled so far and the total seconds spent compiling.

@@ -166,20 +166,39 @@ impl GpuBuf {
 
 impl Drop for GpuBuf {
     fn drop(&mut self) {
-        if let Ok(mut pool) = self.ctx.pool.lock() {
-            pool.stats.live_bytes -= self.class;
-            pool.stats.cached_bytes += self.class;
-            pool.free
-                .entry((self.class, self.kind))
-                .or_default()
-                .push(self.buffer.clone());
-        }
+        self.ctx
+            .give_back(self.buffer.clone(), self.class, self.kind);
     }
+}
+
+/// A pooled buffer for the context's own state (the recorder's uniform arena). Unlike
+/// [`GpuBuf`] it holds no `Arc<GpuContext>`: the context owns it, so a handle inside it would
+/// be a reference cycle that kept the context (and every pooled buffer) alive after the last
+/// `Device` and `Tensor` were dropped. Return it with [`GpuContext::release_owned`]; one
+/// dropped instead only leaves the pool statistics counting it as live.
+pub(crate) struct OwnedBuf {
+    pub(crate) buffer: wgpu::Buffer,
+    class: u64,
+    kind: BufKind,
 }
 
 impl GpuContext {
     /// Allocates (or recycles) a buffer of at least `bytes` bytes.
     pub(crate) fn alloc(self: &Arc<Self>, bytes: u64, kind: BufKind) -> Result<GpuBuf> {
+        let bytes = bytes.max(4).next_multiple_of(4);
+        let own = self.alloc_owned(bytes, kind)?;
+        Ok(GpuBuf {
+            buffer: own.buffer,
+            bytes,
+            class: own.class,
+            kind,
+            ctx: Arc::clone(self),
+        })
+    }
+
+    /// Allocates (or recycles) a buffer of at least `bytes` bytes for the context's own state,
+    /// without a handle to the context (see [`OwnedBuf`]).
+    pub(crate) fn alloc_owned(&self, bytes: u64, kind: BufKind) -> Result<OwnedBuf> {
         let bytes = bytes.max(4).next_multiple_of(4);
         if kind == BufKind::Storage && bytes > self.max_binding_bytes() {
             return Err(Error::Limit {
@@ -209,6 +228,7 @@ impl GpuContext {
             }
             None => {
                 pool.stats.created += 1;
+                let _driver = self.driver_lock()?;
                 self.device.create_buffer(&wgpu::BufferDescriptor {
                     label: Some("wgseg"),
                     size: class,
@@ -219,13 +239,25 @@ impl GpuContext {
         };
         pool.stats.live_bytes += class;
         pool.stats.peak_live_bytes = pool.stats.peak_live_bytes.max(pool.stats.live_bytes);
-        Ok(GpuBuf {
+        Ok(OwnedBuf {
             buffer,
-            bytes,
             class,
             kind,
-            ctx: Arc::clone(self),
         })
+    }
+
+    /// Returns a buffer from [`GpuContext::alloc_owned`] to the pool.
+    pub(crate) fn release_owned(&self, own: OwnedBuf) {
+        self.give_back(own.buffer, own.class, own.kind);
+    }
+
+    /// Puts a live buffer of size class `class` on its free list.
+    fn give_back(&self, buffer: wgpu::Buffer, class: u64, kind: BufKind) {
+        if let Ok(mut pool) = self.pool.lock() {
+            pool.stats.live_bytes -= class;
+            pool.stats.cached_bytes += class;
+            pool.free.entry((class, kind)).or_default().push(buffer);
+        }
     }
 
     /// Current pool statistics.
@@ -264,6 +296,7 @@ impl GpuContext {
             }
             None => {
                 pool.stats.created += 1;
+                let _driver = self.driver_lock()?;
                 let texture = self.device.create_texture(&wgpu::TextureDescriptor {
                     label: Some("wgseg texels"),
                     size: wgpu::Extent3d {
@@ -298,6 +331,8 @@ impl GpuContext {
     /// Releases every cached (free) buffer back to the driver.
     pub fn trim_pool(&self) {
         if let Ok(mut pool) = self.pool.lock() {
+            // Destroying buffers enters the GL context.
+            let _driver = self.driver_lock();
             pool.free.clear();
             pool.free_tex.clear();
             pool.stats.cached_bytes = 0;

@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use super::context::GpuContext;
-use super::pool::{BufKind, GpuBuf, GpuTex, TEXEL_BYTES, TEX_WIDTH};
+use super::pool::{BufKind, GpuBuf, GpuTex, OwnedBuf, TEXEL_BYTES, TEX_WIDTH};
 use crate::error::{Error, Result};
 
 /// Dispatches per submit. One submit per dispatch costs several times more on every driver
@@ -57,7 +57,9 @@ pub(crate) enum Cmd {
 pub(crate) struct Recorder {
     cmds: Vec<Cmd>,
     dispatches: usize,
-    arena: Option<GpuBuf>,
+    /// The current flush's uniform arena: an [`OwnedBuf`], not a `GpuBuf`, because the
+    /// context owns the recorder and a `GpuBuf` would hold the context (a reference cycle).
+    arena: Option<OwnedBuf>,
     arena_bytes: Vec<u8>,
     align: usize,
     in_flight: VecDeque<wgpu::SubmissionIndex>,
@@ -97,7 +99,7 @@ impl GpuContext {
     /// Reserves space for `params` in the current flush's uniform arena; returns the arena
     /// buffer and the offset.
     pub(crate) fn push_params(
-        self: &Arc<Self>,
+        &self,
         rec: &mut Recorder,
         params: &[u8],
     ) -> Result<(wgpu::Buffer, u64)> {
@@ -108,7 +110,7 @@ impl GpuContext {
             )));
         }
         if rec.arena.is_none() {
-            rec.arena = Some(self.alloc((FLUSH_EVERY * rec.align) as u64, BufKind::Uniform)?);
+            rec.arena = Some(self.alloc_owned((FLUSH_EVERY * rec.align) as u64, BufKind::Uniform)?);
         }
         let off = rec.arena_bytes.len();
         rec.arena_bytes.extend_from_slice(params);
@@ -120,7 +122,7 @@ impl GpuContext {
 
     /// Appends a dispatch; flushes when the batch is full.
     pub(crate) fn record_dispatch(
-        self: &Arc<Self>,
+        &self,
         rec: &mut Recorder,
         pipeline: wgpu::ComputePipeline,
         bind: wgpu::BindGroup,
@@ -205,7 +207,7 @@ impl GpuContext {
         self.flush_locked(&mut rec)
     }
 
-    pub(crate) fn flush_locked(self: &Arc<Self>, rec: &mut Recorder) -> Result<()> {
+    pub(crate) fn flush_locked(&self, rec: &mut Recorder) -> Result<()> {
         if rec.cmds.is_empty() {
             return self.take_errors();
         }
@@ -266,24 +268,26 @@ impl GpuContext {
                 i += 1;
             }
         }
-        if let Some(arena) = rec.arena.take() {
-            self.queue.write_buffer(&arena.buffer, 0, &rec.arena_bytes);
-            // Dropping returns the arena to the pool; its next use is written by a later
-            // write_buffer, which the queue orders after this submission.
+        let arena = rec.arena.take();
+        let idx = {
+            let _driver = self.driver_lock()?;
+            if let Some(arena) = &arena {
+                self.queue.write_buffer(&arena.buffer, 0, &rec.arena_bytes);
+            }
+            self.queue.submit([enc.finish()])
+        };
+        // Back to the pool; its next use is written by a later write_buffer, which the
+        // queue orders after this submission.
+        if let Some(arena) = arena {
+            self.release_owned(arena);
         }
         rec.arena_bytes.clear();
         rec.dispatches = 0;
-        let idx = self.queue.submit([enc.finish()]);
         rec.total_submits += 1;
         rec.in_flight.push_back(idx);
         while rec.in_flight.len() > MAX_IN_FLIGHT {
             if let Some(old) = rec.in_flight.pop_front() {
-                self.device
-                    .poll(wgpu::PollType::Wait {
-                        submission_index: Some(old),
-                        timeout: None,
-                    })
-                    .map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))?;
+                self.wait_gpu(Some(old))?;
             }
         }
         self.take_errors()
@@ -296,6 +300,7 @@ impl GpuContext {
         let mut rec = self.recorder()?;
         self.flush_locked(&mut rec)?;
         if !data.is_empty() {
+            let _driver = self.driver_lock()?;
             self.queue.write_buffer(&buf.buffer, 0, data);
         }
         Ok(buf)
@@ -324,12 +329,13 @@ impl GpuContext {
     pub(crate) fn map_read(&self, staging: &GpuBuf, bytes: u64) -> Result<Vec<u8>> {
         let slice = staging.buffer.slice(0..bytes);
         let (tx, rx) = std::sync::mpsc::channel();
-        slice.map_async(wgpu::MapMode::Read, move |r| {
-            let _ = tx.send(r);
-        });
-        self.device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))?;
+        {
+            let _driver = self.driver_lock()?;
+            slice.map_async(wgpu::MapMode::Read, move |r| {
+                let _ = tx.send(r);
+            });
+        }
+        self.wait_gpu(None)?;
         rx.recv()
             .map_err(|_| Error::Gpu("readback callback never ran".into()))?
             .map_err(|e| Error::Gpu(format!("mapping a readback buffer: {e}")))?;
@@ -339,6 +345,7 @@ impl GpuContext {
                 .map_err(|e| Error::Gpu(format!("reading a mapped buffer: {e:?}")))?;
             view.to_vec()
         };
+        let _driver = self.driver_lock()?;
         staging.buffer.unmap();
         Ok(out)
     }
@@ -346,9 +353,7 @@ impl GpuContext {
     /// Blocks until all submitted work has finished (benchmarks, profiling).
     pub fn synchronize(self: &Arc<Self>) -> Result<()> {
         self.flush()?;
-        self.device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))?;
+        self.wait_gpu(None)?;
         if let Ok(mut rec) = self.recorder() {
             rec.in_flight.clear();
         }
@@ -357,10 +362,21 @@ impl GpuContext {
 
     /// Waits for everything submitted (the recorder lock is held by the caller).
     pub(crate) fn wait_locked(&self, rec: &mut Recorder) -> Result<()> {
-        self.device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))?;
+        self.wait_gpu(None)?;
         rec.in_flight.clear();
+        Ok(())
+    }
+
+    /// Blocks until `submission` (or everything submitted, `None`) has finished and its
+    /// callbacks (buffer maps) have run: the one place that waits on the device.
+    fn wait_gpu(&self, submission: Option<wgpu::SubmissionIndex>) -> Result<()> {
+        let _driver = self.driver_lock()?;
+        self.device
+            .poll(wgpu::PollType::Wait {
+                submission_index: submission,
+                timeout: None,
+            })
+            .map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))?;
         Ok(())
     }
 
@@ -377,6 +393,9 @@ impl GpuContext {
                 && rec.queries.is_none()
                 && self.features().contains(wgpu::Features::TIMESTAMP_QUERY)
             {
+                let Ok(_driver) = self.driver_lock() else {
+                    return;
+                };
                 rec.queries = Some(self.device.create_query_set(&wgpu::QuerySetDescriptor {
                     label: Some("wgseg profile"),
                     ty: wgpu::QueryType::Timestamp,
@@ -410,11 +429,40 @@ impl GpuContext {
         v
     }
 
+    /// Commands recorded and not yet submitted.
+    #[cfg(test)]
+    pub(crate) fn pending_commands(&self) -> usize {
+        self.recorder().map(|r| r.cmds.len()).unwrap_or(0)
+    }
+
     /// Dispatches recorded and submits issued so far.
     pub fn submit_stats(&self) -> (u64, u64) {
         self.recorder()
             .map(|r| (r.total_dispatches, r.total_submits))
             .unwrap_or((0, 0))
+    }
+}
+
+/// The last handle is gone (every `Device`, `Tensor`, `GpuBuf` and `GpuTex` holds an
+/// `Arc<GpuContext>`, and nothing the context owns holds one): work recorded but not yet
+/// flushed is submitted and waited for rather than silently discarded, so that the effects
+/// of every recorded command happen (and a failure in it is reported on stderr, the only
+/// channel left to a destructor). Without pending work nothing is waited for.
+impl Drop for GpuContext {
+    fn drop(&mut self) {
+        let Ok(mut rec) = self.recorder.lock() else {
+            return; // poisoned: a panic mid-recording, the command list may be inconsistent
+        };
+        if rec.cmds.is_empty() {
+            return;
+        }
+        let done = self
+            .flush_locked(&mut rec)
+            .and_then(|()| self.wait_locked(&mut rec))
+            .and_then(|()| self.take_errors());
+        if let Err(e) = done {
+            eprintln!("wgseg: work pending when the GPU device was dropped failed: {e}");
+        }
     }
 }
 

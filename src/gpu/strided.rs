@@ -7,7 +7,8 @@ use crate::shape::Shape;
 /// Highest rank the strided kernels index.
 pub const MAX_RANK: usize = 8;
 
-/// `#[repr(C)]` mirror of `struct Strided` in `shaders/binary.wgsl` and `shaders/copy.wgsl`.
+/// `#[repr(C)]` mirror of `struct Strided` in `shaders/prelude.wgsl`, the uniform of
+/// `binary.wgsl`, `select.wgsl` and `copy.wgsl` (checked by src/gpu/layout_tests.rs).
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct StridedParams {

@@ -30,7 +30,7 @@
 //! against.
 
 mod cpu;
-mod direct;
+pub(crate) mod direct;
 mod tex;
 
 use crate::autograd::Op;
@@ -131,35 +131,35 @@ struct Geom {
     dw: usize,
 }
 
-/// `#[repr(C)]` mirror of `struct Params` in `shaders/conv.wgsl` and
-/// `shaders/conv_grad_weight.wgsl` (24 × u32 = 96 bytes).
+/// `#[repr(C)]` mirror of `struct Params` in `shaders/conv.wgsl` (24 × u32 = 96 bytes;
+/// checked by src/gpu/layout_tests.rs).
 #[repr(C)]
 #[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
-struct ConvUniform {
-    n: u32,
-    cin: u32,
-    h: u32,
-    w: u32,
-    cout: u32,
-    ho: u32,
-    wo: u32,
-    groups: u32,
-    cin_g: u32,
-    cout_g: u32,
-    kh: u32,
-    kw: u32,
-    sh: u32,
-    sw: u32,
-    ph: u32,
-    pw: u32,
-    dh: u32,
-    dw: u32,
-    cblocks: u32,
-    pblocks: u32,
-    kblocks: u32,
-    blocks: u32,
-    chunk: u32,
-    nchunks: u32,
+pub(crate) struct ConvUniform {
+    pub(crate) n: u32,
+    pub(crate) cin: u32,
+    pub(crate) h: u32,
+    pub(crate) w: u32,
+    pub(crate) cout: u32,
+    pub(crate) ho: u32,
+    pub(crate) wo: u32,
+    pub(crate) groups: u32,
+    pub(crate) cin_g: u32,
+    pub(crate) cout_g: u32,
+    pub(crate) kh: u32,
+    pub(crate) kw: u32,
+    pub(crate) sh: u32,
+    pub(crate) sw: u32,
+    pub(crate) ph: u32,
+    pub(crate) pw: u32,
+    pub(crate) dh: u32,
+    pub(crate) dw: u32,
+    pub(crate) cblocks: u32,
+    pub(crate) pblocks: u32,
+    pub(crate) kblocks: u32,
+    pub(crate) blocks: u32,
+    pub(crate) chunk: u32,
+    pub(crate) nchunks: u32,
 }
 
 /// `n` as a `u32` kernel index, or a limit error naming `what`.

@@ -40,14 +40,14 @@ const OP: &str = "cross_entropy";
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct CeParams {
-    n: u32,
-    c: u32,
-    inner: u32,
-    ignore_index: u32,
-    lanes: u32,
-    partials: u32,
-    _pad: [u32; 2],
+pub(crate) struct CeParams {
+    pub(crate) n: u32,
+    pub(crate) c: u32,
+    pub(crate) inner: u32,
+    pub(crate) ignore_index: u32,
+    pub(crate) lanes: u32,
+    pub(crate) partials: u32,
+    pub(crate) _pad: [u32; 2],
 }
 
 /// Pixels each `ce_forward` invocation sums: a contiguous run, so that each invocation walks

@@ -44,22 +44,22 @@ pub const MAX_BATCH_RANK: usize = 8;
 /// `#[repr(C)]` mirror of `struct MatmulParams` in `shaders/prelude.wgsl` (both matmul kernels).
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct MatmulParams {
-    m: u32,
-    n: u32,
-    k: u32,
-    batch: u32,
-    tiles_m: u32,
-    tiles_n: u32,
-    batch_rank: u32,
-    _p0: u32,
-    a_rs: u32,
-    a_cs: u32,
-    b_rs: u32,
-    b_cs: u32,
-    bshape: [u32; MAX_BATCH_RANK],
-    a_bs: [u32; MAX_BATCH_RANK],
-    b_bs: [u32; MAX_BATCH_RANK],
+pub(crate) struct MatmulParams {
+    pub(crate) m: u32,
+    pub(crate) n: u32,
+    pub(crate) k: u32,
+    pub(crate) batch: u32,
+    pub(crate) tiles_m: u32,
+    pub(crate) tiles_n: u32,
+    pub(crate) batch_rank: u32,
+    pub(crate) _p0: u32,
+    pub(crate) a_rs: u32,
+    pub(crate) a_cs: u32,
+    pub(crate) b_rs: u32,
+    pub(crate) b_cs: u32,
+    pub(crate) bshape: [u32; MAX_BATCH_RANK],
+    pub(crate) a_bs: [u32; MAX_BATCH_RANK],
+    pub(crate) b_bs: [u32; MAX_BATCH_RANK],
 }
 
 /// Sizes and strides of one batched product: A's `(m, k)` of batch `b` is at

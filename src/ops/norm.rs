@@ -36,12 +36,12 @@ pub const BN_CHUNK: usize = 16;
 /// `#[repr(C)]` mirror of `struct BnParams` in `shaders/batch_norm.wgsl`.
 #[repr(C)]
 #[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
-struct BnParams {
-    planes: u32,
-    c: u32,
-    hw: u32,
-    chunks: u32,
-    _p: [u32; 4],
+pub(crate) struct BnParams {
+    pub(crate) planes: u32,
+    pub(crate) c: u32,
+    pub(crate) hw: u32,
+    pub(crate) chunks: u32,
+    pub(crate) _p: [u32; 4],
 }
 
 fn bn_params(x: &Tensor) -> Result<(BnParams, usize, usize, usize)> {

@@ -116,19 +116,19 @@ impl Pool2d {
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct PoolParams {
-    n: u32,
-    h: u32,
-    w: u32,
-    oh: u32,
-    ow: u32,
-    kh: u32,
-    kw: u32,
-    sh: u32,
-    sw: u32,
-    ph: u32,
-    pw: u32,
-    _pad: u32,
+pub(crate) struct PoolParams {
+    pub(crate) n: u32,
+    pub(crate) h: u32,
+    pub(crate) w: u32,
+    pub(crate) oh: u32,
+    pub(crate) ow: u32,
+    pub(crate) kh: u32,
+    pub(crate) kw: u32,
+    pub(crate) sh: u32,
+    pub(crate) sw: u32,
+    pub(crate) ph: u32,
+    pub(crate) pw: u32,
+    pub(crate) _pad: u32,
 }
 
 impl PoolParams {

@@ -54,14 +54,14 @@ impl ReduceOp {
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct ReduceParams {
-    outputs: u32,
-    r: u32,
-    inner: u32,
-    lanes: u32,
-    scale: f32,
-    in_offset: u32,
-    _pad: [u32; 2],
+pub(crate) struct ReduceParams {
+    pub(crate) outputs: u32,
+    pub(crate) r: u32,
+    pub(crate) inner: u32,
+    pub(crate) lanes: u32,
+    pub(crate) scale: f32,
+    pub(crate) in_offset: u32,
+    pub(crate) _pad: [u32; 2],
 }
 
 fn out_shape(shape: &Shape, axis: usize, keepdim: bool) -> Shape {

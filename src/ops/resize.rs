@@ -23,15 +23,15 @@ use crate::tensor::{DType, Storage, Tensor};
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct ResizeParams {
-    n: u32,
-    ih: u32,
-    iw: u32,
-    oh: u32,
-    ow: u32,
-    scale_h: f32,
-    scale_w: f32,
-    _pad: u32,
+pub(crate) struct ResizeParams {
+    pub(crate) n: u32,
+    pub(crate) ih: u32,
+    pub(crate) iw: u32,
+    pub(crate) oh: u32,
+    pub(crate) ow: u32,
+    pub(crate) scale_h: f32,
+    pub(crate) scale_w: f32,
+    pub(crate) _pad: u32,
 }
 
 /// PyTorch's `area_pixel_compute_scale` for an explicit output size.

@@ -24,11 +24,11 @@ use crate::tensor::{DType, Storage, Tensor};
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct SoftmaxParams {
-    columns: u32,
-    c: u32,
-    inner: u32,
-    _pad: u32,
+pub(crate) struct SoftmaxParams {
+    pub(crate) columns: u32,
+    pub(crate) c: u32,
+    pub(crate) inner: u32,
+    pub(crate) _pad: u32,
 }
 
 /// Element count as the `u32` the kernels index with, or an `Error::Limit` naming `op`.

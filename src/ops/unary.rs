@@ -113,11 +113,11 @@ impl UnaryOp {
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct UnaryParams {
-    n: u32,
-    a: f32,
-    b: f32,
-    _pad: u32,
+pub(crate) struct UnaryParams {
+    pub(crate) n: u32,
+    pub(crate) a: f32,
+    pub(crate) b: f32,
+    pub(crate) _pad: u32,
 }
 
 /// Threads per workgroup of the elementwise kernels: a multiple of every vendor's SIMD width

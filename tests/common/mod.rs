@@ -405,10 +405,7 @@ where
     F: Fn(&[Tensor]) -> Result<Tensor>,
 {
     let Some(dev) = folded_gpu() else { return };
-    let Device::Gpu(ctx) = &dev else {
-        unreachable!()
-    };
-    let folded_before = ctx.folded_dispatches();
+    let folded_before = wgseg::gpu::folded_dispatches_on_this_thread();
     let cpu_in: Vec<Tensor> = inputs.iter().map(|i| i.build(&Device::Cpu, None)).collect();
     let cpu_out = f(&cpu_in).unwrap_or_else(|e| panic!("{name}: cpu forward: {e}"));
     let mut cpu_grads = Vec::new();
@@ -432,7 +429,7 @@ where
     }
     compare_with_cpu(name, inputs, &check, &dev, &cpu_out, &cpu_grads, &f);
     assert!(
-        ctx.folded_dispatches() > folded_before,
+        wgseg::gpu::folded_dispatches_on_this_thread() > folded_before,
         "{name}: no dispatch needed a folded grid; use a larger shape"
     );
 }

@@ -1,0 +1,285 @@
+//! The layers of DeepLabV3+ (SPEC §5), each a description whose tensors live in a
+//! [`ParamStore`] under PyTorch's names.
+
+use super::{kaiming_normal_fan_out, InitRng, Kind, ParamStore};
+use crate::error::Result;
+use crate::ops::{batch_norm2d, BatchNormState, Conv2dParams, BN_EPS, BN_MOMENTUM};
+use crate::tensor::Tensor;
+
+/// `name.suffix`, or `suffix` at the root.
+fn join(prefix: &str, suffix: &str) -> String {
+    if prefix.is_empty() {
+        suffix.to_string()
+    } else {
+        format!("{prefix}.{suffix}")
+    }
+}
+
+/// A 2-D convolution (`torch.nn.Conv2d`): `{prefix}.weight [cout, cin/groups, kh, kw]`
+/// (Kaiming-normal, fan-out, ReLU gain) and, optionally, `{prefix}.bias [cout]` (zeros).
+#[derive(Clone, Debug)]
+pub struct Conv2d {
+    weight: String,
+    bias: Option<String>,
+    params: Conv2dParams,
+}
+
+impl Conv2d {
+    /// A square `k × k` convolution; padding keeps the size at stride 1
+    /// (`dilation·(k − 1)/2`), as every conv of DeepLabV3+ does.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        store: &mut ParamStore,
+        rng: &mut InitRng,
+        prefix: &str,
+        (cin, cout): (usize, usize),
+        k: usize,
+        stride: usize,
+        dilation: usize,
+        groups: usize,
+        bias: bool,
+    ) -> Result<Conv2d> {
+        let dev = store.device().clone();
+        let shape = [cout, cin / groups.max(1), k, k];
+        let weight = join(prefix, "weight");
+        let w = kaiming_normal_fan_out(rng, shape);
+        store.insert(&weight, Tensor::from_vec(w, shape, &dev)?, Kind::Param)?;
+        let bias = if bias {
+            let name = join(prefix, "bias");
+            store.insert(&name, Tensor::zeros([cout], &dev)?, Kind::Param)?;
+            Some(name)
+        } else {
+            None
+        };
+        Ok(Conv2d {
+            weight,
+            bias,
+            params: Conv2dParams::new(stride, dilation * (k - 1) / 2, dilation, groups),
+        })
+    }
+
+    pub fn forward(&self, store: &ParamStore, x: &Tensor) -> Result<Tensor> {
+        let w = store.get(&self.weight)?;
+        let b = match &self.bias {
+            Some(n) => Some(store.get(n)?),
+            None => None,
+        };
+        x.conv2d(w, b, self.params)
+    }
+}
+
+/// Batch normalisation (`torch.nn.BatchNorm2d`, momentum 0.1, ε = 1e-5): parameters
+/// `{prefix}.weight` (γ = 1) and `{prefix}.bias` (β = 0), buffers `{prefix}.running_mean`
+/// (0) and `{prefix}.running_var` (1). Training normalises with the batch statistics and
+/// replaces the running statistics in the store; evaluation uses the running statistics.
+#[derive(Clone, Debug)]
+pub struct BatchNorm2d {
+    prefix: String,
+}
+
+impl BatchNorm2d {
+    pub fn new(store: &mut ParamStore, prefix: &str, c: usize) -> Result<BatchNorm2d> {
+        let dev = store.device().clone();
+        store.insert(
+            &join(prefix, "weight"),
+            Tensor::ones([c], &dev)?,
+            Kind::Param,
+        )?;
+        store.insert(&join(prefix, "bias"), Tensor::zeros([c], &dev)?, Kind::Param)?;
+        store.insert(
+            &join(prefix, "running_mean"),
+            Tensor::zeros([c], &dev)?,
+            Kind::Buffer,
+        )?;
+        store.insert(
+            &join(prefix, "running_var"),
+            Tensor::ones([c], &dev)?,
+            Kind::Buffer,
+        )?;
+        Ok(BatchNorm2d {
+            prefix: prefix.to_string(),
+        })
+    }
+
+    pub fn forward(&self, store: &mut ParamStore, x: &Tensor, training: bool) -> Result<Tensor> {
+        let name = |s| join(&self.prefix, s);
+        let (mean_name, var_name) = (name("running_mean"), name("running_var"));
+        let state = BatchNormState {
+            running_mean: store.get(&mean_name)?.clone(),
+            running_var: store.get(&var_name)?.clone(),
+        };
+        let (y, updated) = batch_norm2d(
+            x,
+            store.get(&name("weight"))?,
+            store.get(&name("bias"))?,
+            &state,
+            training,
+            BN_MOMENTUM,
+            BN_EPS,
+        )?;
+        if let Some(s) = updated {
+            store.set(&mean_name, s.running_mean)?;
+            store.set(&var_name, s.running_var)?;
+        }
+        Ok(y)
+    }
+}
+
+/// `conv (no bias) → BatchNorm → ReLU` (the reference's `ConvBN`): `{prefix}.conv`,
+/// `{prefix}.bn`, and with `separable` a depthwise `{prefix}.dwconv` (no BN) before a 1×1
+/// `conv`.
+#[derive(Clone, Debug)]
+pub struct ConvBn {
+    dwconv: Option<Conv2d>,
+    conv: Conv2d,
+    bn: BatchNorm2d,
+}
+
+impl ConvBn {
+    pub fn new(
+        store: &mut ParamStore,
+        rng: &mut InitRng,
+        prefix: &str,
+        (cin, cout): (usize, usize),
+        k: usize,
+        dilation: usize,
+        separable: bool,
+    ) -> Result<ConvBn> {
+        let (dwconv, conv) = if separable {
+            let dw = Conv2d::new(
+                store,
+                rng,
+                &join(prefix, "dwconv"),
+                (cin, cin),
+                k,
+                1,
+                dilation,
+                cin,
+                false,
+            )?;
+            let pw = Conv2d::new(
+                store,
+                rng,
+                &join(prefix, "conv"),
+                (cin, cout),
+                1,
+                1,
+                1,
+                1,
+                false,
+            )?;
+            (Some(dw), pw)
+        } else {
+            let c = Conv2d::new(
+                store,
+                rng,
+                &join(prefix, "conv"),
+                (cin, cout),
+                k,
+                1,
+                dilation,
+                1,
+                false,
+            )?;
+            (None, c)
+        };
+        let bn = BatchNorm2d::new(store, &join(prefix, "bn"), cout)?;
+        Ok(ConvBn { dwconv, conv, bn })
+    }
+
+    pub fn forward(&self, store: &mut ParamStore, x: &Tensor, training: bool) -> Result<Tensor> {
+        let x = match &self.dwconv {
+            Some(dw) => dw.forward(store, x)?,
+            None => x.clone(),
+        };
+        let y = self.conv.forward(store, &x)?;
+        self.bn.forward(store, &y, training)?.relu()
+    }
+}
+
+/// torchvision's `BasicBlock`: `conv1` 3×3 (stride, dilation) → `bn1` → ReLU → `conv2` 3×3
+/// (dilation) → `bn2`, plus the identity or `downsample` (`.0` 1×1 conv with the stride,
+/// `.1` BN) when the stride is not 1 or the width changes, → ReLU.
+#[derive(Clone, Debug)]
+pub struct BasicBlock {
+    conv1: Conv2d,
+    bn1: BatchNorm2d,
+    conv2: Conv2d,
+    bn2: BatchNorm2d,
+    downsample: Option<(Conv2d, BatchNorm2d)>,
+}
+
+impl BasicBlock {
+    pub fn new(
+        store: &mut ParamStore,
+        rng: &mut InitRng,
+        prefix: &str,
+        (cin, cout): (usize, usize),
+        stride: usize,
+        dilation: usize,
+    ) -> Result<BasicBlock> {
+        let p = |s| join(prefix, s);
+        let conv1 = Conv2d::new(
+            store,
+            rng,
+            &p("conv1"),
+            (cin, cout),
+            3,
+            stride,
+            dilation,
+            1,
+            false,
+        )?;
+        let bn1 = BatchNorm2d::new(store, &p("bn1"), cout)?;
+        let conv2 = Conv2d::new(
+            store,
+            rng,
+            &p("conv2"),
+            (cout, cout),
+            3,
+            1,
+            dilation,
+            1,
+            false,
+        )?;
+        let bn2 = BatchNorm2d::new(store, &p("bn2"), cout)?;
+        let downsample = if stride != 1 || cin != cout {
+            let c = Conv2d::new(
+                store,
+                rng,
+                &p("downsample.0"),
+                (cin, cout),
+                1,
+                stride,
+                1,
+                1,
+                false,
+            )?;
+            Some((c, BatchNorm2d::new(store, &p("downsample.1"), cout)?))
+        } else {
+            None
+        };
+        Ok(BasicBlock {
+            conv1,
+            bn1,
+            conv2,
+            bn2,
+            downsample,
+        })
+    }
+
+    pub fn forward(&self, store: &mut ParamStore, x: &Tensor, training: bool) -> Result<Tensor> {
+        let identity = match &self.downsample {
+            Some((c, bn)) => {
+                let y = c.forward(store, x)?;
+                bn.forward(store, &y, training)?
+            }
+            None => x.clone(),
+        };
+        let y = self.conv1.forward(store, x)?;
+        let y = self.bn1.forward(store, &y, training)?.relu()?;
+        let y = self.conv2.forward(store, &y)?;
+        let y = self.bn2.forward(store, &y, training)?;
+        y.add(&identity)?.relu()
+    }
+}
