@@ -46,8 +46,9 @@ pub enum Error {
     Data { path: PathBuf, msg: String },
 }
 
-/// Result alias used throughout the library.
-pub type Result<T> = std::result::Result<T, Error>;
+/// Result alias used throughout the library (the error defaults to [`Error`]; a second
+/// parameter still works, so the alias can be imported over `std`'s `Result`).
+pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     /// Shorthand for [`Error::Shape`].

@@ -150,10 +150,24 @@ impl Tensor {
         Ok(Tensor::from_storage(storage, shape, DType::U32))
     }
 
-    /// A tensor filled with `value`.
-    pub fn full(shape: impl Into<Shape>, value: f32, dev: &Device) -> Result<Tensor> {
+    /// Uploads `u8` values (label maps as stored in PNGs and `|u1` `.npy` files) as a `U32`
+    /// tensor, the dtype of labels (WGSL has no 8-bit storage): `y[i] = data[i] as u32`.
+    /// No gradient.
+    pub fn from_u8(data: Vec<u8>, shape: impl Into<Shape>, dev: &Device) -> Result<Tensor> {
         let shape = shape.into();
-        Tensor::from_vec(vec![value; shape.numel()], shape, dev)
+        check_len("from_u8", data.len(), &shape)?;
+        let wide: Vec<u32> = data.into_iter().map(u32::from).collect();
+        let storage = match dev {
+            Device::Cpu => Storage::Cpu(wide.iter().map(|&v| f64::from(v)).collect()),
+            Device::Gpu(c) => Storage::Gpu(c.upload(bytemuck::cast_slice(&wide))?),
+        };
+        Ok(Tensor::from_storage(storage, shape, DType::U32))
+    }
+
+    /// A tensor filled with `value` (kept exactly on the CPU, rounded to `f32` on a GPU).
+    pub fn full(shape: impl Into<Shape>, value: f64, dev: &Device) -> Result<Tensor> {
+        let shape = shape.into();
+        Tensor::from_f64(vec![value; shape.numel()], shape, dev)
     }
 
     pub fn zeros(shape: impl Into<Shape>, dev: &Device) -> Result<Tensor> {
