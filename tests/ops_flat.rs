@@ -127,17 +127,26 @@ fn reductions_and_layout_through_the_flat_path() {
 fn image_and_loss_ops_through_the_flat_path() {
     // One 1-channel 2 × 2 image [[1, 2], [3, 4]].
     let img = t(&[1.0, 2.0, 3.0, 4.0], &[1, 1, 2, 2]);
-    close(vals(ops::max_pool2d(&img, (2, 2), (2, 2), (0, 0))), &[4.0]);
-    let (m, idx) = ops::max_pool2d_with_indices(&img, (2, 2), (1, 1), (0, 0)).unwrap();
+    close(
+        vals(ops::max_pool2d(
+            &img,
+            ops::Pool2d::new((2, 2), (2, 2), (0, 0)),
+        )),
+        &[4.0],
+    );
+    let (m, idx) =
+        ops::max_pool2d_with_indices(&img, ops::Pool2d::new((2, 2), (1, 1), (0, 0))).unwrap();
     close(m.to_vec_f64().unwrap(), &[4.0]);
     assert_eq!(idx.to_vec_u32().unwrap(), vec![3]);
-    close(vals(ops::avg_pool2d(&img, (2, 2), (2, 2), (0, 0))), &[2.5]);
+    close(
+        vals(ops::avg_pool2d(
+            &img,
+            ops::Pool2d::new((2, 2), (2, 2), (0, 0)).count_include_pad(false),
+        )),
+        &[2.5],
+    );
     close(vals(ops::global_avg_pool2d(&img)), &[2.5]);
-    let geom = ops::Pool2d {
-        kernel: (2, 2),
-        stride: (2, 2),
-        padding: (0, 0),
-    };
+    let geom = ops::Pool2d::new((2, 2), (2, 2), (0, 0)).ceil_mode(true);
     assert_eq!(geom.kernel, (2, 2));
     // align_corners: the 3 × 3 resize of a 2 × 2 image puts the means in between.
     let up = ops::interpolate_bilinear(&img, (3, 3), true).unwrap();

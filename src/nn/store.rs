@@ -103,6 +103,7 @@ impl ParamStore {
 
     /// Replaces the stored handle of a parameter by `value` as returned by an in-place
     /// optimiser update (same identity, same storage).
+    #[allow(dead_code)] // the optimisers' in-place step (next) is its caller
     pub(crate) fn update_param(&mut self, name: &str, value: Tensor) -> Result<()> {
         let e = self.map.get_mut(name).ok_or_else(|| {
             Error::shape(
