@@ -649,3 +649,67 @@ pub fn generate(seed: u64) -> Sample {
         width: WIDTH,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::ClassStats;
+
+    /// Per-class pixel counts and the number of images each class appears in.
+    fn census(ds: &Builtin) -> (Vec<u64>, Vec<usize>) {
+        let mut counts = vec![0u64; 10];
+        let mut present = vec![0usize; 10];
+        for i in 0..ds.len() {
+            let Ok(s) = ds.load(i) else {
+                return (counts, present);
+            };
+            let mut seen = [false; 10];
+            for &v in &s.label {
+                if (v as usize) < 10 {
+                    counts[v as usize] += 1;
+                    seen[v as usize] = true;
+                }
+            }
+            for c in 0..10 {
+                present[c] += seen[c] as usize;
+            }
+        }
+        (counts, present)
+    }
+
+    #[test]
+    fn builtin_is_long_tailed_varied_and_deterministic() -> Result<()> {
+        let ds = Builtin::new("train", 1.0, 0)?;
+        let (counts, present) = census(&ds);
+        let total: u64 = counts.iter().sum();
+        for (c, (name, _)) in CLASSES.iter().enumerate() {
+            eprintln!(
+                "{name:>10}: {:6.2} %  in {:2}/{} images",
+                100.0 * counts[c] as f64 / total as f64,
+                present[c],
+                ds.len()
+            );
+        }
+        let max = counts.iter().copied().max().unwrap_or(0);
+        let min = counts.iter().copied().min().unwrap_or(0);
+        assert!(min > 0, "every class occurs: {counts:?}");
+        assert!(max >= 50 * min, "most frequent ≥ 50× rarest: {counts:?}");
+        assert!(present.iter().filter(|&&p| p > 0).count() >= 8);
+        // The rarest classes are absent from many images (at least a quarter).
+        let mut order: Vec<usize> = (0..10).collect();
+        order.sort_by_key(|&c| counts[c]);
+        for &c in &order[..2] {
+            assert!(
+                present[c] * 4 <= ds.len() * 3,
+                "{c} in {} images",
+                present[c]
+            );
+        }
+        // Same seed → same bytes; another seed or split → other images.
+        assert_eq!(ds.load(5)?, Builtin::new("train", 1.0, 0)?.load(5)?);
+        assert_ne!(ds.load(5)?, Builtin::new("train", 1.0, 1)?.load(5)?);
+        assert_ne!(ds.load(5)?, Builtin::new("val", 1.0, 0)?.load(5)?);
+        assert_eq!(ClassStats::compute(&ds, |_, _| {})?.counts, counts);
+        Ok(())
+    }
+}
