@@ -35,7 +35,7 @@ use crate::error::{Error, Result};
 const CHANNEL: usize = 2;
 
 /// Salt separating the shuffle generator from the augmentation generators.
-const SHUFFLE_SALT: u64 = 0x5348_5546_464c_45;
+const SHUFFLE_SALT: u64 = 0x0053_4855_4646_4c45;
 
 /// Where the next batch comes from: epoch and batch number within it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
