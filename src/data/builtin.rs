@@ -706,9 +706,14 @@ mod tests {
             );
         }
         // Same seed → same bytes; another seed or split → other images.
-        assert_eq!(ds.load(5)?, Builtin::new("train", 1.0, 0)?.load(5)?);
-        assert_ne!(ds.load(5)?, Builtin::new("train", 1.0, 1)?.load(5)?);
-        assert_ne!(ds.load(5)?, Builtin::new("val", 1.0, 0)?.load(5)?);
+        // (Compared with `==` so that a failure does not print whole images.)
+        let a = ds.load(5)?;
+        assert!(
+            a == Builtin::new("train", 1.0, 0)?.load(5)?,
+            "same seed, same bytes"
+        );
+        assert!(a != Builtin::new("train", 1.0, 1)?.load(5)?, "another seed");
+        assert!(a != Builtin::new("val", 1.0, 0)?.load(5)?, "another split");
         assert_eq!(ClassStats::compute(&ds, |_, _| {})?.counts, counts);
         Ok(())
     }
