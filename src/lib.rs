@@ -7,6 +7,7 @@
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod autograd;
+pub mod data;
 pub mod device;
 pub mod error;
 pub mod gpu;
