@@ -27,7 +27,7 @@ pub struct ClassStats {
 }
 
 /// Class ids of the three groups, each sorted by class id.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
 pub struct Groups {
     pub head: Vec<usize>,
     pub middle: Vec<usize>,

@@ -13,6 +13,7 @@
 
 use serde::Serialize;
 
+pub use crate::data::Groups;
 use crate::error::{Error, Result};
 use crate::gpu::{groups_for, GpuBuf, Kernel, Shader};
 use crate::tensor::{DType, Storage, Tensor};
@@ -135,14 +136,6 @@ impl Confusion {
         }
         Ok(Scores::from_matrix(self.classes, &cm, groups))
     }
-}
-
-/// Class ids of the head, middle and tail groups (SPEC §6).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct Groups {
-    pub head: Vec<usize>,
-    pub middle: Vec<usize>,
-    pub tail: Vec<usize>,
 }
 
 /// Every score of SPEC §6. `None` marks a class absent from ground truth and prediction.

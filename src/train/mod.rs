@@ -1,3 +1,11 @@
-//! Training and evaluation: metrics (and, next, the training loop and checkpoints).
+//! Training and evaluation: the run configuration, the training loop, evaluation and its
+//! metrics, checkpoints.
 
+pub mod config;
+pub mod eval;
 pub mod metrics;
+pub mod trainer;
+
+pub use config::{DataConfig, RunConfig, TrainConfig};
+pub use eval::evaluate;
+pub use trainer::{train, Event, Report, TrainOptions};
