@@ -6,6 +6,7 @@
 //! [`no_grad`]) and accumulates the gradients of tensors used more than once.
 
 mod op;
+mod version;
 
 use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
@@ -15,10 +16,12 @@ pub use op::Op;
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
-/// The history of a tensor: the op that produced it and the op's inputs.
+/// The history of a tensor: the op that produced it, the op's inputs and their storage
+/// versions when the op ran (checked by [`backward`], see `version.rs`).
 pub struct Node {
     pub(crate) op: Op,
     pub(crate) inputs: Vec<Tensor>,
+    pub(crate) versions: Vec<u64>,
 }
 
 thread_local! {
@@ -124,6 +127,7 @@ pub fn backward(loss: &Tensor) -> Result<Gradients> {
             out.map.insert(t.id(), g);
             continue;
         };
+        node.check_versions()?;
         let gs = node.op.backward(&node.inputs, t, &g)?;
         for (inp, gi) in node.inputs.iter().zip(gs) {
             let Some(gi) = gi else { continue };

@@ -28,6 +28,8 @@ pub enum Shader {
     GemmTex,
     Pack,
     BatchNorm,
+    Fill,
+    Optim,
 }
 
 impl Shader {
@@ -52,6 +54,8 @@ impl Shader {
         Shader::GemmTex,
         Shader::Pack,
         Shader::BatchNorm,
+        Shader::Fill,
+        Shader::Optim,
     ];
 
     /// File name inside `shaders/`.
@@ -76,6 +80,8 @@ impl Shader {
             Shader::GemmTex => "gemm_tex.wgsl",
             Shader::Pack => "pack.wgsl",
             Shader::BatchNorm => "batch_norm.wgsl",
+            Shader::Fill => "fill.wgsl",
+            Shader::Optim => "optim.wgsl",
         }
     }
 
@@ -101,6 +107,8 @@ impl Shader {
             Shader::GemmTex => include_str!("../../shaders/gemm_tex.wgsl"),
             Shader::Pack => include_str!("../../shaders/pack.wgsl"),
             Shader::BatchNorm => include_str!("../../shaders/batch_norm.wgsl"),
+            Shader::Fill => include_str!("../../shaders/fill.wgsl"),
+            Shader::Optim => include_str!("../../shaders/optim.wgsl"),
         }
     }
 

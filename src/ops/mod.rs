@@ -5,6 +5,7 @@ pub mod binary;
 pub mod conv;
 pub mod copy;
 pub mod cross_entropy;
+pub mod fill;
 pub mod gemm;
 pub mod matmul;
 pub mod norm;
