@@ -223,8 +223,8 @@ impl Optimizer for AdamW {
             new.insert(
                 name,
                 State {
-                    exp_avg: Slot::loaded(m),
-                    exp_avg_sq: Slot::loaded(v),
+                    exp_avg: Slot::loaded(&m)?,
+                    exp_avg_sq: Slot::loaded(&v)?,
                     step: count as u64,
                 },
             );

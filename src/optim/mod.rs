@@ -67,37 +67,35 @@ pub trait Optimizer {
 
     /// Replaces the state by `state` (as returned by [`Optimizer::state`]). Errors name an
     /// entry that is unknown, missing from a parameter's group, or mis-shaped; shapes against
-    /// the parameters are checked at the next step. The tensors are copied before a step
-    /// writes into them, so the caller's handles never change.
+    /// the parameters are checked at the next step. The tensors are copied (on their device;
+    /// moved to the parameters' device at the next step), so later steps never change the
+    /// caller's handles.
     fn load_state(&mut self, state: Vec<(String, Tensor)>) -> Result<()>;
 }
 
-/// A state tensor and whether the optimiser owns its storage (may write it in place).
+/// A state tensor of the optimiser: its storage is the optimiser's own (allocated by it, or
+/// copied by `load_state`), so writing it in place changes nobody else's tensor.
 #[derive(Clone)]
 pub(crate) struct Slot {
     pub(crate) tensor: Tensor,
-    owned: bool,
 }
 
 impl Slot {
     /// State the optimiser allocated itself.
     pub(crate) fn owned(tensor: Tensor) -> Slot {
-        Slot {
-            tensor,
-            owned: true,
-        }
+        Slot { tensor }
     }
 
-    /// State handed in by `load_state`: copied before its first in-place write.
-    pub(crate) fn loaded(tensor: Tensor) -> Slot {
-        Slot {
-            tensor,
-            owned: false,
-        }
+    /// State handed in by `load_state`: copied now (a recorded buffer copy on a GPU), so
+    /// that neither the caller's later use nor ours sees the other's writes.
+    pub(crate) fn loaded(tensor: &Tensor) -> Result<Slot> {
+        Ok(Slot {
+            tensor: owned_copy(tensor, &tensor.device())?,
+        })
     }
 
-    /// Makes the tensor the optimiser's own on `dev` (a copy, unless it already is), checks
-    /// its shape against the parameter's, and returns it.
+    /// Checks the shape against the parameter's, moves the tensor to `dev` if it lives
+    /// elsewhere (a fresh copy), and returns it.
     pub(crate) fn prepare(
         &mut self,
         op: &'static str,
@@ -115,9 +113,8 @@ impl Slot {
                 ),
             ));
         }
-        if !self.owned {
-            self.tensor = owned_copy(&self.tensor, dev)?;
-            self.owned = true;
+        if !self.tensor.device().same(dev) {
+            self.tensor = self.tensor.to_device(dev)?;
         }
         Ok(&self.tensor)
     }

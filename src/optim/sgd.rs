@@ -196,10 +196,13 @@ impl Optimizer for Sgd {
 
     fn load_state(&mut self, state: Vec<(String, Tensor)>) -> Result<()> {
         let groups = group_state(OP, state, &[BUF])?;
-        self.buffers = groups
-            .into_iter()
-            .filter_map(|(n, mut ts)| ts.pop().map(|t| (n, Slot::loaded(t))))
-            .collect();
+        let mut buffers = BTreeMap::new();
+        for (name, ts) in groups {
+            if let Some(t) = ts.first() {
+                buffers.insert(name, Slot::loaded(t)?);
+            }
+        }
+        self.buffers = buffers;
         Ok(())
     }
 }
