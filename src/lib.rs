@@ -15,6 +15,7 @@ pub mod model;
 pub mod nn;
 pub mod npy;
 pub mod ops;
+pub mod optim;
 pub mod shape;
 pub mod tensor;
 pub mod train;

@@ -7,6 +7,7 @@
 //! [`no_grad`]) and accumulates the gradients of tensors used more than once.
 
 mod op;
+mod version;
 
 use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
@@ -16,10 +17,12 @@ pub use op::Op;
 use crate::error::{Error, Result};
 use crate::tensor::{same_device, DType, Tensor};
 
-/// The history of a tensor: the op that produced it and the op's inputs.
+/// The history of a tensor: the op that produced it, the op's inputs and their storage
+/// versions when the op ran (checked by [`backward`], see `version.rs`).
 pub struct Node {
     pub(crate) op: Op,
     pub(crate) inputs: Vec<Tensor>,
+    pub(crate) versions: Vec<u64>,
 }
 
 thread_local! {
@@ -159,6 +162,7 @@ fn run_backward(root: &Tensor, seed: Tensor) -> Result<Gradients> {
             out.map.insert(t.id(), g);
             continue;
         };
+        node.check_versions()?;
         let gs = node.op.backward(&node.inputs, t, &g)?;
         for (inp, gi) in node.inputs.iter().zip(gs) {
             let Some(gi) = gi else { continue };

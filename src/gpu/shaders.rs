@@ -29,6 +29,8 @@ pub enum Shader {
     Pack,
     BatchNorm,
     Metrics,
+    Fill,
+    Optim,
 }
 
 impl Shader {
@@ -54,6 +56,8 @@ impl Shader {
         Shader::Pack,
         Shader::BatchNorm,
         Shader::Metrics,
+        Shader::Fill,
+        Shader::Optim,
     ];
 
     /// File name inside `shaders/`.
@@ -79,6 +83,8 @@ impl Shader {
             Shader::Pack => "pack.wgsl",
             Shader::BatchNorm => "batch_norm.wgsl",
             Shader::Metrics => "metrics.wgsl",
+            Shader::Fill => "fill.wgsl",
+            Shader::Optim => "optim.wgsl",
         }
     }
 
@@ -105,6 +111,8 @@ impl Shader {
             Shader::Pack => include_str!("../../shaders/pack.wgsl"),
             Shader::BatchNorm => include_str!("../../shaders/batch_norm.wgsl"),
             Shader::Metrics => include_str!("../../shaders/metrics.wgsl"),
+            Shader::Fill => include_str!("../../shaders/fill.wgsl"),
+            Shader::Optim => include_str!("../../shaders/optim.wgsl"),
         }
     }
 

@@ -10,6 +10,7 @@ pub mod conv;
 pub mod copy;
 pub mod cross_entropy;
 mod free;
+pub mod fill;
 pub mod gemm;
 pub mod matmul;
 pub mod norm;
