@@ -16,6 +16,7 @@ pub mod npy;
 pub mod ops;
 pub mod shape;
 pub mod tensor;
+pub mod train;
 
 pub use autograd::{backward, no_grad, Gradients};
 pub use device::Device;

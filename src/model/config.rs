@@ -51,7 +51,10 @@ impl ModelConfig {
             return bad("every width must be positive".into());
         }
         if self.depths.contains(&0) {
-            return bad(format!("depths = {:?}: every stage needs a block", self.depths));
+            return bad(format!(
+                "depths = {:?}: every stage needs a block",
+                self.depths
+            ));
         }
         if let Some(r) = &self.aspp_rates {
             if r.is_empty() || r.contains(&0) {

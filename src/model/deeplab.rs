@@ -69,7 +69,17 @@ impl DeepLabV3Plus {
         let plan = stage_plan(config.output_stride)?;
         let mut rng = init_rng(seed);
         let r = &mut rng;
-        let stem_conv = Conv2d::new(store, r, "backbone.conv1", (3, config.stem), 7, 2, 1, 1, false)?;
+        let stem_conv = Conv2d::new(
+            store,
+            r,
+            "backbone.conv1",
+            (3, config.stem),
+            7,
+            2,
+            1,
+            1,
+            false,
+        )?;
         let stem_bn = BatchNorm2d::new(store, "backbone.bn1", config.stem)?;
         let mut layers = Vec::new();
         let mut cin = config.stem;
@@ -187,7 +197,6 @@ impl DeepLabV3Plus {
             .aspp_pool
             .forward(store, &x.global_avg_pool2d()?, training)?;
         ys.push(p.interpolate_bilinear((h, w), false)?);
-        self.aspp_project
-            .forward(store, &concat(&ys, 1)?, training)
+        self.aspp_project.forward(store, &concat(&ys, 1)?, training)
     }
 }

@@ -85,7 +85,11 @@ impl BatchNorm2d {
             Tensor::ones([c], &dev)?,
             Kind::Param,
         )?;
-        store.insert(&join(prefix, "bias"), Tensor::zeros([c], &dev)?, Kind::Param)?;
+        store.insert(
+            &join(prefix, "bias"),
+            Tensor::zeros([c], &dev)?,
+            Kind::Param,
+        )?;
         store.insert(
             &join(prefix, "running_mean"),
             Tensor::zeros([c], &dev)?,

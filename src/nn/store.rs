@@ -80,9 +80,10 @@ impl ParamStore {
     /// A parameter gets a new leaf identity; use [`ParamStore::update_param`] to keep it.
     pub fn set(&mut self, name: &str, value: Tensor) -> Result<()> {
         let value = value.to_device(&self.device)?;
-        let e = self.map.get_mut(name).ok_or_else(|| {
-            Error::shape("ParamStore::set", format!("no tensor named {name}"))
-        })?;
+        let e = self
+            .map
+            .get_mut(name)
+            .ok_or_else(|| Error::shape("ParamStore::set", format!("no tensor named {name}")))?;
         if e.tensor.shape() != value.shape() {
             return Err(Error::shape(
                 "ParamStore::set",
@@ -104,7 +105,10 @@ impl ParamStore {
     /// optimiser update (same identity, same storage).
     pub(crate) fn update_param(&mut self, name: &str, value: Tensor) -> Result<()> {
         let e = self.map.get_mut(name).ok_or_else(|| {
-            Error::shape("ParamStore::update_param", format!("no tensor named {name}"))
+            Error::shape(
+                "ParamStore::update_param",
+                format!("no tensor named {name}"),
+            )
         })?;
         e.tensor = value;
         Ok(())
@@ -117,11 +121,9 @@ impl ParamStore {
 
     /// `(name, tensor, kind)` in registration order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Tensor, Kind)> {
-        self.order.iter().filter_map(|n| {
-            self.map
-                .get(n)
-                .map(|e| (n.as_str(), &e.tensor, e.kind))
-        })
+        self.order
+            .iter()
+            .filter_map(|n| self.map.get(n).map(|e| (n.as_str(), &e.tensor, e.kind)))
     }
 
     /// The trainable parameters, in registration order.

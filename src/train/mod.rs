@@ -1,0 +1,3 @@
+//! Training: checkpoints now; the training loop and evaluation join this module later.
+
+pub mod checkpoint;
