@@ -24,7 +24,7 @@ use crate::tensor::Tensor;
 const META_STEP: &str = "wgseg.step";
 
 /// What `--resume` needs besides the weights.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct TrainState {
     /// Optimiser steps taken.
     pub step: u64,
@@ -45,14 +45,6 @@ pub fn save_train_state(
     state: &Value,
 ) -> Result<()> {
     fs::create_dir_all(dir).map_err(io_err(dir))?;
-    let mut names: Vec<&str> = optimizer_state.iter().map(|(n, _)| n.as_str()).collect();
-    names.sort_unstable();
-    if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
-        return Err(data_err(
-            &dir.join(OPTIMIZER_FILE),
-            format!("optimiser state {} is given twice", w[0]),
-        ));
-    }
     let meta = HashMap::from([
         (META_STEP.to_string(), step.to_string()),
         (

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use safetensors::tensor::{Dtype, TensorView};
 use safetensors::SafeTensors;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use super::{atomic_write, data_err, io_err};
 use crate::device::Device;
@@ -26,6 +26,9 @@ pub const META_VERSION: &str = "wgseg.version";
 /// PyTorch's batch-norm step counter (int64). wgseg does not keep it; readers skip it,
 /// whatever its dtype.
 const NUM_BATCHES_TRACKED: &str = "num_batches_tracked";
+
+/// The header key of the string-to-string metadata in the safetensors format.
+const METADATA_KEY: &str = "__metadata__";
 
 /// At most this many problems are listed in one error message.
 const MAX_LISTED: usize = 8;
@@ -63,37 +66,52 @@ pub fn classes_entry<S: AsRef<str>>(names: &[S]) -> (&'static str, String) {
     (META_CLASSES, Value::from(list).to_string())
 }
 
-/// Writes named tensors (f32 or u32) with `metadata` to `path` atomically.
+/// Writes named tensors (f32 or u32) with `metadata` to `path` atomically, in the
+/// safetensors format: an 8-byte little-endian header length, the JSON header (padded with
+/// spaces to a multiple of 8 bytes), then the data. The header is written here rather than
+/// by `safetensors::serialize` because that one orders the metadata by a randomly seeded
+/// `HashMap`: with sorted keys and tensors in name order, equal weights give equal bytes.
 pub(crate) fn write_tensors(
     path: &Path,
     tensors: &[(String, Tensor)],
     metadata: HashMap<String, String>,
 ) -> Result<()> {
-    let mut owned = Vec::with_capacity(tensors.len());
-    for (name, t) in tensors {
-        let (dtype, bytes): (Dtype, Vec<u8>) = match t.dtype() {
-            DType::F32 => (
-                Dtype::F32,
-                t.to_vec()?.iter().flat_map(|v| v.to_le_bytes()).collect(),
-            ),
-            DType::U32 => (
-                Dtype::U32,
-                t.to_vec_u32()?
-                    .iter()
-                    .flat_map(|v| v.to_le_bytes())
-                    .collect(),
-            ),
+    let mut sorted: Vec<&(String, Tensor)> = tensors.iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut header = serde_json::Map::new();
+    if !metadata.is_empty() {
+        // Sorted whether or not serde_json's `preserve_order` feature is on.
+        let sorted: BTreeMap<String, String> = metadata.into_iter().collect();
+        let meta: serde_json::Map<String, Value> = sorted
+            .into_iter()
+            .map(|(k, v)| (k, Value::String(v)))
+            .collect();
+        header.insert(METADATA_KEY.into(), Value::Object(meta));
+    }
+    let mut data: Vec<u8> = Vec::new();
+    for (name, t) in sorted {
+        let start = data.len();
+        let dtype = match t.dtype() {
+            DType::F32 => {
+                data.extend(t.to_vec()?.iter().flat_map(|v| v.to_le_bytes()));
+                "F32"
+            }
+            DType::U32 => {
+                data.extend(t.to_vec_u32()?.iter().flat_map(|v| v.to_le_bytes()));
+                "U32"
+            }
         };
-        owned.push((name.as_str(), dtype, t.dims().to_vec(), bytes));
+        let info = json!({"dtype": dtype, "shape": t.dims(), "data_offsets": [start, data.len()]});
+        if header.insert(name.clone(), info).is_some() {
+            return Err(data_err(path, format!("tensor {name} is given twice")));
+        }
     }
-    let mut views = Vec::with_capacity(owned.len());
-    for (name, dtype, shape, bytes) in &owned {
-        let view = TensorView::new(*dtype, shape.clone(), bytes)
-            .map_err(|e| data_err(path, format!("{name}: {e}")))?;
-        views.push((*name, view));
-    }
-    let bytes = safetensors::serialize(views, Some(metadata))
-        .map_err(|e| data_err(path, format!("cannot serialise: {e}")))?;
+    let mut head = Value::Object(header).to_string().into_bytes();
+    head.resize(head.len().next_multiple_of(8), b' ');
+    let mut bytes = Vec::with_capacity(8 + head.len() + data.len());
+    bytes.extend((head.len() as u64).to_le_bytes());
+    bytes.extend(head);
+    bytes.extend(data);
     atomic_write(path, &bytes)
 }
 
