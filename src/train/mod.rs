@@ -1,6 +1,7 @@
 //! Training and evaluation: the run configuration, the training loop, evaluation and its
 //! metrics, checkpoints.
 
+pub mod checkpoint;
 pub mod config;
 pub mod eval;
 pub mod metrics;
