@@ -442,6 +442,7 @@ fn loader_order_is_deterministic_and_resumable() -> R {
     // 64 samples, batch 10 → 6 batches per epoch (4 dropped); 9 batches cross an epoch.
     let mut l0 = Loader::new(ds.clone(), 10, aug, 3, 0, start)?;
     assert_eq!(l0.batches_per_epoch(), 6);
+    assert_eq!(l0.queued(), 0, "workers = 0 prepares nothing ahead");
     let b0 = take(&mut l0, 9);
     assert_eq!(b0.len(), 9);
     assert_eq!(
@@ -565,9 +566,10 @@ fn palette_and_png_helpers() -> R {
     let info = DatasetInfo::parse(TOML, Path::new("x"))?;
     let rgb = colorize(&[0, 2, 255, 9], &info);
     assert_eq!(rgb, [255, 0, 0, 0, 0, 255, 0, 0, 0, 0, 0, 0]);
+    // 0.75·image + 0.25·mask, rounded: 125, 63.75 → 64, 191.25 → 191.
     assert_eq!(
-        overlay(&[100, 0, 255], &[200, 255, 0], 0.5),
-        [150, 128, 128]
+        overlay(&[100, 0, 255], &[200, 255, 0], 0.25),
+        [125, 64, 191]
     );
     let p = t.0.join("x.png");
     save_png_rgb(&p, 2, 2, &rgb)?;

@@ -55,6 +55,7 @@ pub mod cityscapes;
 pub mod folder;
 pub mod image_io;
 pub mod loader;
+mod paint;
 pub mod stats;
 
 pub use augment::{normalize, Augment, MEAN, STD};
