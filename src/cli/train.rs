@@ -64,6 +64,9 @@ pub struct TrainArgs {
     /// Override train.val_every.
     #[arg(long)]
     pub val_every: Option<usize>,
+    /// Stop after this step, with a checkpoint (continue later with --resume).
+    #[arg(long, value_name = "STEP")]
+    pub stop_after: Option<u64>,
 }
 
 /// Reads `--config` (a file or a shipped name).
@@ -165,6 +168,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
         device,
         resume,
         init_backbone: a.init_backbone.clone(),
+        stop_at: a.stop_after,
     };
     let mut ui = Ui::new();
     let report = train(opts, &mut |e| ui.event(e))?;
@@ -175,8 +179,13 @@ pub fn run(a: TrainArgs) -> Result<()> {
         report.seconds,
         report.run.display()
     );
-    println!("validation after the last step:");
-    print_scores(&report.scores, &report.groups, &report.classes, report.scale);
+    match &report.scores {
+        Some(s) => {
+            println!("validation after step {}:", report.steps);
+            print_scores(s, &report.groups, &report.classes, report.scale);
+        }
+        None => println!("stopped at step {}; continue with --resume", report.steps),
+    }
     println!(
         "best validation mIoU {:.4} (checkpoint {})",
         report.best_miou,

@@ -42,6 +42,9 @@ pub struct TrainOptions {
     pub resume: bool,
     /// A torchvision ResNet state dict (safetensors) for the backbone.
     pub init_backbone: Option<PathBuf>,
+    /// Stop after this step (with a checkpoint, without the final validation), as if the
+    /// run had been killed there; `--resume` continues it. `None`: run to the end.
+    pub stop_at: Option<u64>,
 }
 
 /// Progress reports for a front end (the CLI draws them as progress bars).
@@ -87,7 +90,8 @@ pub enum Event<'a> {
 pub struct Report {
     pub run: PathBuf,
     pub steps: u64,
-    pub scores: Scores,
+    /// The last validation (`None` when stopped early before any).
+    pub scores: Option<Scores>,
     pub groups: Groups,
     /// Class names, in id order.
     pub classes: Vec<String>,
@@ -128,6 +132,20 @@ fn append_line(path: &Path, v: &Value) -> Result<()> {
         .open(path)
         .map_err(io)?;
     writeln!(f, "{v}").map_err(io)
+}
+
+/// `√Σ w²` over every parameter and buffer, computed on the device (one scalar read back).
+fn weights_norm(store: &ParamStore) -> Result<f32> {
+    let _g = crate::autograd::no_grad();
+    let mut acc: Option<crate::tensor::Tensor> = None;
+    for (_, t, _) in store.iter() {
+        let s = t.square()?.sum()?;
+        acc = Some(match acc {
+            Some(a) => a.add(&s)?,
+            None => s,
+        });
+    }
+    Ok(acc.map_or(Ok(0.0), |a| a.item())?.sqrt())
 }
 
 /// Trains per `opts`, reporting through `on`. See the module docs.
@@ -285,8 +303,9 @@ pub fn train(opts: TrainOptions, on: &mut dyn FnMut(Event)) -> Result<Report> {
         step += 1;
         window.1 += images;
 
+        let stopping = opts.stop_at == Some(step);
         let log = step % t.log_every as u64 == 0 || step == total;
-        let save = step % t.checkpoint_every as u64 == 0 || step == total;
+        let save = step % t.checkpoint_every as u64 == 0 || step == total || stopping;
         let validate = (t.val_every > 0 && step % t.val_every as u64 == 0) || step == total;
         let mut loss_value = None;
         let mut images_per_s = None;
@@ -356,6 +375,20 @@ pub fn train(opts: TrainOptions, on: &mut dyn FnMut(Event)) -> Result<Report> {
             window = (Instant::now(), 0);
         }
         if save {
+            // An update can turn finite weights into inf/NaN after a finite loss: a
+            // checkpoint must never hold them (it would be "the last good" one).
+            let norm = weights_norm(&store)?;
+            if !norm.is_finite() {
+                return Err(Error::shape(
+                    "train",
+                    format!(
+                        "the weights became non-finite (norm {norm}) at step {step}; stopped. \
+                         The last good checkpoint is {} (lower the learning rate, or enable \
+                         clip_norm, and --resume)",
+                        run.last().display()
+                    ),
+                ));
+            }
             checkpoint::save_checkpoint(
                 &run.last(),
                 &store,
@@ -366,17 +399,21 @@ pub fn train(opts: TrainOptions, on: &mut dyn FnMut(Event)) -> Result<Report> {
                 &state_json(next_state, best, best_step),
             )?;
         }
+        if stopping {
+            break;
+        }
     }
     let scores = match last_scores {
-        Some(s) => s,
-        None => evaluate(
+        Some(s) => Some(s),
+        None if step < total => None,
+        None => Some(evaluate(
             &net,
             &mut store,
             val_ds,
             Some(&groups),
             t.workers,
             |done, total| on(Event::Validating { done, total }),
-        )?,
+        )?),
     };
     Ok(Report {
         run: run.root.clone(),

@@ -1,0 +1,216 @@
+//! The trainer: config errors, a small model overfitting two images (CPU reference and GPU),
+//! a killed-and-resumed run matching an uninterrupted one step for step, a non-finite loss
+//! stopping the run with its last good checkpoint kept.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::*;
+use wgseg::data::{self, Dataset};
+use wgseg::model::{DeepLabV3Plus, ModelConfig};
+use wgseg::nn::ParamStore;
+use wgseg::optim::{Optimizer, Sgd};
+use wgseg::train::{train, RunConfig, TrainOptions};
+use wgseg::{backward, Device, Tensor};
+
+fn micro() -> ModelConfig {
+    ModelConfig {
+        stem: 4,
+        widths: [4, 8, 8, 12],
+        depths: [1, 1, 1, 1],
+        aspp: 8,
+        low: 4,
+        decoder: 8,
+        output_stride: 16,
+        aspp_rates: None,
+        separable_aspp: false,
+    }
+}
+
+/// A fresh, empty directory under the system temp dir, unique per test and process.
+fn scratch(name: &str) -> PathBuf {
+    let p = std::env::temp_dir().join(format!("wgseg-train-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&p);
+    std::fs::create_dir_all(&p).unwrap();
+    p
+}
+
+#[test]
+fn config_typos_and_bad_values_name_the_key_and_file() {
+    let path = Path::new("models/mine.toml");
+    let base = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/models/tiny.toml"))
+        .unwrap();
+    let e = RunConfig::parse(&format!("{base}\n[train]\nstep = 3\n"), path)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("models/mine.toml") && e.contains("step"), "{e}");
+    let e = RunConfig::parse(&base.replace("widths", "width"), path)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("models/mine.toml") && e.contains("width"), "{e}");
+    let e = RunConfig::parse(&format!("{base}\n[train]\nbatch_size = 1\n"), path)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("batch_size") && e.contains("at least 2"), "{e}");
+    let e = RunConfig::parse(&format!("{base}\n[train]\noptimizer = \"adam\"\n"), path)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("optimizer"), "{e}");
+    // Every shipped config parses.
+    for name in ["tiny", "small", "r18"] {
+        let p = format!("{}/models/{name}.toml", env!("CARGO_MANIFEST_DIR"));
+        RunConfig::load(Path::new(&p)).unwrap();
+    }
+}
+
+/// Two 48 × 64 crops of the built-in data, normalised, with their labels.
+fn two_images(dev: &Device) -> (Tensor, Tensor) {
+    let ds = data::open(None, "train", 1.0, 0).unwrap();
+    let (mut xs, mut ys) = (Vec::new(), Vec::new());
+    for i in 0..2 {
+        let s = ds.load(i).unwrap();
+        let (x, y) = data::normalize(s.clone());
+        let (h, w) = (s.height, s.width);
+        for c in 0..3 {
+            for r in 0..48 {
+                xs.extend_from_slice(&x[c * h * w + r * w..c * h * w + r * w + 64]);
+            }
+        }
+        for r in 0..48 {
+            ys.extend_from_slice(&y[r * w..r * w + 64]);
+        }
+    }
+    (
+        Tensor::from_vec(xs, [2, 3, 48, 64], dev).unwrap(),
+        Tensor::from_u8(ys, [2, 48, 64], dev).unwrap(),
+    )
+}
+
+fn overfit(dev: &Device) -> (f32, f32) {
+    let mut store = ParamStore::new(dev);
+    let net = DeepLabV3Plus::new(&micro(), 10, &mut store, 1).unwrap();
+    let (x, y) = two_images(dev);
+    let mut opt = Sgd::new(0.9, 0.0, false);
+    let mut losses = Vec::new();
+    for _ in 0..40 {
+        let loss = net
+            .forward(&mut store, &x, true)
+            .unwrap()
+            .cross_entropy(&y, None, 255)
+            .unwrap();
+        let g = backward(&loss).unwrap();
+        opt.step(&mut store, &g, 0.05).unwrap();
+        losses.push(loss.item().unwrap());
+    }
+    (losses[0], *losses.last().unwrap())
+}
+
+#[test]
+fn a_small_model_overfits_two_images_on_cpu_and_gpu() {
+    let mut devs = vec![Device::Cpu];
+    devs.extend(gpu());
+    for dev in devs {
+        let (first, last) = overfit(&dev);
+        assert!(
+            last < 0.5 * first,
+            "{dev:?}: loss {first} → {last} did not fall by half"
+        );
+    }
+}
+
+fn options(out: &Path, dev: &Device, stop_at: Option<u64>, resume: bool) -> TrainOptions {
+    let mut config = RunConfig {
+        model: micro(),
+        train: Default::default(),
+        data: Default::default(),
+    };
+    let t = &mut config.train;
+    t.steps = 6;
+    t.batch_size = 2;
+    t.crop = 32;
+    t.log_every = 1;
+    t.checkpoint_every = 100;
+    t.val_every = 0;
+    t.workers = 1;
+    t.seed = 5;
+    TrainOptions {
+        config,
+        data: None,
+        out: out.to_path_buf(),
+        device: dev.clone(),
+        resume,
+        init_backbone: None,
+        stop_at,
+    }
+}
+
+/// The `loss` of every training line of `metrics.jsonl`, by step.
+fn losses(run: &Path) -> Vec<(u64, f64)> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            Some((v["step"].as_u64()?, v.get("loss")?.as_f64()?))
+        })
+        .collect()
+}
+
+#[test]
+fn a_resumed_run_matches_an_uninterrupted_one_step_for_step() {
+    let dev = gpu().unwrap_or(Device::Cpu);
+    let dir = scratch("resume");
+    let (a, b) = (dir.join("a"), dir.join("b"));
+    let whole = train(options(&a, &dev, None, false), &mut |_| {}).unwrap();
+    assert_eq!(whole.steps, 6);
+    let first = train(options(&b, &dev, Some(3), false), &mut |_| {}).unwrap();
+    assert_eq!(first.steps, 3);
+    assert!(first.scores.is_none());
+    // The same directory again without --resume is refused, not overwritten.
+    let e = train(options(&b, &dev, None, false), &mut |_| {}).unwrap_err();
+    assert!(e.to_string().contains("--resume"), "{e}");
+    let rest = train(options(&b, &dev, None, true), &mut |_| {}).unwrap();
+    assert_eq!(rest.steps, 6);
+    let (la, lb) = (losses(&a), losses(&b));
+    assert_eq!(la.len(), 6);
+    assert_eq!(la, lb, "losses of the uninterrupted and the resumed run");
+    let (sa, sb) = (whole.scores.unwrap(), rest.scores.unwrap());
+    assert_eq!(sa.iou, sb.iou);
+    // Both final checkpoints hold the same weights.
+    let read = |run: &Path| std::fs::read(run.join("checkpoints/last/model.safetensors")).unwrap();
+    assert_eq!(read(&a), read(&b));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint() {
+    let dev = gpu().unwrap_or(Device::Cpu);
+    let dir = scratch("nan");
+    let mut opts = options(&dir.join("run"), &dev, None, false);
+    opts.config.train.checkpoint_every = 1;
+    opts.config.train.lr = 1e30;
+    opts.config.train.momentum = 0.0;
+    let e = train(opts, &mut |_| {}).unwrap_err().to_string();
+    assert!(
+        (e.contains("the loss became") || e.contains("the weights became"))
+            && e.contains("last good checkpoint"),
+        "{e}"
+    );
+    // Whatever checkpoint exists holds only finite weights.
+    let model = dir.join("run/checkpoints/last/model.safetensors");
+    if !model.exists() {
+        std::fs::remove_dir_all(&dir).unwrap();
+        return; // stopped at step 1: nothing was saved, nothing bad either
+    }
+    let mut store = ParamStore::new(&Device::Cpu);
+    DeepLabV3Plus::new(&micro(), 10, &mut store, 0).unwrap();
+    wgseg::train::checkpoint::load_weights(&model, &mut store).unwrap();
+    for (name, t, _) in store.iter() {
+        assert!(
+            t.to_vec_f64().unwrap().iter().all(|v| v.is_finite()),
+            "{name} is not finite"
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
