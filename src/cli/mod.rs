@@ -5,7 +5,7 @@ use clap::{Parser, Subcommand};
 
 mod info;
 
-/// Long-tailed semantic segmentation on any GPU (Vulkan, Metal, DX12).
+/// Long-tailed semantic segmentation on any GPU (Vulkan, Metal, DX12 or GL).
 #[derive(Parser, Debug)]
 #[command(name = "wgseg", version, about)]
 pub struct Cli {
