@@ -390,7 +390,7 @@ fn main() -> Result<()> {
     drop((logits, labels));
 
     // Batch norm in training (batch statistics, running-stat update) at a DeepLabV3+ shape:
-    // the per-channel reductions over N·H·W and the composed backward.
+    // the fused per-channel sums over N·H·W and the fused backward (batch_norm.wgsl).
     let bx = b.tensor(&[4, 64, 128, 128], 12)?.as_param();
     let gamma = Tensor::ones([64], &b.dev)?.as_param();
     let beta = Tensor::zeros([64], &b.dev)?.as_param();

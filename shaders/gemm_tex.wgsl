@@ -3,9 +3,9 @@
 // (rgba32float textures, GpuTex in src/gpu/pool.rs) filled by buffer copies or pack.wgsl.
 //
 // Why textures: on lavapipe a storage-buffer load is a scalar loop over the 8 SIMD lanes
-// (~8 ns per value) while a texel fetch loads 4 floats per lane with vector loads: the same
-// 1024³ product ran 1.6 s from storage buffers and 0.31 s from textures (4 × 8 register
-// blocks, examples measured 2026-11-22). On GPUs texel fetches go through the texture cache,
+// while a texel fetch loads 4 floats per lane with vector loads, so the same register-blocked
+// product runs several times faster from textures (the measurements are in the README's
+// results, "How the bars were reached"). On GPUs texel fetches go through the texture cache,
 // as in classic GEMMs.
 //
 // Work split (the subgroup-shuffle GEMM of matmul_sg.wgsl, fed by texel fetches): the 64

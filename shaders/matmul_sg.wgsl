@@ -1,6 +1,7 @@
 // Batched matrix product out[b] = op(A[b]) · op(B[b]) without workgroup memory: the
 // subgroup variant of matmul.wgsl (same Params, bindings, strides and batch decoding), chosen
-// by src/ops/matmul.rs on adapters with subgroup operations and subgroups of ≥ 8 lanes.
+// by src/ops/matmul.rs where the texture GEMM (gemm_tex.wgsl) does not take the product, on
+// adapters whose subgroups form clusters of 8 lanes (subgroup sizes 8 to 64).
 //
 // The 64 invocations of a workgroup form 8 clusters of 8 consecutive lanes. A cluster owns a
 // ROWS × (8·COLS) block of the output: every lane of it accumulates the same ROWS rows, and

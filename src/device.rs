@@ -10,7 +10,7 @@ use crate::gpu::{GpuContext, GpuOptions};
 pub enum Device {
     /// The reference backend: plain loops over `f64` storage. Obviously correct, slow.
     Cpu,
-    /// A wgpu adapter (Vulkan, Metal, DX12; lavapipe on machines without a GPU).
+    /// A wgpu adapter (Vulkan, Metal, DX12 or GL; lavapipe on machines without a GPU).
     Gpu(Arc<GpuContext>),
 }
 

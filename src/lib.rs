@@ -1,8 +1,8 @@
 //! wgseg: long-tailed semantic segmentation on any GPU.
 //!
 //! A from-scratch reverse-mode autodiff engine whose kernels are WGSL compute shaders run
-//! through `wgpu` (Vulkan, Metal, DX12; Mesa's lavapipe where there is no GPU), checked
-//! against a CPU reference backend that computes in `f64`.
+//! through `wgpu` (Vulkan, Metal, DX12 or GL; Mesa's lavapipe where there is no GPU),
+//! checked against a CPU reference backend that computes in `f64`.
 
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 

@@ -1,8 +1,9 @@
 //! The CPU backend is the f64 oracle end to end: scalar arguments (`mul_scalar`,
 //! `add_scalar`, `powf`, `clamp`, batch-norm's momentum and eps, mean's `1/n`) are `f64`, so
-//! CPU results agree with an independent plain-f64 computation written here to ~1e-15
-//! relative. The inputs and scalars (1/3, 0.1, 1e-5, n = 7, 15, 21) are not exactly
-//! representable in f32, so any f32 rounding on the way (~1e-8 relative) fails the checks.
+//! CPU results agree with an independent plain-f64 computation written here, checked to
+//! 1e-12 relative (`F64_REFERENCE` in `tests/common/mod.rs`). The inputs and scalars (1/3,
+//! 0.1, 1e-5, n = 7, 15, 21) are not exactly representable in f32, so any f32 rounding on
+//! the way (~1e-8 relative) fails the checks.
 
 mod common;
 

@@ -2,9 +2,11 @@
 //! every operand layout (buffer → texture copies and pack kernels, k-packed and 4-packed),
 //! K tails, tile remainders, broadcast batches, and the three conv GEMMs (forward with
 //! stride/dilation/padding/bias, grad-input per output phase at any stride, grad-weight
-//! split into bands), each checked by `check_op` (CPU reference, finite differences, GPU forward and gradients on
-//! the texture path and on the storage-buffer kernels). The first test asserts that the
-//! texture path is really the one taken.
+//! split into bands), each checked by `check_op` (CPU reference, finite differences, GPU
+//! forward and gradients on the texture path and on the storage-buffer kernels). The first
+//! test asserts that the GEMM the adapter reports (`GpuContext::matmul_kernel`) is the one
+//! taken: the texture GEMM where the adapter has 8-lane subgroup clusters, and no texture
+//! kernel at all where it has not (4-lane subgroups, the GL backend).
 
 mod common;
 

@@ -358,7 +358,9 @@ fn cross_entropy_other_ignore_index() {
     );
 }
 
-/// A literal case derived by hand from SPEC §1 `ce`.
+/// A literal case derived by hand from the definition of the loss (module docs of
+/// `src/ops/cross_entropy.rs`): `L = Σ_v w_{y_v}·ℓ_v / Σ_v w_{y_v}`, `ℓ_v = −log
+/// softmax(x_v)_{y_v}`, ignored pixels left out.
 ///
 /// Logits `[N, C] = [3, 3]`, labels `[1, 2, 255]`:
 /// - pixel 0: x = (0, 0, 0) → p = (1/3, 1/3, 1/3), y = 1, ℓ₀ = −ln(1/3) = ln 3.

@@ -8,7 +8,7 @@ mod info;
 mod report;
 mod train;
 
-/// Long-tailed semantic segmentation on any GPU (Vulkan, Metal, DX12).
+/// Long-tailed semantic segmentation on any GPU (Vulkan, Metal, DX12 or GL).
 #[derive(Parser, Debug)]
 #[command(name = "wgseg", version, about)]
 pub struct Cli {

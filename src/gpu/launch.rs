@@ -34,7 +34,8 @@ impl Kernel {
 }
 
 /// One binding of a launch after the parameters, in binding order: read-only inputs first,
-/// then outputs (DESIGN.md's convention).
+/// then outputs (every shader's convention: `@binding(0)` is the uniform `Params` block,
+/// then its inputs, then its outputs).
 #[derive(Clone, Copy)]
 pub enum Arg<'a> {
     /// A read-only storage buffer.

@@ -12,11 +12,13 @@ use super::context::GpuContext;
 use super::pool::{BufKind, GpuBuf, GpuTex, OwnedBuf, TEXEL_BYTES, TEX_WIDTH};
 use crate::error::{Error, Result};
 
-/// Dispatches per submit. One submit per dispatch costs several times more on every driver
-/// (measured by the `dispatch` rows of `cargo bench`); 32 keeps the uniform arena at 8 KiB.
+/// Dispatches per submit. One submit per dispatch adds the queue hand-off to every
+/// dispatch (the `dispatch` rows of `cargo bench` compare the two; the README's results give
+/// the lavapipe figures); 32 keeps the uniform arena at 8 KiB.
 pub const FLUSH_EVERY: usize = 32;
-/// Submissions allowed in flight before waiting for the oldest (bounds driver memory;
-/// 16 × 32 ≈ 512 dispatches, as DESIGN.md recommends).
+/// Submissions allowed in flight before waiting for the oldest: 16 × 32 ≈ 512 dispatches
+/// queued at most, which bounds the driver's memory and the latency of the next wait (with
+/// unbounded queuing, drivers grow memory or stall).
 pub const MAX_IN_FLIGHT: usize = 16;
 /// Largest parameter block of one dispatch.
 pub const MAX_PARAMS_BYTES: usize = 256;

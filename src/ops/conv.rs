@@ -16,15 +16,27 @@
 //! reduce kernels); `∂bias = Σ_{n, oh, ow} dy`, composed from the reduce kernels. None needs
 //! atomics.
 //!
-//! GPU kernels, picked by shape (see [`CONV_DIRECT_MIN_CHANNELS`]):
-//! - `direct` (`shaders/conv_direct.wgsl`, `conv_grad_weight.wgsl`, `conv_pack.wgsl`):
-//!   register-blocked implicit GEMMs over a zero-padded copy of the input and packed weights
-//!   (16 channels × 16 pixels per invocation); stride-1 grad-input is the same forward
-//!   kernel run on `dy` with the flipped, transposed kernel; grad-weight is a 16-channel ×
-//!   16-tap block per invocation over a band of rows, summed over bands. Used for the forward
-//!   and grad-input of layers with ≥ 8 channels per group and for every grad-weight.
-//! - gather kernels (`shaders/conv.wgsl`, 4 channels × 4 pixels with masked loads): the
-//!   forward and grad-input of depthwise-like layers, and grad-input with stride > 1.
+//! GPU kernels, picked per layer and per adapter:
+//! - the texture GEMM (`src/ops/conv/tex.rs` on `shaders/gemm_tex.wgsl` and
+//!   `shaders/pack.wgsl`, see `src/ops/gemm.rs`): the default for ungrouped layers
+//!   (`groups = 1`) wherever [`GpuContext::texture_gemm`](crate::gpu::GpuContext::texture_gemm)
+//!   holds (subgroup clusters of 8 lanes, wide enough 2-D textures) and the texel arrays fit
+//!   the device's limits. The input is packed into a channel-packed atlas read through an
+//!   implicit im2col window; forward, grad-input (any stride: one GEMM per output phase over
+//!   the taps that reach it) and grad-weight (a GEMM over the output pixels in bands of rows,
+//!   summed) are all the same GEMM kernel.
+//! - elsewhere (grouped and depthwise layers, adapters without the texture GEMM, such as
+//!   4-lane subgroups or the GL backend), picked by shape (see
+//!   [`CONV_DIRECT_MIN_CHANNELS`]):
+//!   - `direct` (`shaders/conv_direct.wgsl`, `conv_grad_weight.wgsl`, `conv_pack.wgsl`):
+//!     register-blocked implicit GEMMs over a zero-padded copy of the input and packed
+//!     weights (16 channels × 16 pixels per invocation); stride-1 grad-input is the same
+//!     forward kernel run on `dy` with the flipped, transposed kernel; grad-weight is a
+//!     16-channel × 16-tap block per invocation over a band of rows, summed over bands. Used
+//!     for the forward and stride-1 grad-input of layers with ≥ 8 channels per group, and
+//!     for every grad-weight.
+//!   - gather kernels (`shaders/conv.wgsl`, 4 channels × 4 pixels with masked loads): the
+//!     forward and grad-input of depthwise-like layers, and grad-input with stride > 1.
 //!
 //! The CPU reference (plain f64 loops, `src/ops/conv/cpu.rs`) is the oracle they are tested
 //! against.
@@ -296,8 +308,9 @@ impl Geom {
     }
 }
 
-/// Forward: the register-blocked direct kernel, or the gather kernel for layers with few
-/// output channels per group (depthwise).
+/// Forward: the texture GEMM where it applies (ungrouped layer, see `tex::applies`), else
+/// the register-blocked direct kernel, or the gather kernel for layers with few output
+/// channels per group (depthwise).
 fn gpu_forward(geo: &Geom, x: &GpuBuf, w: &GpuBuf, bias: Option<&GpuBuf>) -> Result<GpuBuf> {
     if tex::applies(x.context(), geo) {
         return tex::forward(geo, x, w, bias);
@@ -323,8 +336,9 @@ fn gpu_forward(geo: &Geom, x: &GpuBuf, w: &GpuBuf, bias: Option<&GpuBuf>) -> Res
     Ok(out)
 }
 
-/// Grad-input: the direct forward kernel on `dy` with the flipped kernel where that applies
-/// (stride 1, enough channels), else the gather kernel (any stride).
+/// Grad-input: the texture GEMM where it applies (ungrouped layer, any stride), else the
+/// direct forward kernel on `dy` with the flipped kernel where that applies (stride 1,
+/// enough channels), else the gather kernel (any stride).
 fn gpu_grad_input(geo: &Geom, dy: &GpuBuf, w: &GpuBuf) -> Result<GpuBuf> {
     if tex::applies(dy.context(), geo) {
         return tex::grad_input(geo, dy, w);
@@ -346,8 +360,8 @@ fn gpu_grad_input(geo: &Geom, dy: &GpuBuf, w: &GpuBuf) -> Result<GpuBuf> {
     Ok(out)
 }
 
-/// Launches the grad-weight kernel; returns the partial sums `[nchunks, Cout·K]` and
-/// `nchunks`.
+/// Launches the grad-weight kernel (the texture GEMM where it applies, else the direct
+/// kernel); returns the partial sums `[nchunks, Cout·K]` and `nchunks`.
 fn gpu_grad_weight(geo: &Geom, dy: &GpuBuf, x: &GpuBuf) -> Result<(GpuBuf, usize)> {
     if tex::applies(dy.context(), geo) {
         return tex::grad_weight(geo, dy, x);

@@ -22,8 +22,8 @@
 //! log-sum-exp from device buffers: one load, one `exp` and one store per logit, and nothing
 //! is read back. When the pixels per image are a multiple of 4 (`Layout::vec4`), the
 //! `ce_forward4` / `ce_backward4` variants do the same on quads of 4 pixels with vec4
-//! accesses (`ce_backward4`: `CE_QUADS_PER_INVOCATION` quads per invocation); on lavapipe they
-//! take `cargo bench -- softmax-CE` (forward + backward) from ~90 to ~52 ms. The saved
+//! accesses (`ce_backward4`: `CE_QUADS_PER_INVOCATION` quads per invocation); their timings
+//! on lavapipe are the README's softmax-CE rows (`cargo bench -- softmax-CE`). The saved
 //! statistics (`sums` in `Op::CrossEntropy`) are `[Σ w·ℓ, Σ w, 0, 0, m (P), log s (P), …]`
 //! for `P` pixels; only the first two are read on the CPU.
 
@@ -52,15 +52,17 @@ pub(crate) struct CeParams {
 
 /// Pixels each `ce_forward` invocation sums: a contiguous run, so that each invocation walks
 /// its own stretch of every class row (with pixels strided by the lane count instead, the
-/// vec4 forward took 34 ms instead of 25). Fewer partials to reduce as it grows, while it must
-/// leave enough invocations to fill a GPU (4096 on the bench shape); a multiple of 4 (the
-/// vec4 kernel takes it as quads). 32 to 128 pixels measured alike (±3 ms in noise of ±10);
-/// the partials' reduction is ~1 ms of the forward.
+/// vec4 forward kernel took about 1.35× as long in the per-kernel profile,
+/// `WGSEG_BENCH_PROFILE=1 cargo bench -- softmax-CE`). Fewer partials to reduce as it grows,
+/// while it must leave enough invocations to fill a GPU (4096 on the bench shape); a multiple
+/// of 4 (the vec4 kernel takes it as quads). 32 to 128 pixels measured alike (differences
+/// within the run-to-run noise); the partials' reduction is a few percent of the forward.
 const CE_PIXELS_PER_LANE: usize = 64;
 
 /// Quads (4 pixels) per `ce_backward4` invocation: sharing the loads of `g` and `Σ w` and
-/// the loop over several quads took the backward from 41 ms (1 quad) to 28–30 ms (4 to 16
-/// quads alike; 2 quads 31–34 ms), `WGSEG_BENCH_PROFILE=1 cargo bench -- softmax-CE`.
+/// the loop over several quads cut the backward kernel's time by about 30 % against 1 quad
+/// (4 to 16 quads alike, 2 quads in between), `WGSEG_BENCH_PROFILE=1 cargo bench --
+/// softmax-CE`.
 const CE_QUADS_PER_INVOCATION: usize = 8;
 
 /// Floats before the per-pixel statistics: `Σ w·ℓ, Σ w` and padding, so that `m` and

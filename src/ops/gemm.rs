@@ -5,12 +5,14 @@
 //! multiple of 4 elements becomes one by a buffer → texture copy (no kernel); anything else
 //! goes through a pack kernel that also zero-pads K to a multiple of 4.
 //!
-//! Why (measured on lavapipe, 2 cores, `examples`-style scratch harness, 1024³ product,
-//! 2026-11-22): the same 4 × 8 register-blocked kernel took 1.6 s reading storage buffers and
-//! 0.31 s reading textures; with the 32 × 4 subgroup-shuffle blocking of `matmul_sg.wgsl` and
-//! row-outer accumulation it takes 0.09–0.10 s, against 0.37 s for `matmul_sg.wgsl` itself.
-//! A storage load on lavapipe is a scalar loop over the SIMD lanes; a texel fetch is a few
-//! vector instructions. On GPUs texel fetches go through the texture cache.
+//! Used where [`GpuContext::texture_gemm`] holds: the kernel shares values across clusters of
+//! 8 subgroup lanes (`subgroupShuffle`), so adapters with other subgroup sizes (4-lane
+//! subgroups of 128-bit lavapipe) or none (the GL backend) take the storage-buffer kernels.
+//!
+//! Why textures: a storage load on lavapipe is a scalar loop over the SIMD lanes, a texel
+//! fetch a few vector instructions (4 floats per lane), so the same register-blocked kernel
+//! runs several times faster from texel arrays; the measurements are in the README ("How the
+//! bars were reached", texture GEMM). On GPUs texel fetches go through the texture cache.
 
 use std::sync::Arc;
 

@@ -6,16 +6,29 @@
 //!
 //! `matmul_t(a, b, trans_a, trans_b)`: `op(a) · op(b)` where `op` transposes the last two
 //! dims when its flag is set. Transposition is only a change of strides in the kernel's
-//! parameters, never a copy, so the backward passes (`dA = g·Bᵀ`, `dB = Aᵀ·g`) are single
-//! launches too.
+//! parameters (or of texel layout on the texture GEMM), never a transposing copy, so the
+//! backward passes (`dA = g·Bᵀ`, `dB = Aᵀ·g`) are single products too.
 //!
 //! Gradient of `C = A·B`: `dA = g·Bᵀ`, `dB = Aᵀ·g`, each summed over the batch dims its
 //! operand was broadcast along (`sum_to`).
 //!
-//! GPU: one dispatch for the whole batch. Where the device has subgroups of ≥ 8 lanes,
-//! `shaders/matmul_sg.wgsl` (64 × 128 output tiles, 32 × 4 register blocks fed by subgroup
-//! shuffles, no workgroup memory); elsewhere `shaders/matmul.wgsl` (64 × 64 tiles, 8 × 8
-//! register blocks, K staged in workgroup memory). CPU: plain loops accumulating in f64.
+//! GPU: one GEMM dispatch for the whole batch, on the kernel
+//! [`GpuContext::matmul_kernel`](crate::gpu::GpuContext::matmul_kernel) names (`wgseg info`
+//! prints it):
+//! - the texture GEMM (`shaders/gemm_tex.wgsl`, `src/ops/gemm.rs`), the default wherever
+//!   [`GpuContext::texture_gemm`](crate::gpu::GpuContext::texture_gemm) holds (subgroup
+//!   clusters of 8 lanes, wide enough 2-D textures): the operands become rgba32float texel
+//!   arrays, by a buffer → texture copy where the contiguous axis has a multiple of 4
+//!   elements, else by a pack kernel (`shaders/pack.wgsl`, one more dispatch per operand)
+//!   that zero-pads K; transposes are folded into the texel layout. Batch dims that are
+//!   neither dense nor broadcast, or operands too large for a texel array, fall through to
+//!   the kernels below.
+//! - `shaders/matmul_sg.wgsl` where the device has subgroup clusters of 8 lanes (64 × 128
+//!   output tiles, 32 × 4 register blocks fed by subgroup shuffles, no workgroup memory);
+//! - elsewhere `shaders/matmul.wgsl` (64 × 64 tiles, 8 × 8 register blocks, K staged in
+//!   workgroup memory), e.g. 4-lane subgroups or the GL backend.
+//!
+//! CPU: plain loops accumulating in f64.
 
 use crate::autograd::Op;
 use crate::error::{Error, Result};

@@ -20,7 +20,9 @@
 //! ```
 //!
 //! (the composition of mean/sub/square/pow/mul/add it replaces made about ten full-size
-//! passes in each direction). Evaluation is composed from primitives (two broadcasts).
+//! passes in each direction). The backward ([`Op::BatchNorm`]'s rule, `batch_norm_backward`)
+//! is this formula, not autograd of a composition. Evaluation is composed from primitives
+//! (a per-channel scale and shift, two broadcasts) and differentiated by autograd.
 
 use crate::autograd::{no_grad, Op};
 use crate::device::Device;
@@ -285,8 +287,12 @@ fn check(
 /// docs for the formulas). In training it normalises with the batch statistics and also
 /// returns the updated running statistics; in evaluation it uses `state` and returns `None`.
 ///
-/// Gradient: with respect to `x`, `gamma` and `beta` (through autograd of the composition).
-/// Training needs more than one value per channel (`N·H·W > 1`), as in PyTorch.
+/// Gradient: with respect to `x`, `gamma` and `beta`. In training the output is one fused
+/// [`Op::BatchNorm`] node whose backward (`batch_norm_backward`, formulas in the module
+/// docs) differentiates through the batch statistics with two kernels of
+/// `shaders/batch_norm.wgsl`; in evaluation it is autograd of the composed per-channel
+/// affine map (the running statistics are constants). Training needs more than one value
+/// per channel (`N·H·W > 1`), as in PyTorch.
 ///
 /// `momentum` and `eps` are `f64`, and so are the derived scalars (`1/n`, `1 − momentum`,
 /// the unbiasing factor `momentum·n/(n − 1)`): the CPU reference computes in `f64` end to

@@ -1,4 +1,5 @@
-//! Reductions along one axis (sum, mean, max, min, argmax) and over everything.
+//! Reductions along one axis (sum, mean, max, min, argmax), over several axes (`sum_axes`,
+//! `mean_axes`) and over everything.
 //!
 //! The tensor is viewed as `[outer, r, inner]` around the axis. On the GPU every pass is
 //! one `reduce_lanes` dispatch that splits the axis into `lanes` interleaved lanes

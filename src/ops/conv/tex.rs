@@ -1,7 +1,8 @@
 //! conv2d on the texture GEMM (`shaders/gemm_tex.wgsl`, see `src/ops/gemm.rs`) for
-//! ungrouped layers: forward and stride-1 grad-input as implicit-im2col GEMMs over a
-//! channel-packed copy of the input (`pack_atlas`), grad-weight as a GEMM over the output
-//! pixels with K split into bands of rows whose partial sums the caller adds.
+//! ungrouped layers: forward and grad-input (any stride: one GEMM per output phase) as
+//! implicit-im2col GEMMs over a channel-packed copy of the input (`pack_atlas`), grad-weight
+//! as a GEMM over the output pixels with K split into bands of rows whose partial sums the
+//! caller adds.
 //!
 //! GEMM shapes: forward `[Cout] × [N·Ho·Wo]` over K = taps × Cin; grad-input `[Cin] ×
 //! [N·H·W]` over taps × Cout (reading dy at `y + ph − ky·dh`, the transposed kernel packed
@@ -202,8 +203,8 @@ pub(super) fn forward(geo: &Geom, x: &GpuBuf, w: &GpuBuf, bias: Option<&GpuBuf>)
 /// (x + pw − kx·dw)/sw]` over the taps where both divisions are exact and inside dy. At
 /// stride 1 that is one GEMM; at stride s it is one GEMM per output phase (y mod sh,
 /// x mod sw), each over its own pixels and only the taps that reach them (a gather over all
-/// taps with masks would do s² times the work; the storage-buffer gather took 12.5 s for the
-/// 3×3 stride-2 64→128 128×128 N=4 layer, `cargo bench -- "stride 2"`).
+/// taps with masks would do s² times the work; the README's results give the 3×3 stride-2
+/// layer's timings before and after, `cargo bench -- "stride 2"`).
 pub(super) fn grad_input(geo: &Geom, dy: &GpuBuf, w: &GpuBuf) -> Result<GpuBuf> {
     let ctx = dy.context();
     let taps = geo.kh * geo.kw;
