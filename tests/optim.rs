@@ -286,8 +286,8 @@ fn parameters_keep_their_identity_and_get_gradients() {
     }
 }
 
-/// On a GPU a steady-state step allocates no buffer and submits nothing (no readback): its
-/// dispatches are only recorded.
+/// On a GPU a step allocates nothing but its 1-element gradient scale (state at the first
+/// step only) and submits nothing (no readback): its dispatches are only recorded.
 #[test]
 fn gpu_step_allocates_nothing_and_reads_nothing_back() {
     let Some((dev, ctx)) = private_gpu() else {
@@ -304,13 +304,13 @@ fn gpu_step_allocates_nothing_and_reads_nothing_back() {
         assert_eq!(s1, s0, "step {k} submitted work");
         // One fill (the unit gradient scale) and one update per parameter.
         assert_eq!(d1 - d0, 1 + PARAMS.len() as u64, "dispatches of step {k}");
-        if k > 0 {
-            assert_eq!(
-                ctx.pool_stats().created,
-                pool.created,
-                "step {k} created buffers"
-            );
-        }
+        // Allocations (new or recycled): the recorder's uniform arena (the step opens a
+        // new batch, since we flushed), the unit scale, and the momentum buffers at the
+        // first step only; the parameters are written where they are.
+        let after = ctx.pool_stats();
+        let allocs = (after.created + after.reused) - (pool.created + pool.reused);
+        let want = if k == 0 { 2 + PARAMS.len() as u64 } else { 2 };
+        assert_eq!(allocs, want, "allocations of step {k}");
     }
 }
 
@@ -594,11 +594,10 @@ fn load_state_errors_name_the_entry() {
         .unwrap();
     let mut store = store_on(&cpu);
     let g = quad_grads(&store, 0);
-    let msg = opt
-        .step(&mut store, &g, 0.1)
-        .err()
-        .expect("mis-shaped state")
-        .to_string();
+    let msg = match opt.step(&mut store, &g, 0.1) {
+        Err(e) => e.to_string(),
+        Ok(()) => panic!("a mis-shaped state was used"),
+    };
     assert!(msg.contains("momentum_buffer.a has shape [2]"), "{msg}");
 }
 

@@ -37,7 +37,7 @@ impl GradClip {
 /// the update then uses `factor·g` (PyTorch's `clip_grad_norm_` followed by `step`). With no
 /// gradient at all the norm is 0 and the factor 1.
 pub fn clip_grad_norm(store: &ParamStore, grads: &Gradients, max_norm: f64) -> Result<GradClip> {
-    if !(max_norm > 0.0) {
+    if max_norm.is_nan() || max_norm <= 0.0 {
         return Err(Error::shape(
             "clip_grad_norm",
             format!("max_norm = {max_norm} must be > 0"),
