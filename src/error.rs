@@ -35,6 +35,21 @@ pub enum Error {
     /// A wgpu validation or out-of-memory error, surfaced at the next flush.
     #[error("GPU error: {0}")]
     Gpu(String),
+    /// `backward` met a tape node one of whose saved inputs was updated in place (by an
+    /// optimiser step) after the node was recorded: its gradient would be computed from
+    /// values that are no longer the ones the forward pass used.
+    #[error(
+        "{op}: input {input} (shape {shape}) was modified by an in-place update after the \
+         forward pass saved it (version {saved} then, {now} now); run the forward pass \
+         again after the optimiser step"
+    )]
+    Modified {
+        op: &'static str,
+        input: usize,
+        shape: String,
+        saved: u64,
+        now: u64,
+    },
     /// A file could not be read or written.
     #[error("{}: {source}", path.display())]
     Io {
@@ -46,8 +61,9 @@ pub enum Error {
     Data { path: PathBuf, msg: String },
 }
 
-/// Result alias used throughout the library.
-pub type Result<T> = std::result::Result<T, Error>;
+/// Result alias used throughout the library (the error defaults to [`Error`]; a second
+/// parameter still works, so the alias can be imported over `std`'s `Result`).
+pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     /// Shorthand for [`Error::Shape`].

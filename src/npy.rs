@@ -1,5 +1,8 @@
-//! NumPy `.npy` interop (format version 1.0): `<f4` and `<u4` written; `<f4`, `<f8`, `<u4`,
-//! `<i4`, `<i8`, `|u1` read, C order only.
+//! NumPy `.npy` interop (format version 1.0 written; 1.0, 2.0 and 3.0 read; C order only).
+//!
+//! Written: F32 tensors as `<f4` ([`save`]) or `<f8` ([`save_f64`], the CPU reference's full
+//! precision), U32 tensors as `<u4`. Read ([`load`]): `<f4` and `<f8` become F32 (`<f8`
+//! kept exactly on the CPU); `<u4`, `<i4`, `<i8` and `|u1` (uint8 label maps) become U32.
 
 use std::path::Path;
 
@@ -23,12 +26,34 @@ fn bad(path: &Path, msg: impl Into<String>) -> Error {
     }
 }
 
-/// Writes `t` to `path` as `<f4` (F32) or `<u4` (U32). The file is written atomically
-/// (temporary file, then rename).
+/// Precision of the floating-point data [`save_with`] writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FloatFormat {
+    /// `<f4`: what a GPU tensor holds; a CPU tensor's `f64` values are rounded.
+    F32,
+    /// `<f8`: a CPU tensor's values exactly; a GPU tensor's `f32` values widened.
+    F64,
+}
+
+/// Writes `t` to `path` as `<f4` (F32) or `<u4` (U32); see [`save_with`].
 pub fn save(t: &Tensor, path: &Path) -> Result<()> {
-    let descr = match t.dtype() {
-        DType::F32 => "<f4",
-        DType::U32 => "<u4",
+    save_with(t, path, FloatFormat::F32)
+}
+
+/// Writes `t` to `path` as `<f8` (F32) or `<u4` (U32): the CPU reference's `f64` values at
+/// full precision. See [`save_with`].
+pub fn save_f64(t: &Tensor, path: &Path) -> Result<()> {
+    save_with(t, path, FloatFormat::F64)
+}
+
+/// Writes `t` to `path` (format version 1.0, C order, shape `t.dims()`): F32 tensors as
+/// `<f4` or `<f8` per `float`, U32 tensors as `<u4` whatever `float` says. The file is
+/// written atomically (temporary file, then rename).
+pub fn save_with(t: &Tensor, path: &Path, float: FloatFormat) -> Result<()> {
+    let (descr, width) = match (t.dtype(), float) {
+        (DType::F32, FloatFormat::F32) => ("<f4", 4),
+        (DType::F32, FloatFormat::F64) => ("<f8", 8),
+        (DType::U32, _) => ("<u4", 4),
     };
     let dims: Vec<String> = t.dims().iter().map(|d| d.to_string()).collect();
     let shape = match dims.len() {
@@ -40,17 +65,27 @@ pub fn save(t: &Tensor, path: &Path) -> Result<()> {
     let unpadded = MAGIC.len() + 4 + header.len() + 1;
     header.push_str(&" ".repeat(unpadded.next_multiple_of(64) - unpadded));
     header.push('\n');
-    let mut bytes = Vec::with_capacity(MAGIC.len() + 4 + header.len() + t.numel() * 4);
+    let hlen = u16::try_from(header.len()).map_err(|_| {
+        bad(
+            path,
+            format!("shape {shape} is too long for a version 1.0 header"),
+        )
+    })?;
+    let mut bytes = Vec::with_capacity(MAGIC.len() + 4 + header.len() + t.numel() * width);
     bytes.extend_from_slice(MAGIC);
     bytes.extend_from_slice(&[1, 0]);
-    bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    bytes.extend_from_slice(&hlen.to_le_bytes());
     bytes.extend_from_slice(header.as_bytes());
-    match t.dtype() {
-        DType::F32 => t
+    match descr {
+        "<f4" => t
             .to_vec()?
             .iter()
             .for_each(|v| bytes.extend_from_slice(&v.to_le_bytes())),
-        DType::U32 => t
+        "<f8" => t
+            .to_vec_f64()?
+            .iter()
+            .for_each(|v| bytes.extend_from_slice(&v.to_le_bytes())),
+        _ => t
             .to_vec_u32()?
             .iter()
             .for_each(|v| bytes.extend_from_slice(&v.to_le_bytes())),
@@ -66,7 +101,11 @@ fn field<'a>(header: &'a str, key: &str) -> Option<&'a str> {
     Some(rest)
 }
 
-/// Reads a `.npy` file onto `dev`. Floating types become F32, integer types U32.
+/// Reads a `.npy` file onto `dev`: `<f4` and `<f8` become F32 (`<f8` exact on the CPU,
+/// rounded to `f32` on a GPU); `<u4`, `<i4`, `<i8` and `|u1` (uint8, e.g. label maps) become
+/// U32 (the dtype of labels; negative or too large integers are an error). Malformed files
+/// are an [`Error::Data`] naming the file and the problem (bad magic, unsupported version or
+/// dtype, truncated header or data, Fortran order, bad shape).
 pub fn load(path: &Path, dev: &Device) -> Result<Tensor> {
     let bytes = std::fs::read(path).map_err(io(path))?;
     if bytes.len() < 10 || &bytes[..6] != MAGIC {
@@ -78,7 +117,13 @@ pub fn load(path: &Path, dev: &Device) -> Result<Tensor> {
             u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
             12,
         ),
-        v => return Err(bad(path, format!("unsupported .npy version {v}"))),
+        2 | 3 => return Err(bad(path, "truncated header")),
+        v => {
+            return Err(bad(
+                path,
+                format!("unsupported .npy version {v} (1, 2 and 3 are read)"),
+            ))
+        }
     };
     let header = bytes
         .get(start..start + hlen)
@@ -107,21 +152,31 @@ pub fn load(path: &Path, dev: &Device) -> Result<Tensor> {
                 .map_err(|_| bad(path, format!("bad dimension {s:?}")))
         })
         .collect::<Result<Vec<_>>>()?;
-    let n: usize = dims.iter().product();
+    let n = dims
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| bad(path, format!("shape {dims:?} has too many elements")))?;
     let data = &bytes[start + hlen..];
     let width = match descr {
         "<f4" | "<u4" | "<i4" => 4,
         "<f8" | "<i8" => 8,
         "|u1" => 1,
-        d => return Err(bad(path, format!("unsupported dtype {d:?}"))),
+        d => {
+            return Err(bad(
+                path,
+                format!(
+                    "unsupported dtype {d:?} (read: <f4, <f8, <u4, <i4, <i8, |u1; little-endian)"
+                ),
+            ))
+        }
     };
-    if data.len() != n * width {
+    if n.checked_mul(width) != Some(data.len()) {
         return Err(bad(
             path,
             format!(
                 "{} data bytes for shape {dims:?} of {descr}; expected {}",
                 data.len(),
-                n * width
+                n.saturating_mul(width)
             ),
         ));
     }

@@ -2,6 +2,26 @@
 //!
 //! A tensor is a shape, a dtype, shared storage (CPU `f64` or a pooled GPU buffer) and,
 //! when it was produced by an op with gradient tracking on, the [`Node`] that made it.
+//!
+//! # In-place updates and versions
+//!
+//! Tensors are immutable except for one writer: the optimiser step (`crate::optim`), which
+//! updates a parameter and its state where they live. Every storage carries a version
+//! counter, shared by all the tensors that share the storage (reshapes, `detach`,
+//! `as_param`) and bumped by every in-place write. A tape [`Node`] records the versions of
+//! its inputs when it is created, and `backward` refuses (with [`Error::Modified`]) a node
+//! whose saved input changed since, like PyTorch's "modified by an inplace operation".
+//!
+//! - **GPU**: the update kernel writes into the parameter's own buffer
+//!   ([`Tensor::gpu_buf_for_write`] bumps the version); the tensor handle, its id and its
+//!   buffer stay the same, nothing is allocated or read back.
+//! - **CPU**: the `f64` storage sits behind an `Arc` without interior mutability, so the
+//!   update builds the new values and [`Tensor::with_new_values`] makes a handle with the
+//!   SAME id (gradients are keyed by it) and new storage, which the store keeps. Old handles
+//!   keep the old values, which is sound (nobody sees a value change under them); the old
+//!   storage's version is bumped all the same, so a tape saved before the step fails in
+//!   `backward` on both backends alike (a program tested on the CPU behaves the same on a
+//!   GPU).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -26,11 +46,27 @@ pub enum Storage {
     Gpu(GpuBuf),
 }
 
+/// Storage with its version counter (see the module docs), shared by every tensor that
+/// shares the storage.
+pub(crate) struct Shared {
+    data: Storage,
+    version: AtomicU64,
+}
+
+impl Shared {
+    fn new(data: Storage, version: u64) -> Arc<Shared> {
+        Arc::new(Shared {
+            data,
+            version: AtomicU64::new(version),
+        })
+    }
+}
+
 pub(crate) struct Inner {
     id: u64,
     shape: Shape,
     dtype: DType,
-    storage: Arc<Storage>,
+    storage: Arc<Shared>,
     node: Option<Node>,
     requires_grad: bool,
 }
@@ -71,7 +107,7 @@ fn check_len(op: &'static str, len: usize, shape: &Shape) -> Result<()> {
 
 impl Tensor {
     fn build(
-        storage: Arc<Storage>,
+        storage: Arc<Shared>,
         shape: Shape,
         dtype: DType,
         node: Option<Node>,
@@ -89,7 +125,7 @@ impl Tensor {
 
     /// A tensor with no history.
     pub(crate) fn from_storage(storage: Storage, shape: Shape, dtype: DType) -> Tensor {
-        Tensor::build(Arc::new(storage), shape, dtype, None, false)
+        Tensor::build(Shared::new(storage, 0), shape, dtype, None, false)
     }
 
     /// The output of `op` applied to `inputs`. It joins the tape when gradients are enabled,
@@ -102,17 +138,14 @@ impl Tensor {
         inputs: Vec<Tensor>,
     ) -> Tensor {
         let rg = dtype == DType::F32 && grad_enabled() && inputs.iter().any(|t| t.requires_grad());
-        let node = rg.then_some(Node { op, inputs });
-        Tensor::build(Arc::new(storage), shape, dtype, node, rg)
+        let node = rg.then(|| Node::new(op, inputs));
+        Tensor::build(Shared::new(storage, 0), shape, dtype, node, rg)
     }
 
     /// Same storage, new shape and history (used by free reshapes).
     pub(crate) fn share(&self, shape: Shape, op: Op) -> Tensor {
         let rg = grad_enabled() && self.requires_grad();
-        let node = rg.then(|| Node {
-            op,
-            inputs: vec![self.clone()],
-        });
+        let node = rg.then(|| Node::new(op, vec![self.clone()]));
         Tensor::build(Arc::clone(&self.0.storage), shape, self.0.dtype, node, rg)
     }
 
@@ -150,16 +183,32 @@ impl Tensor {
         Ok(Tensor::from_storage(storage, shape, DType::U32))
     }
 
-    /// A tensor filled with `value`.
-    pub fn full(shape: impl Into<Shape>, value: f32, dev: &Device) -> Result<Tensor> {
+    /// Uploads `u8` values (label maps as stored in PNGs and `|u1` `.npy` files) as a `U32`
+    /// tensor, the dtype of labels (WGSL has no 8-bit storage): `y[i] = data[i] as u32`.
+    /// No gradient.
+    pub fn from_u8(data: Vec<u8>, shape: impl Into<Shape>, dev: &Device) -> Result<Tensor> {
         let shape = shape.into();
-        Tensor::from_vec(vec![value; shape.numel()], shape, dev)
+        check_len("from_u8", data.len(), &shape)?;
+        let wide: Vec<u32> = data.into_iter().map(u32::from).collect();
+        let storage = match dev {
+            Device::Cpu => Storage::Cpu(wide.iter().map(|&v| f64::from(v)).collect()),
+            Device::Gpu(c) => Storage::Gpu(c.upload(bytemuck::cast_slice(&wide))?),
+        };
+        Ok(Tensor::from_storage(storage, shape, DType::U32))
     }
 
+    /// A tensor filled with `value`: exactly `value` on the CPU; on a GPU `value` rounded to
+    /// `f32`, written by a fill kernel (no upload, so no flush of the recorded work).
+    pub fn full(shape: impl Into<Shape>, value: f64, dev: &Device) -> Result<Tensor> {
+        crate::ops::fill::full(shape.into(), value, dev)
+    }
+
+    /// A tensor of zeros (see [`Tensor::full`]).
     pub fn zeros(shape: impl Into<Shape>, dev: &Device) -> Result<Tensor> {
         Tensor::full(shape, 0.0, dev)
     }
 
+    /// A tensor of ones (see [`Tensor::full`]).
     pub fn ones(shape: impl Into<Shape>, dev: &Device) -> Result<Tensor> {
         Tensor::full(shape, 1.0, dev)
     }
@@ -186,9 +235,48 @@ impl Tensor {
         )
     }
 
-    /// Unique id (gradients are keyed by it).
+    /// Unique id (gradients are keyed by it). A parameter keeps its id across optimiser
+    /// steps on both backends.
     pub fn id(&self) -> u64 {
         self.0.id
+    }
+
+    /// How many in-place writes the storage has seen (shared by every tensor sharing the
+    /// storage; see the module docs). A tape node compares it with the value it saved.
+    pub fn version(&self) -> u64 {
+        self.0.storage.version.load(Ordering::Relaxed)
+    }
+
+    /// Whether `self` and `other` share their storage (views of the same values).
+    pub(crate) fn shares_storage(&self, other: &Tensor) -> bool {
+        Arc::ptr_eq(&self.0.storage, &other.0.storage)
+    }
+
+    /// The GPU buffer of a tensor that a kernel is about to update in place: bumps the
+    /// version of the storage, so that tapes that saved this tensor refuse to backpropagate.
+    /// Only the optimiser step writes in place.
+    pub(crate) fn gpu_buf_for_write(&self, op: &'static str) -> Result<&GpuBuf> {
+        let b = self.gpu_buf(op)?;
+        self.0.storage.version.fetch_add(1, Ordering::Relaxed);
+        Ok(b)
+    }
+
+    /// The CPU backend's in-place update: a leaf with the SAME id, shape, dtype and
+    /// `requires_grad` holding `values` (same length), at the next version. The old
+    /// storage's version is bumped too, so that tapes that saved the old handle fail in
+    /// `backward` exactly as they do on a GPU, where the buffer really changes.
+    pub(crate) fn with_new_values(&self, op: &'static str, values: Vec<f64>) -> Result<Tensor> {
+        self.cpu_data(op)?;
+        check_len(op, values.len(), self.shape())?;
+        let version = self.0.storage.version.fetch_add(1, Ordering::Relaxed) + 1;
+        Ok(Tensor(Arc::new(Inner {
+            id: self.0.id,
+            shape: self.0.shape.clone(),
+            dtype: self.0.dtype,
+            storage: Shared::new(Storage::Cpu(values), version),
+            node: None,
+            requires_grad: self.0.requires_grad,
+        })))
     }
 
     pub fn shape(&self) -> &Shape {
@@ -216,12 +304,12 @@ impl Tensor {
     }
 
     pub(crate) fn storage(&self) -> &Storage {
-        &self.0.storage
+        &self.0.storage.data
     }
 
     /// The device holding the storage.
     pub fn device(&self) -> Device {
-        match &*self.0.storage {
+        match &self.0.storage.data {
             Storage::Cpu(_) => Device::Cpu,
             Storage::Gpu(b) => Device::Gpu(Arc::clone(b.context())),
         }
@@ -229,7 +317,7 @@ impl Tensor {
 
     /// Reads the values back as `f32` (`u32` tensors are converted).
     pub fn to_vec(&self) -> Result<Vec<f32>> {
-        match (&*self.0.storage, self.0.dtype) {
+        match (&self.0.storage.data, self.0.dtype) {
             (Storage::Cpu(v), _) => Ok(v.iter().map(|&x| x as f32).collect()),
             (Storage::Gpu(_), DType::F32) => Ok(bytemuck::cast_slice(&self.raw_bytes()?).to_vec()),
             (Storage::Gpu(_), DType::U32) => {
@@ -240,7 +328,7 @@ impl Tensor {
 
     /// Reads the values back as `f64` (exact on the CPU backend).
     pub fn to_vec_f64(&self) -> Result<Vec<f64>> {
-        match &*self.0.storage {
+        match &self.0.storage.data {
             Storage::Cpu(v) => Ok(v.clone()),
             Storage::Gpu(_) => match self.0.dtype {
                 DType::F32 => Ok(self.to_vec()?.into_iter().map(f64::from).collect()),
@@ -254,14 +342,14 @@ impl Tensor {
         if self.0.dtype != DType::U32 {
             return Err(Error::shape("to_vec_u32", "the tensor is f32, not u32"));
         }
-        match &*self.0.storage {
+        match &self.0.storage.data {
             Storage::Cpu(v) => Ok(v.iter().map(|&x| x as u32).collect()),
             Storage::Gpu(_) => Ok(bytemuck::cast_slice(&self.raw_bytes()?).to_vec()),
         }
     }
 
     fn raw_bytes(&self) -> Result<Vec<u8>> {
-        match &*self.0.storage {
+        match &self.0.storage.data {
             Storage::Gpu(b) => {
                 let mut v = b.context().read(b)?;
                 v.truncate(self.numel() * 4);
@@ -310,7 +398,7 @@ impl Tensor {
 
     /// The GPU buffer, or an error naming `op` if the tensor is on the CPU.
     pub(crate) fn gpu_buf(&self, op: &'static str) -> Result<&GpuBuf> {
-        match &*self.0.storage {
+        match &self.0.storage.data {
             Storage::Gpu(b) => Ok(b),
             Storage::Cpu(_) => Err(Error::Device {
                 op,
@@ -322,7 +410,7 @@ impl Tensor {
 
     /// The CPU values, or an error naming `op` if the tensor is on a GPU.
     pub(crate) fn cpu_data(&self, op: &'static str) -> Result<&[f64]> {
-        match &*self.0.storage {
+        match &self.0.storage.data {
             Storage::Cpu(v) => Ok(v),
             Storage::Gpu(_) => Err(Error::Device {
                 op,

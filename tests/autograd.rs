@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use wgseg::{backward, no_grad, Device, Tensor};
+use wgseg::{backward, backward_with, no_grad, Device, Tensor};
 
 fn devices() -> Vec<Device> {
     std::iter::once(Device::Cpu).chain(gpu()).collect()
@@ -124,4 +124,88 @@ fn mixing_devices_is_an_error() {
     let b = Tensor::zeros([2], &dev).unwrap();
     let e = a.add(&b).unwrap_err().to_string();
     assert!(e.contains("different devices"), "{e}");
+}
+
+#[test]
+fn backward_with_equals_the_sum_detour() {
+    // out = softmax(x·w, -1) ⊙ x·w + x·w, non-scalar [2, 3, 5]; upstream gradient g of the
+    // same shape: backward_with(out, g) must equal backward(sum(out ⊙ g)).
+    let xv = uniform(24, 501, -1.0, 1.0);
+    let wv = uniform(20, 502, -1.0, 1.0);
+    let gv = uniform(30, 503, -2.0, 2.0);
+    for dev in devices() {
+        let tol = if matches!(dev, Device::Cpu) {
+            F64_REFERENCE
+        } else {
+            ELEMENTWISE
+        };
+        let x = Tensor::from_vec(xv.clone(), [2, 3, 4], &dev)
+            .unwrap()
+            .as_param();
+        let w = Tensor::from_vec(wv.clone(), [4, 5], &dev)
+            .unwrap()
+            .as_param();
+        let h = x.matmul(&w).unwrap();
+        let out = h.softmax(-1).unwrap().mul(&h).unwrap().add(&h).unwrap();
+        // The upstream gradient's own history is ignored (it is a constant).
+        let g = Tensor::from_vec(gv.clone(), [2, 3, 5], &dev)
+            .unwrap()
+            .as_param();
+        let direct = backward_with(&out, &g).unwrap();
+        let detour = backward(&out.mul(&g.detach()).unwrap().sum().unwrap()).unwrap();
+        assert!(direct.get(&g).is_none(), "the seed gets no gradient");
+        for (name, p) in [("x", &x), ("w", &w)] {
+            let a = direct.get(p).unwrap().to_vec_f64().unwrap();
+            let b = detour.get(p).unwrap().to_vec_f64().unwrap();
+            assert_close(&format!("backward_with ∂{name} on {dev:?}"), &a, &b, tol);
+        }
+        // backward(out) is backward_with(out, ones).
+        let ones = Tensor::ones([2, 3, 5], &dev).unwrap();
+        let a = backward(&out)
+            .unwrap()
+            .get(&x)
+            .unwrap()
+            .to_vec_f64()
+            .unwrap();
+        let b = backward_with(&out, &ones)
+            .unwrap()
+            .get(&x)
+            .unwrap()
+            .to_vec_f64()
+            .unwrap();
+        assert_eq!(a, b);
+    }
+}
+
+#[test]
+fn backward_with_rejects_mismatched_gradients() {
+    for dev in devices() {
+        let x = Tensor::from_vec(vec![1.0, 2.0, 3.0, 4.0], [2, 2], &dev)
+            .unwrap()
+            .as_param();
+        let y = x.exp().unwrap();
+        let e = backward_with(&y, &Tensor::ones([4], &dev).unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("backward_with") && e.contains("[4]") && e.contains("[2, 2]"),
+            "{e}"
+        );
+        let labels = Tensor::from_u32(vec![0, 1, 2, 3], [2, 2], &dev).unwrap();
+        let e = backward_with(&y, &labels).unwrap_err().to_string();
+        assert!(e.contains("backward_with") && e.contains("F32"), "{e}");
+        let c = Tensor::ones([2, 2], &dev).unwrap();
+        let e = backward_with(&c, &c).unwrap_err().to_string();
+        assert!(e.contains("does not depend"), "{e}");
+    }
+    let Some(dev) = gpu() else { return };
+    let x = Tensor::zeros([3], &dev).unwrap().as_param();
+    let y = x.exp().unwrap();
+    let e = backward_with(&y, &Tensor::ones([3], &Device::Cpu).unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("backward_with") && e.contains("different devices"),
+        "{e}"
+    );
 }

@@ -233,7 +233,7 @@ fn sum_axes_merges_adjacent_axes() {
     // Runs of adjacent axes are reduced as one merged axis (H·W of NCHW, the batch-norm
     // pattern), alone, at the front, at the back, and all of them; 300 > 256 = LANE_LEN
     // makes the merged [1, 2] run of the last case a two-pass reduction.
-    let cases: &[(&[usize], &[usize])] = &[
+    let cases: &[(&[usize], &[isize])] = &[
         (&[2, 3, 4, 5], &[0, 2, 3]),
         (&[2, 3, 4, 5], &[0, 1]),
         (&[2, 3, 4, 5], &[1]),
@@ -252,6 +252,64 @@ fn sum_axes_merges_adjacent_axes() {
             );
         }
     }
+}
+
+#[test]
+fn sum_and_mean_over_several_axes() {
+    // Negative axes, non-adjacent axes, unsorted lists, all axes; both keepdim modes.
+    let cases: &[(&[usize], &[isize])] = &[
+        (&[2, 3, 4, 5], &[-1, -2]),
+        (&[2, 3, 4, 5], &[0, -2]),
+        (&[2, 3, 4, 5], &[3, -4, 1]),
+        (&[3, 7], &[-1, 0]),
+        (&[5, 4, 3], &[1]),
+    ];
+    for (k, (shape, axes)) in cases.iter().enumerate() {
+        let n: usize = shape.iter().product();
+        let x = uniform(n, 360 + k as u64, -1.0, 1.0);
+        for keepdim in [false, true] {
+            check_op(
+                &format!("sum_axes {shape:?} {axes:?} keepdim {keepdim}"),
+                &[Input::param(shape.to_vec(), x.clone())],
+                Check::new(REDUCTION, ELEMENTWISE),
+                |t| t[0].sum_axes(axes, keepdim),
+            );
+            check_op(
+                &format!("mean_axes {shape:?} {axes:?} keepdim {keepdim}"),
+                &[Input::param(shape.to_vec(), x.clone())],
+                Check::new(REDUCTION, ELEMENTWISE),
+                |t| t[0].mean_axes(axes, keepdim),
+            );
+        }
+    }
+}
+
+#[test]
+fn mean_axes_values_shapes_and_errors() {
+    let dev = wgseg::Device::Cpu;
+    // x[i, j, k] = i·12 + j·4 + k over [2, 3, 4]; the mean over axes 0 and 2 of element j is
+    // (0 + 12)/2 + 4j + (0 + 1 + 2 + 3)/4 = 7.5 + 4j.
+    let x = Tensor::from_f64((0..24).map(f64::from).collect(), [2, 3, 4], &dev).unwrap();
+    let m = x.mean_axes(&[-1, 0], false).unwrap();
+    assert_eq!(m.dims(), &[3]);
+    assert_eq!(m.to_vec_f64().unwrap(), vec![7.5, 11.5, 15.5]);
+    let mk = x.mean_axes(&[0, 2], true).unwrap();
+    assert_eq!(mk.dims(), &[1, 3, 1]);
+    let s = x.sum_axes(&[2, -3], false).unwrap();
+    assert_eq!(s.to_vec_f64().unwrap(), vec![60.0, 92.0, 124.0]);
+    // The empty list reduces nothing.
+    assert_eq!(x.mean_axes(&[], false).unwrap().dims(), &[2, 3, 4]);
+    // Duplicates (also through a negative alias) and out-of-range axes are errors.
+    for bad in [&[1, 1][..], &[2, -1], &[3], &[-4]] {
+        let e = x.mean_axes(bad, false).unwrap_err().to_string();
+        assert!(e.contains("mean_axes"), "{e}");
+        let e = x.sum_axes(bad, true).unwrap_err().to_string();
+        assert!(e.contains("sum_axes"), "{e}");
+    }
+    let e = x.sum_axes(&[2, -1], false).unwrap_err().to_string();
+    assert!(e.contains("twice"), "{e}");
+    let empty = Tensor::zeros([2, 0, 3], &dev).unwrap();
+    assert!(empty.mean_axes(&[1, 2], false).is_err());
 }
 
 #[test]

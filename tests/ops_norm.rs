@@ -119,8 +119,8 @@ fn batch_norm_running_stats_update_by_hand() {
         // Evaluation uses the running statistics: (x − 0.5)/sqrt(2 + 1e-5), (x + 1)/sqrt(3).
         let (ye, none) = batch_norm2d(&x, &gamma, &beta, &st, false, 0.1, BN_EPS).unwrap();
         assert!(none.is_none());
-        let s0 = (2.0 + f64::from(BN_EPS)).sqrt();
-        let s1 = (3.0 + f64::from(BN_EPS)).sqrt();
+        let s0 = (2.0 + BN_EPS).sqrt();
+        let s1 = (3.0 + BN_EPS).sqrt();
         assert_close(
             "eval",
             &ye.to_vec_f64().unwrap(),

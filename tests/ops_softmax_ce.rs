@@ -482,7 +482,7 @@ fn cross_entropy_matches_composed_log_softmax() {
                     xt.log_softmax(1)
                         .and_then(|l| l.mul(&m))
                         .and_then(|t| t.sum())
-                        .and_then(|t| t.mul_scalar((-1.0 / sw) as f32))
+                        .and_then(|t| t.mul_scalar(-1.0 / sw))
                         .expect("composed")
                 };
                 let g = backward(&loss).expect("backward");
@@ -604,7 +604,7 @@ fn folded_grids_match_the_cpu() {
                 Check::new(REDUCTION, REDUCTION),
                 |t| {
                     t[0].cross_entropy(&t[1], t.get(2), IGNORE)?
-                        .mul_scalar(n as f32)
+                        .mul_scalar(n as f64)
                 },
             );
         }

@@ -1,11 +1,13 @@
 //! Reverse-mode automatic differentiation on a tape.
 //!
 //! Each op output that needs a gradient carries a [`Node`] (the op and its inputs).
-//! [`backward`] sorts the graph topologically (iteratively, no recursion), walks it from the
+//! [`backward`] (or [`backward_with`], from a non-scalar output and its upstream gradient)
+//! sorts the graph topologically (iteratively, no recursion), walks it from the
 //! loss to the leaves, runs each op's backward rule (written with forward tensor ops, under
 //! [`no_grad`]) and accumulates the gradients of tensors used more than once.
 
 mod op;
+mod version;
 
 use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
@@ -13,12 +15,14 @@ use std::collections::{HashMap, HashSet};
 pub use op::Op;
 
 use crate::error::{Error, Result};
-use crate::tensor::Tensor;
+use crate::tensor::{same_device, DType, Tensor};
 
-/// The history of a tensor: the op that produced it and the op's inputs.
+/// The history of a tensor: the op that produced it, the op's inputs and their storage
+/// versions when the op ran (checked by [`backward`], see `version.rs`).
 pub struct Node {
     pub(crate) op: Op,
     pub(crate) inputs: Vec<Tensor>,
+    pub(crate) versions: Vec<u64>,
 }
 
 thread_local! {
@@ -49,7 +53,7 @@ pub fn no_grad() -> NoGradGuard {
 }
 
 /// Gradients of the leaves (parameters) reached from a loss, keyed by tensor id.
-#[derive(Default)]
+#[derive(Default, Debug)]
 pub struct Gradients {
     map: HashMap<u64, Tensor>,
 }
@@ -99,22 +103,56 @@ fn topo_order(root: &Tensor) -> Vec<Tensor> {
     order
 }
 
-/// Gradients of `loss` (any shape; the seed is all ones, so a non-scalar loss is summed) with
-/// respect to every parameter it depends on.
+/// Gradients of `loss` with respect to every parameter it depends on: `∂(Σ loss)/∂p`. The
+/// seed is all ones, so a non-scalar loss is summed; this is `backward_with(loss, ones)`.
 pub fn backward(loss: &Tensor) -> Result<Gradients> {
     if !loss.requires_grad() {
+        return Err(no_parameter("backward"));
+    }
+    let ones = Tensor::ones(loss.shape().clone(), &loss.device())?;
+    run_backward(loss, ones)
+}
+
+/// Reverse mode from a non-scalar `output` with an upstream gradient `grad` of the same
+/// shape (a vector-Jacobian product): returns `∂(Σ output ⊙ grad)/∂p = grad · ∂output/∂p`
+/// for every parameter `p` that `output` depends on, without building the `sum(output ·
+/// grad)` graph. `grad` is a constant (its own history is ignored).
+///
+/// Errors: `output` depends on no parameter; `grad` is not an `F32` tensor of `output`'s
+/// shape on `output`'s device.
+pub fn backward_with(output: &Tensor, grad: &Tensor) -> Result<Gradients> {
+    const OP: &str = "backward_with";
+    if !output.requires_grad() {
+        return Err(no_parameter(OP));
+    }
+    if grad.shape() != output.shape() {
         return Err(Error::shape(
-            "backward",
-            "the loss does not depend on any parameter (no tensor requires a gradient)",
+            OP,
+            format!(
+                "the gradient has shape {}, but the output has shape {}",
+                grad.shape(),
+                output.shape()
+            ),
         ));
     }
+    grad.expect_dtype(OP, DType::F32)?;
+    same_device(OP, &[output, grad])?;
+    run_backward(output, grad.detach())
+}
+
+fn no_parameter(op: &'static str) -> Error {
+    Error::shape(
+        op,
+        "the output does not depend on any parameter (no tensor requires a gradient)",
+    )
+}
+
+/// The reverse sweep from `root` seeded with `seed` (same shape and device, checked).
+fn run_backward(root: &Tensor, seed: Tensor) -> Result<Gradients> {
     let _guard = no_grad();
-    let order = topo_order(loss);
+    let order = topo_order(root);
     let mut grads: HashMap<u64, Tensor> = HashMap::new();
-    grads.insert(
-        loss.id(),
-        Tensor::ones(loss.shape().clone(), &loss.device())?,
-    );
+    grads.insert(root.id(), seed);
     let mut out = Gradients::default();
     for t in order.iter().rev() {
         let Some(g) = grads.remove(&t.id()) else {
@@ -124,6 +162,7 @@ pub fn backward(loss: &Tensor) -> Result<Gradients> {
             out.map.insert(t.id(), g);
             continue;
         };
+        node.check_versions()?;
         let gs = node.op.backward(&node.inputs, t, &g)?;
         for (inp, gi) in node.inputs.iter().zip(gs) {
             let Some(gi) = gi else { continue };

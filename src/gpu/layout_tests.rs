@@ -27,6 +27,7 @@ use super::strided::StridedParams;
 use crate::ops::conv::direct::DirectUniform;
 use crate::ops::conv::ConvUniform;
 use crate::ops::cross_entropy::CeParams;
+use crate::ops::fill::FillParams;
 use crate::ops::gemm::{GemmParams, PackParams};
 use crate::ops::matmul::MatmulParams;
 use crate::ops::norm::BnParams;
@@ -257,6 +258,32 @@ fn twins() -> Vec<Twin> {
             Shader::BatchNorm,
             "BnParams",
             [planes, c, hw, chunks, _p]
+        ),
+        layout!(FillParams, Shader::Fill, "Params", [n, value, _p0, _p1]),
+        layout!(
+            OptimParams,
+            Shader::Optim,
+            "Params",
+            [
+                n,
+                flags,
+                lr,
+                momentum,
+                weight_decay,
+                beta1,
+                beta2,
+                eps,
+                decay,
+                step_size,
+                rsqrt_bc2,
+                max_norm
+            ]
+        ),
+        layout!(
+            MetricsParams,
+            Shader::Metrics,
+            "MetricsParams",
+            [n, classes, ignore, _p0]
         ),
     ]
 }

@@ -181,6 +181,24 @@ impl GpuContext {
         Ok(())
     }
 
+    /// Records a copy of the used bytes of `src` into `dst` (at least as large), in queue
+    /// order with the dispatches around it.
+    pub(crate) fn copy_buffer(self: &Arc<Self>, src: &GpuBuf, dst: &GpuBuf) -> Result<()> {
+        if dst.bytes < src.bytes {
+            return Err(Error::Gpu(format!(
+                "copy of {} bytes into a buffer of {} bytes",
+                src.bytes, dst.bytes
+            )));
+        }
+        let mut rec = self.recorder()?;
+        rec.cmds.push(Cmd::Copy {
+            src: src.buffer.clone(),
+            dst: dst.buffer.clone(),
+            bytes: src.bytes,
+        });
+        Ok(())
+    }
+
     /// Records a copy of the first `texels` texels (4 f32 each) of `src` into `dst`: a
     /// buffer holding a contiguous tensor whose length is a multiple of 4 becomes a texel
     /// array without a kernel (the copy is a plain memcpy on lavapipe).

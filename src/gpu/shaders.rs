@@ -28,6 +28,9 @@ pub enum Shader {
     GemmTex,
     Pack,
     BatchNorm,
+    Metrics,
+    Fill,
+    Optim,
 }
 
 impl Shader {
@@ -52,6 +55,9 @@ impl Shader {
         Shader::GemmTex,
         Shader::Pack,
         Shader::BatchNorm,
+        Shader::Metrics,
+        Shader::Fill,
+        Shader::Optim,
     ];
 
     /// File name inside `shaders/`.
@@ -76,6 +82,9 @@ impl Shader {
             Shader::GemmTex => "gemm_tex.wgsl",
             Shader::Pack => "pack.wgsl",
             Shader::BatchNorm => "batch_norm.wgsl",
+            Shader::Metrics => "metrics.wgsl",
+            Shader::Fill => "fill.wgsl",
+            Shader::Optim => "optim.wgsl",
         }
     }
 
@@ -101,6 +110,9 @@ impl Shader {
             Shader::GemmTex => include_str!("../../shaders/gemm_tex.wgsl"),
             Shader::Pack => include_str!("../../shaders/pack.wgsl"),
             Shader::BatchNorm => include_str!("../../shaders/batch_norm.wgsl"),
+            Shader::Metrics => include_str!("../../shaders/metrics.wgsl"),
+            Shader::Fill => include_str!("../../shaders/fill.wgsl"),
+            Shader::Optim => include_str!("../../shaders/optim.wgsl"),
         }
     }
 

@@ -102,14 +102,27 @@ impl ParamStore {
     }
 
     /// Replaces the stored handle of a parameter by `value` as returned by an in-place
-    /// optimiser update (same identity, same storage).
+    /// optimiser update: on the CPU backend a handle with the SAME id over the new values
+    /// (`Tensor::with_new_values`), so gradients keep being found under it. A value with
+    /// another id or shape is refused.
     pub(crate) fn update_param(&mut self, name: &str, value: Tensor) -> Result<()> {
-        let e = self.map.get_mut(name).ok_or_else(|| {
-            Error::shape(
-                "ParamStore::update_param",
-                format!("no tensor named {name}"),
-            )
-        })?;
+        let op = "ParamStore::update_param";
+        let e = self
+            .map
+            .get_mut(name)
+            .ok_or_else(|| Error::shape(op, format!("no tensor named {name}")))?;
+        if e.tensor.id() != value.id() || e.tensor.shape() != value.shape() {
+            return Err(Error::shape(
+                op,
+                format!(
+                    "{name}: the update must keep the identity and shape {} (got id {} for {}, shape {})",
+                    e.tensor.shape(),
+                    value.id(),
+                    e.tensor.id(),
+                    value.shape()
+                ),
+            ));
+        }
         e.tensor = value;
         Ok(())
     }

@@ -189,7 +189,7 @@ pub(crate) fn batch_norm_backward(
     let _g = no_grad();
     let (x, gamma, beta) = (&inputs[0], &inputs[1], &inputs[2]);
     let d = x.dims();
-    let count = (d[0] * d[2] * d[3]) as f32;
+    let count = (d[0] * d[2] * d[3]) as f64;
     let s = channel_sums(2, x, Some(mean), Some(g))?;
     let (sdy, sdyx) = (&s[0], &s[1]);
     let dx = if x.requires_grad() {
@@ -214,9 +214,9 @@ pub(crate) fn batch_norm_backward(
 }
 
 /// PyTorch's default momentum of the running statistics.
-pub const BN_MOMENTUM: f32 = 0.1;
+pub const BN_MOMENTUM: f64 = 0.1;
 /// PyTorch's default `eps` added to the variance.
-pub const BN_EPS: f32 = 1e-5;
+pub const BN_EPS: f64 = 1e-5;
 
 /// The running statistics of a batch-norm layer, both `[C]`.
 #[derive(Clone, Debug)]
@@ -240,8 +240,8 @@ fn check(
     gamma: &Tensor,
     beta: &Tensor,
     state: &BatchNormState,
-    momentum: f32,
-    eps: f32,
+    momentum: f64,
+    eps: f64,
 ) -> Result<usize> {
     let all = [x, gamma, beta, &state.running_mean, &state.running_var];
     for t in all {
@@ -287,14 +287,18 @@ fn check(
 ///
 /// Gradient: with respect to `x`, `gamma` and `beta` (through autograd of the composition).
 /// Training needs more than one value per channel (`N·H·W > 1`), as in PyTorch.
+///
+/// `momentum` and `eps` are `f64`, and so are the derived scalars (`1/n`, `1 − momentum`,
+/// the unbiasing factor `momentum·n/(n − 1)`): the CPU reference computes in `f64` end to
+/// end; a GPU rounds them to `f32` in its uniform params.
 pub fn batch_norm2d(
     x: &Tensor,
     gamma: &Tensor,
     beta: &Tensor,
     state: &BatchNormState,
     training: bool,
-    momentum: f32,
-    eps: f32,
+    momentum: f64,
+    eps: f64,
 ) -> Result<(Tensor, Option<BatchNormState>)> {
     let c = check(x, gamma, beta, state, momentum, eps)?;
     let cshape = [1, c, 1, 1];
@@ -320,7 +324,7 @@ pub fn batch_norm2d(
     }
     let (st, mean, rstd, var) = {
         let _g = no_grad();
-        let inv = 1.0 / n as f32;
+        let inv = 1.0 / n as f64;
         let mean = channel_sums(0, x, None, None)?.remove(0).mul_scalar(inv)?;
         let var = channel_sums(1, x, Some(&mean), None)?
             .remove(0)
@@ -344,7 +348,7 @@ pub fn batch_norm2d(
     let updated = {
         let _g = no_grad();
         let keep = 1.0 - momentum;
-        let unbias = (f64::from(momentum) * n as f64 / (n - 1) as f64) as f32;
+        let unbias = momentum * n as f64 / (n - 1) as f64;
         BatchNormState {
             running_mean: state
                 .running_mean

@@ -296,7 +296,7 @@ pub(crate) fn reduce_backward(
     match op {
         ReduceOp::Sum => g.broadcast_to(x.shape()),
         ReduceOp::Mean => g
-            .mul_scalar(1.0 / x.dims()[axis] as f32)?
+            .mul_scalar(1.0 / x.dims()[axis] as f64)?
             .broadcast_to(x.shape()),
         ReduceOp::Max | ReduceOp::Min => {
             let o = if keepdim {
@@ -309,6 +309,27 @@ pub(crate) fn reduce_backward(
             mask.mul(&g.div(&count)?)
         }
     }
+}
+
+/// Normalises `axes` (negative counts from the end) for `op`, sorted ascending; an axis out
+/// of range or named twice is an error.
+pub(crate) fn normalise_axes(
+    op: &'static str,
+    shape: &Shape,
+    axes: &[isize],
+) -> Result<Vec<usize>> {
+    let mut sorted = axes
+        .iter()
+        .map(|&a| shape.axis(op, a))
+        .collect::<Result<Vec<_>>>()?;
+    sorted.sort_unstable();
+    if let Some(w) = sorted.windows(2).find(|w| w[0] == w[1]) {
+        return Err(Error::shape(
+            op,
+            format!("axis {} is named twice in {axes:?} (shape {shape})", w[0]),
+        ));
+    }
+    Ok(sorted)
 }
 
 impl Tensor {
@@ -339,20 +360,50 @@ impl Tensor {
     pub fn max(&self) -> Result<Tensor> {
         self.reshape([self.numel()])?.max_axis(0, false)
     }
-    /// Sums over several axes (kept as size 1 if `keepdim`). Runs of adjacent axes are
-    /// merged into one axis first (a free reshape), so e.g. the H and W axes of NCHW are
-    /// reduced as one long contiguous axis by one chain of lane passes.
-    pub fn sum_axes(&self, axes: &[usize], keepdim: bool) -> Result<Tensor> {
-        let mut sorted = axes.to_vec();
-        sorted.sort_unstable();
-        sorted.dedup();
-        let dims = self.dims().to_vec();
-        if let Some(&bad) = sorted.iter().find(|&&a| a >= dims.len()) {
+    /// Smallest element (shape `[]`).
+    pub fn min(&self) -> Result<Tensor> {
+        self.reshape([self.numel()])?.min_axis(0, false)
+    }
+    /// Sums over several axes: `y = Σ_{i ∈ axes} x` (`keepdim` keeps each reduced axis as
+    /// size 1, otherwise it is removed). Negative axes count from the end; an axis named
+    /// twice (after normalisation) is an error; an empty list reduces nothing and returns
+    /// `x` as it is (unlike PyTorch, where `dim=[]` means every axis).
+    ///
+    /// Runs of adjacent axes are merged into one axis first (a free reshape), so e.g. the H
+    /// and W axes of NCHW are reduced as one long contiguous axis by one chain of lane
+    /// passes. Gradient: `g` broadcast back over the reduced axes (autograd of the reshapes
+    /// and the single-axis sums).
+    pub fn sum_axes(&self, axes: &[isize], keepdim: bool) -> Result<Tensor> {
+        let sorted = normalise_axes("sum_axes", self.shape(), axes)?;
+        self.sum_sorted_axes(&sorted, keepdim)
+    }
+
+    /// Mean over several axes: `y = (1/m)·Σ_{i ∈ axes} x` with `m = ∏_{i ∈ axes} dᵢ`, the
+    /// factor `1/m` in `f64` (exact on the CPU reference). Axes as in [`Tensor::sum_axes`]
+    /// (negative from the end, duplicates rejected, an empty list returns `x`); an empty
+    /// reduced axis is an error. Gradient: `g/m` broadcast back over the reduced axes.
+    pub fn mean_axes(&self, axes: &[isize], keepdim: bool) -> Result<Tensor> {
+        let sorted = normalise_axes("mean_axes", self.shape(), axes)?;
+        let m: usize = sorted.iter().map(|&a| self.dims()[a]).product();
+        if m == 0 {
             return Err(Error::shape(
-                "sum_axes",
-                format!("axis {bad} out of range for shape {}", self.shape()),
+                "mean_axes",
+                format!(
+                    "cannot average over the empty axes {axes:?} of shape {}",
+                    self.shape()
+                ),
             ));
         }
+        if sorted.is_empty() {
+            return Ok(self.clone());
+        }
+        self.sum_sorted_axes(&sorted, keepdim)?
+            .mul_scalar(1.0 / m as f64)
+    }
+
+    /// [`Tensor::sum_axes`] for axes already normalised, sorted and free of duplicates.
+    pub(crate) fn sum_sorted_axes(&self, sorted: &[usize], keepdim: bool) -> Result<Tensor> {
+        let dims = self.dims().to_vec();
         if sorted.is_empty() {
             return Ok(self.clone());
         }
@@ -401,6 +452,6 @@ impl Tensor {
         let axes: Vec<usize> = (0..r)
             .filter(|&i| i < off || (shape.dims()[i - off] == 1 && self.dims()[i] != 1))
             .collect();
-        self.sum_axes(&axes, true)?.reshape(shape.clone())
+        self.sum_sorted_axes(&axes, true)?.reshape(shape.clone())
     }
 }

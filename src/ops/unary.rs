@@ -33,20 +33,29 @@ pub enum UnaryOp {
     Square,
     Recip,
     /// `min(max(x, lo), hi)`.
-    Clamp(f32, f32),
-    AddScalar(f32),
-    MulScalar(f32),
+    Clamp(f64, f64),
+    /// `x + a`.
+    AddScalar(f64),
+    /// `x · a`.
+    MulScalar(f64),
     /// `max(x, 1.18e-38)^p`.
-    PowScalar(f32),
+    PowScalar(f64),
     /// 1 if `lo ≤ x ≤ hi`, else 0 (no gradient).
-    InRange(f32, f32),
+    InRange(f64, f64),
     /// 1 if `x ≠ 0`, else 0 (no gradient).
     NonZero,
 }
 
 impl UnaryOp {
-    /// Op code and scalar parameters as the shader reads them.
+    /// Op code and scalar parameters as the shader reads them: the `f64` scalars are rounded
+    /// to `f32` here, for the GPU's uniform params only (the CPU reference, [`UnaryOp::eval`],
+    /// uses them unrounded).
     pub fn code(self) -> (u32, f32, f32) {
+        let (code, a, b) = self.code_f64();
+        (code, a as f32, b as f32)
+    }
+
+    fn code_f64(self) -> (u32, f64, f64) {
         use UnaryOp::*;
         match self {
             Neg => (0, 0.0, 0.0),
@@ -92,11 +101,11 @@ impl UnaryOp {
             }
             Square => x * x,
             Recip => 1.0 / x,
-            Clamp(lo, hi) => x.max(f64::from(lo)).min(f64::from(hi)),
-            AddScalar(a) => x + f64::from(a),
-            MulScalar(a) => x * f64::from(a),
-            PowScalar(p) => x.max(F32_MIN_POS).powf(f64::from(p)).min(F32_MAX),
-            InRange(lo, hi) => f64::from(u8::from(x >= f64::from(lo) && x <= f64::from(hi))),
+            Clamp(lo, hi) => x.max(lo).min(hi),
+            AddScalar(a) => x + a,
+            MulScalar(a) => x * a,
+            PowScalar(p) => x.max(F32_MIN_POS).powf(p).min(F32_MAX),
+            InRange(lo, hi) => f64::from(u8::from(x >= lo && x <= hi)),
             NonZero => f64::from(u8::from(x != 0.0)),
         }
     }
@@ -164,7 +173,7 @@ pub(crate) fn unary_backward(
         Exp => g.mul(y)?,
         Log => g.div(x)?,
         Sqrt => g.mul(&y.recip()?.mul_scalar(0.5)?)?,
-        Relu => g.mul(&x.unary(InRange(f32::MIN_POSITIVE, f32::MAX))?)?,
+        Relu => g.mul(&x.unary(InRange(F32_MIN_POS, F32_MAX))?)?,
         Sigmoid => g.mul(&y.mul(&y.neg()?.add_scalar(1.0)?)?)?,
         Tanh => g.mul(&y.square()?.neg()?.add_scalar(1.0)?)?,
         Abs => g.mul(&x.unary(Sign)?)?,
@@ -213,16 +222,22 @@ impl Tensor {
     pub fn recip(&self) -> Result<Tensor> {
         unary(self, UnaryOp::Recip)
     }
-    pub fn clamp(&self, lo: f32, hi: f32) -> Result<Tensor> {
+    /// `min(max(x, lo), hi)`; gradient `g` where `lo ≤ x ≤ hi`, else 0. The bounds are
+    /// `f64` (exact on the CPU reference, rounded to `f32` on a GPU).
+    pub fn clamp(&self, lo: f64, hi: f64) -> Result<Tensor> {
         unary(self, UnaryOp::Clamp(lo, hi))
     }
-    pub fn add_scalar(&self, a: f32) -> Result<Tensor> {
+    /// `x + a`; gradient `g`. `a` is `f64` (rounded to `f32` on a GPU).
+    pub fn add_scalar(&self, a: f64) -> Result<Tensor> {
         unary(self, UnaryOp::AddScalar(a))
     }
-    pub fn mul_scalar(&self, a: f32) -> Result<Tensor> {
+    /// `x · a`; gradient `a·g`. `a` is `f64` (rounded to `f32` on a GPU).
+    pub fn mul_scalar(&self, a: f64) -> Result<Tensor> {
         unary(self, UnaryOp::MulScalar(a))
     }
-    pub fn powf(&self, p: f32) -> Result<Tensor> {
+    /// `max(x, 1.18e-38)^p`; gradient `p·x^(p−1)·g`. `p` is `f64` (rounded to `f32` on a
+    /// GPU).
+    pub fn powf(&self, p: f64) -> Result<Tensor> {
         unary(self, UnaryOp::PowScalar(p))
     }
 }

@@ -1,3 +1,12 @@
-//! Training: checkpoints now; the training loop and evaluation join this module later.
+//! Training and evaluation: the run configuration, the training loop, evaluation and its
+//! metrics, checkpoints.
 
 pub mod checkpoint;
+pub mod config;
+pub mod eval;
+pub mod metrics;
+pub mod trainer;
+
+pub use config::{DataConfig, RunConfig, TrainConfig};
+pub use eval::evaluate;
+pub use trainer::{train, Event, Report, TrainOptions};

@@ -65,6 +65,13 @@ pub const FINITE_DIFF: Tol = Tol {
     atol: 1e-7,
 };
 
+/// The CPU reference against an independent plain-`f64` computation: both are f64 end to
+/// end, so they agree to rounding (f32 scalars on the way would show as ~1e-8 relative).
+pub const F64_REFERENCE: Tol = Tol {
+    rtol: 1e-12,
+    atol: 1e-14,
+};
+
 pub fn assert_close(what: &str, got: &[f64], want: &[f64], tol: Tol) {
     assert_eq!(
         got.len(),

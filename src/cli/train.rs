@@ -1,0 +1,319 @@
+//! `wgseg train`: argument handling and progress display over `wgseg::train::train`.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use wgseg::train::{train, Event, RunConfig, TrainOptions};
+use wgseg::Device;
+
+use super::report::print_scores;
+
+/// The configs shipped in `models/`, usable by name from any directory.
+const BUILTIN_CONFIGS: &[(&str, &str)] = &[
+    ("tiny", include_str!("../../models/tiny.toml")),
+    ("small", include_str!("../../models/small.toml")),
+    ("r18", include_str!("../../models/r18.toml")),
+];
+
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    /// Model and training config: a TOML file, or the name of a shipped one (tiny, small, r18).
+    #[arg(long, default_value = "tiny")]
+    pub config: String,
+    /// Dataset root (folder layout with dataset.toml, or Cityscapes); default: the built-in
+    /// procedural data.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Run directory (default: runs/<config>-<data>-<n>, the first free n).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Continue the run in this directory from its last checkpoint (its saved config is used).
+    #[arg(long, value_name = "RUN_DIR", conflicts_with_all = ["config", "out"])]
+    pub resume: Option<PathBuf>,
+    /// A torchvision ResNet state dict saved as safetensors, to initialise the backbone.
+    #[arg(long, value_name = "FILE")]
+    pub init_backbone: Option<PathBuf>,
+    /// Device: gpu, gpu:N, gpu:NAME or cpu (default: $WGSEG_ADAPTER or the best GPU).
+    #[arg(long, default_value = "gpu")]
+    pub device: String,
+    /// Override train.steps.
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Override train.batch_size.
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Override train.crop (square crop side in pixels).
+    #[arg(long)]
+    pub crop: Option<usize>,
+    /// Override train.lr.
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Override train.seed.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Override train.workers (data-loading threads).
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Override data.scale (base scale applied once when images are loaded).
+    #[arg(long)]
+    pub scale: Option<f32>,
+    /// Override train.val_every.
+    #[arg(long)]
+    pub val_every: Option<usize>,
+}
+
+/// Reads `--config` (a file or a shipped name).
+pub fn load_config(spec: &str) -> Result<RunConfig> {
+    let path = Path::new(spec);
+    if path.is_file() {
+        return Ok(RunConfig::load(path)?);
+    }
+    match BUILTIN_CONFIGS.iter().find(|(n, _)| *n == spec) {
+        Some((name, text)) => Ok(RunConfig::parse(
+            text,
+            Path::new(&format!("models/{name}.toml")),
+        )?),
+        None => bail!(
+            "--config {spec}: no such file, and not a shipped config ({})",
+            BUILTIN_CONFIGS
+                .iter()
+                .map(|(n, _)| *n)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+fn default_out(config: &str, data: Option<&Path>) -> PathBuf {
+    let stem = |p: &Path| {
+        p.file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "run".into())
+    };
+    let cfg = if Path::new(config).is_file() {
+        stem(Path::new(config))
+    } else {
+        config.to_string()
+    };
+    let data = data.map_or_else(|| "builtin".to_string(), stem);
+    let mut n = 1;
+    loop {
+        let p = PathBuf::from("runs").join(format!("{cfg}-{data}-{n}"));
+        if !p.exists() {
+            return p;
+        }
+        n += 1;
+    }
+}
+
+pub fn run(a: TrainArgs) -> Result<()> {
+    let overrides = a.steps.is_some()
+        || a.batch_size.is_some()
+        || a.crop.is_some()
+        || a.lr.is_some()
+        || a.seed.is_some()
+        || a.scale.is_some()
+        || a.val_every.is_some();
+    let (config, out, resume) = match &a.resume {
+        Some(dir) => {
+            if overrides {
+                bail!("--resume continues a run with its saved config; drop the overrides");
+            }
+            let c = RunConfig::load(&dir.join("config.toml"))
+                .with_context(|| format!("{} is not a run directory", dir.display()))?;
+            (c, dir.clone(), true)
+        }
+        None => {
+            let mut c = load_config(&a.config)?;
+            let t = &mut c.train;
+            t.steps = a.steps.unwrap_or(t.steps);
+            t.batch_size = a.batch_size.unwrap_or(t.batch_size);
+            t.crop = a.crop.unwrap_or(t.crop);
+            t.lr = a.lr.unwrap_or(t.lr);
+            t.seed = a.seed.unwrap_or(t.seed);
+            t.val_every = a.val_every.unwrap_or(t.val_every);
+            c.data.scale = a.scale.unwrap_or(c.data.scale);
+            c.check().context("the config after command-line overrides")?;
+            let out = a
+                .out
+                .clone()
+                .unwrap_or_else(|| default_out(&a.config, a.data.as_deref()));
+            (c, out, false)
+        }
+    };
+    let mut config = config;
+    if let Some(w) = a.workers {
+        config.train.workers = w;
+    }
+    let device = Device::parse(&a.device).with_context(|| format!("--device {}", a.device))?;
+    eprintln!(
+        "wgseg train: {} on {}, run directory {}",
+        a.data
+            .as_ref()
+            .map_or("built-in data".to_string(), |d| d.display().to_string()),
+        device.name(),
+        out.display()
+    );
+    let opts = TrainOptions {
+        config,
+        data: a.data.clone(),
+        out,
+        device,
+        resume,
+        init_backbone: a.init_backbone.clone(),
+    };
+    let mut ui = Ui::new();
+    let report = train(opts, &mut |e| ui.event(e))?;
+    ui.finish();
+    println!(
+        "\ntrained {} steps in {:.0} s; run directory {}",
+        report.steps,
+        report.seconds,
+        report.run.display()
+    );
+    println!("validation after the last step:");
+    print_scores(&report.scores, &report.groups, &report.classes, report.scale);
+    println!(
+        "best validation mIoU {:.4} (checkpoint {})",
+        report.best_miou,
+        report.run.join("checkpoints/best").display()
+    );
+    Ok(())
+}
+
+/// Progress bars on a terminal, plain log lines otherwise.
+struct Ui {
+    tty: bool,
+    bar: Option<ProgressBar>,
+    phase: String,
+}
+
+impl Ui {
+    fn new() -> Ui {
+        Ui {
+            tty: std::io::stderr().is_terminal(),
+            bar: None,
+            phase: String::new(),
+        }
+    }
+
+    /// The bar of `phase` (recreated when the phase changes).
+    fn bar(&mut self, phase: &str, len: u64, template: &str) -> &ProgressBar {
+        if self.phase != phase || self.bar.is_none() {
+            if let Some(b) = self.bar.take() {
+                b.finish_and_clear();
+            }
+            let target = if self.tty {
+                ProgressDrawTarget::stderr()
+            } else {
+                ProgressDrawTarget::hidden()
+            };
+            let b = ProgressBar::with_draw_target(Some(len), target);
+            b.set_style(
+                ProgressStyle::with_template(template)
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            b.enable_steady_tick(Duration::from_millis(200));
+            self.bar = Some(b);
+            self.phase = phase.to_string();
+        }
+        self.bar.get_or_insert_with(ProgressBar::hidden)
+    }
+
+    fn event(&mut self, e: Event) {
+        const COUNT: &str = "{msg:>24} [{bar:30}] {pos}/{len} {elapsed_precise}";
+        match e {
+            Event::Checking { split, done, total } => {
+                let b = self.bar(&format!("check {split}"), total as u64, COUNT);
+                b.set_message(format!("checking {split} data"));
+                b.set_position(done as u64);
+            }
+            Event::Counting { done, total } => {
+                let b = self.bar("count", total as u64, COUNT);
+                b.set_message("counting class pixels");
+                b.set_position(done as u64);
+            }
+            Event::Start {
+                step,
+                total,
+                params,
+                train_images,
+                val_images,
+                groups,
+            } => {
+                self.clear();
+                eprintln!(
+                    "{params} parameters; {train_images} training / {val_images} validation \
+                     images; classes by training pixels: head {:?}, middle {:?}, tail {:?}",
+                    groups.head, groups.middle, groups.tail
+                );
+                if step > 0 {
+                    eprintln!("resuming at step {step} of {total}");
+                }
+            }
+            Event::Step {
+                step,
+                total,
+                loss,
+                lr,
+                images_per_s,
+                queued,
+            } => {
+                let b = self.bar(
+                    "train",
+                    total,
+                    "train [{bar:30}] {pos}/{len} {msg} ETA {eta_precise}",
+                );
+                b.set_position(step);
+                if let (Some(l), Some(ips)) = (loss, images_per_s) {
+                    let msg = format!(
+                        "loss {l:.4} lr {lr:.2e} {ips:.1} img/s loader queue {queued}"
+                    );
+                    b.set_message(msg.clone());
+                    if !self.tty {
+                        eprintln!("step {step}/{total} {msg}");
+                    }
+                }
+            }
+            Event::Validating { done, total } => {
+                let b = self.bar("val", total as u64, COUNT);
+                b.set_message("validating");
+                b.set_position(done as u64);
+            }
+            Event::Validated { step, scores } => {
+                self.clear();
+                let g = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.4}"));
+                eprintln!(
+                    "step {step}: val mIoU {:.4} (head {}, middle {}, tail {}), pixel acc {:.4}",
+                    scores.miou,
+                    g(scores.head_miou),
+                    g(scores.middle_miou),
+                    g(scores.tail_miou),
+                    scores.pixel_accuracy
+                );
+            }
+            Event::Note(s) => {
+                if let Some(b) = &self.bar {
+                    b.suspend(|| eprintln!("{s}"));
+                } else {
+                    eprintln!("{s}");
+                }
+            }
+        }
+    }
+
+    fn clear(&mut self) {
+        if let Some(b) = self.bar.take() {
+            b.finish_and_clear();
+        }
+        self.phase.clear();
+    }
+
+    fn finish(&mut self) {
+        self.clear();
+    }
+}

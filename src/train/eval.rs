@@ -1,0 +1,67 @@
+//! Evaluation of a model on a dataset split: logits, argmax and the confusion matrix stay on
+//! the device; one readback of the `C × C` matrix at the end.
+
+use std::sync::Arc;
+
+use super::metrics::{Confusion, Groups, Scores};
+use crate::data::{Dataset, Loader};
+use crate::device::Device;
+use crate::error::Result;
+use crate::model::DeepLabV3Plus;
+use crate::nn::ParamStore;
+use crate::tensor::Tensor;
+
+/// Uploads a normalised batch `[b, 3, h, w]` and its labels `[b, h, w]`.
+pub fn upload_batch(
+    images: Vec<f32>,
+    labels: Vec<u8>,
+    (b, h, w): (usize, usize, usize),
+    dev: &Device,
+) -> Result<(Tensor, Tensor)> {
+    Ok((
+        Tensor::from_vec(images, [b, 3, h, w], dev)?,
+        Tensor::from_u8(labels, [b, h, w], dev)?,
+    ))
+}
+
+/// Runs `net` in evaluation mode over every sample of `ds` (whole images, one at a time so
+/// that images of any size mix) and scores the predictions (SPEC §6). `progress(done,
+/// total)` is called after each image.
+pub fn evaluate(
+    net: &DeepLabV3Plus,
+    store: &mut ParamStore,
+    ds: Arc<dyn Dataset>,
+    groups: Option<&Groups>,
+    workers: usize,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<Scores> {
+    let _g = crate::autograd::no_grad();
+    let dev = store.device().clone();
+    let info = ds.info().clone();
+    let total = ds.len();
+    let mut cm: Option<Confusion> = None;
+    for (i, batch) in Loader::sequential(ds, 1, workers)?.enumerate() {
+        let b = batch?;
+        let (x, y) = upload_batch(b.images, b.labels, (b.b, b.h, b.w), &dev)?;
+        let logits = net.forward(store, &x, false)?;
+        let pred = logits.argmax_axis(1, false)?;
+        let cm = match &mut cm {
+            Some(c) => c,
+            None => cm.insert(Confusion::new(
+                info.num_classes(),
+                u32::from(info.ignore_index),
+                &pred,
+            )?),
+        };
+        cm.add(&pred, &y)?;
+        progress(i + 1, total);
+    }
+    match cm {
+        Some(c) => c.scores(groups),
+        None => Ok(Scores::from_matrix(
+            info.num_classes(),
+            &vec![0; info.num_classes().pow(2)],
+            groups,
+        )),
+    }
+}

@@ -1,0 +1,221 @@
+//! DeepLabV3+ (SPEC §5): output shapes of every shipped config at odd sizes, PyTorch tensor
+//! names, GPU vs CPU logits and gradients, and the confusion matrix and its scores.
+
+mod common;
+
+use common::*;
+use wgseg::model::{DeepLabV3Plus, ModelConfig};
+use wgseg::nn::{Kind, ParamStore};
+use wgseg::train::metrics::{Confusion, Groups, Scores};
+use wgseg::{backward, Device, Tensor};
+
+/// A config smaller than `tiny`, so that CPU-reference runs stay fast.
+fn micro(output_stride: usize, separable: bool) -> ModelConfig {
+    ModelConfig {
+        stem: 4,
+        widths: [4, 8, 8, 12],
+        depths: [1, 2, 1, 1],
+        aspp: 8,
+        low: 4,
+        decoder: 8,
+        output_stride,
+        aspp_rates: None,
+        separable_aspp: separable,
+    }
+}
+
+fn shipped(name: &str) -> ModelConfig {
+    #[derive(serde::Deserialize)]
+    struct File {
+        model: ModelConfig,
+    }
+    let path = format!("{}/models/{name}.toml", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap();
+    toml::from_str::<File>(&text).unwrap().model
+}
+
+fn image(n: usize, h: usize, w: usize, seed: u64, dev: &Device) -> Tensor {
+    Tensor::from_vec(uniform(n * 3 * h * w, seed, -2.0, 2.0), [n, 3, h, w], dev).unwrap()
+}
+
+#[test]
+fn every_config_gives_logits_at_the_input_size() {
+    let dev = Device::Cpu;
+    for os in [8, 16, 32] {
+        for sep in [false, true] {
+            let mut store = ParamStore::new(&dev);
+            let net = DeepLabV3Plus::new(&micro(os, sep), 5, &mut store, 1).unwrap();
+            for (h, w) in [(32, 32), (33, 45), (17, 23)] {
+                let y = net
+                    .forward(&mut store, &image(2, h, w, 2, &dev), true)
+                    .unwrap();
+                assert_eq!(y.dims(), [2, 5, h, w], "os {os} separable {sep}");
+                let y = net
+                    .forward(&mut store, &image(1, h, w, 3, &dev), false)
+                    .unwrap();
+                assert_eq!(y.dims(), [1, 5, h, w], "os {os} separable {sep} eval");
+            }
+        }
+    }
+    let Some(gpu) = gpu() else { return };
+    for name in ["tiny", "small", "r18"] {
+        let mut store = ParamStore::new(&gpu);
+        let net = DeepLabV3Plus::new(&shipped(name), 11, &mut store, 1).unwrap();
+        let y = net
+            .forward(&mut store, &image(1, 37, 51, 4, &gpu), false)
+            .unwrap();
+        assert_eq!(y.dims(), [1, 11, 37, 51], "{name}");
+    }
+}
+
+#[test]
+fn tensors_carry_pytorch_names_in_state_dict_order() {
+    let mut store = ParamStore::new(&Device::Cpu);
+    DeepLabV3Plus::new(&micro(16, true), 5, &mut store, 1).unwrap();
+    let names = store.names();
+    for (name, kind) in [
+        ("backbone.conv1.weight", Kind::Param),
+        ("backbone.bn1.running_var", Kind::Buffer),
+        ("backbone.layer2.0.downsample.0.weight", Kind::Param),
+        ("backbone.layer2.0.downsample.1.running_var", Kind::Buffer),
+        ("backbone.layer2.1.conv2.weight", Kind::Param),
+        ("aspp.convs.1.dwconv.weight", Kind::Param),
+        ("aspp.convs.1.conv.weight", Kind::Param),
+        ("aspp.convs.1.bn.weight", Kind::Param),
+        ("aspp.pool.conv.weight", Kind::Param),
+        ("aspp.project.bn.bias", Kind::Param),
+        ("decoder.low.conv.weight", Kind::Param),
+        ("decoder.fuse.0.bn.running_mean", Kind::Buffer),
+        ("decoder.classifier.weight", Kind::Param),
+        ("decoder.classifier.bias", Kind::Param),
+    ] {
+        assert_eq!(store.kind(name), Some(kind), "{name}");
+    }
+    assert!(!names.iter().any(|n| n.contains("layer1.0.downsample")));
+    assert_eq!(names[0], "backbone.conv1.weight");
+    assert_eq!(names.last().unwrap(), "decoder.classifier.bias");
+    // ASPP input: project sees 5 branches (1×1, three atrous, pooling) of 8 channels.
+    assert_eq!(
+        store.get("aspp.project.conv.weight").unwrap().dims(),
+        [8, 40, 1, 1]
+    );
+    assert_eq!(
+        store.get("decoder.fuse.0.conv.weight").unwrap().dims(),
+        [8, 12, 3, 3]
+    );
+    assert_eq!(
+        store.get("aspp.convs.2.dwconv.weight").unwrap().dims(),
+        [12, 1, 3, 3]
+    );
+}
+
+#[test]
+fn same_seed_same_weights_and_kaiming_scale() {
+    let build = |seed| {
+        let mut s = ParamStore::new(&Device::Cpu);
+        DeepLabV3Plus::new(&shipped("tiny"), 11, &mut s, seed).unwrap();
+        s.get("backbone.layer3.0.conv1.weight")
+            .unwrap()
+            .to_vec()
+            .unwrap()
+    };
+    let (a, b, c) = (build(7), build(7), build(8));
+    assert_eq!(a, b);
+    assert_ne!(a, c);
+    // Kaiming normal, fan-out: std = √(2 / (64·3·3)) ≈ 0.0589 over 64·32·9 = 18 432 draws.
+    let var = a.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>() / a.len() as f64;
+    let want = 2.0 / (64.0 * 9.0);
+    assert!(
+        (var / want - 1.0).abs() < 0.05,
+        "variance {var}, expected {want}"
+    );
+}
+
+#[test]
+fn gpu_and_cpu_agree_on_logits_and_gradients() {
+    let Some(gpu) = gpu() else { return };
+    let cfg = micro(16, false);
+    let x = uniform(2 * 3 * 24 * 20, 5, -2.0, 2.0);
+    let labels: Vec<u32> = (0..2 * 24 * 20).map(|i| (i % 7) as u32 % 5).collect();
+    let run = |dev: &Device| {
+        let mut store = ParamStore::new(dev);
+        let net = DeepLabV3Plus::new(&cfg, 5, &mut store, 3).unwrap();
+        let xt = Tensor::from_vec(x.clone(), [2, 3, 24, 20], dev).unwrap();
+        let y = Tensor::from_u32(labels.clone(), [2, 24, 20], dev).unwrap();
+        let logits = net.forward(&mut store, &xt, true).unwrap();
+        let loss = logits.cross_entropy(&y, None, 255).unwrap();
+        let g = backward(&loss).unwrap();
+        let grads: Vec<Vec<f64>> = store
+            .params()
+            .map(|(_, t)| g.get(t).unwrap().to_vec_f64().unwrap())
+            .collect();
+        let logits = logits.to_vec_f64().unwrap();
+        let rm = store
+            .get("backbone.layer4.0.bn2.running_mean")
+            .unwrap()
+            .to_vec_f64()
+            .unwrap();
+        (logits, grads, rm)
+    };
+    let (cl, cg, crm) = run(&Device::Cpu);
+    let (gl, gg, grm) = run(&gpu);
+    let tol = Tol {
+        rtol: 1e-3,
+        atol: 1e-4,
+    };
+    assert_close("logits", &gl, &cl, tol);
+    assert_close("running mean", &grm, &crm, tol);
+    for (i, (g, c)) in gg.iter().zip(&cg).enumerate() {
+        assert_close(&format!("gradient {i}"), g, c, tol);
+    }
+}
+
+#[test]
+fn confusion_matrix_and_scores() {
+    // 3 classes; truth/prediction pairs (t, p): (0,0)×3, (0,1), (1,1)×2, (1,2), ignored ×2.
+    let truth = [0u32, 0, 0, 0, 1, 1, 1, 255, 255];
+    let pred = [0u32, 0, 0, 1, 1, 1, 2, 0, 2];
+    let mut devs = vec![Device::Cpu];
+    devs.extend(gpu());
+    for dev in devs {
+        let p = Tensor::from_u32(pred.to_vec(), [1, 3, 3], &dev).unwrap();
+        let t = Tensor::from_u32(truth.to_vec(), [1, 3, 3], &dev).unwrap();
+        let mut cm = Confusion::new(3, 255, &p).unwrap();
+        cm.add(&p, &t).unwrap();
+        cm.add(&p, &t).unwrap(); // accumulates: every count doubles
+        let (m, bad) = cm.counts().unwrap();
+        assert_eq!(m, vec![6, 2, 0, 0, 4, 2, 0, 0, 0], "{dev:?}");
+        assert_eq!(bad, 0);
+        let groups = Groups {
+            head: vec![0],
+            middle: vec![1],
+            tail: vec![2],
+        };
+        let s = cm.scores(Some(&groups)).unwrap();
+        // IoU0 = 6/(6+0+2) = 0.75; IoU1 = 4/(4+2+2) = 0.5; IoU2 = 0/(0+2+0) = 0 (predicted only).
+        assert_eq!(s.iou, vec![Some(0.75), Some(0.5), Some(0.0)]);
+        assert!((s.miou - 1.25 / 3.0).abs() < 1e-15);
+        assert!((s.pixel_accuracy - 10.0 / 14.0).abs() < 1e-15);
+        // Accuracy over classes with ground truth: (6/8 + 4/6) / 2.
+        assert!((s.mean_accuracy - (0.75 + 4.0 / 6.0) / 2.0).abs() < 1e-15);
+        // Dice0 = 12/14, Dice1 = 8/12, Dice2 = 0.
+        assert!((s.mean_dice - (12.0 / 14.0 + 8.0 / 12.0) / 3.0).abs() < 1e-15);
+        assert_eq!(
+            (s.head_miou, s.middle_miou, s.tail_miou),
+            (Some(0.75), Some(0.5), Some(0.0))
+        );
+        // A label out of range is reported, not counted.
+        let bad_t = Tensor::from_u32(vec![7, 0, 0, 0, 0, 0, 0, 0, 0], [1, 3, 3], &dev).unwrap();
+        let mut cm = Confusion::new(3, 255, &p).unwrap();
+        cm.add(&p, &bad_t).unwrap();
+        assert!(cm
+            .scores(None)
+            .unwrap_err()
+            .to_string()
+            .contains("1 labelled"));
+    }
+    // A class absent from truth and prediction does not enter the means.
+    let s = Scores::from_matrix(2, &[5, 0, 0, 0], None);
+    assert_eq!(s.iou, vec![Some(1.0), None]);
+    assert_eq!(s.miou, 1.0);
+}
