@@ -499,12 +499,20 @@ fn checkpoint_save_resume_and_crash_recovery() {
     let mut s2 = ParamStore::new(&dev);
     DeepLabV3Plus::new(&cfg, 3, &mut s2, 4).unwrap();
     load_weights(&found, &mut s2).unwrap();
-    assert_eq!(load_train_state(found.parent().unwrap(), &dev).unwrap().step, 20);
+    assert_eq!(
+        load_train_state(found.parent().unwrap(), &dev)
+            .unwrap()
+            .step,
+        20
+    );
     // A save that fails (here: a reserved metadata key) first puts `last/` back.
     let reserved = [("wgseg.model", "{}".to_string())];
     let opt = optimizer_state(&dev, 30);
     save_checkpoint(&run.last(), &store, &net.config, &reserved, 30, &opt, &rng).unwrap_err();
-    assert_eq!(find_checkpoint(&run.root).unwrap(), run.last().join(MODEL_FILE));
+    assert_eq!(
+        find_checkpoint(&run.root).unwrap(),
+        run.last().join(MODEL_FILE)
+    );
     assert_eq!(load_train_state(&run.last(), &dev).unwrap().step, 20);
     save_checkpoint(&run.last(), &store, &net.config, &classes, 30, &opt, &rng).unwrap();
     assert_eq!(listing(&run.checkpoints()), ["last"]);

@@ -23,8 +23,7 @@
 //!
 //! Every file is written by [`atomic_write`]: a temporary file in the same directory, `fsync`,
 //! `rename` over the target, `fsync` of the directory. A crash leaves the old file or the
-//! new one, plus possibly a stray `.NAME.tmp.*` file (never read; removed by the next
-//! successful write of the same file).
+//! new one, plus possibly a stray `.NAME.tmp.*` file (never read; safe to delete).
 //!
 //! A checkpoint is three files that must agree, so [`save_checkpoint`] writes them into a
 //! sibling directory `last.tmp/` (fsynced), then swaps directories with two renames:

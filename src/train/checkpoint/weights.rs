@@ -163,7 +163,11 @@ pub(crate) fn list_problems(problems: &[String]) -> String {
         .collect::<Vec<_>>()
         .join("; ");
     if problems.len() > MAX_LISTED {
-        s.push_str(&format!("; … and {} more", problems.len() - MAX_LISTED));
+        s.push_str(&format!(
+            "; … and {} more ({} problems)",
+            problems.len() - MAX_LISTED,
+            problems.len()
+        ));
     }
     s
 }
@@ -396,11 +400,7 @@ pub fn load_weights(path: &Path, store: &mut ParamStore) -> Result<Metadata> {
     if !problems.is_empty() {
         return Err(data_err(
             path,
-            format!(
-                "does not match the model ({} problems): {}",
-                problems.len(),
-                list_problems(&problems)
-            ),
+            format!("does not match the model: {}", list_problems(&problems)),
         ));
     }
     let metadata = metadata_of(path, &st, meta)?;
@@ -448,11 +448,7 @@ pub fn init_backbone(path: &Path, store: &mut ParamStore) -> Result<usize> {
     if !problems.is_empty() {
         return Err(data_err(
             path,
-            format!(
-                "does not fit the backbone ({} problems): {}",
-                problems.len(),
-                list_problems(&problems)
-            ),
+            format!("does not fit the backbone: {}", list_problems(&problems)),
         ));
     }
     let dev = store.device().clone();
