@@ -20,7 +20,12 @@ fn main() -> wgseg::Result<()> {
     for i in 0..count.min(ds.len()) {
         let s = ds.load(i)?;
         let name = ds.name(i);
-        data::save_png_rgb(&out.join(format!("{name}.png")), s.width, s.height, &s.image)?;
+        data::save_png_rgb(
+            &out.join(format!("{name}.png")),
+            s.width,
+            s.height,
+            &s.image,
+        )?;
         let colours = data::colorize(&s.label, ds.info());
         data::save_png_rgb(
             &out.join(format!("{name}_label.png")),

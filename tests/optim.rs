@@ -462,7 +462,7 @@ fn poly_schedule_with_warmup_literals() {
 fn fill_kernel_makes_constants_without_a_submit() {
     for (shape, value) in [(vec![5, 7], 0.0f32), (vec![3], 1.0), (vec![300], -2.5)] {
         let want = vec![f64::from(value); shape.iter().product()];
-        let cpu = Tensor::full(shape.clone(), value, &Device::Cpu).unwrap();
+        let cpu = Tensor::full(shape.clone(), f64::from(value), &Device::Cpu).unwrap();
         assert_eq!(cpu.to_vec_f64().unwrap(), want);
     }
     let Some((dev, ctx)) = private_gpu() else {
@@ -562,7 +562,7 @@ fn load_err(opt: &mut dyn Optimizer, state: Vec<(&str, Tensor)>) -> String {
 #[test]
 fn load_state_errors_name_the_entry() {
     let cpu = Device::Cpu;
-    let t = |shape: &[usize], v: f32| Tensor::full(shape.to_vec(), v, &cpu).unwrap();
+    let t = |shape: &[usize], v: f32| Tensor::full(shape.to_vec(), f64::from(v), &cpu).unwrap();
     let msg = load_err(&mut Sgd::default(), vec![("velocity.a", t(&[3, 5], 0.0))]);
     assert!(msg.contains("velocity.a"), "{msg}");
     let msg = load_err(

@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::*;
-use wgseg::data::{self, Dataset};
+use wgseg::data;
 use wgseg::model::{DeepLabV3Plus, ModelConfig};
 use wgseg::nn::ParamStore;
 use wgseg::optim::{Optimizer, Sgd};
@@ -39,8 +39,8 @@ fn scratch(name: &str) -> PathBuf {
 #[test]
 fn config_typos_and_bad_values_name_the_key_and_file() {
     let path = Path::new("models/mine.toml");
-    let base = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/models/tiny.toml"))
-        .unwrap();
+    let base =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/models/tiny.toml")).unwrap();
     let e = RunConfig::parse(&format!("{base}\n[train]\nstep = 3\n"), path)
         .unwrap_err()
         .to_string();

@@ -140,7 +140,8 @@ pub fn run(a: TrainArgs) -> Result<()> {
             t.seed = a.seed.unwrap_or(t.seed);
             t.val_every = a.val_every.unwrap_or(t.val_every);
             c.data.scale = a.scale.unwrap_or(c.data.scale);
-            c.check().context("the config after command-line overrides")?;
+            c.check()
+                .context("the config after command-line overrides")?;
             let out = a
                 .out
                 .clone()
@@ -279,9 +280,8 @@ impl Ui {
                 );
                 b.set_position(step);
                 if let (Some(l), Some(ips)) = (loss, images_per_s) {
-                    let msg = format!(
-                        "loss {l:.4} lr {lr:.2e} {ips:.1} img/s loader queue {queued}"
-                    );
+                    let msg =
+                        format!("loss {l:.4} lr {lr:.2e} {ips:.1} img/s loader queue {queued}");
                     b.set_message(msg.clone());
                     if !self.tty {
                         eprintln!("step {step}/{total} {msg}");

@@ -36,6 +36,8 @@ use crate::ops::reduce::ReduceParams;
 use crate::ops::resize::ResizeParams;
 use crate::ops::softmax::SoftmaxParams;
 use crate::ops::unary::UnaryParams;
+use crate::optim::kernels::OptimParams;
+use crate::train::metrics::MetricsParams;
 
 /// One field of a Rust parameter struct.
 struct Field {

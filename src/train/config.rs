@@ -148,7 +148,9 @@ impl RunConfig {
             ));
         }
         if t.steps == 0 || t.crop == 0 || t.log_every == 0 || t.checkpoint_every == 0 {
-            return bad("train.steps, crop, log_every and checkpoint_every must be positive".into());
+            return bad(
+                "train.steps, crop, log_every and checkpoint_every must be positive".into(),
+            );
         }
         if !["sgd", "adamw"].contains(&t.optimizer.as_str()) {
             return bad(format!(

@@ -197,7 +197,11 @@ pub fn train(opts: TrainOptions, on: &mut dyn FnMut(Event)) -> Result<Report> {
     let palette: Vec<[u8; 3]> = info.classes.iter().map(|c| c.color).collect();
     let classes_meta = [
         checkpoint::classes_entry(
-            &info.classes.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
+            &info
+                .classes
+                .iter()
+                .map(|c| c.name.as_str())
+                .collect::<Vec<_>>(),
         ),
         (
             PALETTE_META,
