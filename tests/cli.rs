@@ -58,3 +58,161 @@ fn unknown_device_is_a_clear_error() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown device"));
 }
+
+/// `wgseg` with `args`, run in `dir`.
+fn wgseg_in(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_wgseg"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run wgseg")
+}
+
+fn text(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+const MICRO: &str = "[model]\nstem = 4\nwidths = [4, 8, 8, 12]\ndepths = [1, 1, 1, 1]\n\
+                     aspp = 8\nlow = 4\ndecoder = 8\noutput_stride = 16\n\n\
+                     [train]\nworkers = 1\nlog_every = 1\n";
+
+#[test]
+fn train_eval_and_infer_on_the_built_in_data() {
+    let device = if common::gpu().is_some() {
+        "gpu"
+    } else {
+        "cpu"
+    };
+    let dir = std::env::temp_dir().join(format!("wgseg-cli-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("micro.toml"), MICRO).unwrap();
+    // No run yet: infer says how to get one.
+    let o = wgseg_in(&dir, &["infer", "x.png", "--device", device]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("wgseg train"), "{}", text(&o));
+
+    let o = wgseg_in(
+        &dir,
+        &[
+            "train",
+            "--config",
+            "micro.toml",
+            "--steps",
+            "3",
+            "--batch-size",
+            "2",
+            "--crop",
+            "32",
+            "--val-every",
+            "0",
+            "--device",
+            device,
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let out = text(&o);
+    for needle in ["step 3/3", "mIoU", "head", "tail", "best validation mIoU"] {
+        assert!(out.contains(needle), "missing {needle:?} in:\n{out}");
+    }
+    let run = dir.join("runs/micro-builtin-1");
+    for f in [
+        "config.toml",
+        "metrics.jsonl",
+        "checkpoints/last/model.safetensors",
+        "checkpoints/last/optimizer.safetensors",
+        "checkpoints/last/state.json",
+        "checkpoints/best/model.safetensors",
+    ] {
+        assert!(run.join(f).is_file(), "{f} missing");
+    }
+
+    let o = wgseg_in(
+        &dir,
+        &[
+            "eval",
+            "--checkpoint",
+            "runs/micro-builtin-1",
+            "--json",
+            "--device",
+            device,
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(
+        v["miou"].as_f64().is_some() && v["iou"].as_array().unwrap().len() == 10,
+        "{v}"
+    );
+    assert_eq!(v["split"], "val");
+
+    // Any image size goes through whole: an odd 37 × 45 PNG.
+    let img: Vec<u8> = (0..37 * 45 * 3).map(|i| (i * 7 % 256) as u8).collect();
+    wgseg::data::save_png_rgb(&dir.join("odd.png"), 45, 37, &img).unwrap();
+    let o = wgseg_in(
+        &dir,
+        &[
+            "infer", "odd.png", "--ids", "--out", "pred", "--device", device,
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    for f in ["odd_mask.png", "odd_overlay.png", "odd_ids.png"] {
+        let (_, h, w) = wgseg::data::load_image(&dir.join("pred").join(f)).unwrap();
+        assert_eq!((h, w), (37, 45), "{f}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn bad_input_is_a_clear_error_naming_the_file() {
+    let dir = std::env::temp_dir().join(format!("wgseg-cli-bad-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    // A config typo names the key and the file.
+    std::fs::write(dir.join("typo.toml"), MICRO.replace("decoder", "decodr")).unwrap();
+    let o = wgseg_in(&dir, &["train", "--config", "typo.toml", "--device", "cpu"]);
+    assert!(!o.status.success());
+    let e = text(&o);
+    assert!(e.contains("typo.toml") && e.contains("decodr"), "{e}");
+    // A missing checkpoint and a missing dataset are named.
+    let o = wgseg_in(
+        &dir,
+        &[
+            "eval",
+            "--checkpoint",
+            "nowhere/model.safetensors",
+            "--device",
+            "cpu",
+        ],
+    );
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("nowhere/model.safetensors"),
+        "{}",
+        text(&o)
+    );
+    std::fs::write(dir.join("micro.toml"), MICRO).unwrap();
+    let o = wgseg_in(
+        &dir,
+        &[
+            "train",
+            "--config",
+            "micro.toml",
+            "--data",
+            "no_such_dir",
+            "--device",
+            "cpu",
+        ],
+    );
+    assert!(!o.status.success());
+    assert!(text(&o).contains("no_such_dir"), "{}", text(&o));
+    // An unknown shipped config name lists the shipped ones.
+    let o = wgseg_in(&dir, &["train", "--config", "huge", "--device", "cpu"]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("tiny, small, r18"), "{}", text(&o));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
