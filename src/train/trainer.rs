@@ -134,6 +134,36 @@ fn append_line(path: &Path, v: &Value) -> Result<()> {
     writeln!(f, "{v}").map_err(io)
 }
 
+/// Writes a checkpoint of the current step into `dir` (`run.last()` or `run.best()`).
+///
+/// An update can turn finite weights into inf/NaN after a finite loss: a checkpoint never
+/// holds them (it would be "the last good" one), so the weights' norm is checked first.
+#[allow(clippy::too_many_arguments)]
+fn save_checkpoint(
+    run: &RunDir,
+    dir: &Path,
+    store: &ParamStore,
+    net: &DeepLabV3Plus,
+    meta: &[(&str, String)],
+    step: u64,
+    opt: &dyn Optimizer,
+    state: &Value,
+) -> Result<()> {
+    let norm = weights_norm(store)?;
+    if !norm.is_finite() {
+        return Err(Error::shape(
+            "train",
+            format!(
+                "the weights became non-finite (norm {norm}) at step {step}; stopped. The last \
+                 good checkpoint is {} (lower the learning rate, or enable clip_norm, and \
+                 --resume)",
+                run.last().display()
+            ),
+        ));
+    }
+    checkpoint::save_checkpoint(dir, store, &net.config, meta, step, &opt.state(), state)
+}
+
 /// `√Σ w²` over every parameter and buffer, computed on the device (one scalar read back).
 fn weights_norm(store: &ParamStore) -> Result<f32> {
     let _g = crate::autograd::no_grad();
@@ -365,42 +395,32 @@ pub fn train(opts: TrainOptions, on: &mut dyn FnMut(Event)) -> Result<Report> {
             if scores.miou > best {
                 best = scores.miou;
                 best_step = step;
-                checkpoint::save_checkpoint(
+                let state = state_json(next_state, best, best_step);
+                save_checkpoint(
+                    &run,
                     &run.best(),
                     &store,
-                    &net.config,
+                    &net,
                     &classes_meta,
                     step,
-                    &opt.state(),
-                    &state_json(next_state, best, best_step),
+                    &*opt,
+                    &state,
                 )?;
             }
             last_scores = Some(scores);
             window = (Instant::now(), 0);
         }
         if save {
-            // An update can turn finite weights into inf/NaN after a finite loss: a
-            // checkpoint must never hold them (it would be "the last good" one).
-            let norm = weights_norm(&store)?;
-            if !norm.is_finite() {
-                return Err(Error::shape(
-                    "train",
-                    format!(
-                        "the weights became non-finite (norm {norm}) at step {step}; stopped. \
-                         The last good checkpoint is {} (lower the learning rate, or enable \
-                         clip_norm, and --resume)",
-                        run.last().display()
-                    ),
-                ));
-            }
-            checkpoint::save_checkpoint(
+            let state = state_json(next_state, best, best_step);
+            save_checkpoint(
+                &run,
                 &run.last(),
                 &store,
-                &net.config,
+                &net,
                 &classes_meta,
                 step,
-                &opt.state(),
-                &state_json(next_state, best, best_step),
+                &*opt,
+                &state,
             )?;
         }
         if stopping {
