@@ -38,7 +38,8 @@ pub struct TrainOptions {
     /// The run directory (created).
     pub out: PathBuf,
     pub device: Device,
-    /// Continue the run in `out` from its last checkpoint (its saved config wins).
+    /// Continue the run in `out` from its last checkpoint (its saved config wins, except
+    /// `train.workers`).
     pub resume: bool,
     /// A torchvision ResNet state dict (safetensors) for the backbone.
     pub init_backbone: Option<PathBuf>,
@@ -183,7 +184,11 @@ pub fn train(opts: TrainOptions, on: &mut dyn FnMut(Event)) -> Result<Report> {
     let started = Instant::now();
     let run = RunDir::new(&opts.out);
     let config = if opts.resume {
-        RunConfig::load(&run.config())?
+        // The saved config wins, except for the number of loader threads (a property of
+        // the machine, not of the run: it changes no result).
+        let mut c = RunConfig::load(&run.config())?;
+        c.train.workers = opts.config.train.workers;
+        c
     } else {
         opts.config.clone()
     };
