@@ -117,7 +117,7 @@ impl GpuContext {
         let adapters = usable_adapters(&inst);
         if adapters.is_empty() {
             return Err(Error::NoAdapter(
-                "no Vulkan, Metal or DX12 adapter with compute shaders was found; install a GPU \
+                "no Vulkan, Metal, DX12 or GL adapter with compute shaders was found; install a GPU \
                  driver or Mesa's lavapipe (Debian/Ubuntu: apt-get install mesa-vulkan-drivers)"
                     .into(),
             ));
