@@ -1,0 +1,178 @@
+//! End-to-end training-step benchmark: `cargo bench --bench train_step` (optionally
+//! `cargo bench -- FILTER`: rows whose name contains FILTER).
+//!
+//! One row per model config (`models/tiny.toml`, `models/small.toml`): one full DeepLabV3+
+//! training step — forward in training mode, softmax cross-entropy, backward, SGD update
+//! (momentum 0.9, weight decay 1e-4, lr 0.01) — on the default `[train]` batch (8 crops of
+//! 96², random input and labels over 11 classes). Each step ends by reading the loss
+//! (`item()`), which synchronises the device. Per row: the median step time over timed steps
+//! after warm-up, images/s, and the peak live bytes of the buffer/texture pool on a fresh
+//! context (parameters, optimiser state and every activation of the step). Then a per-kernel
+//! profile of one step and the share of device time in GEMM / convolution kernels.
+//! `benches/train_step.py` runs the same step in PyTorch on the CPU.
+
+use std::path::Path;
+use std::time::Instant;
+
+use wgseg::gpu::GpuContext;
+use wgseg::model::DeepLabV3Plus;
+use wgseg::nn::ParamStore;
+use wgseg::optim::{Optimizer, Sgd};
+use wgseg::train::RunConfig;
+use wgseg::{backward, Device, Result, Tensor};
+
+/// Classes of the random labels (CamVid's 11).
+const CLASSES: usize = 11;
+/// Warm-up steps (pipeline compilation, pool fill) and timed steps per row.
+const WARMUP: usize = 2;
+const RUNS: usize = 5;
+/// Rows whose warm-up step takes longer than this get 3 timed steps instead of [`RUNS`].
+const SLOW_STEP_S: f64 = 5.0;
+/// Kernel-name prefixes counted as GEMM / convolution work in the profile.
+const GEMM_PREFIXES: [&str; 4] = ["gemm_tex.wgsl", "pack.wgsl", "conv", "matmul"];
+/// Profile rows printed per config.
+const TOP: usize = 15;
+
+fn seeded(n: usize, seed: u32) -> Vec<f32> {
+    // The same cheap generator as benches/kernels.rs: inputs need no statistical quality.
+    let mut s = seed.wrapping_mul(747_796_405).wrapping_add(2_891_336_453);
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            (s as f32 / u32::MAX as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+/// A row's config (`models/NAME.toml`) and its printed name.
+fn load(config: &str) -> Result<(RunConfig, String)> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("models")
+        .join(format!("{config}.toml"));
+    let cfg = RunConfig::load(&path)?;
+    let (b, side) = (cfg.train.batch_size, cfg.train.crop);
+    let name = format!("train step {config}, batch {b}, {side}x{side}, {CLASSES} classes");
+    Ok((cfg, name))
+}
+
+fn row(cfg: &RunConfig, name: &str) -> Result<()> {
+    let (b, side) = (cfg.train.batch_size, cfg.train.crop);
+    // A fresh context per row, so that the pool's peak is this row's alone.
+    let dev = Device::gpu()?;
+    let Device::Gpu(ctx) = &dev else {
+        unreachable!("Device::gpu returns a GPU")
+    };
+    let ctx: std::sync::Arc<GpuContext> = ctx.clone();
+    let mut store = ParamStore::new(&dev);
+    let net = DeepLabV3Plus::new(&cfg.model, CLASSES, &mut store, 0)?;
+    let n_params = store.param_count();
+    let mut opt = Sgd::new(cfg.train.momentum, cfg.train.weight_decay, false);
+    let lr = cfg.train.lr;
+    let x = Tensor::from_vec(seeded(b * 3 * side * side, 1), [b, 3, side, side], &dev)?;
+    let labels: Vec<u8> = seeded(b * side * side, 2)
+        .iter()
+        .map(|v| (((v + 1.0) * 0.5 * CLASSES as f32) as usize).min(CLASSES - 1) as u8)
+        .collect();
+    let labels = Tensor::from_u8(labels, [b, side, side], &dev)?;
+    let mut step = || -> Result<f32> {
+        let logits = net.forward(&mut store, &x, true)?;
+        let loss = logits.cross_entropy(&labels, None, 255)?;
+        let grads = backward(&loss)?;
+        opt.step(&mut store, &grads, lr)?;
+        loss.item()
+    };
+
+    let mut first = f64::MAX;
+    for _ in 0..WARMUP {
+        let t = Instant::now();
+        step()?;
+        first = first.min(t.elapsed().as_secs_f64());
+    }
+    let runs = if first > SLOW_STEP_S { 3 } else { RUNS };
+    let mut times = Vec::with_capacity(runs);
+    let mut loss = 0.0;
+    for _ in 0..runs {
+        let t = Instant::now();
+        loss = step()?;
+        times.push(t.elapsed().as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    let med = times[times.len() / 2];
+    let peak = ctx.pool_stats().peak_live_bytes;
+    println!(
+        "{name:<52} {:>10.1} ms  {:>7.2} images/s  peak pool {:>7.1} MiB  (n={runs}, min {:.1} ms, max {:.1} ms, loss {loss:.3}, {} params)",
+        med * 1e3,
+        b as f64 / med,
+        peak as f64 / (1024.0 * 1024.0),
+        times[0] * 1e3,
+        times[runs - 1] * 1e3,
+        n_params
+    );
+
+    ctx.set_profiling(true);
+    step()?;
+    let report = ctx.profile_report();
+    ctx.set_profiling(false);
+    let total: f64 = report.iter().map(|r| r.2).sum();
+    let gemm: f64 = report
+        .iter()
+        .filter(|r| GEMM_PREFIXES.iter().any(|p| r.0.starts_with(p)))
+        .map(|r| r.2)
+        .sum();
+    println!(
+        "  profile of one step ({}): {} kernels, {} dispatches, {:.1} ms; GEMM/conv share {:.1}%",
+        ctx.profile_clock(),
+        report.len(),
+        report.iter().map(|r| r.1).sum::<u64>(),
+        total * 1e3,
+        100.0 * gemm / total.max(f64::MIN_POSITIVE)
+    );
+    println!(
+        "  {:<44} {:>6} {:>10} {:>7}",
+        "kernel", "calls", "ms", "share"
+    );
+    for (k, calls, secs) in report.iter().take(TOP) {
+        println!(
+            "  {k:<44} {calls:>6} {:>10.2} {:>6.1}%",
+            secs * 1e3,
+            100.0 * secs / total.max(f64::MIN_POSITIVE)
+        );
+    }
+    println!();
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let filter = std::env::args().skip(1).find(|a| !a.starts_with("--"));
+    let rows = ["tiny", "small"]
+        .iter()
+        .map(|c| load(c))
+        .collect::<Result<Vec<_>>>()?
+        .into_iter()
+        .filter(|(_, name)| filter.as_deref().is_none_or(|f| name.contains(f)))
+        .collect::<Vec<_>>();
+    // `cargo bench -- FILTER` runs every bench binary with the same filter: stay silent
+    // when no row matches.
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let dev = Device::gpu()?;
+    if let Device::Gpu(ctx) = &dev {
+        println!("adapter: {}", ctx.adapter_name());
+        println!(
+            "driver:  {} {}",
+            ctx.adapter_info().driver,
+            ctx.adapter_info().driver_info
+        );
+    }
+    drop(dev);
+    println!(
+        "one DeepLabV3+ training step (forward, CE, backward, SGD momentum 0.9 wd 1e-4); median of n timed steps (n = {RUNS} after {WARMUP} warm-up steps; n = 3 for steps over {SLOW_STEP_S} s), each ending in loss.item()\n"
+    );
+    for (cfg, name) in &rows {
+        row(cfg, name)?;
+    }
+    Ok(())
+}
