@@ -1,4 +1,4 @@
-//! The trainer: config errors, a small model overfitting two images (CPU reference and GPU),
+//! The trainer: config errors, the tiny model overfitting two images (CPU reference and GPU),
 //! a killed-and-resumed run matching an uninterrupted one step for step, a non-finite loss
 //! stopping the run with its last good checkpoint kept.
 
@@ -87,9 +87,15 @@ fn two_images(dev: &Device) -> (Tensor, Tensor) {
     )
 }
 
+/// The shipped `tiny` config.
+fn tiny() -> ModelConfig {
+    let p = concat!(env!("CARGO_MANIFEST_DIR"), "/models/tiny.toml");
+    RunConfig::load(Path::new(p)).unwrap().model
+}
+
 fn overfit(dev: &Device) -> (f32, f32) {
     let mut store = ParamStore::new(dev);
-    let net = DeepLabV3Plus::new(&micro(), 10, &mut store, 1).unwrap();
+    let net = DeepLabV3Plus::new(&tiny(), 10, &mut store, 1).unwrap();
     let (x, y) = two_images(dev);
     let mut opt = Sgd::new(0.9, 0.0, false);
     let mut losses = Vec::new();
@@ -107,7 +113,7 @@ fn overfit(dev: &Device) -> (f32, f32) {
 }
 
 #[test]
-fn a_small_model_overfits_two_images_on_cpu_and_gpu() {
+fn the_tiny_model_overfits_two_images_on_cpu_and_gpu() {
     let mut devs = vec![Device::Cpu];
     devs.extend(gpu());
     for dev in devs {
