@@ -11,6 +11,7 @@ pub mod data;
 pub mod device;
 pub mod error;
 pub mod gpu;
+pub mod losses;
 pub mod model;
 pub mod nn;
 pub mod npy;
