@@ -131,23 +131,33 @@ fn same_seed_same_weights_and_kaiming_scale() {
     );
 }
 
+/// The `tiny` model (the shipped config) at batch 4, 32×32, in training mode.
+///
+/// Why batch 4: the image-pooling branch of ASPP normalises `N` values per channel (a 1×1
+/// map per image), and batch norm's gradient over two values is ill-conditioned (their
+/// difference is all the variance there is). At batch 2 the f32 GPU gradients differed from
+/// the f64 reference by up to 5·10⁻⁴ (norm-wise relative, `aspp.pool.conv.weight` and the
+/// stem, 128-bit lavapipe; 1·10⁻³ at 24×20); at batch 4 by at most 1.5·10⁻⁵ on every
+/// adapter, well inside the shared tolerance. Measured per parameter with a probe that ran
+/// this exact computation and printed `‖g_gpu − g_cpu‖ / ‖g_cpu‖` for each tensor.
 #[test]
 fn gpu_and_cpu_agree_on_logits_and_gradients() {
     let Some(gpu) = gpu() else { return };
-    let cfg = micro(16, false);
-    let x = uniform(2 * 3 * 24 * 20, 5, -2.0, 2.0);
-    let labels: Vec<u32> = (0..2 * 24 * 20).map(|i| (i % 7) as u32 % 5).collect();
+    let cfg = shipped("tiny");
+    let (n, h, w) = (4, 32, 32);
+    let x = uniform(n * 3 * h * w, 5, -2.0, 2.0);
+    let labels: Vec<u32> = (0..n * h * w).map(|i| (i % 7) as u32 % 5).collect();
     let run = |dev: &Device| {
         let mut store = ParamStore::new(dev);
         let net = DeepLabV3Plus::new(&cfg, 5, &mut store, 3).unwrap();
-        let xt = Tensor::from_vec(x.clone(), [2, 3, 24, 20], dev).unwrap();
-        let y = Tensor::from_u32(labels.clone(), [2, 24, 20], dev).unwrap();
+        let xt = Tensor::from_vec(x.clone(), [n, 3, h, w], dev).unwrap();
+        let y = Tensor::from_u32(labels.clone(), [n, h, w], dev).unwrap();
         let logits = net.forward(&mut store, &xt, true).unwrap();
         let loss = logits.cross_entropy(&y, None, 255).unwrap();
         let g = backward(&loss).unwrap();
-        let grads: Vec<Vec<f64>> = store
+        let grads: Vec<(String, Vec<f64>)> = store
             .params()
-            .map(|(_, t)| g.get(t).unwrap().to_vec_f64().unwrap())
+            .map(|(name, t)| (name.to_string(), g.get(t).unwrap().to_vec_f64().unwrap()))
             .collect();
         let logits = logits.to_vec_f64().unwrap();
         let rm = store
@@ -165,8 +175,9 @@ fn gpu_and_cpu_agree_on_logits_and_gradients() {
     };
     assert_close("logits", &gl, &cl, tol);
     assert_close("running mean", &grm, &crm, tol);
-    for (i, (g, c)) in gg.iter().zip(&cg).enumerate() {
-        assert_close(&format!("gradient {i}"), g, c, tol);
+    assert_eq!(gg.len(), cg.len());
+    for ((name, g), (_, c)) in gg.iter().zip(&cg) {
+        assert_close(&format!("gradient of {name}"), g, c, tol);
     }
 }
 
