@@ -130,6 +130,8 @@ fn options(out: &Path, dev: &Device, stop_at: Option<u64>, resume: bool) -> Trai
         model: micro(),
         train: Default::default(),
         data: Default::default(),
+        loss: Default::default(),
+        tmb: Default::default(),
     };
     let t = &mut config.train;
     t.steps = 6;

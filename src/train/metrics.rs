@@ -11,7 +11,7 @@
 //! * Dice_c = 2·TP / (2·TP + FP + FN); mean Dice over the same classes as mIoU;
 //! * head / middle / tail mIoU: the mean IoU over the present classes of each group.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use crate::data::Groups;
 use crate::error::{Error, Result};
@@ -139,7 +139,7 @@ impl Confusion {
 }
 
 /// Every score of SPEC §6. `None` marks a class absent from ground truth and prediction.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Scores {
     pub iou: Vec<Option<f64>>,
     pub dice: Vec<Option<f64>>,

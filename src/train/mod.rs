@@ -7,6 +7,6 @@ pub mod eval;
 pub mod metrics;
 pub mod trainer;
 
-pub use config::{DataConfig, RunConfig, TrainConfig};
+pub use config::{DataConfig, LossConfig, RunConfig, TmbConfig, TrainConfig, LOSSES};
 pub use eval::evaluate;
 pub use trainer::{train, Event, Report, TrainOptions};

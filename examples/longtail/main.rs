@@ -1,0 +1,354 @@
+//! The long-tail experiment: trains CE, focal, PAT, AUCSeg, AUCSeg + memory bank and PAT +
+//! memory bank with the same model, budget and seeds, evaluates each on the validation split
+//! and writes a table (overall / head / middle / tail mIoU, mean and spread over seeds) and
+//! a plot of per-class IoU by method.
+//!
+//! ```text
+//! cargo run --release --example longtail                          # the built-in data
+//! cargo run --release --example longtail -- --data ../shared/data/camvid
+//! cargo run --release --example longtail -- --data DIR --budget 4  # 4× the steps (real GPUs)
+//! ```
+//!
+//! Output in `--out` (default `runs/longtail-<data>`): one run directory per method and
+//! seed, `results.json`, `table.md` and `iou_by_class.png`. A finished run is not trained
+//! again (its `result.json` is read), and a killed one resumes from its last checkpoint, so
+//! the command can be rerun after an interruption.
+
+mod font;
+mod plot;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use clap::Parser;
+use serde::{Deserialize, Serialize};
+use wgseg::data::{self, ClassStats};
+use wgseg::train::metrics::Scores;
+use wgseg::train::{train, Event, RunConfig, TrainOptions};
+use wgseg::Device;
+
+/// The methods of the table: (name, loss, memory bank).
+const METHODS: &[(&str, &str, bool)] = &[
+    ("ce", "ce", false),
+    ("focal", "focal", false),
+    ("pat", "pat", false),
+    ("aucseg", "aucseg", false),
+    ("aucseg+tmb", "aucseg", true),
+    ("pat+tmb", "pat", true),
+];
+
+const COLORS: &[[u8; 3]] = &[
+    [90, 90, 90],
+    [230, 159, 0],
+    [0, 114, 178],
+    [0, 158, 115],
+    [86, 180, 233],
+    [204, 121, 167],
+    [213, 94, 0],
+    [240, 228, 66],
+];
+
+#[derive(Parser, Debug)]
+#[command(about = "Train and compare the long-tail methods (see the file's docs)")]
+struct Args {
+    /// Dataset root (default: the built-in data).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Base scale of the images [default: 0.5 with --data, 1 for the built-in data].
+    #[arg(long)]
+    scale: Option<f32>,
+    /// Model config in models/ (tiny, small, r18) or a TOML file.
+    #[arg(long, default_value = "tiny")]
+    config: String,
+    /// Steps per run before --budget [default: 300].
+    #[arg(long, default_value_t = 300)]
+    steps: usize,
+    /// Multiplies the steps (e.g. 4 or 10 on a real GPU).
+    #[arg(long, default_value_t = 1.0)]
+    budget: f64,
+    #[arg(long, default_value_t = 8)]
+    batch_size: usize,
+    /// Square crop [default: 192 with --data, 96 for the built-in data].
+    #[arg(long)]
+    crop: Option<usize>,
+    /// Seeds per method (0, 1, …).
+    #[arg(long, default_value_t = 2)]
+    seeds: u64,
+    /// Comma-separated subset of the methods (ce, focal, pat, aucseg, aucseg+tmb, pat+tmb).
+    #[arg(long, value_delimiter = ',')]
+    methods: Option<Vec<String>>,
+    /// Output directory [default: runs/longtail-<data>].
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Device: gpu, gpu:N, gpu:NAME or cpu.
+    #[arg(long, default_value = "gpu")]
+    device: String,
+    /// Data-loading threads.
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
+}
+
+/// What one finished run leaves in `result.json`.
+#[derive(Serialize, Deserialize, Clone)]
+struct RunResult {
+    method: String,
+    seed: u64,
+    steps: u64,
+    seconds: f64,
+    scores: Scores,
+}
+
+fn config_for(args: &Args, loss: &str, tmb: bool, seed: u64) -> wgseg::Result<RunConfig> {
+    let file = if Path::new(&args.config).is_file() {
+        PathBuf::from(&args.config)
+    } else {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("models")
+            .join(format!("{}.toml", args.config))
+    };
+    let mut c = RunConfig::load(&file)?;
+    let builtin = args.data.is_none();
+    c.data.scale = args.scale.unwrap_or(if builtin { 1.0 } else { 0.5 });
+    let t = &mut c.train;
+    t.steps = ((args.steps as f64 * args.budget).round() as usize).max(1);
+    t.batch_size = args.batch_size;
+    t.crop = args.crop.unwrap_or(if builtin { 96 } else { 192 });
+    t.seed = seed;
+    t.loss = loss.to_string();
+    t.val_every = 0;
+    t.workers = args.workers;
+    t.checkpoint_every = (t.steps / 4).max(50);
+    c.tmb.enabled = tmb;
+    c.check()?;
+    Ok(c)
+}
+
+fn run_one(
+    args: &Args,
+    out: &Path,
+    method: &str,
+    loss: &str,
+    tmb: bool,
+    seed: u64,
+) -> anyhow::Result<RunResult> {
+    let dir = out.join(format!("{method}-s{seed}"));
+    let result_file = dir.join("result.json");
+    if let Ok(text) = std::fs::read_to_string(&result_file) {
+        if let Ok(r) = serde_json::from_str::<RunResult>(&text) {
+            eprintln!(
+                "{method} seed {seed}: done before (mIoU {:.4})",
+                r.scores.miou
+            );
+            return Ok(r);
+        }
+    }
+    let config = config_for(args, loss, tmb, seed)?;
+    let resume = dir.join("config.toml").is_file();
+    let device = Device::parse(&args.device)?;
+    let started = Instant::now();
+    let total = config.train.steps as u64;
+    let mut next_report = 0u64;
+    let mut on = |e: Event| match e {
+        Event::Step {
+            step,
+            loss: Some(l),
+            ..
+        } if step >= next_report => {
+            let el = started.elapsed().as_secs_f64();
+            eprintln!("  {method} seed {seed}: step {step}/{total} loss {l:.4} ({el:.0} s)");
+            next_report = step + (total / 5).max(1);
+        }
+        Event::Note(n) => eprintln!("  {method} seed {seed}: {n}"),
+        _ => {}
+    };
+    eprintln!(
+        "{method} seed {seed}: training {total} steps → {}",
+        dir.display()
+    );
+    let report = train(
+        TrainOptions {
+            config,
+            data: args.data.clone(),
+            out: dir.clone(),
+            device,
+            resume,
+            init_backbone: None,
+            stop_at: None,
+        },
+        &mut on,
+    )?;
+    let scores = report
+        .scores
+        .ok_or_else(|| anyhow::anyhow!("{method} seed {seed}: no validation scores"))?;
+    let r = RunResult {
+        method: method.to_string(),
+        seed,
+        steps: report.steps,
+        seconds: report.seconds,
+        scores,
+    };
+    std::fs::write(&result_file, serde_json::to_string_pretty(&r)?)?;
+    eprintln!(
+        "{method} seed {seed}: mIoU {:.4} tail {:.4} in {:.0} s",
+        r.scores.miou,
+        r.scores.tail_miou.unwrap_or(f64::NAN),
+        r.seconds
+    );
+    Ok(r)
+}
+
+/// Mean and half the spread (max − min)/2 of the finite values.
+fn mean_spread(v: &[f64]) -> Option<(f64, f64, f64, f64)> {
+    let v: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return None;
+    }
+    let mean = v.iter().sum::<f64>() / v.len() as f64;
+    let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    Some((mean, (hi - lo) / 2.0, lo, hi))
+}
+
+fn cell(v: Option<(f64, f64, f64, f64)>) -> String {
+    v.map_or("-".into(), |(m, s, _, _)| format!("{m:.3} ± {s:.3}"))
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let data_name = args
+        .data
+        .as_ref()
+        .and_then(|p| p.file_name())
+        .map_or("builtin".to_string(), |n| n.to_string_lossy().into_owned());
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("runs").join(format!("longtail-{data_name}")));
+    std::fs::create_dir_all(&out)?;
+    let methods: Vec<(&str, &str, bool)> = match &args.methods {
+        None => METHODS.to_vec(),
+        Some(names) => names
+            .iter()
+            .map(|n| {
+                METHODS
+                    .iter()
+                    .copied()
+                    .find(|m| m.0 == n)
+                    .ok_or_else(|| anyhow::anyhow!("--methods: unknown method {n:?}"))
+            })
+            .collect::<anyhow::Result<_>>()?,
+    };
+    let started = Instant::now();
+    let mut results: Vec<RunResult> = Vec::new();
+    for &(method, loss, tmb) in &methods {
+        for seed in 0..args.seeds {
+            results.push(run_one(&args, &out, method, loss, tmb, seed)?);
+        }
+    }
+
+    // Class order (training-set frequency) and groups, from the cached statistics.
+    let scale = config_for(&args, "ce", false, 0)?.data.scale;
+    let ds = data::open(args.data.as_deref(), "train", scale, 0)?;
+    let (stats, _) = ClassStats::compute_or_load_with(ds.as_ref(), |_, _| {})?;
+    let info = ds.info().clone();
+    let groups = stats.groups(&info);
+    let mut order: Vec<usize> = (0..info.num_classes()).collect();
+    order.sort_by_key(|&c| std::cmp::Reverse(stats.counts[c]));
+    let group_of = |c: usize| {
+        if groups.head.contains(&c) {
+            "head"
+        } else if groups.tail.contains(&c) {
+            "tail"
+        } else {
+            "middle"
+        }
+    };
+
+    let cfg = config_for(&args, "ce", false, 0)?;
+    let mut md = format!(
+        "Validation mIoU, mean ± half the spread over {} seeds; `{}` model, {} steps of batch {}, \
+         {}² crops, base scale {}, data: {data_name}.\n\n\
+         | method | mIoU | head | middle | tail | time / run |\n|---|---|---|---|---|---|\n",
+        args.seeds, args.config, cfg.train.steps, cfg.train.batch_size, cfg.train.crop, scale
+    );
+    let mut series = Vec::new();
+    let mut summary = Vec::new();
+    for (k, &(method, _, _)) in methods.iter().enumerate() {
+        let runs: Vec<&RunResult> = results.iter().filter(|r| r.method == method).collect();
+        let col = |f: &dyn Fn(&Scores) -> Option<f64>| {
+            mean_spread(&runs.iter().filter_map(|r| f(&r.scores)).collect::<Vec<_>>())
+        };
+        let (miou, head, middle, tail) = (
+            col(&|s| Some(s.miou)),
+            col(&|s| s.head_miou),
+            col(&|s| s.middle_miou),
+            col(&|s| s.tail_miou),
+        );
+        let secs = runs.iter().map(|r| r.seconds).sum::<f64>() / runs.len().max(1) as f64;
+        md += &format!(
+            "| {method} | {} | {} | {} | {} | {:.1} min |\n",
+            cell(miou),
+            cell(head),
+            cell(middle),
+            cell(tail),
+            secs / 60.0
+        );
+        summary.push(serde_json::json!({
+            "method": method, "miou": miou.map(|v| [v.0, v.1]), "head": head.map(|v| [v.0, v.1]),
+            "middle": middle.map(|v| [v.0, v.1]), "tail": tail.map(|v| [v.0, v.1]),
+        }));
+        series.push(plot::Series {
+            name: method.to_string(),
+            color: COLORS[k % COLORS.len()],
+            iou: order
+                .iter()
+                .map(|&c| {
+                    let v: Vec<f64> = runs
+                        .iter()
+                        .filter_map(|r| r.scores.iou.get(c).copied().flatten())
+                        .collect();
+                    mean_spread(&v).map(|(m, _, lo, hi)| (m, lo, hi))
+                })
+                .collect(),
+        });
+    }
+    md += "\nPer-class IoU (mean over seeds), classes by training-set frequency:\n\n| method |";
+    for &c in &order {
+        md += &format!(" {} ({}) |", info.classes[c].name, group_of(c));
+    }
+    md += "\n|---|";
+    md += &"---|".repeat(order.len());
+    md += "\n";
+    for s in &series {
+        md += &format!("| {} |", s.name);
+        for v in &s.iou {
+            md += &v.map_or(" - |".into(), |(m, _, _)| format!(" {m:.3} |"));
+        }
+        md += "\n";
+    }
+    std::fs::write(out.join("table.md"), &md)?;
+    std::fs::write(
+        out.join("results.json"),
+        serde_json::to_string_pretty(&serde_json::json!({"summary": summary, "runs": results}))?,
+    )?;
+    let classes: Vec<(String, String)> = order
+        .iter()
+        .map(|&c| (info.classes[c].name.clone(), group_of(c).to_string()))
+        .collect();
+    plot::plot(
+        &out.join("iou_by_class.png"),
+        &format!(
+            "Per-class val IoU by method ({data_name}, {} steps)",
+            cfg.train.steps
+        ),
+        &classes,
+        &series,
+    )?;
+    println!("{md}");
+    println!(
+        "wrote {}/table.md, results.json, iou_by_class.png ({:.1} min)",
+        out.display(),
+        started.elapsed().as_secs_f64() / 60.0
+    );
+    Ok(())
+}
