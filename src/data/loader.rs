@@ -352,8 +352,9 @@ impl Loader {
         self.plan.position(self.next)
     }
 
-    /// Batches decoded and waiting for the consumer (0 with `workers = 0`). A trainer that
-    /// sees this stay above 0 knows the device never waits for data.
+    /// Batches decoded and waiting for the consumer (0 with `workers = 0`; with a bank, the
+    /// batches the stage thread has finished). A trainer that sees this stay above 0 knows
+    /// the device never waits for data.
     pub fn queued(&self) -> usize {
         self.queued.load(Ordering::SeqCst)
     }
