@@ -170,7 +170,7 @@ pub fn overlay(image: &[u8], mask: &[u8], alpha: f32) -> Vec<u8> {
 
 /// Source coordinate, lower index and weight of destination index `d` for a bilinear
 /// resize with `align_corners = false`: `s = (d + 0.5)·src/dst − 0.5`, clamped to the edge.
-fn bilinear_tap(d: usize, src: usize, dst: usize) -> (usize, usize, f32) {
+pub(crate) fn bilinear_tap(d: usize, src: usize, dst: usize) -> (usize, usize, f32) {
     let s = ((d as f64 + 0.5) * src as f64 / dst as f64 - 0.5).max(0.0);
     let i0 = (s.floor() as usize).min(src - 1);
     let i1 = (i0 + 1).min(src - 1);
@@ -191,10 +191,53 @@ pub fn resize_bilinear(src: &[u8], h: usize, w: usize, c: usize, nh: usize, nw: 
         for (x, &(x0, x1, fx)) in xs.iter().enumerate() {
             for k in 0..c {
                 let p = |yy: usize, xx: usize| src[(yy * w + xx) * c + k] as f32;
-                let top = p(y0, x0) * (1.0 - fx) + p(y0, x1) * fx;
-                let bot = p(y1, x0) * (1.0 - fx) + p(y1, x1) * fx;
-                let v = top * (1.0 - fy) + bot * fy;
+                let v = bilerp(p(y0, x0), p(y0, x1), p(y1, x0), p(y1, x1), fx, fy);
                 out[(y * nw + x) * c + k] = v.round().clamp(0.0, 255.0) as u8;
+            }
+        }
+    }
+    out
+}
+
+/// Source index of destination index `d` for a nearest-neighbour resize:
+/// `min(floor((d + 0.5)·src/dst), src − 1)`.
+pub(crate) fn nearest_tap(d: usize, src: usize, dst: usize) -> usize {
+    (((d as f64 + 0.5) * src as f64 / dst as f64).floor() as usize).min(src - 1)
+}
+
+/// One bilinear sample from the four taps: `(p00·(1 − fx) + p01·fx)·(1 − fy) + (p10·(1 − fx)
+/// + p11·fx)·fy`, the arithmetic of [`resize_bilinear`] without the rounding.
+#[inline]
+pub(crate) fn bilerp(p00: f32, p01: f32, p10: f32, p11: f32, fx: f32, fy: f32) -> f32 {
+    let top = p00 * (1.0 - fx) + p01 * fx;
+    let bot = p10 * (1.0 - fx) + p11 * fx;
+    top * (1.0 - fy) + bot * fy
+}
+
+/// Bilinear resize (`align_corners = false`, the taps of [`resize_bilinear`]) of `c` planes
+/// of f32 (CHW order, e.g. a normalised image) from `h×w` to `nh×nw`; no rounding. The
+/// identity when the size does not change.
+pub fn resize_bilinear_f32(
+    src: &[f32],
+    c: usize,
+    h: usize,
+    w: usize,
+    nh: usize,
+    nw: usize,
+) -> Vec<f32> {
+    if (h, w) == (nh, nw) {
+        return src.to_vec();
+    }
+    let xs: Vec<_> = (0..nw).map(|x| bilinear_tap(x, w, nw)).collect();
+    let mut out = vec![0f32; c * nh * nw];
+    for k in 0..c {
+        let plane = &src[k * h * w..(k + 1) * h * w];
+        for y in 0..nh {
+            let (y0, y1, fy) = bilinear_tap(y, h, nh);
+            for (x, &(x0, x1, fx)) in xs.iter().enumerate() {
+                let p = |yy: usize, xx: usize| plane[yy * w + xx];
+                out[(k * nh + y) * nw + x] =
+                    bilerp(p(y0, x0), p(y0, x1), p(y1, x0), p(y1, x1), fx, fy);
             }
         }
     }
@@ -207,13 +250,10 @@ pub fn resize_nearest(src: &[u8], h: usize, w: usize, nh: usize, nw: usize) -> V
     if (h, w) == (nh, nw) {
         return src.to_vec();
     }
-    let near = |d: usize, s: usize, n: usize| {
-        (((d as f64 + 0.5) * s as f64 / n as f64).floor() as usize).min(s - 1)
-    };
-    let xs: Vec<usize> = (0..nw).map(|x| near(x, w, nw)).collect();
+    let xs: Vec<usize> = (0..nw).map(|x| nearest_tap(x, w, nw)).collect();
     let mut out = Vec::with_capacity(nh * nw);
     for y in 0..nh {
-        let row = &src[near(y, h, nh) * w..];
+        let row = &src[nearest_tap(y, h, nh) * w..];
         out.extend(xs.iter().map(|&x| row[x]));
     }
     out

@@ -16,6 +16,14 @@
 //! round-robin, so batches arrive in order while up to `≈ 3w` are prepared ahead
 //! ([`Loader::queued`] counts the ready ones). `workers = 0` loads on the calling thread.
 //! Dropping the loader stops and joins its threads.
+//!
+//! With a [`MemoryBank`] ([`Loader::with_bank`]), which is sequential state, the bank is
+//! applied in batch order: with `workers > 0` on one more thread, the stage, which reads
+//! the workers' channels round-robin, applies the bank and hands the batch to the consumer
+//! through its own bounded channel (2 batches; [`Loader::queued`] then counts the batches
+//! the stage has finished); with `workers = 0` on the calling thread. Each batch carries
+//! the bank's state after it ([`Batch::bank`]), so the stream of a loader with a bank is a
+//! pure function of `(dataset, B, aug, seed, start, bank config, bank state at start)`.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver};
@@ -27,6 +35,7 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
+use super::bank::{BankState, MemoryBank};
 use super::{bad, normalize, seed_of, Augment, Dataset};
 use crate::error::{Error, Result};
 
@@ -58,6 +67,10 @@ pub struct Batch {
     pub indices: Vec<usize>,
     /// The position this batch came from.
     pub state: LoaderState,
+    /// With a memory bank: its state right after this batch was applied (save it with the
+    /// checkpoint taken after training on this batch, together with the loader's state, to
+    /// resume the same stream). `None` without a bank.
+    pub bank: Option<BankState>,
 }
 
 /// What the stream is: an endless shuffled training stream or one sequential pass.
@@ -130,6 +143,7 @@ impl Plan {
             w,
             indices,
             state: pos,
+            bank: None,
         })
     }
 }
@@ -139,6 +153,64 @@ struct Worker {
     handle: JoinHandle<()>,
 }
 
+/// Where the consumer takes its batches from.
+enum Source {
+    /// `workers = 0`: built (and banked) on the calling thread.
+    Inline {
+        cache: Option<(u64, Vec<usize>)>,
+        bank: Option<Box<MemoryBank>>,
+    },
+    /// The workers' channels, read round-robin.
+    Workers(Vec<Worker>),
+    /// The stage thread's channel (workers → stage applying the bank → consumer); the stage
+    /// owns the workers and joins them when it ends.
+    Staged {
+        rx: Receiver<Result<Batch>>,
+        stage: JoinHandle<()>,
+    },
+}
+
+/// Starts `n` workers building global batches `id, id + n, …`; each counts its batches in
+/// `queued` when given.
+fn spawn_workers(
+    plan: &Plan,
+    total: Option<u64>,
+    n: usize,
+    queued: Option<&Arc<AtomicUsize>>,
+    stop: &Arc<AtomicBool>,
+) -> Vec<Worker> {
+    (0..n)
+        .map(|id| {
+            let (tx, rx) = sync_channel::<Result<Batch>>(CHANNEL);
+            let (plan, queued, stop) = (plan.clone(), queued.cloned(), stop.clone());
+            let handle = std::thread::spawn(move || {
+                let mut cache = None;
+                let mut k = id as u64;
+                while !stop.load(Ordering::Relaxed) && total.is_none_or(|t| k < t) {
+                    let b = plan.build(k, &mut cache);
+                    if let Some(q) = &queued {
+                        q.fetch_add(1, Ordering::SeqCst);
+                    }
+                    if tx.send(b).is_err() {
+                        break;
+                    }
+                    k += n as u64;
+                }
+            });
+            Worker { rx, handle }
+        })
+        .collect()
+}
+
+/// Stops and joins workers: dropping the receivers makes a worker blocked in `send` return.
+fn join_workers(workers: Vec<Worker>) {
+    let (rxs, handles): (Vec<_>, Vec<_>) = workers.into_iter().map(|w| (w.rx, w.handle)).unzip();
+    drop(rxs);
+    for h in handles {
+        let _ = h.join();
+    }
+}
+
 /// An iterator of [`Batch`]es (`Result<Batch>`: a sample that fails to load ends up here).
 pub struct Loader {
     plan: Plan,
@@ -146,10 +218,9 @@ pub struct Loader {
     next: u64,
     /// `Some(n)` for a finite (sequential) stream of `n` batches.
     total: Option<u64>,
-    workers: Vec<Worker>,
+    source: Source,
     queued: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
-    cache: Option<(u64, Vec<usize>)>,
 }
 
 impl Loader {
@@ -163,6 +234,22 @@ impl Loader {
         seed: u64,
         workers: usize,
         start: LoaderState,
+    ) -> Result<Loader> {
+        Self::with_bank(ds, batch, aug, seed, workers, start, None)
+    }
+
+    /// [`new`](Self::new) with an optional tail-class memory bank applied to every batch in
+    /// order (see the module doc). To resume, pass the [`LoaderState`] and the
+    /// [`Batch::bank`] of the last batch trained on (the bank built with
+    /// `MemoryBank::new(cfg, classes, seed, Some(state))`).
+    pub fn with_bank(
+        ds: Arc<dyn Dataset>,
+        batch: usize,
+        aug: Augment,
+        seed: u64,
+        workers: usize,
+        start: LoaderState,
+        bank: Option<MemoryBank>,
     ) -> Result<Loader> {
         aug.check()?;
         let n = ds.len();
@@ -192,7 +279,7 @@ impl Loader {
             start,
             per_epoch,
         };
-        Ok(Self::spawn(plan, None, workers))
+        Ok(Self::spawn(plan, None, workers, bank))
     }
 
     /// One pass over the dataset in index order, no augmentation, the last batch possibly
@@ -212,38 +299,50 @@ impl Loader {
             start: LoaderState::default(),
             per_epoch,
         };
-        Ok(Self::spawn(plan, Some(total), workers))
+        Ok(Self::spawn(plan, Some(total), workers, None))
     }
 
-    fn spawn(plan: Plan, total: Option<u64>, workers: usize) -> Loader {
+    fn spawn(plan: Plan, total: Option<u64>, workers: usize, bank: Option<MemoryBank>) -> Loader {
         let queued = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));
-        let mut ws = Vec::with_capacity(workers);
-        for id in 0..workers {
-            let (tx, rx) = sync_channel::<Result<Batch>>(CHANNEL);
-            let (plan, queued, stop) = (plan.clone(), queued.clone(), stop.clone());
-            let handle = std::thread::spawn(move || {
-                let mut cache = None;
-                let mut k = id as u64;
-                while !stop.load(Ordering::Relaxed) && total.is_none_or(|t| k < t) {
-                    let b = plan.build(k, &mut cache);
-                    queued.fetch_add(1, Ordering::SeqCst);
-                    if tx.send(b).is_err() {
-                        break;
+        let source = match (workers, bank) {
+            (0, bank) => Source::Inline {
+                cache: None,
+                bank: bank.map(Box::new),
+            },
+            (n, None) => Source::Workers(spawn_workers(&plan, total, n, Some(&queued), &stop)),
+            (n, Some(mut bank)) => {
+                let ws = spawn_workers(&plan, total, n, None, &stop);
+                let (tx, rx) = sync_channel::<Result<Batch>>(CHANNEL);
+                let (queued, stop) = (queued.clone(), stop.clone());
+                let stage = std::thread::spawn(move || {
+                    let mut k = 0usize;
+                    while !stop.load(Ordering::Relaxed) {
+                        let Ok(b) = ws[k % ws.len()].rx.recv() else {
+                            break;
+                        };
+                        let b = b.map(|mut b| {
+                            bank.apply(&mut b);
+                            b
+                        });
+                        queued.fetch_add(1, Ordering::SeqCst);
+                        if tx.send(b).is_err() {
+                            break;
+                        }
+                        k += 1;
                     }
-                    k += workers as u64;
-                }
-            });
-            ws.push(Worker { rx, handle });
-        }
+                    join_workers(ws);
+                });
+                Source::Staged { rx, stage }
+            }
+        };
         Loader {
             plan,
             next: 0,
             total,
-            workers: ws,
+            source,
             queued,
             stop,
-            cache: None,
         }
     }
 
@@ -253,8 +352,9 @@ impl Loader {
         self.plan.position(self.next)
     }
 
-    /// Batches decoded and waiting for the consumer (0 with `workers = 0`). A trainer that
-    /// sees this stay above 0 knows the device never waits for data.
+    /// Batches decoded and waiting for the consumer (0 with `workers = 0`; with a bank, the
+    /// batches the stage thread has finished). A trainer that sees this stay above 0 knows
+    /// the device never waits for data.
     pub fn queued(&self) -> usize {
         self.queued.load(Ordering::SeqCst)
     }
@@ -273,20 +373,27 @@ impl Iterator for Loader {
             return None;
         }
         let k = self.next;
-        let out = if self.workers.is_empty() {
-            self.plan.build(k, &mut self.cache)
-        } else {
-            let w = &self.workers[(k % self.workers.len() as u64) as usize];
-            match w.rx.recv() {
-                Ok(b) => {
-                    self.queued.fetch_sub(1, Ordering::SeqCst);
-                    b
+        let rx = match &mut self.source {
+            Source::Inline { cache, bank } => {
+                let mut out = self.plan.build(k, cache);
+                if let (Ok(b), Some(bank)) = (&mut out, bank) {
+                    bank.apply(b);
                 }
-                Err(_) => Err(Error::Data {
-                    path: "<loader>".into(),
-                    msg: "a loader thread stopped unexpectedly".into(),
-                }),
+                self.next += 1;
+                return Some(out);
             }
+            Source::Workers(ws) => &ws[(k % ws.len() as u64) as usize].rx,
+            Source::Staged { rx, .. } => rx,
+        };
+        let out = match rx.recv() {
+            Ok(b) => {
+                self.queued.fetch_sub(1, Ordering::SeqCst);
+                b
+            }
+            Err(_) => Err(Error::Data {
+                path: "<loader>".into(),
+                msg: "a loader thread stopped unexpectedly".into(),
+            }),
         };
         self.next += 1;
         Some(out)
@@ -296,12 +403,21 @@ impl Iterator for Loader {
 impl Drop for Loader {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        let (rxs, handles): (Vec<_>, Vec<_>) =
-            self.workers.drain(..).map(|w| (w.rx, w.handle)).unzip();
-        // Dropping the receivers makes a worker blocked in `send` return; then join.
-        drop(rxs);
-        for h in handles {
-            let _ = h.join();
+        let source = std::mem::replace(
+            &mut self.source,
+            Source::Inline {
+                cache: None,
+                bank: None,
+            },
+        );
+        match source {
+            Source::Inline { .. } => {}
+            Source::Workers(ws) => join_workers(ws),
+            Source::Staged { rx, stage } => {
+                // The stage returns from `send` (or sees `stop`), then stops its workers.
+                drop(rx);
+                let _ = stage.join();
+            }
         }
     }
 }
