@@ -165,30 +165,54 @@ fn losses(run: &Path) -> Vec<(u64, f64)> {
         .collect()
 }
 
-#[test]
-fn a_resumed_run_matches_an_uninterrupted_one_step_for_step() {
+/// Trains 6 steps whole, and 3 + 3 with a stop and a resume in between (both with
+/// `configure` applied), and checks that both runs logged the same losses, scored the same
+/// and saved the same weights.
+fn resume_matches_uninterrupted(name: &str, configure: impl Fn(&mut TrainOptions)) {
     let dev = gpu().unwrap_or(Device::Cpu);
-    let dir = scratch("resume");
+    let dir = scratch(name);
     let (a, b) = (dir.join("a"), dir.join("b"));
-    let whole = train(options(&a, &dev, None, false), &mut |_| {}).unwrap();
+    let opts = |out: &Path, stop: Option<u64>, resume: bool| {
+        let mut o = options(out, &dev, stop, resume);
+        configure(&mut o);
+        o
+    };
+    let whole = train(opts(&a, None, false), &mut |_| {}).unwrap();
     assert_eq!(whole.steps, 6);
-    let first = train(options(&b, &dev, Some(3), false), &mut |_| {}).unwrap();
+    let first = train(opts(&b, Some(3), false), &mut |_| {}).unwrap();
     assert_eq!(first.steps, 3);
     assert!(first.scores.is_none());
     // The same directory again without --resume is refused, not overwritten.
-    let e = train(options(&b, &dev, None, false), &mut |_| {}).unwrap_err();
+    let e = train(opts(&b, None, false), &mut |_| {}).unwrap_err();
     assert!(e.to_string().contains("--resume"), "{e}");
-    let rest = train(options(&b, &dev, None, true), &mut |_| {}).unwrap();
+    let rest = train(opts(&b, None, true), &mut |_| {}).unwrap();
     assert_eq!(rest.steps, 6);
     let (la, lb) = (losses(&a), losses(&b));
     assert_eq!(la.len(), 6);
-    assert_eq!(la, lb, "losses of the uninterrupted and the resumed run");
+    assert_eq!(
+        la, lb,
+        "{name}: losses of the uninterrupted and the resumed run"
+    );
     let (sa, sb) = (whole.scores.unwrap(), rest.scores.unwrap());
     assert_eq!(sa.iou, sb.iou);
     // Both final checkpoints hold the same weights.
     let read = |run: &Path| std::fs::read(run.join("checkpoints/last/model.safetensors")).unwrap();
     assert_eq!(read(&a), read(&b));
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_resumed_run_matches_an_uninterrupted_one_step_for_step() {
+    resume_matches_uninterrupted("resume", |_| {});
+}
+
+/// With the memory bank on, the bank's state travels in the checkpoint (`bank.bin`): the
+/// resumed run pastes exactly what the uninterrupted one pasted.
+#[test]
+fn a_resumed_run_with_the_memory_bank_matches_an_uninterrupted_one() {
+    resume_matches_uninterrupted("resume-tmb", |o| {
+        o.config.tmb.enabled = true;
+    });
 }
 
 #[test]

@@ -16,7 +16,9 @@ use super::config::RunConfig;
 use super::eval::{evaluate, upload_batch};
 use super::metrics::{Groups, Scores};
 use crate::autograd::backward;
-use crate::data::{self, Augment, ClassStats, Dataset, Loader, LoaderState};
+use crate::data::{
+    self, Augment, BankConfig, BankState, ClassStats, Dataset, Loader, LoaderState, MemoryBank,
+};
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::model::DeepLabV3Plus;
@@ -28,6 +30,8 @@ use crate::optim::{clip_grad_norm, AdamW, Optimizer, Schedule, Sgd};
 pub const PALETTE_META: &str = "wgseg.palette";
 /// Checkpoint metadata: the base scale the training data was loaded at.
 pub const SCALE_META: &str = "wgseg.scale";
+/// The memory bank's state in a checkpoint directory (runs with `tmb.enabled`).
+pub const BANK_FILE: &str = "bank.bin";
 
 /// What to train, where from and where to.
 #[derive(Clone, Debug)]
@@ -110,6 +114,7 @@ fn state_json(loader: LoaderState, best: f64, best_step: u64) -> Value {
 struct Resumed {
     step: u64,
     loader: LoaderState,
+    bank: Option<BankState>,
     best: f64,
     best_step: u64,
 }
@@ -149,6 +154,7 @@ fn save_checkpoint(
     step: u64,
     opt: &dyn Optimizer,
     state: &Value,
+    bank: Option<&BankState>,
 ) -> Result<()> {
     let norm = weights_norm(store)?;
     if !norm.is_finite() {
@@ -162,7 +168,16 @@ fn save_checkpoint(
             ),
         ));
     }
-    checkpoint::save_checkpoint(dir, store, &net.config, meta, step, &opt.state(), state)
+    checkpoint::save_checkpoint_with(
+        dir,
+        store,
+        &net.config,
+        meta,
+        step,
+        &opt.state(),
+        state,
+        &|tmp| bank.map_or(Ok(()), |b| b.save(&tmp.join(BANK_FILE))),
+    )
 }
 
 /// `√Σ w²` over every parameter and buffer, computed on the device (one scalar read back).
@@ -253,6 +268,11 @@ pub fn train(opts: TrainOptions, on: &mut dyn FnMut(Event)) -> Result<Report> {
         opt.load_state(st.optimizer)?;
         let loader: LoaderState = serde_json::from_value(st.state["loader"].clone())
             .map_err(|e| data_err(&dir, format!("no loader position in state.json: {e}")))?;
+        let bank = if config.tmb.enabled {
+            Some(BankState::load(&dir.join(BANK_FILE))?)
+        } else {
+            None
+        };
         on(Event::Note(format!(
             "resumed {} at step {}",
             run.root.display(),
@@ -261,6 +281,7 @@ pub fn train(opts: TrainOptions, on: &mut dyn FnMut(Event)) -> Result<Report> {
         Resumed {
             step: st.step,
             loader,
+            bank,
             best: st.state["best_miou"].as_f64().unwrap_or(-1.0),
             best_step: st.state["best_step"].as_u64().unwrap_or(0),
         }
@@ -286,6 +307,7 @@ pub fn train(opts: TrainOptions, on: &mut dyn FnMut(Event)) -> Result<Report> {
         Resumed {
             step: 0,
             loader: LoaderState::default(),
+            bank: None,
             best: -1.0,
             best_step: 0,
         }
@@ -297,13 +319,41 @@ pub fn train(opts: TrainOptions, on: &mut dyn FnMut(Event)) -> Result<Report> {
         flip: config.data.flip,
         jitter: config.data.jitter,
     };
-    let mut loader = Loader::new(
+    let bank = if config.tmb.enabled {
+        let b = &config.tmb;
+        let tail: Vec<u8> = if b.tail.is_empty() {
+            groups.tail.iter().map(|&c| c as u8).collect()
+        } else {
+            b.tail.clone()
+        };
+        let cfg = BankConfig {
+            tail,
+            slots: b.size,
+            rs: b.rs,
+            resize: b.resize,
+        };
+        let bank = MemoryBank::new(cfg, info.num_classes(), t.seed, resumed.bank)?;
+        on(Event::Note(format!(
+            "memory bank: tail classes {:?}, {} entries each, Rs {}, p_resize {}; at most \
+             {:.1} MiB",
+            bank.config().tail,
+            b.size,
+            b.rs,
+            b.resize,
+            bank.capacity_bytes(t.crop, t.crop) as f64 / (1024.0 * 1024.0)
+        )));
+        Some(bank)
+    } else {
+        None
+    };
+    let mut loader = Loader::with_bank(
         train_ds.clone(),
         t.batch_size,
         aug,
         t.seed,
         t.workers,
         resumed.loader,
+        bank,
     )?;
     let total = t.steps as u64;
     on(Event::Start {
@@ -325,6 +375,7 @@ pub fn train(opts: TrainOptions, on: &mut dyn FnMut(Event)) -> Result<Report> {
             .next()
             .ok_or_else(|| data_err(Path::new("<loader>"), "the training stream ended"))??;
         let next_state = loader.state();
+        let bank_state = batch.bank.clone();
         let images = batch.b;
         let (x, y) = upload_batch(batch.images, batch.labels, (batch.b, batch.h, batch.w), dev)?;
         let lr = schedule.lr(step);
@@ -410,6 +461,7 @@ pub fn train(opts: TrainOptions, on: &mut dyn FnMut(Event)) -> Result<Report> {
                     step,
                     &*opt,
                     &state,
+                    bank_state.as_ref(),
                 )?;
             }
             last_scores = Some(scores);
@@ -426,6 +478,7 @@ pub fn train(opts: TrainOptions, on: &mut dyn FnMut(Event)) -> Result<Report> {
                 step,
                 &*opt,
                 &state,
+                bank_state.as_ref(),
             )?;
         }
         if stopping {

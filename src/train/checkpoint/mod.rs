@@ -40,7 +40,9 @@
 mod state;
 mod weights;
 
-pub use state::{load_train_state, save_checkpoint, save_train_state, TrainState};
+pub use state::{
+    load_train_state, save_checkpoint, save_checkpoint_with, save_train_state, TrainState,
+};
 pub use weights::{
     classes_entry, init_backbone, load_weights, read_metadata, save_weights, Metadata,
     META_CLASSES, META_MODEL, META_VERSION,

@@ -134,6 +134,31 @@ pub fn save_checkpoint(
     optimizer_state: &[(String, Tensor)],
     state: &Value,
 ) -> Result<()> {
+    save_checkpoint_with(
+        dir,
+        store,
+        config,
+        extra_metadata,
+        step,
+        optimizer_state,
+        state,
+        &|_| Ok(()),
+    )
+}
+
+/// [`save_checkpoint`] plus `extra(tmp_dir)`, which writes more files into the checkpoint
+/// before it is swapped in (they are then as atomic as the rest: e.g. the memory bank).
+#[allow(clippy::too_many_arguments)]
+pub fn save_checkpoint_with(
+    dir: &Path,
+    store: &ParamStore,
+    config: &ModelConfig,
+    extra_metadata: &[(&str, String)],
+    step: u64,
+    optimizer_state: &[(String, Tensor)],
+    state: &Value,
+    extra: &dyn Fn(&Path) -> Result<()>,
+) -> Result<()> {
     let parent = dir
         .parent()
         .ok_or_else(|| data_err(dir, "a checkpoint directory needs a parent"))?;
@@ -147,6 +172,7 @@ pub fn save_checkpoint(
     fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
     save_weights(&tmp.join(MODEL_FILE), store, config, extra_metadata)?;
     save_train_state(&tmp, step, optimizer_state, state)?;
+    extra(&tmp)?;
     sync_dir(&tmp)?;
     if old.exists() {
         // Left by a crash after the second rename: `dir` is complete.
