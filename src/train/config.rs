@@ -312,22 +312,21 @@ impl LossConfig {
             ));
         }
         let finite_pos = |v: f64| v > 0.0 && v.is_finite();
-        if !(self.gamma >= 0.0 && self.gamma.is_finite())
-            || !(self.cb_beta > 0.0 && self.cb_beta < 1.0)
-            || !finite_pos(self.ldam_s)
-            || !finite_pos(self.ldam_max_margin)
-            || !(self.blv_sigma >= 0.0 && self.blv_sigma.is_finite())
-            || !finite_pos(self.pat_t)
-            || !self.pat_eps.is_finite()
-            || !(self.auc_lambda >= 0.0 && self.auc_lambda.is_finite())
-            || !self.auc_margin.is_none_or(finite_pos)
-            || self.auc_cap < 2
-        {
-            return bad(
-                "loss: need gamma ≥ 0, 0 < cb_beta < 1, ldam_s, ldam_max_margin, pat_t > 0, \
-                 blv_sigma, auc_lambda ≥ 0, auc_margin > 0, auc_cap ≥ 2"
-                    .into(),
-            );
+        let finite_nonneg = |v: f64| v >= 0.0 && v.is_finite();
+        let rules = [
+            (finite_nonneg(self.gamma), "gamma ≥ 0"),
+            (self.cb_beta > 0.0 && self.cb_beta < 1.0, "0 < cb_beta < 1"),
+            (finite_pos(self.ldam_s), "ldam_s > 0"),
+            (finite_pos(self.ldam_max_margin), "ldam_max_margin > 0"),
+            (finite_nonneg(self.blv_sigma), "blv_sigma ≥ 0"),
+            (finite_pos(self.pat_t), "pat_t > 0"),
+            (self.pat_eps.is_finite(), "pat_eps finite"),
+            (finite_nonneg(self.auc_lambda), "auc_lambda ≥ 0"),
+            (self.auc_margin.is_none_or(finite_pos), "auc_margin > 0"),
+            (self.auc_cap >= 2, "auc_cap ≥ 2"),
+        ];
+        if let Some((_, rule)) = rules.iter().find(|(ok, _)| !ok) {
+            return bad(format!("loss: {rule} is required ({self:?})"));
         }
         Ok(())
     }
