@@ -19,7 +19,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Train a DeepLabV3+ (default: the tiny config on the built-in data).
-    Train(train::TrainArgs),
+    Train(Box<train::TrainArgs>),
     /// Evaluate a checkpoint on a dataset split: per-class IoU, mIoU, accuracy, Dice and the
     /// head / middle / tail groups.
     Eval(eval::EvalArgs),
@@ -35,7 +35,7 @@ pub enum Command {
 
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Train(a) => train::run(a),
+        Command::Train(a) => train::run(*a),
         Command::Eval(a) => eval::eval(a),
         Command::Infer(a) => eval::infer(a),
         Command::Info { device } => info::run(&device),
