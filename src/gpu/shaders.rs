@@ -31,6 +31,8 @@ pub enum Shader {
     Metrics,
     Fill,
     Optim,
+    Auc,
+    AucPairwise,
 }
 
 impl Shader {
@@ -58,6 +60,8 @@ impl Shader {
         Shader::Metrics,
         Shader::Fill,
         Shader::Optim,
+        Shader::Auc,
+        Shader::AucPairwise,
     ];
 
     /// File name inside `shaders/`.
@@ -85,6 +89,8 @@ impl Shader {
             Shader::Metrics => "metrics.wgsl",
             Shader::Fill => "fill.wgsl",
             Shader::Optim => "optim.wgsl",
+            Shader::Auc => "auc.wgsl",
+            Shader::AucPairwise => "auc_pairwise.wgsl",
         }
     }
 
@@ -113,6 +119,8 @@ impl Shader {
             Shader::Metrics => include_str!("../../shaders/metrics.wgsl"),
             Shader::Fill => include_str!("../../shaders/fill.wgsl"),
             Shader::Optim => include_str!("../../shaders/optim.wgsl"),
+            Shader::Auc => include_str!("../../shaders/auc.wgsl"),
+            Shader::AucPairwise => include_str!("../../shaders/auc_pairwise.wgsl"),
         }
     }
 

@@ -1,0 +1,290 @@
+//! The closed form of the square-surrogate AUC loss (formulas in the parent module's docs
+//! and in shaders/auc.wgsl).
+//!
+//! GPU, per forward: `auc_count` (u32 atomic class counts), `auc_sums` (four per-class
+//! partial sums over a fixed number of pixel chunks), a `reduce_lanes` sum over the chunks,
+//! `auc_finish` (the loss and a per-class backward table). Per backward: `auc_backward`
+//! (one pass over the logits). Nothing is read back. Extra device memory per call: the
+//! counts (`C`), the partials (`4·C·AUC_CHUNKS`), the reduction's intermediate and the sums
+//! (`4·C` each) and the table (`4·C`) — a function of `C` only ([`closed_form_scratch_floats`]).
+
+use crate::autograd::Op;
+use crate::error::Result;
+use crate::gpu::{groups_for, GpuBuf, Kernel, Shader};
+use crate::ops::reduce::gpu_sum_into;
+use crate::ops::unary::ELEMENTWISE_WG;
+use crate::shape::Shape;
+use crate::tensor::{DType, Storage, Tensor};
+
+use super::{sigmoid, Layout};
+
+const OP: &str = "auc_loss";
+
+/// Pixel chunks of `auc_sums`: its partials take `4·C·AUC_CHUNKS` floats whatever the
+/// image size (the fixed extra memory), and it runs `C·AUC_CHUNKS` invocations (4864 at
+/// C = 19: enough to fill a GPU; lavapipe has 2–16 threads). At (4, 19, 256, 256) each
+/// invocation walks 1024 pixels of one channel.
+pub(crate) const AUC_CHUNKS: usize = 256;
+
+/// Pixels per `auc_count` and `auc_backward` invocation (the `RUN` override): long enough to
+/// amortise an invocation's index arithmetic and, in `auc_count`, to merge runs of equal
+/// labels into one atomic add.
+const RUN: usize = 64;
+
+/// Mirrors `Params` of shaders/auc.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+pub(crate) struct AucParams {
+    pub(crate) n: u32,
+    pub(crate) c: u32,
+    pub(crate) inner: u32,
+    pub(crate) ignore_index: u32,
+    pub(crate) chunks: u32,
+    pub(crate) chunk_len: u32,
+    pub(crate) margin: f32,
+    pub(crate) lambda: f32,
+}
+
+/// What the closed form's backward needs (in `Op::AucClosedForm`): the labels, the class
+/// counts `n_c` (`[C]`; `U32` on a GPU) and the per-class table `(A, B, C, D)` (`[4C]`,
+/// see shaders/auc.wgsl), all on the logits' device.
+#[derive(Clone, Debug)]
+pub struct AucClosedSaved {
+    pub(crate) labels: Tensor,
+    pub(crate) ignore_index: u32,
+    pub(crate) margin: f64,
+    pub(crate) counts: Tensor,
+    pub(crate) table: Tensor,
+}
+
+/// Floats of device scratch the GPU closed form allocates for `c` classes (besides its
+/// outputs: the loss and, in the backward, `∂L/∂x`): counts, partials, the reduction's
+/// intermediate, sums and table. Independent of the pixel count.
+pub fn closed_form_scratch_floats(c: usize) -> usize {
+    c + 4 * c * AUC_CHUNKS + 4 * c + 4 * c + 4 * c
+}
+
+fn params(lay: Layout, ignore_index: u32, margin: f64, lambda: f64) -> AucParams {
+    AucParams {
+        n: lay.n as u32,
+        c: lay.c as u32,
+        inner: lay.inner as u32,
+        ignore_index,
+        chunks: AUC_CHUNKS as u32,
+        chunk_len: lay.pixels().div_ceil(AUC_CHUNKS) as u32,
+        margin: margin as f32,
+        lambda: lambda as f32,
+    }
+}
+
+fn kernel(entry: &'static str) -> Kernel {
+    Kernel::new(Shader::Auc, entry)
+        .with("WG", ELEMENTWISE_WG)
+        .with("RUN", RUN as u32)
+}
+
+fn buf(t: &Tensor) -> Result<&GpuBuf> {
+    t.gpu_buf(OP)
+}
+
+/// CPU reference (f64): `(λ·L_auc, counts, table)`.
+fn cpu_forward(
+    x: &[f64],
+    y: &[f64],
+    lay: Layout,
+    ignore_index: u32,
+    margin: f64,
+    lambda: f64,
+) -> (f64, Vec<f64>, Vec<f64>) {
+    let c = lay.c;
+    let cls = |v: usize| lay.class(y[v] as u32, ignore_index);
+    let mut counts = vec![0.0; c];
+    for v in 0..lay.pixels() {
+        if let Some(k) = cls(v) {
+            counts[k] += 1.0;
+        }
+    }
+    // sums[k][i]: SA, QA, NB, R.
+    let mut sums = vec![[0.0f64; 4]; c];
+    for v in 0..lay.pixels() {
+        let Some(yv) = cls(v) else { continue };
+        for (i, si) in sums.iter_mut().enumerate() {
+            let s = sigmoid(x[lay.at(v, i)]);
+            if yv == i {
+                let a = s - margin;
+                si[0] += a;
+                si[1] += a * a;
+            } else {
+                si[2] += s / counts[yv];
+                si[3] += s * s / counts[yv];
+            }
+        }
+    }
+    let k = counts.iter().filter(|&&n| n > 0.0).count();
+    let mut table = vec![0.0; 4 * c];
+    let mut loss = 0.0;
+    if k >= 2 {
+        let kf = k as f64;
+        let kk = kf * (kf - 1.0);
+        for i in 0..c {
+            let ni = counts[i];
+            if ni == 0.0 {
+                continue;
+            }
+            let [sa, qa, nb, rr] = sums[i];
+            loss += 0.5 * ((kf - 1.0) / ni * qa + rr) - sa * nb / ni;
+            table[4 * i] = lambda / (ni * kf);
+            table[4 * i + 1] = lambda * nb / (ni * kk);
+            table[4 * i + 2] = sa / ni;
+            table[4 * i + 3] = lambda / kk;
+        }
+        loss *= lambda / kk;
+    }
+    (loss, counts, table)
+}
+
+/// GPU forward: `(loss, counts, table)`, all on the device.
+fn gpu_forward(
+    x: &GpuBuf,
+    y: &GpuBuf,
+    lay: Layout,
+    pr: &AucParams,
+) -> Result<(GpuBuf, GpuBuf, GpuBuf)> {
+    let ctx = x.context();
+    let c = lay.c;
+    let counts = ctx.alloc_storage(c)?;
+    ctx.clear(&counts)?;
+    ctx.launch(
+        &kernel("auc_count"),
+        pr,
+        &[x, y],
+        &[&counts],
+        groups_for(lay.pixels().div_ceil(RUN), ELEMENTWISE_WG),
+    )?;
+    let part = ctx.alloc_storage(4 * c * AUC_CHUNKS)?;
+    ctx.launch(
+        &kernel("auc_sums"),
+        pr,
+        &[x, y, &counts],
+        &[&part],
+        groups_for(c * AUC_CHUNKS, ELEMENTWISE_WG),
+    )?;
+    let sums = ctx.alloc_storage(4 * c)?;
+    gpu_sum_into(&part, 0, (4 * c, AUC_CHUNKS, 1), &sums)?;
+    drop(part);
+    let loss = ctx.alloc_storage(1)?;
+    let table = ctx.alloc_storage(4 * c)?;
+    ctx.launch(
+        &kernel("auc_finish"),
+        pr,
+        &[x, y, &counts, &sums],
+        &[&loss, &table],
+        1,
+    )?;
+    Ok((loss, counts, table))
+}
+
+/// `λ·L_auc` by the closed form (shapes checked by the caller).
+pub(crate) fn forward(
+    logits: &Tensor,
+    labels: &Tensor,
+    lay: Layout,
+    ignore_index: u32,
+    margin: f64,
+    lambda: f64,
+) -> Result<Tensor> {
+    let c = lay.c;
+    let (storage, counts, table) = match logits.storage() {
+        Storage::Cpu(x) => {
+            let (loss, counts, table) =
+                cpu_forward(x, labels.cpu_data(OP)?, lay, ignore_index, margin, lambda);
+            (
+                Storage::Cpu(vec![loss]),
+                Tensor::from_storage(Storage::Cpu(counts), Shape(vec![c]), DType::F32),
+                Tensor::from_storage(Storage::Cpu(table), Shape(vec![4 * c]), DType::F32),
+            )
+        }
+        Storage::Gpu(x) => {
+            let pr = params(lay, ignore_index, margin, lambda);
+            let (loss, counts, table) = gpu_forward(x, buf(labels)?, lay, &pr)?;
+            (
+                Storage::Gpu(loss),
+                Tensor::from_storage(Storage::Gpu(counts), Shape(vec![c]), DType::U32),
+                Tensor::from_storage(Storage::Gpu(table), Shape(vec![4 * c]), DType::F32),
+            )
+        }
+    };
+    Ok(Tensor::from_op(
+        storage,
+        Shape(vec![]),
+        DType::F32,
+        Op::AucClosedForm(AucClosedSaved {
+            labels: labels.detach(),
+            ignore_index,
+            margin,
+            counts,
+            table,
+        }),
+        vec![logits.clone()],
+    ))
+}
+
+/// Backward of the closed form: `g · ∂(λ·L_auc)/∂x` (formula in shaders/auc.wgsl).
+pub(crate) fn backward(logits: &Tensor, saved: &AucClosedSaved, g: &Tensor) -> Result<Tensor> {
+    let d = logits.dims();
+    let lay = Layout {
+        n: d[0],
+        c: d[1],
+        inner: d[2] * d[3],
+    };
+    let storage = match logits.storage() {
+        Storage::Cpu(x) => {
+            let y = saved.labels.cpu_data(OP)?;
+            let counts = saved.counts.cpu_data(OP)?;
+            let tab = saved.table.cpu_data(OP)?;
+            let g = g.cpu_data(OP)?[0];
+            let mut dx = vec![0.0; x.len()];
+            for v in 0..lay.pixels() {
+                let Some(yv) = lay.class(y[v] as u32, saved.ignore_index) else {
+                    continue;
+                };
+                for i in 0..lay.c {
+                    let at = lay.at(v, i);
+                    let s = sigmoid(x[at]);
+                    let t = &tab[4 * i..4 * i + 4];
+                    let ds = if yv == i {
+                        t[0] * (s - saved.margin) - t[1]
+                    } else {
+                        t[3] * (s - t[2]) / counts[yv]
+                    };
+                    dx[at] = g * s * (1.0 - s) * ds;
+                }
+            }
+            Storage::Cpu(dx)
+        }
+        Storage::Gpu(x) => {
+            let ctx = x.context();
+            let dx = ctx.alloc_storage(logits.numel())?;
+            let runs = lay.pixels().div_ceil(RUN);
+            ctx.launch(
+                &kernel("auc_backward"),
+                &params(lay, saved.ignore_index, saved.margin, 1.0),
+                &[
+                    x,
+                    buf(&saved.labels)?,
+                    buf(&saved.counts)?,
+                    buf(&saved.table)?,
+                    buf(g)?,
+                ],
+                &[&dx],
+                groups_for(lay.c * runs, ELEMENTWISE_WG),
+            )?;
+            Storage::Gpu(dx)
+        }
+    };
+    Ok(Tensor::from_storage(
+        storage,
+        logits.shape().clone(),
+        DType::F32,
+    ))
+}
