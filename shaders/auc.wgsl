@@ -8,13 +8,14 @@
 //               Invocation t counts the RUN pixels [t·RUN, t·RUN + RUN) and adds once per
 //               run of equal labels (segmentation labels come in long runs, so few atomics;
 //               integer sums are exact and independent of the order).
-// auc_sums:     invocation t = i·chunks + q (class channel i, pixel chunk q of chunk_len
-//               pixels) writes four partial sums of its chunk into part[(k·c + i)·chunks + q]:
-//               k = 0: SA = Σ_{y=i} a,  1: QA = Σ_{y=i} a²,
-//               k = 2: NB = Σ_{y≠i} s/n_y,  3: R = Σ_{y≠i} s²/n_y.
+// auc_sums:     invocation t = k·chunks + q (class channels 4k .. 4k + 3, pixel chunk q of
+//               chunk_len pixels) writes four partial sums per channel i of its chunk into
+//               part[(m·c + i)·chunks + q]:
+//               m = 0: SA = Σ_{y=i} a,  1: QA = Σ_{y=i} a²,
+//               m = 2: NB = Σ_{y≠i} s/n_y,  3: R = Σ_{y≠i} s²/n_y.
 //               The number of chunks is fixed (not a function of P), so the partials take
 //               4·c·chunks floats at every image size. The host sums them over q
-//               (reduce_lanes) into sums[k·c + i].
+//               (reduce_lanes) into sums[m·c + i].
 // auc_finish:   one invocation: K from the counts, then per present class i
 //               term_i = ½[(K−1)/n_i·QA_i + R_i] − SA_i·NB_i/n_i,
 //               loss = λ·Σ_i term_i / (K(K−1)) (0 when K < 2), and the backward table
@@ -23,8 +24,15 @@
 // auc_backward: dx[v, i] = g·s(1−s)·(A_i·a − B_i)            if y_v = i,
 //                        = g·s(1−s)·D_i·(s − C_i)/n_{y_v}    if y_v ≠ i (valid),
 //                        = 0                                  for an invalid pixel,
-//               (A, B, C, D) = tab[4i..4i+4]. Invocation t = i·runs + j handles channel i
-//               on the RUN pixels [j·RUN, j·RUN + RUN): the table entry is loaded once.
+//               (A, B, C, D) = tab[4i..4i+4]. Invocation t = k·runs + j handles channels
+//               4k .. 4k + 3 on the RUN pixels [j·RUN, j·RUN + RUN).
+//
+// auc_sums and auc_backward take the pixels one at a time (any H·W); shaders/auc_quad.wgsl
+// has the same two kernels on quads of 4 pixels (vec4 accesses), used when H·W % 4 == 0.
+//
+// Why groups of 4 channels per invocation: on lavapipe the time goes with the number of
+// 32-bit values loaded and stored, and a channel group shares each pixel's label and 1/n_y
+// loads among 4 logits (measurements in src/losses/aucseg/closed.rs).
 //
 // Nothing is read back: counts, sums, table and g stay on the device.
 //
@@ -65,7 +73,8 @@ struct Params {
 // σ(v) without overflow: e = exp(−|v|) ∈ (0, 1].
 fn sigmoid(v: f32) -> f32 {
     let e = exp(-min(abs(v), EXP_MAX_ARG));
-    return select(e / (1.0 + e), 1.0 / (1.0 + e), v >= 0.0);
+    let r = 1.0 / (1.0 + e);
+    return select(e * r, r, v >= 0.0);
 }
 
 fn is_valid(y: u32) -> bool {
@@ -101,40 +110,51 @@ fn auc_count(@builtin(workgroup_id) wid: vec3<u32>,
     }
 }
 
+// Channels of group k: 4k .. 4k + 3 (the last group of c % 4 ≠ 0 has fewer).
+fn group_channels(k: u32) -> vec4<u32> {
+    return vec4(4u * k) + vec4(0u, 1u, 2u, 3u);
+}
+
+// The scores of pixel (b, r) in channels ch (clamped to c − 1: the caller masks the rest).
+fn scores4(b: u32, r: u32, ch: vec4<u32>) -> vec4<f32> {
+    let base = b * p.c * p.inner + r;
+    let k = min(ch, vec4(p.c - 1u)) * p.inner + vec4(base);
+    return vec4(sigmoid(x[k.x]), sigmoid(x[k.y]), sigmoid(x[k.z]), sigmoid(x[k.w]));
+}
+
 @compute @workgroup_size(WG)
 fn auc_sums(@builtin(workgroup_id) wid: vec3<u32>,
             @builtin(num_workgroups) nwg: vec3<u32>,
             @builtin(local_invocation_index) lid: u32) {
     let t = wg_linear(wid, nwg) * WG + lid;
-    if (t >= p.c * p.chunks) {
+    let groups = (p.c + 3u) / 4u;
+    if (t >= groups * p.chunks) {
         return;
     }
-    let i = t / p.chunks;
+    let ch = group_channels(t / p.chunks);
     let q = t % p.chunks;
     let total = p.n * p.inner;
     let start = min(q * p.chunk_len, total);
     let end = min(start + p.chunk_len, total);
-    var sa = 0.0;
-    var qa = 0.0;
-    var nb = 0.0;
-    var rr = 0.0;
+    var sa = vec4(0.0);
+    var qa = vec4(0.0);
+    var nb = vec4(0.0);
+    var rr = vec4(0.0);
     // Pixel v = b·inner + r, stepped without a division per pixel.
     var b = start / p.inner;
     var r = start % p.inner;
     for (var v = start; v < end; v = v + 1u) {
         let y = labels[v];
         if (is_valid(y)) {
-            let s = sigmoid(x[(b * p.c + i) * p.inner + r]);
-            if (y == i) {
-                let a = s - p.margin;
-                sa = sa + a;
-                qa = qa + a * a;
-            } else {
-                // n_y ≥ 1: this pixel was counted.
-                let w = 1.0 / f32(counts[y]);
-                nb = nb + s * w;
-                rr = rr + s * s * w;
-            }
+            let s = scores4(b, r, ch);
+            let pos = ch == vec4(y);
+            let a = s - p.margin;
+            sa = sa + select(vec4(0.0), a, pos);
+            qa = qa + select(vec4(0.0), a * a, pos);
+            // n_y ≥ 1: this pixel was counted.
+            let w = 1.0 / f32(counts[y]);
+            nb = nb + select(s * w, vec4(0.0), pos);
+            rr = rr + select(s * s * w, vec4(0.0), pos);
         }
         r = r + 1u;
         if (r == p.inner) {
@@ -143,10 +163,16 @@ fn auc_sums(@builtin(workgroup_id) wid: vec3<u32>,
         }
     }
     let stride = p.c * p.chunks;
-    part[t] = sa;
-    part[stride + t] = qa;
-    part[2u * stride + t] = nb;
-    part[3u * stride + t] = rr;
+    for (var k = 0u; k < 4u; k = k + 1u) {
+        let i = ch[k];
+        if (i < p.c) {
+            let o = i * p.chunks + q;
+            part[o] = sa[k];
+            part[stride + o] = qa[k];
+            part[2u * stride + o] = nb[k];
+            part[3u * stride + o] = rr[k];
+        }
+    }
 }
 
 @compute @workgroup_size(1)
@@ -181,6 +207,13 @@ fn auc_finish() {
     loss[0] = total;
 }
 
+// The backward table's column j for channels ch (0 past the last class).
+fn table4(ch: vec4<u32>, j: u32) -> vec4<f32> {
+    let k = 4u * min(ch, vec4(p.c - 1u)) + vec4(j);
+    let t = vec4(tab[k.x], tab[k.y], tab[k.z], tab[k.w]);
+    return select(vec4(0.0), t, ch < vec4(p.c));
+}
+
 @compute @workgroup_size(WG)
 fn auc_backward(@builtin(workgroup_id) wid: vec3<u32>,
                 @builtin(num_workgroups) nwg: vec3<u32>,
@@ -188,30 +221,40 @@ fn auc_backward(@builtin(workgroup_id) wid: vec3<u32>,
     let t = wg_linear(wid, nwg) * WG + lid;
     let total = p.n * p.inner;
     let runs = (total + RUN - 1u) / RUN;
-    if (t >= p.c * runs) {
+    let groups = (p.c + 3u) / 4u;
+    if (t >= groups * runs) {
         return;
     }
-    let i = t / runs;
+    let ch = group_channels(t / runs);
     let start = (t % runs) * RUN;
     let end = min(start + RUN, total);
     let gv = g[0];
-    let ca = gv * tab[4u * i];
-    let cb = gv * tab[4u * i + 1u];
-    let cc = tab[4u * i + 2u];
-    let cd = gv * tab[4u * i + 3u];
+    let ca = gv * table4(ch, 0u);
+    let cb = gv * table4(ch, 1u);
+    let cc = table4(ch, 2u);
+    let cd = gv * table4(ch, 3u);
     var b = start / p.inner;
     var r = start % p.inner;
     for (var v = start; v < end; v = v + 1u) {
         let y = labels[v];
-        let at = (b * p.c + i) * p.inner + r;
-        let s = sigmoid(x[at]);
-        var d = 0.0;
-        if (y == i && is_valid(y)) {
-            d = ca * (s - p.margin) - cb;
-        } else if (is_valid(y)) {
-            d = cd * (s - cc) / f32(counts[y]);
+        let valid = is_valid(y);
+        let inv = select(0.0, 1.0 / f32(max(counts[min(y, p.c - 1u)], 1u)), valid);
+        let s = scores4(b, r, ch);
+        let pos = (ch == vec4(y)) & vec4(valid);
+        let d = select(cd * (s - cc) * inv, ca * (s - p.margin) - cb, pos);
+        let out = s * (vec4(1.0) - s) * d;
+        // Unrolled: a runtime index into a vector compiles to a stack slot on llvmpipe.
+        let at = b * p.c * p.inner + r + ch * p.inner;
+        dx[at.x] = out.x;
+        if (ch.y < p.c) {
+            dx[at.y] = out.y;
         }
-        dx[at] = s * (1.0 - s) * d;
+        if (ch.z < p.c) {
+            dx[at.z] = out.z;
+        }
+        if (ch.w < p.c) {
+            dx[at.w] = out.w;
+        }
         r = r + 1u;
         if (r == p.inner) {
             r = 0u;

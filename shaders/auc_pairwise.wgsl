@@ -64,7 +64,8 @@ var<workgroup> tile_s: array<f32, PWG>;
 
 fn sigmoid(v: f32) -> f32 {
     let e = exp(-min(abs(v), EXP_MAX_ARG));
-    return select(e / (1.0 + e), 1.0 / (1.0 + e), v >= 0.0);
+    let r = 1.0 / (1.0 + e);
+    return select(e * r, r, v >= 0.0);
 }
 
 // Surrogate ℓ(d) and its derivative ℓ'(d).

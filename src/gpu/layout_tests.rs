@@ -296,6 +296,12 @@ fn twins() -> Vec<Twin> {
             [n, c, inner, ignore_index, chunks, chunk_len, margin, lambda]
         ),
         layout!(
+            AucParams,
+            Shader::AucQuad,
+            "Params",
+            [n, c, inner, ignore_index, chunks, chunk_len, margin, lambda]
+        ),
+        layout!(
             PairParams,
             Shader::AucPairwise,
             "PairParams",

@@ -32,6 +32,7 @@ pub enum Shader {
     Fill,
     Optim,
     Auc,
+    AucQuad,
     AucPairwise,
 }
 
@@ -61,6 +62,7 @@ impl Shader {
         Shader::Fill,
         Shader::Optim,
         Shader::Auc,
+        Shader::AucQuad,
         Shader::AucPairwise,
     ];
 
@@ -90,6 +92,7 @@ impl Shader {
             Shader::Fill => "fill.wgsl",
             Shader::Optim => "optim.wgsl",
             Shader::Auc => "auc.wgsl",
+            Shader::AucQuad => "auc_quad.wgsl",
             Shader::AucPairwise => "auc_pairwise.wgsl",
         }
     }
@@ -120,6 +123,7 @@ impl Shader {
             Shader::Fill => include_str!("../../shaders/fill.wgsl"),
             Shader::Optim => include_str!("../../shaders/optim.wgsl"),
             Shader::Auc => include_str!("../../shaders/auc.wgsl"),
+            Shader::AucQuad => include_str!("../../shaders/auc_quad.wgsl"),
             Shader::AucPairwise => include_str!("../../shaders/auc_pairwise.wgsl"),
         }
     }

@@ -11,7 +11,7 @@
 use crate::autograd::Op;
 use crate::error::Result;
 use crate::gpu::{groups_for, GpuBuf, Kernel, Shader};
-use crate::ops::reduce::gpu_sum_into;
+use crate::ops::reduce::{gpu_sum_into, LANE_LEN};
 use crate::ops::unary::ELEMENTWISE_WG;
 use crate::shape::Shape;
 use crate::tensor::{DType, Storage, Tensor};
@@ -21,10 +21,11 @@ use super::{sigmoid, Layout};
 const OP: &str = "auc_loss";
 
 /// Pixel chunks of `auc_sums`: its partials take `4·C·AUC_CHUNKS` floats whatever the
-/// image size (the fixed extra memory), and it runs `C·AUC_CHUNKS` invocations (4864 at
-/// C = 19: enough to fill a GPU; lavapipe has 2–16 threads). At (4, 19, 256, 256) each
-/// invocation walks 1024 pixels of one channel.
-pub(crate) const AUC_CHUNKS: usize = 256;
+/// image size (the fixed extra memory: 304 KiB at C = 19), and it runs
+/// `⌈C/4⌉·AUC_CHUNKS` invocations (5120 at C = 19). At (4, 19, 256, 256) on lavapipe
+/// (`auc_sums`, one channel per invocation, per-kernel profile) 256 chunks took 29–31 ms
+/// and 1024 chunks 20–23 ms: more invocations spread better over the driver's threads.
+pub(crate) const AUC_CHUNKS: usize = 1024;
 
 /// Pixels per `auc_count` and `auc_backward` invocation (the `RUN` override): long enough to
 /// amortise an invocation's index arithmetic and, in `auc_count`, to merge runs of equal
@@ -58,10 +59,11 @@ pub struct AucClosedSaved {
 }
 
 /// Floats of device scratch the GPU closed form allocates for `c` classes (besides its
-/// outputs: the loss and, in the backward, `∂L/∂x`): counts, partials, the reduction's
-/// intermediate, sums and table. Independent of the pixel count.
+/// outputs: the loss and, in the backward, `∂L/∂x`): counts, partials, the chunk
+/// reduction's intermediate (`⌈AUC_CHUNKS/LANE_LEN⌉` lanes per sum), sums and table.
+/// Independent of the pixel count. (The pool rounds each buffer up to its size class.)
 pub fn closed_form_scratch_floats(c: usize) -> usize {
-    c + 4 * c * AUC_CHUNKS + 4 * c + 4 * c + 4 * c
+    c + 4 * c * AUC_CHUNKS + 4 * c * AUC_CHUNKS.div_ceil(LANE_LEN) + 4 * c + 4 * c
 }
 
 fn params(lay: Layout, ignore_index: u32, margin: f64, lambda: f64) -> AucParams {
@@ -71,14 +73,25 @@ fn params(lay: Layout, ignore_index: u32, margin: f64, lambda: f64) -> AucParams
         inner: lay.inner as u32,
         ignore_index,
         chunks: AUC_CHUNKS as u32,
-        chunk_len: lay.pixels().div_ceil(AUC_CHUNKS) as u32,
+        // In quads for the vec4 kernels.
+        chunk_len: if lay.inner % 4 == 0 {
+            (lay.pixels() / 4).div_ceil(AUC_CHUNKS) as u32
+        } else {
+            lay.pixels().div_ceil(AUC_CHUNKS) as u32
+        },
         margin: margin as f32,
         lambda: lambda as f32,
     }
 }
 
+/// `auc_sums4` and `auc_backward4` live in shaders/auc_quad.wgsl, the rest in auc.wgsl.
 fn kernel(entry: &'static str) -> Kernel {
-    Kernel::new(Shader::Auc, entry)
+    let shader = if entry.ends_with('4') {
+        Shader::AucQuad
+    } else {
+        Shader::Auc
+    };
+    Kernel::new(shader, entry)
         .with("WG", ELEMENTWISE_WG)
         .with("RUN", RUN as u32)
 }
@@ -162,12 +175,17 @@ fn gpu_forward(
         groups_for(lay.pixels().div_ceil(RUN), ELEMENTWISE_WG),
     )?;
     let part = ctx.alloc_storage(4 * c * AUC_CHUNKS)?;
+    let entry = if lay.inner % 4 == 0 {
+        "auc_sums4"
+    } else {
+        "auc_sums"
+    };
     ctx.launch(
-        &kernel("auc_sums"),
+        &kernel(entry),
         pr,
         &[x, y, &counts],
         &[&part],
-        groups_for(c * AUC_CHUNKS, ELEMENTWISE_WG),
+        groups_for(c.div_ceil(4) * AUC_CHUNKS, ELEMENTWISE_WG),
     )?;
     let sums = ctx.alloc_storage(4 * c)?;
     gpu_sum_into(&part, 0, (4 * c, AUC_CHUNKS, 1), &sums)?;
@@ -265,9 +283,14 @@ pub(crate) fn backward(logits: &Tensor, saved: &AucClosedSaved, g: &Tensor) -> R
         Storage::Gpu(x) => {
             let ctx = x.context();
             let dx = ctx.alloc_storage(logits.numel())?;
-            let runs = lay.pixels().div_ceil(RUN);
+            // Quads of 4 pixels when no quad spans two images.
+            let (entry, runs) = if lay.inner % 4 == 0 {
+                ("auc_backward4", (lay.pixels() / 4).div_ceil(RUN / 4))
+            } else {
+                ("auc_backward", lay.pixels().div_ceil(RUN))
+            };
             ctx.launch(
-                &kernel("auc_backward"),
+                &kernel(entry),
                 &params(lay, saved.ignore_index, saved.margin, 1.0),
                 &[
                     x,
@@ -277,7 +300,7 @@ pub(crate) fn backward(logits: &Tensor, saved: &AucClosedSaved, g: &Tensor) -> R
                     buf(g)?,
                 ],
                 &[&dx],
-                groups_for(lay.c * runs, ELEMENTWISE_WG),
+                groups_for(lay.c.div_ceil(4) * runs, ELEMENTWISE_WG),
             )?;
             Storage::Gpu(dx)
         }
