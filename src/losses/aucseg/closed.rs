@@ -262,8 +262,8 @@ pub(crate) fn backward(logits: &Tensor, saved: &AucClosedSaved, g: &Tensor) -> R
             let tab = saved.table.cpu_data(OP)?;
             let g = g.cpu_data(OP)?[0];
             let mut dx = vec![0.0; x.len()];
-            for v in 0..lay.pixels() {
-                let Some(yv) = lay.class(y[v] as u32, saved.ignore_index) else {
+            for (v, &yf) in y.iter().enumerate() {
+                let Some(yv) = lay.class(yf as u32, saved.ignore_index) else {
                     continue;
                 };
                 for i in 0..lay.c {
