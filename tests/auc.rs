@@ -273,6 +273,27 @@ fn aucseg_matches_finite_differences_and_the_gpu() {
     );
 }
 
+/// Both implementations on a device whose grid limit is 4 workgroups per dimension, so that
+/// their larger dispatches (auc_sums4: 8 workgroups; auc_pair_forward: K·tiles = 9) run
+/// through the folded 2-D path of `wg_linear`.
+#[test]
+fn both_methods_on_folded_grids() {
+    let shape = [2usize, 5, 6, 8];
+    let inputs = [
+        Input::param(shape.to_vec(), uniform(480, 160, -3.0, 3.0)),
+        Input::labels(vec![2, 6, 8], gen_labels(96, &[0, 1, 4], 161, 7)),
+    ];
+    for o in [
+        opts(AucMethod::ClosedForm, Surrogate::Square),
+        opts(AucMethod::Pairwise, Surrogate::Logistic),
+    ] {
+        let name = format!("folded {:?}", o.method);
+        check_folded(&name, &inputs, Check::new(REDUCTION, REDUCTION), move |t| {
+            auc_loss(&t[0], &t[1], &o)
+        });
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Closed form = pairwise
 
