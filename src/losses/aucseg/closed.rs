@@ -39,8 +39,7 @@ pub(crate) const AUC_CHUNKS: usize = 1024;
 
 /// Pixels per `auc_count` and `auc_backward` invocation (the `RUN` override; `RUN / 4` quads
 /// in `auc_backward4`): long enough to amortise an invocation's index arithmetic and, in
-/// `auc_count`, to merge runs of equal labels into one atomic add. Not tuned (the
-/// backward's time went with the values it moves, not with this).
+/// `auc_count`, to merge runs of equal labels into one atomic add. Not tuned.
 const RUN: usize = 64;
 
 /// Mirrors `Params` of shaders/auc.wgsl.
