@@ -2,6 +2,8 @@
 //! (no `_ =>` arm: an op without a backward rule does not compile).
 
 use crate::error::Result;
+use crate::losses::aucseg::{closed, pairwise};
+use crate::losses::{AucClosedSaved, AucPairSaved};
 use crate::ops::binary::{binary_backward, where_backward, BinaryOp};
 use crate::ops::conv::{conv2d_backward, Conv2dParams};
 use crate::ops::copy::{concat_backward, pad_axis, permute_backward};
@@ -69,6 +71,12 @@ pub enum Op {
         ignore_index: u32,
         sums: Tensor,
     },
+    /// AUCSeg's AUC loss, closed form (`losses::aucseg`). Input: logits; the labels, class
+    /// counts and the per-class backward table are saved on the logits' device.
+    AucClosedForm(AucClosedSaved),
+    /// AUCSeg's AUC loss, tiled pairwise kernel. Input: logits; the gradient was computed by
+    /// the forward and is saved (compact on a GPU, with the pixel plan).
+    AucPairwise(AucPairSaved),
     /// Training batch-norm; inputs x, γ, β. `mean` and `rstd` (`[C]`) are the batch
     /// statistics of the forward.
     BatchNorm {
@@ -104,6 +112,8 @@ impl Op {
             Op::LogSoftmax { .. } => "log_softmax",
             Op::CrossEntropy { .. } => "cross_entropy",
             Op::Matmul { .. } => "matmul",
+            Op::AucClosedForm(_) => "auc_loss (closed form)",
+            Op::AucPairwise(_) => "auc_loss (pairwise)",
             Op::BatchNorm { .. } => "batch_norm2d",
         }
     }
@@ -159,6 +169,8 @@ impl Op {
                 matmul_backward(*trans_a, *trans_b, x, &inputs[1], g)?.to_vec()
             }
             Op::BatchNorm { mean, rstd } => batch_norm_backward(inputs, mean, rstd, g)?,
+            Op::AucClosedForm(saved) => vec![Some(closed::backward(x, saved, g)?)],
+            Op::AucPairwise(saved) => vec![Some(pairwise::backward(x, saved, g)?)],
         })
     }
 }

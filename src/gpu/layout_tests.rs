@@ -24,6 +24,8 @@ use std::collections::BTreeSet;
 
 use super::shaders::Shader;
 use super::strided::StridedParams;
+use crate::losses::aucseg::closed::AucParams;
+use crate::losses::aucseg::pairwise::PairParams;
 use crate::ops::conv::direct::DirectUniform;
 use crate::ops::conv::ConvUniform;
 use crate::ops::cross_entropy::CeParams;
@@ -286,6 +288,24 @@ fn twins() -> Vec<Twin> {
             Shader::Metrics,
             "MetricsParams",
             [n, classes, ignore, _p0]
+        ),
+        layout!(
+            AucParams,
+            Shader::Auc,
+            "Params",
+            [n, c, inner, ignore_index, chunks, chunk_len, margin, lambda]
+        ),
+        layout!(
+            AucParams,
+            Shader::AucQuad,
+            "Params",
+            [n, c, inner, ignore_index, chunks, chunk_len, margin, lambda]
+        ),
+        layout!(
+            PairParams,
+            Shader::AucPairwise,
+            "PairParams",
+            [n, c, inner, tiles, present, entries, _p0, _p1, margin, scale, _p2, _p3]
         ),
     ]
 }

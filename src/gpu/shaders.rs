@@ -31,6 +31,9 @@ pub enum Shader {
     Metrics,
     Fill,
     Optim,
+    Auc,
+    AucQuad,
+    AucPairwise,
 }
 
 impl Shader {
@@ -58,6 +61,9 @@ impl Shader {
         Shader::Metrics,
         Shader::Fill,
         Shader::Optim,
+        Shader::Auc,
+        Shader::AucQuad,
+        Shader::AucPairwise,
     ];
 
     /// File name inside `shaders/`.
@@ -85,6 +91,9 @@ impl Shader {
             Shader::Metrics => "metrics.wgsl",
             Shader::Fill => "fill.wgsl",
             Shader::Optim => "optim.wgsl",
+            Shader::Auc => "auc.wgsl",
+            Shader::AucQuad => "auc_quad.wgsl",
+            Shader::AucPairwise => "auc_pairwise.wgsl",
         }
     }
 
@@ -113,6 +122,9 @@ impl Shader {
             Shader::Metrics => include_str!("../../shaders/metrics.wgsl"),
             Shader::Fill => include_str!("../../shaders/fill.wgsl"),
             Shader::Optim => include_str!("../../shaders/optim.wgsl"),
+            Shader::Auc => include_str!("../../shaders/auc.wgsl"),
+            Shader::AucQuad => include_str!("../../shaders/auc_quad.wgsl"),
+            Shader::AucPairwise => include_str!("../../shaders/auc_pairwise.wgsl"),
         }
     }
 
