@@ -2,6 +2,7 @@
 //! (no `_ =>` arm: an op without a backward rule does not compile).
 
 use crate::error::Result;
+use crate::losses::pixel::{pixel_loss_backward, PixelConfig};
 use crate::ops::binary::{binary_backward, where_backward, BinaryOp};
 use crate::ops::conv::{conv2d_backward, Conv2dParams};
 use crate::ops::copy::{concat_backward, pad_axis, permute_backward};
@@ -69,6 +70,17 @@ pub enum Op {
         ignore_index: u32,
         sums: Tensor,
     },
+    /// Input: logits. The fused softmax-family losses of `crate::losses` (see
+    /// `losses::pixel`): labels, the per-class table and the noise are constants; `stats`
+    /// is the forward's saved state (`[Σ w·u·ℓ, D]` on the CPU; on a GPU the statistics
+    /// buffer with the per-pixel log-sum-exp and gradient coefficients).
+    PixelLoss {
+        labels: Tensor,
+        cfg: PixelConfig,
+        table: Tensor,
+        noise: Option<Tensor>,
+        stats: Tensor,
+    },
     /// Training batch-norm; inputs x, γ, β. `mean` and `rstd` (`[C]`) are the batch
     /// statistics of the forward.
     BatchNorm {
@@ -103,6 +115,7 @@ impl Op {
             Op::Softmax { .. } => "softmax",
             Op::LogSoftmax { .. } => "log_softmax",
             Op::CrossEntropy { .. } => "cross_entropy",
+            Op::PixelLoss { cfg, .. } => cfg.op,
             Op::Matmul { .. } => "matmul",
             Op::BatchNorm { .. } => "batch_norm2d",
         }
@@ -153,6 +166,21 @@ impl Op {
                 weights.as_ref(),
                 *ignore_index,
                 sums,
+                g,
+            )?)],
+            Op::PixelLoss {
+                labels,
+                cfg,
+                table,
+                noise,
+                stats,
+            } => vec![Some(pixel_loss_backward(
+                x,
+                labels,
+                cfg,
+                table,
+                noise.as_ref(),
+                stats,
                 g,
             )?)],
             Op::Matmul { trans_a, trans_b } => {

@@ -24,6 +24,7 @@ use std::collections::BTreeSet;
 
 use super::shaders::Shader;
 use super::strided::StridedParams;
+use crate::losses::pixel_gpu::PixParams;
 use crate::ops::conv::direct::DirectUniform;
 use crate::ops::conv::ConvUniform;
 use crate::ops::cross_entropy::CeParams;
@@ -179,6 +180,25 @@ fn twins() -> Vec<Twin> {
             Shader::CrossEntropy,
             "Params",
             [n, c, inner, ignore_index, lanes, partials, _pad]
+        ),
+        layout!(
+            PixParams,
+            Shader::PixelLoss,
+            "Params",
+            [
+                n,
+                c,
+                inner,
+                ignore_index,
+                lanes,
+                partials,
+                key,
+                den_const,
+                scale,
+                gamma,
+                inv_t,
+                eps
+            ]
         ),
         layout!(
             MatmulParams,

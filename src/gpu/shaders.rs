@@ -31,6 +31,7 @@ pub enum Shader {
     Metrics,
     Fill,
     Optim,
+    PixelLoss,
 }
 
 impl Shader {
@@ -58,6 +59,7 @@ impl Shader {
         Shader::Metrics,
         Shader::Fill,
         Shader::Optim,
+        Shader::PixelLoss,
     ];
 
     /// File name inside `shaders/`.
@@ -85,6 +87,7 @@ impl Shader {
             Shader::Metrics => "metrics.wgsl",
             Shader::Fill => "fill.wgsl",
             Shader::Optim => "optim.wgsl",
+            Shader::PixelLoss => "pixel_loss.wgsl",
         }
     }
 
@@ -113,6 +116,7 @@ impl Shader {
             Shader::Metrics => include_str!("../../shaders/metrics.wgsl"),
             Shader::Fill => include_str!("../../shaders/fill.wgsl"),
             Shader::Optim => include_str!("../../shaders/optim.wgsl"),
+            Shader::PixelLoss => include_str!("../../shaders/pixel_loss.wgsl"),
         }
     }
 
