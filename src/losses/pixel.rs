@@ -301,7 +301,7 @@ fn class_table(
     cfg.weighted = t.weights.is_some();
     cfg.bias = t.bias.is_some();
     cfg.margin = t.margins.is_some();
-    cfg.masked = active.iter().any(|&a| a == 0.0);
+    cfg.masked = active.contains(&0.0);
     if t.amplitudes.is_none() {
         cfg.noise = NoiseSource::None;
     }
