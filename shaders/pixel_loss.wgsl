@@ -5,27 +5,35 @@
 //   ℓ_v = β(p)·(−log p),  loss = Σ_v w_y·u_v·ℓ_v / (Σ_v d_v + den_const),
 //   ∂loss/∂x_k = G·coef_v·(q_k − δ_ky),  coef_v = w_y·u_v·s·(β + β'(p)·p·log p),
 // G = g / (Σ d + den_const). u_v = 1/S_{b,y} (PAT, S = valid pixels of class y in image b,
-// den_const = n) or 1; d_v = 1 (mean), w_y (Σ w) or 0 (PAT). Excluded classes (MASKED) take
-// no part in the softmax and get gradient 0.
+// den_const = n) or 1; d_v = 1 (mean), w_y (Σ w) or 0 (PAT). Excluded classes (CLS bit 4)
+// take no part in the softmax and get gradient 0.
 //
-// Table `cls` (f32): [G or 0, 0, 0, 0, then rows of c: 0 w, 1 b, 2 m, 3 a, 4 active (1/0)].
-// Stats S (f32): [Σ w·u·ℓ, Σ d, 0, 0, m (P), log s (P), coef (P), partials (2T)] for
-// P = n·inner pixels and T = n·lanes forward invocations (src/ops/cross_entropy.rs's layout
-// plus the coef row). r: standard-normal draws, generated (NOISE 1: normal(), see below) or
-// read from the noise tensor (NOISE 2).
+// Table `cls` (f32): [G or 0, 0, 0, 0, then rows of c: 0 w, 1 b, 2 m, 3 a, 4 active (1/0),
+// then (backward, PAT) the n·c values 1/S]. r: standard-normal draws, generated (NOISE 1:
+// normal(), below) or read from the noise tensor (NOISE 2).
+// Stats (f32): [Σ w·u·ℓ, Σ d, 0, 0, m (P), s_rest (P), partials (2T)] for P = n·inner pixels
+// and T = n·lanes forward invocations: m = max_k z_k and s_rest = Σ_k exp(z_k − m) − 1, the
+// sum without the maximum's own term, kept apart so that 1 − p and −log p stay exact as
+// p → 1 (where s = 1 + s_rest rounds to 1). Two floats per pixel, as cross-entropy keeps.
 //
-// Entry points (all share one binding layout; unused slots get dummy buffers):
-// pix_count:     u32 atomics: S_{b,y} += 1 per valid pixel, one atomicAdd per run of equal
+// Entry points (one binding layout; unused slots get dummy buffers):
+// pix_count(4):  u32 atomics: S_{b,y} += 1 per valid pixel, one atomicAdd per run of equal
 //                labels within an invocation's stretch of PER pixels (labels come in runs).
-// pix_forward:   as ce_forward: one invocation per stretch of PER pixels of one image,
-//                online max/sum (one load per logit), writes m, log s, coef and partials;
-//                the host sums the partials with reduce_lanes into S[0..2].
-// pix_finish:    loss = S[0] / (S[1] + den_const), 0 when that is 0 (never NaN).
-// pix_gscale:    out = cls with out[0] = G (read by pix_backward; keeps it at 6 bindings).
-// pix_backward:  dx = G·coef·(exp((z − m) − log s) − δ): one load, one exp, one store per
-//                logit (plus the noise draw when there is noise).
-// pix_forward4, pix_backward4: the same on quads of 4 pixels (inner % 4 == 0) with vec4
-//                accesses, as ce_forward4 / ce_backward4 (same cost model, same reasons).
+// pix_forward:   as ce_forward: one invocation per stretch of PER pixels of one image, online
+//                max/sum (one load per logit), writes m, s_rest and the partials of the
+//                loss; the host sums the partials with reduce_lanes into stats[0..2].
+// pix_finish:    loss = stats[0] / (stats[1] + den_const), 0 when that is 0 (never NaN).
+// pix_gscale:    the backward's table: cls with G in its head (and 1/S for PAT).
+// pix_backward:  recomputes the pixel's coefficient from z_y (one gathered load) and the
+//                saved m, s_rest, then dx = G·coef·(exp((z − m) − log s) − δ): one load,
+//                one exp and one store per logit (plus the noise draw with NOISE 1).
+// pix_forward4, pix_count4, pix_backward4: the same on quads of 4 pixels (inner % 4 == 0)
+//                with vec4 accesses, as ce_forward4 / ce_backward4.
+//
+// Cost model (lavapipe, `examples` timing in the report): as for cross_entropy.wgsl, plus:
+// storage stores cost several times what loads do (loads gather, stores are scalar loops), so
+// the per-pixel coefficient is recomputed in the backward (a gathered load of x_y) rather
+// than stored by the forward: a third stored float per pixel made pix_forward4 ~1.3× slower.
 
 override WG: u32 = 256u;
 override PER: u32 = 64u;
@@ -37,7 +45,7 @@ override DETACH: u32 = 0u;
 // 0: mean over valid pixels, 1: Σ w_y, 2: PAT 1/(n·S_{b,y}).
 override NORM: u32 = 0u;
 override WEIGHTED: u32 = 0u;
-// Bits: 1 bias b, 2 margin m, 4 mask (excluded classes).
+// Bits: 1 bias b, 2 margin m, 4 mask (excluded classes), 8 scale s ≠ 1.
 override CLS: u32 = 0u;
 // 0: no noise, 1: r = normal(element index), 2: r read from the noise tensor.
 override NOISE: u32 = 0u;
@@ -81,10 +89,6 @@ fn class_active(k: u32) -> bool {
     return (CLS & 4u) == 0u || cls_at(4u, k) != 0.0;
 }
 
-fn valid(y: u32) -> bool {
-    return y < p.c && y != p.ignore_index && class_active(min(y, p.c - 1u));
-}
-
 // The first class that takes part in the softmax (the host keeps at least one).
 fn first_active() -> u32 {
     var k = 0u;
@@ -116,27 +120,38 @@ fn normal(e: u32) -> f32 {
     return -sqrt(-2.0 * log(u1)) * cos(6.2831855 * (u2 - 0.5));
 }
 
-// z of logit element e (class k) of a pixel labelled y.
-fn logit_z(xv: f32, k: u32, y: u32, e: u32) -> f32 {
+// z of class k from its logit xv (is_y: k is the pixel's label; r_abs = |r| of the element).
+fn class_z(xv: f32, k: u32, is_y: bool, r_abs: f32) -> f32 {
     var z = xv;
     if ((CLS & 1u) != 0u) {
         z = z + cls_at(1u, k);
     }
-    if ((CLS & 2u) != 0u && k == y) {
+    if ((CLS & 2u) != 0u && is_y) {
         z = z - cls_at(2u, k);
     }
-    if (NOISE == 1u) {
-        z = z + cls_at(3u, k) * abs(normal(e));
+    if (NOISE != 0u) {
+        z = z + cls_at(3u, k) * r_abs;
     }
-    if (NOISE == 2u) {
-        z = z + cls_at(3u, k) * abs(noise[e]);
+    if ((CLS & 8u) != 0u) {
+        z = p.scale * z;
     }
-    return p.scale * z;
+    return z;
 }
 
-// vec4 logit_z of the four pixels of a quad (vec4 element index i4).
-fn logit_z4(xv: vec4<f32>, k: u32, y: vec4<u32>, i4: u32) -> vec4<f32> {
-    var z = xv;
+// z of logit element e (class k) of a pixel labelled y (scalar kernels).
+fn logit_z(e: u32, k: u32, y: u32) -> f32 {
+    var r = 0.0;
+    if (NOISE == 1u) {
+        r = abs(normal(e));
+    } else if (NOISE == 2u) {
+        r = abs(noise[e]);
+    }
+    return class_z(x[e], k, k == y, r);
+}
+
+// The same for the quad at vec4 index i4, class k (vec4 kernels).
+fn logit_z4(i4: u32, k: u32, y: vec4<u32>) -> vec4<f32> {
+    var z = x4[i4];
     if ((CLS & 1u) != 0u) {
         z = z + cls_at(1u, k);
     }
@@ -147,33 +162,62 @@ fn logit_z4(xv: vec4<f32>, k: u32, y: vec4<u32>, i4: u32) -> vec4<f32> {
         let e = 4u * i4;
         let r = vec4(normal(e), normal(e + 1u), normal(e + 2u), normal(e + 3u));
         z = z + cls_at(3u, k) * abs(r);
-    }
-    if (NOISE == 2u) {
+    } else if (NOISE == 2u) {
         z = z + cls_at(3u, k) * abs(noise4[i4]);
     }
-    return p.scale * z;
+    if ((CLS & 8u) != 0u) {
+        z = p.scale * z;
+    }
+    return z;
 }
 
-// (loss term w·u·β·(−log p), denominator term d, coef) of a pixel of image b labelled y,
-// from z_y − m, log s and s_ny / s (s_ny: the sum without class y, so 1 − p is exact).
-fn pixel_terms(b: u32, y: u32, zy_m: f32, log_s: f32, omp_raw: f32) -> vec3<f32> {
-    if (!valid(y)) {
-        return vec3(0.0);
+// z of its own label class k for component j of the quad whose class-0 vec4 index is base.
+fn label_z4_at(base: u32, quads: u32, k: u32, j: u32) -> f32 {
+    let i4 = base + k * quads;
+    var r = 0.0;
+    if (NOISE == 1u) {
+        r = abs(normal(4u * i4 + j));
+    } else if (NOISE == 2u) {
+        r = abs(noise4[i4][j]);
     }
-    let omp = clamp(omp_raw, 0.0, 1.0);
+    return class_z(x4[i4][j], k, true, r);
+}
+
+// Per-pixel terms of up to four pixels (the scalar kernels pass splats).
+struct Terms {
+    loss: vec4<f32>,
+    den: vec4<f32>,
+    coef: vec4<f32>,
+    log_s: vec4<f32>,
+}
+
+// (w·u·β·(−log p), d, w·u·s·(β + β'·p·log p), log s) from z_y − m, s_rest and u; zero
+// for invalid pixels (except log s). Branch-free.
+fn pixel_terms(y: vec4<u32>, zy_m: vec4<f32>, s_rest: vec4<f32>, u: vec4<f32>) -> Terms {
+    let k = min(y, vec4(p.c - 1u));
+    var ok = (y < vec4(p.c)) & (y != vec4(p.ignore_index));
+    if ((CLS & 4u) != 0u) {
+        ok = ok & vec4(class_active(k.x), class_active(k.y), class_active(k.z), class_active(k.w));
+    }
+    let sr = max(s_rest, vec4(0.0));
+    let s = 1.0 + sr;
+    let log_s = log(s);
+    // When y is the maximum, p = 1/(1 + s_rest): −log p = log1p(s_rest) (its 8-term series
+    // below 0.1, relative error < 0.1⁸/9) and 1 − p = s_rest/(1 + s_rest), both exact as
+    // p → 1. Otherwise p ≤ 1/2 and the plain forms are accurate.
+    let series = sr * (1.0 - sr * (0.5 - sr * (1.0 / 3.0 - sr * (0.25 - sr * (0.2 - sr
+        * (1.0 / 6.0 - sr * (1.0 / 7.0 - sr * 0.125)))))));
+    let top = zy_m >= vec4(0.0);
+    let nlp = select(log_s - zy_m, select(log_s, series, sr < vec4(0.1)), top);
+    let omp = select(1.0 - exp(max(zy_m, vec4(-EXP_MAX_ARG))) / s, sr / s, top);
     let pp = 1.0 - omp;
-    // −log p = −log(1 − omp): by its series when p is near 1, where log s rounds to 0
-    // (relative error of the 5-term series < omp⁵ < 1e-10).
-    var nlp = max(log_s - zy_m, 0.0);
-    if (omp < 0.01) {
-        nlp = omp * (1.0 + omp * (0.5 + omp * (1.0 / 3.0 + omp * (0.25 + omp * 0.2))));
-    }
-    var beta = 1.0;
-    var dcoef = 1.0;
+    var beta = vec4(1.0);
+    var dcoef = vec4(1.0);
     if (MOD == 1u) {
         // (1 − p)^γ and β − β'·p·nlp = (1 − p)^γ·(1 + γ·p·nlp/(1 − p)), never (1 − p)^(γ−1).
-        beta = exp(max(p.gamma * log(max(omp, F32_MIN_POS)), -EXP_MAX_ARG));
-        let rho = select(1.0, nlp / omp, omp > 0.0);
+        let lo = max(omp, vec4(F32_MIN_POS));
+        beta = exp(max(p.gamma * log(lo), vec4(-EXP_MAX_ARG)));
+        let rho = select(vec4(1.0), nlp / lo, omp > vec4(0.0));
         dcoef = beta * (1.0 + p.gamma * pp * rho);
     } else if (MOD == 2u) {
         beta = exp((omp - p.eps) * p.inv_t);
@@ -185,24 +229,61 @@ fn pixel_terms(b: u32, y: u32, zy_m: f32, log_s: f32, omp_raw: f32) -> vec3<f32>
     if (DETACH == 1u) {
         dcoef = beta;
     }
-    var w = 1.0;
+    var w = vec4(1.0);
     if (WEIGHTED == 1u) {
-        w = cls_at(0u, y);
+        w = vec4(cls_at(0u, k.x), cls_at(0u, k.y), cls_at(0u, k.z), cls_at(0u, k.w));
     }
-    var u = 1.0;
-    var d = 1.0;
+    var d = vec4(1.0);
     if (NORM == 1u) {
         d = w;
     } else if (NORM == 2u) {
-        u = 1.0 / f32(max(counts[b * p.c + y], 1u));
-        d = 0.0;
+        d = vec4(0.0);
     }
-    return vec3(w * u * beta * nlp, d, w * u * p.scale * dcoef);
+    let wu = w * u;
+    let zero = vec4(0.0);
+    return Terms(select(zero, wu * beta * nlp, ok), select(zero, d, ok),
+                 select(zero, wu * p.scale * dcoef, ok), log_s);
+}
+
+// u = 1/S_{b,y} of the forward (from the count table), 1 unless PAT.
+fn forward_u(b: u32, y: vec4<u32>) -> vec4<f32> {
+    if (NORM != 2u) {
+        return vec4(1.0);
+    }
+    let k = b * p.c + min(y, vec4(p.c - 1u));
+    let n = vec4(counts[k.x], counts[k.y], counts[k.z], counts[k.w]);
+    return 1.0 / vec4<f32>(max(n, vec4(1u)));
+}
+
+// The same in the backward, from the table's 1/S rows.
+fn backward_u(b: u32, y: vec4<u32>) -> vec4<f32> {
+    if (NORM != 2u) {
+        return vec4(1.0);
+    }
+    let k = 4u + 5u * p.c + b * p.c + min(y, vec4(p.c - 1u));
+    return vec4(cls[k.x], cls[k.y], cls[k.z], cls[k.w]);
 }
 
 // Division that is 0 (not NaN) when the divisor is 0.
 fn safe_div(a: f32, b: f32) -> f32 {
     return select(0.0, a / select(1.0, b, b != 0.0), b != 0.0);
+}
+
+// pix_count's run-length walk over raw labels: `run` pixels labelled `cur` so far. A run
+// is added to the table when it ends, if its label is valid.
+fn count_flush(b: u32, y: u32, run: u32) {
+    if (run > 0u && y < p.c && y != p.ignore_index && class_active(min(y, p.c - 1u))) {
+        atomicAdd(&counts_rw[b * p.c + y], run);
+    }
+}
+
+fn count_step(b: u32, y: u32, cur: ptr<function, u32>, run: ptr<function, u32>) {
+    if (y != *cur) {
+        count_flush(b, *cur, *run);
+        *cur = y;
+        *run = 0u;
+    }
+    *run = *run + 1u;
 }
 
 @compute @workgroup_size(WG)
@@ -215,25 +296,42 @@ fn pix_count(@builtin(workgroup_id) wid: vec3<u32>,
     }
     let b = t / p.lanes;
     let j = t % p.lanes;
-    let none = 0xffffffffu;
-    var cur = none;
+    var cur = 0u;
     var run = 0u;
     let end = min(j * PER + PER, p.inner);
     for (var i = j * PER; i < end; i = i + 1u) {
-        let y = labels[b * p.inner + i];
-        let key = select(none, y, valid(y));
-        if (key != cur) {
-            if (cur != none) {
-                atomicAdd(&counts_rw[b * p.c + cur], run);
-            }
-            cur = key;
-            run = 0u;
+        count_step(b, labels[b * p.inner + i], &cur, &run);
+    }
+    count_flush(b, cur, run);
+}
+
+@compute @workgroup_size(WG)
+fn pix_count4(@builtin(workgroup_id) wid: vec3<u32>,
+              @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) lid: u32) {
+    let t = wg_linear(wid, nwg) * WG + lid;
+    if (t >= p.n * p.lanes) {
+        return;
+    }
+    let b = t / p.lanes;
+    let j = t % p.lanes;
+    let quads = p.inner / 4u;
+    var cur = 0u;
+    var run = 0u;
+    let q_end = min(j * (PER / 4u) + PER / 4u, quads);
+    for (var q = j * (PER / 4u); q < q_end; q = q + 1u) {
+        let y = labels4[b * quads + q];
+        if (all(y == vec4(cur))) {
+            // The common case: the quad continues the current run.
+            run = run + 4u;
+        } else {
+            count_step(b, y.x, &cur, &run);
+            count_step(b, y.y, &cur, &run);
+            count_step(b, y.z, &cur, &run);
+            count_step(b, y.w, &cur, &run);
         }
-        run = run + 1u;
     }
-    if (cur != none) {
-        atomicAdd(&counts_rw[b * p.c + cur], run);
-    }
+    count_flush(b, cur, run);
 }
 
 @compute @workgroup_size(WG)
@@ -255,38 +353,28 @@ fn pix_forward(@builtin(workgroup_id) wid: vec3<u32>,
         let v = b * p.inner + i;
         let y = labels[v];
         let base = b * p.c * p.inner + i;
-        // Online maximum and sums (all classes, and all but y), one load per logit; every
+        // Online maximum and sum without the maximum's term, one load per logit; every
         // exp() argument is ≤ 0. The first active class starts them.
-        let e0 = base + k0 * p.inner;
-        var m = logit_z(x[e0], k0, y, e0);
-        var s = 1.0;
-        var sny = select(1.0, 0.0, k0 == y);
+        var m = logit_z(base + k0 * p.inner, k0, y);
+        var sr = 0.0;
         var zy = m;
         for (var k = k0 + 1u; k < p.c; k = k + 1u) {
             if (!class_active(k)) {
                 continue;
             }
-            let e = base + k * p.inner;
-            let z = logit_z(x[e], k, y, e);
-            let other = select(1.0, 0.0, k == y);
+            let z = logit_z(base + k * p.inner, k, y);
             zy = select(zy, z, k == y);
             if (z > m) {
-                let r = exp_nonpos(m - z);
-                s = s * r + 1.0;
-                sny = sny * r + other;
+                sr = (sr + 1.0) * exp_nonpos(m - z);
                 m = z;
             } else {
-                let r = exp_nonpos(z - m);
-                s = s + r;
-                sny = sny + other * r;
+                sr = sr + exp_nonpos(z - m);
             }
         }
-        let log_s = log(max(s, 1.0));
         out[4u + v] = m;
-        out[4u + all + v] = log_s;
-        let tr = pixel_terms(b, y, zy - m, log_s, sny / s);
-        out[4u + 2u * all + v] = tr.z;
-        acc = acc + tr.xy;
+        out[4u + all + v] = sr;
+        let tr = pixel_terms(vec4(y), vec4(zy - m), vec4(sr), forward_u(b, vec4(y)));
+        acc = acc + vec2(tr.loss.x, tr.den.x);
     }
     out[p.partials + t] = acc.x;
     out[p.partials + total + t] = acc.y;
@@ -297,19 +385,18 @@ fn pix_finish() {
     out[0] = safe_div(stats[0], stats[1] + p.den_const);
 }
 
+// Inputs: labels = the count table (PAT), cls, noise = g, stats.
 @compute @workgroup_size(WG)
 fn pix_gscale(@builtin(workgroup_id) wid: vec3<u32>,
               @builtin(num_workgroups) nwg: vec3<u32>,
               @builtin(local_invocation_index) lid: u32) {
     let i = wg_linear(wid, nwg) * WG + lid;
-    if (i >= 4u + 5u * p.c) {
-        return;
+    let head = 4u + 5u * p.c;
+    if (i < head) {
+        out[i] = select(cls[i], safe_div(noise[0], stats[1] + p.den_const), i == 0u);
+    } else if (NORM == 2u && i < head + p.n * p.c) {
+        out[i] = 1.0 / f32(max(labels[i - head], 1u));
     }
-    var v = cls[i];
-    if (i == 0u) {
-        v = safe_div(noise[0], stats[1] + p.den_const);
-    }
-    out[i] = v;
 }
 
 @compute @workgroup_size(WG)
@@ -321,21 +408,22 @@ fn pix_backward(@builtin(workgroup_id) wid: vec3<u32>,
     if (v >= all) {
         return;
     }
-    let base = (v / p.inner) * p.c * p.inner + v % p.inner;
+    let b = v / p.inner;
+    let base = b * p.c * p.inner + v % p.inner;
     let y = labels[v];
+    let ky = min(y, p.c - 1u);
+    let m = stats[4u + v];
+    let zy = logit_z(base + ky * p.inner, ky, y);
+    let tr = pixel_terms(vec4(y), vec4(zy - m), vec4(stats[4u + all + v]), backward_u(b, vec4(y)));
     // G·coef; 0 for an invalid pixel, whose statistics are then not used.
-    let scale = cls[0] * stats[4u + 2u * all + v];
-    var m = F32_MAX;
-    var log_s = 0.0;
-    if (scale != 0.0) {
-        m = stats[4u + v];
-        log_s = stats[4u + all + v];
-    }
+    let scale = cls[0] * tr.coef.x;
+    let mm = select(F32_MAX, m, scale != 0.0);
+    let log_s = select(0.0, tr.log_s.x, scale != 0.0);
     for (var k = 0u; k < p.c; k = k + 1u) {
         let e = base + k * p.inner;
         var d = 0.0;
         if (class_active(k)) {
-            let q = exp_nonpos((logit_z(x[e], k, y, e) - m) - log_s);
+            let q = exp_nonpos((logit_z(e, k, y) - mm) - log_s);
             d = scale * q - select(0.0, scale, k == y);
         }
         out[e] = d;
@@ -357,52 +445,41 @@ fn pix_forward4(@builtin(workgroup_id) wid: vec3<u32>,
     let quads = p.inner / 4u;
     let all = p.n * quads;
     let k0 = first_active();
-    var acc = vec2(0.0);
+    var acc_l = vec4(0.0);
+    var acc_d = vec4(0.0);
     let q_end = min(j * (PER / 4u) + PER / 4u, quads);
     for (var q = j * (PER / 4u); q < q_end; q = q + 1u) {
         let y = labels4[b * quads + q];
         let base = b * p.c * quads + q;
-        // Branch-free online maximum and sums: e = exp(−|z − m|) is the new term when
-        // z ≤ m, else the factor that rescales the old sums.
-        let i0 = base + k0 * quads;
-        var m = logit_z4(x4[i0], k0, y, i0);
-        var s = vec4(1.0);
-        var sny = select(vec4(1.0), vec4(0.0), y == vec4(k0));
+        // Branch-free online maximum and rest-sum: e = exp(−|z − m|) is the new term when
+        // z ≤ m, else the factor that rescales the old maximum's 1 and the rest.
+        var m = logit_z4(base + k0 * quads, k0, y);
+        var sr = vec4(0.0);
         var zy = m;
         for (var k = k0 + 1u; k < p.c; k = k + 1u) {
             if (!class_active(k)) {
                 continue;
             }
-            let i = base + k * quads;
-            let z = logit_z4(x4[i], k, y, i);
-            let is_y = y == vec4(k);
-            let other = select(vec4(1.0), vec4(0.0), is_y);
-            zy = select(zy, z, is_y);
+            let z = logit_z4(base + k * quads, k, y);
+            zy = select(zy, z, y == vec4(k));
             let e = exp(max(min(z, m) - max(z, m), vec4(-EXP_MAX_ARG)));
-            let grow = z > m;
-            s = select(s + e, s * e + 1.0, grow);
-            sny = select(sny + other * e, sny * e + other, grow);
+            sr = select(sr + e, (sr + 1.0) * e, z > m);
             m = max(m, z);
         }
-        let log_s = log(max(s, vec4(1.0)));
         let v = b * quads + q;
         out4[1u + v] = m;
-        out4[1u + all + v] = log_s;
-        let omp = sny / s;
-        let zm = zy - m;
-        let t0 = pixel_terms(b, y.x, zm.x, log_s.x, omp.x);
-        let t1 = pixel_terms(b, y.y, zm.y, log_s.y, omp.y);
-        let t2 = pixel_terms(b, y.z, zm.z, log_s.z, omp.z);
-        let t3 = pixel_terms(b, y.w, zm.w, log_s.w, omp.w);
-        out4[1u + 2u * all + v] = vec4(t0.z, t1.z, t2.z, t3.z);
-        acc = acc + t0.xy + t1.xy + t2.xy + t3.xy;
+        out4[1u + all + v] = sr;
+        let tr = pixel_terms(y, zy - m, sr, forward_u(b, y));
+        acc_l = acc_l + tr.loss;
+        acc_d = acc_d + tr.den;
     }
     let i = p.partials + t;
     let k = i + total;
-    out4[i / 4u][i % 4u] = acc.x;
-    out4[k / 4u][k % 4u] = acc.y;
+    out4[i / 4u][i % 4u] = dot(acc_l, vec4(1.0));
+    out4[k / 4u][k % 4u] = dot(acc_d, vec4(1.0));
 }
 
+// pix_backward on quads: invocation t handles quads [t·BQ, t·BQ + BQ) (they may span images).
 @compute @workgroup_size(WG)
 fn pix_backward4(@builtin(workgroup_id) wid: vec3<u32>,
                  @builtin(num_workgroups) nwg: vec3<u32>,
@@ -421,16 +498,20 @@ fn pix_backward4(@builtin(workgroup_id) wid: vec3<u32>,
     for (var q = q0; q < q_end; q = q + 1u) {
         let base = b * p.c * quads + r;
         let y = labels4[q];
-        let scale = gs * stats4[1u + 2u * all + q];
+        let ky = min(y, vec4(p.c - 1u));
+        let m = stats4[1u + q];
+        let zy = vec4(label_z4_at(base, quads, ky.x, 0u), label_z4_at(base, quads, ky.y, 1u),
+                      label_z4_at(base, quads, ky.z, 2u), label_z4_at(base, quads, ky.w, 3u));
+        let tr = pixel_terms(y, zy - m, stats4[1u + all + q], backward_u(b, y));
+        let scale = gs * tr.coef;
         let ok = scale != vec4(0.0);
-        let m = select(vec4(F32_MAX), stats4[1u + q], ok);
-        let log_s = select(vec4(0.0), stats4[1u + all + q], ok);
+        let mm = select(vec4(F32_MAX), m, ok);
+        let log_s = select(vec4(0.0), tr.log_s, ok);
         for (var k = 0u; k < p.c; k = k + 1u) {
             let i = base + k * quads;
             var d = vec4(0.0);
             if (class_active(k)) {
-                let z = logit_z4(x4[i], k, y, i);
-                let e = exp(max((z - m) - log_s, vec4(-EXP_MAX_ARG)));
+                let e = exp(max((logit_z4(i, k, y) - mm) - log_s, vec4(-EXP_MAX_ARG)));
                 d = scale * e - select(vec4(0.0), scale, y == vec4(k));
             }
             out4[i] = d;

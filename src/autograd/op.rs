@@ -2,7 +2,7 @@
 //! (no `_ =>` arm: an op without a backward rule does not compile).
 
 use crate::error::Result;
-use crate::losses::pixel::{pixel_loss_backward, PixelConfig};
+use crate::losses::pixel::{pixel_loss_backward, PixelConfig, Saved};
 use crate::ops::binary::{binary_backward, where_backward, BinaryOp};
 use crate::ops::conv::{conv2d_backward, Conv2dParams};
 use crate::ops::copy::{concat_backward, pad_axis, permute_backward};
@@ -73,12 +73,13 @@ pub enum Op {
     /// Input: logits. The fused softmax-family losses of `crate::losses` (see
     /// `losses::pixel`): labels, the per-class table and the noise are constants; `stats`
     /// is the forward's saved state (`[Σ w·u·ℓ, D]` on the CPU; on a GPU the statistics
-    /// buffer with the per-pixel log-sum-exp and gradient coefficients).
+    /// buffer with the per-pixel log-sum-exp), `counts` PAT's `[N, C]` table on a GPU.
     PixelLoss {
         labels: Tensor,
         cfg: PixelConfig,
         table: Tensor,
         noise: Option<Tensor>,
+        counts: Option<Tensor>,
         stats: Tensor,
     },
     /// Training batch-norm; inputs x, γ, β. `mean` and `rstd` (`[C]`) are the batch
@@ -173,16 +174,17 @@ impl Op {
                 cfg,
                 table,
                 noise,
+                counts,
                 stats,
-            } => vec![Some(pixel_loss_backward(
-                x,
-                labels,
-                cfg,
-                table,
-                noise.as_ref(),
-                stats,
-                g,
-            )?)],
+            } => {
+                let saved = Saved {
+                    table,
+                    noise: noise.as_ref(),
+                    counts: counts.as_ref(),
+                    stats,
+                };
+                vec![Some(pixel_loss_backward(x, labels, cfg, saved, g)?)]
+            }
             Op::Matmul { trans_a, trans_b } => {
                 matmul_backward(*trans_a, *trans_b, x, &inputs[1], g)?.to_vec()
             }

@@ -23,16 +23,16 @@
 //! and a zero gradient, never NaN.
 //!
 //! Numerics: `log p = (z_y − max z) − log Σ exp(z − max z)`, never the log of a rounded
-//! `p`; `1 − p` is the softmax sum without class `y` over the whole sum (exact as `p → 1`),
-//! and `−log p` is its series `−log(1 − (1 − p))` where `1 − p < 0.01` on the GPU
-//! (`ln_1p` on the CPU); focal's `β'·p·log p` is evaluated as `γ(1 − p)^γ·p·(−log p)/(1 − p)`
+//! `p`; when `y` is the maximum, `−log p = log1p(s')` and `1 − p = s'/(1 + s')` with `s'`
+//! the softmax sum without the maximum's own term (exact as `p → 1`; `ln_1p` on the CPU, its
+//! series below 0.1 on the GPU); focal's `β'·p·log p` is evaluated as `γ(1 − p)^γ·p·(−log p)/(1 − p)`
 //! so that `(1 − p)^{γ−1}` never appears (finite at `p = 1` for any `γ ≥ 0`).
 //!
 //! The CPU path is the `f64` reference; the GPU path (`pixel_gpu.rs`,
-//! `shaders/pixel_loss.wgsl`) saves per pixel `max z`, `log Σ exp(z − max z)` and the
-//! gradient coefficient `w·u·s·(β + β'·p·log p)` (three floats per pixel; cross-entropy
-//! keeps two), plus, for PAT only during the forward, the `[N, C]` table `S` counted with
-//! `u32` atomics. Nothing is read back.
+//! `shaders/pixel_loss.wgsl`) saves per pixel `max z` and `Σ exp(z − max z) − 1` (two
+//! floats per pixel, as cross-entropy keeps) and, for PAT, the `[N, C]` table `S` counted
+//! with `u32` atomics; the backward recomputes each pixel's coefficient from them and `z_y`.
+//! Nothing is read back.
 //!
 //! Excluded classes: a pixel labelled with one is an error when the labels are on the CPU;
 //! on a GPU (where checking would need a readback) it is ignored like `ignore_index`.
@@ -164,7 +164,7 @@ impl Layout {
     }
     /// Offset of the forward partials in the statistics buffer.
     pub(crate) fn partials(self) -> usize {
-        STATS_HEAD + 3 * self.pixels()
+        STATS_HEAD + 2 * self.pixels()
     }
     pub(crate) fn stats_len(self) -> usize {
         (self.partials() + 2 * self.n * self.lanes()).next_multiple_of(4)
@@ -349,7 +349,7 @@ pub(crate) fn pixel_loss(
     let noise = noise.filter(|_| cfg.noise == NoiseSource::Tensor);
     let dev = logits.device();
     let table = Tensor::from_f64(table, [lay.table_len()], &dev)?;
-    let (storage, stats) = match logits.storage() {
+    let (storage, (stats, counts)) = match logits.storage() {
         Storage::Cpu(x) => {
             let cpu = Cpu::new(x, labels, &table, noise, lay, cfg)?;
             if cfg.masked {
@@ -359,13 +359,13 @@ pub(crate) fn pixel_loss(
             let loss = if den != 0.0 { num / den } else { 0.0 };
             let stats =
                 Tensor::from_storage(Storage::Cpu(vec![num, den]), Shape(vec![2]), DType::F32);
-            (Storage::Cpu(vec![loss]), stats)
+            (Storage::Cpu(vec![loss]), (stats, None))
         }
         Storage::Gpu(x) => {
             let noise = noise.map(|r| r.gpu_buf(op)).transpose()?;
-            let (loss, stats) =
+            let (loss, stats, counts) =
                 pixel_gpu::forward(x, labels.gpu_buf(op)?, table.gpu_buf(op)?, noise, lay, &cfg)?;
-            (Storage::Gpu(loss), stats)
+            (Storage::Gpu(loss), (stats, counts))
         }
     };
     Ok(Tensor::from_op(
@@ -377,10 +377,19 @@ pub(crate) fn pixel_loss(
             cfg,
             table,
             noise: noise.map(Tensor::detach),
+            counts,
             stats,
         },
         vec![logits.clone()],
     ))
+}
+
+/// The forward's saved state, for [`pixel_loss_backward`].
+pub(crate) struct Saved<'a> {
+    pub(crate) table: &'a Tensor,
+    pub(crate) noise: Option<&'a Tensor>,
+    pub(crate) counts: Option<&'a Tensor>,
+    pub(crate) stats: &'a Tensor,
 }
 
 /// Backward of [`pixel_loss`]: `∂L/∂x` scaled by the upstream scalar `g`.
@@ -388,11 +397,15 @@ pub(crate) fn pixel_loss_backward(
     logits: &Tensor,
     labels: &Tensor,
     cfg: &PixelConfig,
-    table: &Tensor,
-    noise: Option<&Tensor>,
-    stats: &Tensor,
+    saved: Saved,
     g: &Tensor,
 ) -> Result<Tensor> {
+    let Saved {
+        table,
+        noise,
+        counts,
+        stats,
+    } = saved;
     let op = cfg.op;
     let lay = check(op, logits, labels, noise)?;
     let storage = match logits.storage() {
@@ -404,11 +417,16 @@ pub(crate) fn pixel_loss_backward(
         }
         Storage::Gpu(x) => {
             let noise = noise.map(|r| r.gpu_buf(op)).transpose()?;
-            Storage::Gpu(pixel_gpu::backward(
+            let counts = counts.map(|c| c.gpu_buf(op)).transpose()?;
+            let bufs = pixel_gpu::Bufs {
                 x,
-                labels.gpu_buf(op)?,
-                table.gpu_buf(op)?,
+                y: labels.gpu_buf(op)?,
+                table: table.gpu_buf(op)?,
                 noise,
+                counts,
+            };
+            Storage::Gpu(pixel_gpu::backward(
+                &bufs,
                 stats.gpu_buf(op)?,
                 g.gpu_buf(op)?,
                 lay,

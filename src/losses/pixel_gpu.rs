@@ -83,7 +83,10 @@ fn kernel(entry: &'static str, cfg: &PixelConfig) -> Kernel {
         NoiseSource::Seeded { .. } => 1,
         NoiseSource::Tensor => 2,
     };
-    let cls = u32::from(cfg.bias) | u32::from(cfg.margin) << 1 | u32::from(cfg.masked) << 2;
+    let cls = u32::from(cfg.bias)
+        | u32::from(cfg.margin) << 1
+        | u32::from(cfg.masked) << 2
+        | u32::from(cfg.scale != 1.0) << 3;
     Kernel::new(Shader::PixelLoss, entry)
         .with("WG", ELEMENTWISE_WG)
         .with("PER", PIXELS_PER_LANE as u32)
@@ -96,7 +99,17 @@ fn kernel(entry: &'static str, cfg: &PixelConfig) -> Kernel {
         .with("NOISE", noise)
 }
 
-/// Forward on the device: `(loss, stats)`.
+/// The device buffers of a launch.
+pub(crate) struct Bufs<'a> {
+    pub(crate) x: &'a GpuBuf,
+    pub(crate) y: &'a GpuBuf,
+    pub(crate) table: &'a GpuBuf,
+    pub(crate) noise: Option<&'a GpuBuf>,
+    /// PAT's `[N, C]` count table (backward).
+    pub(crate) counts: Option<&'a GpuBuf>,
+}
+
+/// Forward on the device: `(loss, stats, counts)` (the count table for PAT).
 pub(crate) fn forward(
     x: &GpuBuf,
     y: &GpuBuf,
@@ -104,7 +117,7 @@ pub(crate) fn forward(
     noise: Option<&GpuBuf>,
     lay: Layout,
     cfg: &PixelConfig,
-) -> Result<(GpuBuf, Tensor)> {
+) -> Result<(GpuBuf, Tensor, Option<Tensor>)> {
     let ctx = x.context();
     let pr = params(lay, cfg);
     let t = lay.n * lay.lanes();
@@ -112,8 +125,13 @@ pub(crate) fn forward(
     let counts = if cfg.norm == Normalization::PerImageClass {
         let counts = ctx.alloc_storage(lay.n * lay.c)?;
         ctx.clear(&counts)?;
+        let entry = if lay.vec4() {
+            "pix_count4"
+        } else {
+            "pix_count"
+        };
         ctx.launch(
-            &kernel("pix_count", cfg),
+            &kernel(entry, cfg),
             &pr,
             &[x, y, table, x, x],
             &[&counts],
@@ -156,30 +174,30 @@ pub(crate) fn forward(
         Shape(vec![lay.stats_len()]),
         DType::F32,
     );
-    Ok((loss, stats))
+    let counts = counts
+        .map(|c| Tensor::from_storage(Storage::Gpu(c), Shape(vec![lay.n, lay.c]), DType::U32));
+    Ok((loss, stats, counts))
 }
 
 /// Backward on the device: `∂L/∂x · g`.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn backward(
-    x: &GpuBuf,
-    y: &GpuBuf,
-    table: &GpuBuf,
-    noise: Option<&GpuBuf>,
+    b: &Bufs,
     stats: &GpuBuf,
     g: &GpuBuf,
     lay: Layout,
     cfg: &PixelConfig,
 ) -> Result<GpuBuf> {
-    let ctx = x.context();
+    let ctx = b.x.context();
     let pr = params(lay, cfg);
-    let scaled = ctx.alloc_storage(lay.table_len())?;
+    // The table with G = g / D in its head and, for PAT, the n·c values 1/S after it.
+    let len = lay.table_len() + b.counts.map_or(0, |_| lay.n * lay.c);
+    let scaled = ctx.alloc_storage(len)?;
     ctx.launch(
         &kernel("pix_gscale", cfg),
         &pr,
-        &[table, table, table, g, stats],
+        &[b.table, b.counts.unwrap_or(b.y), b.table, g, stats],
         &[&scaled],
-        groups_for(lay.table_len(), ELEMENTWISE_WG),
+        groups_for(len, ELEMENTWISE_WG),
     )?;
     let dx = ctx.alloc_storage(lay.n * lay.c * lay.inner)?;
     let (entry, threads) = if lay.vec4() {
@@ -193,7 +211,7 @@ pub(crate) fn backward(
     ctx.launch(
         &kernel(entry, cfg),
         &pr,
-        &[x, y, &scaled, noise.unwrap_or(x), stats],
+        &[b.x, b.y, &scaled, b.noise.unwrap_or(b.x), stats],
         &[&dx],
         groups_for(threads, ELEMENTWISE_WG),
     )?;
