@@ -1148,3 +1148,74 @@ fn errors_name_the_loss_and_the_shapes() {
         }
     }
 }
+
+#[test]
+fn folded_grids_and_multi_pass_reductions() {
+    // The device whose grid limit is 4 workgroups per dimension (64 in all). Scalar
+    // kernels: 129 images of 65 pixels, 258 forward lanes of which every second holds one
+    // pixel (a two-pass reduction of the partials), 33 backward workgroups (3-D fold).
+    // Vec4 kernels: 33 792 pixels per image, 1056 forward lanes (5 workgroups, 2-D fold, a
+    // two-pass reduction), 9 backward workgroups.
+    for dims in [[129usize, 3, 5, 13], [2, 3, 256, 132]] {
+        for kind in [
+            Kind::Pat {
+                curve: PatCurve::Falling,
+                t: 2.0,
+                eps: 0.0,
+                detach: false,
+            },
+            Kind::Focal(2.0),
+            Kind::Blv {
+                sigma: 0.5,
+                seed: 3,
+            },
+        ] {
+            let inp = inputs(&dims, 7000, 9, None);
+            check_folded(
+                &format!("folded {kind:?} {dims:?}"),
+                &inp,
+                Check::new(REDUCTION, REDUCTION),
+                |t| run(&kind, t, &[100, 10, 1]),
+            );
+        }
+    }
+}
+
+#[test]
+fn ignore_index_option() {
+    // ignore_index = 1: pixels labelled 1 are ignored, like 255 with the default.
+    let dims = [2usize, 4, 3, 4];
+    let inp = inputs(&dims, 7100, 0, None);
+    let mut as_255 = inp.clone();
+    as_255[1]
+        .data
+        .iter_mut()
+        .filter(|v| **v == 1.0)
+        .for_each(|v| *v = IGNORE as f32);
+    for dev in std::iter::once(Device::Cpu).chain(gpu()) {
+        let t = build(&inp, &dev);
+        let got = losses::pat(
+            &t[0],
+            &t[1],
+            &PatOptions {
+                ignore_index: 1,
+                ..Default::default()
+            },
+        )
+        .expect("pat")
+        .to_vec_f64()
+        .expect("read")[0];
+        let (want, _) = value_and_grad(
+            &Kind::Pat {
+                curve: PatCurve::Falling,
+                t: 20.0,
+                eps: 0.0,
+                detach: false,
+            },
+            &as_255,
+            &[],
+            &dev,
+        );
+        assert_close("ignore_index = 1", &[got], &[want], REDUCTION);
+    }
+}
