@@ -11,21 +11,22 @@
 // Table `cls` (f32): [G or 0, 0, 0, 0, then rows of c: 0 w, 1 b, 2 m, 3 a, 4 active (1/0),
 // then (backward, PAT) the n·c values 1/S]. r: standard-normal draws, generated (NOISE 1:
 // normal(), below) or read from the noise tensor (NOISE 2).
-// Stats (f32): [Σ w·u·ℓ, Σ d, 0, 0, m (P), s_rest (P), partials (2T)] for P = n·inner pixels
-// and T = n·lanes forward invocations: m = max_k z_k and s_rest = Σ_k exp(z_k − m) − 1, the
-// sum without the maximum's own term, kept apart so that 1 − p and −log p stay exact as
-// p → 1 (where s = 1 + s_rest rounds to 1). Two floats per pixel, as cross-entropy keeps.
+// Stats (f32): [Σ w·u·ℓ, Σ d, 0, 0, m (P), σ (P), partials (2T)] for P = n·inner pixels and
+// T = n·lanes forward invocations: m = max_k z_k and σ = log s, s = Σ_k exp(z_k − m), as
+// cross-entropy keeps; for focal (MOD 1) σ = s_rest = s − 1, the sum without the maximum's
+// own term, kept apart so that 1 − p and −log p stay exact as p → 1 (where s rounds to 1
+// and (1 − p)^γ with γ < 1 still varies). Two floats per pixel either way.
 //
 // Entry points (one binding layout; unused slots get dummy buffers):
 // pix_count(4):  u32 atomics: S_{b,y} += 1 per valid pixel, one atomicAdd per run of equal
 //                labels within an invocation's stretch of PER pixels (labels come in runs).
 // pix_forward:   as ce_forward: one invocation per stretch of PER pixels of one image, online
-//                max/sum (one load per logit), writes m, s_rest and the partials of the
+//                max/sum (one load per logit), writes m, σ and the partials of the
 //                loss; the host sums the partials with reduce_lanes into stats[0..2].
 // pix_finish:    loss = stats[0] / (stats[1] + den_const), 0 when that is 0 (never NaN).
 // pix_gscale:    the backward's table: cls with G in its head (and 1/S for PAT).
 // pix_backward:  recomputes the pixel's coefficient from z_y (one gathered load) and the
-//                saved m, s_rest, then dx = G·coef·(exp((z − m) − log s) − δ): one load,
+//                saved m, σ, then dx = G·coef·(exp((z − m) − log s) − δ): one load,
 //                one exp and one store per logit (plus the noise draw with NOISE 1).
 // pix_forward4, pix_count4, pix_backward4: the same on quads of 4 pixels (inner % 4 == 0)
 //                with vec4 accesses, as ce_forward4 / ce_backward4.
@@ -69,7 +70,10 @@ struct Params {
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> labels: array<u32>;
 @group(0) @binding(3) var<storage, read> cls: array<f32>;
-@group(0) @binding(4) var<storage, read> noise: array<f32>;
+// Slot 4: the noise tensor (NOISE 2), else the logits again, so that the vec4 backward can
+// gather x_y through this scalar view (a scalar gather; through x4 it costs a vec4 load per
+// lane, ~+12 % on pix_backward4, and x and x4 may not both be used by one entry point).
+@group(0) @binding(4) var<storage, read> aux: array<f32>;
 @group(0) @binding(5) var<storage, read> counts: array<u32>;
 @group(0) @binding(5) var<storage, read> stats: array<f32>;
 @group(0) @binding(6) var<storage, read_write> out: array<f32>;
@@ -77,7 +81,6 @@ struct Params {
 // Vec4 views for the *4 entry points.
 @group(0) @binding(1) var<storage, read> x4: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> labels4: array<vec4<u32>>;
-@group(0) @binding(4) var<storage, read> noise4: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read> stats4: array<vec4<f32>>;
 @group(0) @binding(6) var<storage, read_write> out4: array<vec4<f32>>;
 
@@ -144,7 +147,7 @@ fn logit_z(e: u32, k: u32, y: u32) -> f32 {
     if (NOISE == 1u) {
         r = abs(normal(e));
     } else if (NOISE == 2u) {
-        r = abs(noise[e]);
+        r = abs(aux[e]);
     }
     return class_z(x[e], k, k == y, r);
 }
@@ -163,7 +166,8 @@ fn logit_z4(i4: u32, k: u32, y: vec4<u32>) -> vec4<f32> {
         let r = vec4(normal(e), normal(e + 1u), normal(e + 2u), normal(e + 3u));
         z = z + cls_at(3u, k) * abs(r);
     } else if (NOISE == 2u) {
-        z = z + cls_at(3u, k) * abs(noise4[i4]);
+        let e = 4u * i4;
+        z = z + cls_at(3u, k) * abs(vec4(aux[e], aux[e + 1u], aux[e + 2u], aux[e + 3u]));
     }
     if ((CLS & 8u) != 0u) {
         z = p.scale * z;
@@ -173,14 +177,19 @@ fn logit_z4(i4: u32, k: u32, y: vec4<u32>) -> vec4<f32> {
 
 // z of its own label class k for component j of the quad whose class-0 vec4 index is base.
 fn label_z4_at(base: u32, quads: u32, k: u32, j: u32) -> f32 {
-    let i4 = base + k * quads;
+    let e = 4u * (base + k * quads) + j;
+    var xv = 0.0;
     var r = 0.0;
-    if (NOISE == 1u) {
-        r = abs(normal(4u * i4 + j));
-    } else if (NOISE == 2u) {
-        r = abs(noise4[i4][j]);
+    if (NOISE == 2u) {
+        xv = x4[e / 4u][j];
+        r = abs(aux[e]);
+    } else {
+        xv = aux[e];
+        if (NOISE == 1u) {
+            r = abs(normal(e));
+        }
     }
-    return class_z(x4[i4][j], k, true, r);
+    return class_z(xv, k, true, r);
 }
 
 // Per-pixel terms of up to four pixels (the scalar kernels pass splats).
@@ -191,25 +200,33 @@ struct Terms {
     log_s: vec4<f32>,
 }
 
-// (w·u·β·(−log p), d, w·u·s·(β + β'·p·log p), log s) from z_y − m, s_rest and u; zero
-// for invalid pixels (except log s). Branch-free.
-fn pixel_terms(y: vec4<u32>, zy_m: vec4<f32>, s_rest: vec4<f32>, u: vec4<f32>) -> Terms {
+// (w·u·β·(−log p), d, w·u·s·(β + β'·p·log p), log s) from z_y − m, the saved σ and u;
+// zero for invalid pixels (except log s). Branch-free.
+fn pixel_terms(y: vec4<u32>, zy_m: vec4<f32>, sigma: vec4<f32>, u: vec4<f32>) -> Terms {
     let k = min(y, vec4(p.c - 1u));
     var ok = (y < vec4(p.c)) & (y != vec4(p.ignore_index));
     if ((CLS & 4u) != 0u) {
         ok = ok & vec4(class_active(k.x), class_active(k.y), class_active(k.z), class_active(k.w));
     }
-    let sr = max(s_rest, vec4(0.0));
-    let s = 1.0 + sr;
-    let log_s = log(s);
-    // When y is the maximum, p = 1/(1 + s_rest): −log p = log1p(s_rest) (its 8-term series
-    // below 0.1, relative error < 0.1⁸/9) and 1 − p = s_rest/(1 + s_rest), both exact as
-    // p → 1. Otherwise p ≤ 1/2 and the plain forms are accurate.
-    let series = sr * (1.0 - sr * (0.5 - sr * (1.0 / 3.0 - sr * (0.25 - sr * (0.2 - sr
-        * (1.0 / 6.0 - sr * (1.0 / 7.0 - sr * 0.125)))))));
-    let top = zy_m >= vec4(0.0);
-    let nlp = select(log_s - zy_m, select(log_s, series, sr < vec4(0.1)), top);
-    let omp = select(1.0 - exp(max(zy_m, vec4(-EXP_MAX_ARG))) / s, sr / s, top);
+    var log_s = sigma;
+    var nlp = max(log_s - zy_m, vec4(0.0));
+    var omp = vec4(0.0);
+    if (MOD == 1u) {
+        let sr = max(sigma, vec4(0.0));
+        let s = 1.0 + sr;
+        log_s = log(s);
+        // When y is the maximum, p = 1/(1 + s_rest): −log p = log1p(s_rest) (its 8-term
+        // series below 0.1, relative error < 0.1⁸/9) and 1 − p = s_rest/(1 + s_rest), both
+        // exact as p → 1. Otherwise p ≤ 1/2 and the plain forms are accurate.
+        let series = sr * (1.0 - sr * (0.5 - sr * (1.0 / 3.0 - sr * (0.25 - sr * (0.2 - sr
+            * (1.0 / 6.0 - sr * (1.0 / 7.0 - sr * 0.125)))))));
+        let top = zy_m >= vec4(0.0);
+        nlp = select(log_s - zy_m, select(log_s, series, sr < vec4(0.1)), top);
+        omp = select(1.0 - exp(max(zy_m, vec4(-EXP_MAX_ARG))) / s, sr / s, top);
+    } else if (MOD != 0u) {
+        // PAT: β is smooth in p; 1 − p to f32 rounding (absolute) is all it needs.
+        omp = 1.0 - exp(-nlp);
+    }
     let pp = 1.0 - omp;
     var beta = vec4(1.0);
     var dcoef = vec4(1.0);
@@ -372,8 +389,10 @@ fn pix_forward(@builtin(workgroup_id) wid: vec3<u32>,
             }
         }
         out[4u + v] = m;
-        out[4u + all + v] = sr;
-        let tr = pixel_terms(vec4(y), vec4(zy - m), vec4(sr), forward_u(b, vec4(y)));
+        // σ: log s, or s_rest for focal (the select folds: MOD is a constant).
+        let sigma = select(log(1.0 + sr), sr, MOD == 1u);
+        out[4u + all + v] = sigma;
+        let tr = pixel_terms(vec4(y), vec4(zy - m), vec4(sigma), forward_u(b, vec4(y)));
         acc = acc + vec2(tr.loss.x, tr.den.x);
     }
     out[p.partials + t] = acc.x;
@@ -385,7 +404,7 @@ fn pix_finish() {
     out[0] = safe_div(stats[0], stats[1] + p.den_const);
 }
 
-// Inputs: labels = the count table (PAT), cls, noise = g, stats.
+// Inputs: labels = the count table (PAT), cls, aux = g, stats.
 @compute @workgroup_size(WG)
 fn pix_gscale(@builtin(workgroup_id) wid: vec3<u32>,
               @builtin(num_workgroups) nwg: vec3<u32>,
@@ -393,7 +412,7 @@ fn pix_gscale(@builtin(workgroup_id) wid: vec3<u32>,
     let i = wg_linear(wid, nwg) * WG + lid;
     let head = 4u + 5u * p.c;
     if (i < head) {
-        out[i] = select(cls[i], safe_div(noise[0], stats[1] + p.den_const), i == 0u);
+        out[i] = select(cls[i], safe_div(aux[0], stats[1] + p.den_const), i == 0u);
     } else if (NORM == 2u && i < head + p.n * p.c) {
         out[i] = 1.0 / f32(max(labels[i - head], 1u));
     }
@@ -468,8 +487,9 @@ fn pix_forward4(@builtin(workgroup_id) wid: vec3<u32>,
         }
         let v = b * quads + q;
         out4[1u + v] = m;
-        out4[1u + all + v] = sr;
-        let tr = pixel_terms(y, zy - m, sr, forward_u(b, y));
+        let sigma = select(log(1.0 + sr), sr, MOD == 1u);
+        out4[1u + all + v] = sigma;
+        let tr = pixel_terms(y, zy - m, sigma, forward_u(b, y));
         acc_l = acc_l + tr.loss;
         acc_d = acc_d + tr.den;
     }
