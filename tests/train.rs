@@ -246,3 +246,42 @@ fn a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Per-step randomness (BLV's noise, the pairwise AUC kernel's subsample) is seeded by the
+/// step, so a resumed run draws what the uninterrupted one drew.
+#[test]
+fn resumed_runs_with_seeded_losses_match_uninterrupted_ones() {
+    resume_matches_uninterrupted("resume-blv", |o| o.config.train.loss = "blv".into());
+    resume_matches_uninterrupted("resume-auc-pairwise-tmb", |o| {
+        o.config.train.loss = "aucseg".into();
+        o.config.loss.auc_method = "pairwise".into();
+        o.config.loss.auc_cap = 64;
+        o.config.tmb.enabled = true;
+    });
+}
+
+/// Every loss of `train.loss` trains: two steps, finite logged losses, and different losses
+/// give different values on the same first batch.
+#[test]
+fn every_loss_trains() {
+    let dev = gpu().unwrap_or(Device::Cpu);
+    let dir = scratch("every-loss");
+    let mut first = Vec::new();
+    for &name in wgseg::train::LOSSES {
+        let mut o = options(&dir.join(name), &dev, None, false);
+        o.config.train.steps = 2;
+        o.config.train.loss = name.into();
+        train(o, &mut |_| {}).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let l = losses(&dir.join(name));
+        assert_eq!(l.len(), 2, "{name}");
+        assert!(l.iter().all(|(_, v)| v.is_finite()), "{name}: {l:?}");
+        first.push((name, l[0].1));
+    }
+    // The same batch and initial weights: each loss is its own formula.
+    for (i, (a, la)) in first.iter().enumerate() {
+        for (b, lb) in &first[i + 1..] {
+            assert_ne!(la, lb, "{a} and {b} gave the same first loss");
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

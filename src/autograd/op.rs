@@ -3,6 +3,7 @@
 
 use crate::error::Result;
 use crate::losses::aucseg::{closed, pairwise};
+use crate::losses::pixel::{pixel_loss_backward, PixelConfig, Saved};
 use crate::losses::{AucClosedSaved, AucPairSaved};
 use crate::ops::binary::{binary_backward, where_backward, BinaryOp};
 use crate::ops::conv::{conv2d_backward, Conv2dParams};
@@ -77,6 +78,18 @@ pub enum Op {
     /// AUCSeg's AUC loss, tiled pairwise kernel. Input: logits; the gradient was computed by
     /// the forward and is saved (compact on a GPU, with the pixel plan).
     AucPairwise(AucPairSaved),
+    /// Input: logits. The fused softmax-family losses of `crate::losses` (see
+    /// `losses::pixel`): labels, the per-class table and the noise are constants; `stats`
+    /// is the forward's saved state (`[Σ w·u·ℓ, D]` on the CPU; on a GPU the statistics
+    /// buffer with the per-pixel log-sum-exp), `counts` PAT's `[N, C]` table on a GPU.
+    PixelLoss {
+        labels: Tensor,
+        cfg: PixelConfig,
+        table: Tensor,
+        noise: Option<Tensor>,
+        counts: Option<Tensor>,
+        stats: Tensor,
+    },
     /// Training batch-norm; inputs x, γ, β. `mean` and `rstd` (`[C]`) are the batch
     /// statistics of the forward.
     BatchNorm {
@@ -111,6 +124,7 @@ impl Op {
             Op::Softmax { .. } => "softmax",
             Op::LogSoftmax { .. } => "log_softmax",
             Op::CrossEntropy { .. } => "cross_entropy",
+            Op::PixelLoss { cfg, .. } => cfg.op,
             Op::Matmul { .. } => "matmul",
             Op::AucClosedForm(_) => "auc_loss (closed form)",
             Op::AucPairwise(_) => "auc_loss (pairwise)",
@@ -165,6 +179,22 @@ impl Op {
                 sums,
                 g,
             )?)],
+            Op::PixelLoss {
+                labels,
+                cfg,
+                table,
+                noise,
+                counts,
+                stats,
+            } => {
+                let saved = Saved {
+                    table,
+                    noise: noise.as_ref(),
+                    counts: counts.as_ref(),
+                    stats,
+                };
+                vec![Some(pixel_loss_backward(x, labels, cfg, saved, g)?)]
+            }
             Op::Matmul { trans_a, trans_b } => {
                 matmul_backward(*trans_a, *trans_b, x, &inputs[1], g)?.to_vec()
             }

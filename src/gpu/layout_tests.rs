@@ -26,6 +26,7 @@ use super::shaders::Shader;
 use super::strided::StridedParams;
 use crate::losses::aucseg::closed::AucParams;
 use crate::losses::aucseg::pairwise::PairParams;
+use crate::losses::pixel_gpu::PixParams;
 use crate::ops::conv::direct::DirectUniform;
 use crate::ops::conv::ConvUniform;
 use crate::ops::cross_entropy::CeParams;
@@ -181,6 +182,25 @@ fn twins() -> Vec<Twin> {
             Shader::CrossEntropy,
             "Params",
             [n, c, inner, ignore_index, lanes, partials, _pad]
+        ),
+        layout!(
+            PixParams,
+            Shader::PixelLoss,
+            "Params",
+            [
+                n,
+                c,
+                inner,
+                ignore_index,
+                lanes,
+                partials,
+                key,
+                den_const,
+                scale,
+                gamma,
+                inv_t,
+                eps
+            ]
         ),
         layout!(
             MatmulParams,

@@ -34,6 +34,7 @@ pub enum Shader {
     Auc,
     AucQuad,
     AucPairwise,
+    PixelLoss,
 }
 
 impl Shader {
@@ -64,6 +65,7 @@ impl Shader {
         Shader::Auc,
         Shader::AucQuad,
         Shader::AucPairwise,
+        Shader::PixelLoss,
     ];
 
     /// File name inside `shaders/`.
@@ -94,6 +96,7 @@ impl Shader {
             Shader::Auc => "auc.wgsl",
             Shader::AucQuad => "auc_quad.wgsl",
             Shader::AucPairwise => "auc_pairwise.wgsl",
+            Shader::PixelLoss => "pixel_loss.wgsl",
         }
     }
 
@@ -125,6 +128,7 @@ impl Shader {
             Shader::Auc => include_str!("../../shaders/auc.wgsl"),
             Shader::AucQuad => include_str!("../../shaders/auc_quad.wgsl"),
             Shader::AucPairwise => include_str!("../../shaders/auc_pairwise.wgsl"),
+            Shader::PixelLoss => include_str!("../../shaders/pixel_loss.wgsl"),
         }
     }
 

@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 use super::checkpoint::{self, RunDir};
 use super::config::RunConfig;
 use super::eval::{evaluate, upload_batch};
+use super::loss::TrainLoss;
 use super::metrics::{Groups, Scores};
 use crate::autograd::backward;
 use crate::data::{
@@ -232,6 +233,13 @@ pub fn train(opts: TrainOptions, on: &mut dyn FnMut(Event)) -> Result<Report> {
     })?;
     let info = train_ds.info().clone();
     let groups = stats.groups(&info);
+    let loss_fn = TrainLoss::new(
+        &t.loss,
+        &config.loss,
+        &stats.counts,
+        u32::from(info.ignore_index),
+        t.seed,
+    )?;
 
     // Model and optimiser.
     let mut store = ParamStore::new(dev);
@@ -381,7 +389,7 @@ pub fn train(opts: TrainOptions, on: &mut dyn FnMut(Event)) -> Result<Report> {
         let lr = schedule.lr(step);
         let loss = {
             let logits = net.forward(&mut store, &x, true)?;
-            logits.cross_entropy(&y, None, u32::from(info.ignore_index))?
+            loss_fn.compute(&logits, &y, step)?
         };
         let grads = backward(&loss)?;
         let clip = if t.clip_norm > 0.0 {
