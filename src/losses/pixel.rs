@@ -23,17 +23,17 @@
 //! and a zero gradient, never NaN.
 //!
 //! Numerics: `log p = (z_y − max z) − log Σ exp(z − max z)`, never the log of a rounded
-//! `p`; for focal, when `y` is the maximum, `−log p = log1p(s')` and `1 − p = s'/(1 + s')`
+//! `p`. For focal, when `y` is the maximum, `−log p = log1p(s')` and `1 − p = s'/(1 + s')`
 //! with `s'` the softmax sum without the maximum's own term (exact as `p → 1`; `ln_1p` on
-//! the CPU, its series below 0.1 on the GPU); focal's `β'·p·log p` is evaluated as `γ(1 − p)^γ·p·(−log p)/(1 − p)`
-//! so that `(1 − p)^{γ−1}` never appears (finite at `p = 1` for any `γ ≥ 0`).
+//! the CPU, its series below 0.1 on the GPU), and `β'·p·log p` is evaluated as
+//! `γ(1 − p)^γ·p·(−log p)/(1 − p)`, so that `(1 − p)^{γ−1}` never appears (finite at
+//! `p = 1` for any `γ ≥ 0`).
 //!
-//! The CPU path is the `f64` reference; the GPU path (`pixel_gpu.rs`,
+//! The CPU path is the `f64` reference (`pixel_cpu.rs`). The GPU path (`pixel_gpu.rs`,
 //! `shaders/pixel_loss.wgsl`) saves per pixel `max z` and `log Σ exp(z − max z)` (focal:
-//! `Σ exp(z − max z) − 1`, exact as `p → 1`), two floats per pixel as cross-entropy keeps,
-//! and, for PAT, the `[N, C]` table `S` counted
-//! with `u32` atomics; the backward recomputes each pixel's coefficient from them and `z_y`.
-//! Nothing is read back.
+//! `Σ exp(z − max z) − 1`), two floats per pixel as cross-entropy keeps, and for PAT the
+//! `[N, C]` table `S`, counted on the device with `u32` atomics; the backward recomputes each
+//! pixel's coefficient from them and `z_y`. Nothing is read back.
 //!
 //! Excluded classes: a pixel labelled with one is an error when the labels are on the CPU;
 //! on a GPU (where checking would need a readback) it is ignored like `ignore_index`.
