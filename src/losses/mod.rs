@@ -20,6 +20,7 @@ pub mod focal;
 pub mod ldam;
 pub mod pat;
 pub mod pixel;
+mod pixel_cpu;
 pub(crate) mod pixel_gpu;
 pub mod rng;
 

@@ -23,23 +23,23 @@
 //! and a zero gradient, never NaN.
 //!
 //! Numerics: `log p = (z_y − max z) − log Σ exp(z − max z)`, never the log of a rounded
-//! `p`; for focal, when `y` is the maximum, `−log p = log1p(s')` and `1 − p = s'/(1 + s')`
+//! `p`. For focal, when `y` is the maximum, `−log p = log1p(s')` and `1 − p = s'/(1 + s')`
 //! with `s'` the softmax sum without the maximum's own term (exact as `p → 1`; `ln_1p` on
-//! the CPU, its series below 0.1 on the GPU); focal's `β'·p·log p` is evaluated as `γ(1 − p)^γ·p·(−log p)/(1 − p)`
-//! so that `(1 − p)^{γ−1}` never appears (finite at `p = 1` for any `γ ≥ 0`).
+//! the CPU, its series below 0.1 on the GPU), and `β'·p·log p` is evaluated as
+//! `γ(1 − p)^γ·p·(−log p)/(1 − p)`, so that `(1 − p)^{γ−1}` never appears (finite at
+//! `p = 1` for any `γ ≥ 0`).
 //!
-//! The CPU path is the `f64` reference; the GPU path (`pixel_gpu.rs`,
+//! The CPU path is the `f64` reference (`pixel_cpu.rs`). The GPU path (`pixel_gpu.rs`,
 //! `shaders/pixel_loss.wgsl`) saves per pixel `max z` and `log Σ exp(z − max z)` (focal:
-//! `Σ exp(z − max z) − 1`, exact as `p → 1`), two floats per pixel as cross-entropy keeps,
-//! and, for PAT, the `[N, C]` table `S` counted
-//! with `u32` atomics; the backward recomputes each pixel's coefficient from them and `z_y`.
-//! Nothing is read back.
+//! `Σ exp(z − max z) − 1`), two floats per pixel as cross-entropy keeps, and for PAT the
+//! `[N, C]` table `S`, counted on the device with `u32` atomics; the backward recomputes each
+//! pixel's coefficient from them and `z_y`. Nothing is read back.
 //!
 //! Excluded classes: a pixel labelled with one is an error when the labels are on the CPU;
 //! on a GPU (where checking would need a readback) it is ignored like `ignore_index`.
 
+use super::pixel_cpu::Cpu;
 use super::pixel_gpu;
-use super::rng;
 use crate::autograd::Op;
 use crate::error::{Error, Result};
 use crate::ops::softmax::u32_elements;
@@ -128,11 +128,11 @@ pub(crate) struct ClassTerms<'a> {
 }
 
 /// Rows of the per-class table (after a head of 4 floats).
-const ROW_W: usize = 0;
-const ROW_B: usize = 1;
-const ROW_M: usize = 2;
-const ROW_A: usize = 3;
-const ROW_ACTIVE: usize = 4;
+pub(crate) const ROW_W: usize = 0;
+pub(crate) const ROW_B: usize = 1;
+pub(crate) const ROW_M: usize = 2;
+pub(crate) const ROW_A: usize = 3;
+pub(crate) const ROW_ACTIVE: usize = 4;
 /// Floats before the rows of the per-class table (`pix_gscale` puts `G` at index 0).
 pub(crate) const TABLE_HEAD: usize = 4;
 /// Floats before the per-pixel statistics (`Σ w·u·ℓ, Σ d`, padding to a vec4).
@@ -154,7 +154,7 @@ impl Layout {
         self.n * self.inner
     }
     /// Index of logit `(pixel v, class k)`.
-    fn at(self, v: usize, k: usize) -> usize {
+    pub(crate) fn at(self, v: usize, k: usize) -> usize {
         (v / self.inner * self.c + k) * self.inner + v % self.inner
     }
     pub(crate) fn lanes(self) -> usize {
@@ -440,216 +440,4 @@ pub(crate) fn pixel_loss_backward(
         logits.shape().clone(),
         DType::F32,
     ))
-}
-
-/// The CPU reference (f64).
-struct Cpu<'a> {
-    x: &'a [f64],
-    y: &'a [f64],
-    table: &'a [f64],
-    noise: Option<&'a [f64]>,
-    lay: Layout,
-    cfg: PixelConfig,
-    /// `S_il` (PAT only).
-    counts: Vec<f64>,
-}
-
-/// One valid pixel's softmax and terms.
-struct PixelEval {
-    /// `z_k − max z` (NaN for excluded classes).
-    z_m: Vec<f64>,
-    s: f64,
-    loss: f64,
-    den: f64,
-    coef: f64,
-}
-
-impl<'a> Cpu<'a> {
-    fn new(
-        x: &'a [f64],
-        labels: &'a Tensor,
-        table: &'a Tensor,
-        noise: Option<&'a Tensor>,
-        lay: Layout,
-        cfg: PixelConfig,
-    ) -> Result<Self> {
-        let op = cfg.op;
-        let mut cpu = Cpu {
-            x,
-            y: labels.cpu_data(op)?,
-            table: table.cpu_data(op)?,
-            noise: noise.map(|r| r.cpu_data(op)).transpose()?,
-            lay,
-            cfg,
-            counts: Vec::new(),
-        };
-        if cfg.norm == Normalization::PerImageClass {
-            let mut counts = vec![0.0; lay.n * lay.c];
-            for v in 0..lay.pixels() {
-                if let Some(y) = cpu.label(v) {
-                    counts[v / lay.inner * lay.c + y] += 1.0;
-                }
-            }
-            cpu.counts = counts;
-        }
-        Ok(cpu)
-    }
-
-    fn row(&self, r: usize, k: usize) -> f64 {
-        self.table[TABLE_HEAD + r * self.lay.c + k]
-    }
-
-    fn active(&self, k: usize) -> bool {
-        !self.cfg.masked || self.row(ROW_ACTIVE, k) != 0.0
-    }
-
-    /// The label of a valid pixel.
-    fn label(&self, v: usize) -> Option<usize> {
-        let y = self.y[v];
-        let valid = y != f64::from(self.cfg.ignore_index) && y < self.lay.c as f64;
-        (valid && self.active(y as usize)).then_some(y as usize)
-    }
-
-    fn check_excluded_labels(&self) -> Result<()> {
-        for v in 0..self.lay.pixels() {
-            let y = self.y[v];
-            if y != f64::from(self.cfg.ignore_index)
-                && y < self.lay.c as f64
-                && !self.active(y as usize)
-            {
-                return Err(Error::shape(
-                    self.cfg.op,
-                    format!(
-                        "pixel {v} is labelled {y}, a class with training-set count 0 \
-                         (excluded from the balanced softmax)"
-                    ),
-                ));
-            }
-        }
-        Ok(())
-    }
-
-    /// `z_k` of pixel `v` labelled `y`.
-    fn z(&self, v: usize, k: usize, y: usize) -> f64 {
-        let e = self.lay.at(v, k);
-        let mut z = self.x[e];
-        if self.cfg.bias {
-            z += self.row(ROW_B, k);
-        }
-        if self.cfg.margin && k == y {
-            z -= self.row(ROW_M, k);
-        }
-        match self.cfg.noise {
-            NoiseSource::None => {}
-            NoiseSource::Seeded { key } => {
-                z += self.row(ROW_A, k) * rng::normal(key, e as u32).abs()
-            }
-            NoiseSource::Tensor => {
-                z += self.row(ROW_A, k) * self.noise.map_or(0.0, |r| r[e].abs());
-            }
-        }
-        self.cfg.scale * z
-    }
-
-    fn eval(&self, v: usize, y: usize) -> PixelEval {
-        let c = self.lay.c;
-        let z: Vec<f64> = (0..c)
-            .map(|k| {
-                if self.active(k) {
-                    self.z(v, k, y)
-                } else {
-                    f64::NAN
-                }
-            })
-            .collect();
-        let m = z
-            .iter()
-            .copied()
-            .filter(|z| !z.is_nan())
-            .fold(f64::NEG_INFINITY, f64::max);
-        let z_m: Vec<f64> = z.iter().map(|z| z - m).collect();
-        let terms = |skip_y: bool| -> f64 {
-            (0..c)
-                .filter(|&k| self.active(k) && !(skip_y && k == y))
-                .map(|k| z_m[k].exp())
-                .sum()
-        };
-        let s = terms(false);
-        let sny = terms(true);
-        let omp = sny / s;
-        let p = z_m[y].exp() / s;
-        let nlp = if z_m[y] == 0.0 {
-            sny.ln_1p()
-        } else {
-            s.ln() - z_m[y]
-        };
-        let (beta, dcoef) = match self.cfg.modulation {
-            Modulation::None => (1.0, 1.0),
-            Modulation::Focal { gamma } => {
-                let beta = omp.powf(gamma);
-                let rho = if omp > 0.0 { nlp / omp } else { 1.0 };
-                (beta, beta * (1.0 + gamma * p * rho))
-            }
-            Modulation::Falling { t, eps } => {
-                let beta = ((omp - eps) / t).exp();
-                (beta, beta * (1.0 + p * nlp / t))
-            }
-            Modulation::Rising { t } => {
-                let beta = (-omp / t).exp();
-                (beta, beta * (1.0 - p * nlp / t))
-            }
-        };
-        let dcoef = if self.cfg.detach { beta } else { dcoef };
-        let w = if self.cfg.weighted {
-            self.row(ROW_W, y)
-        } else {
-            1.0
-        };
-        let (u, den) = match self.cfg.norm {
-            Normalization::Mean => (1.0, 1.0),
-            Normalization::SumWeights => (1.0, w),
-            Normalization::PerImageClass => (1.0 / self.counts[v / self.lay.inner * c + y], 0.0),
-        };
-        PixelEval {
-            z_m,
-            s,
-            loss: w * u * beta * nlp,
-            den,
-            coef: w * u * self.cfg.scale * dcoef,
-        }
-    }
-
-    /// `(Σ w·u·ℓ, D)`.
-    fn forward(&self) -> (f64, f64) {
-        let (mut num, mut den) = (0.0, 0.0);
-        for v in 0..self.lay.pixels() {
-            if let Some(y) = self.label(v) {
-                let e = self.eval(v, y);
-                num += e.loss;
-                den += e.den;
-            }
-        }
-        if self.cfg.norm == Normalization::PerImageClass {
-            den += self.lay.n as f64;
-        }
-        (num, den)
-    }
-
-    /// `∂L/∂x · g` with `gd = g / D`.
-    fn backward(&self, gd: f64) -> Vec<f64> {
-        let mut dx = vec![0.0; self.x.len()];
-        if gd == 0.0 {
-            return dx;
-        }
-        for v in 0..self.lay.pixels() {
-            let Some(y) = self.label(v) else { continue };
-            let e = self.eval(v, y);
-            for k in (0..self.lay.c).filter(|&k| self.active(k)) {
-                let q = e.z_m[k].exp() / e.s;
-                let delta = f64::from(u8::from(k == y));
-                dx[self.lay.at(v, k)] = gd * e.coef * (q - delta);
-            }
-        }
-        dx
-    }
 }
