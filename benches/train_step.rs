@@ -1,14 +1,18 @@
 //! End-to-end training-step benchmark: `cargo bench --bench train_step` (optionally
 //! `cargo bench -- FILTER`: rows whose name contains FILTER).
 //!
-//! One row per model config (`models/tiny.toml`, `models/small.toml`): one full DeepLabV3+
-//! training step — forward in training mode, softmax cross-entropy, backward, SGD update
+//! One row per model config and loss (`models/tiny.toml` with `ce`, `pat` and `aucseg`;
+//! `models/small.toml` with `ce`): one full DeepLabV3+ training step — forward in training
+//! mode, the loss (`train::loss::TrainLoss`, SPEC's defaults), backward, SGD update
 //! (momentum 0.9, weight decay 1e-4, lr 0.01) — on the default `[train]` batch (8 crops of
 //! 96², random input and labels over 11 classes). Each step ends by reading the loss
 //! (`item()`), which synchronises the device. Per row: the median step time over timed steps
 //! after warm-up, images/s, and the peak live bytes of the buffer/texture pool on a fresh
 //! context (parameters, optimiser state and every activation of the step). Then a per-kernel
-//! profile of one step and the share of device time in GEMM / convolution kernels.
+//! profile of one step and the share of device time in GEMM / convolution kernels. Last,
+//! each long-tail loss's step time and peak memory as a ratio to the `ce` row of the same
+//! config (the memory bank is data-side: it runs on the loader's thread, not in the step;
+//! `examples/bank_cost.rs` measures it).
 //! `benches/train_step.py` runs the same step in PyTorch on the CPU.
 
 use std::path::Path;
@@ -18,7 +22,8 @@ use wgseg::gpu::GpuContext;
 use wgseg::model::DeepLabV3Plus;
 use wgseg::nn::ParamStore;
 use wgseg::optim::{Optimizer, Sgd};
-use wgseg::train::RunConfig;
+use wgseg::train::loss::TrainLoss;
+use wgseg::train::{LossConfig, RunConfig};
 use wgseg::{backward, Device, Result, Tensor};
 
 /// Classes of the random labels (CamVid's 11).
@@ -46,18 +51,29 @@ fn seeded(n: usize, seed: u32) -> Vec<f32> {
         .collect()
 }
 
-/// A row's config (`models/NAME.toml`) and its printed name.
-fn load(config: &str) -> Result<(RunConfig, String)> {
+/// The rows: (config, loss).
+const ROWS: [(&str, &str); 4] = [
+    ("tiny", "ce"),
+    ("tiny", "pat"),
+    ("tiny", "aucseg"),
+    ("small", "ce"),
+];
+
+/// A row's config (`models/NAME.toml`, its loss set) and its printed name.
+fn load(config: &str, loss: &str) -> Result<(RunConfig, String)> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("models")
         .join(format!("{config}.toml"));
-    let cfg = RunConfig::load(&path)?;
+    let mut cfg = RunConfig::load(&path)?;
+    cfg.train.loss = loss.to_string();
     let (b, side) = (cfg.train.batch_size, cfg.train.crop);
-    let name = format!("train step {config}, batch {b}, {side}x{side}, {CLASSES} classes");
+    let name =
+        format!("train step {config}, batch {b}, {side}x{side}, {CLASSES} classes, loss {loss}");
     Ok((cfg, name))
 }
 
-fn row(cfg: &RunConfig, name: &str) -> Result<()> {
+/// Median step seconds and pool peak bytes of a row.
+fn row(cfg: &RunConfig, name: &str) -> Result<(f64, u64)> {
     let (b, side) = (cfg.train.batch_size, cfg.train.crop);
     // A fresh context per row, so that the pool's peak is this row's alone.
     let dev = Device::gpu()?;
@@ -75,10 +91,17 @@ fn row(cfg: &RunConfig, name: &str) -> Result<()> {
         .iter()
         .map(|v| (((v + 1.0) * 0.5 * CLASSES as f32) as usize).min(CLASSES - 1) as u8)
         .collect();
+    let mut counts = vec![0u64; CLASSES];
+    for &l in &labels {
+        counts[usize::from(l)] += 1;
+    }
     let labels = Tensor::from_u8(labels, [b, side, side], &dev)?;
+    let loss_fn = TrainLoss::new(&cfg.train.loss, &LossConfig::default(), &counts, 255, 0)?;
+    let mut k = 0u64;
     let mut step = || -> Result<f32> {
         let logits = net.forward(&mut store, &x, true)?;
-        let loss = logits.cross_entropy(&labels, None, 255)?;
+        let loss = loss_fn.compute(&logits, &labels, k)?;
+        k += 1;
         let grads = backward(&loss)?;
         opt.step(&mut store, &grads, lr)?;
         loss.item()
@@ -141,14 +164,14 @@ fn row(cfg: &RunConfig, name: &str) -> Result<()> {
         );
     }
     println!();
-    Ok(())
+    Ok((med, peak))
 }
 
 fn main() -> Result<()> {
     let filter = std::env::args().skip(1).find(|a| !a.starts_with("--"));
-    let rows = ["tiny", "small"]
+    let rows = ROWS
         .iter()
-        .map(|c| load(c))
+        .map(|(c, l)| load(c, l))
         .collect::<Result<Vec<_>>>()?
         .into_iter()
         .filter(|(_, name)| filter.as_deref().is_none_or(|f| name.contains(f)))
@@ -169,10 +192,26 @@ fn main() -> Result<()> {
     }
     drop(dev);
     println!(
-        "one DeepLabV3+ training step (forward, CE, backward, SGD momentum 0.9 wd 1e-4); median of n timed steps (n = {RUNS} after {WARMUP} warm-up steps; n = 3 for steps over {SLOW_STEP_S} s), each ending in loss.item()\n"
+        "one DeepLabV3+ training step (forward, loss, backward, SGD momentum 0.9 wd 1e-4); median of n timed steps (n = {RUNS} after {WARMUP} warm-up steps; n = 3 for steps over {SLOW_STEP_S} s), each ending in loss.item()\n"
     );
+    let mut done = Vec::new();
     for (cfg, name) in &rows {
-        row(cfg, name)?;
+        let (secs, peak) = row(cfg, name)?;
+        done.push((cfg, secs, peak));
+    }
+    for (cfg, secs, peak) in &done {
+        let base = done
+            .iter()
+            .find(|(c, _, _)| c.model == cfg.model && c.train.loss == "ce");
+        if let (Some((_, ce_secs, ce_peak)), false) = (base, cfg.train.loss == "ce") {
+            println!(
+                "{} step overhead over ce ({} config): time {:.2}x, peak pool {:+.1} MiB",
+                cfg.train.loss,
+                cfg.model.widths.map(|w| w.to_string()).join("/"),
+                secs / ce_secs,
+                (*peak as f64 - *ce_peak as f64) / (1024.0 * 1024.0)
+            );
+        }
     }
     Ok(())
 }

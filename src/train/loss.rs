@@ -9,8 +9,8 @@ use crate::error::{Error, Result};
 use crate::losses::rng::step_seed;
 use crate::losses::{
     aucseg, balanced_softmax, blv, ce, class_balanced, focal, ldam, pat, AucMethod, AucOptions,
-    BlvOptions, BmsOptions, CbOptions, CeOptions, FocalOptions, LdamOptions, PatCurve,
-    PatOptions, Surrogate,
+    BlvOptions, BmsOptions, CbOptions, CeOptions, FocalOptions, LdamOptions, PatCurve, PatOptions,
+    Surrogate,
 };
 use crate::tensor::Tensor;
 
