@@ -1,9 +1,13 @@
-//! The training loop: data checked before the first step, background loading, forward /
-//! backward / in-place update on the device, periodic validation, atomic checkpoints, exact
-//! resume, and a stop on a non-finite loss that keeps the last good checkpoint.
+//! The training loop: data checked before the first step, background loading (with the
+//! tail-class memory bank on the loader's stage thread when `tmb.enabled`), forward / loss
+//! (`train.loss`, see [`super::loss`]) / backward / in-place update on the device, periodic
+//! validation, atomic checkpoints (with the bank's state), exact resume, and a stop on a
+//! non-finite loss that keeps the last good checkpoint.
 //!
 //! Per step the host uploads one batch and records kernels; the only readback is the loss,
-//! at logging and checkpoint steps (which also bounds how far the host runs ahead).
+//! at logging and checkpoint steps (which also bounds how far the host runs ahead). The
+//! pairwise AUC kernel (`loss.auc_method = "pairwise"`) also reads the labels back to plan
+//! its tiles.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
