@@ -9,19 +9,21 @@
 //! runs made under the same load; a row gives the median time, the median of the per-round
 //! ratios to CE, and the extra device memory: the pool's peak during the forward and
 //! backward minus what was live before (logits and labels) and minus the gradient itself
-//! (one logits-sized buffer, which every loss returns), each loss on a fresh context so
-//! that the peak is its own.
+//! (one logits-sized buffer, which every loss returns, counted at the pool's size class of
+//! that request: the pool rounds large buffers up to a quarter of a power of two), each loss
+//! on a fresh context so that the peak is its own.
 
 use std::sync::Arc;
 use std::time::Instant;
 
+use wgseg::gpu::pool::size_class;
 use wgseg::gpu::GpuContext;
 use wgseg::losses::{self, AucMethod, AucOptions, CeOptions, PatOptions};
 use wgseg::{backward, Device, Result, Tensor};
 
 /// Timed rounds (after one warm-up round) and rounds for the slow shape.
 const ROUNDS: usize = 7;
-const ROUNDS_LARGE: usize = 3;
+const ROUNDS_LARGE: usize = 5;
 
 #[derive(Clone, Copy, PartialEq)]
 enum Loss {
@@ -128,7 +130,7 @@ impl Case {
             let dx = g.get(&self.x).ok_or_else(|| {
                 wgseg::Error::shape("bench", "the loss gave no gradient for the logits")
             })?;
-            grad_bytes = 4 * dx.numel() as u64;
+            grad_bytes = size_class(4 * dx.numel() as u64);
             self.dev.synchronize()?;
         }
         let secs = t.elapsed().as_secs_f64();
