@@ -9,7 +9,7 @@
 //! cargo run --release --example longtail -- --data DIR --budget 4  # 4× the steps (real GPUs)
 //! ```
 //!
-//! Output in `--out` (default `runs/longtail-<data>`): one run directory per method and
+//! Output in `--out` (default `runs/longtail-<data>-<steps>`): one run directory per method and
 //! seed, `results.json`, `table.md` and `iou_by_class.png`. A finished run is not trained
 //! again (its `result.json` is read), and a killed one resumes from its last checkpoint, so
 //! the command can be rerun after an interruption.
@@ -77,7 +77,7 @@ struct Args {
     /// Comma-separated subset of the methods (ce, focal, pat, aucseg, aucseg+tmb, pat+tmb).
     #[arg(long, value_delimiter = ',')]
     methods: Option<Vec<String>>,
-    /// Output directory [default: runs/longtail-<data>].
+    /// Output directory [default: runs/longtail-<data>-<steps>].
     #[arg(long)]
     out: Option<PathBuf>,
     /// Device: gpu, gpu:N, gpu:NAME or cpu.
@@ -133,8 +133,17 @@ fn run_one(
 ) -> anyhow::Result<RunResult> {
     let dir = out.join(format!("{method}-s{seed}"));
     let result_file = dir.join("result.json");
+    let config = config_for(args, loss, tmb, seed)?;
     if let Ok(text) = std::fs::read_to_string(&result_file) {
         if let Ok(r) = serde_json::from_str::<RunResult>(&text) {
+            if r.steps != config.train.steps as u64 {
+                anyhow::bail!(
+                    "{} holds a run of {} steps, not {}: use another --out",
+                    dir.display(),
+                    r.steps,
+                    config.train.steps
+                );
+            }
             eprintln!(
                 "{method} seed {seed}: done before (mIoU {:.4})",
                 r.scores.miou
@@ -142,7 +151,6 @@ fn run_one(
             return Ok(r);
         }
     }
-    let config = config_for(args, loss, tmb, seed)?;
     let resume = dir.join("config.toml").is_file();
     let device = Device::parse(&args.device)?;
     let started = Instant::now();
@@ -220,10 +228,11 @@ fn main() -> anyhow::Result<()> {
         .as_ref()
         .and_then(|p| p.file_name())
         .map_or("builtin".to_string(), |n| n.to_string_lossy().into_owned());
+    let steps = config_for(&args, "ce", false, 0)?.train.steps;
     let out = args
         .out
         .clone()
-        .unwrap_or_else(|| PathBuf::from("runs").join(format!("longtail-{data_name}")));
+        .unwrap_or_else(|| PathBuf::from("runs").join(format!("longtail-{data_name}-{steps}")));
     std::fs::create_dir_all(&out)?;
     let methods: Vec<(&str, &str, bool)> = match &args.methods {
         None => METHODS.to_vec(),
