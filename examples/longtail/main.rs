@@ -23,6 +23,7 @@ use std::time::Instant;
 use clap::Parser;
 use serde::{Deserialize, Serialize};
 use wgseg::data::{self, ClassStats};
+use wgseg::train::checkpoint::RunDir;
 use wgseg::train::metrics::Scores;
 use wgseg::train::{train, Event, RunConfig, TrainOptions};
 use wgseg::Device;
@@ -151,7 +152,12 @@ fn run_one(
             return Ok(r);
         }
     }
-    let resume = dir.join("config.toml").is_file();
+    // A killed run continues from its last checkpoint; one killed before its first
+    // checkpoint starts again from nothing (its directory holds no model to keep).
+    let resume = RunDir::new(&dir).last().exists();
+    if !resume && dir.exists() {
+        std::fs::remove_dir_all(&dir)?;
+    }
     let device = Device::parse(&args.device)?;
     let started = Instant::now();
     let total = config.train.steps as u64;
