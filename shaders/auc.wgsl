@@ -70,13 +70,6 @@ struct Params {
 @group(0) @binding(6) var<storage, read_write> tab_out: array<f32>;
 @group(0) @binding(6) var<storage, read_write> dx: array<f32>;
 
-// σ(v) without overflow: e = exp(−|v|) ∈ (0, 1].
-fn sigmoid(v: f32) -> f32 {
-    let e = exp(-min(abs(v), EXP_MAX_ARG));
-    let r = 1.0 / (1.0 + e);
-    return select(e * r, r, v >= 0.0);
-}
-
 fn is_valid(y: u32) -> bool {
     return y < p.c && y != p.ignore_index;
 }

@@ -62,12 +62,6 @@ struct PairParams {
 
 var<workgroup> tile_s: array<f32, PWG>;
 
-fn sigmoid(v: f32) -> f32 {
-    let e = exp(-min(abs(v), EXP_MAX_ARG));
-    let r = 1.0 / (1.0 + e);
-    return select(e * r, r, v >= 0.0);
-}
-
 // Surrogate ℓ(d) and its derivative ℓ'(d).
 fn surrogate(d: f32) -> vec2<f32> {
     let gap = p.margin - d;

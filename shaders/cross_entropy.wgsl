@@ -78,12 +78,6 @@ fn label_weight(y: u32) -> f32 {
     return 1.0;
 }
 
-// exp() of a non-positive argument, clamped at −EXP_MAX_ARG (a normal f32, no reliance on
-// how a GPU flushes denormals or handles −inf).
-fn exp_nonpos(d: f32) -> f32 {
-    return exp(max(d, -EXP_MAX_ARG));
-}
-
 @compute @workgroup_size(WG)
 fn ce_forward(@builtin(workgroup_id) wid: vec3<u32>,
               @builtin(num_workgroups) nwg: vec3<u32>,
@@ -132,11 +126,6 @@ fn ce_forward(@builtin(workgroup_id) wid: vec3<u32>,
     }
     out[p.partials + t] = swl;
     out[p.partials + total + t] = sw;
-}
-
-// Division by Σw that is 0 (not NaN) when no pixel is valid.
-fn safe_div(a: f32, b: f32) -> f32 {
-    return select(0.0, a / select(1.0, b, b != 0.0), b != 0.0);
 }
 
 @compute @workgroup_size(1)

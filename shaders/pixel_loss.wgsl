@@ -102,10 +102,6 @@ fn first_active() -> u32 {
     return k;
 }
 
-fn exp_nonpos(d: f32) -> f32 {
-    return exp(max(d, -EXP_MAX_ARG));
-}
-
 // PCG hash (Jarzynski & Olano 2020, "Hash functions for GPU rendering"); src/losses/rng.rs
 // is the same generator on the CPU.
 fn pcg(v: u32) -> u32 {
@@ -280,11 +276,6 @@ fn backward_u(b: u32, y: vec4<u32>) -> vec4<f32> {
     }
     let k = 4u + 5u * p.c + b * p.c + min(y, vec4(p.c - 1u));
     return vec4(cls[k.x], cls[k.y], cls[k.z], cls[k.w]);
-}
-
-// Division that is 0 (not NaN) when the divisor is 0.
-fn safe_div(a: f32, b: f32) -> f32 {
-    return select(0.0, a / select(1.0, b, b != 0.0), b != 0.0);
 }
 
 // pix_count's run-length walk over raw labels: `run` pixels labelled `cur` so far. A run

@@ -14,6 +14,25 @@ const F32_MIN_POS: f32 = 1.1754944e-38;
 // exp() argument above which the result would overflow f32.
 const EXP_MAX_ARG: f32 = 88.72283;
 
+// exp() of a non-positive argument, clamped at −EXP_MAX_ARG so the argument stays in the
+// range where the result is a normal f32 (≥ 3e-39: far below any tolerance, and no reliance
+// on how a GPU flushes denormals or handles −inf).
+fn exp_nonpos(d: f32) -> f32 {
+    return exp(max(d, -EXP_MAX_ARG));
+}
+
+// a / b, or 0 (not NaN) when b is 0: a mean over no valid pixel.
+fn safe_div(a: f32, b: f32) -> f32 {
+    return select(0.0, a / select(1.0, b, b != 0.0), b != 0.0);
+}
+
+// σ(v) without overflow: e = exp(−|v|) ∈ (0, 1].
+fn sigmoid(v: f32) -> f32 {
+    let e = exp(-min(abs(v), EXP_MAX_ARG));
+    let r = 1.0 / (1.0 + e);
+    return select(e * r, r, v >= 0.0);
+}
+
 // Shape and per-operand strides/offsets of the strided kernels (binary, where, copy);
 // mirrors StridedParams in src/gpu/strided.rs. Eight dims, four operands.
 struct Strided {
