@@ -5,6 +5,8 @@
 //! of compulsory traffic for memory-bound ones), on the adapter printed in the header.
 //! With `WGSEG_BENCH_PROFILE=1` each row also prints one profiled run's per-kernel times.
 
+mod common;
+
 use std::time::Instant;
 
 use wgseg::gpu::GpuContext;
@@ -32,23 +34,10 @@ struct Bench {
     runs: usize,
 }
 
-fn seeded(n: usize, seed: u32) -> Vec<f32> {
-    // A cheap deterministic generator: benchmark inputs need no statistical quality.
-    let mut s = seed.wrapping_mul(747_796_405).wrapping_add(2_891_336_453);
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 17;
-            s ^= s << 5;
-            (s as f32 / u32::MAX as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
-
 impl Bench {
     fn tensor(&self, dims: &[usize], seed: u32) -> Result<Tensor> {
         let n = dims.iter().product();
-        Tensor::from_vec(seeded(n, seed), dims.to_vec(), &self.dev)
+        Tensor::from_vec(common::seeded(n, seed), dims.to_vec(), &self.dev)
     }
 
     /// Times `f` and prints a row. `f` records work; the timer includes a synchronisation.
@@ -198,7 +187,7 @@ fn profile_step(b: &Bench, ctx: &std::sync::Arc<GpuContext>) -> Result<()> {
     let gamma = Tensor::ones([32], &b.dev)?.as_param();
     let beta = Tensor::zeros([32], &b.dev)?.as_param();
     let bn = BatchNormState::new(32, &b.dev)?;
-    let labels: Vec<u32> = seeded(2 * 128 * 128, 73)
+    let labels: Vec<u32> = common::seeded(2 * 128 * 128, 73)
         .iter()
         .map(|v| ((v + 1.0) * 9.5) as u32 % 19)
         .collect();
@@ -250,12 +239,7 @@ fn main() -> Result<()> {
         unreachable!("Device::gpu returns a GPU")
     };
     let ctx: std::sync::Arc<GpuContext> = ctx.clone();
-    println!("adapter: {}", ctx.adapter_name());
-    println!(
-        "driver:  {} {}",
-        ctx.adapter_info().driver,
-        ctx.adapter_info().driver_info
-    );
+    common::print_adapter(&ctx);
     println!(
         "median of n timed runs (n = 5 after 2 warm-up runs; n = 3 after 1 for rows over {SLOW_ROW_S} s), each ending in a device synchronisation\n"
     );
@@ -368,7 +352,7 @@ fn main() -> Result<()> {
 
     // Fused softmax cross-entropy at segmentation shapes.
     let logits = b.tensor(&[4, 19, 256, 256], 10)?.as_param();
-    let labels: Vec<u32> = seeded(4 * 256 * 256, 11)
+    let labels: Vec<u32> = common::seeded(4 * 256 * 256, 11)
         .iter()
         .map(|v| ((v + 1.0) * 9.5) as u32 % 19)
         .collect();

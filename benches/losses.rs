@@ -13,6 +13,8 @@
 //! that request: the pool rounds large buffers up to a quarter of a power of two), each loss
 //! on a fresh context so that the peak is its own.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -60,19 +62,6 @@ impl Loss {
     }
 }
 
-fn seeded(n: usize, seed: u32) -> Vec<f32> {
-    // The same cheap generator as benches/kernels.rs: inputs need no statistical quality.
-    let mut s = seed.wrapping_mul(747_796_405).wrapping_add(2_891_336_453);
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 17;
-            s ^= s << 5;
-            (s as f32 / u32::MAX as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
-
 /// One loss on its own context with its own copy of the inputs.
 struct Case {
     loss: Loss,
@@ -92,9 +81,9 @@ impl Case {
         };
         let ctx = ctx.clone();
         let [n, c, h, w] = dims;
-        let x = Tensor::from_vec(seeded(n * c * h * w, 1), dims, &dev)?.as_param();
+        let x = Tensor::from_vec(common::seeded(n * c * h * w, 1), dims, &dev)?.as_param();
         // Long-tailed labels: class k with probability ∝ 0.7^k, and 1 % ignored.
-        let labels: Vec<u32> = seeded(n * h * w, 2)
+        let labels: Vec<u32> = common::seeded(n * h * w, 2)
             .iter()
             .map(|v| {
                 let u = f64::from(v * 0.5 + 0.5);
@@ -216,12 +205,7 @@ fn main() -> Result<()> {
     }
     let dev = Device::gpu()?;
     if let Device::Gpu(ctx) = &dev {
-        println!("adapter: {}", ctx.adapter_name());
-        println!(
-            "driver:  {} {}",
-            ctx.adapter_info().driver,
-            ctx.adapter_info().driver_info
-        );
+        common::print_adapter(ctx);
     }
     drop(dev);
     println!(

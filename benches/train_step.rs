@@ -15,6 +15,8 @@
 //! `examples/bank_cost.rs` measures it).
 //! `benches/train_step.py` runs the same step in PyTorch on the CPU.
 
+mod common;
+
 use std::path::Path;
 use std::time::Instant;
 
@@ -37,19 +39,6 @@ const SLOW_STEP_S: f64 = 5.0;
 const GEMM_PREFIXES: [&str; 4] = ["gemm_tex.wgsl", "pack.wgsl", "conv", "matmul"];
 /// Profile rows printed per config.
 const TOP: usize = 15;
-
-fn seeded(n: usize, seed: u32) -> Vec<f32> {
-    // The same cheap generator as benches/kernels.rs: inputs need no statistical quality.
-    let mut s = seed.wrapping_mul(747_796_405).wrapping_add(2_891_336_453);
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 17;
-            s ^= s << 5;
-            (s as f32 / u32::MAX as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
 
 /// The rows: (config, loss).
 const ROWS: [(&str, &str); 4] = [
@@ -86,8 +75,12 @@ fn row(cfg: &RunConfig, name: &str) -> Result<(f64, u64)> {
     let n_params = store.param_count();
     let mut opt = Sgd::new(cfg.train.momentum, cfg.train.weight_decay, false);
     let lr = cfg.train.lr;
-    let x = Tensor::from_vec(seeded(b * 3 * side * side, 1), [b, 3, side, side], &dev)?;
-    let labels: Vec<u8> = seeded(b * side * side, 2)
+    let x = Tensor::from_vec(
+        common::seeded(b * 3 * side * side, 1),
+        [b, 3, side, side],
+        &dev,
+    )?;
+    let labels: Vec<u8> = common::seeded(b * side * side, 2)
         .iter()
         .map(|v| (((v + 1.0) * 0.5 * CLASSES as f32) as usize).min(CLASSES - 1) as u8)
         .collect();
@@ -183,12 +176,7 @@ fn main() -> Result<()> {
     }
     let dev = Device::gpu()?;
     if let Device::Gpu(ctx) = &dev {
-        println!("adapter: {}", ctx.adapter_name());
-        println!(
-            "driver:  {} {}",
-            ctx.adapter_info().driver,
-            ctx.adapter_info().driver_info
-        );
+        common::print_adapter(ctx);
     }
     drop(dev);
     println!(
