@@ -1,9 +1,11 @@
 //! The tail-class memory bank (SPEC §4, `wgseg::data::bank`) on constructed batches and on
 //! the built-in data through the loader. Data only: no GPU.
 
-use std::path::PathBuf;
+mod common;
+
 use std::sync::Arc;
 
+use common::Tmp;
 use wgseg::data::bank::{Entry, Paste};
 use wgseg::data::image_io::{resize_bilinear, resize_bilinear_f32, resize_nearest};
 use wgseg::data::{
@@ -13,24 +15,6 @@ use wgseg::data::{
 use wgseg::Error;
 
 type R = Result<(), Box<dyn std::error::Error>>;
-
-/// A temporary directory removed on drop; unique per test and process.
-struct Tmp(PathBuf);
-
-impl Tmp {
-    fn new(name: &str) -> Tmp {
-        let p = std::env::temp_dir().join(format!("wgseg-bank-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).ok();
-        Tmp(p)
-    }
-}
-
-impl Drop for Tmp {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// Classes of the constructed batches: 0 and 1 are background, 2..=5 tail.
 const C: usize = 6;

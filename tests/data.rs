@@ -1,9 +1,12 @@
 //! The data pipeline on tiny datasets written to temporary directories (no GPU, no
 //! external data).
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::sync::Arc;
 
+use common::Tmp;
 use wgseg::data::{
     self, cityscapes, colorize, load_image, normalize, overlay, save_png_gray, save_png_rgb,
     Augment, ClassStats, Dataset, DatasetInfo, Groups, Loader, LoaderState, Sample,
@@ -11,24 +14,6 @@ use wgseg::data::{
 use wgseg::Error;
 
 type R = Result<(), Box<dyn std::error::Error>>;
-
-/// A temporary directory removed on drop; unique per test and process.
-struct Tmp(PathBuf);
-
-impl Tmp {
-    fn new(name: &str) -> Tmp {
-        let p = std::env::temp_dir().join(format!("wgseg-data-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).ok();
-        Tmp(p)
-    }
-}
-
-impl Drop for Tmp {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 const TOML: &str = r#"
 name = "tiny"

@@ -8,6 +8,7 @@
 //! The scalar that is differentiated is `sum(out ⊙ w)` with random `w`.
 #![allow(dead_code)]
 
+use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use rand::{Rng, SeedableRng};
@@ -462,3 +463,25 @@ pub const TWO_DECIMALS: Tol = Tol {
     rtol: 0.0,
     atol: 0.005,
 };
+
+/// A temporary directory removed on drop; unique per test binary, test (`name`) and process.
+pub struct Tmp(pub PathBuf);
+
+impl Tmp {
+    pub fn new(name: &str) -> Tmp {
+        let p = std::env::temp_dir().join(format!(
+            "wgseg-{}-{}-{name}",
+            env!("CARGO_CRATE_NAME"),
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).ok();
+        Tmp(p)
+    }
+}
+
+impl Drop for Tmp {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
