@@ -200,27 +200,8 @@ fn auc_scaled(logits: &Tensor, labels: &Tensor, opts: &AucOptions, lambda: f64) 
     }
 }
 
-/// Logits `[n, c, inner]` (`inner = H·W`); pixel `v = b·inner + r` over the whole batch.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Layout {
-    pub(crate) n: usize,
-    pub(crate) c: usize,
-    pub(crate) inner: usize,
-}
-
-impl Layout {
-    pub(crate) fn pixels(self) -> usize {
-        self.n * self.inner
-    }
-    /// Index of logit `(pixel v, class k)`.
-    pub(crate) fn at(self, v: usize, k: usize) -> usize {
-        (v / self.inner * self.c + k) * self.inner + v % self.inner
-    }
-    /// The class of label `y`, or `None` for an ignored or out-of-range label.
-    pub(crate) fn class(self, y: u32, ignore_index: u32) -> Option<usize> {
-        (y != ignore_index && (y as usize) < self.c).then_some(y as usize)
-    }
-}
+/// Logits `[n, c, inner]` (`inner = H·W`): cross-entropy's layout.
+pub(crate) use crate::ops::cross_entropy::Layout;
 
 /// σ(x) in f64.
 pub(crate) fn sigmoid(x: f64) -> f64 {
@@ -274,9 +255,5 @@ fn check(logits: &Tensor, labels: &Tensor, opts: &AucOptions, lambda: f64) -> Re
     }
     same_device(OP, &[logits, labels])?;
     u32_elements(OP, logits.numel())?;
-    Ok(Layout {
-        n: d[0],
-        c: d[1],
-        inner: d[2] * d[3],
-    })
+    Ok(Layout::of(d))
 }

@@ -135,41 +135,11 @@ pub(crate) const ROW_A: usize = 3;
 pub(crate) const ROW_ACTIVE: usize = 4;
 /// Floats before the rows of the per-class table (`pix_gscale` puts `G` at index 0).
 pub(crate) const TABLE_HEAD: usize = 4;
-/// Floats before the per-pixel statistics (`Σ w·u·ℓ, Σ d`, padding to a vec4).
-pub(crate) const STATS_HEAD: usize = 4;
-/// Pixels each forward invocation walks (cross-entropy's `CE_PIXELS_PER_LANE`, measured
-/// there: a contiguous run per invocation, a multiple of 4 for the vec4 kernel).
-pub(crate) const PIXELS_PER_LANE: usize = 64;
-
-/// `n` images, `c` classes, `inner` pixels per image.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Layout {
-    pub(crate) n: usize,
-    pub(crate) c: usize,
-    pub(crate) inner: usize,
-}
+/// The layout, the statistics buffer (`Σ w·u·ℓ, Σ d`, padding, then two floats a pixel and
+/// the forward partials) and the forward's pixels per invocation are cross-entropy's.
+pub(crate) use crate::ops::cross_entropy::{Layout, CE_PIXELS_PER_LANE as PIXELS_PER_LANE};
 
 impl Layout {
-    pub(crate) fn pixels(self) -> usize {
-        self.n * self.inner
-    }
-    /// Index of logit `(pixel v, class k)`.
-    pub(crate) fn at(self, v: usize, k: usize) -> usize {
-        (v / self.inner * self.c + k) * self.inner + v % self.inner
-    }
-    pub(crate) fn lanes(self) -> usize {
-        self.inner.div_ceil(PIXELS_PER_LANE)
-    }
-    pub(crate) fn vec4(self) -> bool {
-        self.inner % 4 == 0
-    }
-    /// Offset of the forward partials in the statistics buffer.
-    pub(crate) fn partials(self) -> usize {
-        STATS_HEAD + 2 * self.pixels()
-    }
-    pub(crate) fn stats_len(self) -> usize {
-        (self.partials() + 2 * self.n * self.lanes()).next_multiple_of(4)
-    }
     pub(crate) fn table_len(self) -> usize {
         TABLE_HEAD + 5 * self.c
     }
@@ -186,22 +156,8 @@ fn check(
     labels.expect_dtype(op, DType::U32)?;
     let d = logits.dims();
     let (lay, want) = match d.len() {
-        2 => (
-            Layout {
-                n: d[0],
-                c: d[1],
-                inner: 1,
-            },
-            vec![d[0]],
-        ),
-        4 => (
-            Layout {
-                n: d[0],
-                c: d[1],
-                inner: d[2] * d[3],
-            },
-            vec![d[0], d[2], d[3]],
-        ),
+        2 => (Layout::of(d), vec![d[0]]),
+        4 => (Layout::of(d), vec![d[0], d[2], d[3]]),
         _ => {
             return Err(Error::shape(
                 op,

@@ -32,9 +32,8 @@ pub(crate) struct PixParams {
     pub(crate) eps: f32,
 }
 
-/// Quads per `pix_backward4` invocation (cross-entropy's `CE_QUADS_PER_INVOCATION`,
-/// measured there).
-const QUADS_PER_INVOCATION: usize = 8;
+/// Quads per `pix_backward4` invocation: cross-entropy's, measured there.
+use crate::ops::cross_entropy::CE_QUADS_PER_INVOCATION as QUADS_PER_INVOCATION;
 
 fn params(lay: Layout, cfg: &PixelConfig) -> PixParams {
     let (gamma, t, eps) = match cfg.modulation {

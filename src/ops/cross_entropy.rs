@@ -57,49 +57,63 @@ pub(crate) struct CeParams {
 /// while it must leave enough invocations to fill a GPU (4096 on the bench shape); a multiple
 /// of 4 (the vec4 kernel takes it as quads). 32 to 128 pixels measured alike (differences
 /// within the run-to-run noise); the partials' reduction is a few percent of the forward.
-const CE_PIXELS_PER_LANE: usize = 64;
+pub(crate) const CE_PIXELS_PER_LANE: usize = 64;
 
 /// Quads (4 pixels) per `ce_backward4` invocation: sharing the loads of `g` and `Σ w` and
 /// the loop over several quads cut the backward kernel's time by about 30 % against 1 quad
 /// (4 to 16 quads alike, 2 quads in between), `WGSEG_BENCH_PROFILE=1 cargo bench --
 /// softmax-CE`.
-const CE_QUADS_PER_INVOCATION: usize = 8;
+pub(crate) const CE_QUADS_PER_INVOCATION: usize = 8;
 
 /// Floats before the per-pixel statistics: `Σ w·ℓ, Σ w` and padding, so that `m` and
 /// `log s` start on a vec4 boundary.
-const STATS_HEAD: usize = 4;
+pub(crate) const STATS_HEAD: usize = 4;
 
-/// The layout of a cross-entropy problem: `n` images, `c` classes, `inner` pixels per image.
+/// The layout of a per-pixel loss over logits `[n, c, …]`: `n` images, `c` classes, `inner`
+/// pixels per image; pixel `v = b·inner + r` over the whole batch. Cross-entropy's, shared
+/// by the losses of `crate::losses` (the softmax family and AUC).
 #[derive(Clone, Copy, Debug)]
-struct Layout {
-    n: usize,
-    c: usize,
-    inner: usize,
+pub(crate) struct Layout {
+    pub(crate) n: usize,
+    pub(crate) c: usize,
+    pub(crate) inner: usize,
 }
 
 impl Layout {
-    fn pixels(self) -> usize {
+    /// Logits of dims `[n, c, d2, d3, …]` (`inner` = the product of the rest, 1 for `[n, c]`).
+    pub(crate) fn of(d: &[usize]) -> Layout {
+        Layout {
+            n: d[0],
+            c: d[1],
+            inner: d[2..].iter().product(),
+        }
+    }
+    pub(crate) fn pixels(self) -> usize {
         self.n * self.inner
     }
     /// Index of logit `(pixel v, class k)`.
-    fn at(self, v: usize, k: usize) -> usize {
+    pub(crate) fn at(self, v: usize, k: usize) -> usize {
         (v / self.inner * self.c + k) * self.inner + v % self.inner
     }
-    /// Lanes per image of `ce_forward`.
-    fn lanes(self) -> usize {
+    /// The class of label `y`, or `None` for an ignored or out-of-range label.
+    pub(crate) fn class(self, y: u32, ignore_index: u32) -> Option<usize> {
+        (y != ignore_index && (y as usize) < self.c).then_some(y as usize)
+    }
+    /// Lanes per image of `ce_forward` (and `pix_forward`).
+    pub(crate) fn lanes(self) -> usize {
         self.inner.div_ceil(CE_PIXELS_PER_LANE)
     }
     /// Whether the vec4 kernels apply: every image's pixels come in aligned quads.
-    fn vec4(self) -> bool {
+    pub(crate) fn vec4(self) -> bool {
         self.inner % 4 == 0
     }
     /// Offset of the partial sums in the statistics buffer.
-    fn partials(self) -> usize {
+    pub(crate) fn partials(self) -> usize {
         STATS_HEAD + 2 * self.pixels()
     }
     /// Length of the statistics buffer: sums (padded to `STATS_HEAD`), m, log s, two rows
     /// of partials, rounded up to whole vec4s for the vec4 kernels' view.
-    fn stats_len(self) -> usize {
+    pub(crate) fn stats_len(self) -> usize {
         (self.partials() + 2 * self.n * self.lanes()).next_multiple_of(4)
     }
     fn params(self, ignore_index: u32) -> CeParams {
@@ -143,11 +157,7 @@ fn check(logits: &Tensor, labels: &Tensor, weights: Option<&Tensor>) -> Result<L
             ),
         ));
     }
-    let lay = Layout {
-        n: d[0],
-        c: d[1],
-        inner: d[2..].iter().product(),
-    };
+    let lay = Layout::of(d);
     if logits.numel() == 0 {
         return Err(Error::shape(
             OP,

@@ -259,12 +259,7 @@ pub(crate) fn forward(
 
 /// Backward of the closed form: `g · ∂(λ·L_auc)/∂x` (formula in shaders/auc.wgsl).
 pub(crate) fn backward(logits: &Tensor, saved: &AucClosedSaved, g: &Tensor) -> Result<Tensor> {
-    let d = logits.dims();
-    let lay = Layout {
-        n: d[0],
-        c: d[1],
-        inner: d[2] * d[3],
-    };
+    let lay = Layout::of(logits.dims());
     let storage = match logits.storage() {
         Storage::Cpu(x) => {
             let y = saved.labels.cpu_data(OP)?;

@@ -306,12 +306,7 @@ pub(crate) fn forward(
 
 /// Backward of the pairwise path: `g · ∂(λ·L_auc)/∂x`.
 pub(crate) fn backward(logits: &Tensor, saved: &AucPairSaved, g: &Tensor) -> Result<Tensor> {
-    let d = logits.dims();
-    let lay = Layout {
-        n: d[0],
-        c: d[1],
-        inner: d[2] * d[3],
-    };
+    let lay = Layout::of(logits.dims());
     let storage = match logits.storage() {
         Storage::Cpu(_) => {
             let g = g.cpu_data(OP)?[0];
