@@ -27,6 +27,10 @@
 //               (A, B, C, D) = tab[4i..4i+4]. Invocation t = k·runs + j handles channels
 //               4k .. 4k + 3 on the RUN pixels [j·RUN, j·RUN + RUN).
 //
+// ACC = 1 (aucseg's fused CE + λ·AUC): auc_finish adds the loss to the value loss[0] holds
+// (cross-entropy's) and auc_backward adds dx to what dx holds (cross-entropy's gradient)
+// instead of writing them: no second logits-sized gradient and no sum pass.
+//
 // auc_sums and auc_backward take the pixels one at a time (any H·W); shaders/auc_quad.wgsl
 // has the same two kernels on quads of 4 pixels (vec4 accesses), used when H·W % 4 == 0.
 //
@@ -45,6 +49,8 @@
 override WG: u32 = 256u;
 // Pixels per auc_count and auc_backward invocation.
 override RUN: u32 = 64u;
+// 1: auc_finish and auc_backward add to their output instead of writing it (see above).
+override ACC: u32 = 0u;
 
 struct Params {
     n: u32,
@@ -197,7 +203,20 @@ fn auc_finish() {
         }
         total = p.lambda * total / kk;
     }
-    loss[0] = total;
+    if (ACC == 1u) {
+        loss[0] = loss[0] + total;
+    } else {
+        loss[0] = total;
+    }
+}
+
+// dx[i] = v, or dx[i] += v with ACC = 1.
+fn put(i: u32, v: f32) {
+    if (ACC == 1u) {
+        dx[i] = dx[i] + v;
+    } else {
+        dx[i] = v;
+    }
 }
 
 // The backward table's column j for channels ch (0 past the last class).
@@ -238,15 +257,15 @@ fn auc_backward(@builtin(workgroup_id) wid: vec3<u32>,
         let out = s * (vec4(1.0) - s) * d;
         // Unrolled: a runtime index into a vector compiles to a stack slot on llvmpipe.
         let at = b * p.c * p.inner + r + ch * p.inner;
-        dx[at.x] = out.x;
+        put(at.x, out.x);
         if (ch.y < p.c) {
-            dx[at.y] = out.y;
+            put(at.y, out.y);
         }
         if (ch.z < p.c) {
-            dx[at.z] = out.z;
+            put(at.z, out.z);
         }
         if (ch.w < p.c) {
-            dx[at.w] = out.w;
+            put(at.w, out.w);
         }
         r = r + 1u;
         if (r == p.inner) {

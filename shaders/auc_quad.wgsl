@@ -14,6 +14,8 @@
 override WG: u32 = 256u;
 // Pixels per auc_backward4 invocation (RUN / 4 quads).
 override RUN: u32 = 64u;
+// 1: auc_backward4 adds to dx instead of writing it (aucseg's fused backward, auc.wgsl).
+override ACC: u32 = 0u;
 
 struct Params {
     n: u32,
@@ -135,7 +137,12 @@ fn backward_quad(at: u32, ch: u32, y: vec4<u32>, valid: vec4<bool>, inv: vec4<f3
     let s = sigmoid4(x4[at]);
     let pos = (y == vec4(ch)) & valid;
     let d = select(t.w * (s - t.z) * inv, t.x * (s - p.margin) - t.y, pos);
-    dx4[at] = s * (vec4(1.0) - s) * d;
+    let v = s * (vec4(1.0) - s) * d;
+    if (ACC == 1u) {
+        dx4[at] = dx4[at] + v;
+    } else {
+        dx4[at] = v;
+    }
 }
 
 // auc_backward on quads: invocation t = k·runs + j handles channels 4k .. 4k + 3 on the

@@ -492,8 +492,8 @@ fn pairwise_cap_is_seeded_and_bounded() {
 /// closed-form forward adds over what is live before it, and the live bytes its backward
 /// adds besides `∂L/∂x` (with the backward's peak checked not to exceed the larger of the
 /// forward's peak and the live bytes after it, up to the uniform arena: the backward
-/// allocates nothing transient).
-fn closed_form_extra_bytes(shape: [usize; 4]) -> Result<(u64, u64)> {
+/// allocates nothing transient). `full`: `aucseg` (CE + λ·AUC) instead of `auc_loss`.
+fn closed_form_extra_bytes(shape: [usize; 4], full: bool) -> Result<(u64, u64)> {
     let ctx = wgseg::gpu::GpuContext::new(&wgseg::gpu::GpuOptions::default())?;
     let dev = Device::Gpu(ctx.clone());
     let n: usize = shape.iter().product();
@@ -508,7 +508,11 @@ fn closed_form_extra_bytes(shape: [usize; 4]) -> Result<(u64, u64)> {
     ctx.synchronize()?;
     let before = ctx.pool_stats();
     assert_eq!(before.peak_live_bytes, before.live_bytes, "uploads only");
-    let loss = auc_loss(&x, &y, &AucOptions::default())?;
+    let loss = if full {
+        aucseg(&x, &y, &AucOptions::default())?
+    } else {
+        auc_loss(&x, &y, &AucOptions::default())?
+    };
     ctx.synchronize()?;
     let fwd = ctx.pool_stats();
     let fwd_extra = fwd.peak_live_bytes - before.live_bytes;
@@ -537,8 +541,8 @@ fn closed_form_extra_memory_does_not_grow_with_the_pixels() {
         return;
     }
     // 19 classes, 512 and 32 768 pixels.
-    let small = closed_form_extra_bytes([2, 19, 16, 16]).expect("small");
-    let large = closed_form_extra_bytes([2, 19, 128, 128]).expect("large");
+    let small = closed_form_extra_bytes([2, 19, 16, 16], false).expect("small");
+    let large = closed_form_extra_bytes([2, 19, 128, 128], false).expect("large");
     eprintln!("extra pool bytes (forward, backward): {small:?} and {large:?}");
     assert_eq!(small, large, "extra pool bytes (forward, backward)");
     // The forward's extra memory is its scratch plus the loss, in pool size classes (at
@@ -550,4 +554,21 @@ fn closed_form_extra_memory_does_not_grow_with_the_pixels() {
         "forward extra {} bytes for {floats} floats of scratch",
         small.0
     );
+}
+
+/// `aucseg` fuses CE and the closed form: its backward allocates one logits-sized gradient
+/// (cross-entropy's, onto which the AUC gradient is added in place) and nothing transient —
+/// not the two gradients and their sum that adding the two losses as tensors would. The
+/// backward's live extra besides `∂L/∂x` is the same at both pixel counts (the forward's
+/// extra grows with them: cross-entropy saves two floats per pixel).
+#[test]
+fn aucseg_backward_allocates_one_gradient() {
+    if gpu().is_none() {
+        return;
+    }
+    for shape in [[2, 19, 16, 16], [2, 19, 128, 128], [2, 19, 15, 17]] {
+        let (_, bwd) = closed_form_extra_bytes(shape, true).expect("aucseg");
+        let (_, auc_bwd) = closed_form_extra_bytes(shape, false).expect("auc_loss");
+        assert_eq!(bwd, auc_bwd, "aucseg {shape:?}: backward extra besides the gradient");
+    }
 }

@@ -75,6 +75,13 @@ pub enum Op {
     /// AUCSeg's AUC loss, closed form (`losses::aucseg`). Input: logits; the labels, class
     /// counts and the per-class backward table are saved on the logits' device.
     AucClosedForm(AucClosedSaved),
+    /// AUCSeg's `L_ce + λ·L_auc` with the closed form, fused (`losses::aucseg`): one node
+    /// whose backward adds the AUC gradient in place onto cross-entropy's. Input: logits;
+    /// `sums` are cross-entropy's forward statistics (labels and ignore index in `auc`).
+    AucSeg {
+        sums: Tensor,
+        auc: AucClosedSaved,
+    },
     /// AUCSeg's AUC loss, tiled pairwise kernel. Input: logits; the gradient was computed by
     /// the forward and is saved (compact on a GPU, with the pixel plan).
     AucPairwise(AucPairSaved),
@@ -127,6 +134,7 @@ impl Op {
             Op::PixelLoss { cfg, .. } => cfg.op,
             Op::Matmul { .. } => "matmul",
             Op::AucClosedForm(_) => "auc_loss (closed form)",
+            Op::AucSeg { .. } => "aucseg",
             Op::AucPairwise(_) => "auc_loss (pairwise)",
             Op::BatchNorm { .. } => "batch_norm2d",
         }
@@ -200,6 +208,10 @@ impl Op {
             }
             Op::BatchNorm { mean, rstd } => batch_norm_backward(inputs, mean, rstd, g)?,
             Op::AucClosedForm(saved) => vec![Some(closed::backward(x, saved, g)?)],
+            Op::AucSeg { sums, auc } => {
+                let ce = cross_entropy_backward(x, &auc.labels, None, auc.ignore_index, sums, g)?;
+                vec![Some(closed::backward_into(x, auc, g, Some(ce))?)]
+            }
             Op::AucPairwise(saved) => vec![Some(pairwise::backward(x, saved, g)?)],
         })
     }

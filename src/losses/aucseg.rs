@@ -47,9 +47,11 @@ pub(crate) mod pairwise;
 pub use closed::{closed_form_scratch_floats, AucClosedSaved};
 pub use pairwise::{pairwise_subsample, AucPairSaved};
 
+use crate::autograd::Op;
 use crate::error::{Error, Result};
-use crate::ops::cross_entropy::cross_entropy;
+use crate::ops::cross_entropy::{cross_entropy, cross_entropy_parts};
 use crate::ops::softmax::u32_elements;
+use crate::shape::Shape;
 use crate::tensor::{same_device, DType, Tensor};
 
 const OP: &str = "auc_loss";
@@ -151,10 +153,51 @@ impl AucOptions {
 
 /// `L = L_ce + λ·L_auc` (see the module docs): [`cross_entropy`] with `opts.ignore_index`
 /// plus `opts.lambda` times [`auc_loss`]. Returns a scalar; `backward()` gives `∂L/∂x`.
+///
+/// With the closed form the two terms are one fused op: the AUC forward adds its value to
+/// cross-entropy's loss on the device, and the backward adds the AUC gradient in place onto
+/// cross-entropy's (one logits-sized gradient, no sum pass). The pairwise path adds the two
+/// losses as tensors.
 pub fn aucseg(logits: &Tensor, labels: &Tensor, opts: &AucOptions) -> Result<Tensor> {
-    let auc = auc_scaled(logits, labels, opts, opts.lambda)?;
-    let ce = cross_entropy(logits, labels, None, opts.ignore_index)?;
-    ce.add(&auc)
+    if opts.method == AucMethod::Pairwise {
+        let auc = auc_scaled(logits, labels, opts, opts.lambda)?;
+        let ce = cross_entropy(logits, labels, None, opts.ignore_index)?;
+        return ce.add(&auc);
+    }
+    let lay = check(logits, labels, opts, opts.lambda)?;
+    closed_form_only(opts)?;
+    let (ce, sums) = cross_entropy_parts(logits, labels, None, opts.ignore_index)?;
+    let (loss, auc) = closed::forward_parts(
+        logits,
+        labels,
+        lay,
+        opts.ignore_index,
+        opts.effective_margin(),
+        opts.lambda,
+        Some(ce),
+    )?;
+    Ok(Tensor::from_op(
+        loss,
+        Shape(vec![]),
+        DType::F32,
+        Op::AucSeg { sums, auc },
+        vec![logits.clone()],
+    ))
+}
+
+/// The closed form exists for the square surrogate only.
+fn closed_form_only(opts: &AucOptions) -> Result<()> {
+    if opts.surrogate != Surrogate::Square {
+        return Err(Error::shape(
+            OP,
+            format!(
+                "the closed form exists only for the square surrogate, not {:?}; \
+                 use AucMethod::Pairwise",
+                opts.surrogate
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// `L_auc` alone (not multiplied by `λ`), by `opts.method` (see the module docs).
@@ -172,16 +215,7 @@ fn auc_scaled(logits: &Tensor, labels: &Tensor, opts: &AucOptions, lambda: f64) 
     let margin = opts.effective_margin();
     match opts.method {
         AucMethod::ClosedForm => {
-            if opts.surrogate != Surrogate::Square {
-                return Err(Error::shape(
-                    OP,
-                    format!(
-                        "the closed form exists only for the square surrogate, not {:?}; \
-                         use AucMethod::Pairwise",
-                        opts.surrogate
-                    ),
-                ));
-            }
+            closed_form_only(opts)?;
             closed::forward(logits, labels, lay, opts.ignore_index, margin, lambda)
         }
         AucMethod::Pairwise => pairwise::forward(

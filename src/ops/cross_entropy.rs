@@ -284,21 +284,7 @@ pub fn cross_entropy(
     weights: Option<&Tensor>,
     ignore_index: u32,
 ) -> Result<Tensor> {
-    let lay = check(logits, labels, weights)?;
-    let (storage, sums) = match logits.storage() {
-        Storage::Cpu(x) => {
-            let w = weights.map(|w| w.cpu_data(OP)).transpose()?;
-            let (loss, sums) = cpu_forward(x, labels.cpu_data(OP)?, w, lay, ignore_index);
-            let sums =
-                Tensor::from_storage(Storage::Cpu(sums.to_vec()), Shape(vec![2]), DType::F32);
-            (Storage::Cpu(vec![loss]), sums)
-        }
-        Storage::Gpu(x) => {
-            let w = weights.map(buf).transpose()?;
-            let (loss, sums) = gpu_forward(x, buf(labels)?, w, lay, ignore_index)?;
-            (Storage::Gpu(loss), sums)
-        }
-    };
+    let (storage, sums) = cross_entropy_parts(logits, labels, weights, ignore_index)?;
     Ok(Tensor::from_op(
         storage,
         Shape(vec![]),
@@ -311,6 +297,32 @@ pub fn cross_entropy(
         },
         vec![logits.clone()],
     ))
+}
+
+/// The forward of [`cross_entropy`] without the tape: the loss's storage (one value) and the
+/// statistics its backward needs (`sums`). For losses that contain cross-entropy as a term
+/// and fuse its backward with theirs (`losses::aucseg`).
+pub(crate) fn cross_entropy_parts(
+    logits: &Tensor,
+    labels: &Tensor,
+    weights: Option<&Tensor>,
+    ignore_index: u32,
+) -> Result<(Storage, Tensor)> {
+    let lay = check(logits, labels, weights)?;
+    Ok(match logits.storage() {
+        Storage::Cpu(x) => {
+            let w = weights.map(|w| w.cpu_data(OP)).transpose()?;
+            let (loss, sums) = cpu_forward(x, labels.cpu_data(OP)?, w, lay, ignore_index);
+            let sums =
+                Tensor::from_storage(Storage::Cpu(sums.to_vec()), Shape(vec![2]), DType::F32);
+            (Storage::Cpu(vec![loss]), sums)
+        }
+        Storage::Gpu(x) => {
+            let w = weights.map(buf).transpose()?;
+            let (loss, sums) = gpu_forward(x, buf(labels)?, w, lay, ignore_index)?;
+            (Storage::Gpu(loss), sums)
+        }
+    })
 }
 
 /// Backward of `cross_entropy`: `g · w_y · (p_c − δ_{c,y}) / Σ w` per logit (0 for ignored

@@ -19,7 +19,7 @@
 //! one channel per invocation and 256 chunks, 33 ms and 40 ms.
 
 use crate::autograd::Op;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::gpu::{groups_for, GpuBuf, Kernel, Shader};
 use crate::ops::reduce::{gpu_sum_into, LANE_LEN};
 use crate::ops::unary::ELEMENTWISE_WG;
@@ -166,12 +166,14 @@ fn cpu_forward(
     (loss, counts, table)
 }
 
-/// GPU forward: `(loss, counts, table)`, all on the device.
+/// GPU forward: `(loss, counts, table)`, all on the device. With `acc`, the loss is added
+/// to the value `acc` holds and `acc` is returned as the loss.
 fn gpu_forward(
     x: &GpuBuf,
     y: &GpuBuf,
     lay: Layout,
     pr: &AucParams,
+    acc: Option<GpuBuf>,
 ) -> Result<(GpuBuf, GpuBuf, GpuBuf)> {
     let ctx = x.context();
     let c = lay.c;
@@ -200,10 +202,14 @@ fn gpu_forward(
     let sums = ctx.alloc_storage(4 * c)?;
     gpu_sum_into(&part, 0, (4 * c, AUC_CHUNKS, 1), &sums)?;
     drop(part);
-    let loss = ctx.alloc_storage(1)?;
+    let accumulate = acc.is_some();
+    let loss = match acc {
+        Some(b) => b,
+        None => ctx.alloc_storage(1)?,
+    };
     let table = ctx.alloc_storage(4 * c)?;
     ctx.launch(
-        &kernel("auc_finish"),
+        &kernel("auc_finish").with("ACC", u32::from(accumulate)),
         pr,
         &[x, y, &counts, &sums],
         &[&loss, &table],
@@ -221,20 +227,63 @@ pub(crate) fn forward(
     margin: f64,
     lambda: f64,
 ) -> Result<Tensor> {
+    let (storage, saved) = forward_parts(logits, labels, lay, ignore_index, margin, lambda, None)?;
+    Ok(Tensor::from_op(
+        storage,
+        Shape(vec![]),
+        DType::F32,
+        Op::AucClosedForm(saved),
+        vec![logits.clone()],
+    ))
+}
+
+/// The forward without the tape: the storage of `λ·L_auc` (plus the value `acc` holds, in
+/// `acc`'s own storage, when given: the fused `aucseg` adds it to cross-entropy's loss) and
+/// what the backward needs.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn forward_parts(
+    logits: &Tensor,
+    labels: &Tensor,
+    lay: Layout,
+    ignore_index: u32,
+    margin: f64,
+    lambda: f64,
+    acc: Option<Storage>,
+) -> Result<(Storage, AucClosedSaved)> {
     let c = lay.c;
     let (storage, counts, table) = match logits.storage() {
         Storage::Cpu(x) => {
             let (loss, counts, table) =
                 cpu_forward(x, labels.cpu_data(OP)?, lay, ignore_index, margin, lambda);
+            let base = match acc {
+                Some(Storage::Cpu(v)) => v[0],
+                Some(Storage::Gpu(_)) => {
+                    return Err(Error::shape(
+                        OP,
+                        "the accumulator is on another device than the logits",
+                    ))
+                }
+                None => 0.0,
+            };
             (
-                Storage::Cpu(vec![loss]),
+                Storage::Cpu(vec![base + loss]),
                 Tensor::from_storage(Storage::Cpu(counts), Shape(vec![c]), DType::F32),
                 Tensor::from_storage(Storage::Cpu(table), Shape(vec![4 * c]), DType::F32),
             )
         }
         Storage::Gpu(x) => {
             let pr = params(lay, ignore_index, margin, lambda);
-            let (loss, counts, table) = gpu_forward(x, buf(labels)?, lay, &pr)?;
+            let acc = match acc {
+                Some(Storage::Gpu(b)) => Some(b),
+                Some(Storage::Cpu(_)) => {
+                    return Err(Error::shape(
+                        OP,
+                        "the accumulator is on another device than the logits",
+                    ))
+                }
+                None => None,
+            };
+            let (loss, counts, table) = gpu_forward(x, buf(labels)?, lay, &pr, acc)?;
             (
                 Storage::Gpu(loss),
                 Tensor::from_storage(Storage::Gpu(counts), Shape(vec![c]), DType::U32),
@@ -242,31 +291,48 @@ pub(crate) fn forward(
             )
         }
     };
-    Ok(Tensor::from_op(
-        storage,
-        Shape(vec![]),
-        DType::F32,
-        Op::AucClosedForm(AucClosedSaved {
-            labels: labels.detach(),
-            ignore_index,
-            margin,
-            counts,
-            table,
-        }),
-        vec![logits.clone()],
-    ))
+    let saved = AucClosedSaved {
+        labels: labels.detach(),
+        ignore_index,
+        margin,
+        counts,
+        table,
+    };
+    Ok((storage, saved))
 }
 
 /// Backward of the closed form: `g · ∂(λ·L_auc)/∂x` (formula in shaders/auc.wgsl).
 pub(crate) fn backward(logits: &Tensor, saved: &AucClosedSaved, g: &Tensor) -> Result<Tensor> {
+    backward_into(logits, saved, g, None)
+}
+
+/// [`backward`], added in place to `acc` (a gradient of the logits' shape that nothing else
+/// holds: the fused `aucseg` passes cross-entropy's) when given, which is then returned.
+pub(crate) fn backward_into(
+    logits: &Tensor,
+    saved: &AucClosedSaved,
+    g: &Tensor,
+    acc: Option<Tensor>,
+) -> Result<Tensor> {
     let lay = Layout::of(logits.dims());
+    if let Some(a) = &acc {
+        if a.dims() != logits.dims() {
+            return Err(Error::shape(
+                OP,
+                format!("accumulator {} for logits {}", a.shape(), logits.shape()),
+            ));
+        }
+    }
     let storage = match logits.storage() {
         Storage::Cpu(x) => {
             let y = saved.labels.cpu_data(OP)?;
             let counts = saved.counts.cpu_data(OP)?;
             let tab = saved.table.cpu_data(OP)?;
             let g = g.cpu_data(OP)?[0];
-            let mut dx = vec![0.0; x.len()];
+            let mut dx = match &acc {
+                Some(a) => a.cpu_data(OP)?.to_vec(),
+                None => vec![0.0; x.len()],
+            };
             for (v, &yf) in y.iter().enumerate() {
                 let Some(yv) = lay.class(yf as u32, saved.ignore_index) else {
                     continue;
@@ -280,33 +346,19 @@ pub(crate) fn backward(logits: &Tensor, saved: &AucClosedSaved, g: &Tensor) -> R
                     } else {
                         t[3] * (s - t[2]) / counts[yv]
                     };
-                    dx[at] = g * s * (1.0 - s) * ds;
+                    dx[at] += g * s * (1.0 - s) * ds;
                 }
             }
             Storage::Cpu(dx)
         }
         Storage::Gpu(x) => {
             let ctx = x.context();
+            if let Some(a) = acc {
+                launch_backward(x, saved, g, lay, a.gpu_buf(OP)?, true)?;
+                return Ok(a);
+            }
             let dx = ctx.alloc_storage(logits.numel())?;
-            // Quads of 4 pixels when no quad spans two images.
-            let (entry, runs) = if lay.inner % 4 == 0 {
-                ("auc_backward4", (lay.pixels() / 4).div_ceil(RUN / 4))
-            } else {
-                ("auc_backward", lay.pixels().div_ceil(RUN))
-            };
-            ctx.launch(
-                &kernel(entry),
-                &params(lay, saved.ignore_index, saved.margin, 1.0),
-                &[
-                    x,
-                    buf(&saved.labels)?,
-                    buf(&saved.counts)?,
-                    buf(&saved.table)?,
-                    buf(g)?,
-                ],
-                &[&dx],
-                groups_for(lay.c.div_ceil(4) * runs, ELEMENTWISE_WG),
-            )?;
+            launch_backward(x, saved, g, lay, &dx, false)?;
             Storage::Gpu(dx)
         }
     };
@@ -315,4 +367,34 @@ pub(crate) fn backward(logits: &Tensor, saved: &AucClosedSaved, g: &Tensor) -> R
         logits.shape().clone(),
         DType::F32,
     ))
+}
+
+/// `auc_backward(4)` writing (or, with `accumulate`, adding) the gradient into `dx`.
+fn launch_backward(
+    x: &GpuBuf,
+    saved: &AucClosedSaved,
+    g: &Tensor,
+    lay: Layout,
+    dx: &GpuBuf,
+    accumulate: bool,
+) -> Result<()> {
+    // Quads of 4 pixels when no quad spans two images.
+    let (entry, runs) = if lay.inner % 4 == 0 {
+        ("auc_backward4", (lay.pixels() / 4).div_ceil(RUN / 4))
+    } else {
+        ("auc_backward", lay.pixels().div_ceil(RUN))
+    };
+    x.context().launch(
+        &kernel(entry).with("ACC", u32::from(accumulate)),
+        &params(lay, saved.ignore_index, saved.margin, 1.0),
+        &[
+            x,
+            buf(&saved.labels)?,
+            buf(&saved.counts)?,
+            buf(&saved.table)?,
+            buf(g)?,
+        ],
+        &[dx],
+        groups_for(lay.c.div_ceil(4) * runs, ELEMENTWISE_WG),
+    )
 }
