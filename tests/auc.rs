@@ -569,6 +569,9 @@ fn aucseg_backward_allocates_one_gradient() {
     for shape in [[2, 19, 16, 16], [2, 19, 128, 128], [2, 19, 15, 17]] {
         let (_, bwd) = closed_form_extra_bytes(shape, true).expect("aucseg");
         let (_, auc_bwd) = closed_form_extra_bytes(shape, false).expect("auc_loss");
-        assert_eq!(bwd, auc_bwd, "aucseg {shape:?}: backward extra besides the gradient");
+        assert_eq!(
+            bwd, auc_bwd,
+            "aucseg {shape:?}: backward extra besides the gradient"
+        );
     }
 }

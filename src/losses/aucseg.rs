@@ -167,7 +167,7 @@ pub fn aucseg(logits: &Tensor, labels: &Tensor, opts: &AucOptions) -> Result<Ten
     let lay = check(logits, labels, opts, opts.lambda)?;
     closed_form_only(opts)?;
     let (ce, sums) = cross_entropy_parts(logits, labels, None, opts.ignore_index)?;
-    let (loss, auc) = closed::forward_parts(
+    let (loss, auc) = closed::forward(
         logits,
         labels,
         lay,
@@ -216,7 +216,15 @@ fn auc_scaled(logits: &Tensor, labels: &Tensor, opts: &AucOptions, lambda: f64) 
     match opts.method {
         AucMethod::ClosedForm => {
             closed_form_only(opts)?;
-            closed::forward(logits, labels, lay, opts.ignore_index, margin, lambda)
+            let (loss, saved) =
+                closed::forward(logits, labels, lay, opts.ignore_index, margin, lambda, None)?;
+            Ok(Tensor::from_op(
+                loss,
+                Shape(vec![]),
+                DType::F32,
+                Op::AucClosedForm(saved),
+                vec![logits.clone()],
+            ))
         }
         AucMethod::Pairwise => pairwise::forward(
             logits,

@@ -18,7 +18,6 @@
 //! 4 channels per invocation) `auc_sums` took 17–23 ms and `auc_backward` 27–46 ms; with
 //! one channel per invocation and 256 chunks, 33 ms and 40 ms.
 
-use crate::autograd::Op;
 use crate::error::{Error, Result};
 use crate::gpu::{groups_for, GpuBuf, Kernel, Shader};
 use crate::ops::reduce::{gpu_sum_into, LANE_LEN};
@@ -218,30 +217,12 @@ fn gpu_forward(
     Ok((loss, counts, table))
 }
 
-/// `λ·L_auc` by the closed form (shapes checked by the caller).
-pub(crate) fn forward(
-    logits: &Tensor,
-    labels: &Tensor,
-    lay: Layout,
-    ignore_index: u32,
-    margin: f64,
-    lambda: f64,
-) -> Result<Tensor> {
-    let (storage, saved) = forward_parts(logits, labels, lay, ignore_index, margin, lambda, None)?;
-    Ok(Tensor::from_op(
-        storage,
-        Shape(vec![]),
-        DType::F32,
-        Op::AucClosedForm(saved),
-        vec![logits.clone()],
-    ))
-}
-
-/// The forward without the tape: the storage of `λ·L_auc` (plus the value `acc` holds, in
-/// `acc`'s own storage, when given: the fused `aucseg` adds it to cross-entropy's loss) and
-/// what the backward needs.
+/// `λ·L_auc` by the closed form (shapes checked by the caller), without the tape: the
+/// loss's storage (plus the value `acc` holds, in `acc`'s own storage, when given: the fused
+/// `aucseg` adds it to cross-entropy's loss) and what the backward needs (the caller records
+/// `Op::AucClosedForm` or `Op::AucSeg`).
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn forward_parts(
+pub(crate) fn forward(
     logits: &Tensor,
     labels: &Tensor,
     lay: Layout,
