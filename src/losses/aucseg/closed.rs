@@ -5,7 +5,9 @@
 //! partial sums over a fixed number of pixel chunks), a `reduce_lanes` sum over the chunks,
 //! `auc_finish` (the loss and a per-class backward table). Per backward: `auc_backward`
 //! (one pass over the logits). When H·W is a multiple of 4 the sums and the backward run
-//! on quads of pixels (`auc_sums4`, `auc_backward4` in shaders/auc_quad.wgsl). Nothing is
+//! on quads of pixels (`auc_sums4`, `auc_backward4` in shaders/auc_quad.wgsl). In the fused
+//! `aucseg` (`Op::AucSeg`), `auc_finish` and the backward add onto cross-entropy's loss and
+//! gradient instead of writing their own (override `ACC`). Nothing is
 //! read back. Extra device memory per call: the counts (`C`), the partials
 //! (`4·C·AUC_CHUNKS`), the reduction's intermediate (`16·C`), the sums and the table
 //! (`4·C` each) — a function of `C` only ([`closed_form_scratch_floats`]).
