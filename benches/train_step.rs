@@ -3,7 +3,7 @@
 //!
 //! One row per model config and loss (`models/tiny.toml` with `ce`, `pat` and `aucseg`;
 //! `models/small.toml` with `ce`): one full DeepLabV3+ training step — forward in training
-//! mode, the loss (`train::loss::TrainLoss`, SPEC's defaults), backward, SGD update
+//! mode, the loss (`train::loss::TrainLoss`, the defaults of docs/longtail.md), backward, SGD update
 //! (momentum 0.9, weight decay 1e-4, lr 0.01) — on the default `[train]` batch (8 crops of
 //! 96², random input and labels over 11 classes). Each step ends by reading the loss
 //! (`item()`), which synchronises the device. Per row: the median step time over timed steps
