@@ -496,7 +496,9 @@ fn pairwise_cap_is_seeded_and_bounded() {
 /// closed-form forward adds over what is live before it, and the live bytes its backward
 /// adds besides `∂L/∂x` (with the backward's peak checked not to exceed the larger of the
 /// forward's peak and the live bytes after it, up to the uniform arena: the backward
-/// allocates nothing transient). `full`: `aucseg` (CE + λ·AUC) instead of `auc_loss`.
+/// allocates nothing transient but, with `full`, cross-entropy's per-class table of
+/// `4 + 5·C` floats that its backward scales by `g`, independent of the pixels).
+/// `full`: `aucseg` (CE + λ·AUC) instead of `auc_loss`.
 fn closed_form_extra_bytes(shape: [usize; 4], full: bool) -> Result<(u64, u64)> {
     let ctx = wgseg::gpu::GpuContext::new(&wgseg::gpu::GpuOptions::default())?;
     let dev = Device::Gpu(ctx.clone());
@@ -524,9 +526,15 @@ fn closed_form_extra_bytes(shape: [usize; 4], full: bool) -> Result<(u64, u64)> 
     ctx.synchronize()?;
     let bwd = ctx.pool_stats();
     let dx = wgseg::gpu::pool::size_class(4 * n as u64);
-    // Slack: the recorder's uniform arena (8 KiB while dispatches are recorded) and the
-    // backward's seed (one 256-byte buffer).
-    let slack = 8 * 1024 + 256;
+    // Slack: the recorder's uniform arena (8 KiB while dispatches are recorded), the
+    // backward's seed (one 256-byte buffer) and, for aucseg, cross-entropy's scaled class
+    // table (`pix_gscale`: 4 + 5·C floats).
+    let ce_table = if full {
+        wgseg::gpu::pool::size_class(4 * (4 + 5 * shape[1] as u64))
+    } else {
+        0
+    };
+    let slack = 8 * 1024 + 256 + ce_table;
     assert!(
         bwd.peak_live_bytes <= fwd.peak_live_bytes.max(bwd.live_bytes + slack),
         "backward peak {} over forward peak {} and live {}",
