@@ -244,7 +244,7 @@ fn affine(x: &Tensor, a: &Tensor, b: &Tensor) -> wgseg::Result<Tensor> {
         x.mul(a)?.add(b)?
     };
     assert!(!y.requires_grad(), "the forward itself is not on the tape");
-    record_custom(&y, &[x.clone(), a.clone(), b.clone()], Arc::new(Affine))
+    record_custom(&y, &[x, a, b], Arc::new(Affine))
 }
 
 #[test]
@@ -315,7 +315,7 @@ fn custom_op_errors_name_the_op() {
         .unwrap()
         .as_param();
     // One gradient per input, or an error naming the op.
-    let y = record_custom(&x.detach(), &[x.clone()], Arc::new(Broken)).unwrap();
+    let y = record_custom(&x.detach(), &[&x], Arc::new(Broken)).unwrap();
     let e = backward(&y).unwrap_err().to_string();
     assert!(
         e.contains("broken") && e.contains("2 gradients for 1 inputs"),
@@ -323,13 +323,13 @@ fn custom_op_errors_name_the_op() {
     );
     // A gradient of the wrong shape is refused by the tape, naming the op.
     let z = Tensor::from_vec(vec![0.0; 3], [3], &dev).unwrap();
-    let y = record_custom(&z, &[x.clone()], Arc::new(Triple)).unwrap();
+    let y = record_custom(&z, &[&x], Arc::new(Triple)).unwrap();
     let e = backward(&y).unwrap_err().to_string();
     assert!(e.contains("triple"), "{e}");
     // Inputs on another device than the output.
     if let Some(gpu) = gpu() {
         let on_gpu = Tensor::zeros([2], &gpu).unwrap();
-        assert!(record_custom(&on_gpu, &[x.clone()], Arc::new(Triple)).is_err());
+        assert!(record_custom(&on_gpu, &[&x], Arc::new(Triple)).is_err());
     }
 }
 

@@ -68,17 +68,18 @@ impl fmt::Debug for dyn CustomOp {
 ///     let _g = no_grad();
 ///     x.mul_scalar(3.0)?
 /// };
-/// let y = record_custom(&y, &[x.clone()], Arc::new(Triple))?;
+/// let y = record_custom(&y, &[&x], Arc::new(Triple))?;
 /// let grads = backward(&y.sum()?)?;
 /// assert_eq!(grads.get(&x).unwrap().to_vec()?, vec![3.0, 3.0]);
 /// # Ok(())
 /// # }
 /// ```
-pub fn record_custom(output: &Tensor, inputs: &[Tensor], op: Arc<dyn CustomOp>) -> Result<Tensor> {
+pub fn record_custom(output: &Tensor, inputs: &[&Tensor], op: Arc<dyn CustomOp>) -> Result<Tensor> {
     for t in inputs {
-        same_device(op.name(), &[output, t])?;
+        same_device(op.name(), &[output, *t])?;
     }
-    Ok(output.with_custom_node(op, inputs.to_vec()))
+    let inputs = inputs.iter().map(|&t| t.clone()).collect();
+    Ok(output.with_custom_node(op, inputs))
 }
 
 /// [`CustomOp::backward`] with its result checked: one entry per input.

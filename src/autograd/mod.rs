@@ -37,7 +37,7 @@
 //!     let _g = no_grad();
 //!     x.mul(&x)?
 //! };
-//! let y = record_custom(&y, &[x.clone()], Arc::new(Square))?;
+//! let y = record_custom(&y, &[&x], Arc::new(Square))?;
 //! let grads = backward(&y)?;
 //! assert_eq!(grads.get(&x).unwrap().to_vec()?, vec![2.0, -6.0]);
 //! # Ok(())

@@ -194,11 +194,7 @@ pub fn aucseg(logits: &Tensor, labels: &Tensor, opts: &AucOptions) -> Result<Ten
         Some(ce),
     )?;
     let loss = Tensor::from_storage(loss, Shape(vec![]), DType::F32);
-    record_custom(
-        &loss,
-        std::slice::from_ref(logits),
-        Arc::new(AucSegOp { ce: ce_op, auc }),
-    )
+    record_custom(&loss, &[logits], Arc::new(AucSegOp { ce: ce_op, auc }))
 }
 
 /// The tape's record of the fused closed-form `aucseg` (input: the logits): its backward
@@ -265,7 +261,7 @@ fn auc_scaled(logits: &Tensor, labels: &Tensor, opts: &AucOptions, lambda: f64) 
             let (loss, saved) =
                 closed::forward(logits, labels, lay, opts.ignore_index, margin, lambda, None)?;
             let loss = Tensor::from_storage(loss, Shape(vec![]), DType::F32);
-            record_custom(&loss, std::slice::from_ref(logits), Arc::new(saved))
+            record_custom(&loss, &[logits], Arc::new(saved))
         }
         AucMethod::Pairwise => pairwise::forward(
             logits,

@@ -359,7 +359,7 @@ pub(crate) fn pixel_loss(
 ) -> Result<Tensor> {
     let (storage, op) = pixel_loss_parts(logits, labels, cfg, terms, noise)?;
     let loss = Tensor::from_storage(storage, Shape(vec![]), DType::F32);
-    record_custom(&loss, std::slice::from_ref(logits), Arc::new(op))
+    record_custom(&loss, &[logits], Arc::new(op))
 }
 
 /// The forward of [`pixel_loss`] without the tape: the loss's storage (one value) and the

@@ -298,7 +298,7 @@ pub(crate) fn forward(
         }
     };
     let loss = Tensor::from_storage(storage, Shape(vec![]), DType::F32);
-    record_custom(&loss, std::slice::from_ref(logits), Arc::new(saved))
+    record_custom(&loss, &[logits], Arc::new(saved))
 }
 
 impl CustomOp for AucPairSaved {
