@@ -10,6 +10,7 @@ mod common;
 use std::time::Instant;
 
 use wgseg::gpu::GpuContext;
+use wgseg::losses::{ce, CeOptions};
 use wgseg::ops::{batch_norm2d, BatchNormState, Conv2dParams, BN_EPS, BN_MOMENTUM};
 use wgseg::{backward, Device, Result, Tensor};
 
@@ -198,7 +199,7 @@ fn profile_step(b: &Bench, ctx: &std::sync::Arc<GpuContext>) -> Result<()> {
         let h = h.relu()?.max_pool2d((3, 3), (1, 1), (1, 1))?;
         let logits = h.conv2d(&w2, None, Conv2dParams::default())?;
         let up = logits.interpolate_bilinear((128, 128), false)?;
-        let loss = up.cross_entropy(&labels, None, 255)?;
+        let loss = ce(&up, &labels, &CeOptions::default())?;
         backward(&loss).map(drop)
     };
     step()?;
@@ -350,7 +351,8 @@ fn main() -> Result<()> {
     // Convolutions at DeepLabV3+ shapes.
     conv_rows(&b)?;
 
-    // Fused softmax cross-entropy at segmentation shapes.
+    // Fused softmax cross-entropy (`losses::ce`, the pixel-loss kernels) at segmentation
+    // shapes.
     let logits = b.tensor(&[4, 19, 256, 256], 10)?.as_param();
     let labels: Vec<u32> = common::seeded(4 * 256 * 256, 11)
         .iter()
@@ -361,13 +363,13 @@ fn main() -> Result<()> {
     b.run(
         "softmax-CE (4,19,256,256) forward",
         Work::Bytes(ce_bytes / 3.0),
-        || logits.cross_entropy(&labels, None, 255).map(drop),
+        || ce(&logits, &labels, &CeOptions::default()).map(drop),
     )?;
     b.run(
         "softmax-CE (4,19,256,256) forward + backward",
         Work::Bytes(ce_bytes),
         || {
-            let l = logits.cross_entropy(&labels, None, 255)?;
+            let l = ce(&logits, &labels, &CeOptions::default())?;
             backward(&l).map(drop)
         },
     )?;

@@ -5,6 +5,7 @@
 //! `cargo run --example parity_probe -- N H W` (e.g. `4 32 32`, the size `tests/model.rs`
 //! uses; `2 24 20` shows the ill-conditioned image-pooling batch norm at batch 2).
 use rand::{Rng, SeedableRng};
+use wgseg::losses::{ce, CeOptions};
 use wgseg::model::{DeepLabV3Plus, ModelConfig};
 use wgseg::nn::ParamStore;
 use wgseg::{backward, Device, Tensor};
@@ -33,7 +34,7 @@ fn main() {
         let xt = Tensor::from_vec(x.clone(), [n, 3, h, w], dev).unwrap();
         let y = Tensor::from_u32(labels.clone(), [n, h, w], dev).unwrap();
         let logits = net.forward(&mut store, &xt, true).unwrap();
-        let loss = logits.cross_entropy(&y, None, 255).unwrap();
+        let loss = ce(&logits, &y, &CeOptions::default()).unwrap();
         let g = backward(&loss).unwrap();
         let grads: Vec<(String, Vec<f64>)> = store
             .params()

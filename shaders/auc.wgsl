@@ -1,4 +1,4 @@
-// AUCSeg's pixel-level AUC loss, closed form (SPEC §3; src/losses/aucseg/closed.rs).
+// AUCSeg's pixel-level AUC loss, closed form (docs/longtail.md; src/losses/aucseg/closed.rs).
 //
 // Logits x viewed as [n, c, inner] (inner = H·W), u32 labels [n, inner]; P = n·inner pixels.
 // A pixel is valid when its label y < c and y ≠ ignore_index. Scores s = σ(x) per class;

@@ -1,4 +1,4 @@
-// AUCSeg's pixel-level AUC loss, tiled pairwise kernel (SPEC §3; src/losses/aucseg/pairwise.rs).
+// AUCSeg's pixel-level AUC loss, tiled pairwise kernel (docs/longtail.md; src/losses/aucseg/pairwise.rs).
 //
 // Logits x viewed as [n, c, inner]. The host built a plan (u32) from the labels:
 //   pres[K]        the present classes (after subsampling every class still has ≥ 1 pixel),

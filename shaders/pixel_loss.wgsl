@@ -1,4 +1,5 @@
-// The fused softmax-family pixel losses (src/losses/pixel.rs; SPEC §1–2): logits x viewed
+// The fused softmax-family pixel losses (src/losses/pixel.rs; docs/longtail.md), the
+// project's one cross-entropy kernel family (ce is MOD 0 with no class terms): logits x viewed
 // as [n, c, inner] (inner = H·W, or 1 for [N, C] logits), u32 labels [n, inner]. Per valid
 // pixel v (label y < c, ≠ ignore_index, and not an excluded class):
 //   z_k = s·(x_k + b_k − m_k·δ_ky + a_k·|r_{v,k}|),  q = softmax(z),  p = q_y,
@@ -12,30 +13,43 @@
 // then (backward, PAT) the n·c values 1/S]. r: standard-normal draws, generated (NOISE 1:
 // normal(), below) or read from the noise tensor (NOISE 2).
 // Stats (f32): [Σ w·u·ℓ, Σ d, 0, 0, m (P), σ (P), partials (2T)] for P = n·inner pixels and
-// T = n·lanes forward invocations: m = max_k z_k and σ = log s, s = Σ_k exp(z_k − m), as
-// cross-entropy keeps; for focal (MOD 1) σ = s_rest = s − 1, the sum without the maximum's
-// own term, kept apart so that 1 − p and −log p stay exact as p → 1 (where s rounds to 1
-// and (1 − p)^γ with γ < 1 still varies). Two floats per pixel either way.
+// T = n·lanes forward invocations: m = max_k z_k and σ = log s, s = Σ_k exp(z_k − m)
+// (log-sum-exp = m + log s, kept as two terms so that z − m is exact first); for focal
+// (MOD 1) σ = s_rest = s − 1, the sum without the maximum's own term, kept apart so that
+// 1 − p and −log p stay exact as p → 1 (where s rounds to 1 and (1 − p)^γ with γ < 1 still
+// varies). Two floats per pixel either way.
 //
 // Entry points (one binding layout; unused slots get dummy buffers):
 // pix_count(4):  u32 atomics: S_{b,y} += 1 per valid pixel, one atomicAdd per run of equal
 //                labels within an invocation's stretch of PER pixels (labels come in runs).
-// pix_forward:   as ce_forward: one invocation per stretch of PER pixels of one image, online
-//                max/sum (one load per logit), writes m, σ and the partials of the
-//                loss; the host sums the partials with reduce_lanes into stats[0..2].
+// pix_forward:   invocation t = b·lanes + j handles the PER pixels i ∈ [j·PER, j·PER + PER)
+//                ∩ [0, inner) of image b (a contiguous run), online max/sum (one load per
+//                logit), writes m, σ and its partials of the loss at stats[partials + t]
+//                and stats[partials + T + t]; the host sums the partials with
+//                reduce_lanes into stats[0..2].
 // pix_finish:    loss = stats[0] / (stats[1] + den_const), 0 when that is 0 (never NaN).
 // pix_gscale:    the backward's table: cls with G in its head (and 1/S for PAT).
 // pix_backward:  recomputes the pixel's coefficient from z_y (one gathered load) and the
 //                saved m, σ, then dx = G·coef·(exp((z − m) − log s) − δ): one load,
 //                one exp and one store per logit (plus the noise draw with NOISE 1).
 // pix_forward4, pix_count4, pix_backward4: the same on quads of 4 pixels (inner % 4 == 0)
-//                with vec4 accesses, as ce_forward4 / ce_backward4.
+//                with vec4 accesses (every logit, label and statistic moves as a vec4);
+//                pix_backward4 handles BQ quads per invocation (sharing the table loads).
 //
-// Cost model (lavapipe, per-kernel profile of GpuContext::set_profiling at (4, 19, 256, 256)):
-// as for cross_entropy.wgsl, plus: a stored value costs several loaded ones, so the per-pixel
-// coefficient is recomputed in the backward (a gathered load of x_y) rather than stored by
-// the forward (a third stored float per pixel made pix_forward4 ~1.3× slower). Measured so:
-// PAT's kernels (count, forward, backward) take 1.13–1.16× cross_entropy.wgsl's.
+// Cost model that set the layout (lavapipe/llvmpipe, per-kernel profile of
+// GpuContext::set_profiling, `WGSEG_BENCH_PROFILE=1 cargo bench -- softmax-CE`, shape
+// (4, 19, 256, 256)): llvmpipe runs 8 invocations per SIMD batch and turns every storage load
+// or store into a scalar loop over the lanes and components, so time ≈ number of 32-bit values
+// moved; exp and other ALU work are cheap. Hence one pass over the logits per direction
+// (forward: 1 load per logit; backward: 1 load + 1 store) and per-pixel statistics instead of
+// recomputation. Measured steps (cross-entropy, per-kernel times, relative): vec4 accesses
+// alone (same values moved, one per-lane loop per vec4) forward −8 %, backward −16 %; each
+// forward invocation walking a contiguous run of pixels instead of pixels strided by the lane
+// count −26 %; several quads per backward invocation −32 %. A stored value costs several
+// loaded ones, so the per-pixel coefficient is recomputed in the backward (a gathered load of
+// x_y) rather than stored by the forward (a third stored float per pixel made pix_forward4
+// ~1.3× slower). Measured so: PAT's kernels (count, forward, backward) took 1.13–1.16× those
+// of the plain cross-entropy kernels they were derived from.
 
 override WG: u32 = 256u;
 override PER: u32 = 64u;
@@ -441,7 +455,8 @@ fn pix_backward(@builtin(workgroup_id) wid: vec3<u32>,
     }
 }
 
-// Vec4 variants (inner % 4 == 0): quad q = pixels 4q .. 4q + 3, as in cross_entropy.wgsl.
+// Vec4 variants (inner % 4 == 0): quad q = pixels 4q .. 4q + 3 of one image (pixel index
+// v = 4q + e over all images), so every logit, label and statistic access is a vec4.
 @compute @workgroup_size(WG)
 fn pix_forward4(@builtin(workgroup_id) wid: vec3<u32>,
                 @builtin(num_workgroups) nwg: vec3<u32>,

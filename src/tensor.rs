@@ -142,6 +142,27 @@ impl Tensor {
         Tensor::build(Shared::new(storage, 0), shape, dtype, node, rg)
     }
 
+    /// Same storage, shape and dtype, with the history `op` over `inputs` instead of this
+    /// tensor's (recorded under the same conditions as [`Tensor::from_op`]); the door of
+    /// [`crate::autograd::record_custom`].
+    pub(crate) fn with_custom_node(
+        &self,
+        op: Arc<dyn crate::autograd::CustomOp>,
+        inputs: Vec<Tensor>,
+    ) -> Tensor {
+        let rg = self.0.dtype == DType::F32
+            && grad_enabled()
+            && inputs.iter().any(|t| t.requires_grad());
+        let node = rg.then(|| Node::new(Op::Custom(op), inputs));
+        Tensor::build(
+            Arc::clone(&self.0.storage),
+            self.0.shape.clone(),
+            self.0.dtype,
+            node,
+            rg,
+        )
+    }
+
     /// Same storage, new shape and history (used by free reshapes).
     pub(crate) fn share(&self, shape: Shape, op: Op) -> Tensor {
         let rg = grad_enabled() && self.requires_grad();

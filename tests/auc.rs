@@ -1,4 +1,4 @@
-//! AUCSeg's AUC loss (`wgseg::losses::{aucseg, auc_loss}`, SPEC §3): literal values from
+//! AUCSeg's AUC loss (`wgseg::losses::{aucseg, auc_loss}`, docs/longtail.md): literal values from
 //! the formula, central finite differences in f64 on the CPU and GPU/CPU parity for both
 //! implementations and every surrogate, closed form = pairwise on the square surrogate,
 //! the K < 2 and all-ignored cases, the pairwise cap, and the closed form's fixed memory.
@@ -7,8 +7,8 @@ mod common;
 
 use common::*;
 use wgseg::losses::{
-    auc_loss, aucseg, closed_form_scratch_floats, pairwise_subsample, AucMethod, AucOptions,
-    Surrogate,
+    auc_loss, aucseg, ce, closed_form_scratch_floats, pairwise_subsample, AucMethod, AucOptions,
+    CeOptions, Surrogate,
 };
 use wgseg::{backward, Device, Result, Tensor};
 
@@ -98,7 +98,7 @@ fn devices() -> Vec<Device> {
 // ---------------------------------------------------------------------------------------
 // Literal values
 
-/// A case derived by hand from SPEC §3 (square surrogate, m = 1, λ = 1).
+/// A case derived by hand from the formulas of docs/longtail.md (square surrogate, m = 1, λ = 1).
 ///
 /// Logits `[1, 3, 1, 4]`, labels `[0, 1, 1, 255]`: class 2 is absent and pixel 3 ignored,
 /// so K = 2, n₀ = 1, n₁ = 2, K(K−1) = 2. With σ(ln 3) = 0.75, σ(0) = 0.5, σ(−ln 3) = 0.25:
@@ -151,7 +151,11 @@ fn literal_two_present_classes() {
                 .expect("x")
                 .as_param();
             let yt = Tensor::from_u32(y.clone(), [1, 1, 4], &dev).expect("y");
-            let ce = xt.cross_entropy(&yt, None, IGNORE).expect("ce");
+            let ce_opts = CeOptions {
+                weights: None,
+                ignore_index: IGNORE,
+            };
+            let ce = ce(&xt, &yt, &ce_opts).expect("ce");
             let lce = ce.to_vec_f64().expect("read")[0];
             let gce = backward(&ce).expect("ce backward");
             let gce = gce.get(&xt).expect("grad").to_vec_f64().expect("read");
@@ -166,7 +170,7 @@ fn literal_two_present_classes() {
     }
 }
 
-/// SPEC §3's note: with sigmoid scores d ∈ [−1, 1], so for m ≥ 1 the squared hinge never
+/// With sigmoid scores d ∈ [−1, 1]: for m ≥ 1 the squared hinge never
 /// clips and is exactly twice the square loss (values and gradients).
 #[test]
 fn sq_hinge_with_margin_one_is_twice_the_square() {
@@ -492,7 +496,9 @@ fn pairwise_cap_is_seeded_and_bounded() {
 /// closed-form forward adds over what is live before it, and the live bytes its backward
 /// adds besides `∂L/∂x` (with the backward's peak checked not to exceed the larger of the
 /// forward's peak and the live bytes after it, up to the uniform arena: the backward
-/// allocates nothing transient). `full`: `aucseg` (CE + λ·AUC) instead of `auc_loss`.
+/// allocates nothing transient but, with `full`, cross-entropy's per-class table of
+/// `4 + 5·C` floats that its backward scales by `g`, independent of the pixels).
+/// `full`: `aucseg` (CE + λ·AUC) instead of `auc_loss`.
 fn closed_form_extra_bytes(shape: [usize; 4], full: bool) -> Result<(u64, u64)> {
     let ctx = wgseg::gpu::GpuContext::new(&wgseg::gpu::GpuOptions::default())?;
     let dev = Device::Gpu(ctx.clone());
@@ -520,9 +526,15 @@ fn closed_form_extra_bytes(shape: [usize; 4], full: bool) -> Result<(u64, u64)> 
     ctx.synchronize()?;
     let bwd = ctx.pool_stats();
     let dx = wgseg::gpu::pool::size_class(4 * n as u64);
-    // Slack: the recorder's uniform arena (8 KiB while dispatches are recorded) and the
-    // backward's seed (one 256-byte buffer).
-    let slack = 8 * 1024 + 256;
+    // Slack: the recorder's uniform arena (8 KiB while dispatches are recorded), the
+    // backward's seed (one 256-byte buffer) and, for aucseg, cross-entropy's scaled class
+    // table (`pix_gscale`: 4 + 5·C floats).
+    let ce_table = if full {
+        wgseg::gpu::pool::size_class(4 * (4 + 5 * shape[1] as u64))
+    } else {
+        0
+    };
+    let slack = 8 * 1024 + 256 + ce_table;
     assert!(
         bwd.peak_live_bytes <= fwd.peak_live_bytes.max(bwd.live_bytes + slack),
         "backward peak {} over forward peak {} and live {}",

@@ -1,8 +1,12 @@
-//! The tape: topological order, accumulation for reused tensors, no_grad, leaves, errors.
+//! The tape: topological order, accumulation for reused tensors, no_grad, leaves, errors,
+//! and the door for fused ops defined outside the engine (`record_custom`).
 
 mod common;
 
+use std::sync::Arc;
+
 use common::*;
+use wgseg::autograd::{record_custom, CustomOp};
 use wgseg::{backward, backward_with, no_grad, Device, Tensor};
 
 fn devices() -> Vec<Device> {
@@ -208,4 +212,136 @@ fn backward_with_rejects_mismatched_gradients() {
         e.contains("backward_with") && e.contains("different devices"),
         "{e}"
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// The door for fused ops: autograd::record_custom
+
+/// `y = a·x + b` (elementwise; `a` and `b` tensors of `x`'s shape, `b` a constant) computed
+/// by hand, its backward `(a·g, x·g, None)` written in the op.
+struct Affine;
+
+impl CustomOp for Affine {
+    fn name(&self) -> &'static str {
+        "affine"
+    }
+
+    fn backward(
+        &self,
+        inputs: &[Tensor],
+        _out: &Tensor,
+        g: &Tensor,
+    ) -> wgseg::Result<Vec<Option<Tensor>>> {
+        let (x, a) = (&inputs[0], &inputs[1]);
+        Ok(vec![Some(a.mul(g)?), Some(x.mul(g)?), None])
+    }
+}
+
+/// `affine(x, a, b)` through the door: the forward under `no_grad`, then recorded.
+fn affine(x: &Tensor, a: &Tensor, b: &Tensor) -> wgseg::Result<Tensor> {
+    let y = {
+        let _g = no_grad();
+        x.mul(a)?.add(b)?
+    };
+    assert!(!y.requires_grad(), "the forward itself is not on the tape");
+    record_custom(&y, &[x, a, b], Arc::new(Affine))
+}
+
+#[test]
+fn custom_ops_backpropagate_through_their_rule() {
+    for dev in devices() {
+        let x = Tensor::from_vec(vec![1.0, -2.0, 0.5], [3], &dev)
+            .unwrap()
+            .as_param();
+        let a = Tensor::from_vec(vec![3.0, 0.25, -1.0], [3], &dev)
+            .unwrap()
+            .as_param();
+        let b = Tensor::from_vec(vec![10.0, 20.0, 30.0], [3], &dev).unwrap();
+        let y = affine(&x, &a, &b).unwrap();
+        assert!(y.requires_grad());
+        assert_eq!(y.to_vec().unwrap(), vec![13.0, 19.5, 29.5]);
+        // f = Σ y·x: x is used by the custom op and again outside it, so its gradient
+        // accumulates: ∂f/∂x = a·x + y, ∂f/∂a = x·x.
+        let f = y.mul(&x).unwrap().sum().unwrap();
+        let g = backward(&f).unwrap();
+        assert_eq!(
+            g.get(&x).unwrap().to_vec().unwrap(),
+            vec![3.0 + 13.0, -0.5 + 19.5, -0.5 + 29.5]
+        );
+        assert_eq!(g.get(&a).unwrap().to_vec().unwrap(), vec![1.0, 4.0, 0.25]);
+        assert!(g.get(&b).is_none(), "b is a constant");
+    }
+}
+
+#[test]
+fn custom_ops_record_only_with_gradients() {
+    for dev in devices() {
+        let x = Tensor::from_vec(vec![1.0, 2.0], [2], &dev).unwrap();
+        let a = Tensor::ones([2], &dev).unwrap();
+        let b = Tensor::zeros([2], &dev).unwrap();
+        // No input requires a gradient: no node.
+        let y = affine(&x, &a, &b).unwrap();
+        assert!(!y.requires_grad());
+        assert!(backward(&y).is_err());
+        // Under no_grad: no node either.
+        let xp = x.as_param();
+        let y = {
+            let _g = no_grad();
+            affine(&xp, &a, &b).unwrap()
+        };
+        assert!(!y.requires_grad());
+        // The recorded tensor shares the forward's storage (nothing is copied).
+        assert_eq!(y.to_vec().unwrap(), vec![1.0, 2.0]);
+    }
+}
+
+/// A rule that returns the wrong number of gradients.
+struct Broken;
+
+impl CustomOp for Broken {
+    fn name(&self) -> &'static str {
+        "broken"
+    }
+
+    fn backward(&self, _: &[Tensor], _: &Tensor, g: &Tensor) -> wgseg::Result<Vec<Option<Tensor>>> {
+        Ok(vec![Some(g.clone()), Some(g.clone())])
+    }
+}
+
+#[test]
+fn custom_op_errors_name_the_op() {
+    let dev = Device::Cpu;
+    let x = Tensor::from_vec(vec![1.0, 2.0], [2], &dev)
+        .unwrap()
+        .as_param();
+    // One gradient per input, or an error naming the op.
+    let y = record_custom(&x.detach(), &[&x], Arc::new(Broken)).unwrap();
+    let e = backward(&y).unwrap_err().to_string();
+    assert!(
+        e.contains("broken") && e.contains("2 gradients for 1 inputs"),
+        "{e}"
+    );
+    // A gradient of the wrong shape is refused by the tape, naming the op.
+    let z = Tensor::from_vec(vec![0.0; 3], [3], &dev).unwrap();
+    let y = record_custom(&z, &[&x], Arc::new(Triple)).unwrap();
+    let e = backward(&y).unwrap_err().to_string();
+    assert!(e.contains("triple"), "{e}");
+    // Inputs on another device than the output.
+    if let Some(gpu) = gpu() {
+        let on_gpu = Tensor::zeros([2], &gpu).unwrap();
+        assert!(record_custom(&on_gpu, &[&x], Arc::new(Triple)).is_err());
+    }
+}
+
+/// `y = 3·x` (its backward returns `3·g`, of `g`'s shape).
+struct Triple;
+
+impl CustomOp for Triple {
+    fn name(&self) -> &'static str {
+        "triple"
+    }
+
+    fn backward(&self, _: &[Tensor], _: &Tensor, g: &Tensor) -> wgseg::Result<Vec<Option<Tensor>>> {
+        Ok(vec![Some(g.mul_scalar(3.0)?)])
+    }
 }

@@ -1,5 +1,5 @@
 //! Parity (GPU vs CPU) and gradient checks for the elementwise, broadcasting, reduction and
-//! layout primitives.
+//! layout primitives, and the confusion matrix (no gradient).
 
 mod common;
 
@@ -418,4 +418,72 @@ fn shape_errors_are_errors_not_panics() {
     assert!(a.narrow(1, 2, 2).is_err());
     assert!(a.reshape([5]).is_err());
     assert!(Tensor::from_vec(vec![1.0; 5], [2, 3], &dev).is_err());
+}
+
+// ---------------------------------------------------------------------------------------
+// confusion
+
+/// The confusion matrix (`ops::Confusion`, no gradient): the GPU kernel equals the CPU
+/// reference and a count written out here, over several batches of unequal sizes (one past
+/// a 256-wide workgroup), with ignored pixels, predictions ≥ C (clamped to C − 1) and labels
+/// ≥ C (counted apart).
+#[test]
+fn confusion_matches_the_reference_counts() {
+    use wgseg::ops::Confusion;
+    use wgseg::Device;
+    const C: usize = 5;
+    const IGNORE: u32 = 255;
+    let batches: Vec<(Vec<u32>, Vec<u32>)> = [(257usize, 70u64), (31, 71), (600, 72)]
+        .iter()
+        .map(|&(n, seed)| {
+            let p = uniform(n, seed, 0.0, 7.0)
+                .iter()
+                .map(|&v| v as u32)
+                .collect();
+            let y = uniform(n, seed + 10, 0.0, 7.0)
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| if i % 9 == 4 { IGNORE } else { v as u32 })
+                .collect();
+            (p, y)
+        })
+        .collect();
+    let mut want = vec![0u64; C * C];
+    let mut want_bad = 0u64;
+    for (p, y) in &batches {
+        for (&p, &y) in p.iter().zip(y) {
+            if y == IGNORE {
+                continue;
+            }
+            if y as usize >= C {
+                want_bad += 1;
+                continue;
+            }
+            want[y as usize * C + (p as usize).min(C - 1)] += 1;
+        }
+    }
+    assert!(
+        want_bad > 0 && want.iter().all(|&n| n > 0),
+        "the case covers every cell"
+    );
+    for dev in std::iter::once(Device::Cpu).chain(gpu()) {
+        let like = Tensor::zeros([1], &dev).expect("like");
+        let mut cm = Confusion::new(C, IGNORE, &like).expect("new");
+        for (p, y) in &batches {
+            let n = p.len();
+            let pt = Tensor::from_u32(p.clone(), [1, n], &dev).expect("pred");
+            let yt = Tensor::from_u32(y.clone(), [1, n], &dev).expect("labels");
+            cm.add(&pt, &yt).expect("add");
+        }
+        let (got, bad) = cm.counts().expect("counts");
+        assert_eq!(got, want, "{dev:?}");
+        assert_eq!(bad, want_bad, "{dev:?}");
+        // Shapes and dtypes are checked.
+        let a = Tensor::from_u32(vec![0; 4], [4], &dev).expect("a");
+        let b = Tensor::from_u32(vec![0; 5], [5], &dev).expect("b");
+        let f = Tensor::zeros([4], &dev).expect("f");
+        assert!(cm.add(&a, &b).is_err());
+        assert!(cm.add(&f, &a).is_err());
+    }
+    assert!(Confusion::new(0, IGNORE, &Tensor::zeros([1], &Device::Cpu).expect("t")).is_err());
 }

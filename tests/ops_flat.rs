@@ -183,11 +183,12 @@ fn image_and_loss_ops_through_the_flat_path() {
     let s = t(&[0.0, 3f64.ln()], &[1, 2]);
     close(vals(ops::softmax(&s, -1)), &[0.25, 0.75]);
     close(vals(ops::log_softmax(&s, 1)), &[0.25f64.ln(), 0.75f64.ln()]);
-    // Cross-entropy of one pixel with logits [0, ln 3] and label 1: −ln(3/4).
+    // Cross-entropy (a loss, `losses::ce`, not an engine op) of one pixel with logits
+    // [0, ln 3] and label 1: −ln(3/4).
     let logits = t(&[0.0, 3f64.ln()], &[1, 2, 1, 1]);
     let labels = Tensor::from_u8(vec![1], [1, 1, 1], &Device::Cpu).unwrap();
     close(
-        vals(ops::cross_entropy(&logits, &labels, None, 255)),
+        vals(wgseg::losses::ce(&logits, &labels, &Default::default())),
         &[-(0.75f64.ln())],
     );
     // Batch norm in evaluation with mean 0, var 1 − eps: the identity (γ = 1, β = 0).

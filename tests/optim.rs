@@ -614,7 +614,11 @@ fn tiny_net_losses(dev: &Device, opt: &mut dyn Optimizer, lr: f64, steps: usize)
     for _ in 0..steps {
         let h = c1.forward(&store, &x).and_then(|h| h.relu()).unwrap();
         let logits = c2.forward(&store, &h).unwrap();
-        let loss = logits.cross_entropy(&labels, None, u32::MAX).unwrap();
+        let opts = wgseg::losses::CeOptions {
+            weights: None,
+            ignore_index: u32::MAX,
+        };
+        let loss = wgseg::losses::ce(&logits, &labels, &opts).unwrap();
         let g = backward(&loss).unwrap();
         opt.step(&mut store, &g, lr).unwrap();
         // The one readback of a training step: the logged loss.

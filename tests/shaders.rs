@@ -66,7 +66,7 @@ fn shaders_bind_at_most_six_storage_buffers_per_entry() {
     for s in Shader::ALL {
         let m = validate(s.file(), &s.source(), caps_for(*s));
         // Distinct binding slots: a file may declare differently typed views of one slot
-        // for different entry points (cross_entropy.wgsl's vec4 views).
+        // for different entry points (pixel_loss.wgsl's vec4 views).
         let storage = m
             .global_variables
             .iter()

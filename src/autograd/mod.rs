@@ -5,13 +5,53 @@
 //! sorts the graph topologically (iteratively, no recursion), walks it from the
 //! loss to the leaves, runs each op's backward rule (written with forward tensor ops, under
 //! [`no_grad`]) and accumulates the gradients of tensors used more than once.
+//!
+//! The engine's ops form a closed enum, [`Op`], whose backward rules are one exhaustive
+//! `match` (docs/architecture.md). Fused ops defined outside the engine come in through one
+//! door: the application computes the forward itself and records its output with
+//! [`record_custom`] and a [`CustomOp`], whose `backward` returns the input gradients (in
+//! the spirit of candle's `CustomOp`). The losses of `crate::losses` are recorded this way;
+//! the engine knows nothing of them. A minimal example:
+//!
+//! ```
+//! use std::sync::Arc;
+//! use wgseg::autograd::{backward, no_grad, record_custom, CustomOp};
+//! use wgseg::{Device, Result, Tensor};
+//!
+//! /// `y = x²`, its forward computed without the tape and its backward `2x·g`.
+//! struct Square;
+//!
+//! impl CustomOp for Square {
+//!     fn name(&self) -> &'static str {
+//!         "square"
+//!     }
+//!     fn backward(&self, inputs: &[Tensor], _out: &Tensor, g: &Tensor)
+//!         -> Result<Vec<Option<Tensor>>> {
+//!         Ok(vec![Some(inputs[0].mul_scalar(2.0)?.mul(g)?)])
+//!     }
+//! }
+//!
+//! # fn main() -> Result<()> {
+//! let x = Tensor::from_vec(vec![1.0, -3.0], [2], &Device::Cpu)?.as_param();
+//! let y = {
+//!     let _g = no_grad();
+//!     x.mul(&x)?
+//! };
+//! let y = record_custom(&y, &[&x], Arc::new(Square))?;
+//! let grads = backward(&y)?;
+//! assert_eq!(grads.get(&x).unwrap().to_vec()?, vec![2.0, -6.0]);
+//! # Ok(())
+//! # }
+//! ```
 
+mod custom;
 mod op;
 mod version;
 
 use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
 
+pub use custom::{record_custom, CustomOp};
 pub use op::Op;
 
 use crate::error::{Error, Result};

@@ -1,14 +1,15 @@
-//! The closed set of differentiable ops and their backward rules, in one exhaustive `match`
-//! (no `_ =>` arm: an op without a backward rule does not compile).
+//! The closed set of the engine's differentiable ops and their backward rules, in one
+//! exhaustive `match` (no `_ =>` arm: an op without a backward rule does not compile), plus
+//! one open variant, [`Op::Custom`], for fused ops defined outside the engine (the losses of
+//! `crate::losses`, or an application's; see `custom.rs`).
 
+use std::sync::Arc;
+
+use super::custom::{custom_backward, CustomOp};
 use crate::error::Result;
-use crate::losses::aucseg::{closed, pairwise};
-use crate::losses::pixel::{pixel_loss_backward, PixelConfig, Saved};
-use crate::losses::{AucClosedSaved, AucPairSaved};
 use crate::ops::binary::{binary_backward, where_backward, BinaryOp};
 use crate::ops::conv::{conv2d_backward, Conv2dParams};
 use crate::ops::copy::{concat_backward, pad_axis, permute_backward};
-use crate::ops::cross_entropy::cross_entropy_backward;
 use crate::ops::matmul::matmul_backward;
 use crate::ops::norm::batch_norm_backward;
 use crate::ops::pool::{avg_pool2d_backward, max_pool2d_backward, Pool2d};
@@ -64,39 +65,9 @@ pub enum Op {
     LogSoftmax {
         axis: usize,
     },
-    /// Input: logits. Labels and class weights are constants (no gradient); `sums` is the
-    /// forward's `[Σ w·ℓ, Σ w]` on the logits' device (the backward divides by `Σ w`).
-    CrossEntropy {
-        labels: Tensor,
-        weights: Option<Tensor>,
-        ignore_index: u32,
-        sums: Tensor,
-    },
-    /// AUCSeg's AUC loss, closed form (`losses::aucseg`). Input: logits; the labels, class
-    /// counts and the per-class backward table are saved on the logits' device.
-    AucClosedForm(AucClosedSaved),
-    /// AUCSeg's `L_ce + λ·L_auc` with the closed form, fused (`losses::aucseg`): one node
-    /// whose backward adds the AUC gradient in place onto cross-entropy's. Input: logits;
-    /// `sums` are cross-entropy's forward statistics (labels and ignore index in `auc`).
-    AucSeg {
-        sums: Tensor,
-        auc: AucClosedSaved,
-    },
-    /// AUCSeg's AUC loss, tiled pairwise kernel. Input: logits; the gradient was computed by
-    /// the forward and is saved (compact on a GPU, with the pixel plan).
-    AucPairwise(AucPairSaved),
-    /// Input: logits. The fused softmax-family losses of `crate::losses` (see
-    /// `losses::pixel`): labels, the per-class table and the noise are constants; `stats`
-    /// is the forward's saved state (`[Σ w·u·ℓ, D]` on the CPU; on a GPU the statistics
-    /// buffer with the per-pixel log-sum-exp), `counts` PAT's `[N, C]` table on a GPU.
-    PixelLoss {
-        labels: Tensor,
-        cfg: PixelConfig,
-        table: Tensor,
-        noise: Option<Tensor>,
-        counts: Option<Tensor>,
-        stats: Tensor,
-    },
+    /// An op defined outside the engine and recorded with [`super::record_custom`]: its
+    /// backward rule is the [`CustomOp`]'s.
+    Custom(Arc<dyn CustomOp>),
     /// Training batch-norm; inputs x, γ, β. `mean` and `rstd` (`[C]`) are the batch
     /// statistics of the forward.
     BatchNorm {
@@ -130,12 +101,8 @@ impl Op {
             Op::Conv2d(_) => "conv2d",
             Op::Softmax { .. } => "softmax",
             Op::LogSoftmax { .. } => "log_softmax",
-            Op::CrossEntropy { .. } => "cross_entropy",
-            Op::PixelLoss { cfg, .. } => cfg.op,
+            Op::Custom(op) => op.name(),
             Op::Matmul { .. } => "matmul",
-            Op::AucClosedForm(_) => "auc_loss (closed form)",
-            Op::AucSeg { .. } => "aucseg",
-            Op::AucPairwise(_) => "auc_loss (pairwise)",
             Op::BatchNorm { .. } => "batch_norm2d",
         }
     }
@@ -174,45 +141,11 @@ impl Op {
             Op::Conv2d(p) => conv2d_backward(p, inputs, g)?,
             Op::Softmax { axis } => vec![Some(softmax_backward(*axis, out, g)?)],
             Op::LogSoftmax { axis } => vec![Some(log_softmax_backward(*axis, out, g)?)],
-            Op::CrossEntropy {
-                labels,
-                weights,
-                ignore_index,
-                sums,
-            } => vec![Some(cross_entropy_backward(
-                x,
-                labels,
-                weights.as_ref(),
-                *ignore_index,
-                sums,
-                g,
-            )?)],
-            Op::PixelLoss {
-                labels,
-                cfg,
-                table,
-                noise,
-                counts,
-                stats,
-            } => {
-                let saved = Saved {
-                    table,
-                    noise: noise.as_ref(),
-                    counts: counts.as_ref(),
-                    stats,
-                };
-                vec![Some(pixel_loss_backward(x, labels, cfg, saved, g)?)]
-            }
+            Op::Custom(op) => custom_backward(op.as_ref(), inputs, out, g)?,
             Op::Matmul { trans_a, trans_b } => {
                 matmul_backward(*trans_a, *trans_b, x, &inputs[1], g)?.to_vec()
             }
             Op::BatchNorm { mean, rstd } => batch_norm_backward(inputs, mean, rstd, g)?,
-            Op::AucClosedForm(saved) => vec![Some(closed::backward(x, saved, g)?)],
-            Op::AucSeg { sums, auc } => {
-                let ce = cross_entropy_backward(x, &auc.labels, None, auc.ignore_index, sums, g)?;
-                vec![Some(closed::backward_into(x, auc, g, Some(ce))?)]
-            }
-            Op::AucPairwise(saved) => vec![Some(pairwise::backward(x, saved, g)?)],
         })
     }
 }

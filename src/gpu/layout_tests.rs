@@ -27,9 +27,9 @@ use super::strided::StridedParams;
 use crate::losses::aucseg::closed::AucParams;
 use crate::losses::aucseg::pairwise::PairParams;
 use crate::losses::pixel_gpu::PixParams;
+use crate::ops::confusion::ConfusionParams;
 use crate::ops::conv::direct::DirectUniform;
 use crate::ops::conv::ConvUniform;
-use crate::ops::cross_entropy::CeParams;
 use crate::ops::fill::FillParams;
 use crate::ops::gemm::{GemmParams, PackParams};
 use crate::ops::matmul::MatmulParams;
@@ -40,7 +40,6 @@ use crate::ops::resize::ResizeParams;
 use crate::ops::softmax::SoftmaxParams;
 use crate::ops::unary::UnaryParams;
 use crate::optim::kernels::OptimParams;
-use crate::train::metrics::MetricsParams;
 
 /// One field of a Rust parameter struct.
 struct Field {
@@ -178,12 +177,6 @@ fn twins() -> Vec<Twin> {
             [columns, c, inner, _pad]
         ),
         layout!(
-            CeParams,
-            Shader::CrossEntropy,
-            "Params",
-            [n, c, inner, ignore_index, lanes, partials, _pad]
-        ),
-        layout!(
             PixParams,
             Shader::PixelLoss,
             "Params",
@@ -304,9 +297,9 @@ fn twins() -> Vec<Twin> {
             ]
         ),
         layout!(
-            MetricsParams,
-            Shader::Metrics,
-            "MetricsParams",
+            ConfusionParams,
+            Shader::Confusion,
+            "ConfusionParams",
             [n, classes, ignore, _p0]
         ),
         layout!(

@@ -1,8 +1,8 @@
-//! AUCSeg's pixel-level AUC loss (SPEC §3, seed 000): `L = L_ce + λ·L_auc`.
+//! AUCSeg's pixel-level AUC loss (docs/longtail.md): `L = L_ce + λ·L_auc`.
 //!
 //! Shapes: logits `x` `[N, C, H, W]` (`F32`), labels `y` `[N, H, W]` (`U32`). A pixel `v` is
 //! valid when `y_v ≠ ignore_index` and `y_v < C` (a label `≥ C` is treated as ignored, as in
-//! `cross_entropy`). Invalid pixels contribute nothing and get gradient 0.
+//! [`super::ce`]). Invalid pixels contribute nothing and get gradient 0.
 //!
 //! Scores are per-class sigmoids `s_{v,c} = σ(x_{v,c})` (not softmax). All valid pixels of
 //! the batch are pooled; `n_c` is the **batch** count of class `c` and `K` the number of
@@ -39,7 +39,10 @@
 //!   On a GPU this path reads the labels back to the host once per call to build the
 //!   per-class pixel lists (the non-default path; the closed form reads nothing back).
 //!
-//! The CE part of [`aucseg`] is the fused [`cross_entropy`] (mean over valid pixels).
+//! The CE part of [`aucseg`] is [`super::ce`] (the pixel-loss kernels, mean over valid
+//! pixels). Every variant is recorded on the tape through the engine's door for fused ops
+//! ([`crate::autograd::record_custom`]): [`AucClosedSaved`] and [`AucPairSaved`] are the
+//! [`CustomOp`]s of the two `L_auc` paths, `AucSegOp` that of the fused closed-form `aucseg`.
 
 pub(crate) mod closed;
 pub(crate) mod pairwise;
@@ -47,9 +50,12 @@ pub(crate) mod pairwise;
 pub use closed::{closed_form_scratch_floats, AucClosedSaved};
 pub use pairwise::{pairwise_subsample, AucPairSaved};
 
-use crate::autograd::Op;
+use std::sync::Arc;
+
+use super::ce::{ce, CeOptions};
+use super::pixel::{pixel_loss_parts, ClassTerms, PixelConfig, PixelLossOp};
+use crate::autograd::{record_custom, CustomOp};
 use crate::error::{Error, Result};
-use crate::ops::cross_entropy::{cross_entropy, cross_entropy_parts};
 use crate::ops::softmax::u32_elements;
 use crate::shape::Shape;
 use crate::tensor::{same_device, DType, Tensor};
@@ -59,7 +65,7 @@ const OP: &str = "auc_loss";
 /// The pairwise surrogate `ℓ(d)` of a score difference `d = s_p − s_q` (margin `m`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Surrogate {
-    /// `½(m − d)²` (SPEC's loss; the only one with a closed form here).
+    /// `½(m − d)²` (AUCSeg's loss; the only one with a closed form here).
     #[default]
     Square,
     /// `max(0, m − d)²`.
@@ -113,7 +119,7 @@ pub enum AucMethod {
     Pairwise,
 }
 
-/// Options of [`aucseg`] and [`auc_loss`]; `Default` is SPEC §3's setting.
+/// Options of [`aucseg`] and [`auc_loss`]; `Default` is AUCSeg's setting (docs/longtail.md).
 #[derive(Clone, Debug, PartialEq)]
 pub struct AucOptions {
     /// Weight of the AUC term in [`aucseg`] (1; the paper uses 4 for 150 classes).
@@ -151,7 +157,7 @@ impl AucOptions {
     }
 }
 
-/// `L = L_ce + λ·L_auc` (see the module docs): [`cross_entropy`] with `opts.ignore_index`
+/// `L = L_ce + λ·L_auc` (see the module docs): [`ce`] with `opts.ignore_index`
 /// plus `opts.lambda` times [`auc_loss`]. Returns a scalar; `backward()` gives `∂L/∂x`.
 ///
 /// With the closed form the two terms are one fused op: the AUC forward adds its value to
@@ -159,14 +165,25 @@ impl AucOptions {
 /// cross-entropy's (one logits-sized gradient, no sum pass). The pairwise path adds the two
 /// losses as tensors.
 pub fn aucseg(logits: &Tensor, labels: &Tensor, opts: &AucOptions) -> Result<Tensor> {
+    let ce_opts = CeOptions {
+        weights: None,
+        ignore_index: opts.ignore_index,
+    };
     if opts.method == AucMethod::Pairwise {
         let auc = auc_scaled(logits, labels, opts, opts.lambda)?;
-        let ce = cross_entropy(logits, labels, None, opts.ignore_index)?;
+        let ce = ce(logits, labels, &ce_opts)?;
         return ce.add(&auc);
     }
     let lay = check(logits, labels, opts, opts.lambda)?;
     closed_form_only(opts)?;
-    let (ce, sums) = cross_entropy_parts(logits, labels, None, opts.ignore_index)?;
+    // `ce` without the tape: the same configuration as `ce(logits, labels, &ce_opts)`.
+    let (ce, ce_op) = pixel_loss_parts(
+        logits,
+        labels,
+        PixelConfig::new("ce", opts.ignore_index),
+        &ClassTerms::default(),
+        None,
+    )?;
     let (loss, auc) = closed::forward(
         logits,
         labels,
@@ -176,13 +193,38 @@ pub fn aucseg(logits: &Tensor, labels: &Tensor, opts: &AucOptions) -> Result<Ten
         opts.lambda,
         Some(ce),
     )?;
-    Ok(Tensor::from_op(
-        loss,
-        Shape(vec![]),
-        DType::F32,
-        Op::AucSeg { sums, auc },
-        vec![logits.clone()],
-    ))
+    let loss = Tensor::from_storage(loss, Shape(vec![]), DType::F32);
+    record_custom(&loss, &[logits], Arc::new(AucSegOp { ce: ce_op, auc }))
+}
+
+/// The tape's record of the fused closed-form `aucseg` (input: the logits): its backward
+/// adds the AUC gradient in place onto cross-entropy's.
+#[derive(Debug)]
+struct AucSegOp {
+    ce: PixelLossOp,
+    auc: AucClosedSaved,
+}
+
+impl CustomOp for AucSegOp {
+    fn name(&self) -> &'static str {
+        "aucseg"
+    }
+
+    fn backward(
+        &self,
+        inputs: &[Tensor],
+        _out: &Tensor,
+        g: &Tensor,
+    ) -> Result<Vec<Option<Tensor>>> {
+        let x = &inputs[0];
+        let ce = self.ce.grad(x, g)?;
+        Ok(vec![Some(closed::backward_into(
+            x,
+            &self.auc,
+            g,
+            Some(ce),
+        )?)])
+    }
 }
 
 /// The closed form exists for the square surrogate only.
@@ -218,13 +260,8 @@ fn auc_scaled(logits: &Tensor, labels: &Tensor, opts: &AucOptions, lambda: f64) 
             closed_form_only(opts)?;
             let (loss, saved) =
                 closed::forward(logits, labels, lay, opts.ignore_index, margin, lambda, None)?;
-            Ok(Tensor::from_op(
-                loss,
-                Shape(vec![]),
-                DType::F32,
-                Op::AucClosedForm(saved),
-                vec![logits.clone()],
-            ))
+            let loss = Tensor::from_storage(loss, Shape(vec![]), DType::F32);
+            record_custom(&loss, &[logits], Arc::new(saved))
         }
         AucMethod::Pairwise => pairwise::forward(
             logits,
@@ -242,8 +279,8 @@ fn auc_scaled(logits: &Tensor, labels: &Tensor, opts: &AucOptions, lambda: f64) 
     }
 }
 
-/// Logits `[n, c, inner]` (`inner = H·W`): cross-entropy's layout.
-pub(crate) use crate::ops::cross_entropy::Layout;
+/// Logits `[n, c, inner]` (`inner = H·W`): the pixel losses' layout.
+pub(crate) use super::pixel::Layout;
 
 /// σ(x) in f64.
 pub(crate) fn sigmoid(x: f64) -> f64 {

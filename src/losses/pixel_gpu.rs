@@ -7,7 +7,10 @@
 //! `G = g / D` in its head), one `pix_backward` (or `pix_backward4`) pass. Nothing is read
 //! back; the statistics buffer stays on the device as the tape's saved state.
 
-use super::pixel::{Layout, Modulation, NoiseSource, Normalization, PixelConfig, PIXELS_PER_LANE};
+use super::pixel::{
+    Layout, Modulation, NoiseSource, Normalization, PixelConfig, PIXELS_PER_LANE,
+    QUADS_PER_INVOCATION,
+};
 use crate::error::Result;
 use crate::gpu::{groups_for, GpuBuf, Kernel, Shader};
 use crate::ops::reduce::gpu_sum_into;
@@ -31,9 +34,6 @@ pub(crate) struct PixParams {
     pub(crate) inv_t: f32,
     pub(crate) eps: f32,
 }
-
-/// Quads per `pix_backward4` invocation: cross-entropy's, measured there.
-use crate::ops::cross_entropy::CE_QUADS_PER_INVOCATION as QUADS_PER_INVOCATION;
 
 fn params(lay: Layout, cfg: &PixelConfig) -> PixParams {
     let (gamma, t, eps) = match cfg.modulation {

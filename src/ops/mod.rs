@@ -6,9 +6,9 @@
 //! the same name.
 
 pub mod binary;
+pub mod confusion;
 pub mod conv;
 pub mod copy;
-pub mod cross_entropy;
 pub mod fill;
 mod free;
 pub mod gemm;
@@ -21,9 +21,9 @@ pub mod softmax;
 pub mod unary;
 
 pub use binary::{binary, where_, BinaryOp};
+pub use confusion::Confusion;
 pub use conv::{conv2d, conv2d_grad_input, conv2d_grad_weight, Conv2dParams};
 pub use copy::{broadcast_to, concat, narrow, pad_axis, permute};
-pub use cross_entropy::cross_entropy;
 pub use free::{
     abs, add, add_scalar, clamp, div, eq, exp, ge, gt, le, log, lt, max, max_axis, maximum, mean,
     mean_axes, mean_axis, min, min_axis, minimum, mul, mul_scalar, ne, neg, powf, recip, relu,

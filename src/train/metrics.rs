@@ -1,5 +1,5 @@
-//! Segmentation metrics (SPEC §6): a confusion matrix accumulated on the device, and the
-//! scores derived from it.
+//! Segmentation metrics (docs/training.md): the scores derived from a confusion matrix
+//! accumulated on the device ([`Confusion`], the engine op `ops::confusion`).
 //!
 //! With `cm[t][p]` the pixels of true class `t` predicted as `p` (ignored pixels excluded),
 //! `TP_c = cm[c][c]`, `FP_c = Σ_t cm[t][c] − TP_c`, `FN_c = Σ_p cm[c][p] − TP_c`:
@@ -15,130 +15,24 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::data::Groups;
 use crate::error::{Error, Result};
-use crate::gpu::{groups_for, GpuBuf, Kernel, Shader};
-use crate::tensor::{DType, Storage, Tensor};
-
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-pub(crate) struct MetricsParams {
-    pub(crate) n: u32,
-    pub(crate) classes: u32,
-    pub(crate) ignore: u32,
-    pub(crate) _p0: u32,
-}
-
-enum Counts {
-    Cpu(Vec<u64>),
-    /// `classes² + 1` u32 counters on the device (the last: labels out of range).
-    Gpu(GpuBuf),
-}
-
-/// A confusion matrix that accumulates batches of predictions where they are computed.
-pub struct Confusion {
-    classes: usize,
-    ignore: u32,
-    counts: Counts,
-}
+/// The matrix itself is an engine op (`ops::confusion`); its scores are defined here.
+pub use crate::ops::confusion::Confusion;
 
 impl Confusion {
-    /// An empty matrix for `classes` classes on the device of `like`.
-    pub fn new(classes: usize, ignore: u32, like: &Tensor) -> Result<Confusion> {
-        let counts = match like.storage() {
-            Storage::Cpu(_) => Counts::Cpu(vec![0; classes * classes + 1]),
-            Storage::Gpu(b) => {
-                let ctx = b.context();
-                let buf = ctx.alloc_storage(classes * classes + 1)?;
-                ctx.clear(&buf)?;
-                Counts::Gpu(buf)
-            }
-        };
-        Ok(Confusion {
-            classes,
-            ignore,
-            counts,
-        })
-    }
-
-    /// Adds predictions `pred` (`U32` class ids, e.g. `logits.argmax_axis(1)`) against
-    /// `labels` (`U32`, same shape, `ignore` skipped). No readback.
-    pub fn add(&mut self, pred: &Tensor, labels: &Tensor) -> Result<()> {
-        pred.expect_dtype("confusion", DType::U32)?;
-        labels.expect_dtype("confusion", DType::U32)?;
-        if pred.shape() != labels.shape() {
-            return Err(Error::shape(
-                "confusion",
-                format!(
-                    "predictions {} and labels {} differ in shape",
-                    pred.shape(),
-                    labels.shape()
-                ),
-            ));
-        }
-        let c = self.classes;
-        match &mut self.counts {
-            Counts::Cpu(cm) => {
-                let (p, y) = (pred.cpu_data("confusion")?, labels.cpu_data("confusion")?);
-                for (&p, &y) in p.iter().zip(y) {
-                    let y = y as u32;
-                    if y == self.ignore {
-                        continue;
-                    }
-                    if y as usize >= c {
-                        cm[c * c] += 1;
-                        continue;
-                    }
-                    cm[y as usize * c + (p as usize).min(c - 1)] += 1;
-                }
-            }
-            Counts::Gpu(cm) => {
-                let (p, y) = (pred.gpu_buf("confusion")?, labels.gpu_buf("confusion")?);
-                let n = pred.numel();
-                let params = MetricsParams {
-                    n: u32::try_from(n).map_err(|_| {
-                        Error::shape("confusion", format!("{n} pixels exceed u32 indexing"))
-                    })?,
-                    classes: c as u32,
-                    ignore: self.ignore,
-                    _p0: 0,
-                };
-                let k = Kernel::new(Shader::Metrics, "confusion").with("WG", 256u32);
-                cm.context()
-                    .launch(&k, &params, &[p, y], &[cm], groups_for(n, 256))?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Reads the matrix back (`cm[t][p]`, row-major) and the count of labels out of range.
-    pub fn counts(&self) -> Result<(Vec<u64>, u64)> {
-        let c = self.classes;
-        let all: Vec<u64> = match &self.counts {
-            Counts::Cpu(v) => v.clone(),
-            Counts::Gpu(b) => {
-                let bytes = b.context().read(b)?;
-                bytemuck::cast_slice::<u8, u32>(&bytes[..(c * c + 1) * 4])
-                    .iter()
-                    .map(|&v| u64::from(v))
-                    .collect()
-            }
-        };
-        Ok((all[..c * c].to_vec(), all[c * c]))
-    }
-
-    /// The scores of SPEC §6; `groups` = (head, middle, tail) class ids.
+    /// The scores of the module docs; `groups` = (head, middle, tail) class ids.
     pub fn scores(&self, groups: Option<&Groups>) -> Result<Scores> {
         let (cm, bad) = self.counts()?;
         if bad > 0 {
             return Err(Error::shape(
                 "confusion",
-                format!("{bad} labelled pixels have a class id ≥ {}", self.classes),
+                format!("{bad} labelled pixels have a class id ≥ {}", self.classes()),
             ));
         }
-        Ok(Scores::from_matrix(self.classes, &cm, groups))
+        Ok(Scores::from_matrix(self.classes(), &cm, groups))
     }
 }
 
-/// Every score of SPEC §6. `None` marks a class absent from ground truth and prediction.
+/// Every score of the module docs. `None` marks a class absent from ground truth and prediction.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Scores {
     pub iou: Vec<Option<f64>>,

@@ -6,20 +6,21 @@
 //! `auc_finish` (the loss and a per-class backward table). Per backward: `auc_backward`
 //! (one pass over the logits). When H·W is a multiple of 4 the sums and the backward run
 //! on quads of pixels (`auc_sums4`, `auc_backward4` in shaders/auc_quad.wgsl). In the fused
-//! `aucseg` (`Op::AucSeg`), `auc_finish` and the backward add onto cross-entropy's loss and
-//! gradient instead of writing their own (override `ACC`). Nothing is
+//! `aucseg` (the parent module's `AucSegOp`), `auc_finish` and the backward add onto
+//! cross-entropy's (`ce`'s) loss and gradient instead of writing their own (override `ACC`). Nothing is
 //! read back. Extra device memory per call: the counts (`C`), the partials
 //! (`4·C·AUC_CHUNKS`), the reduction's intermediate (`16·C`), the sums and the table
 //! (`4·C` each) — a function of `C` only ([`closed_form_scratch_floats`]).
 //!
 //! Cost on lavapipe at (4, 19, 256, 256), forward + backward + synchronize, 20 interleaved
 //! runs on a 2-core machine shared with other builds (load ≈ 4.5), median (min): closed-form
-//! AUC 27–34 ms (14–25 ms), `cross_entropy` 20–24 ms (10–17 ms). The per-kernel profile
+//! AUC 27–34 ms (14–25 ms), cross-entropy 20–24 ms (10–17 ms). The per-kernel profile
 //! (`GpuContext::set_profiling`): `auc_sums4` 8–12 ms, `auc_backward4` 9–21 ms,
 //! `auc_count` ≈ 0.9 ms, the rest < 0.3 ms. Before the quad kernels (one pixel at a time,
 //! 4 channels per invocation) `auc_sums` took 17–23 ms and `auc_backward` 27–46 ms; with
 //! one channel per invocation and 256 chunks, 33 ms and 40 ms.
 
+use crate::autograd::CustomOp;
 use crate::error::{Error, Result};
 use crate::gpu::{groups_for, GpuBuf, Kernel, Shader};
 use crate::ops::reduce::{gpu_sum_into, LANE_LEN};
@@ -57,7 +58,7 @@ pub(crate) struct AucParams {
     pub(crate) lambda: f32,
 }
 
-/// What the closed form's backward needs (in `Op::AucClosedForm`): the labels, the class
+/// What the closed form's backward needs (the [`CustomOp`] recorded on the tape): the labels, the class
 /// counts `n_c` (`[C]`; `U32` on a GPU) and the per-class table `(A, B, C, D)` (`[4C]`,
 /// see shaders/auc.wgsl), all on the logits' device.
 #[derive(Clone, Debug)]
@@ -222,7 +223,7 @@ fn gpu_forward(
 /// `λ·L_auc` by the closed form (shapes checked by the caller), without the tape: the
 /// loss's storage (plus the value `acc` holds, in `acc`'s own storage, when given: the fused
 /// `aucseg` adds it to cross-entropy's loss) and what the backward needs (the caller records
-/// `Op::AucClosedForm` or `Op::AucSeg`).
+/// it, alone or inside `aucseg`'s op).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn forward(
     logits: &Tensor,
@@ -282,6 +283,21 @@ pub(crate) fn forward(
         table,
     };
     Ok((storage, saved))
+}
+
+impl CustomOp for AucClosedSaved {
+    fn name(&self) -> &'static str {
+        "auc_loss (closed form)"
+    }
+
+    fn backward(
+        &self,
+        inputs: &[Tensor],
+        _out: &Tensor,
+        g: &Tensor,
+    ) -> Result<Vec<Option<Tensor>>> {
+        Ok(vec![Some(backward(&inputs[0], self, g)?)])
+    }
 }
 
 /// Backward of the closed form: `g · ∂(λ·L_auc)/∂x` (formula in shaders/auc.wgsl).

@@ -13,9 +13,11 @@
 //! Cost: `2·Σ_{i≠j} n_i n_j` surrogate evaluations, `n_i ≤ cap`; memory
 //! `O(K·(Σ_c ⌈n_c/PAIR_WG⌉)·PAIR_WG)` floats besides `∂L/∂x`.
 
+use std::sync::Arc;
+
 use rand::{Rng, SeedableRng};
 
-use crate::autograd::Op;
+use crate::autograd::{record_custom, CustomOp};
 use crate::error::Result;
 use crate::gpu::{GpuBuf, Kernel, Shader};
 use crate::ops::reduce::gpu_sum_into;
@@ -58,7 +60,7 @@ pub(crate) struct PairOptions {
     pub(crate) seed: u64,
 }
 
-/// What the pairwise backward needs (in `Op::AucPairwise`). CPU: `grad` is the dense
+/// What the pairwise backward needs: the [`CustomOp`] recorded on the tape. CPU: `grad` is the dense
 /// `∂(λ·L_auc)/∂x`; GPU: the compact per-slot gradients with the `plan` and its `params`
 /// (no plan when `K < 2`: the gradient is zero).
 #[derive(Clone, Debug)]
@@ -295,13 +297,23 @@ pub(crate) fn forward(
             (Storage::Gpu(loss), saved)
         }
     };
-    Ok(Tensor::from_op(
-        storage,
-        Shape(vec![]),
-        DType::F32,
-        Op::AucPairwise(saved),
-        vec![logits.clone()],
-    ))
+    let loss = Tensor::from_storage(storage, Shape(vec![]), DType::F32);
+    record_custom(&loss, &[logits], Arc::new(saved))
+}
+
+impl CustomOp for AucPairSaved {
+    fn name(&self) -> &'static str {
+        "auc_loss (pairwise)"
+    }
+
+    fn backward(
+        &self,
+        inputs: &[Tensor],
+        _out: &Tensor,
+        g: &Tensor,
+    ) -> Result<Vec<Option<Tensor>>> {
+        Ok(vec![Some(backward(&inputs[0], self, g)?)])
+    }
 }
 
 /// Backward of the pairwise path: `g · ∂(λ·L_auc)/∂x`.

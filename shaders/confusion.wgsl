@@ -1,21 +1,21 @@
-// Evaluation metrics: the confusion matrix of predicted against true class ids.
+// The confusion matrix of predicted against true class ids (src/ops/confusion.rs).
 //
 // confusion: for every pixel whose label is not the ignore index, adds one to
 // cm[label · classes + pred] with a u32 atomic (counts are integers: no f32 atomics). The
-// matrix lives in a buffer owned by the evaluator and accumulates over batches on the
+// matrix lives in a buffer owned by its `Confusion` and accumulates over batches on the
 // device. Labels ≥ classes other than the ignore index are counted in cm[classes²] (the
 // "bad label" slot) so the host can report them instead of corrupting the matrix.
 
 override WG: u32 = 256u;
 
-struct MetricsParams {
+struct ConfusionParams {
     n: u32,
     classes: u32,
     ignore: u32,
     _p0: u32,
 }
 
-@group(0) @binding(0) var<uniform> p: MetricsParams;
+@group(0) @binding(0) var<uniform> p: ConfusionParams;
 @group(0) @binding(1) var<storage, read> pred: array<u32>;
 @group(0) @binding(2) var<storage, read> label: array<u32>;
 @group(0) @binding(3) var<storage, read_write> cm: array<atomic<u32>>;
