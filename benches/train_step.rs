@@ -21,7 +21,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use wgseg::gpu::GpuContext;
-use wgseg::model::DeepLabV3Plus;
+use wgseg::model::ModelConfig;
 use wgseg::nn::ParamStore;
 use wgseg::optim::{Optimizer, Sgd};
 use wgseg::train::loss::TrainLoss;
@@ -71,7 +71,7 @@ fn row(cfg: &RunConfig, name: &str) -> Result<(f64, u64)> {
     };
     let ctx: std::sync::Arc<GpuContext> = ctx.clone();
     let mut store = ParamStore::new(&dev);
-    let net = DeepLabV3Plus::new(&cfg.model, CLASSES, &mut store, 0)?;
+    let net = cfg.model.build(CLASSES, &mut store, 0)?;
     let n_params = store.param_count();
     let mut opt = Sgd::new(cfg.train.momentum, cfg.train.weight_decay, false);
     let lr = cfg.train.lr;
@@ -195,7 +195,9 @@ fn main() -> Result<()> {
             println!(
                 "{} step overhead over ce ({} config): time {:.2}x, peak pool {:+.1} MiB",
                 cfg.train.loss,
-                cfg.model.widths.map(|w| w.to_string()).join("/"),
+                match &cfg.model {
+                    ModelConfig::DeepLabV3Plus(m) => m.widths.map(|w| w.to_string()).join("/"),
+                },
                 secs / ce_secs,
                 (*peak as f64 - *ce_peak as f64) / (1024.0 * 1024.0)
             );

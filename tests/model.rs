@@ -1,17 +1,17 @@
-//! DeepLabV3+ (SPEC §5): output shapes of every shipped config at odd sizes, PyTorch tensor
+//! DeepLabV3+ (docs/model.md): output shapes of every shipped config at odd sizes, PyTorch tensor
 //! names, GPU vs CPU logits and gradients, and the confusion matrix and its scores.
 
 mod common;
 
 use common::*;
-use wgseg::model::{DeepLabV3Plus, ModelConfig};
+use wgseg::model::{DeepLabConfig, DeepLabV3Plus, ModelConfig};
 use wgseg::nn::{Kind, ParamStore};
 use wgseg::train::metrics::{Confusion, Groups, Scores};
 use wgseg::{backward, Device, Tensor};
 
 /// A config smaller than `tiny`, so that CPU-reference runs stay fast.
-fn micro(output_stride: usize, separable: bool) -> ModelConfig {
-    ModelConfig {
+fn micro(output_stride: usize, separable: bool) -> DeepLabConfig {
+    DeepLabConfig {
         stem: 4,
         widths: [4, 8, 8, 12],
         depths: [1, 2, 1, 1],
@@ -24,14 +24,15 @@ fn micro(output_stride: usize, separable: bool) -> ModelConfig {
     }
 }
 
-fn shipped(name: &str) -> ModelConfig {
+fn shipped(name: &str) -> DeepLabConfig {
     #[derive(serde::Deserialize)]
     struct File {
         model: ModelConfig,
     }
     let path = format!("{}/models/{name}.toml", env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(&path).unwrap();
-    toml::from_str::<File>(&text).unwrap().model
+    let ModelConfig::DeepLabV3Plus(c) = toml::from_str::<File>(&text).unwrap().model;
+    c
 }
 
 fn image(n: usize, h: usize, w: usize, seed: u64, dev: &Device) -> Tensor {
