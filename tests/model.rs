@@ -231,3 +231,53 @@ fn confusion_matrix_and_scores() {
     assert_eq!(s.iou, vec![Some(1.0), None]);
     assert_eq!(s.miou, 1.0);
 }
+
+/// The `[model]` table names its architecture with `arch` (default DeepLabV3+: the shipped
+/// files have none), the checkpoint metadata records it first, and the network behind the
+/// interface is the DeepLabV3+ of the same config.
+#[test]
+fn the_model_table_names_its_architecture() {
+    use wgseg::model::{Segmenter, DEEPLABV3PLUS};
+    use wgseg::train::RunConfig;
+    let path = std::path::Path::new("models/mine.toml");
+    let base =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/models/tiny.toml")).unwrap();
+    let plain = RunConfig::parse(&base, path).unwrap();
+    assert_eq!(plain.model, ModelConfig::DeepLabV3Plus(shipped("tiny")));
+    let named = base.replace("[model]\n", "[model]\narch = \"deeplabv3plus\"\n");
+    assert_ne!(named, base);
+    assert_eq!(RunConfig::parse(&named, path).unwrap().model, plain.model);
+    let e = RunConfig::parse(&base.replace("[model]\n", "[model]\narch = \"unet\"\n"), path)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("models/mine.toml") && e.contains("unet") && e.contains(DEEPLABV3PLUS),
+        "{e}"
+    );
+    // The saved config says which architecture it is, and reads back the same.
+    let text = plain.to_toml().unwrap();
+    assert!(text.contains("arch = \"deeplabv3plus\""), "{text}");
+    assert_eq!(RunConfig::parse(&text, path).unwrap(), plain);
+
+    let mut store = ParamStore::new(&Device::Cpu);
+    let net = plain.model.build(5, &mut store, 1).unwrap();
+    assert_eq!(net.arch(), DEEPLABV3PLUS);
+    assert_eq!(net.num_classes(), 5);
+    let json = net.metadata_json().unwrap();
+    assert!(
+        json.starts_with("{\"arch\":\"deeplabv3plus\",\"stem\":16,")
+            && json.contains("\"aspp_rates\":[6,12,18]"),
+        "{json}"
+    );
+    let mut s2 = ParamStore::new(&Device::Cpu);
+    DeepLabV3Plus::new(&shipped("tiny"), 5, &mut s2, 1).unwrap();
+    assert_eq!(store.names(), s2.names());
+    let x = image(2, 33, 45, 9, &Device::Cpu);
+    let a = net.forward(&mut store, &x, true).unwrap().to_vec().unwrap();
+    let b = {
+        let mut s3 = ParamStore::new(&Device::Cpu);
+        let n = DeepLabV3Plus::new(&shipped("tiny"), 5, &mut s3, 1).unwrap();
+        n.forward(&mut s3, &x, true).unwrap().to_vec().unwrap()
+    };
+    assert_eq!(a, b);
+}
