@@ -3,9 +3,9 @@
 //!
 //! One row per model config and loss (`models/tiny.toml` with `ce`, `pat` and `aucseg`;
 //! `models/small.toml` with `ce`): one full DeepLabV3+ training step — forward in training
-//! mode, the loss (`train::loss::TrainLoss`, SPEC's defaults), backward, SGD update
-//! (momentum 0.9, weight decay 1e-4, lr 0.01) — on the default `[train]` batch (8 crops of
-//! 96², random input and labels over 11 classes). Each step ends by reading the loss
+//! mode, the loss (`train::loss::TrainLoss`, docs/longtail.md's defaults), backward, SGD
+//! update (momentum 0.9, weight decay 1e-4, lr 0.01) — on the default `[train]` batch (8
+//! crops of 96², random input and labels over 11 classes). Each step ends by reading the loss
 //! (`item()`), which synchronises the device. Per row: the median step time over timed steps
 //! after warm-up, images/s, and the peak live bytes of the buffer/texture pool on a fresh
 //! context (parameters, optimiser state and every activation of the step). Then a per-kernel

@@ -1,4 +1,4 @@
-//! The checkpoint contract by hand (SPEC §5): exports a small randomly initialised
+//! The checkpoint contract by hand (docs/model.md): exports a small randomly initialised
 //! DeepLabV3+ checkpoint, a PNG image, wgseg's eval-mode logits (`.npy`) and predicted ids
 //! (PNG), to be compared with the PyTorch reference:
 //!

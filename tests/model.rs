@@ -247,9 +247,12 @@ fn the_model_table_names_its_architecture() {
     let named = base.replace("[model]\n", "[model]\narch = \"deeplabv3plus\"\n");
     assert_ne!(named, base);
     assert_eq!(RunConfig::parse(&named, path).unwrap().model, plain.model);
-    let e = RunConfig::parse(&base.replace("[model]\n", "[model]\narch = \"unet\"\n"), path)
-        .unwrap_err()
-        .to_string();
+    let e = RunConfig::parse(
+        &base.replace("[model]\n", "[model]\narch = \"unet\"\n"),
+        path,
+    )
+    .unwrap_err()
+    .to_string();
     assert!(
         e.contains("models/mine.toml") && e.contains("unet") && e.contains(DEEPLABV3PLUS),
         "{e}"

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use common::*;
 use wgseg::data::{self, Dataset};
 use wgseg::model::{DeepLabConfig, ModelConfig, Segmenter};
-use wgseg::nn::{init_rng, ConvBn, Conv2d, ParamStore};
+use wgseg::nn::{init_rng, Conv2d, ConvBn, ParamStore};
 use wgseg::train::checkpoint::{self, RunDir};
 use wgseg::train::{evaluate, train_model, RunConfig, TrainOptions};
 use wgseg::{Device, Result, Tensor};
@@ -128,7 +128,10 @@ fn a_model_from_outside_the_crate_trains_checkpoints_loads_and_evaluates() {
     let report = train_model(options(&run, &dev, None, false), &build_toy, &mut |_| {}).unwrap();
     assert_eq!(report.steps, 6);
     let l = losses(&run);
-    assert_eq!(l.iter().map(|p| p.0).collect::<Vec<_>>(), [1, 2, 3, 4, 5, 6]);
+    assert_eq!(
+        l.iter().map(|p| p.0).collect::<Vec<_>>(),
+        [1, 2, 3, 4, 5, 6]
+    );
     assert!(l.iter().all(|(_, v)| v.is_finite()), "{l:?}");
     // Six steps on random crops are too few for a falling curve; the weights moving (below)
     // and the losses differing step to step show that it trains.
@@ -167,7 +170,11 @@ fn a_model_from_outside_the_crate_trains_checkpoints_loads_and_evaluates() {
 
     // best/ holds the same files as last/.
     for d in [rd.last(), rd.best()] {
-        for f in [checkpoint::MODEL_FILE, checkpoint::OPTIMIZER_FILE, checkpoint::STATE_FILE] {
+        for f in [
+            checkpoint::MODEL_FILE,
+            checkpoint::OPTIMIZER_FILE,
+            checkpoint::STATE_FILE,
+        ] {
             assert!(d.join(f).is_file(), "{}/{f}", d.display());
         }
     }

@@ -342,10 +342,9 @@ fn best_and_last_checkpoints_hold_the_same_files() {
     );
     assert_eq!(list("best"), list("last"));
     // The best checkpoint's step is the best step it records.
-    let state: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(run.join("checkpoints/best/state.json")).unwrap(),
-    )
-    .unwrap();
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("checkpoints/best/state.json")).unwrap())
+            .unwrap();
     assert_eq!(state["step"], state["state"]["best_step"]);
     // A run resumes from best/ (put in last/'s place) as from last/.
     let last = run.join("checkpoints/last");

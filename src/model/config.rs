@@ -97,11 +97,10 @@ impl DeepLabConfig {
         names: &[&str],
     ) -> Result<(DeepLabConfig, usize)> {
         let bad = |msg: String| Error::shape("wgseg.model", msg);
-        let output_stride = obj
-            .get("output_stride")
-            .and_then(Value::as_u64)
-            .ok_or_else(|| bad("no integer output_stride".into()))?
-            as usize;
+        let output_stride =
+            obj.get("output_stride")
+                .and_then(Value::as_u64)
+                .ok_or_else(|| bad("no integer output_stride".into()))? as usize;
         let aspp_rates = match obj.get("aspp_rates") {
             None | Some(Value::Null) => default_rates(output_stride)?,
             Some(v) => serde_json::from_value(v.clone())

@@ -28,8 +28,8 @@ use super::loss::TrainLoss;
 use super::metrics::{Groups, Scores};
 use crate::autograd::backward;
 use crate::data::{
-    self, Augment, BankConfig, BankState, ClassStats, Dataset, DatasetInfo, Loader,
-    LoaderState, MemoryBank,
+    self, Augment, BankConfig, BankState, ClassStats, Dataset, DatasetInfo, Loader, LoaderState,
+    MemoryBank,
 };
 use crate::device::Device;
 use crate::error::{Error, Result};
@@ -509,8 +509,11 @@ impl Run {
     /// best checkpoint) and the last checkpoint.
     pub fn step(&mut self, on: &mut dyn FnMut(Event)) -> Result<()> {
         let t = &self.config.train;
-        let (log_every, checkpoint_every, val_every) =
-            (t.log_every as u64, t.checkpoint_every as u64, t.val_every as u64);
+        let (log_every, checkpoint_every, val_every) = (
+            t.log_every as u64,
+            t.checkpoint_every as u64,
+            t.val_every as u64,
+        );
         let clip_norm = t.clip_norm;
         let queued = self.loader.queued();
         let batch = self

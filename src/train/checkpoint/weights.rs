@@ -323,7 +323,7 @@ fn metadata_of(
             return Err(data_err(
                 path,
                 format!(
-                    "{META_CLASSES} lists {} names, decoder.classifier.weight has {num_classes} classes",
+                    "{META_CLASSES} lists {} names, the model's classifier has {num_classes} classes",
                     names.len()
                 ),
             ));
