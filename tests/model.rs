@@ -237,7 +237,7 @@ fn confusion_matrix_and_scores() {
 /// interface is the DeepLabV3+ of the same config.
 #[test]
 fn the_model_table_names_its_architecture() {
-    use wgseg::model::{Segmenter, DEEPLABV3PLUS};
+    use wgseg::model::DEEPLABV3PLUS;
     use wgseg::train::RunConfig;
     let path = std::path::Path::new("models/mine.toml");
     let base =
