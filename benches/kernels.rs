@@ -332,7 +332,7 @@ fn main() -> Result<()> {
     )?;
     drop(big);
 
-    // Matrix product at the size the README quotes as the adapter's matmul ceiling.
+    // Matrix product at the size docs/benchmarks.md quotes as the adapter's matmul ceiling.
     let ma = b.tensor(&[1024, 1024], 7)?.as_param();
     let mb = b.tensor(&[1024, 1024], 8)?.as_param();
     let mm_flops = 2.0 * 1024f64.powi(3);

@@ -4,11 +4,13 @@
 One DeepLabV3+ training step — forward in training mode, cross-entropy (ignore index 255),
 backward, SGD(lr 0.01, momentum 0.9, weight decay 1e-4) — on 8 random crops of 96x96 with
 random labels over 11 classes, for the tiny and small configs of models/*.toml. Prints the
-median step time over timed steps after warm-up and images/s. The network is the reference
-implementation in shared/reference/deeplabv3plus.py (found next to the repository, or at
-$WGSEG_REFERENCE). Not run by CI.
+median step time over timed steps after warm-up and images/s. The network comes from a
+PyTorch implementation of wgseg's DeepLabV3+ (docs/model.md) that is not part of wgseg: a
+module deeplabv3plus.py, in the directory named by $WGSEG_REFERENCE, whose class
+DeepLabV3Plus(stem, widths, depths, aspp_c, low_c, dec_c, num_classes, output_stride)
+builds the network. Not run by CI.
 
-  python3 benches/train_step.py [FILTER] [--threads N]
+  WGSEG_REFERENCE=DIR python3 benches/train_step.py [FILTER] [--threads N]
 """
 
 import argparse
@@ -21,16 +23,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-HERE = Path(__file__).resolve().parent
-CANDIDATES = [
-    os.environ.get("WGSEG_REFERENCE", ""),
-    HERE.parent / "shared" / "reference",
-    HERE.parent.parent / "shared" / "reference",
-]
-for c in CANDIDATES:
-    if c and (Path(c) / "deeplabv3plus.py").is_file():
-        sys.path.insert(0, str(c))
-        break
+REFERENCE = os.environ.get("WGSEG_REFERENCE", "")
+if not (REFERENCE and (Path(REFERENCE) / "deeplabv3plus.py").is_file()):
+    sys.exit("benches/train_step.py: set WGSEG_REFERENCE to a directory holding "
+             "deeplabv3plus.py, a PyTorch DeepLabV3+ (see the docstring)")
+sys.path.insert(0, REFERENCE)
 from deeplabv3plus import DeepLabV3Plus  # noqa: E402
 
 # The architectures of models/tiny.toml and models/small.toml (output stride 16, ASPP

@@ -1,10 +1,11 @@
 //! The checkpoint contract by hand (docs/model.md): exports a small randomly initialised
 //! DeepLabV3+ checkpoint, a PNG image, wgseg's eval-mode logits (`.npy`) and predicted ids
-//! (PNG), to be compared with the PyTorch reference:
+//! (PNG), to be compared with a PyTorch implementation of the network (not part of wgseg;
+//! `deeplabv3plus.py` below stands for it):
 //!
 //! ```text
 //! cargo run --release --example export_logits -- OUT_DIR [--device cpu|gpu]
-//! python3 shared/reference/deeplabv3plus.py OUT_DIR/os16/model.safetensors OUT_DIR/image.png \
+//! python3 deeplabv3plus.py OUT_DIR/os16/model.safetensors OUT_DIR/image.png \
 //!     --logits OUT_DIR/os16/ref.npy --compare OUT_DIR/os16/ids.png
 //! ```
 //!
@@ -60,7 +61,7 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
         .into();
         export(&dev, &cfg, &x, &dir)?;
         println!(
-            "python3 shared/reference/deeplabv3plus.py {} {} --logits {} --compare {}",
+            "python3 deeplabv3plus.py {} {} --logits {} --compare {}",
             dir.join(MODEL_FILE).display(),
             image_path.display(),
             dir.join("ref.npy").display(),

@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! cargo run --release --example longtail                          # the built-in data
-//! cargo run --release --example longtail -- --data ../shared/data/camvid
+//! cargo run --release --example longtail -- --data path/to/camvid  # CamVid: docs/training.md
 //! cargo run --release --example longtail -- --data DIR --budget 4  # 4× the steps (real GPUs)
 //! ```
 //!

@@ -5,13 +5,14 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use wgseg::data::{self, ClassInfo, ClassStats, Dataset, DatasetInfo, Sample};
+use wgseg::data::{self, ClassInfo, ClassStats, Dataset, DatasetInfo};
 use wgseg::model::Segmenter;
 use wgseg::nn::ParamStore;
 use wgseg::train::checkpoint::{self, Metadata};
+use wgseg::train::infer::segment;
 use wgseg::train::trainer::{PALETTE_META, SCALE_META};
 use wgseg::train::{evaluate, RunConfig};
-use wgseg::{Device, Tensor};
+use wgseg::Device;
 
 use super::report::print_scores;
 
@@ -77,8 +78,7 @@ fn run_of(file: &Path) -> Option<PathBuf> {
 pub fn eval(a: EvalArgs) -> Result<()> {
     let dev = Device::parse(&a.device).with_context(|| format!("--device {}", a.device))?;
     let mut m = load_model(&a.checkpoint, &dev)?;
-    let trained_scale = m.meta.entries.get(SCALE_META).and_then(|s| s.parse().ok());
-    let scale = a.scale.or(trained_scale).unwrap_or(1.0);
+    let scale = a.scale.or(trained_scale(&m.meta)).unwrap_or(1.0);
     let seed = run_of(&m.file)
         .and_then(|r| RunConfig::load(&r.join("config.toml")).ok())
         .map_or(0, |c| c.train.seed);
@@ -147,8 +147,9 @@ pub fn eval(a: EvalArgs) -> Result<()> {
 
 #[derive(Args, Debug)]
 pub struct InferArgs {
-    /// Images (PNG or JPEG) or directories of images. Any size: each whole image goes
-    /// through the network at its own size (no resizing, no tiling).
+    /// Images (PNG or JPEG) or directories of images, of any size. Each whole image is
+    /// resized by the checkpoint's training scale, segmented, and its logits resized back:
+    /// the outputs have the input's size.
     #[arg(required = true, value_name = "IMAGE|DIR")]
     pub inputs: Vec<PathBuf>,
     /// A model.safetensors file, a checkpoint directory or a run directory (default: the
@@ -161,9 +162,18 @@ pub struct InferArgs {
     /// Also write <stem>_ids.png: 8-bit class ids.
     #[arg(long)]
     pub ids: bool,
+    /// Scale at which the network sees the images (default: the scale the checkpoint was
+    /// trained at, `wgseg.scale`; 1 runs it on the images as they are).
+    #[arg(long)]
+    pub scale: Option<f32>,
     /// Device: gpu, gpu:N, gpu:NAME or cpu.
     #[arg(long, default_value = "gpu")]
     pub device: String,
+}
+
+/// The scale recorded in a checkpoint's metadata, if any.
+fn trained_scale(meta: &Metadata) -> Option<f32> {
+    meta.entries.get(SCALE_META).and_then(|s| s.parse().ok())
 }
 
 fn images_in(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
@@ -232,9 +242,18 @@ pub fn infer(a: InferArgs) -> Result<()> {
     let mut m = load_model(&spec, &dev)?;
     let info = palette(&m.meta);
     let files = images_in(&a.inputs)?;
+    let (scale, why) = match (a.scale, trained_scale(&m.meta)) {
+        (Some(s), _) => (s, "--scale"),
+        (None, Some(s)) => (s, "the checkpoint's training scale"),
+        (None, None) => (1.0, "the checkpoint records no training scale"),
+    };
+    if !(scale > 0.0 && scale.is_finite()) {
+        bail!("--scale {scale}: the scale must be positive");
+    }
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     eprintln!(
-        "wgseg infer: {} image(s) with {} on {}",
+        "wgseg infer: {} image(s) with {} on {}, at scale {scale} ({why}); outputs at the \
+         input's size",
         files.len(),
         m.file.display(),
         dev.name()
@@ -242,21 +261,10 @@ pub fn infer(a: InferArgs) -> Result<()> {
     let _g = wgseg::no_grad();
     for f in files {
         let (image, h, w) = data::load_image(&f)?;
-        let sample = Sample {
-            image: image.clone(),
-            label: vec![255; h * w],
-            height: h,
-            width: w,
-        };
-        let (x, _) = data::normalize(sample);
-        let x = Tensor::from_vec(x, [1, 3, h, w], &dev)?;
-        let logits = m.net.forward(&mut m.store, &x, false)?;
-        let ids: Vec<u8> = logits
-            .argmax_axis(1, false)?
-            .to_vec_u32()?
-            .into_iter()
-            .map(|v| v.min(254) as u8)
-            .collect();
+        let ids = segment(&image, h, w, scale, &dev, |x| {
+            m.net.forward(&mut m.store, x, false)
+        })
+        .with_context(|| format!("segmenting {}", f.display()))?;
         let stem = f
             .file_stem()
             .map_or_else(|| "image".into(), |s| s.to_string_lossy().into_owned());

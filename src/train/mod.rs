@@ -4,6 +4,7 @@
 pub mod checkpoint;
 pub mod config;
 pub mod eval;
+pub mod infer;
 pub mod loss;
 pub mod metrics;
 pub mod trainer;
