@@ -272,7 +272,7 @@ fn num_batches_tracked_is_skipped_and_minimal_metadata_suffices() {
     let want = logits(&net, &mut store, &Device::Cpu);
     let good = dir.join("good.safetensors");
     save(&good, &store, &net);
-    // What PyTorch's state_dict() adds (int64) plus only the three keys the reference loader requires.
+    // What PyTorch's state_dict() adds (int64) plus only the three keys a PyTorch loader needs.
     let torchlike = dir.join("torch.safetensors");
     rewrite(&good, &torchlike, |e, m| {
         let bns: Vec<String> = e

@@ -86,8 +86,8 @@ impl DeepLabConfig {
     }
 
     /// The architecture and class count of a DeepLabV3+ checkpoint from its `wgseg.model`
-    /// object and its tensor shapes (`shape(name)`; `names`: every tensor of the file), as
-    /// `reference/deeplabv3plus.py` reads it: only `output_stride` is required,
+    /// object and its tensor shapes (`shape(name)`; `names`: every tensor of the file), as a
+    /// PyTorch loader reads it (docs/model.md): only `output_stride` is required,
     /// `aspp_rates` defaults by output stride and `separable_aspp` to false; widths, depths
     /// and the class count come from the shapes. A recorded key that the shapes contradict
     /// is an error.

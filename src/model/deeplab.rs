@@ -1,6 +1,5 @@
 //! DeepLabV3+ (docs/model.md): a ResNet of basic blocks, ASPP with image pooling, and a decoder
-//! with 48 low-level channels — the same network as `reference/deeplabv3plus.py`, with the
-//! same tensor names.
+//! with 48 low-level channels, its tensors named as its PyTorch counterpart names them.
 
 use super::{DeepLabConfig, ModelConfig, Segmenter};
 use crate::error::{Error, Result};

@@ -15,8 +15,8 @@
 //!     best/                     the checkpoint with the best validation score, same files
 //! ```
 //!
-//! [`RunDir`] names these paths. `model.safetensors` alone is a complete model: the
-//! reference `deeplabv3plus.py` and `wgseg infer` need nothing else. Optimiser state and
+//! [`RunDir`] names these paths. `model.safetensors` alone is a complete model: a PyTorch
+//! loader (docs/model.md) and `wgseg infer` need nothing else. Optimiser state and
 //! training metadata live in the files beside it, never in it.
 //!
 //! # Atomicity

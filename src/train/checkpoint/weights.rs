@@ -268,9 +268,8 @@ fn parse_classes(path: &Path, json: &str) -> Result<Vec<String>> {
 /// The metadata of the checkpoint at `path`, to build the model before loading it: the
 /// `arch` of `wgseg.model` (none: DeepLabV3+) and, for the crate's architectures, the
 /// [`ModelConfig`] and class count from `wgseg.model` and the tensor shapes (see
-/// [`ModelConfig::from_checkpoint`]; DeepLabV3+ needs only `output_stride`, as
-/// `reference/deeplabv3plus.py` does). Any architecture key that the shapes contradict is an
-/// error.
+/// [`ModelConfig::from_checkpoint`]; DeepLabV3+ needs only `output_stride`, as a PyTorch
+/// loader does). Any architecture key that the shapes contradict is an error.
 pub fn read_metadata(path: &Path) -> Result<Metadata> {
     let bytes = read_file(path)?;
     let (st, meta) = parse(path, &bytes)?;
