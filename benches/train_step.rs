@@ -3,9 +3,9 @@
 //!
 //! One row per model config and loss (`models/tiny.toml` with `ce`, `pat` and `aucseg`;
 //! `models/small.toml` with `ce`): one full DeepLabV3+ training step — forward in training
-//! mode, the loss (`train::loss::TrainLoss`, the defaults of docs/longtail.md), backward, SGD update
-//! (momentum 0.9, weight decay 1e-4, lr 0.01) — on the default `[train]` batch (8 crops of
-//! 96², random input and labels over 11 classes). Each step ends by reading the loss
+//! mode, the loss (`train::loss::TrainLoss`, docs/longtail.md's defaults), backward, SGD
+//! update (momentum 0.9, weight decay 1e-4, lr 0.01) — on the default `[train]` batch (8
+//! crops of 96², random input and labels over 11 classes). Each step ends by reading the loss
 //! (`item()`), which synchronises the device. Per row: the median step time over timed steps
 //! after warm-up, images/s, and the peak live bytes of the buffer/texture pool on a fresh
 //! context (parameters, optimiser state and every activation of the step). Then a per-kernel
@@ -21,7 +21,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use wgseg::gpu::GpuContext;
-use wgseg::model::DeepLabV3Plus;
+use wgseg::model::ModelConfig;
 use wgseg::nn::ParamStore;
 use wgseg::optim::{Optimizer, Sgd};
 use wgseg::train::loss::TrainLoss;
@@ -71,7 +71,7 @@ fn row(cfg: &RunConfig, name: &str) -> Result<(f64, u64)> {
     };
     let ctx: std::sync::Arc<GpuContext> = ctx.clone();
     let mut store = ParamStore::new(&dev);
-    let net = DeepLabV3Plus::new(&cfg.model, CLASSES, &mut store, 0)?;
+    let net = cfg.model.build(CLASSES, &mut store, 0)?;
     let n_params = store.param_count();
     let mut opt = Sgd::new(cfg.train.momentum, cfg.train.weight_decay, false);
     let lr = cfg.train.lr;
@@ -195,7 +195,9 @@ fn main() -> Result<()> {
             println!(
                 "{} step overhead over ce ({} config): time {:.2}x, peak pool {:+.1} MiB",
                 cfg.train.loss,
-                cfg.model.widths.map(|w| w.to_string()).join("/"),
+                match &cfg.model {
+                    ModelConfig::DeepLabV3Plus(m) => m.widths.map(|w| w.to_string()).join("/"),
+                },
                 secs / ce_secs,
                 (*peak as f64 - *ce_peak as f64) / (1024.0 * 1024.0)
             );

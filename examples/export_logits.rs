@@ -20,7 +20,7 @@
 use std::path::{Path, PathBuf};
 
 use rand::{Rng, SeedableRng};
-use wgseg::model::{DeepLabV3Plus, ModelConfig};
+use wgseg::model::{DeepLabConfig, ModelConfig};
 use wgseg::nn::ParamStore;
 use wgseg::train::checkpoint::{classes_entry, save_weights, MODEL_FILE};
 use wgseg::{no_grad, Device, Result, Tensor};
@@ -47,7 +47,7 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
     for (name, os, separable) in [("os16", 16, false), ("os8", 8, true)] {
         let dir = out.join(name);
         std::fs::create_dir_all(&dir)?;
-        let cfg = ModelConfig {
+        let cfg: ModelConfig = DeepLabConfig {
             stem: 8,
             widths: [8, 16, 24, 32],
             depths: [1, 2, 1, 1],
@@ -57,7 +57,8 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
             output_stride: os,
             aspp_rates: None,
             separable_aspp: separable,
-        };
+        }
+        .into();
         export(&dev, &cfg, &x, &dir)?;
         println!(
             "python3 deeplabv3plus.py {} {} --logits {} --compare {}",
@@ -72,7 +73,7 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
 
 fn export(dev: &Device, cfg: &ModelConfig, x: &Tensor, dir: &Path) -> Result<()> {
     let mut store = ParamStore::new(dev);
-    let net = DeepLabV3Plus::new(cfg, CLASSES.len(), &mut store, 1)?;
+    let net = cfg.build(CLASSES.len(), &mut store, 1)?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(3);
     let _g = no_grad();
     // γ, β and the classifier bias away from 1 / 0.
@@ -102,7 +103,7 @@ fn export(dev: &Device, cfg: &ModelConfig, x: &Tensor, dir: &Path) -> Result<()>
     save_weights(
         &dir.join(MODEL_FILE),
         &store,
-        &net.config,
+        &*net,
         &[classes_entry(&CLASSES)],
     )?;
     let logits = net.forward(&mut store, x, false)?;

@@ -6,7 +6,7 @@
 //! uses; `2 24 20` shows the ill-conditioned image-pooling batch norm at batch 2).
 use rand::{Rng, SeedableRng};
 use wgseg::losses::{ce, CeOptions};
-use wgseg::model::{DeepLabV3Plus, ModelConfig};
+use wgseg::model::{ModelConfig, Segmenter};
 use wgseg::nn::ParamStore;
 use wgseg::{backward, Device, Tensor};
 
@@ -30,7 +30,7 @@ fn main() {
     let labels: Vec<u32> = (0..n * h * w).map(|i| (i % 7) as u32 % 5).collect();
     let run = |dev: &Device| {
         let mut store = ParamStore::new(dev);
-        let net = DeepLabV3Plus::new(&cfg, 5, &mut store, 3).unwrap();
+        let net: Box<dyn Segmenter> = cfg.build(5, &mut store, 3).unwrap();
         let xt = Tensor::from_vec(x.clone(), [n, 3, h, w], dev).unwrap();
         let y = Tensor::from_u32(labels.clone(), [n, h, w], dev).unwrap();
         let logits = net.forward(&mut store, &xt, true).unwrap();

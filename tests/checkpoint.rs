@@ -1,4 +1,4 @@
-//! Checkpoints (SPEC §5): round trips give identical logits, loading errors name the file
+//! Checkpoints (docs/model.md): round trips give identical logits, loading errors name the file
 //! and the tensor, torchvision backbones initialise `backbone.*`, writes are atomic, and
 //! run directories resolve.
 
@@ -13,7 +13,7 @@ use common::*;
 use safetensors::tensor::{Dtype, TensorView};
 use safetensors::SafeTensors;
 use serde_json::json;
-use wgseg::model::{DeepLabV3Plus, ModelConfig};
+use wgseg::model::{DeepLabConfig, DeepLabV3Plus, Segmenter};
 use wgseg::nn::ParamStore;
 use wgseg::train::checkpoint::{
     atomic_write, classes_entry, find_checkpoint, init_backbone, load_train_state, load_weights,
@@ -34,8 +34,8 @@ fn scratch(name: &str) -> PathBuf {
     d
 }
 
-fn tiny(separable: bool) -> ModelConfig {
-    ModelConfig {
+fn tiny(separable: bool) -> DeepLabConfig {
+    DeepLabConfig {
         stem: 4,
         widths: [4, 6, 8, 8],
         depths: [1, 2, 1, 1],
@@ -59,7 +59,7 @@ fn images(dev: &Device, seed: u64, n: usize) -> Tensor {
 
 /// A model whose batch-norm running statistics have moved off their init (two training
 /// forwards), with its values rounded to f32 so that saving loses nothing.
-fn trained(dev: &Device, cfg: &ModelConfig, seed: u64) -> (DeepLabV3Plus, ParamStore) {
+fn trained(dev: &Device, cfg: &DeepLabConfig, seed: u64) -> (DeepLabV3Plus, ParamStore) {
     let mut store = ParamStore::new(dev);
     let net = DeepLabV3Plus::new(cfg, CLASSES.len(), &mut store, seed).unwrap();
     let _g = no_grad();
@@ -76,7 +76,7 @@ fn trained(dev: &Device, cfg: &ModelConfig, seed: u64) -> (DeepLabV3Plus, ParamS
     (net, store)
 }
 
-fn logits(net: &DeepLabV3Plus, store: &mut ParamStore, dev: &Device) -> Vec<f64> {
+fn logits(net: &dyn Segmenter, store: &mut ParamStore, dev: &Device) -> Vec<f64> {
     let _g = no_grad();
     net.forward(store, &images(dev, 7, 1), false)
         .unwrap()
@@ -84,38 +84,39 @@ fn logits(net: &DeepLabV3Plus, store: &mut ParamStore, dev: &Device) -> Vec<f64>
         .unwrap()
 }
 
-fn save(path: &Path, store: &ParamStore, cfg: &ModelConfig) {
-    save_weights(path, store, cfg, &[classes_entry(&CLASSES)]).unwrap();
+fn save(path: &Path, store: &ParamStore, net: &dyn Segmenter) {
+    save_weights(path, store, net, &[classes_entry(&CLASSES)]).unwrap();
 }
 
 /// Saves, reads the metadata, builds a differently seeded model from it, loads, and
 /// checks that the logits are identical; saving the loaded store gives the same bytes.
-fn round_trip(dev: &Device, dir: &Path, cfg: &ModelConfig) {
+fn round_trip(dev: &Device, dir: &Path, cfg: &DeepLabConfig) {
     let (net, mut store) = trained(dev, cfg, 1);
     let want = logits(&net, &mut store, dev);
     let path = dir.join(MODEL_FILE);
-    save(&path, &store, &net.config);
+    save(&path, &store, &net);
 
     let meta = read_metadata(&path).unwrap();
-    assert_eq!(meta.model, net.config);
+    assert_eq!(meta.model, Some(net.model_config()));
+    assert_eq!(meta.arch, "deeplabv3plus");
     assert_eq!(meta.num_classes, 3);
     assert_eq!(meta.class_names(), CLASSES);
     assert_eq!(meta.version.as_deref(), Some(env!("CARGO_PKG_VERSION")));
 
     let mut store2 = ParamStore::new(dev);
-    let net2 = DeepLabV3Plus::new(&meta.model, meta.num_classes, &mut store2, 99).unwrap();
-    assert_ne!(logits(&net2, &mut store2, dev), want, "seeds must differ");
+    let net2 = meta.build(&mut store2).unwrap();
+    assert_ne!(logits(&*net2, &mut store2, dev), want, "seeds must differ");
     let meta2 = load_weights(&path, &mut store2).unwrap();
     assert_eq!(meta2, meta);
     assert_close(
         "logits after load",
-        &logits(&net2, &mut store2, dev),
+        &logits(&*net2, &mut store2, dev),
         &want,
         EXACT,
     );
 
     let again = dir.join("again.safetensors");
-    save(&again, &store2, &meta.model);
+    save(&again, &store2, &*net2);
     assert_eq!(fs::read(&path).unwrap(), fs::read(&again).unwrap());
 }
 
@@ -202,7 +203,7 @@ fn load_errors_name_file_and_tensor() {
     let cfg = tiny(false);
     let (net, store) = trained(&Device::Cpu, &cfg, 1);
     let good = dir.join("good.safetensors");
-    save(&good, &store, &net.config);
+    save(&good, &store, &net);
     let mut target = ParamStore::new(&Device::Cpu);
     DeepLabV3Plus::new(&cfg, 3, &mut target, 2).unwrap();
     let bad = dir.join("bad.safetensors");
@@ -270,8 +271,8 @@ fn num_batches_tracked_is_skipped_and_minimal_metadata_suffices() {
     let (net, mut store) = trained(&Device::Cpu, &cfg, 1);
     let want = logits(&net, &mut store, &Device::Cpu);
     let good = dir.join("good.safetensors");
-    save(&good, &store, &net.config);
-    // What PyTorch's state_dict() adds (int64) plus only the three keys SPEC §5 requires.
+    save(&good, &store, &net);
+    // What PyTorch's state_dict() adds (int64) plus only the three keys a PyTorch loader needs.
     let torchlike = dir.join("torch.safetensors");
     rewrite(&good, &torchlike, |e, m| {
         let bns: Vec<String> = e
@@ -289,13 +290,14 @@ fn num_batches_tracked_is_skipped_and_minimal_metadata_suffices() {
         );
     });
     let meta = read_metadata(&torchlike).unwrap();
-    assert_eq!(meta.model, net.config);
+    assert_eq!(meta.model, Some(net.model_config()));
+    assert_eq!(meta.arch, "deeplabv3plus");
     assert_eq!(meta.classes, None);
     assert_eq!(meta.class_names(), ["class0", "class1", "class2"]);
     let mut s2 = ParamStore::new(&Device::Cpu);
-    let n2 = DeepLabV3Plus::new(&meta.model, meta.num_classes, &mut s2, 3).unwrap();
+    let n2 = meta.build(&mut s2).unwrap();
     load_weights(&torchlike, &mut s2).unwrap();
-    assert_close("logits", &logits(&n2, &mut s2, &Device::Cpu), &want, EXACT);
+    assert_close("logits", &logits(&*n2, &mut s2, &Device::Cpu), &want, EXACT);
 
     // Metadata that the shapes contradict.
     let lying = dir.join("lying.safetensors");
@@ -469,7 +471,7 @@ fn checkpoint_save_resume_and_crash_recovery() {
     let rng = json!({"rng": [1, 2, 3], "best_miou": 0.25});
     for step in [10, 20] {
         let opt = optimizer_state(&dev, step);
-        save_checkpoint(&run.last(), &store, &net.config, &classes, step, &opt, &rng).unwrap();
+        save_checkpoint(&run.last(), &store, &net, &classes, step, &opt, &rng).unwrap();
     }
     assert_eq!(listing(&run.checkpoints()), ["last"]);
     assert_eq!(
@@ -508,13 +510,13 @@ fn checkpoint_save_resume_and_crash_recovery() {
     // A save that fails (here: a reserved metadata key) first puts `last/` back.
     let reserved = [("wgseg.model", "{}".to_string())];
     let opt = optimizer_state(&dev, 30);
-    save_checkpoint(&run.last(), &store, &net.config, &reserved, 30, &opt, &rng).unwrap_err();
+    save_checkpoint(&run.last(), &store, &net, &reserved, 30, &opt, &rng).unwrap_err();
     assert_eq!(
         find_checkpoint(&run.root).unwrap(),
         run.last().join(MODEL_FILE)
     );
     assert_eq!(load_train_state(&run.last(), &dev).unwrap().step, 20);
-    save_checkpoint(&run.last(), &store, &net.config, &classes, 30, &opt, &rng).unwrap();
+    save_checkpoint(&run.last(), &store, &net, &classes, 30, &opt, &rng).unwrap();
     assert_eq!(listing(&run.checkpoints()), ["last"]);
     assert_eq!(load_train_state(&run.last(), &dev).unwrap().step, 30);
 

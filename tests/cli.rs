@@ -150,6 +150,58 @@ fn train_eval_and_infer_on_the_built_in_data() {
     );
     assert_eq!(v["split"], "val");
 
+    // A dataset with no train split: the groups come from the checkpoint's recorded class
+    // pixel counts (the same groups as above), and stderr says so.
+    val_only(&dir.join("valonly"), 3);
+    let o = wgseg_in(
+        &dir,
+        &[
+            "eval",
+            "--checkpoint",
+            "runs/micro-builtin-1",
+            "--data",
+            "valonly",
+            "--json",
+            "--device",
+            device,
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("no train split"),
+        "{}",
+        text(&o)
+    );
+    let w: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(w["groups"], v["groups"]);
+    assert!(w["miou"].as_f64().is_some(), "{w}");
+    // A checkpoint written before the counts were recorded still evaluates where there is
+    // a train split, and says what is missing where there is none.
+    let old = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/old_run/checkpoints/last/model.safetensors"
+    );
+    let o = wgseg_in(&dir, &["eval", "--checkpoint", old, "--device", device]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = wgseg_in(
+        &dir,
+        &[
+            "eval",
+            "--checkpoint",
+            old,
+            "--data",
+            "valonly",
+            "--device",
+            device,
+        ],
+    );
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("does not record them") && text(&o).contains("train"),
+        "{}",
+        text(&o)
+    );
+
     // Any image size goes through whole: an odd 37 × 45 PNG.
     let img: Vec<u8> = (0..37 * 45 * 3).map(|i| (i * 7 % 256) as u8).collect();
     wgseg::data::save_png_rgb(&dir.join("odd.png"), 45, 37, &img).unwrap();
@@ -165,6 +217,30 @@ fn train_eval_and_infer_on_the_built_in_data() {
         assert_eq!((h, w), (37, 45), "{f}");
     }
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The first `n` images of the built-in val split as a folder dataset at `root` with only a
+/// `val/` split.
+fn val_only(root: &std::path::Path, n: usize) {
+    let ds = wgseg::data::open(None, "val", 1.0, 0).unwrap();
+    let info = ds.info();
+    let mut toml = format!("name = \"valonly\"\nignore_index = {}\n", info.ignore_index);
+    for c in &info.classes {
+        toml += &format!(
+            "[[classes]]\nname = \"{}\"\ncolor = [{}, {}, {}]\n",
+            c.name, c.color[0], c.color[1], c.color[2]
+        );
+    }
+    let (images, labels) = (root.join("val/images"), root.join("val/labels"));
+    std::fs::create_dir_all(&images).unwrap();
+    std::fs::create_dir_all(&labels).unwrap();
+    std::fs::write(root.join("dataset.toml"), toml).unwrap();
+    for i in 0..n {
+        let s = ds.load(i).unwrap();
+        let name = format!("img{i}.png");
+        wgseg::data::save_png_rgb(&images.join(&name), s.width, s.height, &s.image).unwrap();
+        wgseg::data::save_png_gray(&labels.join(&name), s.width, s.height, &s.label).unwrap();
+    }
 }
 
 #[test]

@@ -8,7 +8,6 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use wgseg::data;
-use wgseg::model::DeepLabV3Plus;
 use wgseg::nn::ParamStore;
 use wgseg::train::checkpoint;
 use wgseg::{Device, Tensor};
@@ -39,7 +38,7 @@ fn logits_at(ckpt: &Path, dev: &Device, image: data::Sample, (h, w): (usize, usi
     let file = checkpoint::find_checkpoint(ckpt).unwrap();
     let meta = checkpoint::read_metadata(&file).unwrap();
     let mut store = ParamStore::new(dev);
-    let net = DeepLabV3Plus::new(&meta.model, meta.num_classes, &mut store, 0).unwrap();
+    let net = meta.build(&mut store).unwrap();
     checkpoint::load_weights(&file, &mut store).unwrap();
     let _g = wgseg::no_grad();
     let (sh, sw) = (image.height, image.width);

@@ -1,17 +1,17 @@
-//! DeepLabV3+ (SPEC §5): output shapes of every shipped config at odd sizes, PyTorch tensor
+//! DeepLabV3+ (docs/model.md): output shapes of every shipped config at odd sizes, PyTorch tensor
 //! names, GPU vs CPU logits and gradients, and the confusion matrix and its scores.
 
 mod common;
 
 use common::*;
-use wgseg::model::{DeepLabV3Plus, ModelConfig};
+use wgseg::model::{DeepLabConfig, DeepLabV3Plus, ModelConfig};
 use wgseg::nn::{Kind, ParamStore};
 use wgseg::train::metrics::{Confusion, Groups, Scores};
 use wgseg::{backward, Device, Tensor};
 
 /// A config smaller than `tiny`, so that CPU-reference runs stay fast.
-fn micro(output_stride: usize, separable: bool) -> ModelConfig {
-    ModelConfig {
+fn micro(output_stride: usize, separable: bool) -> DeepLabConfig {
+    DeepLabConfig {
         stem: 4,
         widths: [4, 8, 8, 12],
         depths: [1, 2, 1, 1],
@@ -24,14 +24,15 @@ fn micro(output_stride: usize, separable: bool) -> ModelConfig {
     }
 }
 
-fn shipped(name: &str) -> ModelConfig {
+fn shipped(name: &str) -> DeepLabConfig {
     #[derive(serde::Deserialize)]
     struct File {
         model: ModelConfig,
     }
     let path = format!("{}/models/{name}.toml", env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(&path).unwrap();
-    toml::from_str::<File>(&text).unwrap().model
+    let ModelConfig::DeepLabV3Plus(c) = toml::from_str::<File>(&text).unwrap().model;
+    c
 }
 
 fn image(n: usize, h: usize, w: usize, seed: u64, dev: &Device) -> Tensor {
@@ -229,4 +230,57 @@ fn confusion_matrix_and_scores() {
     let s = Scores::from_matrix(2, &[5, 0, 0, 0], None);
     assert_eq!(s.iou, vec![Some(1.0), None]);
     assert_eq!(s.miou, 1.0);
+}
+
+/// The `[model]` table names its architecture with `arch` (default DeepLabV3+: the shipped
+/// files have none), the checkpoint metadata records it first, and the network behind the
+/// interface is the DeepLabV3+ of the same config.
+#[test]
+fn the_model_table_names_its_architecture() {
+    use wgseg::model::DEEPLABV3PLUS;
+    use wgseg::train::RunConfig;
+    let path = std::path::Path::new("models/mine.toml");
+    let base =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/models/tiny.toml")).unwrap();
+    let plain = RunConfig::parse(&base, path).unwrap();
+    assert_eq!(plain.model, ModelConfig::DeepLabV3Plus(shipped("tiny")));
+    let named = base.replace("[model]\n", "[model]\narch = \"deeplabv3plus\"\n");
+    assert_ne!(named, base);
+    assert_eq!(RunConfig::parse(&named, path).unwrap().model, plain.model);
+    let e = RunConfig::parse(
+        &base.replace("[model]\n", "[model]\narch = \"unet\"\n"),
+        path,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("models/mine.toml") && e.contains("unet") && e.contains(DEEPLABV3PLUS),
+        "{e}"
+    );
+    // The saved config says which architecture it is, and reads back the same.
+    let text = plain.to_toml().unwrap();
+    assert!(text.contains("arch = \"deeplabv3plus\""), "{text}");
+    assert_eq!(RunConfig::parse(&text, path).unwrap(), plain);
+
+    let mut store = ParamStore::new(&Device::Cpu);
+    let net = plain.model.build(5, &mut store, 1).unwrap();
+    assert_eq!(net.arch(), DEEPLABV3PLUS);
+    assert_eq!(net.num_classes(), 5);
+    let json = net.metadata_json().unwrap();
+    assert!(
+        json.starts_with("{\"arch\":\"deeplabv3plus\",\"stem\":16,")
+            && json.contains("\"aspp_rates\":[6,12,18]"),
+        "{json}"
+    );
+    let mut s2 = ParamStore::new(&Device::Cpu);
+    DeepLabV3Plus::new(&shipped("tiny"), 5, &mut s2, 1).unwrap();
+    assert_eq!(store.names(), s2.names());
+    let x = image(2, 33, 45, 9, &Device::Cpu);
+    let a = net.forward(&mut store, &x, true).unwrap().to_vec().unwrap();
+    let b = {
+        let mut s3 = ParamStore::new(&Device::Cpu);
+        let n = DeepLabV3Plus::new(&shipped("tiny"), 5, &mut s3, 1).unwrap();
+        n.forward(&mut s3, &x, true).unwrap().to_vec().unwrap()
+    };
+    assert_eq!(a, b);
 }

@@ -8,14 +8,14 @@ use std::path::{Path, PathBuf};
 
 use common::*;
 use wgseg::data;
-use wgseg::model::{DeepLabV3Plus, ModelConfig};
+use wgseg::model::{DeepLabConfig, DeepLabV3Plus, ModelConfig};
 use wgseg::nn::ParamStore;
 use wgseg::optim::{Optimizer, Sgd};
 use wgseg::train::{train, RunConfig, TrainOptions};
 use wgseg::{backward, Device, Tensor};
 
-fn micro() -> ModelConfig {
-    ModelConfig {
+fn micro() -> DeepLabConfig {
+    DeepLabConfig {
         stem: 4,
         widths: [4, 8, 8, 12],
         depths: [1, 1, 1, 1],
@@ -88,9 +88,10 @@ fn two_images(dev: &Device) -> (Tensor, Tensor) {
 }
 
 /// The shipped `tiny` config.
-fn tiny() -> ModelConfig {
+fn tiny() -> DeepLabConfig {
     let p = concat!(env!("CARGO_MANIFEST_DIR"), "/models/tiny.toml");
-    RunConfig::load(Path::new(p)).unwrap().model
+    let ModelConfig::DeepLabV3Plus(c) = RunConfig::load(Path::new(p)).unwrap().model;
+    c
 }
 
 fn overfit(dev: &Device) -> (f32, f32) {
@@ -127,7 +128,7 @@ fn the_tiny_model_overfits_two_images_on_cpu_and_gpu() {
 
 fn options(out: &Path, dev: &Device, stop_at: Option<u64>, resume: bool) -> TrainOptions {
     let mut config = RunConfig {
-        model: micro(),
+        model: micro().into(),
         train: Default::default(),
         data: Default::default(),
         loss: Default::default(),
@@ -284,4 +285,82 @@ fn every_loss_trains() {
         }
     }
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `--resume` on a run killed before its first checkpoint says so, and how to start again.
+#[test]
+fn resuming_a_run_without_a_checkpoint_says_how_to_start_again() {
+    let dev = gpu().unwrap_or(Device::Cpu);
+    let dir = scratch("no-checkpoint");
+    let run = dir.join("run");
+    // What a run killed before its first checkpoint leaves: the directory and its config.
+    let opts = options(&run, &dev, None, false);
+    std::fs::create_dir_all(&run).unwrap();
+    std::fs::write(run.join("config.toml"), opts.config.to_toml().unwrap()).unwrap();
+    let e = train(options(&run, &dev, None, true), &mut |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains(&run.display().to_string())
+            && e.contains("stopped before its first checkpoint")
+            && e.contains("checkpoint_every = 100")
+            && e.contains("without --resume")
+            && !e.contains("no such checkpoint"),
+        "{e}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `checkpoints/best/` is written by the same writer as `last/`: the same files (the bank's
+/// state too), and a run resumes from it as from `last/`.
+#[test]
+fn best_and_last_checkpoints_hold_the_same_files() {
+    let dev = gpu().unwrap_or(Device::Cpu);
+    let dir = scratch("best-files");
+    let run = dir.join("run");
+    let mut o = options(&run, &dev, None, false);
+    o.config.train.val_every = 2;
+    o.config.train.steps = 4;
+    o.config.tmb.enabled = true;
+    train(o, &mut |_| {}).unwrap();
+    let list = |d: &str| {
+        let mut v: Vec<String> = std::fs::read_dir(run.join("checkpoints").join(d))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        list("best"),
+        [
+            "bank.bin",
+            "model.safetensors",
+            "optimizer.safetensors",
+            "state.json"
+        ]
+    );
+    assert_eq!(list("best"), list("last"));
+    // The best checkpoint's step is the best step it records.
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("checkpoints/best/state.json")).unwrap())
+            .unwrap();
+    assert_eq!(state["step"], state["state"]["best_step"]);
+    // A run resumes from best/ (put in last/'s place) as from last/.
+    let last = run.join("checkpoints/last");
+    std::fs::remove_dir_all(&last).unwrap();
+    copy_dir(&run.join("checkpoints/best"), &last);
+    let mut o = options(&run, &dev, None, true);
+    o.config.train.workers = 1;
+    let r = train(o, &mut |_| {}).unwrap();
+    assert_eq!(r.steps, 4);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use wgseg::data::{self, ClassInfo, ClassStats, Dataset, DatasetInfo};
-use wgseg::model::DeepLabV3Plus;
+use wgseg::model::Segmenter;
 use wgseg::nn::ParamStore;
 use wgseg::train::checkpoint::{self, Metadata};
 use wgseg::train::infer::segment;
@@ -41,7 +41,7 @@ pub struct EvalArgs {
 
 /// A model loaded from a checkpoint.
 pub struct Loaded {
-    pub net: DeepLabV3Plus,
+    pub net: Box<dyn Segmenter>,
     pub store: ParamStore,
     pub meta: Metadata,
     pub file: PathBuf,
@@ -51,7 +51,9 @@ pub fn load_model(spec: &Path, dev: &Device) -> Result<Loaded> {
     let file = checkpoint::find_checkpoint(spec)?;
     let meta = checkpoint::read_metadata(&file)?;
     let mut store = ParamStore::new(dev);
-    let net = DeepLabV3Plus::new(&meta.model, meta.num_classes, &mut store, 0)?;
+    let net = meta
+        .build(&mut store)
+        .with_context(|| format!("building the model of {}", file.display()))?;
     checkpoint::load_weights(&file, &mut store)?;
     Ok(Loaded {
         net,
@@ -59,6 +61,12 @@ pub fn load_model(spec: &Path, dev: &Device) -> Result<Loaded> {
         meta,
         file,
     })
+}
+
+/// Whether the dataset at `root` has a training split (folder layout: `train/`; Cityscapes:
+/// `leftImg8bit/train/`).
+fn has_train_split(root: &Path) -> bool {
+    root.join("train").is_dir() || root.join("leftImg8bit").join("train").is_dir()
 }
 
 /// The run directory a checkpoint file belongs to (`RUN/checkpoints/{best,last}/model…`).
@@ -85,11 +93,38 @@ pub fn eval(a: EvalArgs) -> Result<()> {
         );
     }
     data::validate(ds.as_ref(), |_, _| {})?;
-    let train = data::open(root, "train", scale, seed)?;
-    let (stats, _) = ClassStats::compute_or_load_with(train.as_ref(), |_, _| {})?;
+    let stats = match (root, m.meta.class_pixels()) {
+        (Some(r), Some(counts)) if !has_train_split(r) => {
+            eprintln!(
+                "wgseg eval: {} has no train split; the head / middle / tail groups come from \
+                 the training class pixel counts recorded in {}",
+                r.display(),
+                m.file.display()
+            );
+            ClassStats { counts }
+        }
+        _ => {
+            let train = data::open(root, "train", scale, seed).with_context(|| {
+                format!(
+                    "the head / middle / tail groups need the training split's class pixel \
+                     counts{}",
+                    if m.meta.class_pixels().is_none() {
+                        format!(
+                            ", and {} does not record them (written before {})",
+                            m.file.display(),
+                            checkpoint::META_CLASS_PIXELS
+                        )
+                    } else {
+                        String::new()
+                    }
+                )
+            })?;
+            ClassStats::compute_or_load_with(train.as_ref(), |_, _| {})?.0
+        }
+    };
     let groups = stats.groups(ds.info());
     let classes: Vec<String> = ds.info().classes.iter().map(|c| c.name.clone()).collect();
-    let scores = evaluate(&m.net, &mut m.store, ds, Some(&groups), 2, |_, _| {})?;
+    let scores = evaluate(&*m.net, &mut m.store, ds, Some(&groups), 2, |_, _| {})?;
     if a.json {
         let mut v = serde_json::to_value(&scores)?;
         v["classes"] = serde_json::json!(classes);

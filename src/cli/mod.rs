@@ -18,7 +18,7 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Train a DeepLabV3+ (default: the tiny config on the built-in data).
+    /// Train a segmentation model (default: DeepLabV3+, the tiny config, the built-in data).
     Train(Box<train::TrainArgs>),
     /// Evaluate a checkpoint on a dataset split: per-class IoU, mIoU, accuracy, Dice and the
     /// head / middle / tail groups.

@@ -1,14 +1,13 @@
-//! DeepLabV3+ (SPEC §5): a ResNet of basic blocks, ASPP with image pooling, and a decoder
-//! with 48 low-level channels — the same network as `reference/deeplabv3plus.py`, with the
-//! same tensor names.
+//! DeepLabV3+ (docs/model.md): a ResNet of basic blocks, ASPP with image pooling, and a decoder
+//! with 48 low-level channels, its tensors named as its PyTorch counterpart names them.
 
-use super::ModelConfig;
+use super::{DeepLabConfig, ModelConfig, Segmenter};
 use crate::error::{Error, Result};
 use crate::nn::{init_rng, BasicBlock, BatchNorm2d, Conv2d, ConvBn, ParamStore};
 use crate::ops::copy::concat;
 use crate::tensor::Tensor;
 
-/// Stride and dilation of layer1..layer4 for an output stride (SPEC §5).
+/// Stride and dilation of layer1..layer4 for an output stride (docs/model.md).
 pub fn stage_plan(output_stride: usize) -> Result<[(usize, usize); 4]> {
     match output_stride {
         32 => Ok([(1, 1), (2, 1), (2, 1), (2, 1)]),
@@ -46,26 +45,23 @@ pub struct DeepLabV3Plus {
     low: ConvBn,
     fuse: [ConvBn; 2],
     classifier: Conv2d,
+    num_classes: usize,
     /// The resolved architecture (rates filled in).
-    pub config: ModelConfig,
+    pub config: DeepLabConfig,
 }
 
 impl DeepLabV3Plus {
     /// Builds the layers and registers their tensors, initialised from `seed` (Kaiming-normal
     /// convs, BN γ = 1 and β = 0, classifier bias 0), in PyTorch's `state_dict` order.
     pub fn new(
-        config: &ModelConfig,
+        config: &DeepLabConfig,
         num_classes: usize,
         store: &mut ParamStore,
         seed: u64,
     ) -> Result<DeepLabV3Plus> {
-        let mut config = config.clone();
         config.validate()?;
-        let rates = match &config.aspp_rates {
-            Some(r) => r.clone(),
-            None => default_rates(config.output_stride)?,
-        };
-        config.aspp_rates = Some(rates.clone());
+        let config = config.resolved()?;
+        let rates = config.aspp_rates.clone().unwrap_or_default();
         let plan = stage_plan(config.output_stride)?;
         let mut rng = init_rng(seed);
         let r = &mut rng;
@@ -142,8 +138,14 @@ impl DeepLabV3Plus {
             low,
             fuse,
             classifier,
+            num_classes,
             config,
         })
+    }
+
+    /// The architecture as the crate's [`ModelConfig`].
+    pub fn model_config(&self) -> ModelConfig {
+        ModelConfig::DeepLabV3Plus(self.config.clone())
     }
 
     /// Logits `[N, classes, H, W]` at the input's size for normalised images `[N, 3, H, W]`
@@ -198,5 +200,23 @@ impl DeepLabV3Plus {
             .forward(store, &x.global_avg_pool2d()?, training)?;
         ys.push(p.interpolate_bilinear((h, w), false)?);
         self.aspp_project.forward(store, &concat(&ys, 1)?, training)
+    }
+}
+
+impl Segmenter for DeepLabV3Plus {
+    fn arch(&self) -> &str {
+        super::DEEPLABV3PLUS
+    }
+
+    fn metadata_json(&self) -> Result<String> {
+        self.model_config().metadata_json()
+    }
+
+    fn num_classes(&self) -> usize {
+        self.num_classes
+    }
+
+    fn forward(&self, store: &mut ParamStore, x: &Tensor, training: bool) -> Result<Tensor> {
+        DeepLabV3Plus::forward(self, store, x, training)
     }
 }

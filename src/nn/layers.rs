@@ -1,4 +1,4 @@
-//! The layers of DeepLabV3+ (SPEC §5), each a description whose tensors live in a
+//! The layers of DeepLabV3+ (docs/model.md), each a description whose tensors live in a
 //! [`ParamStore`] under PyTorch's names.
 
 use super::{kaiming_normal_fan_out, InitRng, Kind, ParamStore};

@@ -7,7 +7,7 @@ use super::metrics::{Confusion, Groups, Scores};
 use crate::data::{Dataset, Loader};
 use crate::device::Device;
 use crate::error::Result;
-use crate::model::DeepLabV3Plus;
+use crate::model::Segmenter;
 use crate::nn::ParamStore;
 use crate::tensor::Tensor;
 
@@ -25,10 +25,10 @@ pub fn upload_batch(
 }
 
 /// Runs `net` in evaluation mode over every sample of `ds` (whole images, one at a time so
-/// that images of any size mix) and scores the predictions (SPEC §6). `progress(done,
+/// that images of any size mix) and scores the predictions (docs/training.md). `progress(done,
 /// total)` is called after each image.
 pub fn evaluate(
-    net: &DeepLabV3Plus,
+    net: &dyn Segmenter,
     store: &mut ParamStore,
     ds: Arc<dyn Dataset>,
     groups: Option<&Groups>,

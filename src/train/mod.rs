@@ -11,4 +11,4 @@ pub mod trainer;
 
 pub use config::{DataConfig, LossConfig, RunConfig, TmbConfig, TrainConfig, LOSSES};
 pub use eval::evaluate;
-pub use trainer::{train, Event, Report, TrainOptions};
+pub use trainer::{train, train_model, Event, Report, Run, TrainOptions};

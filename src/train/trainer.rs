@@ -4,6 +4,12 @@
 //! validation, atomic checkpoints (with the bank's state), exact resume, and a stop on a
 //! non-finite loss that keeps the last good checkpoint.
 //!
+//! The model is any [`Segmenter`]: [`train`] builds the one the config's `[model]` table
+//! names, [`train_model`] takes a [`BuildModel`] closure. A run is a [`Run`]:
+//! [`Run::setup`] (config, data, model, optimiser, resume), then [`Run::step`] until
+//! [`Run::done`] (each step may [`validate`](Run::validate) and [`save`](Run::save)), then
+//! [`Run::finish`].
+//!
 //! Per step the host uploads one batch and records kernels; the only readback is the loss,
 //! at logging and checkpoint steps (which also bounds how far the host runs ahead). The
 //! pairwise AUC kernel (`loss.auc_method = "pairwise"`) also reads the labels back to plan
@@ -22,11 +28,12 @@ use super::loss::TrainLoss;
 use super::metrics::{Groups, Scores};
 use crate::autograd::backward;
 use crate::data::{
-    self, Augment, BankConfig, BankState, ClassStats, Dataset, Loader, LoaderState, MemoryBank,
+    self, Augment, BankConfig, BankState, ClassStats, Dataset, DatasetInfo, Loader, LoaderState,
+    MemoryBank,
 };
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::model::DeepLabV3Plus;
+use crate::model::{build_from_config, BuildModel, Segmenter};
 use crate::nn::ParamStore;
 use crate::optim::{clip_grad_norm, AdamW, Optimizer, Schedule, Sgd};
 
@@ -145,46 +152,6 @@ fn append_line(path: &Path, v: &Value) -> Result<()> {
     writeln!(f, "{v}").map_err(io)
 }
 
-/// Writes a checkpoint of the current step into `dir` (`run.last()` or `run.best()`).
-///
-/// An update can turn finite weights into inf/NaN after a finite loss: a checkpoint never
-/// holds them (it would be "the last good" one), so the weights' norm is checked first.
-#[allow(clippy::too_many_arguments)]
-fn save_checkpoint(
-    run: &RunDir,
-    dir: &Path,
-    store: &ParamStore,
-    net: &DeepLabV3Plus,
-    meta: &[(&str, String)],
-    step: u64,
-    opt: &dyn Optimizer,
-    state: &Value,
-    bank: Option<&BankState>,
-) -> Result<()> {
-    let norm = weights_norm(store)?;
-    if !norm.is_finite() {
-        return Err(Error::shape(
-            "train",
-            format!(
-                "the weights became non-finite (norm {norm}) at step {step}; stopped. The last \
-                 good checkpoint is {} (lower the learning rate, or enable clip_norm, and \
-                 --resume)",
-                run.last().display()
-            ),
-        ));
-    }
-    checkpoint::save_checkpoint_with(
-        dir,
-        store,
-        &net.config,
-        meta,
-        step,
-        &opt.state(),
-        state,
-        &|tmp| bank.map_or(Ok(()), |b| b.save(&tmp.join(BANK_FILE))),
-    )
-}
-
 /// `√Σ w²` over every parameter and buffer, computed on the device (one scalar read back).
 fn weights_norm(store: &ParamStore) -> Result<f32> {
     let _g = crate::autograd::no_grad();
@@ -199,44 +166,15 @@ fn weights_norm(store: &ParamStore) -> Result<f32> {
     Ok(acc.map_or(Ok(0.0), |a| a.item())?.sqrt())
 }
 
-/// Trains per `opts`, reporting through `on`. See the module docs.
-pub fn train(opts: TrainOptions, on: &mut dyn FnMut(Event)) -> Result<Report> {
-    let started = Instant::now();
-    let run = RunDir::new(&opts.out);
-    let config = if opts.resume {
-        // The saved config wins, except for the number of loader threads (a property of
-        // the machine, not of the run: it changes no result).
-        let mut c = RunConfig::load(&run.config())?;
-        c.train.workers = opts.config.train.workers;
-        c
-    } else {
-        opts.config.clone()
-    };
-    config.check()?;
+/// The loss (`train.loss` and the `[loss]` table) and the memory bank's configuration
+/// (`[tmb]`; `None` when disabled) of a run.
+fn loss_and_bank(
+    config: &RunConfig,
+    stats: &ClassStats,
+    groups: &Groups,
+    info: &DatasetInfo,
+) -> Result<(TrainLoss, Option<BankConfig>)> {
     let t = &config.train;
-    let dev = &opts.device;
-
-    // Data: open both splits and check every sample before the first step.
-    let root = opts.data.as_deref();
-    let scale = config.data.scale;
-    let train_ds: Arc<dyn Dataset> = Arc::from(data::open(root, "train", scale, t.seed)?);
-    let val_ds: Arc<dyn Dataset> = Arc::from(data::open(root, "val", scale, t.seed)?);
-    if val_ds.info() != train_ds.info() {
-        return Err(data_err(
-            root.unwrap_or(Path::new("built-in")),
-            "the train and val splits describe different classes",
-        ));
-    }
-    for (split, ds) in [("train", &train_ds), ("val", &val_ds)] {
-        data::validate(ds.as_ref(), |done, total| {
-            on(Event::Checking { split, done, total })
-        })?;
-    }
-    let (stats, _cache) = ClassStats::compute_or_load_with(train_ds.as_ref(), |done, total| {
-        on(Event::Counting { done, total })
-    })?;
-    let info = train_ds.info().clone();
-    let groups = stats.groups(&info);
     let loss_fn = TrainLoss::new(
         &t.loss,
         &config.loss,
@@ -244,20 +182,32 @@ pub fn train(opts: TrainOptions, on: &mut dyn FnMut(Event)) -> Result<Report> {
         u32::from(info.ignore_index),
         t.seed,
     )?;
+    let bank = config.tmb.enabled.then(|| {
+        let b = &config.tmb;
+        let tail: Vec<u8> = if b.tail.is_empty() {
+            groups.tail.iter().map(|&c| c as u8).collect()
+        } else {
+            b.tail.clone()
+        };
+        BankConfig {
+            tail,
+            slots: b.size,
+            rs: b.rs,
+            resize: b.resize,
+        }
+    });
+    Ok((loss_fn, bank))
+}
 
-    // Model and optimiser.
-    let mut store = ParamStore::new(dev);
-    let net = DeepLabV3Plus::new(&config.model, info.num_classes(), &mut store, t.seed)?;
-    let mut opt: Box<dyn Optimizer> = match t.optimizer.as_str() {
-        "adamw" => Box::new(AdamW::new(0.9, 0.999, 1e-8, t.weight_decay)),
-        _ => Box::new(Sgd::new(t.momentum, t.weight_decay, false)),
-    };
-    let mut schedule =
-        Schedule::poly(t.lr, t.steps as u64).with_warmup(t.warmup_steps as u64, t.warmup_factor);
-    schedule.power = t.poly_power;
-    schedule.validate()?;
+/// The checkpoint metadata of a run besides `wgseg.model` and `wgseg.version`: class names,
+/// palette, base scale and the training split's class pixel counts.
+fn checkpoint_meta(
+    info: &DatasetInfo,
+    scale: f32,
+    stats: &ClassStats,
+) -> Vec<(&'static str, String)> {
     let palette: Vec<[u8; 3]> = info.classes.iter().map(|c| c.color).collect();
-    let classes_meta = [
+    vec![
         checkpoint::classes_entry(
             &info
                 .classes
@@ -270,13 +220,223 @@ pub fn train(opts: TrainOptions, on: &mut dyn FnMut(Event)) -> Result<Report> {
             serde_json::to_string(&palette).unwrap_or_default(),
         ),
         (SCALE_META, scale.to_string()),
-    ];
+        (
+            checkpoint::META_CLASS_PIXELS,
+            serde_json::to_string(&stats.counts).unwrap_or_default(),
+        ),
+    ]
+}
 
-    let resumed = if opts.resume {
+/// Trains per `opts` the model the config's `[model]` table names, reporting through `on`.
+/// See the module docs.
+pub fn train(opts: TrainOptions, on: &mut dyn FnMut(Event)) -> Result<Report> {
+    train_model(opts, &build_from_config, on)
+}
+
+/// Trains per `opts` the model `build` makes (called once, with the run's `[model]` table,
+/// the class count, the store and `train.seed`), reporting through `on`.
+pub fn train_model(
+    opts: TrainOptions,
+    build: &BuildModel<'_>,
+    on: &mut dyn FnMut(Event),
+) -> Result<Report> {
+    let mut run = Run::setup(opts, build, on)?;
+    while !run.done() {
+        run.step(on)?;
+    }
+    run.finish(on)
+}
+
+/// A training run between [`Run::setup`] and [`Run::finish`].
+pub struct Run {
+    started: Instant,
+    dir: RunDir,
+    config: RunConfig,
+    device: Device,
+    stop_at: Option<u64>,
+    val_ds: Arc<dyn Dataset>,
+    info: DatasetInfo,
+    scale: f32,
+    groups: Groups,
+    loss_fn: TrainLoss,
+    store: ParamStore,
+    net: Box<dyn Segmenter>,
+    opt: Box<dyn Optimizer>,
+    schedule: Schedule,
+    meta: Vec<(&'static str, String)>,
+    loader: Loader,
+    step: u64,
+    total: u64,
+    stopped: bool,
+    best: f64,
+    best_step: u64,
+    last_scores: Option<Scores>,
+    /// Start of the current throughput window and the images trained in it.
+    window: (Instant, usize),
+}
+
+impl Run {
+    /// Resolves the config (the saved one on resume), opens and checks the data, counts
+    /// class pixels, builds the loss, the model (`build`) and the optimiser, restores a
+    /// resumed run's checkpoint (or creates the run directory), starts the loader and
+    /// reports [`Event::Start`].
+    pub fn setup(
+        opts: TrainOptions,
+        build: &BuildModel<'_>,
+        on: &mut dyn FnMut(Event),
+    ) -> Result<Run> {
+        let started = Instant::now();
+        let run = RunDir::new(&opts.out);
+        let config = if opts.resume {
+            // The saved config wins, except for the number of loader threads (a property of
+            // the machine, not of the run: it changes no result).
+            let mut c = RunConfig::load(&run.config())?;
+            c.train.workers = opts.config.train.workers;
+            if checkpoint::find_checkpoint(&run.last()).is_err() {
+                return Err(data_err(
+                    &run.root,
+                    format!(
+                        "the run stopped before its first checkpoint (one is written every \
+                         train.checkpoint_every = {} steps), so there is nothing to resume. \
+                         Start it again: delete this directory and run the same command \
+                         without --resume (with --out {}), or give another --out",
+                        c.train.checkpoint_every,
+                        run.root.display()
+                    ),
+                ));
+            }
+            c
+        } else {
+            opts.config.clone()
+        };
+        config.check()?;
+        let t = &config.train;
+        let dev = &opts.device;
+
+        // Data: open both splits and check every sample before the first step.
+        let root = opts.data.as_deref();
+        let scale = config.data.scale;
+        let train_ds: Arc<dyn Dataset> = Arc::from(data::open(root, "train", scale, t.seed)?);
+        let val_ds: Arc<dyn Dataset> = Arc::from(data::open(root, "val", scale, t.seed)?);
+        if val_ds.info() != train_ds.info() {
+            return Err(data_err(
+                root.unwrap_or(Path::new("built-in")),
+                "the train and val splits describe different classes",
+            ));
+        }
+        for (split, ds) in [("train", &train_ds), ("val", &val_ds)] {
+            data::validate(ds.as_ref(), |done, total| {
+                on(Event::Checking { split, done, total })
+            })?;
+        }
+        let (stats, _cache) =
+            ClassStats::compute_or_load_with(train_ds.as_ref(), |done, total| {
+                on(Event::Counting { done, total })
+            })?;
+        let info = train_ds.info().clone();
+        let groups = stats.groups(&info);
+        let (loss_fn, bank_config) = loss_and_bank(&config, &stats, &groups, &info)?;
+
+        // Model and optimiser.
+        let mut store = ParamStore::new(dev);
+        let net = build(&config.model, info.num_classes(), &mut store, t.seed)?;
+        let mut opt: Box<dyn Optimizer> = match t.optimizer.as_str() {
+            "adamw" => Box::new(AdamW::new(0.9, 0.999, 1e-8, t.weight_decay)),
+            _ => Box::new(Sgd::new(t.momentum, t.weight_decay, false)),
+        };
+        let mut schedule = Schedule::poly(t.lr, t.steps as u64)
+            .with_warmup(t.warmup_steps as u64, t.warmup_factor);
+        schedule.power = t.poly_power;
+        schedule.validate()?;
+        let meta = checkpoint_meta(&info, scale, &stats);
+
+        let resumed = if opts.resume {
+            Self::restore(&run, &config, &mut store, &mut *opt, on)?
+        } else {
+            Self::create(&run, &config, opts.init_backbone.as_deref(), &mut store, on)?
+        };
+
+        let aug = Augment {
+            scale: (config.data.aug_scale[0], config.data.aug_scale[1]),
+            crop: (t.crop, t.crop),
+            flip: config.data.flip,
+            jitter: config.data.jitter,
+        };
+        let bank = match bank_config {
+            Some(cfg) => {
+                let b = &config.tmb;
+                let bank = MemoryBank::new(cfg, info.num_classes(), t.seed, resumed.bank)?;
+                on(Event::Note(format!(
+                    "memory bank: tail classes {:?}, {} entries each, Rs {}, p_resize {}; at \
+                     most {:.1} MiB",
+                    bank.config().tail,
+                    b.size,
+                    b.rs,
+                    b.resize,
+                    bank.capacity_bytes(t.crop, t.crop) as f64 / (1024.0 * 1024.0)
+                )));
+                Some(bank)
+            }
+            None => None,
+        };
+        let loader = Loader::with_bank(
+            train_ds.clone(),
+            t.batch_size,
+            aug,
+            t.seed,
+            t.workers,
+            resumed.loader,
+            bank,
+        )?;
+        let total = t.steps as u64;
+        on(Event::Start {
+            step: resumed.step,
+            total,
+            params: store.param_count(),
+            train_images: train_ds.len(),
+            val_images: val_ds.len(),
+            groups: &groups,
+        });
+        Ok(Run {
+            started,
+            dir: run,
+            device: opts.device.clone(),
+            stop_at: opts.stop_at,
+            val_ds,
+            info,
+            scale,
+            groups,
+            loss_fn,
+            store,
+            net,
+            opt,
+            schedule,
+            meta,
+            loader,
+            step: resumed.step,
+            total,
+            stopped: false,
+            best: resumed.best,
+            best_step: resumed.best_step,
+            last_scores: None,
+            window: (Instant::now(), 0),
+            config,
+        })
+    }
+
+    /// Loads the last checkpoint of the run into `store` and `opt`; the loader position,
+    /// the bank and the best score from beside it.
+    fn restore(
+        run: &RunDir,
+        config: &RunConfig,
+        store: &mut ParamStore,
+        opt: &mut dyn Optimizer,
+        on: &mut dyn FnMut(Event),
+    ) -> Result<Resumed> {
         let model = checkpoint::find_checkpoint(&run.last())?;
         let dir = model.parent().unwrap_or(Path::new(".")).to_path_buf();
-        checkpoint::load_weights(&dir.join(checkpoint::MODEL_FILE), &mut store)?;
-        let st = checkpoint::load_train_state(&dir, dev)?;
+        checkpoint::load_weights(&dir.join(checkpoint::MODEL_FILE), store)?;
+        let st = checkpoint::load_train_state(&dir, store.device())?;
         opt.load_state(st.optimizer)?;
         let loader: LoaderState = serde_json::from_value(st.state["loader"].clone())
             .map_err(|e| data_err(&dir, format!("no loader position in state.json: {e}")))?;
@@ -290,14 +450,24 @@ pub fn train(opts: TrainOptions, on: &mut dyn FnMut(Event)) -> Result<Report> {
             run.root.display(),
             st.step
         )));
-        Resumed {
+        Ok(Resumed {
             step: st.step,
             loader,
             bank,
             best: st.state["best_miou"].as_f64().unwrap_or(-1.0),
             best_step: st.state["best_step"].as_u64().unwrap_or(0),
-        }
-    } else {
+        })
+    }
+
+    /// Creates the run directory with its `config.toml` (refusing one that holds a run)
+    /// and initialises the backbone when asked.
+    fn create(
+        run: &RunDir,
+        config: &RunConfig,
+        init_backbone: Option<&Path>,
+        store: &mut ParamStore,
+        on: &mut dyn FnMut(Event),
+    ) -> Result<Resumed> {
         if run.last().exists() {
             return Err(data_err(
                 &run.root,
@@ -309,106 +479,79 @@ pub fn train(opts: TrainOptions, on: &mut dyn FnMut(Event)) -> Result<Report> {
             source,
         })?;
         checkpoint::atomic_write(&run.config(), config.to_toml()?.as_bytes())?;
-        if let Some(p) = &opts.init_backbone {
-            let n = checkpoint::init_backbone(p, &mut store)?;
+        if let Some(p) = init_backbone {
+            let n = checkpoint::init_backbone(p, store)?;
             on(Event::Note(format!(
                 "backbone: {n} tensors from {}",
                 p.display()
             )));
         }
-        Resumed {
+        Ok(Resumed {
             step: 0,
             loader: LoaderState::default(),
             bank: None,
             best: -1.0,
             best_step: 0,
-        }
-    };
+        })
+    }
 
-    let aug = Augment {
-        scale: (config.data.aug_scale[0], config.data.aug_scale[1]),
-        crop: (t.crop, t.crop),
-        flip: config.data.flip,
-        jitter: config.data.jitter,
-    };
-    let bank = if config.tmb.enabled {
-        let b = &config.tmb;
-        let tail: Vec<u8> = if b.tail.is_empty() {
-            groups.tail.iter().map(|&c| c as u8).collect()
-        } else {
-            b.tail.clone()
-        };
-        let cfg = BankConfig {
-            tail,
-            slots: b.size,
-            rs: b.rs,
-            resize: b.resize,
-        };
-        let bank = MemoryBank::new(cfg, info.num_classes(), t.seed, resumed.bank)?;
-        on(Event::Note(format!(
-            "memory bank: tail classes {:?}, {} entries each, Rs {}, p_resize {}; at most \
-             {:.1} MiB",
-            bank.config().tail,
-            b.size,
-            b.rs,
-            b.resize,
-            bank.capacity_bytes(t.crop, t.crop) as f64 / (1024.0 * 1024.0)
-        )));
-        Some(bank)
-    } else {
-        None
-    };
-    let mut loader = Loader::with_bank(
-        train_ds.clone(),
-        t.batch_size,
-        aug,
-        t.seed,
-        t.workers,
-        resumed.loader,
-        bank,
-    )?;
-    let total = t.steps as u64;
-    on(Event::Start {
-        step: resumed.step,
-        total,
-        params: store.param_count(),
-        train_images: train_ds.len(),
-        val_images: val_ds.len(),
-        groups: &groups,
-    });
+    /// Whether the run is over: every step taken, or stopped at `stop_at`.
+    pub fn done(&self) -> bool {
+        self.stopped || self.step >= self.total
+    }
 
-    let (mut best, mut best_step) = (resumed.best, resumed.best_step);
-    let mut last_scores: Option<Scores> = None;
-    let mut window = (Instant::now(), 0usize);
-    let mut step = resumed.step;
-    while step < total {
-        let queued = loader.queued();
-        let batch = loader
+    /// Steps taken.
+    pub fn steps(&self) -> u64 {
+        self.step
+    }
+
+    /// One optimiser step; then, as the config says, the loss logged, a validation (and the
+    /// best checkpoint) and the last checkpoint.
+    pub fn step(&mut self, on: &mut dyn FnMut(Event)) -> Result<()> {
+        let t = &self.config.train;
+        let (log_every, checkpoint_every, val_every) = (
+            t.log_every as u64,
+            t.checkpoint_every as u64,
+            t.val_every as u64,
+        );
+        let clip_norm = t.clip_norm;
+        let queued = self.loader.queued();
+        let batch = self
+            .loader
             .next()
             .ok_or_else(|| data_err(Path::new("<loader>"), "the training stream ended"))??;
-        let next_state = loader.state();
+        let next_state = self.loader.state();
         let bank_state = batch.bank.clone();
         let images = batch.b;
-        let (x, y) = upload_batch(batch.images, batch.labels, (batch.b, batch.h, batch.w), dev)?;
-        let lr = schedule.lr(step);
+        let (x, y) = upload_batch(
+            batch.images,
+            batch.labels,
+            (batch.b, batch.h, batch.w),
+            &self.device,
+        )?;
+        let step = self.step;
+        let lr = self.schedule.lr(step);
         let loss = {
-            let logits = net.forward(&mut store, &x, true)?;
-            loss_fn.compute(&logits, &y, step)?
+            let logits = self.net.forward(&mut self.store, &x, true)?;
+            self.loss_fn.compute(&logits, &y, step)?
         };
         let grads = backward(&loss)?;
-        let clip = if t.clip_norm > 0.0 {
-            Some(clip_grad_norm(&store, &grads, t.clip_norm)?)
+        let clip = if clip_norm > 0.0 {
+            Some(clip_grad_norm(&self.store, &grads, clip_norm)?)
         } else {
             None
         };
-        opt.step_clipped(&mut store, &grads, lr, clip.as_ref())?;
-        step += 1;
-        window.1 += images;
+        self.opt
+            .step_clipped(&mut self.store, &grads, lr, clip.as_ref())?;
+        let step = step + 1;
+        self.step = step;
+        self.window.1 += images;
 
-        let stopping = opts.stop_at == Some(step);
-        let log = step % t.log_every as u64 == 0 || step == total;
-        let save = step % t.checkpoint_every as u64 == 0 || step == total || stopping;
-        let validate = (t.val_every > 0 && step % t.val_every as u64 == 0) || step == total;
+        let total = self.total;
+        let stopping = self.stop_at == Some(step);
+        let log = step % log_every == 0 || step == total;
+        let save = step % checkpoint_every == 0 || step == total || stopping;
+        let validate = (val_every > 0 && step % val_every == 0) || step == total;
         let mut loss_value = None;
         let mut images_per_s = None;
         if log || save || validate {
@@ -419,20 +562,20 @@ pub fn train(opts: TrainOptions, on: &mut dyn FnMut(Event)) -> Result<Report> {
                     format!(
                         "the loss became {v} at step {step}; stopped. The last good checkpoint \
                          is {} (lower the learning rate, or enable clip_norm, and --resume)",
-                        run.last().display()
+                        self.dir.last().display()
                     ),
                 ));
             }
             loss_value = Some(v);
-            let secs = window.0.elapsed().as_secs_f64();
-            images_per_s = Some(window.1 as f64 / secs.max(1e-9));
+            let secs = self.window.0.elapsed().as_secs_f64();
+            images_per_s = Some(self.window.1 as f64 / secs.max(1e-9));
             append_line(
-                &run.metrics(),
+                &self.dir.metrics(),
                 &json!({"step": step, "loss": v, "lr": lr,
                         "images_per_s": images_per_s, "queued": queued,
-                        "elapsed_s": started.elapsed().as_secs_f64()}),
+                        "elapsed_s": self.started.elapsed().as_secs_f64()}),
             )?;
-            window = (Instant::now(), 0);
+            self.window = (Instant::now(), 0);
         }
         on(Event::Step {
             step,
@@ -444,79 +587,102 @@ pub fn train(opts: TrainOptions, on: &mut dyn FnMut(Event)) -> Result<Report> {
         });
         drop(loss);
         if validate {
-            let scores = evaluate(
-                &net,
-                &mut store,
-                val_ds.clone(),
-                Some(&groups),
-                t.workers,
-                |done, total| on(Event::Validating { done, total }),
-            )?;
-            on(Event::Validated {
-                step,
-                scores: &scores,
-            });
+            let scores = self.validate(on)?;
             let mut line = serde_json::to_value(&scores).unwrap_or(Value::Null);
             line["step"] = json!(step);
             line["split"] = json!("val");
-            append_line(&run.metrics(), &line)?;
-            if scores.miou > best {
-                best = scores.miou;
-                best_step = step;
-                let state = state_json(next_state, best, best_step);
-                save_checkpoint(
-                    &run,
-                    &run.best(),
-                    &store,
-                    &net,
-                    &classes_meta,
-                    step,
-                    &*opt,
-                    &state,
-                    bank_state.as_ref(),
-                )?;
+            append_line(&self.dir.metrics(), &line)?;
+            if scores.miou > self.best {
+                self.best = scores.miou;
+                self.best_step = step;
+                self.save(&self.dir.best(), next_state, bank_state.as_ref())?;
             }
-            last_scores = Some(scores);
-            window = (Instant::now(), 0);
+            self.last_scores = Some(scores);
+            self.window = (Instant::now(), 0);
         }
         if save {
-            let state = state_json(next_state, best, best_step);
-            save_checkpoint(
-                &run,
-                &run.last(),
-                &store,
-                &net,
-                &classes_meta,
-                step,
-                &*opt,
-                &state,
-                bank_state.as_ref(),
-            )?;
+            self.save(&self.dir.last(), next_state, bank_state.as_ref())?;
         }
-        if stopping {
-            break;
-        }
+        self.stopped = stopping;
+        Ok(())
     }
-    let scores = match last_scores {
-        Some(s) => Some(s),
-        None if step < total => None,
-        None => Some(evaluate(
-            &net,
-            &mut store,
-            val_ds,
-            Some(&groups),
-            t.workers,
+
+    /// Scores the model on the validation split (reporting [`Event::Validating`] and
+    /// [`Event::Validated`]).
+    pub fn validate(&mut self, on: &mut dyn FnMut(Event)) -> Result<Scores> {
+        let scores = evaluate(
+            &*self.net,
+            &mut self.store,
+            self.val_ds.clone(),
+            Some(&self.groups),
+            self.config.train.workers,
             |done, total| on(Event::Validating { done, total }),
-        )?),
-    };
-    Ok(Report {
-        run: run.root.clone(),
-        steps: step,
-        scores,
-        groups,
-        classes: info.classes.iter().map(|c| c.name.clone()).collect(),
-        scale,
-        best_miou: best,
-        seconds: started.elapsed().as_secs_f64(),
-    })
+        )?;
+        on(Event::Validated {
+            step: self.step,
+            scores: &scores,
+        });
+        Ok(scores)
+    }
+
+    /// Writes a checkpoint of the current step into `dir` (`last/` or `best/`: the same
+    /// files), with the loader position `loader` the next step starts from and the memory
+    /// bank's state.
+    ///
+    /// An update can turn finite weights into inf/NaN after a finite loss: a checkpoint
+    /// never holds them (it would be "the last good" one), so the weights' norm is checked
+    /// first.
+    pub fn save(&self, dir: &Path, loader: LoaderState, bank: Option<&BankState>) -> Result<()> {
+        let step = self.step;
+        let norm = weights_norm(&self.store)?;
+        if !norm.is_finite() {
+            return Err(Error::shape(
+                "train",
+                format!(
+                    "the weights became non-finite (norm {norm}) at step {step}; stopped. The \
+                     last good checkpoint is {} (lower the learning rate, or enable clip_norm, \
+                     and --resume)",
+                    self.dir.last().display()
+                ),
+            ));
+        }
+        let state = state_json(loader, self.best, self.best_step);
+        checkpoint::save_checkpoint_with(
+            dir,
+            &self.store,
+            &*self.net,
+            &self.meta,
+            step,
+            &self.opt.state(),
+            &state,
+            &|tmp| bank.map_or(Ok(()), |b| b.save(&tmp.join(BANK_FILE))),
+        )
+    }
+
+    /// The outcome: the last validation, or a final one when the run ended without one
+    /// (none when stopped early).
+    pub fn finish(mut self, on: &mut dyn FnMut(Event)) -> Result<Report> {
+        let scores = match self.last_scores.take() {
+            Some(s) => Some(s),
+            None if self.step < self.total => None,
+            None => Some(evaluate(
+                &*self.net,
+                &mut self.store,
+                self.val_ds.clone(),
+                Some(&self.groups),
+                self.config.train.workers,
+                |done, total| on(Event::Validating { done, total }),
+            )?),
+        };
+        Ok(Report {
+            run: self.dir.root.clone(),
+            steps: self.step,
+            scores,
+            groups: self.groups,
+            classes: self.info.classes.iter().map(|c| c.name.clone()).collect(),
+            scale: self.scale,
+            best_miou: self.best,
+            seconds: self.started.elapsed().as_secs_f64(),
+        })
+    }
 }

@@ -1,4 +1,4 @@
-//! Checkpoints: model weights as `safetensors` (SPEC §5, "Checkpoint contract"), training
+//! Checkpoints: model weights as `safetensors` (docs/model.md, "Checkpoint contract"), training
 //! state beside them, atomic writes, and the layout of a run directory.
 //!
 //! # Run directory
@@ -15,8 +15,8 @@
 //!     best/                     the checkpoint with the best validation score, same files
 //! ```
 //!
-//! [`RunDir`] names these paths. `model.safetensors` alone is a complete model: the
-//! reference `deeplabv3plus.py` and `wgseg infer` need nothing else. Optimiser state and
+//! [`RunDir`] names these paths. `model.safetensors` alone is a complete model: a PyTorch
+//! loader (docs/model.md) and `wgseg infer` need nothing else. Optimiser state and
 //! training metadata live in the files beside it, never in it.
 //!
 //! # Atomicity
@@ -45,7 +45,7 @@ pub use state::{
 };
 pub use weights::{
     classes_entry, init_backbone, load_weights, read_metadata, save_weights, Metadata,
-    META_CLASSES, META_MODEL, META_VERSION,
+    META_CLASSES, META_CLASS_PIXELS, META_MODEL, META_VERSION,
 };
 
 use std::fs;

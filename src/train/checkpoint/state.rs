@@ -15,7 +15,7 @@ use super::{
 };
 use crate::device::Device;
 use crate::error::Result;
-use crate::model::ModelConfig;
+use crate::model::Segmenter;
 use crate::nn::ParamStore;
 use crate::tensor::Tensor;
 
@@ -128,7 +128,7 @@ fn recover(dir: &Path) -> Result<()> {
 pub fn save_checkpoint(
     dir: &Path,
     store: &ParamStore,
-    config: &ModelConfig,
+    net: &dyn Segmenter,
     extra_metadata: &[(&str, String)],
     step: u64,
     optimizer_state: &[(String, Tensor)],
@@ -137,7 +137,7 @@ pub fn save_checkpoint(
     save_checkpoint_with(
         dir,
         store,
-        config,
+        net,
         extra_metadata,
         step,
         optimizer_state,
@@ -152,7 +152,7 @@ pub fn save_checkpoint(
 pub fn save_checkpoint_with(
     dir: &Path,
     store: &ParamStore,
-    config: &ModelConfig,
+    net: &dyn Segmenter,
     extra_metadata: &[(&str, String)],
     step: u64,
     optimizer_state: &[(String, Tensor)],
@@ -170,7 +170,7 @@ pub fn save_checkpoint_with(
         fs::remove_dir_all(&tmp).map_err(io_err(&tmp))?;
     }
     fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
-    save_weights(&tmp.join(MODEL_FILE), store, config, extra_metadata)?;
+    save_weights(&tmp.join(MODEL_FILE), store, net, extra_metadata)?;
     save_train_state(&tmp, step, optimizer_state, state)?;
     extra(&tmp)?;
     sync_dir(&tmp)?;

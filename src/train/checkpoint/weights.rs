@@ -1,4 +1,4 @@
-//! Model weights as one `safetensors` file (SPEC §5): save, load with exact name / shape /
+//! Model weights as one `safetensors` file (docs/model.md): save, load with exact name / shape /
 //! dtype checks, metadata, and backbone initialisation from a torchvision ResNet.
 
 use std::collections::{BTreeMap, HashMap};
@@ -11,17 +11,23 @@ use serde_json::{json, Value};
 use super::{atomic_write, data_err, io_err};
 use crate::device::Device;
 use crate::error::Result;
-use crate::model::{default_rates, ModelConfig};
+use crate::model::{ModelConfig, Segmenter};
 use crate::nn::ParamStore;
 use crate::tensor::{DType, Tensor};
 
-/// Metadata key of the architecture: [`ModelConfig::metadata_json`] (at least
-/// `output_stride`, `aspp_rates`, `separable_aspp`; SPEC §5).
+/// Metadata key of the architecture: [`Segmenter::metadata_json`], a JSON object whose
+/// `arch` names the architecture (files written before `arch` existed are DeepLabV3+;
+/// DeepLabV3+ records at least `output_stride`, `aspp_rates`, `separable_aspp`;
+/// docs/model.md).
 pub const META_MODEL: &str = "wgseg.model";
 /// Metadata key of the class names: a JSON list of strings (see [`classes_entry`]).
 pub const META_CLASSES: &str = "wgseg.classes";
 /// Metadata key of the wgseg version that wrote the file.
 pub const META_VERSION: &str = "wgseg.version";
+/// Metadata key of the training split's pixel count per class (a JSON list of integers,
+/// class id order), written by the trainer: `wgseg eval` takes the head / middle / tail
+/// groups from it when the dataset has no training split.
+pub const META_CLASS_PIXELS: &str = "wgseg.class_pixels";
 
 /// PyTorch's batch-norm step counter (int64). wgseg does not keep it; readers skip it,
 /// whatever its dtype.
@@ -33,14 +39,20 @@ const METADATA_KEY: &str = "__metadata__";
 /// At most this many problems are listed in one error message.
 const MAX_LISTED: usize = 8;
 
-/// What a checkpoint says about itself: the architecture (from `wgseg.model` and the
-/// tensor shapes), the number of classes (`decoder.classifier.weight`'s first dimension),
-/// the class names if recorded, and every metadata entry.
+/// What a checkpoint says about itself: the architecture (`arch` of `wgseg.model`; for the
+/// crate's architectures also the [`ModelConfig`], from `wgseg.model` and the tensor
+/// shapes), the number of classes, the class names if recorded, and every metadata entry.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Metadata {
-    /// The architecture, ASPP rates resolved.
-    pub model: ModelConfig,
-    /// Output channels of `decoder.classifier`.
+    /// The `arch` of `wgseg.model` (`deeplabv3plus` when the file names none).
+    pub arch: String,
+    /// The architecture, defaults resolved, when the crate ships it (`None`: an
+    /// architecture from outside the crate; [`model_json`](Self::model_json) describes it).
+    pub model: Option<ModelConfig>,
+    /// `wgseg.model`, raw.
+    pub model_json: String,
+    /// Classes of the logits: the architecture's classifier (the crate's architectures),
+    /// else the length of `wgseg.classes`.
     pub num_classes: usize,
     /// `wgseg.classes`, when present (its length is `num_classes`).
     pub classes: Option<Vec<String>>,
@@ -57,6 +69,30 @@ impl Metadata {
             Some(c) => c.clone(),
             None => (0..self.num_classes).map(|i| format!("class{i}")).collect(),
         }
+    }
+
+    /// Builds the checkpoint's network (tensors registered in `store`, not loaded: see
+    /// [`load_weights`]); an error for an architecture the crate does not ship.
+    pub fn build(&self, store: &mut ParamStore) -> Result<Box<dyn Segmenter>> {
+        match &self.model {
+            Some(m) => m.build(self.num_classes, store, 0),
+            None => Err(crate::error::Error::shape(
+                "checkpoint",
+                format!(
+                    "architecture \"{}\" is not one wgseg ships ({}); build it yourself and \
+                     load the weights with load_weights",
+                    self.arch,
+                    crate::model::ARCHS.join(", ")
+                ),
+            )),
+        }
+    }
+
+    /// `wgseg.class_pixels`: the training split's pixel count per class, when recorded
+    /// (checkpoints written before the key existed have none).
+    pub fn class_pixels(&self) -> Option<Vec<u64>> {
+        let v: Vec<u64> = serde_json::from_str(self.entries.get(META_CLASS_PIXELS)?).ok()?;
+        (v.len() == self.num_classes).then_some(v)
     }
 }
 
@@ -174,16 +210,29 @@ pub(crate) fn list_problems(problems: &[String]) -> String {
 
 /// Saves every tensor of `store` (parameters and buffers, under their PyTorch names, as
 /// f32) to one safetensors file at `path`, atomically, with the metadata `wgseg.model` =
-/// `config.metadata_json()`, `wgseg.version`, and `extra_metadata` (e.g.
-/// [`classes_entry`]). `extra_metadata` may not redefine `wgseg.model` or `wgseg.version`.
+/// `net.metadata_json()`, `wgseg.version`, and `extra_metadata` (e.g. [`classes_entry`]).
+/// `extra_metadata` may not redefine `wgseg.model` or `wgseg.version`.
 pub fn save_weights(
     path: &Path,
     store: &ParamStore,
-    config: &ModelConfig,
+    net: &dyn Segmenter,
     extra_metadata: &[(&str, String)],
 ) -> Result<()> {
+    let model = net.metadata_json()?;
+    let arch = serde_json::from_str::<Value>(&model)
+        .ok()
+        .and_then(|v| v.get("arch").and_then(Value::as_str).map(String::from));
+    if arch.as_deref() != Some(net.arch()) {
+        return Err(data_err(
+            path,
+            format!(
+                "{META_MODEL} must be a JSON object with \"arch\": \"{}\", got {model}",
+                net.arch()
+            ),
+        ));
+    }
     let mut meta = HashMap::new();
-    meta.insert(META_MODEL.to_string(), config.metadata_json()?);
+    meta.insert(META_MODEL.to_string(), model);
     meta.insert(
         META_VERSION.to_string(),
         env!("CARGO_PKG_VERSION").to_string(),
@@ -216,11 +265,11 @@ fn parse_classes(path: &Path, json: &str) -> Result<Vec<String>> {
     })
 }
 
-/// The metadata of the checkpoint at `path`, to build the model before loading it:
-/// the architecture from `wgseg.model` (only `output_stride` is required; `aspp_rates`
-/// defaults by output stride, `separable_aspp` to false) and the tensor shapes (widths,
-/// depths, number of classes), as `reference/deeplabv3plus.py` does. Any architecture key
-/// of `wgseg.model` that the shapes contradict is an error.
+/// The metadata of the checkpoint at `path`, to build the model before loading it: the
+/// `arch` of `wgseg.model` (none: DeepLabV3+) and, for the crate's architectures, the
+/// [`ModelConfig`] and class count from `wgseg.model` and the tensor shapes (see
+/// [`ModelConfig::from_checkpoint`]; DeepLabV3+ needs only `output_stride`, as a PyTorch
+/// loader does). Any architecture key that the shapes contradict is an error.
 pub fn read_metadata(path: &Path) -> Result<Metadata> {
     let bytes = read_file(path)?;
     let (st, meta) = parse(path, &bytes)?;
@@ -240,110 +289,54 @@ fn metadata_of(
             ),
         )
     })?;
-    let (model, num_classes) = arch(path, st, json)?;
+    let bad = |msg: String| data_err(path, format!("{META_MODEL}: {msg}"));
+    let obj: serde_json::Map<String, Value> =
+        serde_json::from_str(json).map_err(|e| bad(format!("not a JSON object: {e}")))?;
+    let arch = crate::model::arch_of(&obj)
+        .map_err(|e| data_err(path, e.to_string()))?
+        .to_string();
+    let shape = |name: &str| st.tensor(name).ok().map(|v| v.shape().to_vec());
+    let names = st.names();
+    let known = ModelConfig::from_checkpoint(&obj, &shape, &names)
+        .map_err(|e| data_err(path, e.to_string()))?;
     let classes = match meta.get(META_CLASSES) {
-        Some(c) => {
-            let names = parse_classes(path, c)?;
-            if names.len() != num_classes {
-                return Err(data_err(
-                    path,
-                    format!(
-                        "{META_CLASSES} lists {} names, decoder.classifier.weight has {num_classes} classes",
-                        names.len()
-                    ),
-                ));
-            }
-            Some(names)
-        }
+        Some(c) => Some(parse_classes(path, c)?),
         None => None,
     };
+    let (model, num_classes) = match (known, &classes) {
+        (Some((m, n)), _) => (Some(m), n),
+        (None, Some(names)) => (None, names.len()),
+        (None, None) => {
+            return Err(data_err(
+                path,
+                format!(
+                    "architecture \"{arch}\" is not one wgseg ships ({}) and the file has no \
+                     {META_CLASSES} to count its classes",
+                    crate::model::ARCHS.join(", ")
+                ),
+            ))
+        }
+    };
+    if let Some(names) = &classes {
+        if names.len() != num_classes {
+            return Err(data_err(
+                path,
+                format!(
+                    "{META_CLASSES} lists {} names, the model's classifier has {num_classes} classes",
+                    names.len()
+                ),
+            ));
+        }
+    }
     Ok(Metadata {
+        arch,
         model,
+        model_json: json.clone(),
         num_classes,
         classes,
         version: meta.get(META_VERSION).cloned(),
         entries: meta.into_iter().collect(),
     })
-}
-
-/// The architecture and class count from the `wgseg.model` JSON and the tensor shapes.
-fn arch(path: &Path, st: &SafeTensors<'_>, json: &str) -> Result<(ModelConfig, usize)> {
-    let bad = |msg: String| data_err(path, format!("{META_MODEL}: {msg}"));
-    let obj: serde_json::Map<String, Value> =
-        serde_json::from_str(json).map_err(|e| bad(format!("not a JSON object: {e}")))?;
-    let output_stride = obj
-        .get("output_stride")
-        .and_then(Value::as_u64)
-        .ok_or_else(|| bad("no integer output_stride".into()))? as usize;
-    let aspp_rates = match obj.get("aspp_rates") {
-        None | Some(Value::Null) => default_rates(output_stride)?,
-        Some(v) => serde_json::from_value(v.clone())
-            .map_err(|e| bad(format!("aspp_rates is not a list of integers: {e}")))?,
-    };
-    let separable_aspp = match obj.get("separable_aspp") {
-        None => false,
-        Some(v) => v
-            .as_bool()
-            .ok_or_else(|| bad(format!("separable_aspp = {v} is not a boolean")))?,
-    };
-    let dim0 = |name: &str| -> Result<usize> {
-        let v = st
-            .tensor(name)
-            .map_err(|_| data_err(path, format!("missing tensor {name}")))?;
-        v.shape()
-            .first()
-            .copied()
-            .ok_or_else(|| data_err(path, format!("{name} is a scalar")))
-    };
-    let mut widths = [0; 4];
-    let mut depths = [0; 4];
-    for i in 0..4 {
-        widths[i] = dim0(&format!("backbone.layer{}.0.conv1.weight", i + 1))?;
-        let has = |j: usize| {
-            st.tensor(&format!("backbone.layer{}.{j}.conv1.weight", i + 1))
-                .is_ok()
-        };
-        depths[i] = (0..).find(|&j| !has(j)).unwrap_or(0);
-    }
-    let branches = (1..)
-        .find(|k| {
-            let p = format!("aspp.convs.{k}.");
-            !st.names().iter().any(|n| n.starts_with(&p))
-        })
-        .unwrap_or(1)
-        - 1;
-    if branches != aspp_rates.len() {
-        return Err(bad(format!(
-            "{} ASPP rates {aspp_rates:?}, but the file has {branches} atrous branches",
-            aspp_rates.len()
-        )));
-    }
-    let config = ModelConfig {
-        stem: dim0("backbone.conv1.weight")?,
-        widths,
-        depths,
-        aspp: dim0("aspp.project.conv.weight")?,
-        low: dim0("decoder.low.conv.weight")?,
-        decoder: dim0("decoder.fuse.0.conv.weight")?,
-        output_stride,
-        aspp_rates: Some(aspp_rates),
-        separable_aspp,
-    };
-    config
-        .validate()
-        .map_err(|e| bad(format!("invalid architecture: {e}")))?;
-    // Keys the writer recorded must agree with what the shapes say.
-    let implied = serde_json::to_value(&config).map_err(|e| bad(e.to_string()))?;
-    for (key, want) in implied.as_object().into_iter().flatten() {
-        if let Some(got) = obj.get(key) {
-            if got != want {
-                return Err(bad(format!(
-                    "{key} = {got}, but the tensor shapes imply {want}"
-                )));
-            }
-        }
-    }
-    Ok((config, dim0("decoder.classifier.weight")?))
 }
 
 /// Checks `view` (file name `src`) against the store tensor `dst`; a problem is pushed.
