@@ -100,6 +100,9 @@ pub struct PixelConfig {
     pub(crate) margin: bool,
     pub(crate) masked: bool,
     pub(crate) noise: NoiseSource,
+    /// Label smoothing `ε ∈ [0, 1]` (only `ce` sets it; with any other term of the family
+    /// it is rejected). 0 runs the plain cross-entropy kernels unchanged.
+    pub(crate) smoothing: f64,
 }
 
 impl PixelConfig {
@@ -117,6 +120,7 @@ impl PixelConfig {
             margin: false,
             masked: false,
             noise: NoiseSource::None,
+            smoothing: 0.0,
         }
     }
 }
@@ -137,7 +141,8 @@ pub(crate) const ROW_B: usize = 1;
 pub(crate) const ROW_M: usize = 2;
 pub(crate) const ROW_A: usize = 3;
 pub(crate) const ROW_ACTIVE: usize = 4;
-/// Floats before the rows of the per-class table (`pix_gscale` puts `G` at index 0).
+/// Floats before the rows of the per-class table: `G` at index 0 (put there by `pix_gscale`),
+/// `W = Σ_k w_k` at index 1.
 pub(crate) const TABLE_HEAD: usize = 4;
 /// Pixels each `pix_forward` invocation sums: a contiguous run, so that each invocation walks
 /// its own stretch of every class row (with pixels strided by the lane count instead, the
@@ -270,7 +275,8 @@ fn check(
     Ok(lay)
 }
 
-/// The per-class table `[0; 4] ++ w ++ b ++ m ++ a ++ active` and the config's flags.
+/// The per-class table `[0, W, 0, 0] ++ w ++ b ++ m ++ a ++ active` (`W = Σ_k w_k` over the
+/// active classes) and the config's flags.
 fn class_table(
     op: &'static str,
     c: usize,
@@ -324,6 +330,12 @@ fn class_table(
     cfg.bias = t.bias.is_some();
     cfg.margin = t.margins.is_some();
     cfg.masked = active.contains(&0.0);
+    // The head's slot 1: W = Σ_k w_k over the active classes (label smoothing's uniform
+    // target; C without weights).
+    table[1] = (0..c)
+        .filter(|&k| table[TABLE_HEAD + ROW_ACTIVE * c + k] != 0.0)
+        .map(|k| table[TABLE_HEAD + ROW_W * c + k])
+        .sum();
     if t.amplitudes.is_none() {
         cfg.noise = NoiseSource::None;
     }
@@ -344,6 +356,40 @@ fn check_modulation(op: &'static str, m: Modulation) -> Result<()> {
         Err(Error::shape(
             op,
             format!("invalid modulation {m:?} (γ ≥ 0, T > 0, all finite)"),
+        ))
+    }
+}
+
+/// Label smoothing is a term of the plain (optionally weighted) cross-entropy only: `ε ∈ [0,
+/// 1]`, and no modulation, scale, bias, margin, noise or PAT normalisation beside it.
+fn check_smoothing(cfg: &PixelConfig) -> Result<()> {
+    let eps = cfg.smoothing;
+    if eps == 0.0 {
+        return Ok(());
+    }
+    if !(0.0..=1.0).contains(&eps) {
+        return Err(Error::shape(
+            cfg.op,
+            format!("label_smoothing {eps} is outside [0, 1]"),
+        ));
+    }
+    let plain = cfg.modulation == Modulation::None
+        && cfg.scale == 1.0
+        && !cfg.bias
+        && !cfg.margin
+        && !cfg.masked
+        && cfg.noise == NoiseSource::None
+        && cfg.norm != Normalization::PerImageClass;
+    if plain {
+        Ok(())
+    } else {
+        Err(Error::shape(
+            cfg.op,
+            format!(
+                "label smoothing ({eps}) applies to the plain cross-entropy only, not \
+                 combined with a modulation, scale, bias, margin, noise or per-image \
+                 normalisation"
+            ),
         ))
     }
 }
@@ -383,6 +429,7 @@ pub(crate) fn pixel_loss_parts(
     };
     let lay = check(op, logits, labels, noise)?;
     let table = class_table(op, lay.c, terms, &mut cfg)?;
+    check_smoothing(&cfg)?;
     let noise = noise.filter(|_| cfg.noise == NoiseSource::Tensor);
     let dev = logits.device();
     let table = Tensor::from_f64(table, [lay.table_len()], &dev)?;
