@@ -22,6 +22,13 @@
 //! (PAT: `S_il` = valid pixels of class `l` in image `i`). No valid pixel gives `L = 0`
 //! and a zero gradient, never NaN.
 //!
+//! Label smoothing `ε` (`ce` only: `β = 1`, `s = 1`, no `b`, `m`, `a`, not PAT; other
+//! combinations are rejected) replaces the target `e_y` by `(1 − ε)·e_y + ε/C`:
+//! `w_y·ℓ_v = (1 − ε)·w_y·(−log p) + (ε/C)·Σ_c w_c·(−log q_c)` over the same `D`, and
+//! `∂L/∂x_c = (((1 − ε)·w_y + (ε/C)·Σ_k w_k)·q_c − (1 − ε)·w_y·δ_cy − (ε/C)·w_c) / D`. The
+//! kernels for it are specialised by the shader's `SMOOTH` constant; `ε = 0` runs the plain
+//! kernels unchanged.
+//!
 //! Numerics: `log p = (z_y − max z) − log Σ exp(z − max z)`, never the log of a rounded
 //! `p`. For focal, when `y` is the maximum, `−log p = log1p(s')` and `1 − p = s'/(1 + s')`
 //! with `s'` the softmax sum without the maximum's own term (exact as `p → 1`; `ln_1p` on
@@ -560,4 +567,105 @@ fn pixel_loss_backward(
         logits.shape().clone(),
         DType::F32,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+    use crate::device::Device;
+
+    /// Label smoothing beside any other term of the family is rejected, naming ε; beside
+    /// class weights (the plain weighted cross-entropy) it is accepted.
+    #[test]
+    fn smoothing_is_for_the_plain_cross_entropy_only() {
+        let x = Tensor::from_vec(vec![0.5, -1.0, 2.0, 0.0, 1.0, -0.5], [2, 3], &Device::Cpu)
+            .expect("x");
+        let y = Tensor::from_u32(vec![0, 2], [2], &Device::Cpu).expect("y");
+        let base = PixelConfig {
+            smoothing: 0.25,
+            ..PixelConfig::new("ce", 255)
+        };
+        let margins = [0.1, 0.2, 0.3];
+        let bias = [0.0, 1.0, -1.0];
+        let amplitudes = [0.5; 3];
+        let rejected: [(&str, PixelConfig, ClassTerms); 6] = [
+            (
+                "focal",
+                PixelConfig {
+                    modulation: Modulation::Focal { gamma: 2.0 },
+                    ..base
+                },
+                ClassTerms::default(),
+            ),
+            (
+                "scale",
+                PixelConfig { scale: 2.0, ..base },
+                ClassTerms::default(),
+            ),
+            (
+                "PAT normalisation",
+                PixelConfig {
+                    norm: Normalization::PerImageClass,
+                    ..base
+                },
+                ClassTerms::default(),
+            ),
+            (
+                "margins",
+                base,
+                ClassTerms {
+                    margins: Some(&margins),
+                    ..Default::default()
+                },
+            ),
+            (
+                "bias",
+                base,
+                ClassTerms {
+                    bias: Some(&bias),
+                    ..Default::default()
+                },
+            ),
+            (
+                "noise",
+                PixelConfig {
+                    noise: NoiseSource::Seeded { key: 7 },
+                    ..base
+                },
+                ClassTerms {
+                    amplitudes: Some(&amplitudes),
+                    ..Default::default()
+                },
+            ),
+        ];
+        for (what, cfg, terms) in rejected {
+            match pixel_loss(&x, &y, cfg, &terms, None) {
+                Err(Error::Shape { op, msg }) => {
+                    assert_eq!(op, "ce");
+                    assert!(msg.contains("label smoothing (0.25)"), "{what}: {msg}");
+                }
+                Err(e) => panic!("{what}: wrong error {e}"),
+                Ok(_) => panic!("{what}: accepted"),
+            }
+        }
+        let weights = [1.0, 2.0, 0.5];
+        let weighted = ClassTerms {
+            weights: Some(&weights),
+            ..Default::default()
+        };
+        let cfg = PixelConfig {
+            norm: Normalization::SumWeights,
+            ..base
+        };
+        pixel_loss(&x, &y, cfg, &weighted, None).expect("weighted smoothing");
+        let out = PixelConfig {
+            smoothing: 1.5,
+            ..base
+        };
+        let msg = pixel_loss(&x, &y, out, &ClassTerms::default(), None)
+            .expect_err("ε > 1")
+            .to_string();
+        assert!(msg.contains("label_smoothing 1.5"), "{msg}");
+    }
 }
