@@ -8,8 +8,14 @@
 // G = g / (Σ d + den_const). u_v = 1/S_{b,y} (PAT, S = valid pixels of class y in image b,
 // den_const = n) or 1; d_v = 1 (mean), w_y (Σ w) or 0 (PAT). Excluded classes (CLS bit 4)
 // take no part in the softmax and get gradient 0.
+// Label smoothing ε (SMOOTH 1; ce only: MOD 0, no class terms but w, s = 1, u = 1):
+//   ℓ_v = (1 − ε)·w_y·(−log p) + (ε/C)·Σ_k w_k·(−log q_k)
+//       = (1 − ε)·w_y·(−log p) + (ε/C)·(W·log s + Σ_k w_k·(m − z_k)),   W = Σ_k w_k,
+//   ∂loss/∂x_k = G·(((1 − ε)·w_y + (ε/C)·W)·q_k − (1 − ε)·w_y·δ_ky − (ε/C)·w_k)
+// (w = 1, W = C without class weights). The forward accumulates Σ_k w_k·(m − z_k) beside
+// the online maximum (shifted with it, every term ≥ 0); nothing more is saved.
 //
-// Table `cls` (f32): [G or 0, 0, 0, 0, then rows of c: 0 w, 1 b, 2 m, 3 a, 4 active (1/0),
+// Table `cls` (f32): [G or 0, W, 0, 0, then rows of c: 0 w, 1 b, 2 m, 3 a, 4 active (1/0),
 // then (backward, PAT) the n·c values 1/S]. r: standard-normal draws, generated (NOISE 1:
 // normal(), below) or read from the noise tensor (NOISE 2).
 // Stats (f32): [Σ w·u·ℓ, Σ d, 0, 0, m (P), σ (P), partials (2T)] for P = n·inner pixels and
@@ -65,6 +71,8 @@ override WEIGHTED: u32 = 0u;
 override CLS: u32 = 0u;
 // 0: no noise, 1: r = normal(element index), 2: r read from the noise tensor.
 override NOISE: u32 = 0u;
+// 1: label smoothing (p.ls_keep = 1 − ε, p.ls_each = ε/C); 0 compiles none of it.
+override SMOOTH: u32 = 0u;
 
 struct Params {
     n: u32,
@@ -79,6 +87,9 @@ struct Params {
     gamma: f32,
     inv_t: f32,
     eps: f32,
+    ls_keep: f32,
+    ls_each: f32,
+    _pad: vec2<u32>,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -105,6 +116,14 @@ fn cls_at(row: u32, k: u32) -> f32 {
 
 fn class_active(k: u32) -> bool {
     return (CLS & 4u) == 0u || cls_at(4u, k) != 0.0;
+}
+
+// w_k (1 without class weights).
+fn class_weight(k: u32) -> f32 {
+    if (WEIGHTED == 1u) {
+        return cls_at(0u, k);
+    }
+    return 1.0;
 }
 
 // The first class that takes part in the softmax (the host keeps at least one).
@@ -209,11 +228,15 @@ struct Terms {
     den: vec4<f32>,
     coef: vec4<f32>,
     log_s: vec4<f32>,
+    // 1 for a valid pixel, else 0.
+    ok: vec4<f32>,
 }
 
-// (w·u·β·(−log p), d, w·u·s·(β + β'·p·log p), log s) from z_y − m, the saved σ and u;
-// zero for invalid pixels (except log s). Branch-free.
-fn pixel_terms(y: vec4<u32>, zy_m: vec4<f32>, sigma: vec4<f32>, u: vec4<f32>) -> Terms {
+// (w·u·β·(−log p), d, w·u·s·(β + β'·p·log p), log s, valid) from z_y − m, the saved σ and u;
+// zero for invalid pixels (except log s). Branch-free. With SMOOTH, `rest` = Σ_k w_k·(m − z_k)
+// (forward; unused in the backward) adds the uniform target's loss and coef is w_y·(1 − ε).
+fn pixel_terms(y: vec4<u32>, zy_m: vec4<f32>, sigma: vec4<f32>, u: vec4<f32>,
+               rest: vec4<f32>) -> Terms {
     let k = min(y, vec4(p.c - 1u));
     var ok = (y < vec4(p.c)) & (y != vec4(p.ignore_index));
     if ((CLS & 4u) != 0u) {
@@ -269,8 +292,14 @@ fn pixel_terms(y: vec4<u32>, zy_m: vec4<f32>, sigma: vec4<f32>, u: vec4<f32>) ->
     }
     let wu = w * u;
     let zero = vec4(0.0);
-    return Terms(select(zero, wu * beta * nlp, ok), select(zero, d, ok),
-                 select(zero, wu * p.scale * dcoef, ok), log_s);
+    var loss = wu * beta * nlp;
+    var coef = wu * p.scale * dcoef;
+    if (SMOOTH == 1u) {
+        loss = p.ls_keep * loss + p.ls_each * (cls[1] * log_s + rest);
+        coef = p.ls_keep * coef;
+    }
+    return Terms(select(zero, loss, ok), select(zero, d, ok), select(zero, coef, ok), log_s,
+                 select(zero, vec4(1.0), ok));
 }
 
 // u = 1/S_{b,y} of the forward (from the count table), 1 unless PAT.
@@ -381,12 +410,24 @@ fn pix_forward(@builtin(workgroup_id) wid: vec3<u32>,
         var m = logit_z(base + k0 * p.inner, k0, y);
         var sr = 0.0;
         var zy = m;
+        // SMOOTH: rest = Σ_k w_k·(m − z_k) over the classes so far (w_seen = their Σ w_k),
+        // shifted when the maximum moves.
+        var rest = 0.0;
+        var w_seen = 0.0;
+        if (SMOOTH == 1u) {
+            w_seen = class_weight(k0);
+        }
         for (var k = k0 + 1u; k < p.c; k = k + 1u) {
             if (!class_active(k)) {
                 continue;
             }
             let z = logit_z(base + k * p.inner, k, y);
             zy = select(zy, z, k == y);
+            if (SMOOTH == 1u) {
+                let wk = class_weight(k);
+                rest = rest + w_seen * max(z - m, 0.0) + wk * max(m - z, 0.0);
+                w_seen = w_seen + wk;
+            }
             if (z > m) {
                 sr = (sr + 1.0) * exp_nonpos(m - z);
                 m = z;
@@ -398,7 +439,8 @@ fn pix_forward(@builtin(workgroup_id) wid: vec3<u32>,
         // σ: log s, or s_rest for focal (the select folds: MOD is a constant).
         let sigma = select(log(1.0 + sr), sr, MOD == 1u);
         out[4u + all + v] = sigma;
-        let tr = pixel_terms(vec4(y), vec4(zy - m), vec4(sigma), forward_u(b, vec4(y)));
+        let tr = pixel_terms(vec4(y), vec4(zy - m), vec4(sigma), forward_u(b, vec4(y)),
+                             vec4(rest));
         acc = acc + vec2(tr.loss.x, tr.den.x);
     }
     out[p.partials + t] = acc.x;
@@ -439,7 +481,28 @@ fn pix_backward(@builtin(workgroup_id) wid: vec3<u32>,
     let ky = min(y, p.c - 1u);
     let m = stats[4u + v];
     let zy = logit_z(base + ky * p.inner, ky, y);
-    let tr = pixel_terms(vec4(y), vec4(zy - m), vec4(stats[4u + all + v]), backward_u(b, vec4(y)));
+    let tr = pixel_terms(vec4(y), vec4(zy - m), vec4(stats[4u + all + v]), backward_u(b, vec4(y)),
+                         vec4(0.0));
+    if (SMOOTH == 1u) {
+        // G·(((1 − ε)·w_y + (ε/C)·W)·q_k − (1 − ε)·w_y·δ_ky − (ε/C)·w_k); all three
+        // coefficients 0 for an invalid pixel.
+        let keep = cls[0] * tr.coef.x;
+        let each = cls[0] * tr.ok.x * p.ls_each;
+        let sq = keep + each * cls[1];
+        let on = tr.ok.x != 0.0;
+        let mm = select(F32_MAX, m, on);
+        let log_s = select(0.0, tr.log_s.x, on);
+        for (var k = 0u; k < p.c; k = k + 1u) {
+            let e = base + k * p.inner;
+            var d = 0.0;
+            if (class_active(k)) {
+                let q = exp_nonpos((logit_z(e, k, y) - mm) - log_s);
+                d = sq * q - select(0.0, keep, k == y) - each * class_weight(k);
+            }
+            out[e] = d;
+        }
+        return;
+    }
     // G·coef; 0 for an invalid pixel, whose statistics are then not used.
     let scale = cls[0] * tr.coef.x;
     let mm = select(F32_MAX, m, scale != 0.0);
@@ -482,12 +545,23 @@ fn pix_forward4(@builtin(workgroup_id) wid: vec3<u32>,
         var m = logit_z4(base + k0 * quads, k0, y);
         var sr = vec4(0.0);
         var zy = m;
+        // SMOOTH: rest = Σ_k w_k·(m − z_k), as in pix_forward.
+        var rest = vec4(0.0);
+        var w_seen = 0.0;
+        if (SMOOTH == 1u) {
+            w_seen = class_weight(k0);
+        }
         for (var k = k0 + 1u; k < p.c; k = k + 1u) {
             if (!class_active(k)) {
                 continue;
             }
             let z = logit_z4(base + k * quads, k, y);
             zy = select(zy, z, y == vec4(k));
+            if (SMOOTH == 1u) {
+                let wk = class_weight(k);
+                rest = rest + w_seen * max(z - m, vec4(0.0)) + wk * max(m - z, vec4(0.0));
+                w_seen = w_seen + wk;
+            }
             let e = exp(max(min(z, m) - max(z, m), vec4(-EXP_MAX_ARG)));
             sr = select(sr + e, (sr + 1.0) * e, z > m);
             m = max(m, z);
@@ -496,7 +570,7 @@ fn pix_forward4(@builtin(workgroup_id) wid: vec3<u32>,
         out4[1u + v] = m;
         let sigma = select(log(1.0 + sr), sr, MOD == 1u);
         out4[1u + all + v] = sigma;
-        let tr = pixel_terms(y, zy - m, sigma, forward_u(b, y));
+        let tr = pixel_terms(y, zy - m, sigma, forward_u(b, y), rest);
         acc_l = acc_l + tr.loss;
         acc_d = acc_d + tr.den;
     }
@@ -529,19 +603,38 @@ fn pix_backward4(@builtin(workgroup_id) wid: vec3<u32>,
         let m = stats4[1u + q];
         let zy = vec4(label_z4_at(base, quads, ky.x, 0u), label_z4_at(base, quads, ky.y, 1u),
                       label_z4_at(base, quads, ky.z, 2u), label_z4_at(base, quads, ky.w, 3u));
-        let tr = pixel_terms(y, zy - m, stats4[1u + all + q], backward_u(b, y));
-        let scale = gs * tr.coef;
-        let ok = scale != vec4(0.0);
-        let mm = select(vec4(F32_MAX), m, ok);
-        let log_s = select(vec4(0.0), tr.log_s, ok);
-        for (var k = 0u; k < p.c; k = k + 1u) {
-            let i = base + k * quads;
-            var d = vec4(0.0);
-            if (class_active(k)) {
-                let e = exp(max((logit_z4(i, k, y) - mm) - log_s, vec4(-EXP_MAX_ARG)));
-                d = scale * e - select(vec4(0.0), scale, y == vec4(k));
+        let tr = pixel_terms(y, zy - m, stats4[1u + all + q], backward_u(b, y), vec4(0.0));
+        if (SMOOTH == 1u) {
+            // As in pix_backward.
+            let keep = gs * tr.coef;
+            let each = gs * tr.ok * p.ls_each;
+            let sq = keep + each * cls[1];
+            let on = tr.ok != vec4(0.0);
+            let mm = select(vec4(F32_MAX), m, on);
+            let log_s = select(vec4(0.0), tr.log_s, on);
+            for (var k = 0u; k < p.c; k = k + 1u) {
+                let i = base + k * quads;
+                var d = vec4(0.0);
+                if (class_active(k)) {
+                    let e = exp(max((logit_z4(i, k, y) - mm) - log_s, vec4(-EXP_MAX_ARG)));
+                    d = sq * e - select(vec4(0.0), keep, y == vec4(k)) - each * class_weight(k);
+                }
+                out4[i] = d;
             }
-            out4[i] = d;
+        } else {
+            let scale = gs * tr.coef;
+            let ok = scale != vec4(0.0);
+            let mm = select(vec4(F32_MAX), m, ok);
+            let log_s = select(vec4(0.0), tr.log_s, ok);
+            for (var k = 0u; k < p.c; k = k + 1u) {
+                let i = base + k * quads;
+                var d = vec4(0.0);
+                if (class_active(k)) {
+                    let e = exp(max((logit_z4(i, k, y) - mm) - log_s, vec4(-EXP_MAX_ARG)));
+                    d = scale * e - select(vec4(0.0), scale, y == vec4(k));
+                }
+                out4[i] = d;
+            }
         }
         r = r + 1u;
         if (r == quads) {

@@ -154,6 +154,7 @@ fn literal_two_present_classes() {
             let ce_opts = CeOptions {
                 weights: None,
                 ignore_index: IGNORE,
+                ..Default::default()
             };
             let ce = ce(&xt, &yt, &ce_opts).expect("ce");
             let lce = ce.to_vec_f64().expect("read")[0];

@@ -617,6 +617,7 @@ fn tiny_net_losses(dev: &Device, opt: &mut dyn Optimizer, lr: f64, steps: usize)
         let opts = wgseg::losses::CeOptions {
             weights: None,
             ignore_index: u32::MAX,
+            ..Default::default()
         };
         let loss = wgseg::losses::ce(&logits, &labels, &opts).unwrap();
         let g = backward(&loss).unwrap();

@@ -192,7 +192,10 @@ fn twins() -> Vec<Twin> {
                 scale,
                 gamma,
                 inv_t,
-                eps
+                eps,
+                ls_keep,
+                ls_each,
+                _pad
             ]
         ),
         layout!(

@@ -168,6 +168,7 @@ pub fn aucseg(logits: &Tensor, labels: &Tensor, opts: &AucOptions) -> Result<Ten
     let ce_opts = CeOptions {
         weights: None,
         ignore_index: opts.ignore_index,
+        ..Default::default()
     };
     if opts.method == AucMethod::Pairwise {
         let auc = auc_scaled(logits, labels, opts, opts.lambda)?;

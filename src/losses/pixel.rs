@@ -22,6 +22,13 @@
 //! (PAT: `S_il` = valid pixels of class `l` in image `i`). No valid pixel gives `L = 0`
 //! and a zero gradient, never NaN.
 //!
+//! Label smoothing `ε` (`ce` only: `β = 1`, `s = 1`, no `b`, `m`, `a`, not PAT; other
+//! combinations are rejected) replaces the target `e_y` by `(1 − ε)·e_y + ε/C`:
+//! `w_y·ℓ_v = (1 − ε)·w_y·(−log p) + (ε/C)·Σ_c w_c·(−log q_c)` over the same `D`, and
+//! `∂L/∂x_c = (((1 − ε)·w_y + (ε/C)·Σ_k w_k)·q_c − (1 − ε)·w_y·δ_cy − (ε/C)·w_c) / D`. The
+//! kernels for it are specialised by the shader's `SMOOTH` constant; `ε = 0` runs the plain
+//! kernels unchanged.
+//!
 //! Numerics: `log p = (z_y − max z) − log Σ exp(z − max z)`, never the log of a rounded
 //! `p`. For focal, when `y` is the maximum, `−log p = log1p(s')` and `1 − p = s'/(1 + s')`
 //! with `s'` the softmax sum without the maximum's own term (exact as `p → 1`; `ln_1p` on
@@ -100,6 +107,9 @@ pub struct PixelConfig {
     pub(crate) margin: bool,
     pub(crate) masked: bool,
     pub(crate) noise: NoiseSource,
+    /// Label smoothing `ε ∈ [0, 1]` (only `ce` sets it; with any other term of the family
+    /// it is rejected). 0 runs the plain cross-entropy kernels unchanged.
+    pub(crate) smoothing: f64,
 }
 
 impl PixelConfig {
@@ -117,6 +127,7 @@ impl PixelConfig {
             margin: false,
             masked: false,
             noise: NoiseSource::None,
+            smoothing: 0.0,
         }
     }
 }
@@ -137,7 +148,8 @@ pub(crate) const ROW_B: usize = 1;
 pub(crate) const ROW_M: usize = 2;
 pub(crate) const ROW_A: usize = 3;
 pub(crate) const ROW_ACTIVE: usize = 4;
-/// Floats before the rows of the per-class table (`pix_gscale` puts `G` at index 0).
+/// Floats before the rows of the per-class table: `G` at index 0 (put there by `pix_gscale`),
+/// `W = Σ_k w_k` at index 1.
 pub(crate) const TABLE_HEAD: usize = 4;
 /// Pixels each `pix_forward` invocation sums: a contiguous run, so that each invocation walks
 /// its own stretch of every class row (with pixels strided by the lane count instead, the
@@ -270,7 +282,8 @@ fn check(
     Ok(lay)
 }
 
-/// The per-class table `[0; 4] ++ w ++ b ++ m ++ a ++ active` and the config's flags.
+/// The per-class table `[0, W, 0, 0] ++ w ++ b ++ m ++ a ++ active` (`W = Σ_k w_k` over the
+/// active classes) and the config's flags.
 fn class_table(
     op: &'static str,
     c: usize,
@@ -324,6 +337,12 @@ fn class_table(
     cfg.bias = t.bias.is_some();
     cfg.margin = t.margins.is_some();
     cfg.masked = active.contains(&0.0);
+    // The head's slot 1: W = Σ_k w_k over the active classes (label smoothing's uniform
+    // target; C without weights).
+    table[1] = (0..c)
+        .filter(|&k| table[TABLE_HEAD + ROW_ACTIVE * c + k] != 0.0)
+        .map(|k| table[TABLE_HEAD + ROW_W * c + k])
+        .sum();
     if t.amplitudes.is_none() {
         cfg.noise = NoiseSource::None;
     }
@@ -344,6 +363,40 @@ fn check_modulation(op: &'static str, m: Modulation) -> Result<()> {
         Err(Error::shape(
             op,
             format!("invalid modulation {m:?} (γ ≥ 0, T > 0, all finite)"),
+        ))
+    }
+}
+
+/// Label smoothing is a term of the plain (optionally weighted) cross-entropy only: `ε ∈ [0,
+/// 1]`, and no modulation, scale, bias, margin, noise or PAT normalisation beside it.
+fn check_smoothing(cfg: &PixelConfig) -> Result<()> {
+    let eps = cfg.smoothing;
+    if eps == 0.0 {
+        return Ok(());
+    }
+    if !(0.0..=1.0).contains(&eps) {
+        return Err(Error::shape(
+            cfg.op,
+            format!("label_smoothing {eps} is outside [0, 1]"),
+        ));
+    }
+    let plain = cfg.modulation == Modulation::None
+        && cfg.scale == 1.0
+        && !cfg.bias
+        && !cfg.margin
+        && !cfg.masked
+        && cfg.noise == NoiseSource::None
+        && cfg.norm != Normalization::PerImageClass;
+    if plain {
+        Ok(())
+    } else {
+        Err(Error::shape(
+            cfg.op,
+            format!(
+                "label smoothing ({eps}) applies to the plain cross-entropy only, not \
+                 combined with a modulation, scale, bias, margin, noise or per-image \
+                 normalisation"
+            ),
         ))
     }
 }
@@ -383,6 +436,7 @@ pub(crate) fn pixel_loss_parts(
     };
     let lay = check(op, logits, labels, noise)?;
     let table = class_table(op, lay.c, terms, &mut cfg)?;
+    check_smoothing(&cfg)?;
     let noise = noise.filter(|_| cfg.noise == NoiseSource::Tensor);
     let dev = logits.device();
     let table = Tensor::from_f64(table, [lay.table_len()], &dev)?;
@@ -513,4 +567,105 @@ fn pixel_loss_backward(
         logits.shape().clone(),
         DType::F32,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+    use crate::device::Device;
+
+    /// Label smoothing beside any other term of the family is rejected, naming ε; beside
+    /// class weights (the plain weighted cross-entropy) it is accepted.
+    #[test]
+    fn smoothing_is_for_the_plain_cross_entropy_only() {
+        let x = Tensor::from_vec(vec![0.5, -1.0, 2.0, 0.0, 1.0, -0.5], [2, 3], &Device::Cpu)
+            .expect("x");
+        let y = Tensor::from_u32(vec![0, 2], [2], &Device::Cpu).expect("y");
+        let base = PixelConfig {
+            smoothing: 0.25,
+            ..PixelConfig::new("ce", 255)
+        };
+        let margins = [0.1, 0.2, 0.3];
+        let bias = [0.0, 1.0, -1.0];
+        let amplitudes = [0.5; 3];
+        let rejected: [(&str, PixelConfig, ClassTerms); 6] = [
+            (
+                "focal",
+                PixelConfig {
+                    modulation: Modulation::Focal { gamma: 2.0 },
+                    ..base
+                },
+                ClassTerms::default(),
+            ),
+            (
+                "scale",
+                PixelConfig { scale: 2.0, ..base },
+                ClassTerms::default(),
+            ),
+            (
+                "PAT normalisation",
+                PixelConfig {
+                    norm: Normalization::PerImageClass,
+                    ..base
+                },
+                ClassTerms::default(),
+            ),
+            (
+                "margins",
+                base,
+                ClassTerms {
+                    margins: Some(&margins),
+                    ..Default::default()
+                },
+            ),
+            (
+                "bias",
+                base,
+                ClassTerms {
+                    bias: Some(&bias),
+                    ..Default::default()
+                },
+            ),
+            (
+                "noise",
+                PixelConfig {
+                    noise: NoiseSource::Seeded { key: 7 },
+                    ..base
+                },
+                ClassTerms {
+                    amplitudes: Some(&amplitudes),
+                    ..Default::default()
+                },
+            ),
+        ];
+        for (what, cfg, terms) in rejected {
+            match pixel_loss(&x, &y, cfg, &terms, None) {
+                Err(Error::Shape { op, msg }) => {
+                    assert_eq!(op, "ce");
+                    assert!(msg.contains("label smoothing (0.25)"), "{what}: {msg}");
+                }
+                Err(e) => panic!("{what}: wrong error {e}"),
+                Ok(_) => panic!("{what}: accepted"),
+            }
+        }
+        let weights = [1.0, 2.0, 0.5];
+        let weighted = ClassTerms {
+            weights: Some(&weights),
+            ..Default::default()
+        };
+        let cfg = PixelConfig {
+            norm: Normalization::SumWeights,
+            ..base
+        };
+        pixel_loss(&x, &y, cfg, &weighted, None).expect("weighted smoothing");
+        let out = PixelConfig {
+            smoothing: 1.5,
+            ..base
+        };
+        let msg = pixel_loss(&x, &y, out, &ClassTerms::default(), None)
+            .expect_err("ε > 1")
+            .to_string();
+        assert!(msg.contains("label_smoothing 1.5"), "{msg}");
+    }
 }

@@ -28,6 +28,7 @@ struct PixelEval {
     /// `z_k − max z` (NaN for excluded classes).
     z_m: Vec<f64>,
     s: f64,
+    /// `w·u·ℓ_v`.
     loss: f64,
     den: f64,
     coef: f64,
@@ -179,12 +180,35 @@ impl<'a> Cpu<'a> {
             Normalization::SumWeights => (1.0, w),
             Normalization::PerImageClass => (1.0 / self.counts[v / self.lay.inner * c + y], 0.0),
         };
+        let mut loss = w * u * beta * nlp;
+        let eps = self.cfg.smoothing;
+        if eps != 0.0 {
+            // Label smoothing (plain cross-entropy only: u = β = s = 1): the target
+            // (1 − ε)·e_y + ε/C, so ℓ = (1 − ε)·w_y·(−log p) + (ε/C)·Σ_k w_k·(−log q_k),
+            // with −log q_k = log s − (z_k − max z) (the backward's coefficient of δ_ky
+            // is scaled by 1 − ε likewise, in `backward`).
+            let ln_s = s.ln();
+            let smooth: f64 = (0..c)
+                .filter(|&k| self.active(k))
+                .map(|k| self.class_weight(k) * (ln_s - z_m[k]))
+                .sum();
+            loss = (1.0 - eps) * loss + eps / c as f64 * smooth;
+        }
         PixelEval {
             z_m,
             s,
-            loss: w * u * beta * nlp,
+            loss,
             den,
             coef: w * u * self.cfg.scale * dcoef,
+        }
+    }
+
+    /// `w_k` (1 without class weights).
+    fn class_weight(&self, k: usize) -> f64 {
+        if self.cfg.weighted {
+            self.row(ROW_W, k)
+        } else {
+            1.0
         }
     }
 
@@ -210,6 +234,10 @@ impl<'a> Cpu<'a> {
         if gd == 0.0 {
             return dx;
         }
+        let eps = self.cfg.smoothing;
+        if eps != 0.0 {
+            return self.backward_smoothed(gd, eps);
+        }
         for v in 0..self.lay.pixels() {
             let Some(y) = self.label(v) else { continue };
             let e = self.eval(v, y);
@@ -217,6 +245,29 @@ impl<'a> Cpu<'a> {
                 let q = e.z_m[k].exp() / e.s;
                 let delta = f64::from(u8::from(k == y));
                 dx[self.lay.at(v, k)] = gd * e.coef * (q - delta);
+            }
+        }
+        dx
+    }
+
+    /// [`Cpu::backward`] with label smoothing `ε` (plain cross-entropy, class weights `w`,
+    /// `W = Σ_k w_k`): `∂ℓ_v/∂z_k = ((1 − ε)·w_y + (ε/C)·W)·q_k − (1 − ε)·w_y·δ_ky −
+    /// (ε/C)·w_k`, times `gd`.
+    fn backward_smoothed(&self, gd: f64, eps: f64) -> Vec<f64> {
+        let c = self.lay.c;
+        let mut dx = vec![0.0; self.x.len()];
+        let active = || (0..c).filter(|&k| self.active(k));
+        let each = eps / c as f64;
+        let all = each * active().map(|k| self.class_weight(k)).sum::<f64>();
+        for v in 0..self.lay.pixels() {
+            let Some(y) = self.label(v) else { continue };
+            let e = self.eval(v, y);
+            let keep = (1.0 - eps) * e.coef;
+            for k in active() {
+                let q = e.z_m[k].exp() / e.s;
+                let delta = f64::from(u8::from(k == y));
+                dx[self.lay.at(v, k)] =
+                    gd * ((keep + all) * q - keep * delta - each * self.class_weight(k));
             }
         }
         dx

@@ -33,6 +33,10 @@ pub(crate) struct PixParams {
     pub(crate) gamma: f32,
     pub(crate) inv_t: f32,
     pub(crate) eps: f32,
+    /// Label smoothing: `1 − ε` and `ε/C` (read only by the `SMOOTH` kernels).
+    pub(crate) ls_keep: f32,
+    pub(crate) ls_each: f32,
+    pub(crate) _pad: [u32; 2],
 }
 
 fn params(lay: Layout, cfg: &PixelConfig) -> PixParams {
@@ -61,6 +65,9 @@ fn params(lay: Layout, cfg: &PixelConfig) -> PixParams {
         gamma: gamma as f32,
         inv_t: (1.0 / t) as f32,
         eps: eps as f32,
+        ls_keep: (1.0 - cfg.smoothing) as f32,
+        ls_each: (cfg.smoothing / lay.c as f64) as f32,
+        _pad: [0; 2],
     }
 }
 
@@ -96,6 +103,7 @@ fn kernel(entry: &'static str, cfg: &PixelConfig) -> Kernel {
         .with("WEIGHTED", u32::from(cfg.weighted))
         .with("CLS", cls)
         .with("NOISE", noise)
+        .with("SMOOTH", u32::from(cfg.smoothing != 0.0))
 }
 
 /// The device buffers of a launch.
