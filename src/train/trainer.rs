@@ -338,12 +338,7 @@ pub fn train(opts: TrainOptions, on: &mut dyn FnMut(Event)) -> Result<Report> {
         } else {
             b.tail.clone()
         };
-        let cfg = BankConfig {
-            tail,
-            slots: b.size,
-            rs: b.rs,
-            resize: b.resize,
-        };
+        let cfg = BankConfig { tail, ..b.clone() };
         let bank = MemoryBank::new(cfg, info.num_classes(), t.seed, resumed.bank)?;
         on(Event::Note(format!(
             "memory bank: tail classes {:?}, {} entries each, Rs {}, p_resize {}; at most \
