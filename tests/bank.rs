@@ -6,17 +6,10 @@
 mod bank_common;
 mod common;
 
-use std::sync::Arc;
-
 use bank_common::*;
-use common::Tmp;
 use wgseg::data::bank::{Entry, Paste};
 use wgseg::data::image_io::{resize_bilinear, resize_bilinear_f32, resize_nearest};
-use wgseg::data::{
-    self, scaled_dim, Augment, BankConfig, BankState, Batch, ClassStats, Dataset, Loader,
-    LoaderState, MemoryBank,
-};
-use wgseg::Error;
+use wgseg::data::{scaled_dim, Batch};
 
 /// Checks that `after` is `before` with exactly the class pixels of `patch` (an `ph×pw`
 /// mask with CHW values) written at `p.offset` (clipped), and nothing else changed.
@@ -283,32 +276,6 @@ fn later_pastes_overwrite_earlier_ones() -> R {
     }
     assert_eq!(orders.len(), 2, "both orders occur");
     Ok(())
-}
-
-/// A pseudo-random label map with blobs of a few classes (xorshift, deterministic).
-fn blobs(h: usize, w: usize, mut s: u64, classes: &[u8]) -> Vec<u8> {
-    let mut next = || {
-        s ^= s << 13;
-        s ^= s >> 7;
-        s ^= s << 17;
-        s
-    };
-    let mut l = vec![0u8; h * w];
-    for &c in classes {
-        if next() % 3 == 0 {
-            continue;
-        }
-        let (y0, x0) = ((next() % h as u64) as usize, (next() % w as u64) as usize);
-        let (bh, bw) = (1 + (next() % 5) as usize, 1 + (next() % 7) as usize);
-        for y in y0..(y0 + bh).min(h) {
-            for x in x0..(x0 + bw).min(w) {
-                if next() % 4 != 0 {
-                    l[y * w + x] = c;
-                }
-            }
-        }
-    }
-    l
 }
 
 #[test]

@@ -9,11 +9,9 @@ use std::sync::Arc;
 
 use bank_common::*;
 use common::Tmp;
-use wgseg::data::bank::{Entry, Paste};
-use wgseg::data::image_io::{resize_bilinear, resize_bilinear_f32, resize_nearest};
 use wgseg::data::{
-    self, scaled_dim, Augment, BankConfig, BankState, Batch, ClassStats, Dataset, Loader,
-    LoaderState, MemoryBank,
+    self, Augment, BankConfig, BankState, Batch, ClassStats, Dataset, Loader, LoaderState,
+    MemoryBank,
 };
 use wgseg::Error;
 

@@ -11,9 +11,7 @@ mod losses_common;
 
 use common::*;
 use losses_common::*;
-use wgseg::losses::{self, rng, BlvOptions, BmsOptions, CbOptions, CeOptions, FocalOptions};
-use wgseg::losses::{LdamOptions, PatCurve, PatOptions};
-use wgseg::{backward, Device, Error, Result, Tensor};
+use wgseg::Device;
 
 #[test]
 fn every_loss_matches_its_spec_formula() {

@@ -8,7 +8,7 @@ mod losses_common;
 
 use common::*;
 use losses_common::*;
-use wgseg::losses::{self, rng, BlvOptions, BmsOptions, CbOptions, CeOptions, FocalOptions};
+use wgseg::losses::{self, rng, BlvOptions, CeOptions, FocalOptions};
 use wgseg::losses::{LdamOptions, PatCurve, PatOptions};
 use wgseg::{backward, Device, Error, Result, Tensor};
 

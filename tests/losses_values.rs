@@ -7,9 +7,9 @@ mod losses_common;
 
 use common::*;
 use losses_common::*;
-use wgseg::losses::{self, rng, BlvOptions, BmsOptions, CbOptions, CeOptions, FocalOptions};
-use wgseg::losses::{LdamOptions, PatCurve, PatOptions};
-use wgseg::{backward, Device, Error, Result, Tensor};
+use wgseg::losses::{self, CeOptions};
+use wgseg::losses::{PatCurve, PatOptions};
+use wgseg::{backward, Device, Tensor};
 
 #[test]
 fn literal_values_and_gradients() {

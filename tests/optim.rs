@@ -9,11 +9,11 @@ mod optim_common;
 
 use std::collections::BTreeMap;
 
-use common::{assert_close, gpu, uniform, Tol, ELEMENTWISE, REDUCTION};
+use common::{gpu, uniform, REDUCTION};
 use optim_common::*;
-use wgseg::nn::{init_rng, Conv2d, Kind, ParamStore};
-use wgseg::optim::{clip_grad_norm, AdamW, Optimizer, Schedule, Sgd, CLIP_EPS};
-use wgseg::{backward, Device, Error, Gradients, Tensor};
+use wgseg::nn::{init_rng, Conv2d, ParamStore};
+use wgseg::optim::{AdamW, Optimizer, Sgd};
+use wgseg::{backward, Device, Tensor};
 
 /// PyTorch's SGD (dampening 0), written out in f64 independently of the crate.
 fn ref_sgd(momentum: f64, wd: f64, nesterov: bool) -> BTreeMap<String, Vec<f64>> {
@@ -69,18 +69,6 @@ fn ref_adamw(b1: f64, b2: f64, eps: f64, wd: f64) -> BTreeMap<String, Vec<f64>> 
         out.insert(name.to_string(), p);
     }
     out
-}
-
-fn compare(
-    what: &str,
-    got: &BTreeMap<String, Vec<f64>>,
-    want: &BTreeMap<String, Vec<f64>>,
-    tol: Tol,
-) {
-    assert_eq!(got.len(), want.len(), "{what}");
-    for (name, w) in want {
-        assert_close(&format!("{what}: {name}"), &got[name], w, tol);
-    }
 }
 
 fn sgd_configs() -> Vec<(f64, f64, bool)> {

@@ -5,13 +5,11 @@ mod common;
 #[path = "common/optim.rs"]
 mod optim_common;
 
-use std::collections::BTreeMap;
-
-use common::{assert_close, gpu, uniform, Tol, ELEMENTWISE, REDUCTION};
+use common::{assert_close, Tol, ELEMENTWISE};
 use optim_common::*;
-use wgseg::nn::{init_rng, Conv2d, Kind, ParamStore};
-use wgseg::optim::{clip_grad_norm, AdamW, Optimizer, Schedule, Sgd, CLIP_EPS};
-use wgseg::{backward, Device, Error, Gradients, Tensor};
+use wgseg::nn::{Kind, ParamStore};
+use wgseg::optim::{clip_grad_norm, Optimizer, Schedule, Sgd, CLIP_EPS};
+use wgseg::{backward, Device, Gradients, Tensor};
 
 /// Linear loss `sum(p ⊙ c)`: the gradients are `c` exactly.
 fn linear_grads(store: &ParamStore, cs: &[(&str, Vec<f32>)]) -> Gradients {

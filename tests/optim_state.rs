@@ -5,13 +5,11 @@ mod common;
 #[path = "common/optim.rs"]
 mod optim_common;
 
-use std::collections::BTreeMap;
-
-use common::{assert_close, gpu, uniform, Tol, ELEMENTWISE, REDUCTION};
+use common::Tol;
 use optim_common::*;
-use wgseg::nn::{init_rng, Conv2d, Kind, ParamStore};
-use wgseg::optim::{clip_grad_norm, AdamW, Optimizer, Schedule, Sgd, CLIP_EPS};
-use wgseg::{backward, Device, Error, Gradients, Tensor};
+use wgseg::nn::{Kind, ParamStore};
+use wgseg::optim::{AdamW, Optimizer, Sgd};
+use wgseg::{backward, Device, Error, Tensor};
 
 #[test]
 fn parameters_keep_their_identity_and_get_gradients() {

@@ -66,3 +66,29 @@ pub fn bank(tail: &[u8], slots: usize, rs: f32, resize: f32, seed: u64) -> Memor
     };
     MemoryBank::new(cfg, C, seed, None).unwrap_or_else(|e| panic!("{e}"))
 }
+
+/// A pseudo-random label map with blobs of a few classes (xorshift, deterministic).
+pub fn blobs(h: usize, w: usize, mut s: u64, classes: &[u8]) -> Vec<u8> {
+    let mut next = || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        s
+    };
+    let mut l = vec![0u8; h * w];
+    for &c in classes {
+        if next() % 3 == 0 {
+            continue;
+        }
+        let (y0, x0) = ((next() % h as u64) as usize, (next() % w as u64) as usize);
+        let (bh, bw) = (1 + (next() % 5) as usize, 1 + (next() % 7) as usize);
+        for y in y0..(y0 + bh).min(h) {
+            for x in x0..(x0 + bw).min(w) {
+                if next() % 4 != 0 {
+                    l[y * w + x] = c;
+                }
+            }
+        }
+    }
+    l
+}

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::common::{assert_close, gpu, Tol, REDUCTION};
+use crate::common::{assert_close, gpu, uniform, Tol, REDUCTION};
 use wgseg::nn::{Kind, ParamStore};
 use wgseg::optim::Optimizer;
 use wgseg::{backward, Device, Gradients, Tensor};
@@ -119,5 +119,17 @@ pub fn private_gpu() -> Option<(Device, std::sync::Arc<wgseg::gpu::GpuContext>)>
             Some((dev, ctx))
         }
         Device::Cpu => None,
+    }
+}
+
+pub fn compare(
+    what: &str,
+    got: &BTreeMap<String, Vec<f64>>,
+    want: &BTreeMap<String, Vec<f64>>,
+    tol: Tol,
+) {
+    assert_eq!(got.len(), want.len(), "{what}");
+    for (name, w) in want {
+        assert_close(&format!("{what}: {name}"), &got[name], w, tol);
     }
 }
