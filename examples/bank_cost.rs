@@ -1,5 +1,5 @@
-//! What the tail-class memory bank (docs/longtail.md) costs per batch, beside what loading the batch
-//! costs, on one thread:
+//! What the tail-class memory bank (docs/longtail.md) costs per batch, beside what loading
+//! the batch costs, on one thread:
 //!
 //! ```text
 //! cargo run --release --example bank_cost -- [DATA_ROOT|builtin] [SCALE] [BATCH] [CROP] [BATCHES]

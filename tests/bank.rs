@@ -52,9 +52,9 @@ fn check_paste(
     assert_eq!(p.pixels, written);
 }
 
-/// The patch the bank (docs/longtail.md) pastes from a whole stored crop: resize the crop by `p` (bilinear
-/// values, nearest mask), then the bounding box of the class's pixels. Returns mask, values,
-/// size.
+/// The patch the bank (docs/longtail.md) pastes from a whole stored crop: resize the crop
+/// by `p` (bilinear values, nearest mask), then the bounding box of the class's pixels.
+/// Returns mask, values, size.
 fn expected_patch(img: &[f32], lab: &[u8], h: usize, w: usize, class: u8, p: f32) -> Patch {
     let (nh, nw) = (scaled_dim(h, p), scaled_dim(w, p));
     let m: Vec<u8> = lab.iter().map(|&v| u8::from(v == class)).collect();

@@ -140,9 +140,9 @@ impl AucParams {
     }
 }
 
-/// The margin's default as `--help` shows it: per surrogate.
+/// The margin's default as `--help` shows it: per surrogate (logistic takes no margin).
 fn margin_default() -> String {
-    [Surrogate::Square, Surrogate::SqHinge, Surrogate::Logistic]
+    [Surrogate::Square, Surrogate::SqHinge]
         .iter()
         .map(|&s| format!("{} for {}", s.default_margin(), SurrogateName::from(s)))
         .collect::<Vec<_>>()

@@ -1,4 +1,4 @@
-//! Command-line overrides of a config table, generated from one list by [`flags!`]: per
+//! Command-line overrides of a config table, generated from one list by `flags!`: per
 //! flag its field (the flag is `--field-name`), its type, the config key it sets, the place
 //! it writes in the table's struct, and its help. The help's `[default: …]` is rendered
 //! from the table's `Default` at run time, so no default is written twice. Used by the

@@ -12,7 +12,7 @@
 //!
 //! Adding a loss: its file (the loss, its options struct with serde keys and `Default`, its
 //! `flags!` list, its `check`), its `mod`/`pub use` lines in `losses/mod.rs`, and one arm
-//! in [`loss_table!`] below.
+//! in `loss_table!` below.
 
 use std::collections::BTreeMap;
 use std::fmt::Display;

@@ -176,8 +176,8 @@ pub fn run(kind: &Kind, t: &[Tensor], counts: &[u64]) -> Result<Tensor> {
 }
 
 // ---------------------------------------------------------------------------------------
-// An independent f64 evaluation of the formulas of docs/longtail.md, written from the formulas (plain loops, no
-// shared code with the library beyond the documented noise generator).
+// An independent f64 evaluation of the formulas of docs/longtail.md, written from them
+// (plain loops, no shared code with the library beyond the documented noise generator).
 
 /// `(L, ∂L/∂x)` of the documented formula; `dims` = `[N, C, H, W]` (or `[N, C]`).
 pub fn spec(

@@ -1,5 +1,5 @@
-//! The tail-class memory bank (T-Memory Bank, docs/longtail.md): stores pixels of tail classes seen
-//! in earlier training images and pastes them into images that lack them.
+//! The tail-class memory bank (T-Memory Bank, docs/longtail.md): stores pixels of tail
+//! classes seen in earlier training images and pastes them into images that lack them.
 //!
 //! # What an entry is
 //!
@@ -16,8 +16,8 @@
 //! 1. **Store** every tail class present in the image (≥ 1 pixel), in the order of the tail
 //!    list: appended while the class has fewer than `SM` entries, else over a uniformly random
 //!    slot. Storing comes first, from the image as augmented, so a class pasted into an image
-//!    (step 2 only pastes classes missing from it) is never stored from it, as the method requires;
-//!    entries stored from image `i` can be pasted into image `i + 1` of the same batch.
+//!    (step 2 only pastes classes missing from it) is never stored from it, as the method
+//!    requires; entries stored from image `i` can be pasted into image `i + 1` of the same batch.
 //! 2. **Paste**: of the `m` tail classes missing from the image, `ceil(Rs·m)` are picked
 //!    uniformly at random (without replacement; `Rs·m` is rounded up after subtracting 1e-6
 //!    so that e.g. `Rs = 0.05, m = 20` picks 1, not 2 through rounding error). A picked class

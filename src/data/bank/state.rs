@@ -21,7 +21,8 @@ pub(super) struct Counters {
 }
 
 /// The bank's content: per tail class its entries (behind `Arc`, so a clone is cheap) and
-/// counters. Carried by each [`Batch`] of a loader with a bank; saved with a checkpoint.
+/// counters. Carried by each [`Batch`](crate::data::Batch) of a loader with a bank; saved
+/// with a checkpoint.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BankState {
     pub(super) tail: Vec<u8>,
