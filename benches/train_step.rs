@@ -54,7 +54,7 @@ fn load(config: &str, loss: &str) -> Result<(RunConfig, String)> {
         .join("models")
         .join(format!("{config}.toml"));
     let mut cfg = RunConfig::load(&path)?;
-    cfg.train.loss = loss.to_string();
+    cfg.train.loss = loss.parse()?;
     let (b, side) = (cfg.train.batch_size, cfg.train.crop);
     let name =
         format!("train step {config}, batch {b}, {side}x{side}, {CLASSES} classes, loss {loss}");
@@ -190,8 +190,10 @@ fn main() -> Result<()> {
     for (cfg, secs, peak) in &done {
         let base = done
             .iter()
-            .find(|(c, _, _)| c.model == cfg.model && c.train.loss == "ce");
-        if let (Some((_, ce_secs, ce_peak)), false) = (base, cfg.train.loss == "ce") {
+            .find(|(c, _, _)| c.model == cfg.model && c.train.loss == wgseg::losses::Loss::Ce);
+        if let (Some((_, ce_secs, ce_peak)), false) =
+            (base, cfg.train.loss == wgseg::losses::Loss::Ce)
+        {
             println!(
                 "{} step overhead over ce ({} config): time {:.2}x, peak pool {:+.1} MiB",
                 cfg.train.loss,

@@ -1,12 +1,12 @@
-//! What the tail-class memory bank (docs/longtail.md) costs per batch, beside what loading the batch
-//! costs, on one thread:
+//! What the tail-class memory bank (docs/longtail.md) costs per batch, beside what loading
+//! the batch costs, on one thread:
 //!
 //! ```text
 //! cargo run --release --example bank_cost -- [DATA_ROOT|builtin] [SCALE] [BATCH] [CROP] [BATCHES]
 //! ```
 //!
 //! Defaults: the built-in data at scale 2 (192×256), batch 8, crop 192, 40 batches. The tail
-//! classes are the dataset's tail group; the bank runs with its defaults (SM = 5,
+//! classes are the dataset's tail group; the bank runs with the default settings (SM = 5,
 //! Rs = 1, p_resize = 1) and with the ADE20K setting (Rs = 0.05, p_resize = 0.4).
 
 use std::path::Path;
@@ -65,9 +65,9 @@ fn main() -> wgseg::Result<()> {
     ] {
         let cfg = BankConfig {
             tail: tail.clone(),
-            slots: 5,
             rs,
             resize,
+            ..BankConfig::default()
         };
         let mut bank = MemoryBank::new(cfg, c, 0, None)?;
         let mut cost = Vec::with_capacity(n);

@@ -10,6 +10,7 @@ pub mod autograd;
 pub mod data;
 pub mod device;
 pub mod error;
+pub mod fsio;
 pub mod gpu;
 pub mod losses;
 pub mod model;

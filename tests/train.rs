@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use common::*;
 use wgseg::data;
+use wgseg::losses::{AucMethodName, Loss};
 use wgseg::model::{DeepLabConfig, DeepLabV3Plus, ModelConfig};
 use wgseg::nn::ParamStore;
 use wgseg::optim::{Optimizer, Sgd};
@@ -252,11 +253,11 @@ fn a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint() {
 /// step, so a resumed run draws what the uninterrupted one drew.
 #[test]
 fn resumed_runs_with_seeded_losses_match_uninterrupted_ones() {
-    resume_matches_uninterrupted("resume-blv", |o| o.config.train.loss = "blv".into());
+    resume_matches_uninterrupted("resume-blv", |o| o.config.train.loss = Loss::Blv);
     resume_matches_uninterrupted("resume-auc-pairwise-tmb", |o| {
-        o.config.train.loss = "aucseg".into();
-        o.config.loss.auc_method = "pairwise".into();
-        o.config.loss.auc_cap = 64;
+        o.config.train.loss = Loss::Aucseg;
+        o.config.loss.auc.method = AucMethodName::Pairwise;
+        o.config.loss.auc.cap = 64;
         o.config.tmb.enabled = true;
     });
 }
@@ -268,10 +269,11 @@ fn every_loss_trains() {
     let dev = gpu().unwrap_or(Device::Cpu);
     let dir = scratch("every-loss");
     let mut first = Vec::new();
-    for &name in wgseg::train::LOSSES {
+    for &loss in Loss::ALL {
+        let name = loss.name();
         let mut o = options(&dir.join(name), &dev, None, false);
         o.config.train.steps = 2;
-        o.config.train.loss = name.into();
+        o.config.train.loss = loss;
         train(o, &mut |_| {}).unwrap_or_else(|e| panic!("{name}: {e}"));
         let l = losses(&dir.join(name));
         assert_eq!(l.len(), 2, "{name}");

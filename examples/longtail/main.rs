@@ -115,7 +115,7 @@ fn config_for(args: &Args, loss: &str, tmb: bool, seed: u64) -> wgseg::Result<Ru
     t.batch_size = args.batch_size;
     t.crop = args.crop.unwrap_or(if builtin { 96 } else { 192 });
     t.seed = seed;
-    t.loss = loss.to_string();
+    t.loss = loss.parse()?;
     t.val_every = 0;
     t.workers = args.workers;
     t.checkpoint_every = (t.steps / 4).max(50);

@@ -7,7 +7,10 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use wgseg::train::{train, Event, RunConfig, TrainOptions};
+use wgseg::data::BankFlags;
+use wgseg::losses::flags::{help_with_default, ShowDefault};
+use wgseg::losses::{Loss, LossFlags};
+use wgseg::train::{train, Event, RunConfig, TrainConfig, TrainOptions};
 use wgseg::Device;
 
 use super::report::print_scores;
@@ -69,130 +72,37 @@ pub struct TrainArgs {
     pub stop_after: Option<u64>,
     #[command(flatten)]
     pub loss: LossArgs,
+    #[command(flatten)]
+    pub tmb: BankFlags,
 }
 
-/// Overrides of `train.loss`, the `[loss]` table and the `[tmb]` table.
+/// Overrides of `train.loss` and the `[loss]` table (the flags: [`LossFlags`], one per key;
+/// each default shown is the one a config without the key gets).
 #[derive(Args, Debug, Default)]
-#[command(next_help_heading = "Loss and tail-class memory bank (defaults: SPEC's)")]
+#[command(next_help_heading = "Loss (overrides the config's train.loss and [loss] table)")]
 pub struct LossArgs {
-    /// The loss: ce, focal, cb, cb-focal, bms, ldam, blv, pat, aucseg.
-    #[arg(long, value_name = "NAME")]
-    pub loss: Option<String>,
-    /// Focal exponent γ (focal, cb-focal) [default: 2].
-    #[arg(long)]
-    pub gamma: Option<f64>,
-    /// Class-balanced β (cb, cb-focal) [default: 0.9999].
-    #[arg(long)]
-    pub cb_beta: Option<f64>,
-    /// LDAM scale s [default: 30].
-    #[arg(long)]
-    pub ldam_s: Option<f64>,
-    /// LDAM largest margin [default: 0.5].
-    #[arg(long)]
-    pub ldam_margin: Option<f64>,
-    /// BLV noise σ [default: 0.5].
-    #[arg(long)]
-    pub blv_sigma: Option<f64>,
-    /// PAT weight curve: falling or rising [default: falling].
-    #[arg(long, value_name = "CURVE")]
-    pub pat_curve: Option<String>,
-    /// PAT temperature T [default: 20].
-    #[arg(long)]
-    pub pat_t: Option<f64>,
-    /// PAT ε [default: 0].
-    #[arg(long)]
-    pub pat_eps: Option<f64>,
-    /// Treat PAT's weight as a constant in the gradient.
-    #[arg(long)]
-    pub pat_detach: bool,
-    /// AUCSeg's λ in L_ce + λ·L_auc [default: 1].
-    #[arg(long)]
-    pub auc_lambda: Option<f64>,
-    /// AUC surrogate margin [default: 1; 0.5 for sq-hinge].
-    #[arg(long)]
-    pub auc_margin: Option<f64>,
-    /// AUC surrogate: square, sq-hinge, logistic [default: square].
-    #[arg(long, value_name = "NAME")]
-    pub auc_surrogate: Option<String>,
-    /// AUC computation: closed (per-class sums) or pairwise (tiled pairs) [default: closed].
-    #[arg(long, value_name = "METHOD")]
-    pub auc_method: Option<String>,
-    /// Pixels per class the pairwise AUC kernel keeps (seeded subsample) [default: 4096].
-    #[arg(long, value_name = "N")]
-    pub auc_cap: Option<usize>,
-    /// Enable the tail-class memory bank (combinable with every loss).
-    #[arg(long)]
-    pub tmb: bool,
-    /// Memory-bank entries per tail class (SM) [default: 5].
-    #[arg(long, value_name = "N")]
-    pub tmb_size: Option<usize>,
-    /// Fraction of an image's missing tail classes pasted into it (Rs) [default: 1].
-    #[arg(long, value_name = "R")]
-    pub tmb_rs: Option<f32>,
-    /// Resize factor of pasted entries (p_resize) [default: 1].
-    #[arg(long, value_name = "F")]
-    pub tmb_resize: Option<f32>,
-    /// Tail class ids, comma-separated [default: the dataset's tail group].
-    #[arg(long, value_name = "IDS", value_delimiter = ',')]
-    pub tmb_tail: Option<Vec<u8>>,
+    #[arg(
+        long,
+        value_name = "NAME",
+        help = help_with_default("The loss", TrainConfig::default().loss.show_default())
+    )]
+    pub loss: Option<Loss>,
+    #[command(flatten)]
+    pub params: LossFlags,
 }
 
 impl LossArgs {
     /// Whether any flag was given.
     fn any(&self) -> bool {
-        self.loss.is_some()
-            || self.gamma.is_some()
-            || self.cb_beta.is_some()
-            || self.ldam_s.is_some()
-            || self.ldam_margin.is_some()
-            || self.blv_sigma.is_some()
-            || self.pat_curve.is_some()
-            || self.pat_t.is_some()
-            || self.pat_eps.is_some()
-            || self.pat_detach
-            || self.auc_lambda.is_some()
-            || self.auc_margin.is_some()
-            || self.auc_surrogate.is_some()
-            || self.auc_method.is_some()
-            || self.auc_cap.is_some()
-            || self.tmb
-            || self.tmb_size.is_some()
-            || self.tmb_rs.is_some()
-            || self.tmb_resize.is_some()
-            || self.tmb_tail.is_some()
+        self.loss.is_some() || self.params.any()
     }
 
     /// Writes the given flags into the config.
     fn apply(&self, c: &mut RunConfig) {
-        fn set<T: Clone>(dst: &mut T, v: &Option<T>) {
-            if let Some(v) = v {
-                *dst = v.clone();
-            }
+        if let Some(l) = self.loss {
+            c.train.loss = l;
         }
-        set(&mut c.train.loss, &self.loss);
-        let l = &mut c.loss;
-        set(&mut l.gamma, &self.gamma);
-        set(&mut l.cb_beta, &self.cb_beta);
-        set(&mut l.ldam_s, &self.ldam_s);
-        set(&mut l.ldam_max_margin, &self.ldam_margin);
-        set(&mut l.blv_sigma, &self.blv_sigma);
-        set(&mut l.pat_curve, &self.pat_curve);
-        set(&mut l.pat_t, &self.pat_t);
-        set(&mut l.pat_eps, &self.pat_eps);
-        l.pat_detach |= self.pat_detach;
-        set(&mut l.auc_lambda, &self.auc_lambda);
-        if self.auc_margin.is_some() {
-            l.auc_margin = self.auc_margin;
-        }
-        set(&mut l.auc_surrogate, &self.auc_surrogate);
-        set(&mut l.auc_method, &self.auc_method);
-        set(&mut l.auc_cap, &self.auc_cap);
-        let b = &mut c.tmb;
-        b.enabled |= self.tmb;
-        set(&mut b.size, &self.tmb_size);
-        set(&mut b.rs, &self.tmb_rs);
-        set(&mut b.resize, &self.tmb_resize);
-        set(&mut b.tail, &self.tmb_tail);
+        self.params.apply(&mut c.loss);
     }
 }
 
@@ -248,7 +158,8 @@ pub fn run(a: TrainArgs) -> Result<()> {
         || a.seed.is_some()
         || a.scale.is_some()
         || a.val_every.is_some()
-        || a.loss.any();
+        || a.loss.any()
+        || a.tmb.any();
     let (config, out, resume) = match &a.resume {
         Some(dir) => {
             if overrides {
@@ -269,6 +180,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
             t.val_every = a.val_every.unwrap_or(t.val_every);
             c.data.scale = a.scale.unwrap_or(c.data.scale);
             a.loss.apply(&mut c);
+            a.tmb.apply(&mut c.tmb);
             c.check()
                 .context("the config after command-line overrides")?;
             let out = a

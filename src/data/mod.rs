@@ -40,11 +40,11 @@
 //! `(seed, epoch, index)`), [`normalize`] (ImageNet mean/std, `[3, H, W]` f32), and the
 //! [`Loader`], which shuffles each epoch from `(seed, epoch)`, decodes on background threads
 //! and delivers [`Batch`]es in order; its [`LoaderState`] resumes a run on the same data
-//! order. [`MemoryBank`] (SPEC §4, [`bank`]) stores tail-class pixels and pastes them into
+//! order. [`MemoryBank`] (docs/longtail.md, [`bank`]) stores tail-class pixels and pastes them into
 //! images that lack them, applied in batch order on a stage thread of the loader
 //! ([`Loader::with_bank`]); each batch carries the bank's [`BankState`] for resuming.
 //! [`ClassStats`] counts training-set pixels per class (cached beside the data) and
-//! splits the classes into head / middle / tail [`Groups`] (SPEC §6).
+//! splits the classes into head / middle / tail [`Groups`] (docs/training.md).
 
 use std::path::{Path, PathBuf};
 
@@ -63,7 +63,7 @@ mod paint;
 pub mod stats;
 
 pub use augment::{normalize, Augment, MEAN, STD};
-pub use bank::{BankConfig, BankLog, BankState, BankStats, MemoryBank};
+pub use bank::{BankConfig, BankFlags, BankLog, BankState, BankStats, MemoryBank};
 pub use image_io::{colorize, load_image, overlay, save_png_gray, save_png_rgb};
 pub use loader::{Batch, Loader, LoaderState};
 pub use stats::{ClassStats, Groups};

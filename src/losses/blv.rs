@@ -1,4 +1,4 @@
-//! `blv`: balanced logit variation (Wang et al. 2023; SPEC §1).
+//! `blv`: balanced logit variation (Wang et al. 2023; docs/longtail.md).
 //!
 //! `ℓ_v = −log softmax(x̃)_y`, `x̃_c = x_c + a_c·|r_c|`, `a_c = |σ|·f_c / max_k f_k`,
 //! `f_c = ln Σn − ln n_c`, with standard-normal draws `r` per logit element (so `σ|r|` is
@@ -9,25 +9,50 @@
 //! [`super::rng`] (the CPU reference draws the same numbers). Training only: pass a fresh
 //! seed every step, e.g. [`super::rng::step_seed`]`(run_seed, step)`.
 
+use serde::{Deserialize, Serialize};
+
 use super::counts::{check_counts, observed_counts};
+use super::flags::flags;
 use super::pixel::{pixel_loss, ClassTerms, NoiseSource, PixelConfig};
 use super::rng;
+use super::spec::rule;
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
 const OP: &str = "blv";
 
-/// Options of [`blv`].
-#[derive(Clone, Debug)]
+/// Options of [`blv`]; also the `blv_sigma` key of a run config's `[loss]` table (the
+/// other fields are per call). `Default` holds the defaults.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default)]
 pub struct BlvOptions {
-    /// Standard deviation `σ` of the variation (default 0.5; its sign is ignored).
+    /// Standard deviation `σ` of the variation (its sign is ignored).
+    #[serde(rename = "blv_sigma")]
     pub sigma: f64,
     /// Seed of the generated noise (used when `noise` is `None`).
+    #[serde(skip)]
     pub seed: u64,
     /// Explicit standard-normal draws, the logits' shape and device.
+    #[serde(skip)]
     pub noise: Option<Tensor>,
     /// Label of pixels that take no part (default 255).
+    #[serde(skip)]
     pub ignore_index: u32,
+}
+
+/// Equal values, and the same noise tensor (or none on both sides).
+impl PartialEq for BlvOptions {
+    fn eq(&self, o: &BlvOptions) -> bool {
+        let same_noise = match (&self.noise, &o.noise) {
+            (None, None) => true,
+            (Some(a), Some(b)) => a.id() == b.id(),
+            _ => false,
+        };
+        self.sigma == o.sigma
+            && self.seed == o.seed
+            && self.ignore_index == o.ignore_index
+            && same_noise
+    }
 }
 
 impl Default for BlvOptions {
@@ -38,6 +63,21 @@ impl Default for BlvOptions {
             noise: None,
             ignore_index: 255,
         }
+    }
+}
+
+impl BlvOptions {
+    /// Checks the configurable values.
+    pub fn check(&self) -> Result<()> {
+        let s = self.sigma;
+        rule(s >= 0.0 && s.is_finite(), "blv_sigma", s, "must be ≥ 0")
+    }
+}
+
+flags! {
+    /// `--blv-sigma`.
+    pub struct BlvFlags for BlvOptions {
+        blv_sigma: f64 => "blv_sigma" at |o| o.sigma, "BLV noise standard deviation σ";
     }
 }
 

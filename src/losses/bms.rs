@@ -1,4 +1,4 @@
-//! `balanced_softmax`: the balanced softmax loss (Ren et al. 2020; SPEC §1).
+//! `balanced_softmax`: the balanced softmax loss (Ren et al. 2020; docs/longtail.md).
 //!
 //! `ℓ_v = −log softmax(x + ln n)_y`, `L = (1/|V|) Σ_v ℓ_v`; gradient `q_c − δ_cy` with
 //! `q = softmax(x + ln n)`. A class with `n_c = 0` is dropped (`ln 0 = −∞`: it takes no part

@@ -1,4 +1,4 @@
-//! `class_balanced`: the class-balanced loss (Cui et al. 2019; SPEC §1), on cross-entropy
+//! `class_balanced`: the class-balanced loss (Cui et al. 2019; docs/longtail.md), on cross-entropy
 //! or, with `focal: Some(γ)`, on the focal loss (`cb-focal`).
 //!
 //! `ℓ_v = w_{y_v} · ℓ_base`, `L = (1/|V|) Σ_v ℓ_v` (the mean over valid pixels, not `Σ w`);
@@ -6,21 +6,31 @@
 //! counts: `w_c = (1 − β)/(1 − β^{n_c})`, rescaled so that `Σ_c w_c = C`
 //! ([`class_balanced_weights`]).
 
+use serde::{Deserialize, Serialize};
+
 use super::counts::{check_counts, observed_counts};
+use super::flags::flags;
 use super::pixel::{pixel_loss, ClassTerms, Modulation, PixelConfig};
+use super::spec::rule;
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
 const OP: &str = "class_balanced";
 
-/// Options of [`class_balanced`].
-#[derive(Clone, Debug)]
+/// Options of [`class_balanced`]; also the `cb_beta` key of a run config's `[loss]` table
+/// (cb and cb-focal, whose `γ` is the focal loss's `gamma`). `Default` holds the defaults.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct CbOptions {
-    /// `β ∈ [0, 1]` of the effective number `(1 − β^n)/(1 − β)` (default 0.9999).
+    /// `β ∈ [0, 1]` of the effective number `(1 − β^n)/(1 − β)` (a config needs
+    /// `0 < β < 1`).
+    #[serde(rename = "cb_beta")]
     pub beta: f64,
     /// `Some(γ)`: class-balanced focal loss with focusing parameter `γ`; `None`: on CE.
+    #[serde(skip)]
     pub focal: Option<f64>,
     /// Label of pixels that take no part (default 255).
+    #[serde(skip)]
     pub ignore_index: u32,
 }
 
@@ -31,6 +41,21 @@ impl Default for CbOptions {
             focal: None,
             ignore_index: 255,
         }
+    }
+}
+
+impl CbOptions {
+    /// Checks the configurable values.
+    pub fn check(&self) -> Result<()> {
+        let b = self.beta;
+        rule(b > 0.0 && b < 1.0, "cb_beta", b, "must be in (0, 1)")
+    }
+}
+
+flags! {
+    /// `--cb-beta`.
+    pub struct CbFlags for CbOptions {
+        cb_beta: f64 => "cb_beta" at |o| o.beta, "Class-balanced β (cb, cb-focal)";
     }
 }
 

@@ -4,7 +4,7 @@ use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
 /// The counts as `f64`, with every zero count replaced by the smallest non-zero one: a
-/// class never seen in the training set is treated as the rarest observed class (SPEC §3,
+/// class never seen in the training set is treated as the rarest observed class (docs/longtail.md,
 /// for `class_balanced`, `ldam` and `blv`). Errors: no counts, or every count zero.
 pub fn observed_counts(counts: &[u64]) -> Result<Vec<f64>> {
     let rarest = counts

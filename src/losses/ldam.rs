@@ -1,25 +1,34 @@
-//! `ldam`: the label-distribution-aware margin loss (Cao et al. 2019; SPEC §1).
+//! `ldam`: the label-distribution-aware margin loss (Cao et al. 2019; docs/longtail.md).
 //!
 //! `ℓ_v = −log softmax(z)_y`, `z = s·(x − m_y e_y)` (the margin of the true class is
 //! subtracted from its logit, then everything is scaled by `s`), `L = (1/|V|) Σ_v ℓ_v`;
 //! gradient `∂ℓ/∂x_c = s·(softmax(z)_c − δ_cy)`. Margins `m_c ∝ n_c^{−1/4}` with
 //! `max_c m_c = max_margin` ([`ldam_margins`]).
 
+use serde::{Deserialize, Serialize};
+
 use super::counts::{check_counts, observed_counts};
+use super::flags::flags;
 use super::pixel::{pixel_loss, ClassTerms, PixelConfig};
+use super::spec::rule;
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
 const OP: &str = "ldam";
 
-/// Options of [`ldam`].
-#[derive(Clone, Debug)]
+/// Options of [`ldam`]; also the `ldam_s` and `ldam_max_margin` keys of a run config's
+/// `[loss]` table. `Default` holds the defaults.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct LdamOptions {
-    /// Logit scale `s > 0` (default 30).
+    /// Logit scale `s > 0`.
+    #[serde(rename = "ldam_s")]
     pub s: f64,
-    /// The largest margin, that of the rarest class (default 0.5).
+    /// The largest margin, that of the rarest class.
+    #[serde(rename = "ldam_max_margin")]
     pub max_margin: f64,
     /// Label of pixels that take no part (default 255).
+    #[serde(skip)]
     pub ignore_index: u32,
 }
 
@@ -30,6 +39,29 @@ impl Default for LdamOptions {
             max_margin: 0.5,
             ignore_index: 255,
         }
+    }
+}
+
+impl LdamOptions {
+    /// Checks the configurable values.
+    pub fn check(&self) -> Result<()> {
+        let (s, m) = (self.s, self.max_margin);
+        rule(s > 0.0 && s.is_finite(), "ldam_s", s, "must be > 0")?;
+        rule(
+            m > 0.0 && m.is_finite(),
+            "ldam_max_margin",
+            m,
+            "must be > 0",
+        )
+    }
+}
+
+flags! {
+    /// `--ldam-s`, `--ldam-margin`.
+    pub struct LdamFlags for LdamOptions {
+        ldam_s: f64 => "ldam_s" at |o| o.s, "LDAM logit scale s";
+        ldam_margin: f64 => "ldam_max_margin" at |o| o.max_margin,
+            "LDAM largest margin (the rarest class's)";
     }
 }
 

@@ -9,6 +9,6 @@ pub mod loss;
 pub mod metrics;
 pub mod trainer;
 
-pub use config::{DataConfig, LossConfig, RunConfig, TmbConfig, TrainConfig, LOSSES};
+pub use config::{BankConfig, DataConfig, Loss, LossConfig, RunConfig, TrainConfig};
 pub use eval::evaluate;
 pub use trainer::{train, train_model, Event, Report, Run, TrainOptions};

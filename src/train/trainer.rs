@@ -189,12 +189,7 @@ fn loss_and_bank(
         } else {
             b.tail.clone()
         };
-        BankConfig {
-            tail,
-            slots: b.size,
-            rs: b.rs,
-            resize: b.resize,
-        }
+        BankConfig { tail, ..b.clone() }
     });
     Ok((loss_fn, bank))
 }
