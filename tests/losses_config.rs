@@ -89,8 +89,30 @@ fn an_old_run_config_loads_and_round_trips() {
     // Saved again, it reads back equal, with the same keys and values as before.
     let text = c.to_toml().unwrap();
     assert_eq!(parse(&text).unwrap(), c);
-    let old: toml::Table = toml::from_str(OLD_RUN_CONFIG).unwrap();
-    let new: toml::Table = toml::from_str(&text).unwrap();
+    // Every key of the old file keeps its value; the only keys added since are the model's
+    // architecture name and cross-entropy's label smoothing, at their defaults.
+    let flat = |t: &str| -> std::collections::BTreeMap<String, toml::Value> {
+        let t: toml::Table = toml::from_str(t).unwrap();
+        t.iter()
+            .flat_map(|(table, v)| {
+                v.as_table()
+                    .unwrap()
+                    .iter()
+                    .map(move |(k, v)| (format!("{table}.{k}"), v.clone()))
+            })
+            .collect()
+    };
+    let (old, mut new) = (flat(OLD_RUN_CONFIG), flat(&text));
+    assert_eq!(
+        new.remove("model.arch"),
+        Some(toml::Value::String("deeplabv3plus".into())),
+        "{text}"
+    );
+    assert_eq!(
+        new.remove("loss.label_smoothing"),
+        Some(toml::Value::Float(0.0)),
+        "{text}"
+    );
     assert_eq!(old, new, "{text}");
 }
 
@@ -101,7 +123,7 @@ fn every_key_and_name_reads_and_round_trips() {
          ldam_max_margin = 0.3\nblv_sigma = 1.5\npat_curve = \"rising\"\npat_t = 5\n\
          pat_eps = 0.1\npat_detach = true\nauc_lambda = 4.0\nauc_margin = 0.7\n\
          auc_surrogate = \"logistic\"\nauc_method = \"pairwise\"\nauc_cap = 64\n\
-         [tmb]\nenabled = true\nsize = 3\nrs = 0.5\nresize = 0.8\ntail = [2, 5]\n",
+         label_smoothing = 0.1\n[tmb]\nenabled = true\nsize = 3\nrs = 0.5\nresize = 0.8\ntail = [2, 5]\n",
         model()
     );
     let c = parse(&text).unwrap();
@@ -117,6 +139,7 @@ fn every_key_and_name_reads_and_round_trips() {
         (l.auc.lambda, l.auc.margin, l.auc.cap),
         (4.0, Some(0.7), 64)
     );
+    assert_eq!(l.ce.label_smoothing, 0.1);
     assert_eq!(l.auc.surrogate.to_string(), "logistic");
     assert_eq!(l.auc.method.to_string(), "pairwise");
     assert_eq!(
@@ -166,7 +189,7 @@ fn bad_names_values_and_keys_are_errors_that_say_what_is_allowed() {
         ("[loss]\nauc_method = \"tiled\"\n", "`closed` or `pairwise`"),
         (
             "[loss]\ngama = 2.0\n",
-            "unknown key loss.gama (known: gamma, cb_beta",
+            "unknown key loss.gama (known: label_smoothing, gamma, cb_beta",
         ),
         (
             "[loss]\nignore_index = 3\n",
@@ -295,6 +318,7 @@ fn every_loss_flag_shows_its_default_and_sets_its_key() {
     assert_eq!(
         flags,
         [
+            "label_smoothing",
             "gamma",
             "cb_beta",
             "ldam_s",
@@ -376,4 +400,69 @@ fn bad_flag_values_list_the_allowed_ones() {
         .clone()
         .try_get_matches_from(["t", "--pat-detach", "true"])
         .is_err());
+}
+
+/// `train.loss = "ce"` with `loss.label_smoothing` computes `ce` with that smoothing: the
+/// table hands the key to the loss (the same value and gradient as a direct call).
+#[test]
+fn label_smoothing_reaches_the_cross_entropy() {
+    use wgseg::losses::{ce, CeOptions, StepInput};
+    use wgseg::{backward, Device, Tensor};
+    let dev = Device::Cpu;
+    let c = parse(&format!(
+        "{}[train]\nloss = \"ce\"\n[loss]\nlabel_smoothing = 0.2\n",
+        model()
+    ))
+    .unwrap();
+    let logits: Vec<f32> = (0..2 * 3 * 2 * 2)
+        .map(|i| ((i * 7) % 11) as f32 / 5.0 - 1.0)
+        .collect();
+    let x = Tensor::from_vec(logits, [2, 3, 2, 2], &dev)
+        .unwrap()
+        .as_param();
+    let y = Tensor::from_u32(vec![0, 1, 2, 255, 2, 2, 1, 0], [2, 2, 2], &dev).unwrap();
+    let step = StepInput {
+        logits: &x,
+        labels: &y,
+        counts: &[10, 20, 30],
+        ignore_index: 255,
+        seed: 0,
+    };
+    let via_table = c.train.loss.compute(&c.loss, &step).unwrap();
+    let direct = ce(
+        &x,
+        &y,
+        &CeOptions {
+            label_smoothing: 0.2,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let plain = ce(&x, &y, &CeOptions::default()).unwrap();
+    let (a, b, p) = (
+        via_table.to_vec_f64().unwrap()[0],
+        direct.to_vec_f64().unwrap()[0],
+        plain.to_vec_f64().unwrap()[0],
+    );
+    assert_eq!(a, b);
+    assert!(
+        (a - p).abs() > 1e-3,
+        "smoothing changed nothing: {a} vs {p}"
+    );
+    let ga = backward(&via_table)
+        .unwrap()
+        .get(&x)
+        .unwrap()
+        .to_vec_f64()
+        .unwrap();
+    let gb = backward(&direct)
+        .unwrap()
+        .get(&x)
+        .unwrap()
+        .to_vec_f64()
+        .unwrap();
+    assert_eq!(ga, gb);
+    // Out of range in a config: an error naming the key.
+    let e = parse(&format!("{}[loss]\nlabel_smoothing = 1.5\n", model())).unwrap_err();
+    assert!(e.contains("label_smoothing"), "{e}");
 }

@@ -22,16 +22,24 @@
 //! valid pixel (or `Σ w = 0`) gives `L = 0` and a zero gradient, never NaN (where PyTorch
 //! gives NaN).
 
+use serde::{Deserialize, Serialize};
+
+use super::flags::flags;
 use super::pixel::{pixel_loss, ClassTerms, Normalization, PixelConfig};
+use super::spec::rule;
 use crate::error::{Error, Result};
 use crate::tensor::{DType, Tensor};
 
-/// Options of [`ce`].
-#[derive(Clone, Debug)]
+/// Options of [`ce`]; also the `label_smoothing` key of a run config's `[loss]` table.
+/// `Default` holds the defaults.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct CeOptions {
     /// Per-class weights `w_c ≥ 0` (`C` values); `None`: the plain mean.
+    #[serde(skip)]
     pub weights: Option<Vec<f64>>,
     /// Label of pixels that take no part (default 255).
+    #[serde(skip)]
     pub ignore_index: u32,
     /// Label smoothing `ε ∈ [0, 1]` (default 0: none).
     pub label_smoothing: f64,
@@ -44,6 +52,27 @@ impl Default for CeOptions {
             ignore_index: 255,
             label_smoothing: 0.0,
         }
+    }
+}
+
+impl CeOptions {
+    /// Checks the configurable values.
+    pub fn check(&self) -> Result<()> {
+        let e = self.label_smoothing;
+        rule(
+            (0.0..=1.0).contains(&e),
+            "label_smoothing",
+            e,
+            "must be in [0, 1]",
+        )
+    }
+}
+
+flags! {
+    /// `--label-smoothing`.
+    pub struct CeFlags for CeOptions {
+        label_smoothing: f64 => "label_smoothing" at |o| o.label_smoothing,
+            "Cross-entropy label smoothing ε (ce)";
     }
 }
 

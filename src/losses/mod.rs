@@ -40,7 +40,7 @@ pub use aucseg::{
 pub use blv::{blv, blv_amplitudes, BlvOptions};
 pub use bms::{balanced_softmax, balanced_softmax_bias, BmsOptions};
 pub use cb::{class_balanced, class_balanced_weights, CbOptions};
-pub use ce::{ce, CeOptions};
+pub use ce::{ce, CeFlags, CeOptions};
 pub use counts::observed_counts;
 pub use focal::{focal, FocalOptions};
 pub use ldam::{ldam, ldam_margins, LdamOptions};

@@ -24,7 +24,7 @@ use super::auc_config::{AucFlags, AucParams};
 use super::blv::{blv, BlvFlags, BlvOptions};
 use super::bms::{balanced_softmax, BmsOptions};
 use super::cb::{class_balanced, CbFlags, CbOptions};
-use super::ce::{ce, CeOptions};
+use super::ce::{ce, CeFlags, CeOptions};
 use super::focal::{focal, FocalFlags, FocalOptions};
 use super::ldam::{ldam, LdamFlags, LdamOptions};
 use super::pat::{pat, PatFlags, PatOptions};
@@ -189,11 +189,11 @@ impl FromStr for Loss {
 }
 
 loss_table! {
-    /// Softmax cross-entropy.
-    Ce = "ce" => |_, s| ce(
+    /// Softmax cross-entropy (label_smoothing).
+    Ce = "ce" [ce: CeOptions, CeFlags] => |p, s| ce(
         s.logits,
         s.labels,
-        &CeOptions { ignore_index: s.ignore_index, ..Default::default() },
+        &CeOptions { ignore_index: s.ignore_index, ..p.ce.clone() },
     );
     /// Focal loss (gamma).
     Focal = "focal" [focal: FocalOptions, FocalFlags] => |p, s| focal(
