@@ -95,7 +95,7 @@ fn zero_count_classes() {
             "bms dropped class ignored on the gpu",
             &[f64::from(gpu_value)],
             &[want],
-            SPEC_LOSS,
+            FORMULA_LOSS,
         );
     }
 }

@@ -15,7 +15,7 @@ use super::image_io::resize_sample;
 use super::{scaled_dim, seed_of, Sample};
 use crate::error::{Error, Result};
 
-/// ImageNet channel means of RGB in `[0, 1]` (SPEC §5 "Input").
+/// ImageNet channel means of RGB in `[0, 1]` (docs/model.md, "Input").
 pub const MEAN: [f32; 3] = [0.485, 0.456, 0.406];
 /// ImageNet channel standard deviations.
 pub const STD: [f32; 3] = [0.229, 0.224, 0.225];

@@ -1,4 +1,4 @@
-//! The built-in dataset: procedurally generated street scenes (SPEC §8), the default of
+//! The built-in dataset: procedurally generated street scenes (docs/training.md), the default of
 //! `wgseg train`, needing no download and no files.
 //!
 //! - 10 classes: sky, building, road, sidewalk, vegetation, car, pole, person, sign,

@@ -1,4 +1,4 @@
-//! The folder layout (SPEC §8), wgseg's native format:
+//! The folder layout (docs/training.md), wgseg's native format:
 //!
 //! ```text
 //! <root>/dataset.toml

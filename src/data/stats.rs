@@ -1,5 +1,5 @@
-//! Training-set class statistics (`n_c` of SPEC, pixel counts per class at the loading
-//! scale) and the head / middle / tail groups of SPEC §6.
+//! Training-set class statistics (`n_c` of docs/longtail.md, pixel counts per class at the loading
+//! scale) and the head / middle / tail groups of docs/training.md.
 //!
 //! Counting decodes the whole split, so the result is cached as JSON:
 //! `<root>/.wgseg-stats-<split>-<scale>.json` when the dataset root is writable, else
@@ -164,7 +164,7 @@ impl ClassStats {
             .collect()
     }
 
-    /// Head / middle / tail (SPEC §6): classes sorted by count (descending; ties by id),
+    /// Head / middle / tail (docs/training.md): classes sorted by count (descending; ties by id),
     /// the first `⌊C/3⌋` are head, the last `⌊C/3⌋` tail, the remainder middle. A group the
     /// dataset config lists explicitly (`info.head` / `info.tail`) is used as given, the other
     /// one is taken from the classes not listed (`⌊C/3⌋` of them, from the matching end), and

@@ -1,5 +1,5 @@
 //! Optimisers as fused in-place update kernels, gradient clipping by global norm, and the
-//! poly learning-rate schedule (SPEC §7).
+//! poly learning-rate schedule (docs/training.md).
 //!
 //! An [`Optimizer`] updates the parameters of a [`ParamStore`] from the [`Gradients`] of a
 //! `backward`, with PyTorch's formulas ([`Sgd`], [`AdamW`]; each documents its own):

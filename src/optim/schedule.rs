@@ -1,4 +1,4 @@
-//! The poly learning-rate schedule with optional linear warm-up (SPEC §7).
+//! The poly learning-rate schedule with optional linear warm-up (docs/training.md).
 
 use crate::error::{Error, Result};
 

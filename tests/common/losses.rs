@@ -427,7 +427,7 @@ pub fn against_spec(name: &str, kind: &Kind, inp: &[Input], counts: &[u64]) {
             &format!("{name}: gpu value vs spec"),
             &[got],
             &[want],
-            SPEC_LOSS,
+            FORMULA_LOSS,
         );
         assert_close(
             &format!("{name}: gpu gradient vs spec"),
