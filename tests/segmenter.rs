@@ -109,17 +109,6 @@ fn options(out: &Path, dev: &Device, stop_at: Option<u64>, resume: bool) -> Trai
     }
 }
 
-fn losses(run: &Path) -> Vec<(u64, f64)> {
-    std::fs::read_to_string(run.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .filter_map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            Some((v["step"].as_u64()?, v.get("loss")?.as_f64()?))
-        })
-        .collect()
-}
-
 #[test]
 fn a_model_from_outside_the_crate_trains_checkpoints_loads_and_evaluates() {
     let dev = gpu().unwrap_or(Device::Cpu);
@@ -127,7 +116,7 @@ fn a_model_from_outside_the_crate_trains_checkpoints_loads_and_evaluates() {
     let run = dir.join("run");
     let report = train_model(options(&run, &dev, None, false), &build_toy, &mut |_| {}).unwrap();
     assert_eq!(report.steps, 6);
-    let l = losses(&run);
+    let l = logged_losses(&run);
     assert_eq!(
         l.iter().map(|p| p.0).collect::<Vec<_>>(),
         [1, 2, 3, 4, 5, 6]
@@ -191,7 +180,7 @@ fn a_model_from_outside_the_crate_resumes_step_for_step() {
     assert_eq!(first.steps, 4);
     let rest = train_model(options(&b, &dev, None, true), &build_toy, &mut |_| {}).unwrap();
     assert_eq!(rest.steps, 6);
-    assert_eq!(losses(&a), losses(&b));
+    assert_eq!(logged_losses(&a), logged_losses(&b));
     let read = |r: &Path| std::fs::read(r.join("checkpoints/last/model.safetensors")).unwrap();
     assert_eq!(read(&a), read(&b));
     std::fs::remove_dir_all(&dir).unwrap();

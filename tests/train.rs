@@ -155,18 +155,6 @@ fn options(out: &Path, dev: &Device, stop_at: Option<u64>, resume: bool) -> Trai
     }
 }
 
-/// The `loss` of every training line of `metrics.jsonl`, by step.
-fn losses(run: &Path) -> Vec<(u64, f64)> {
-    std::fs::read_to_string(run.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .filter_map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            Some((v["step"].as_u64()?, v.get("loss")?.as_f64()?))
-        })
-        .collect()
-}
-
 /// Trains 6 steps whole, and 3 + 3 with a stop and a resume in between (both with
 /// `configure` applied), and checks that both runs logged the same losses, scored the same
 /// and saved the same weights.
@@ -189,7 +177,7 @@ fn resume_matches_uninterrupted(name: &str, configure: impl Fn(&mut TrainOptions
     assert!(e.to_string().contains("--resume"), "{e}");
     let rest = train(opts(&b, None, true), &mut |_| {}).unwrap();
     assert_eq!(rest.steps, 6);
-    let (la, lb) = (losses(&a), losses(&b));
+    let (la, lb) = (logged_losses(&a), logged_losses(&b));
     assert_eq!(la.len(), 6);
     assert_eq!(
         la, lb,
@@ -275,7 +263,7 @@ fn every_loss_trains() {
         o.config.train.steps = 2;
         o.config.train.loss = loss;
         train(o, &mut |_| {}).unwrap_or_else(|e| panic!("{name}: {e}"));
-        let l = losses(&dir.join(name));
+        let l = logged_losses(&dir.join(name));
         assert_eq!(l.len(), 2, "{name}");
         assert!(l.iter().all(|(_, v)| v.is_finite()), "{name}: {l:?}");
         first.push((name, l[0].1));
