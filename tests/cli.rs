@@ -1,8 +1,12 @@
 //! The built `wgseg` binary.
 
+#[path = "common/cli.rs"]
+mod cli_common;
 mod common;
 
 use std::process::Command;
+
+use cli_common::{text, wgseg_in, MICRO};
 
 fn wgseg(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_wgseg"))
@@ -58,27 +62,6 @@ fn unknown_device_is_a_clear_error() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown device"));
 }
-
-/// `wgseg` with `args`, run in `dir`.
-fn wgseg_in(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_wgseg"))
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("run wgseg")
-}
-
-fn text(o: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-const MICRO: &str = "[model]\nstem = 4\nwidths = [4, 8, 8, 12]\ndepths = [1, 1, 1, 1]\n\
-                     aspp = 8\nlow = 4\ndecoder = 8\noutput_stride = 16\n\n\
-                     [train]\nworkers = 1\nlog_every = 1\n";
 
 #[test]
 fn train_eval_and_infer_on_the_built_in_data() {

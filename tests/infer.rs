@@ -2,35 +2,17 @@
 //! the input's size: the same ids as evaluation's path (the image loaded at that scale by
 //! the dataset, the logits resized back to the label's size).
 
+#[path = "common/cli.rs"]
+mod cli_common;
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output};
 
+use cli_common::{text, wgseg_in, MICRO};
 use wgseg::data;
 use wgseg::nn::ParamStore;
 use wgseg::train::checkpoint;
 use wgseg::{Device, Tensor};
-
-const MICRO: &str = "[model]\nstem = 4\nwidths = [4, 8, 8, 12]\ndepths = [1, 1, 1, 1]\n\
-                     aspp = 8\nlow = 4\ndecoder = 8\noutput_stride = 16\n\n\
-                     [train]\nworkers = 1\nlog_every = 1\n";
-
-fn wgseg_in(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_wgseg"))
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("run wgseg")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 /// Logits `[1, C, h, w]` of the checkpoint's network for a normalised image given at
 /// `sh×sw`, resized to `h×w` when that differs.
