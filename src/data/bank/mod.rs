@@ -135,7 +135,7 @@ pub struct MemoryBank {
 
 impl MemoryBank {
     /// A bank for a dataset of `num_classes` classes, empty (`state = None`) or continuing
-    /// `state` (which must hold the same tail classes, each with at most `slots` entries).
+    /// `state` (which must hold the same tail classes, each with at most `size` entries).
     /// `seed` is the run's seed.
     pub fn new(
         cfg: BankConfig,
