@@ -37,7 +37,7 @@ const RUNS: usize = 5;
 const SLOW_STEP_S: f64 = 5.0;
 /// Kernel-name prefixes counted as GEMM / convolution work in the profile.
 const GEMM_PREFIXES: [&str; 4] = ["gemm_tex.wgsl", "pack.wgsl", "conv", "matmul"];
-/// Profile rows printed per config.
+/// Profile rows printed per config (`WGSEG_BENCH_TOP=N` prints N).
 const TOP: usize = 15;
 
 /// The rows: (config, loss).
@@ -149,7 +149,11 @@ fn row(cfg: &RunConfig, name: &str) -> Result<(f64, u64)> {
         "  {:<44} {:>6} {:>10} {:>7}",
         "kernel", "calls", "ms", "share"
     );
-    for (k, calls, secs) in report.iter().take(TOP) {
+    let top = std::env::var("WGSEG_BENCH_TOP")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(TOP);
+    for (k, calls, secs) in report.iter().take(top) {
         println!(
             "  {k:<44} {calls:>6} {:>10.2} {:>6.1}%",
             secs * 1e3,
