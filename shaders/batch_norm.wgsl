@@ -1,22 +1,34 @@
 // Fused batch-norm kernels over x viewed as planes [N·C, hw] (plane p has channel p mod C),
-// used by src/ops/norm.rs in training (forward statistics, normalisation, backward).
+// used by src/ops/norm.rs. A training forward is three dispatches (bn_stats, bn_finish,
+// bn_apply), a backward three (bn_stats MODE 1, bn_finish_backward, bn_apply_backward), an
+// evaluation forward two (bn_finish_eval, bn_apply). Each replaces a composition of about
+// twenty small elementwise ops, reductions and copies.
 //
-// bn_sums: invocation t = p·LANES + l sums the elements l, l + LANES, … of plane p and writes
-//   its partial sum(s) to out[t] (and out[P·LANES + t] for MODE 2); the host adds the
-//   partials over the lanes and the batch with the reduce kernels. MODE 0: Σ x. MODE 1:
-//   Σ (x − μ_c)² (two-pass variance, μ in coef[c]). MODE 2: Σ dy and Σ dy·(x − μ_c) (dy in u).
-// bn_affine: out = a_c·u + b_c·v + d_c elementwise (a, b, d in coef[c], coef[C + c],
-//   coef[2C + c]; u only when TWO_INPUTS). One invocation per run of CHUNK elements of a
-//   plane, so the per-channel coefficients are loaded once per run (on lavapipe every
-//   storage load costs a scalar loop over the SIMD lanes, so per-element coefficient loads
-//   would triple the cost of the pass).
+// The epilogue of bn_apply is y = act(x·scale_c + shift_c [+ r]) (ACT, RESIDUAL): the
+// activation and a residual add that would each be a full-size pass of their own run inside
+// the normalisation pass, and their backward (the activation's mask, the residual's
+// gradient) inside the backward pass.
 //
-// Both replace compositions of broadcasting elementwise ops and reductions (about ten
-// full-size passes each way); the README's results give the composed and the fused timings
-// (`cargo bench -- batch`).
+// bn_stats, MODE 0: invocation t = plane·LANES + l sums the elements l, l + LANES, … of its
+//   plane shifted by K_c = x[c·hw] (the channel's first value in image 0, the same for every
+//   plane of the channel, so partial sums add up): part[t] = Σ (x − K_c),
+//   part[P·LANES + t] = Σ (x − K_c)², and part[2·P·LANES + c] = K_c (lane 0 of image 0).
+//   Shifting by a value of the channel keeps the one-pass variance
+//   Σd²/n − (Σd/n)² free of the cancellation that unshifted sums suffer when |mean| ≫ std.
+// bn_stats, MODE 1: with dy = g·act'(y), part[t] = Σ dy, part[P·LANES + t] = Σ dy·(x − μ_c).
+// bn_finish (one invocation per channel): adds the partials in a fixed order (image by
+//   image, lane by lane: deterministic, no atomics) and writes stats = [mean, rstd, scale,
+//   shift] (each [C]) and the updated running statistics.
+// bn_finish_eval: stats from the running statistics.
+// bn_finish_backward: coef = [A, B, D] with ∂x = A·dy + B·x + D, and ∂γ, ∂β.
+// bn_apply / bn_apply_backward: one invocation per run of CHUNK elements of a plane, so the
+//   per-channel coefficients are loaded once per run (on lavapipe every storage load costs
+//   a scalar loop over the SIMD lanes).
 
 override MODE: u32 = 0u;
-override TWO_INPUTS: bool = false;
+// 0: identity, 1: ReLU.
+override ACT: u32 = 0u;
+override RESIDUAL: bool = false;
 
 const LANES: u32 = 64u;
 const CHUNK: u32 = 16u;
@@ -26,77 +38,220 @@ struct BnParams {
     c: u32,
     hw: u32,
     chunks: u32,
-    _p0: u32,
-    _p1: u32,
-    _p2: u32,
-    _p3: u32,
+    inv_n: f32,
+    eps: f32,
+    momentum: f32,
+    unbias: f32,
 }
 
 @group(0) @binding(0) var<uniform> p: BnParams;
-@group(0) @binding(1) var<storage, read> v: array<f32>;
-@group(0) @binding(2) var<storage, read> u: array<f32>;
-@group(0) @binding(3) var<storage, read> coef: array<f32>;
-@group(0) @binding(4) var<storage, read_write> out: array<f32>;
+
+// bn_stats
+@group(0) @binding(1) var<storage, read> st_x: array<f32>;
+@group(0) @binding(2) var<storage, read> st_g: array<f32>;
+@group(0) @binding(3) var<storage, read> st_y: array<f32>;
+@group(0) @binding(4) var<storage, read> st_stats: array<f32>;
+@group(0) @binding(5) var<storage, read_write> st_part: array<f32>;
+
+// bn_finish, bn_finish_eval, bn_finish_backward
+@group(0) @binding(1) var<storage, read> fi_part: array<f32>;
+@group(0) @binding(2) var<storage, read> fi_gamma: array<f32>;
+@group(0) @binding(3) var<storage, read> fi_beta: array<f32>;
+@group(0) @binding(4) var<storage, read> fi_rmean: array<f32>;
+@group(0) @binding(5) var<storage, read> fi_rvar: array<f32>;
+@group(0) @binding(6) var<storage, read_write> fi_stats: array<f32>;
+@group(0) @binding(7) var<storage, read_write> fi_out1: array<f32>;
+@group(0) @binding(8) var<storage, read_write> fi_out2: array<f32>;
+
+// bn_apply
+@group(0) @binding(1) var<storage, read> ap_x: array<f32>;
+@group(0) @binding(2) var<storage, read> ap_stats: array<f32>;
+@group(0) @binding(3) var<storage, read> ap_res: array<f32>;
+@group(0) @binding(4) var<storage, read_write> ap_y: array<f32>;
+
+// bn_apply_backward
+@group(0) @binding(1) var<storage, read> ab_g: array<f32>;
+@group(0) @binding(2) var<storage, read> ab_y: array<f32>;
+@group(0) @binding(3) var<storage, read> ab_x: array<f32>;
+@group(0) @binding(4) var<storage, read> ab_coef: array<f32>;
+@group(0) @binding(5) var<storage, read_write> ab_dx: array<f32>;
+@group(0) @binding(6) var<storage, read_write> ab_dres: array<f32>;
+
+// The activation's derivative as a factor on the incoming gradient, from its output.
+fn act_grad(g: f32, y: f32) -> f32 {
+    if (ACT == 1u) {
+        return select(0.0, g, y > 0.0);
+    }
+    return g;
+}
+
+fn act(v: f32) -> f32 {
+    if (ACT == 1u) {
+        return max(v, 0.0);
+    }
+    return v;
+}
 
 @compute @workgroup_size(64)
-fn bn_sums(@builtin(workgroup_id) wid: vec3<u32>,
-           @builtin(num_workgroups) nwg: vec3<u32>,
-           @builtin(local_invocation_index) lid: u32) {
+fn bn_stats(@builtin(workgroup_id) wid: vec3<u32>,
+            @builtin(num_workgroups) nwg: vec3<u32>,
+            @builtin(local_invocation_index) lid: u32) {
     let t = wg_linear(wid, nwg) * 64u + lid;
     if (t >= p.planes * LANES) {
         return;
     }
     let plane = t / LANES;
+    let c = plane % p.c;
     let base = plane * p.hw;
-    var mu = 0.0;
-    if (MODE != 0u) {
-        mu = coef[plane % p.c];
-    }
+    let lane = t % LANES;
     var s = 0.0;
     var s2 = 0.0;
-    for (var i = t % LANES; i < p.hw; i = i + LANES) {
-        let x = v[base + i];
-        if (MODE == 0u) {
-            s = s + x;
-        } else if (MODE == 1u) {
-            let d = x - mu;
-            s = fma(d, d, s);
-        } else {
-            let g = u[base + i];
-            s = s + g;
-            s2 = fma(g, x - mu, s2);
+    if (MODE == 0u) {
+        let k = st_x[c * p.hw];
+        for (var i = lane; i < p.hw; i = i + LANES) {
+            let d = st_x[base + i] - k;
+            s = s + d;
+            s2 = fma(d, d, s2);
+        }
+        if (plane < p.c && lane == 0u) {
+            st_part[2u * p.planes * LANES + c] = k;
+        }
+    } else {
+        let mu = st_stats[c];
+        for (var i = lane; i < p.hw; i = i + LANES) {
+            let dy = act_grad(st_g[base + i], st_y[base + i]);
+            s = s + dy;
+            s2 = fma(dy, st_x[base + i] - mu, s2);
         }
     }
-    out[t] = s;
-    if (MODE == 2u) {
-        out[p.planes * LANES + t] = s2;
+    st_part[t] = s;
+    st_part[p.planes * LANES + t] = s2;
+}
+
+// Σ over images and lanes of the two partial sums of channel c, in a fixed order.
+fn channel_totals(c: u32) -> vec2<f32> {
+    var s = 0.0;
+    var s2 = 0.0;
+    let second = p.planes * LANES;
+    for (var plane = c; plane < p.planes; plane = plane + p.c) {
+        let base = plane * LANES;
+        for (var l = 0u; l < LANES; l = l + 1u) {
+            s = s + fi_part[base + l];
+            s2 = s2 + fi_part[second + base + l];
+        }
     }
+    return vec2<f32>(s, s2);
+}
+
+// Writes [mean, rstd, scale, shift] of channel c.
+fn write_stats(c: u32, mean: f32, var_: f32) {
+    let rstd = 1.0 / sqrt(var_ + p.eps);
+    let scale = fi_gamma[c] * rstd;
+    fi_stats[c] = mean;
+    fi_stats[p.c + c] = rstd;
+    fi_stats[2u * p.c + c] = scale;
+    fi_stats[3u * p.c + c] = fi_beta[c] - mean * scale;
+}
+
+// Training statistics; fi_out1 / fi_out2: the updated running mean / variance
+// (running ← (1 − momentum)·running + momentum·mean, and + unbias·var with the biased var).
+@compute @workgroup_size(64)
+fn bn_finish(@builtin(workgroup_id) wid: vec3<u32>,
+             @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(local_invocation_index) lid: u32) {
+    let c = wg_linear(wid, nwg) * 64u + lid;
+    if (c >= p.c) {
+        return;
+    }
+    let tot = channel_totals(c);
+    let m1 = tot.x * p.inv_n;
+    let var_ = max(tot.y * p.inv_n - m1 * m1, 0.0);
+    let mean = fi_part[2u * p.planes * LANES + c] + m1;
+    write_stats(c, mean, var_);
+    let keep = 1.0 - p.momentum;
+    fi_out1[c] = keep * fi_rmean[c] + p.momentum * mean;
+    fi_out2[c] = keep * fi_rvar[c] + p.unbias * var_;
 }
 
 @compute @workgroup_size(64)
-fn bn_affine(@builtin(workgroup_id) wid: vec3<u32>,
-             @builtin(num_workgroups) nwg: vec3<u32>,
-             @builtin(local_invocation_index) lid: u32) {
+fn bn_finish_eval(@builtin(workgroup_id) wid: vec3<u32>,
+                  @builtin(num_workgroups) nwg: vec3<u32>,
+                  @builtin(local_invocation_index) lid: u32) {
+    let c = wg_linear(wid, nwg) * 64u + lid;
+    if (c >= p.c) {
+        return;
+    }
+    write_stats(c, fi_rmean[c], fi_rvar[c]);
+}
+
+// fi_part: the MODE 1 partials; fi_rmean: the forward's stats (mean, rstd at C + c).
+// fi_stats ← coef [A, B, D]; fi_out1 ← ∂γ = rstd·Σ dy·(x − μ); fi_out2 ← ∂β = Σ dy.
+@compute @workgroup_size(64)
+fn bn_finish_backward(@builtin(workgroup_id) wid: vec3<u32>,
+                      @builtin(num_workgroups) nwg: vec3<u32>,
+                      @builtin(local_invocation_index) lid: u32) {
+    let c = wg_linear(wid, nwg) * 64u + lid;
+    if (c >= p.c) {
+        return;
+    }
+    let tot = channel_totals(c);
+    let mean = fi_rmean[c];
+    let rstd = fi_rmean[p.c + c];
+    let a = fi_gamma[c] * rstd;
+    let b = -a * rstd * rstd * tot.y * p.inv_n;
+    fi_stats[c] = a;
+    fi_stats[p.c + c] = b;
+    fi_stats[2u * p.c + c] = -b * mean - a * tot.x * p.inv_n;
+    fi_out1[c] = tot.y * rstd;
+    fi_out2[c] = tot.x;
+}
+
+@compute @workgroup_size(64)
+fn bn_apply(@builtin(workgroup_id) wid: vec3<u32>,
+            @builtin(num_workgroups) nwg: vec3<u32>,
+            @builtin(local_invocation_index) lid: u32) {
     let t = wg_linear(wid, nwg) * 64u + lid;
     if (t >= p.planes * p.chunks) {
         return;
     }
     let plane = t / p.chunks;
     let c = plane % p.c;
-    let b = coef[p.c + c];
-    let d = coef[2u * p.c + c];
-    var a = 0.0;
-    if (TWO_INPUTS) {
-        a = coef[c];
-    }
+    let scale = ap_stats[2u * p.c + c];
+    let shift = ap_stats[3u * p.c + c];
     let first = (t % p.chunks) * CHUNK;
     let end = min(first + CHUNK, p.hw);
     let base = plane * p.hw;
-    for (var i = first; i < end; i = i + 1u) {
-        var y = fma(b, v[base + i], d);
-        if (TWO_INPUTS) {
-            y = fma(a, u[base + i], y);
+    for (var i = base + first; i < base + end; i = i + 1u) {
+        var v = fma(ap_x[i], scale, shift);
+        if (RESIDUAL) {
+            v = v + ap_res[i];
         }
-        out[base + i] = y;
+        ap_y[i] = act(v);
+    }
+}
+
+// ∂x = A·dy + B·x + D with dy = g·act'(y); with RESIDUAL the residual's gradient dy too.
+@compute @workgroup_size(64)
+fn bn_apply_backward(@builtin(workgroup_id) wid: vec3<u32>,
+                     @builtin(num_workgroups) nwg: vec3<u32>,
+                     @builtin(local_invocation_index) lid: u32) {
+    let t = wg_linear(wid, nwg) * 64u + lid;
+    if (t >= p.planes * p.chunks) {
+        return;
+    }
+    let plane = t / p.chunks;
+    let c = plane % p.c;
+    let a = ab_coef[c];
+    let b = ab_coef[p.c + c];
+    let d = ab_coef[2u * p.c + c];
+    let first = (t % p.chunks) * CHUNK;
+    let end = min(first + CHUNK, p.hw);
+    let base = plane * p.hw;
+    for (var i = base + first; i < base + end; i = i + 1u) {
+        let dy = act_grad(ab_g[i], ab_y[i]);
+        ab_dx[i] = fma(a, dy, fma(b, ab_x[i], d));
+        if (RESIDUAL) {
+            ab_dres[i] = dy;
+        }
     }
 }

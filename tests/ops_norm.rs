@@ -4,7 +4,9 @@
 mod common;
 
 use common::*;
-use wgseg::ops::{batch_norm2d, BatchNormState, BN_EPS, BN_MOMENTUM};
+use wgseg::ops::{
+    batch_norm2d, batch_norm2d_with, Activation, BatchNormState, Epilogue, BN_EPS, BN_MOMENTUM,
+};
 use wgseg::{Device, Shape, Tensor};
 
 /// x, gamma, beta (differentiable) and running mean/var (constants) for shape `s`.
@@ -61,6 +63,140 @@ fn batch_norm_eval_matches_and_differentiates() {
             |t| Ok(batch_norm2d(&t[0], &t[1], &t[2], &state(t), false, BN_MOMENTUM, BN_EPS)?.0),
         );
     }
+}
+
+/// bn_inputs plus a differentiable residual of x's shape (input 5).
+fn bn_res_inputs(s: [usize; 4], seed: u64) -> Vec<Input> {
+    let n: usize = s.iter().product();
+    let mut v = bn_inputs(s, seed);
+    v.push(Input::param(s, uniform(n, seed + 5, -1.0, 1.0)));
+    v
+}
+
+/// The epilogues, by index: ReLU alone, a residual alone (input 5), both.
+const EPILOGUES: [&str; 3] = ["relu", "residual", "residual + relu"];
+
+fn epilogue(t: &[wgseg::Tensor], e: usize) -> Epilogue<'_> {
+    Epilogue {
+        act: if e == 1 {
+            Activation::Identity
+        } else {
+            Activation::Relu
+        },
+        residual: (e > 0).then(|| &t[5]),
+    }
+}
+
+#[test]
+fn batch_norm_epilogue_matches_and_differentiates() {
+    for (i, &s) in SHAPES.iter().enumerate() {
+        for (k, training) in [(0usize, true), (1, false)] {
+            for (e, name) in EPILOGUES.iter().enumerate() {
+                check_op(
+                    &format!("batch_norm2d {} train {training} {s:?}", name),
+                    &if e == 0 {
+                        bn_inputs(s, 1000 + 100 * i as u64 + 10 * k as u64)
+                    } else {
+                        bn_res_inputs(s, 1000 + 100 * i as u64 + 10 * k as u64)
+                    },
+                    Check::new(REDUCTION, REDUCTION),
+                    |t| {
+                        let ep = epilogue(t, e);
+                        Ok(batch_norm2d_with(
+                            &t[0],
+                            &t[1],
+                            &t[2],
+                            &state(t),
+                            training,
+                            BN_MOMENTUM,
+                            BN_EPS,
+                            ep,
+                        )?
+                        .0)
+                    },
+                );
+            }
+        }
+    }
+}
+
+/// The epilogue equals its composition (bn, then + r, then ReLU), and evaluation without
+/// gradients (the fused two-dispatch path) equals the CPU reference.
+#[test]
+fn batch_norm_epilogue_equals_composition() {
+    let s = [3, 4, 5, 7];
+    let mut devs = vec![Device::Cpu];
+    devs.extend(gpu());
+    for dev in devs {
+        let t: Vec<Tensor> = bn_res_inputs(s, 77)
+            .iter()
+            .map(|i| Tensor::from_vec(i.data.clone(), i.shape.clone(), &dev).unwrap())
+            .collect();
+        for training in [true, false] {
+            for (e, name) in EPILOGUES.iter().enumerate() {
+                let ep = epilogue(&t, e);
+                let (fused, _) = batch_norm2d_with(
+                    &t[0],
+                    &t[1],
+                    &t[2],
+                    &state(&t),
+                    training,
+                    BN_MOMENTUM,
+                    BN_EPS,
+                    ep,
+                )
+                .unwrap();
+                let (plain, _) = batch_norm2d(
+                    &t[0],
+                    &t[1],
+                    &t[2],
+                    &state(&t),
+                    training,
+                    BN_MOMENTUM,
+                    BN_EPS,
+                )
+                .unwrap();
+                let mut want = plain;
+                if let Some(r) = ep.residual {
+                    want = want.add(r).unwrap();
+                }
+                if ep.act == Activation::Relu {
+                    want = want.relu().unwrap();
+                }
+                let (got, want) = (fused.to_vec_f64().unwrap(), want.to_vec_f64().unwrap());
+                assert!(got.contains(&0.0) == (ep.act == Activation::Relu));
+                assert_close(
+                    &format!("{name} train {training} on {dev:?}"),
+                    &got,
+                    &want,
+                    ELEMENTWISE,
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn batch_norm_residual_of_another_shape_is_an_error() {
+    let dev = Device::Cpu;
+    let x = Tensor::zeros([2, 3, 4, 4], &dev).unwrap();
+    let r = Tensor::zeros([2, 3, 4, 5], &dev).unwrap();
+    let (g, b) = (
+        Tensor::ones([3], &dev).unwrap(),
+        Tensor::zeros([3], &dev).unwrap(),
+    );
+    let st = BatchNormState::new(3, &dev).unwrap();
+    let ep = Epilogue {
+        act: Activation::Identity,
+        residual: Some(&r),
+    };
+    let err = batch_norm2d_with(&x, &g, &b, &st, true, BN_MOMENTUM, BN_EPS, ep)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("residual") && err.contains("[2, 3, 4, 5]"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -11,7 +11,7 @@ use crate::ops::binary::{binary_backward, where_backward, BinaryOp};
 use crate::ops::conv::{conv2d_backward, Conv2dParams};
 use crate::ops::copy::{concat_backward, pad_axis, permute_backward};
 use crate::ops::matmul::matmul_backward;
-use crate::ops::norm::batch_norm_backward;
+use crate::ops::norm::{batch_norm_backward, Activation};
 use crate::ops::pool::{avg_pool2d_backward, max_pool2d_backward, Pool2d};
 use crate::ops::reduce::{reduce_backward, ReduceOp};
 use crate::ops::resize::interpolate_bilinear_backward;
@@ -68,11 +68,12 @@ pub enum Op {
     /// An op defined outside the engine and recorded with [`super::record_custom`]: its
     /// backward rule is the [`CustomOp`]'s.
     Custom(Arc<dyn CustomOp>),
-    /// Training batch-norm; inputs x, γ, β. `mean` and `rstd` (`[C]`) are the batch
-    /// statistics of the forward.
+    /// Training batch-norm with its fused epilogue; inputs x, γ, β and, with a residual,
+    /// r. `stats` (`[4·C]`: mean, rstd, scale, shift) are the forward's batch statistics;
+    /// `act` the activation applied last.
     BatchNorm {
-        mean: Tensor,
-        rstd: Tensor,
+        stats: Tensor,
+        act: Activation,
     },
     /// `op(a) · op(b)`; the flags say which operand is read transposed. Inputs: a, b.
     Matmul {
@@ -145,7 +146,7 @@ impl Op {
             Op::Matmul { trans_a, trans_b } => {
                 matmul_backward(*trans_a, *trans_b, x, &inputs[1], g)?.to_vec()
             }
-            Op::BatchNorm { mean, rstd } => batch_norm_backward(inputs, mean, rstd, g)?,
+            Op::BatchNorm { stats, act } => batch_norm_backward(inputs, stats, *act, out, g)?,
         })
     }
 }

@@ -277,7 +277,7 @@ fn twins() -> Vec<Twin> {
             BnParams,
             Shader::BatchNorm,
             "BnParams",
-            [planes, c, hw, chunks, _p]
+            [planes, c, hw, chunks, inv_n, eps, momentum, unbias]
         ),
         layout!(FillParams, Shader::Fill, "Params", [n, value, _p0, _p1]),
         layout!(

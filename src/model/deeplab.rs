@@ -3,7 +3,7 @@
 
 use super::{DeepLabConfig, ModelConfig, Segmenter};
 use crate::error::{Error, Result};
-use crate::nn::{init_rng, BasicBlock, BatchNorm2d, Conv2d, ConvBn, ParamStore};
+use crate::nn::{init_rng, BasicBlock, BatchNorm2d, Conv2d, ConvBn, ParamStore, RELU};
 use crate::ops::copy::concat;
 use crate::tensor::Tensor;
 
@@ -165,7 +165,7 @@ impl DeepLabV3Plus {
             ));
         }
         let y = self.stem_conv.forward(store, x)?;
-        let y = self.stem_bn.forward(store, &y, training)?.relu()?;
+        let y = self.stem_bn.forward_with(store, &y, training, RELU)?;
         let mut y = y.max_pool2d((3, 3), (2, 2), (1, 1))?;
         let mut low = None;
         for (i, blocks) in self.layers.iter().enumerate() {

@@ -3,8 +3,16 @@
 
 use super::{kaiming_normal_fan_out, InitRng, Kind, ParamStore};
 use crate::error::Result;
-use crate::ops::{batch_norm2d, BatchNormState, Conv2dParams, BN_EPS, BN_MOMENTUM};
+use crate::ops::{
+    batch_norm2d_with, Activation, BatchNormState, Conv2dParams, Epilogue, BN_EPS, BN_MOMENTUM,
+};
 use crate::tensor::Tensor;
+
+/// The epilogue `ReLU(bn(x))`.
+pub const RELU: Epilogue<'static> = Epilogue {
+    act: Activation::Relu,
+    residual: None,
+};
 
 /// `name.suffix`, or `suffix` at the root.
 fn join(prefix: &str, suffix: &str) -> String {
@@ -106,13 +114,24 @@ impl BatchNorm2d {
     }
 
     pub fn forward(&self, store: &mut ParamStore, x: &Tensor, training: bool) -> Result<Tensor> {
+        self.forward_with(store, x, training, Epilogue::default())
+    }
+
+    /// `act(bn(x) + residual)`, the epilogue fused into the normalisation pass.
+    pub fn forward_with(
+        &self,
+        store: &mut ParamStore,
+        x: &Tensor,
+        training: bool,
+        ep: Epilogue,
+    ) -> Result<Tensor> {
         let name = |s| join(&self.prefix, s);
         let (mean_name, var_name) = (name("running_mean"), name("running_var"));
         let state = BatchNormState {
             running_mean: store.get(&mean_name)?.clone(),
             running_var: store.get(&var_name)?.clone(),
         };
-        let (y, updated) = batch_norm2d(
+        let (y, updated) = batch_norm2d_with(
             x,
             store.get(&name("weight"))?,
             store.get(&name("bias"))?,
@@ -120,6 +139,7 @@ impl BatchNorm2d {
             training,
             BN_MOMENTUM,
             BN_EPS,
+            ep,
         )?;
         if let Some(s) = updated {
             store.set(&mean_name, s.running_mean)?;
@@ -197,7 +217,7 @@ impl ConvBn {
             None => x.clone(),
         };
         let y = self.conv.forward(store, &x)?;
-        self.bn.forward(store, &y, training)?.relu()
+        self.bn.forward_with(store, &y, training, RELU)
     }
 }
 
@@ -281,9 +301,16 @@ impl BasicBlock {
             None => x.clone(),
         };
         let y = self.conv1.forward(store, x)?;
-        let y = self.bn1.forward(store, &y, training)?.relu()?;
+        let y = self.bn1.forward_with(store, &y, training, RELU)?;
         let y = self.conv2.forward(store, &y)?;
-        let y = self.bn2.forward(store, &y, training)?;
-        y.add(&identity)?.relu()
+        self.bn2.forward_with(
+            store,
+            &y,
+            training,
+            Epilogue {
+                act: Activation::Relu,
+                residual: Some(&identity),
+            },
+        )
     }
 }

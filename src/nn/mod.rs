@@ -11,7 +11,7 @@
 mod layers;
 mod store;
 
-pub use layers::{BasicBlock, BatchNorm2d, Conv2d, ConvBn};
+pub use layers::{BasicBlock, BatchNorm2d, Conv2d, ConvBn, RELU};
 pub use store::{Kind, ParamStore};
 
 use rand::{Rng, SeedableRng};

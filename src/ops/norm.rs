@@ -1,4 +1,5 @@
-//! Batch normalisation of `[N, C, H, W]` images (PyTorch `batch_norm` semantics).
+//! Batch normalisation of `[N, C, H, W]` images (PyTorch `batch_norm` semantics), with an
+//! optional fused epilogue: a residual add and an activation, `y = act(bn(x) + r)`.
 //!
 //! Training: per channel `c`, over the `n = N·H·W` values,
 //! `μ_c = mean(x)`, `σ²_c = mean((x − μ_c)²)` (biased), and
@@ -9,31 +10,78 @@
 //!
 //! Evaluation: `y = (x − running_mean_c) / sqrt(running_var_c + eps) · γ_c + β_c`.
 //!
-//! Training is one fused op ([`Op::BatchNorm`]) built on two kernels of
-//! `shaders/batch_norm.wgsl` (per-channel sums, and a per-channel affine map of one or two
-//! inputs): the forward is Σx, Σ(x − μ)² (two-pass variance) and `y = x·s + t`; the backward
-//! is `Σ dy`, `Σ dy·(x − μ)` and one affine pass, with `x̂ = (x − μ)·r`, `r = (σ² + eps)^−½`,
-//! `n = N·H·W`:
+//! Training is one fused op ([`Op::BatchNorm`]) on the kernels of `shaders/batch_norm.wgsl`:
+//! the forward is three dispatches (per-lane shifted sums Σ(x − K_c), Σ(x − K_c)² with K_c a
+//! value of the channel; a per-channel finish that adds them in a fixed order and writes
+//! `[μ, r, γr, β − μγr]` and the running statistics; the normalisation pass with the
+//! epilogue), the backward three (Σ dy and Σ dy·(x − μ) with `dy = g·act'(y)`; a per-channel
+//! finish; one pass `∂x = A·dy + B·x + D`, also writing the residual's gradient `dy`), with
+//! `x̂ = (x − μ)·r`, `r = (σ² + eps)^−½`, `n = N·H·W`:
 //!
 //! ```text
 //! ∂β = Σ dy    ∂γ = r·Σ dy·(x − μ)    ∂x = γr·(dy − Σdy/n − x̂·Σ(dy·x̂)/n)
+//! A = γr       B = −γr³·Σ dy·(x − μ)/n        D = −B·μ − A·Σ dy/n
 //! ```
 //!
-//! (the composition of mean/sub/square/pow/mul/add it replaces made about ten full-size
-//! passes in each direction). The backward ([`Op::BatchNorm`]'s rule, `batch_norm_backward`)
-//! is this formula, not autograd of a composition. Evaluation is composed from primitives
-//! (a per-channel scale and shift, two broadcasts) and differentiated by autograd.
+//! The activation and the residual add run inside the normalisation pass and their
+//! backward inside the backward pass: a `conv → BN → ReLU` layer or a residual block's
+//! `BN → + identity → ReLU` costs no full-size pass beyond the normalisation itself.
+//! Evaluation without gradients is two dispatches (statistics from the running ones, the
+//! same epilogue pass); evaluation with gradients is composed from primitives and
+//! differentiated by autograd. The CPU backend computes every path in `f64` (two-pass
+//! variance), the reference the kernels are tested against.
 
-use crate::autograd::{no_grad, Op};
+use crate::autograd::{grad_enabled, Op};
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::gpu::{Kernel, Shader};
+use crate::gpu::{GpuBuf, Kernel, Shader};
+use crate::shape::Shape;
 use crate::tensor::{same_device, DType, Storage, Tensor};
 
-/// Invocations per plane of `bn_sums` (`LANES` in batch_norm.wgsl).
+/// Invocations per plane of `bn_stats` (`LANES` in batch_norm.wgsl).
 pub const BN_LANES: usize = 64;
-/// Elements per invocation of `bn_affine` (`CHUNK` in batch_norm.wgsl).
+/// Elements per invocation of `bn_apply` (`CHUNK` in batch_norm.wgsl).
 pub const BN_CHUNK: usize = 16;
+
+/// An elementwise activation fused into a kernel's epilogue (`ACT` in the shaders that
+/// take one). Its backward needs only the op's output.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Activation {
+    #[default]
+    Identity,
+    /// `max(v, 0)`; its derivative is 1 where the output is positive, else 0.
+    Relu,
+}
+
+impl Activation {
+    fn code(self) -> u32 {
+        match self {
+            Activation::Identity => 0,
+            Activation::Relu => 1,
+        }
+    }
+
+    fn apply(self, v: f64) -> f64 {
+        match self {
+            Activation::Identity => v,
+            Activation::Relu => v.max(0.0),
+        }
+    }
+
+    /// `g·act'(v)` given the activation's output `y`.
+    fn grad(self, g: f64, y: f64) -> f64 {
+        match self {
+            Activation::Identity => g,
+            Activation::Relu => {
+                if y > 0.0 {
+                    g
+                } else {
+                    0.0
+                }
+            }
+        }
+    }
+}
 
 /// `#[repr(C)]` mirror of `struct BnParams` in `shaders/batch_norm.wgsl`.
 #[repr(C)]
@@ -43,135 +91,87 @@ pub(crate) struct BnParams {
     pub(crate) c: u32,
     pub(crate) hw: u32,
     pub(crate) chunks: u32,
-    pub(crate) _p: [u32; 4],
+    pub(crate) inv_n: f32,
+    pub(crate) eps: f32,
+    pub(crate) momentum: f32,
+    pub(crate) unbias: f32,
 }
 
-fn bn_params(x: &Tensor) -> Result<(BnParams, usize, usize, usize)> {
+/// The sizes of `x [N, C, H, W]`: `(n, c, hw)`.
+fn sizes(x: &Tensor) -> (usize, usize, usize) {
     let d = x.dims();
-    let (n, c, hw) = (d[0], d[1], d[2] * d[3]);
-    let u = |v: usize| crate::ops::gemm::u32_of("batch_norm2d", v);
-    Ok((
-        BnParams {
-            planes: u(n * c)?,
-            c: u(c)?,
-            hw: u(hw)?,
-            chunks: u(hw.div_ceil(BN_CHUNK))?,
-            _p: [0; 4],
-        },
-        n,
-        c,
-        hw,
-    ))
+    (d[0], d[1], d[2] * d[3])
 }
 
-/// Per-channel sums over N, H, W of `x [N, C, H, W]` (no history): mode 0 `[Σx]`, mode 1
-/// `[Σ(x − μ)²]`, mode 2 `[Σ dy, Σ dy·(x − μ)]`, each `[C]`.
-fn channel_sums(
-    mode: u32,
-    x: &Tensor,
-    mu: Option<&Tensor>,
-    dy: Option<&Tensor>,
-) -> Result<Vec<Tensor>> {
+fn bn_params(x: &Tensor, momentum: f64, eps: f64) -> Result<BnParams> {
+    let (n, c, hw) = sizes(x);
+    let u = |v: usize| crate::ops::gemm::u32_of("batch_norm2d", v);
+    let count = (n * hw) as f64;
+    Ok(BnParams {
+        planes: u(n * c)?,
+        c: u(c)?,
+        hw: u(hw)?,
+        chunks: u(hw.div_ceil(BN_CHUNK))?,
+        inv_n: (1.0 / count) as f32,
+        eps: eps as f32,
+        momentum: momentum as f32,
+        unbias: if count > 1.0 {
+            (momentum * count / (count - 1.0)) as f32
+        } else {
+            0.0
+        },
+    })
+}
+
+fn gpu_tensor(b: GpuBuf, shape: impl Into<Shape>) -> Tensor {
+    Tensor::from_storage(Storage::Gpu(b), shape.into(), DType::F32)
+}
+
+fn cpu_tensor(v: Vec<f64>, shape: impl Into<Shape>) -> Tensor {
+    Tensor::from_storage(Storage::Cpu(v), shape.into(), DType::F32)
+}
+
+/// The epilogue of the normalisation pass: activation and optional residual.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Epilogue<'a> {
+    pub act: Activation,
+    pub residual: Option<&'a Tensor>,
+}
+
+/// `act(x·scale_c + shift_c [+ r])` with `stats = [mean, rstd, scale, shift]` (`[4·C]`).
+fn apply(x: &Tensor, stats: &Tensor, ep: &Epilogue) -> Result<Storage> {
     const OP: &str = "batch_norm2d";
-    let (bp, n, c, hw) = bn_params(x)?;
-    let outs = if mode == 2 { 2 } else { 1 };
+    let (n, c, hw) = sizes(x);
     match x.storage() {
         Storage::Cpu(xv) => {
-            let m = mu.map(|m| m.cpu_data(OP)).transpose()?;
-            let g = dy.map(|g| g.cpu_data(OP)).transpose()?;
-            let mut s = vec![vec![0.0f64; c]; outs];
+            let sv = stats.cpu_data(OP)?;
+            let rv = ep.residual.map(|r| r.cpu_data(OP)).transpose()?;
+            let mut out = vec![0.0; xv.len()];
             for img in 0..n {
                 for ch in 0..c {
-                    let base = (img * c + ch) * hw;
-                    let mu = m.map_or(0.0, |m| m[ch]);
-                    for i in base..base + hw {
-                        match (mode, g) {
-                            (0, _) => s[0][ch] += xv[i],
-                            (1, _) => s[0][ch] += (xv[i] - mu) * (xv[i] - mu),
-                            (_, Some(g)) => {
-                                s[0][ch] += g[i];
-                                s[1][ch] += g[i] * (xv[i] - mu);
-                            }
-                            _ => {
-                                return Err(Error::shape(
-                                    OP,
-                                    String::from("channel sums without dy"),
-                                ))
-                            }
-                        }
-                    }
-                }
-            }
-            Ok(s.into_iter()
-                .map(|v| {
-                    Tensor::from_storage(Storage::Cpu(v), crate::shape::Shape(vec![c]), DType::F32)
-                })
-                .collect())
-        }
-        Storage::Gpu(xb) => {
-            let ctx = xb.context();
-            let part = ctx.alloc_storage(outs * n * c * BN_LANES)?;
-            let mu_b = mu.map(|m| m.gpu_buf(OP)).transpose()?.unwrap_or(xb);
-            let dy_b = dy.map(|g| g.gpu_buf(OP)).transpose()?.unwrap_or(xb);
-            ctx.launch(
-                &Kernel::new(Shader::BatchNorm, "bn_sums").with("MODE", mode),
-                &bp,
-                &[xb, dy_b, mu_b],
-                &[&part],
-                (n * c * BN_LANES).div_ceil(64) as u64,
-            )?;
-            let part = Tensor::from_storage(
-                Storage::Gpu(part),
-                crate::shape::Shape(vec![outs, n, c, BN_LANES]),
-                DType::F32,
-            );
-            let sums = part.sum_axis(3, false)?.sum_axis(1, false)?;
-            (0..outs)
-                .map(|k| sums.narrow(0, k, 1)?.reshape([c]))
-                .collect()
-        }
-    }
-}
-
-/// `a_c·u + b_c·v + d_c` over `[N, C, H, W]` (`u` and `a` optional; no history).
-fn channel_affine(
-    v: &Tensor,
-    ua: Option<(&Tensor, &Tensor)>,
-    b: &Tensor,
-    d: &Tensor,
-) -> Result<Storage> {
-    const OP: &str = "batch_norm2d";
-    let (bp, n, c, hw) = bn_params(v)?;
-    match v.storage() {
-        Storage::Cpu(vv) => {
-            let (bv, dv) = (b.cpu_data(OP)?, d.cpu_data(OP)?);
-            let ua = ua
-                .map(|(u, a)| Ok::<_, Error>((u.cpu_data(OP)?, a.cpu_data(OP)?)))
-                .transpose()?;
-            let mut out = vec![0.0; vv.len()];
-            for img in 0..n {
-                for ch in 0..c {
+                    let (scale, shift) = (sv[2 * c + ch], sv[3 * c + ch]);
                     let base = (img * c + ch) * hw;
                     for i in base..base + hw {
-                        out[i] = bv[ch] * vv[i] + dv[ch] + ua.map_or(0.0, |(u, a)| a[ch] * u[i]);
+                        let v = xv[i] * scale + shift + rv.map_or(0.0, |r| r[i]);
+                        out[i] = ep.act.apply(v);
                     }
                 }
             }
             Ok(Storage::Cpu(out))
         }
-        Storage::Gpu(vb) => {
-            let ctx = vb.context();
-            // Without u the kernel never reads a (TWO_INPUTS = false): b fills its slot, so
-            // no zeros are uploaded (an upload flushes the recorder).
-            let a = ua.map_or_else(|| b.clone(), |(_, a)| a.clone());
-            let coef = crate::ops::copy::concat(&[a, b.clone(), d.clone()], 0)?;
-            let ub = ua.map(|(u, _)| u.gpu_buf(OP)).transpose()?.unwrap_or(vb);
-            let out = ctx.alloc_storage(v.numel())?;
+        Storage::Gpu(xb) => {
+            let ctx = xb.context();
+            let bp = bn_params(x, 0.0, 0.0)?;
+            let sb = stats.gpu_buf(OP)?;
+            let rb = ep.residual.map(|r| r.gpu_buf(OP)).transpose()?;
+            let out = ctx.alloc_storage(x.numel())?;
+            // Without a residual the kernel never reads its binding: x fills it.
             ctx.launch(
-                &Kernel::new(Shader::BatchNorm, "bn_affine")
-                    .with("TWO_INPUTS", u32::from(ua.is_some())),
+                &Kernel::new(Shader::BatchNorm, "bn_apply")
+                    .with("ACT", ep.act.code())
+                    .with("RESIDUAL", u32::from(rb.is_some())),
                 &bp,
-                &[vb, ub, coef.gpu_buf(OP)?],
+                &[xb, sb, rb.unwrap_or(xb)],
                 &[&out],
                 (n * c * hw.div_ceil(BN_CHUNK)).div_ceil(64) as u64,
             )?;
@@ -180,39 +180,250 @@ fn channel_affine(
     }
 }
 
-/// Backward of the training forward ([`Op::BatchNorm`]): `[∂x, ∂γ, ∂β]` (see the module
-/// docs), each only where its input requires a gradient.
+/// Training statistics of `x`: `stats = [mean, rstd, scale, shift]` (`[4·C]`), and the
+/// updated running mean and variance.
+fn train_stats(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    state: &BatchNormState,
+    momentum: f64,
+    eps: f64,
+) -> Result<(Tensor, BatchNormState)> {
+    const OP: &str = "batch_norm2d";
+    let (n, c, hw) = sizes(x);
+    match x.storage() {
+        Storage::Cpu(xv) => {
+            let count = (n * hw) as f64;
+            let (g, b) = (gamma.cpu_data(OP)?, beta.cpu_data(OP)?);
+            let (rm, rv) = (
+                state.running_mean.cpu_data(OP)?,
+                state.running_var.cpu_data(OP)?,
+            );
+            let mut stats = vec![0.0; 4 * c];
+            let (mut nm, mut nv) = (vec![0.0; c], vec![0.0; c]);
+            for ch in 0..c {
+                let plane = |img: usize| xv[(img * c + ch) * hw..(img * c + ch + 1) * hw].iter();
+                let mean = (0..n).flat_map(plane).sum::<f64>() / count;
+                let var = (0..n)
+                    .flat_map(plane)
+                    .map(|v| (v - mean) * (v - mean))
+                    .sum::<f64>()
+                    / count;
+                let rstd = 1.0 / (var + eps).sqrt();
+                let scale = g[ch] * rstd;
+                stats[ch] = mean;
+                stats[c + ch] = rstd;
+                stats[2 * c + ch] = scale;
+                stats[3 * c + ch] = b[ch] - mean * scale;
+                nm[ch] = (1.0 - momentum) * rm[ch] + momentum * mean;
+                nv[ch] = (1.0 - momentum) * rv[ch] + momentum * count / (count - 1.0) * var;
+            }
+            Ok((
+                cpu_tensor(stats, [4 * c]),
+                BatchNormState {
+                    running_mean: cpu_tensor(nm, [c]),
+                    running_var: cpu_tensor(nv, [c]),
+                },
+            ))
+        }
+        Storage::Gpu(xb) => {
+            let ctx = xb.context();
+            let bp = bn_params(x, momentum, eps)?;
+            let part = ctx.alloc_storage(2 * n * c * BN_LANES + c)?;
+            ctx.launch(
+                &Kernel::new(Shader::BatchNorm, "bn_stats").with("MODE", 0u32),
+                &bp,
+                &[xb, xb, xb, xb],
+                &[&part],
+                (n * c * BN_LANES).div_ceil(64) as u64,
+            )?;
+            let stats = ctx.alloc_storage(4 * c)?;
+            let (nm, nv) = (ctx.alloc_storage(c)?, ctx.alloc_storage(c)?);
+            ctx.launch(
+                &Kernel::new(Shader::BatchNorm, "bn_finish"),
+                &bp,
+                &[
+                    &part,
+                    gamma.gpu_buf(OP)?,
+                    beta.gpu_buf(OP)?,
+                    state.running_mean.gpu_buf(OP)?,
+                    state.running_var.gpu_buf(OP)?,
+                ],
+                &[&stats, &nm, &nv],
+                c.div_ceil(64) as u64,
+            )?;
+            Ok((
+                gpu_tensor(stats, [4 * c]),
+                BatchNormState {
+                    running_mean: gpu_tensor(nm, [c]),
+                    running_var: gpu_tensor(nv, [c]),
+                },
+            ))
+        }
+    }
+}
+
+/// Evaluation statistics `[running_mean, rstd, scale, shift]` from the running statistics.
+fn eval_stats(gamma: &Tensor, beta: &Tensor, state: &BatchNormState, eps: f64) -> Result<Tensor> {
+    const OP: &str = "batch_norm2d";
+    let c = gamma.numel();
+    match gamma.storage() {
+        Storage::Cpu(g) => {
+            let b = beta.cpu_data(OP)?;
+            let (rm, rv) = (
+                state.running_mean.cpu_data(OP)?,
+                state.running_var.cpu_data(OP)?,
+            );
+            let mut stats = vec![0.0; 4 * c];
+            for ch in 0..c {
+                let rstd = 1.0 / (rv[ch] + eps).sqrt();
+                stats[ch] = rm[ch];
+                stats[c + ch] = rstd;
+                stats[2 * c + ch] = g[ch] * rstd;
+                stats[3 * c + ch] = b[ch] - rm[ch] * g[ch] * rstd;
+            }
+            Ok(cpu_tensor(stats, [4 * c]))
+        }
+        Storage::Gpu(gb) => {
+            let ctx = gb.context();
+            let bp = BnParams {
+                c: crate::ops::gemm::u32_of(OP, c)?,
+                eps: eps as f32,
+                ..BnParams::default()
+            };
+            let stats = ctx.alloc_storage(4 * c)?;
+            let (rm, rv) = (
+                state.running_mean.gpu_buf(OP)?,
+                state.running_var.gpu_buf(OP)?,
+            );
+            // bn_finish_eval writes only its stats; the other two outputs are never written
+            // (dummy bindings, distinct from the inputs).
+            let (d1, d2) = (ctx.alloc_storage(1)?, ctx.alloc_storage(1)?);
+            ctx.launch(
+                &Kernel::new(Shader::BatchNorm, "bn_finish_eval"),
+                &bp,
+                &[gb, gb, beta.gpu_buf(OP)?, rm, rv],
+                &[&stats, &d1, &d2],
+                c.div_ceil(64) as u64,
+            )?;
+            Ok(gpu_tensor(stats, [4 * c]))
+        }
+    }
+}
+
+/// Backward of the training forward ([`Op::BatchNorm`]): `[∂x, ∂γ, ∂β]` and, with a
+/// residual, its gradient — each only where that input requires a gradient (see the module
+/// docs). `out` is the op's output (the activation's derivative reads it).
 pub(crate) fn batch_norm_backward(
     inputs: &[Tensor],
-    mean: &Tensor,
-    rstd: &Tensor,
+    stats: &Tensor,
+    act: Activation,
+    out: &Tensor,
     g: &Tensor,
 ) -> Result<Vec<Option<Tensor>>> {
-    let _g = no_grad();
+    const OP: &str = "batch_norm2d";
     let (x, gamma, beta) = (&inputs[0], &inputs[1], &inputs[2]);
-    let d = x.dims();
-    let count = (d[0] * d[2] * d[3]) as f64;
-    let s = channel_sums(2, x, Some(mean), Some(g))?;
-    let (sdy, sdyx) = (&s[0], &s[1]);
-    let dx = if x.requires_grad() {
-        let scale = gamma.mul(rstd)?;
-        let b = scale
-            .mul(rstd)?
-            .mul(rstd)?
-            .mul(sdyx)?
-            .mul_scalar(-1.0 / count)?;
-        let dd = b
-            .mul(mean)?
-            .add(&scale.mul(sdy)?.mul_scalar(1.0 / count)?)?
-            .neg()?;
-        let st = channel_affine(x, Some((g, &scale)), &b, &dd)?;
-        Some(Tensor::from_storage(st, x.shape().clone(), DType::F32))
-    } else {
-        None
+    let res = inputs.get(3);
+    let (n, c, hw) = sizes(x);
+    let count = (n * hw) as f64;
+    let res_grad = res.is_some_and(Tensor::requires_grad);
+    let (dx, dgamma, dbeta, dres) = match x.storage() {
+        Storage::Cpu(xv) => {
+            let (gv, yv, sv) = (g.cpu_data(OP)?, out.cpu_data(OP)?, stats.cpu_data(OP)?);
+            let gam = gamma.cpu_data(OP)?;
+            let dy: Vec<f64> = gv.iter().zip(yv).map(|(&g, &y)| act.grad(g, y)).collect();
+            let (mut dx, mut dgamma, mut dbeta) = (vec![0.0; xv.len()], vec![0.0; c], vec![0.0; c]);
+            for ch in 0..c {
+                let (mean, rstd) = (sv[ch], sv[c + ch]);
+                let idx = |img: usize| (img * c + ch) * hw..(img * c + ch + 1) * hw;
+                let (mut sdy, mut sdyx) = (0.0, 0.0);
+                for i in (0..n).flat_map(idx) {
+                    sdy += dy[i];
+                    sdyx += dy[i] * (xv[i] - mean);
+                }
+                let a = gam[ch] * rstd;
+                let b = -a * rstd * rstd * sdyx / count;
+                let d = -b * mean - a * sdy / count;
+                for i in (0..n).flat_map(idx) {
+                    dx[i] = a * dy[i] + b * xv[i] + d;
+                }
+                dgamma[ch] = sdyx * rstd;
+                dbeta[ch] = sdy;
+            }
+            let dres = res_grad.then(|| cpu_tensor(dy, x.shape().clone()));
+            (
+                cpu_tensor(dx, x.shape().clone()),
+                cpu_tensor(dgamma, [c]),
+                cpu_tensor(dbeta, [c]),
+                dres,
+            )
+        }
+        Storage::Gpu(xb) => {
+            let ctx = xb.context();
+            let bp = bn_params(x, 0.0, 0.0)?;
+            let (gb, yb, sb) = (g.gpu_buf(OP)?, out.gpu_buf(OP)?, stats.gpu_buf(OP)?);
+            let part = ctx.alloc_storage(2 * n * c * BN_LANES)?;
+            ctx.launch(
+                &Kernel::new(Shader::BatchNorm, "bn_stats")
+                    .with("MODE", 1u32)
+                    .with("ACT", act.code()),
+                &bp,
+                &[xb, gb, yb, sb],
+                &[&part],
+                (n * c * BN_LANES).div_ceil(64) as u64,
+            )?;
+            let coef = ctx.alloc_storage(3 * c)?;
+            let (dgamma, dbeta) = (ctx.alloc_storage(c)?, ctx.alloc_storage(c)?);
+            let gam = gamma.gpu_buf(OP)?;
+            ctx.launch(
+                &Kernel::new(Shader::BatchNorm, "bn_finish_backward"),
+                &bp,
+                &[&part, gam, gam, sb, sb],
+                &[&coef, &dgamma, &dbeta],
+                c.div_ceil(64) as u64,
+            )?;
+            let dx = ctx.alloc_storage(x.numel())?;
+            // With an identity activation the residual's gradient is g itself.
+            let write_res = res_grad && act != Activation::Identity;
+            let dres = write_res
+                .then(|| ctx.alloc_storage(x.numel()))
+                .transpose()?;
+            let dummy = if write_res {
+                None
+            } else {
+                Some(ctx.alloc_storage(1)?)
+            };
+            ctx.launch(
+                &Kernel::new(Shader::BatchNorm, "bn_apply_backward")
+                    .with("ACT", act.code())
+                    .with("RESIDUAL", u32::from(write_res)),
+                &bp,
+                &[gb, yb, xb, &coef],
+                &[&dx, dres.as_ref().or(dummy.as_ref()).unwrap_or(&dx)],
+                (n * c * hw.div_ceil(BN_CHUNK)).div_ceil(64) as u64,
+            )?;
+            let dres = match dres {
+                Some(b) => Some(gpu_tensor(b, x.shape().clone())),
+                None => res_grad.then(|| g.clone()),
+            };
+            (
+                gpu_tensor(dx, x.shape().clone()),
+                gpu_tensor(dgamma, [c]),
+                gpu_tensor(dbeta, [c]),
+                dres,
+            )
+        }
     };
-    let dgamma = gamma.requires_grad().then(|| sdyx.mul(rstd)).transpose()?;
-    let dbeta = beta.requires_grad().then(|| sdy.clone());
-    Ok(vec![dx, dgamma, dbeta])
+    let mut grads = vec![
+        x.requires_grad().then_some(dx),
+        gamma.requires_grad().then_some(dgamma),
+        beta.requires_grad().then_some(dbeta),
+    ];
+    if res.is_some() {
+        grads.push(dres);
+    }
+    Ok(grads)
 }
 
 /// PyTorch's default momentum of the running statistics.
@@ -244,12 +455,26 @@ fn check(
     state: &BatchNormState,
     momentum: f64,
     eps: f64,
+    residual: Option<&Tensor>,
 ) -> Result<usize> {
-    let all = [x, gamma, beta, &state.running_mean, &state.running_var];
-    for t in all {
+    let mut all = vec![x, gamma, beta, &state.running_mean, &state.running_var];
+    all.extend(residual);
+    for t in &all {
         t.expect_dtype("batch_norm2d", DType::F32)?;
     }
     same_device("batch_norm2d", &all)?;
+    if let Some(r) = residual {
+        if r.shape() != x.shape() {
+            return Err(Error::shape(
+                "batch_norm2d",
+                format!(
+                    "the residual has shape {}, expected x's shape {}",
+                    r.shape(),
+                    x.shape()
+                ),
+            ));
+        }
+    }
     if x.shape().rank() != 4 {
         return Err(Error::shape(
             "batch_norm2d",
@@ -289,10 +514,9 @@ fn check(
 ///
 /// Gradient: with respect to `x`, `gamma` and `beta`. In training the output is one fused
 /// [`Op::BatchNorm`] node whose backward (`batch_norm_backward`, formulas in the module
-/// docs) differentiates through the batch statistics with two kernels of
-/// `shaders/batch_norm.wgsl`; in evaluation it is autograd of the composed per-channel
-/// affine map (the running statistics are constants). Training needs more than one value
-/// per channel (`N·H·W > 1`), as in PyTorch.
+/// docs) differentiates through the batch statistics; in evaluation it is autograd of the
+/// composed per-channel affine map (the running statistics are constants). Training needs
+/// more than one value per channel (`N·H·W > 1`), as in PyTorch.
 ///
 /// `momentum` and `eps` are `f64`, and so are the derived scalars (`1/n`, `1 − momentum`,
 /// the unbiasing factor `momentum·n/(n − 1)`): the CPU reference computes in `f64` end to
@@ -306,15 +530,59 @@ pub fn batch_norm2d(
     momentum: f64,
     eps: f64,
 ) -> Result<(Tensor, Option<BatchNormState>)> {
-    let c = check(x, gamma, beta, state, momentum, eps)?;
-    let cshape = [1, c, 1, 1];
+    batch_norm2d_with(
+        x,
+        gamma,
+        beta,
+        state,
+        training,
+        momentum,
+        eps,
+        Epilogue::default(),
+    )
+}
+
+/// [`batch_norm2d`] with a fused epilogue: `y = act(bn(x) + residual)` (`residual` of x's
+/// shape), computed in the normalisation pass; in training one [`Op::BatchNorm`] node whose
+/// backward also gives the residual's gradient.
+#[allow(clippy::too_many_arguments)]
+pub fn batch_norm2d_with(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    state: &BatchNormState,
+    training: bool,
+    momentum: f64,
+    eps: f64,
+    ep: Epilogue,
+) -> Result<(Tensor, Option<BatchNormState>)> {
+    let c = check(x, gamma, beta, state, momentum, eps, ep.residual)?;
+    let mut inputs = vec![x.clone(), gamma.clone(), beta.clone()];
+    inputs.extend(ep.residual.cloned());
     if !training {
+        let taped = grad_enabled() && inputs.iter().any(Tensor::requires_grad);
+        if !taped {
+            let stats = eval_stats(gamma, beta, state, eps)?;
+            let st = apply(x, &stats, &ep)?;
+            return Ok((
+                Tensor::from_storage(st, x.shape().clone(), DType::F32),
+                None,
+            ));
+        }
+        // Differentiable evaluation: composed, so autograd gives every gradient.
+        let cshape = [1, c, 1, 1];
         let rstd = state.running_var.add_scalar(eps)?.powf(-0.5)?;
         let scale = gamma.mul(&rstd)?;
         let shift = beta.sub(&state.running_mean.mul(&scale)?)?;
-        let y = x
+        let mut y = x
             .mul(&scale.reshape(cshape)?)?
             .add(&shift.reshape(cshape)?)?;
+        if let Some(r) = ep.residual {
+            y = y.add(r)?;
+        }
+        if ep.act == Activation::Relu {
+            y = y.relu()?;
+        }
         return Ok((y, None));
     }
     let d = x.dims();
@@ -328,43 +596,14 @@ pub fn batch_norm2d(
             ),
         ));
     }
-    let (st, mean, rstd, var) = {
-        let _g = no_grad();
-        let inv = 1.0 / n as f64;
-        let mean = channel_sums(0, x, None, None)?.remove(0).mul_scalar(inv)?;
-        let var = channel_sums(1, x, Some(&mean), None)?
-            .remove(0)
-            .mul_scalar(inv)?;
-        let rstd = var.add_scalar(eps)?.powf(-0.5)?;
-        let scale = gamma.mul(&rstd)?;
-        let shift = beta.sub(&mean.mul(&scale)?)?;
-        (channel_affine(x, None, &scale, &shift)?, mean, rstd, var)
-    };
-    // Recorded outside `no_grad`, so that the output joins the tape.
+    let (stats, updated) = train_stats(x, gamma, beta, state, momentum, eps)?;
+    let st = apply(x, &stats, &ep)?;
     let y = Tensor::from_op(
         st,
         x.shape().clone(),
         DType::F32,
-        Op::BatchNorm {
-            mean: mean.clone(),
-            rstd,
-        },
-        vec![x.clone(), gamma.clone(), beta.clone()],
+        Op::BatchNorm { stats, act: ep.act },
+        inputs,
     );
-    let updated = {
-        let _g = no_grad();
-        let keep = 1.0 - momentum;
-        let unbias = momentum * n as f64 / (n - 1) as f64;
-        BatchNormState {
-            running_mean: state
-                .running_mean
-                .mul_scalar(keep)?
-                .add(&mean.mul_scalar(momentum)?)?,
-            running_var: state
-                .running_var
-                .mul_scalar(keep)?
-                .add(&var.mul_scalar(unbias)?)?,
-        }
-    };
     Ok((y, Some(updated)))
 }
