@@ -16,8 +16,8 @@
 //   Shifting by a value of the channel keeps the one-pass variance
 //   Σd²/n − (Σd/n)² free of the cancellation that unshifted sums suffer when |mean| ≫ std.
 // bn_stats, MODE 1: with dy = g·act'(y), part[t] = Σ dy, part[P·LANES + t] = Σ dy·(x − μ_c).
-// bn_finish (one invocation per channel): adds the partials in a fixed order (image by
-//   image, lane by lane: deterministic, no atomics) and writes stats = [mean, rstd, scale,
+// bn_finish (one workgroup per channel): adds the partials in a fixed order (per lane over
+//   the images, then a tree over the lanes: deterministic, no atomics) and writes stats = [mean, rstd, scale,
 //   shift] (each [C]) and the updated running statistics.
 // bn_finish_eval: stats from the running statistics.
 // bn_finish_backward: coef = [A, B, D] with ∂x = A·dy + B·x + D, and ∂γ, ∂β.
@@ -128,19 +128,27 @@ fn bn_stats(@builtin(workgroup_id) wid: vec3<u32>,
     st_part[p.planes * LANES + t] = s2;
 }
 
-// Σ over images and lanes of the two partial sums of channel c, in a fixed order.
-fn channel_totals(c: u32) -> vec2<f32> {
-    var s = 0.0;
-    var s2 = 0.0;
+var<workgroup> tree: array<vec2<f32>, 64>;
+
+// Σ over images and lanes of the two partial sums of channel c, by the 64 invocations of
+// the channel's workgroup: invocation l adds lane l of every image, then a tree adds the 64
+// (a fixed order: deterministic, no atomics). Every invocation gets the totals.
+fn channel_totals(c: u32, l: u32) -> vec2<f32> {
+    var s = vec2<f32>(0.0, 0.0);
     let second = p.planes * LANES;
     for (var plane = c; plane < p.planes; plane = plane + p.c) {
-        let base = plane * LANES;
-        for (var l = 0u; l < LANES; l = l + 1u) {
-            s = s + fi_part[base + l];
-            s2 = s2 + fi_part[second + base + l];
-        }
+        let i = plane * LANES + l;
+        s = s + vec2<f32>(fi_part[i], fi_part[second + i]);
     }
-    return vec2<f32>(s, s2);
+    tree[l] = s;
+    workgroupBarrier();
+    for (var half = 32u; half > 0u; half = half / 2u) {
+        if (l < half) {
+            tree[l] = tree[l] + tree[l + half];
+        }
+        workgroupBarrier();
+    }
+    return tree[0];
 }
 
 // Writes [mean, rstd, scale, shift] of channel c.
@@ -159,11 +167,16 @@ fn write_stats(c: u32, mean: f32, var_: f32) {
 fn bn_finish(@builtin(workgroup_id) wid: vec3<u32>,
              @builtin(num_workgroups) nwg: vec3<u32>,
              @builtin(local_invocation_index) lid: u32) {
-    let c = wg_linear(wid, nwg) * 64u + lid;
+    // One workgroup per channel (c is uniform over the workgroup, so the early return keeps
+    // the barriers in uniform control flow).
+    let c = wg_linear(wid, nwg);
     if (c >= p.c) {
         return;
     }
-    let tot = channel_totals(c);
+    let tot = channel_totals(c, lid);
+    if (lid != 0u) {
+        return;
+    }
     let m1 = tot.x * p.inv_n;
     let var_ = max(tot.y * p.inv_n - m1 * m1, 0.0);
     let mean = fi_part[2u * p.planes * LANES + c] + m1;
@@ -190,11 +203,15 @@ fn bn_finish_eval(@builtin(workgroup_id) wid: vec3<u32>,
 fn bn_finish_backward(@builtin(workgroup_id) wid: vec3<u32>,
                       @builtin(num_workgroups) nwg: vec3<u32>,
                       @builtin(local_invocation_index) lid: u32) {
-    let c = wg_linear(wid, nwg) * 64u + lid;
+    // One workgroup per channel, as bn_finish.
+    let c = wg_linear(wid, nwg);
     if (c >= p.c) {
         return;
     }
-    let tot = channel_totals(c);
+    let tot = channel_totals(c, lid);
+    if (lid != 0u) {
+        return;
+    }
     let mean = fi_rmean[c];
     let rstd = fi_rmean[p.c + c];
     let a = fi_gamma[c] * rstd;

@@ -45,9 +45,11 @@ mod cpu;
 pub(crate) mod direct;
 mod tex;
 
-use crate::autograd::Op;
+use std::sync::Arc;
+
+use crate::autograd::{grad_enabled, Op};
 use crate::error::{Error, Result};
-use crate::gpu::{groups_for, GpuBuf, Kernel, Shader};
+use crate::gpu::{groups_for, GpuBuf, GpuTex, Kernel, Shader};
 use crate::shape::Shape;
 use crate::tensor::{same_device, DType, Storage, Tensor};
 
@@ -65,6 +67,18 @@ pub const CONV_GATHER_BP: usize = 4;
 /// grad-input 207 vs 153 ms, while 64- and 256-channel layers run 4–5× faster direct; by
 /// the cost per 4-channel block the two meet near 8 channels.
 pub const CONV_DIRECT_MIN_CHANNELS: usize = 8;
+
+/// The texture GEMM's channel-packed copy of a convolution's input, built by the forward
+/// and kept on the tape for grad-weight, which reads the same texels (one pack per layer
+/// and step instead of two).
+#[derive(Clone)]
+pub struct SavedAtlas(Arc<GpuTex>);
+
+impl std::fmt::Debug for SavedAtlas {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SavedAtlas({} texels)", self.0.texels())
+    }
+}
 
 /// Stride, zero padding, dilation (each `(h, w)`) and groups of a convolution.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -311,12 +325,19 @@ impl Geom {
 /// Forward: the texture GEMM where it applies (ungrouped layer, see `tex::applies`), else
 /// the register-blocked direct kernel, or the gather kernel for layers with few output
 /// channels per group (depthwise).
-fn gpu_forward(geo: &Geom, x: &GpuBuf, w: &GpuBuf, bias: Option<&GpuBuf>) -> Result<GpuBuf> {
+/// Also returns the texture GEMM's atlas of x, which grad-weight reads again.
+fn gpu_forward(
+    geo: &Geom,
+    x: &GpuBuf,
+    w: &GpuBuf,
+    bias: Option<&GpuBuf>,
+) -> Result<(GpuBuf, Option<GpuTex>)> {
     if tex::applies(x.context(), geo) {
-        return tex::forward(geo, x, w, bias);
+        let (y, atlas) = tex::forward(geo, x, w, bias)?;
+        return Ok((y, Some(atlas)));
     }
     if geo.cout_g >= CONV_DIRECT_MIN_CHANNELS {
-        return direct::forward(geo, x, w, bias);
+        return Ok((direct::forward(geo, x, w, bias)?, None));
     }
     let ctx = x.context();
     let u = geo.blocked("conv2d", geo.cout_g, geo.ho * geo.wo)?;
@@ -333,7 +354,7 @@ fn gpu_forward(geo: &Geom, x: &GpuBuf, w: &GpuBuf, bias: Option<&GpuBuf>) -> Res
         &[&out],
         groups_for(u.blocks as usize, CONV_WG),
     )?;
-    Ok(out)
+    Ok((out, None))
 }
 
 /// Grad-input: the texture GEMM where it applies (ungrouped layer, any stride), else the
@@ -361,16 +382,23 @@ fn gpu_grad_input(geo: &Geom, dy: &GpuBuf, w: &GpuBuf) -> Result<GpuBuf> {
 }
 
 /// Launches the grad-weight kernel (the texture GEMM where it applies, else the direct
-/// kernel); returns the partial sums `[nchunks, Cout·K]` and `nchunks`.
-fn gpu_grad_weight(geo: &Geom, dy: &GpuBuf, x: &GpuBuf) -> Result<(GpuBuf, usize)> {
+/// kernel); returns the partial sums `[nchunks, Cout·K]` and `nchunks`. `atlas`: x's atlas
+/// kept from the forward, if any.
+fn gpu_grad_weight(
+    geo: &Geom,
+    dy: &GpuBuf,
+    x: &GpuBuf,
+    atlas: Option<&GpuTex>,
+) -> Result<(GpuBuf, usize)> {
     if tex::applies(dy.context(), geo) {
-        return tex::grad_weight(geo, dy, x);
+        return tex::grad_weight(geo, dy, x, atlas);
     }
     direct::grad_weight(geo, dy, x)
 }
 
 /// `y = conv2d(x, w) + bias` (see the module docs for the formula and shapes). Recorded on
-/// the tape as [`Op::Conv2d`] with inputs `[x, w]` or `[x, w, bias]`.
+/// the tape as [`Op::Conv2d`] with inputs `[x, w]` or `[x, w, bias]` (and, on the texture
+/// GEMM, x's atlas for grad-weight).
 pub fn conv2d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, p: Conv2dParams) -> Result<Tensor> {
     const OP: &str = "conv2d";
     let mut ts = vec![x, w];
@@ -393,22 +421,30 @@ pub fn conv2d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, p: Conv2dParams) ->
             ));
         }
     }
-    let storage = match x.storage() {
+    let (storage, atlas) = match x.storage() {
         Storage::Cpu(xv) => {
             let bv = bias.map(|b| b.cpu_data(OP)).transpose()?;
-            Storage::Cpu(cpu::forward(&geo, xv, w.cpu_data(OP)?, bv))
+            (
+                Storage::Cpu(cpu::forward(&geo, xv, w.cpu_data(OP)?, bv)),
+                None,
+            )
         }
         Storage::Gpu(xb) => {
             let bb = bias.map(|b| b.gpu_buf(OP)).transpose()?;
-            Storage::Gpu(gpu_forward(&geo, xb, w.gpu_buf(OP)?, bb)?)
+            let (y, atlas) = gpu_forward(&geo, xb, w.gpu_buf(OP)?, bb)?;
+            (Storage::Gpu(y), atlas)
         }
     };
+    // The atlas is kept for grad-weight only when the tape will ask for ∂w.
+    let atlas = atlas
+        .filter(|_| grad_enabled() && w.requires_grad())
+        .map(|t| SavedAtlas(Arc::new(t)));
     let inputs = ts.into_iter().cloned().collect();
     Ok(Tensor::from_op(
         storage,
         geo.out_shape(),
         DType::F32,
-        Op::Conv2d(p),
+        Op::Conv2d { params: p, atlas },
         inputs,
     ))
 }
@@ -462,6 +498,17 @@ pub fn conv2d_grad_weight(
     w_shape: &Shape,
     p: Conv2dParams,
 ) -> Result<Tensor> {
+    grad_weight(dy, x, w_shape, p, None)
+}
+
+/// [`conv2d_grad_weight`], reading x's atlas from the forward when it was kept.
+fn grad_weight(
+    dy: &Tensor,
+    x: &Tensor,
+    w_shape: &Shape,
+    p: Conv2dParams,
+    atlas: Option<&SavedAtlas>,
+) -> Result<Tensor> {
     const OP: &str = "conv2d_grad_weight";
     x.expect_dtype(OP, DType::F32)?;
     same_device(OP, &[dy, x])?;
@@ -474,7 +521,8 @@ pub fn conv2d_grad_weight(
             DType::F32,
         )),
         Storage::Gpu(g) => {
-            let (partial, nchunks) = gpu_grad_weight(&geo, g, x.gpu_buf(OP)?)?;
+            let atlas = atlas.map(|a| a.0.as_ref());
+            let (partial, nchunks) = gpu_grad_weight(&geo, g, x.gpu_buf(OP)?, atlas)?;
             let nw = w_shape.numel();
             let t =
                 Tensor::from_storage(Storage::Gpu(partial), Shape(vec![nchunks, nw]), DType::F32);
@@ -491,6 +539,7 @@ pub fn conv2d_grad_weight(
 /// input requires a gradient. `∂bias[co] = Σ_{n, oh, ow} g[n, co, oh, ow]`.
 pub(crate) fn conv2d_backward(
     p: &Conv2dParams,
+    atlas: Option<&SavedAtlas>,
     inputs: &[Tensor],
     g: &Tensor,
 ) -> Result<Vec<Option<Tensor>>> {
@@ -500,7 +549,7 @@ pub(crate) fn conv2d_backward(
             .then(|| conv2d_grad_input(g, w, x.shape(), *p))
             .transpose()?,
         w.requires_grad()
-            .then(|| conv2d_grad_weight(g, x, w.shape(), *p))
+            .then(|| grad_weight(g, x, w.shape(), *p, atlas))
             .transpose()?,
     ];
     if let Some(b) = inputs.get(2) {

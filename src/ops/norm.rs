@@ -251,7 +251,7 @@ fn train_stats(
                     state.running_var.gpu_buf(OP)?,
                 ],
                 &[&stats, &nm, &nv],
-                c.div_ceil(64) as u64,
+                c as u64,
             )?;
             Ok((
                 gpu_tensor(stats, [4 * c]),
@@ -381,7 +381,7 @@ pub(crate) fn batch_norm_backward(
                 &bp,
                 &[&part, gam, gam, sb, sb],
                 &[&coef, &dgamma, &dbeta],
-                c.div_ceil(64) as u64,
+                c as u64,
             )?;
             let dx = ctx.alloc_storage(x.numel())?;
             // With an identity activation the residual's gradient is g itself.

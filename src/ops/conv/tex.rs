@@ -171,8 +171,13 @@ fn forward_window(geo: &Geom) -> Result<GemmParams> {
     )
 }
 
-/// `y = conv2d(x, w) + bias`.
-pub(super) fn forward(geo: &Geom, x: &GpuBuf, w: &GpuBuf, bias: Option<&GpuBuf>) -> Result<GpuBuf> {
+/// `y = conv2d(x, w) + bias`, and x's atlas (grad-weight reads the same one).
+pub(super) fn forward(
+    geo: &Geom,
+    x: &GpuBuf,
+    w: &GpuBuf,
+    bias: Option<&GpuBuf>,
+) -> Result<(GpuBuf, GpuTex)> {
     let ctx = x.context();
     let taps = geo.kh * geo.kw;
     let c4 = geo.cin.div_ceil(4);
@@ -196,7 +201,7 @@ pub(super) fn forward(geo: &Geom, x: &GpuBuf, w: &GpuBuf, bias: Option<&GpuBuf>)
         1,
         &out,
     )?;
-    Ok(out)
+    Ok((out, xt))
 }
 
 /// `∂x[ci, y, x] = Σ_{co, ky, kx} w[co, ci, ky, kx] · dy[co, (y + ph − ky·dh)/sh,
@@ -263,8 +268,14 @@ pub(super) fn grad_input(geo: &Geom, dy: &GpuBuf, w: &GpuBuf) -> Result<GpuBuf> 
     Ok(out)
 }
 
-/// Partial `∂w` sums `[splits, Cout·Cin·KH·KW]` and `splits` (bands of output rows).
-pub(super) fn grad_weight(geo: &Geom, dy: &GpuBuf, x: &GpuBuf) -> Result<(GpuBuf, usize)> {
+/// Partial `∂w` sums `[splits, Cout·Cin·KH·KW]` and `splits` (bands of output rows). `atlas`:
+/// x's atlas as the forward built it, when the caller kept it (else it is packed again).
+pub(super) fn grad_weight(
+    geo: &Geom,
+    dy: &GpuBuf,
+    x: &GpuBuf,
+    atlas: Option<&GpuTex>,
+) -> Result<(GpuBuf, usize)> {
     let ctx = dy.context();
     let taps = geo.kh * geo.kw;
     let c4 = geo.cin.div_ceil(4);
@@ -281,7 +292,14 @@ pub(super) fn grad_weight(geo: &Geom, dy: &GpuBuf, x: &GpuBuf) -> Result<(GpuBuf
         ..PackParams::default()
     };
     let dt = gemm::pack(dy, "pack_pixels", &pp)?;
-    let xt = atlas(x, geo.n, geo.cin, geo.h * geo.w)?;
+    let packed;
+    let xt = match atlas {
+        Some(t) => t,
+        None => {
+            packed = self::atlas(x, geo.n, geo.cin, geo.h * geo.w)?;
+            &packed
+        }
+    };
     let mut p = forward_window(geo)?;
     let cols = taps * 4 * c4;
     p.m = u(geo.cout)?;
@@ -303,7 +321,7 @@ pub(super) fn grad_weight(geo: &Geom, dy: &GpuBuf, x: &GpuBuf) -> Result<(GpuBuf
         ctx,
         &p,
         (&dt, Layout::KPacked),
-        (&xt, Layout::ConvGradWeight),
+        (xt, Layout::ConvGradWeight),
         None,
         2,
         &out,
