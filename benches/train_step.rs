@@ -109,16 +109,18 @@ fn row(cfg: &RunConfig, name: &str) -> Result<(f64, u64)> {
     let runs = if first > SLOW_STEP_S { 3 } else { RUNS };
     let mut times = Vec::with_capacity(runs);
     let mut loss = 0.0;
+    let (d0, _) = ctx.submit_stats();
     for _ in 0..runs {
         let t = Instant::now();
         loss = step()?;
         times.push(t.elapsed().as_secs_f64());
     }
+    let dispatches = (ctx.submit_stats().0 - d0) / runs as u64;
     times.sort_by(f64::total_cmp);
     let med = times[times.len() / 2];
     let peak = ctx.pool_stats().peak_live_bytes;
     println!(
-        "{name:<52} {:>10.1} ms  {:>7.2} images/s  peak pool {:>7.1} MiB  (n={runs}, min {:.1} ms, max {:.1} ms, loss {loss:.3}, {} params)",
+        "{name:<52} {:>10.1} ms  {:>7.2} images/s  {dispatches} dispatches/step  peak pool {:>7.1} MiB  (n={runs}, min {:.1} ms, max {:.1} ms, loss {loss:.3}, {} params)",
         med * 1e3,
         b as f64 / med,
         peak as f64 / (1024.0 * 1024.0),

@@ -12,7 +12,8 @@
 // invocations form 8 clusters of 8 lanes (by subgroup builtins; subgroups of a multiple of 8
 // lanes dividing 64, checked by the Rust side), arranged 2 × 4 over a 64 × 128 output tile.
 // A cluster owns 32 rows × 32 columns; each lane accumulates all 32 rows for 4 columns
-// (acc[q] is row q's 4 columns). Per K step of 4, lane l fetches 4 texels of A (rows of its
+// (acc[q] is row q's 4 columns; ROWS and ROW_CLUSTERS below narrow the tile for products of
+// few rows). Per K step of 4, lane l fetches 4 texels of A (rows of its
 // cluster, see A_MODE) and 4 of B (its columns); row q's A values reach every lane through
 // subgroupShuffle from the lane that fetched them. Per lane and step: 8 fetches for 512 FMAs.
 // The rows are updated one after another (all 4 K values of a row, then the next row), which
@@ -62,6 +63,14 @@ override SUBGROUP_IS_CLUSTER: bool = false;
 // picks it for CPU adapters only (src/ops/gemm.rs).
 override WIDE: bool = false;
 
+// Rows per cluster (32, or 16 for products of at most 16 rows) and clusters stacked in the
+// row direction (2, or 1 for products of at most 32 rows): a workgroup tile is
+// ROWS·ROW_CLUSTERS rows × (8 / ROW_CLUSTERS)·32 columns (64 × 128 by default, 32 × 256 and
+// 16 × 256 for narrow products, so that a layer of 16 or 32 channels does not compute
+// 64-row tiles that are mostly padding). ROWS = 16 only with A_MODE 0 (src/ops/gemm.rs).
+override ROWS: u32 = 32u;
+override ROW_CLUSTERS: u32 = 2u;
+
 // Mirrors GemmParams in src/ops/gemm.rs.
 struct GemmParams {
     m: u32, n: u32, kq: u32, batch: u32,
@@ -86,9 +95,6 @@ struct GemmParams {
 @group(0) @binding(2) var tb: texture_2d<f32>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
-
-// Rows per workgroup (columns: 128, or 256 when WIDE).
-const TILE_M: u32 = 64u;
 
 // Row q's 4 columns (constant indices only, so the array lives in registers); acc2 holds
 // the lane's second 4 columns when WIDE.
@@ -142,22 +148,24 @@ fn step(c: ptr<private, array<vec4<f32>, 32>>,
     (*c)[13] = fma(bc(av1.w, 5u), b3, fma(bc(av1.z, 5u), b2, fma(bc(av1.y, 5u), b1, fma(bc(av1.x, 5u), b0, (*c)[13]))));
     (*c)[14] = fma(bc(av1.w, 6u), b3, fma(bc(av1.z, 6u), b2, fma(bc(av1.y, 6u), b1, fma(bc(av1.x, 6u), b0, (*c)[14]))));
     (*c)[15] = fma(bc(av1.w, 7u), b3, fma(bc(av1.z, 7u), b2, fma(bc(av1.y, 7u), b1, fma(bc(av1.x, 7u), b0, (*c)[15]))));
-    (*c)[16] = fma(bc(av2.w, 0u), b3, fma(bc(av2.z, 0u), b2, fma(bc(av2.y, 0u), b1, fma(bc(av2.x, 0u), b0, (*c)[16]))));
-    (*c)[17] = fma(bc(av2.w, 1u), b3, fma(bc(av2.z, 1u), b2, fma(bc(av2.y, 1u), b1, fma(bc(av2.x, 1u), b0, (*c)[17]))));
-    (*c)[18] = fma(bc(av2.w, 2u), b3, fma(bc(av2.z, 2u), b2, fma(bc(av2.y, 2u), b1, fma(bc(av2.x, 2u), b0, (*c)[18]))));
-    (*c)[19] = fma(bc(av2.w, 3u), b3, fma(bc(av2.z, 3u), b2, fma(bc(av2.y, 3u), b1, fma(bc(av2.x, 3u), b0, (*c)[19]))));
-    (*c)[20] = fma(bc(av2.w, 4u), b3, fma(bc(av2.z, 4u), b2, fma(bc(av2.y, 4u), b1, fma(bc(av2.x, 4u), b0, (*c)[20]))));
-    (*c)[21] = fma(bc(av2.w, 5u), b3, fma(bc(av2.z, 5u), b2, fma(bc(av2.y, 5u), b1, fma(bc(av2.x, 5u), b0, (*c)[21]))));
-    (*c)[22] = fma(bc(av2.w, 6u), b3, fma(bc(av2.z, 6u), b2, fma(bc(av2.y, 6u), b1, fma(bc(av2.x, 6u), b0, (*c)[22]))));
-    (*c)[23] = fma(bc(av2.w, 7u), b3, fma(bc(av2.z, 7u), b2, fma(bc(av2.y, 7u), b1, fma(bc(av2.x, 7u), b0, (*c)[23]))));
-    (*c)[24] = fma(bc(av3.w, 0u), b3, fma(bc(av3.z, 0u), b2, fma(bc(av3.y, 0u), b1, fma(bc(av3.x, 0u), b0, (*c)[24]))));
-    (*c)[25] = fma(bc(av3.w, 1u), b3, fma(bc(av3.z, 1u), b2, fma(bc(av3.y, 1u), b1, fma(bc(av3.x, 1u), b0, (*c)[25]))));
-    (*c)[26] = fma(bc(av3.w, 2u), b3, fma(bc(av3.z, 2u), b2, fma(bc(av3.y, 2u), b1, fma(bc(av3.x, 2u), b0, (*c)[26]))));
-    (*c)[27] = fma(bc(av3.w, 3u), b3, fma(bc(av3.z, 3u), b2, fma(bc(av3.y, 3u), b1, fma(bc(av3.x, 3u), b0, (*c)[27]))));
-    (*c)[28] = fma(bc(av3.w, 4u), b3, fma(bc(av3.z, 4u), b2, fma(bc(av3.y, 4u), b1, fma(bc(av3.x, 4u), b0, (*c)[28]))));
-    (*c)[29] = fma(bc(av3.w, 5u), b3, fma(bc(av3.z, 5u), b2, fma(bc(av3.y, 5u), b1, fma(bc(av3.x, 5u), b0, (*c)[29]))));
-    (*c)[30] = fma(bc(av3.w, 6u), b3, fma(bc(av3.z, 6u), b2, fma(bc(av3.y, 6u), b1, fma(bc(av3.x, 6u), b0, (*c)[30]))));
-    (*c)[31] = fma(bc(av3.w, 7u), b3, fma(bc(av3.z, 7u), b2, fma(bc(av3.y, 7u), b1, fma(bc(av3.x, 7u), b0, (*c)[31]))));
+    if (ROWS == 32u) {
+        (*c)[16] = fma(bc(av2.w, 0u), b3, fma(bc(av2.z, 0u), b2, fma(bc(av2.y, 0u), b1, fma(bc(av2.x, 0u), b0, (*c)[16]))));
+        (*c)[17] = fma(bc(av2.w, 1u), b3, fma(bc(av2.z, 1u), b2, fma(bc(av2.y, 1u), b1, fma(bc(av2.x, 1u), b0, (*c)[17]))));
+        (*c)[18] = fma(bc(av2.w, 2u), b3, fma(bc(av2.z, 2u), b2, fma(bc(av2.y, 2u), b1, fma(bc(av2.x, 2u), b0, (*c)[18]))));
+        (*c)[19] = fma(bc(av2.w, 3u), b3, fma(bc(av2.z, 3u), b2, fma(bc(av2.y, 3u), b1, fma(bc(av2.x, 3u), b0, (*c)[19]))));
+        (*c)[20] = fma(bc(av2.w, 4u), b3, fma(bc(av2.z, 4u), b2, fma(bc(av2.y, 4u), b1, fma(bc(av2.x, 4u), b0, (*c)[20]))));
+        (*c)[21] = fma(bc(av2.w, 5u), b3, fma(bc(av2.z, 5u), b2, fma(bc(av2.y, 5u), b1, fma(bc(av2.x, 5u), b0, (*c)[21]))));
+        (*c)[22] = fma(bc(av2.w, 6u), b3, fma(bc(av2.z, 6u), b2, fma(bc(av2.y, 6u), b1, fma(bc(av2.x, 6u), b0, (*c)[22]))));
+        (*c)[23] = fma(bc(av2.w, 7u), b3, fma(bc(av2.z, 7u), b2, fma(bc(av2.y, 7u), b1, fma(bc(av2.x, 7u), b0, (*c)[23]))));
+        (*c)[24] = fma(bc(av3.w, 0u), b3, fma(bc(av3.z, 0u), b2, fma(bc(av3.y, 0u), b1, fma(bc(av3.x, 0u), b0, (*c)[24]))));
+        (*c)[25] = fma(bc(av3.w, 1u), b3, fma(bc(av3.z, 1u), b2, fma(bc(av3.y, 1u), b1, fma(bc(av3.x, 1u), b0, (*c)[25]))));
+        (*c)[26] = fma(bc(av3.w, 2u), b3, fma(bc(av3.z, 2u), b2, fma(bc(av3.y, 2u), b1, fma(bc(av3.x, 2u), b0, (*c)[26]))));
+        (*c)[27] = fma(bc(av3.w, 3u), b3, fma(bc(av3.z, 3u), b2, fma(bc(av3.y, 3u), b1, fma(bc(av3.x, 3u), b0, (*c)[27]))));
+        (*c)[28] = fma(bc(av3.w, 4u), b3, fma(bc(av3.z, 4u), b2, fma(bc(av3.y, 4u), b1, fma(bc(av3.x, 4u), b0, (*c)[28]))));
+        (*c)[29] = fma(bc(av3.w, 5u), b3, fma(bc(av3.z, 5u), b2, fma(bc(av3.y, 5u), b1, fma(bc(av3.x, 5u), b0, (*c)[29]))));
+        (*c)[30] = fma(bc(av3.w, 6u), b3, fma(bc(av3.z, 6u), b2, fma(bc(av3.y, 6u), b1, fma(bc(av3.x, 6u), b0, (*c)[30]))));
+        (*c)[31] = fma(bc(av3.w, 7u), b3, fma(bc(av3.z, 7u), b2, fma(bc(av3.y, 7u), b1, fma(bc(av3.x, 7u), b0, (*c)[31]))));
+    }
 }
 
 // The A texels of K step kq for the lane's cluster rows starting at row0.
@@ -174,6 +182,9 @@ fn a_step(a_base: u32, row0: u32, lane: u32, kq: u32) -> mat4x4<f32> {
     }
     let t = a_base + (row0 + lane) * p.a_row + kq;
     let s = 8u * p.a_row;
+    if (ROWS == 16u) {
+        return mat4x4<f32>(fetch_a(t), fetch_a(t + s), vec4<f32>(0.0), vec4<f32>(0.0));
+    }
     return mat4x4<f32>(fetch_a(t), fetch_a(t + s), fetch_a(t + 2u * s), fetch_a(t + 3u * s));
 }
 
@@ -243,7 +254,7 @@ fn store_one(e: Epi, row: u32, col: u32, v: f32) {
 
 fn store_row(e: Epi, q: u32, v: vec4<f32>) {
     let row = row_of(e, q);
-    if (!e.ok || row >= p.m) {
+    if (!e.ok || row >= p.m || q >= ROWS) {
         return;
     }
     store_one(e, row, col_of(e, 0u), v.x);
@@ -340,9 +351,11 @@ fn gemm(wid: vec3<u32>, nwg: vec3<u32>, sg_id: u32, sg_size: u32, sl: u32) {
     let cluster = sg_id * (sg_size / 8u) + sl / 8u;
     let lane = sl % 8u;
     first = sl & ~7u;
-    let row0 = (t / p.tiles_n) * TILE_M + (cluster / 4u) * 32u;
+    // Clusters per row of clusters, and columns per cluster.
+    let colc = 8u / ROW_CLUSTERS;
+    let row0 = (t / p.tiles_n) * (ROWS * ROW_CLUSTERS) + (cluster / colc) * ROWS;
     let cw = select(32u, 64u, WIDE);
-    let col0 = (t % p.tiles_n) * (4u * cw) + (cluster % 4u) * cw;
+    let col0 = (t % p.tiles_n) * (colc * cw) + (cluster % colc) * cw;
     let a_base = bi * p.a_batch;
     let b_base = bi * p.b_batch;
 

@@ -123,6 +123,11 @@ fn matmul_every_operand_layout() {
         (66, 131, 9),
         (9, 4, 6),
         (70, 260, 6),
+        // Narrow products take narrower tiles: at most 16 rows 16 × 256, at most 32 rows
+        // 32 × 256; both past one column tile.
+        (16, 300, 7),
+        (17, 520, 8),
+        (32, 257, 5),
     ] {
         for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
             let sa = if ta { [k, m] } else { [m, k] };
@@ -232,6 +237,22 @@ fn conv_forward_and_gradients_on_the_texture_gemm() {
         [9, 8, 1, 1],
         Conv2dParams::default(),
         true,
+    );
+    // 16 < Cout ≤ 32 (32-row tiles) and Cin in the same range for grad-input, more than one
+    // 256-column tile of output pixels, stride 2 phases.
+    conv(
+        "3x3 24 out channels",
+        [2, 20, 13, 13],
+        [24, 20, 3, 3],
+        p(1, 1, 1, 1),
+        true,
+    );
+    conv(
+        "3x3 stride 2, 12 -> 30",
+        [2, 12, 17, 19],
+        [30, 12, 3, 3],
+        p(2, 1, 1, 1),
+        false,
     );
     // More than one row tile (Cout > 64) and column tile (N·Ho·Wo > 128).
     conv(

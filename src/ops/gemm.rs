@@ -19,8 +19,23 @@ use std::sync::Arc;
 use crate::error::{Error, Result};
 use crate::gpu::{Arg, GpuBuf, GpuContext, GpuTex, Kernel, Shader};
 
-/// Output tile of one workgroup (rows × columns); = TILE_M × 4·cw in gemm_tex.wgsl.
+/// Output tile of one workgroup (rows × columns) for products of more than 32 rows; = ROWS ·
+/// ROW_CLUSTERS × (8 / ROW_CLUSTERS)·cw in gemm_tex.wgsl.
 pub const GEMM_TILE: (usize, usize) = (64, 128);
+
+/// The workgroup tile for a product of `m` rows: `(ROWS, ROW_CLUSTERS)` of gemm_tex.wgsl and
+/// the tile's rows and columns (without WIDE). Products of at most 16 / 32 rows (layers of
+/// few channels: a stem, a classifier) take 16 × 256 / 32 × 256 tiles instead of 64 × 128,
+/// so that most of a tile is not padding rows; 16-row clusters need A k-packed.
+pub(crate) fn tile_shape(m: usize, a_kpacked: bool) -> (u32, u32, usize, usize) {
+    if m <= 16 && a_kpacked {
+        (16, 1, 16, 256)
+    } else if m <= 32 {
+        (32, 1, 32, 256)
+    } else {
+        (32, 2, GEMM_TILE.0, GEMM_TILE.1)
+    }
+}
 /// Columns per workgroup of the WIDE variant (8 columns per lane).
 pub const GEMM_WIDE_N: usize = 256;
 
@@ -167,9 +182,13 @@ pub(crate) fn launch(
         && info.device_type == wgpu::DeviceType::Cpu
         && p.n as usize >= GEMM_WIDE_N;
     let mut p = *p;
-    if wide {
-        p.tiles_n = u32_of("matmul", (p.n as usize).div_ceil(GEMM_WIDE_N))?;
-    }
+    let (rows, row_clusters, tile_m, tile_n) = if wide {
+        (32, 2, GEMM_TILE.0, GEMM_WIDE_N)
+    } else {
+        tile_shape(p.m as usize, a_mode == Layout::KPacked)
+    };
+    p.tiles_m = u32_of("gemm", (p.m as usize).div_ceil(tile_m))?;
+    p.tiles_n = u32_of("gemm", (p.n as usize).div_ceil(tile_n))?;
     let p = &p;
     let entry = match b_mode {
         Layout::KPacked | Layout::Packed4 => "matmul",
@@ -183,6 +202,8 @@ pub(crate) fn launch(
         .with("HAS_BIAS", u32::from(bias.is_some()))
         .with("K_TAIL", u32::from(four_packed && p.k % 4 != 0))
         .with("WIDE", u32::from(wide))
+        .with("ROWS", rows)
+        .with("ROW_CLUSTERS", row_clusters)
         .with(
             "SUBGROUP_IS_CLUSTER",
             u32::from(info.subgroup_min_size == 8 && info.subgroup_max_size == 8),
@@ -209,10 +230,9 @@ pub(crate) fn launch(
     )
 }
 
-/// Tiles of the output for `m` rows and `n` columns.
+/// Tiles of the output for `m` rows and `n` columns with A k-packed ([`launch`] sets the
+/// final count from the tile it picks).
 pub(crate) fn tiles(op: &str, m: usize, n: usize) -> Result<(u32, u32)> {
-    Ok((
-        u32_of(op, m.div_ceil(GEMM_TILE.0))?,
-        u32_of(op, n.div_ceil(GEMM_TILE.1))?,
-    ))
+    let (_, _, tm, tn) = tile_shape(m, true);
+    Ok((u32_of(op, m.div_ceil(tm))?, u32_of(op, n.div_ceil(tn))?))
 }
