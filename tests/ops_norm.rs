@@ -39,6 +39,10 @@ const SHAPES: &[[usize; 4]] = &[
     [2, 3, 17, 19],
     [3, 2, 9, 11],
     [67, 2, 1, 2],
+    // Planes of a multiple of 4 values (the vec4 kernels): fewer vec4 than lanes, and more
+    // (320 values: 80 vec4 past the 64 lanes, 5 runs of 4 vec4 per plane).
+    [2, 3, 4, 6],
+    [2, 2, 20, 16],
 ];
 
 #[test]

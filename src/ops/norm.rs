@@ -40,8 +40,27 @@ use crate::tensor::{same_device, DType, Storage, Tensor};
 
 /// Invocations per plane of `bn_stats` (`LANES` in batch_norm.wgsl).
 pub const BN_LANES: usize = 64;
-/// Elements per invocation of `bn_apply` (`CHUNK` in batch_norm.wgsl).
+/// Elements per invocation of `bn_apply` (`CHUNK` in batch_norm.wgsl; `CHUNK4` vec4 in the
+/// vec4 forms).
 pub const BN_CHUNK: usize = 16;
+
+/// A per-element kernel of batch_norm.wgsl (`bn_stats`, `bn_apply`, `bn_apply_backward`)
+/// in its vec4 form where planes hold a multiple of 4 values; returns the kernel, `p` with
+/// `chunks` in that form's units, and the workgroups of an apply pass.
+fn plane_kernel(entry: &'static str, p: &BnParams) -> (Kernel, BnParams, u64) {
+    let mut p = *p;
+    let name = match (entry, p.hw % 4 == 0) {
+        ("bn_stats", true) => "bn_stats4",
+        ("bn_apply", true) => "bn_apply4",
+        ("bn_apply_backward", true) => "bn_apply_backward4",
+        (e, _) => e,
+    };
+    if p.hw % 4 == 0 {
+        p.chunks = (p.hw / 4).div_ceil(BN_CHUNK as u32 / 4);
+    }
+    let groups = (u64::from(p.planes) * u64::from(p.chunks)).div_ceil(64);
+    (Kernel::new(Shader::BatchNorm, name), p, groups)
+}
 
 /// An elementwise activation fused into a kernel's epilogue (`ACT` in the shaders that
 /// take one). Its backward needs only the op's output.
@@ -166,14 +185,14 @@ fn apply(x: &Tensor, stats: &Tensor, ep: &Epilogue) -> Result<Storage> {
             let rb = ep.residual.map(|r| r.gpu_buf(OP)).transpose()?;
             let out = ctx.alloc_storage(x.numel())?;
             // Without a residual the kernel never reads its binding: x fills it.
+            let (k, bp, groups) = plane_kernel("bn_apply", &bp);
             ctx.launch(
-                &Kernel::new(Shader::BatchNorm, "bn_apply")
-                    .with("ACT", ep.act.code())
+                &k.with("ACT", ep.act.code())
                     .with("RESIDUAL", u32::from(rb.is_some())),
                 &bp,
                 &[xb, sb, rb.unwrap_or(xb)],
                 &[&out],
-                (n * c * hw.div_ceil(BN_CHUNK)).div_ceil(64) as u64,
+                groups,
             )?;
             Ok(Storage::Gpu(out))
         }
@@ -232,7 +251,7 @@ fn train_stats(
             let bp = bn_params(x, momentum, eps)?;
             let part = ctx.alloc_storage(2 * n * c * BN_LANES + c)?;
             ctx.launch(
-                &Kernel::new(Shader::BatchNorm, "bn_stats").with("MODE", 0u32),
+                &plane_kernel("bn_stats", &bp).0.with("MODE", 0u32),
                 &bp,
                 &[xb, xb, xb, xb],
                 &[&part],
@@ -365,7 +384,8 @@ pub(crate) fn batch_norm_backward(
             let (gb, yb, sb) = (g.gpu_buf(OP)?, out.gpu_buf(OP)?, stats.gpu_buf(OP)?);
             let part = ctx.alloc_storage(2 * n * c * BN_LANES)?;
             ctx.launch(
-                &Kernel::new(Shader::BatchNorm, "bn_stats")
+                &plane_kernel("bn_stats", &bp)
+                    .0
                     .with("MODE", 1u32)
                     .with("ACT", act.code()),
                 &bp,
@@ -392,16 +412,16 @@ pub(crate) fn batch_norm_backward(
             let dummy = if write_res {
                 None
             } else {
-                Some(ctx.alloc_storage(1)?)
+                Some(ctx.alloc_storage(4)?) // one vec4: the vec4 kernel's minimum binding
             };
+            let (k, bp, groups) = plane_kernel("bn_apply_backward", &bp);
             ctx.launch(
-                &Kernel::new(Shader::BatchNorm, "bn_apply_backward")
-                    .with("ACT", act.code())
+                &k.with("ACT", act.code())
                     .with("RESIDUAL", u32::from(write_res)),
                 &bp,
                 &[gb, yb, xb, &coef],
                 &[&dx, dres.as_ref().or(dummy.as_ref()).unwrap_or(&dx)],
-                (n * c * hw.div_ceil(BN_CHUNK)).div_ceil(64) as u64,
+                groups,
             )?;
             let dres = match dres {
                 Some(b) => Some(gpu_tensor(b, x.shape().clone())),

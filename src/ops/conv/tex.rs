@@ -13,9 +13,14 @@ use crate::error::Result;
 use crate::gpu::{GpuBuf, GpuContext, GpuTex};
 use crate::ops::gemm::{self, GemmParams, Layout, PackParams};
 
-/// Workgroups the grad-weight split aims for: rows of the output are cut into bands until
-/// the GEMM has this many workgroups (both lavapipe threads and a GPU's cores busy).
+/// Workgroups the grad-weight split aims for on a GPU: rows of the output are cut into bands
+/// until the GEMM has this many workgroups (a GPU's cores busy). Every band writes a partial
+/// `∂w` that a reduction pass adds up, so more bands cost memory traffic.
 pub const GW_TARGET_WORKGROUPS: usize = 64;
+/// The same on CPU adapters (lavapipe), whose few worker threads are kept busy by far fewer
+/// workgroups: 16 keeps two threads within 1/16 of each other while writing and adding 4×
+/// fewer partial sums.
+pub const GW_TARGET_WORKGROUPS_CPU: usize = 16;
 
 const OP: &str = "conv2d";
 
@@ -311,7 +316,12 @@ pub(super) fn grad_weight(
     p.rows = u(rows)?;
     (p.tiles_m, p.tiles_n) = gemm::tiles(OP, geo.cout, cols)?;
     let tiles = p.tiles_m as usize * p.tiles_n as usize;
-    let splits = GW_TARGET_WORKGROUPS.div_ceil(tiles).clamp(1, rows);
+    let target = if ctx.adapter_info().device_type == wgpu::DeviceType::Cpu {
+        GW_TARGET_WORKGROUPS_CPU
+    } else {
+        GW_TARGET_WORKGROUPS
+    };
+    let splits = target.div_ceil(tiles).clamp(1, rows);
     let per = rows.div_ceil(splits);
     let splits = rows.div_ceil(per);
     p.splits = u(splits)?;
