@@ -16,6 +16,16 @@
 //   pack_pixels:  an NCHW tensor as rows of pixel-packed texels per channel: row m = channel,
 //                 t = m·(n·ho·wq) + (img·ho + y)·wq + x4 holds x = 4·x4 + j of row y, zero for
 //                 x ≥ wo = limit. (dim0 = channels, dim1 = ho, dim2 = wq, stride0 = n.)
+//   pack_dy:      both pack_atlas (into dst) and pack_pixels (into dst2) of one NCHW tensor
+//                 (a convolution's output gradient, which grad-input reads as an atlas and
+//                 grad-weight as pixel rows) in one pass: one invocation per 4 channels × 4
+//                 pixels of a row, t = ((img·c4 + q)·ho + y)·wq + x4. (dim0 = c4, dim1 = ho,
+//                 dim2 = wq, stride0 = n, stride1 = wo, limit = C.)
+//   pack_weights2: both pack_weights layouts of conv weights [co, ci, taps] in one pass: the
+//                 forward's (rows co, channels ci) into dst and grad-input's (rows ci,
+//                 channels co) into dst2; one invocation per 4 co × 4 ci of a tap,
+//                 t = (qo·c4i + qi)·taps + tap. (dim0 = taps, dim1 = c4i, dim2 = c4o,
+//                 stride0 = Cout, limit = Cin.)
 
 struct PackParams {
     total: u32,
@@ -31,6 +41,8 @@ struct PackParams {
 @group(0) @binding(0) var<uniform> p: PackParams;
 @group(0) @binding(1) var<storage, read> src: array<f32>;
 @group(0) @binding(2) var dst: texture_storage_2d<rgba32float, write>;
+// pack_dy and pack_weights2: the second layout.
+@group(0) @binding(3) var dst2: texture_storage_2d<rgba32float, write>;
 
 // src[i] if ok, else 0 (index 0 is read instead: no branch).
 fn load_or_zero(i: u32, ok: bool) -> f32 {
@@ -108,4 +120,76 @@ fn pack_pixels(@builtin(workgroup_id) wid: vec3<u32>,
     let x = 4u * x4;
     let base = ((img * p.dim0 + m) * p.dim1 + y) * p.limit + x;
     textureStore(dst, texel_xy(t), gather4(base, 1u, x, p.limit));
+}
+
+@compute @workgroup_size(64)
+fn pack_dy(@builtin(workgroup_id) wid: vec3<u32>,
+           @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_index) lid: u32) {
+    let t = wg_linear(wid, nwg) * 64u + lid;
+    if (t >= p.total) {
+        return;
+    }
+    let c4 = p.dim0;
+    let ho = p.dim1;
+    let wq = p.dim2;
+    let n = p.stride0;
+    let wo = p.stride1;
+    let chans = p.limit;
+    let x4 = t % wq;
+    let y = (t / wq) % ho;
+    let q = (t / (wq * ho)) % c4;
+    let img = t / (wq * ho * c4);
+    let x = 4u * x4;
+    // r[j]: the 4 pixels x .. x+3 of channel 4q + j (zero past the row or the channels).
+    var r: array<vec4<f32>, 4>;
+    for (var j = 0u; j < 4u; j = j + 1u) {
+        let ch = 4u * q + j;
+        let base = ((img * chans + min(ch, chans - 1u)) * ho + y) * wo + x;
+        r[j] = gather4(base, 1u, x, select(0u, wo, ch < chans));
+        if (ch < chans) {
+            textureStore(dst2, texel_xy((ch * n * ho + img * ho + y) * wq + x4), r[j]);
+        }
+    }
+    let pix0 = (img * c4 + q) * ho * wo + y * wo + x;
+    for (var i = 0u; i < 4u; i = i + 1u) {
+        if (x + i < wo) {
+            textureStore(dst, texel_xy(pix0 + i), vec4<f32>(r[0][i], r[1][i], r[2][i], r[3][i]));
+        }
+    }
+}
+
+@compute @workgroup_size(64)
+fn pack_weights2(@builtin(workgroup_id) wid: vec3<u32>,
+                 @builtin(num_workgroups) nwg: vec3<u32>,
+                 @builtin(local_invocation_index) lid: u32) {
+    let t = wg_linear(wid, nwg) * 64u + lid;
+    if (t >= p.total) {
+        return;
+    }
+    let taps = p.dim0;
+    let c4i = p.dim1;
+    let c4o = p.dim2;
+    let cout = p.stride0;
+    let cin = p.limit;
+    let tap = t % taps;
+    let qi = (t / taps) % c4i;
+    let qo = t / (taps * c4i);
+    // r[j]: input channels 4qi .. 4qi+3 of output channel 4qo + j at this tap.
+    var r: array<vec4<f32>, 4>;
+    for (var j = 0u; j < 4u; j = j + 1u) {
+        let co = 4u * qo + j;
+        let base = (min(co, cout - 1u) * cin + 4u * qi) * taps + tap;
+        r[j] = gather4(base, taps, 4u * qi, select(0u, cin, co < cout));
+        if (co < cout) {
+            textureStore(dst, texel_xy(co * taps * c4i + tap * c4i + qi), r[j]);
+        }
+    }
+    for (var i = 0u; i < 4u; i = i + 1u) {
+        let ci = 4u * qi + i;
+        if (ci < cin) {
+            textureStore(dst2, texel_xy(ci * taps * c4o + tap * c4o + qo),
+                         vec4<f32>(r[0][i], r[1][i], r[2][i], r[3][i]));
+        }
+    }
 }

@@ -90,8 +90,13 @@ fn the_gemm_the_adapter_reports_is_the_path_taken() {
     assert_eq!(calls("gemm_tex.wgsl::conv"), 2 + 1 + 4, "{report:?}");
     assert_eq!(calls("gemm_tex.wgsl::conv_grad_weight"), 2, "{report:?}");
     assert_eq!(calls("conv.wgsl::conv2d_grad_input"), 0, "{report:?}");
-    assert!(calls("pack.wgsl::pack_atlas") >= 2, "{report:?}");
-    assert_eq!(calls("pack.wgsl::pack_pixels"), 2, "{report:?}");
+    // Every operand packed once per layer: the weights in both layouts in one pass, x's
+    // atlas once (the forward's, kept for grad-weight), dy in both layouts in one pass.
+    assert_eq!(calls("pack.wgsl::pack_weights2"), 2, "{report:?}");
+    assert_eq!(calls("pack.wgsl::pack_atlas"), 2, "{report:?}");
+    assert_eq!(calls("pack.wgsl::pack_dy"), 2, "{report:?}");
+    assert_eq!(calls("pack.wgsl::pack_pixels"), 0, "{report:?}");
+    assert_eq!(calls("pack.wgsl::pack_weights"), 0, "{report:?}");
     assert_eq!(calls("conv_direct.wgsl::conv_direct"), 0, "{report:?}");
     assert_eq!(calls("matmul_sg.wgsl::matmul_sg"), 0, "{report:?}");
 }

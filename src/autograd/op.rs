@@ -8,7 +8,7 @@ use std::sync::Arc;
 use super::custom::{custom_backward, CustomOp};
 use crate::error::Result;
 use crate::ops::binary::{binary_backward, where_backward, BinaryOp};
-use crate::ops::conv::{conv2d_backward, Conv2dParams, SavedAtlas};
+use crate::ops::conv::{conv2d_backward, Conv2dParams, SavedPack};
 use crate::ops::copy::{concat_backward, pad_axis, permute_backward};
 use crate::ops::matmul::matmul_backward;
 use crate::ops::norm::{batch_norm_backward, Activation};
@@ -57,11 +57,11 @@ pub enum Op {
     InterpolateBilinear {
         align_corners: bool,
     },
-    /// Inputs: x, w and optionally bias. `atlas`: x's texture-GEMM atlas from the forward,
-    /// which grad-weight reads instead of packing x again.
+    /// Inputs: x, w and optionally bias. `saved`: the operands a texture-GEMM forward
+    /// packed that the backward reads again (x's atlas, the transposed weights).
     Conv2d {
         params: Conv2dParams,
-        atlas: Option<SavedAtlas>,
+        saved: Option<SavedPack>,
     },
     Softmax {
         axis: usize,
@@ -143,7 +143,7 @@ impl Op {
             Op::InterpolateBilinear { align_corners } => {
                 vec![Some(interpolate_bilinear_backward(*align_corners, x, g)?)]
             }
-            Op::Conv2d { params, atlas } => conv2d_backward(params, atlas.as_ref(), inputs, g)?,
+            Op::Conv2d { params, saved } => conv2d_backward(params, saved.as_ref(), inputs, g)?,
             Op::Softmax { axis } => vec![Some(softmax_backward(*axis, out, g)?)],
             Op::LogSoftmax { axis } => vec![Some(log_softmax_backward(*axis, out, g)?)],
             Op::Custom(op) => custom_backward(op.as_ref(), inputs, out, g)?,

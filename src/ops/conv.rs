@@ -68,15 +68,21 @@ pub const CONV_GATHER_BP: usize = 4;
 /// the cost per 4-channel block the two meet near 8 channels.
 pub const CONV_DIRECT_MIN_CHANNELS: usize = 8;
 
-/// The texture GEMM's channel-packed copy of a convolution's input, built by the forward
-/// and kept on the tape for grad-weight, which reads the same texels (one pack per layer
-/// and step instead of two).
+/// What a texture-GEMM forward keeps on the tape for the backward: the channel-packed copy
+/// of the input (grad-weight reads the same texels) and, when x needs a gradient, the
+/// weights in grad-input's layout (packed in the forward's weight pass). Each operand is
+/// packed once per layer and step.
 #[derive(Clone)]
-pub struct SavedAtlas(Arc<GpuTex>);
+pub struct SavedPack(Arc<tex::Packed>);
 
-impl std::fmt::Debug for SavedAtlas {
+impl std::fmt::Debug for SavedPack {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "SavedAtlas({} texels)", self.0.texels())
+        write!(
+            f,
+            "SavedPack(atlas {} texels, transposed weights {})",
+            self.0.atlas.texels(),
+            self.0.wt.is_some()
+        )
     }
 }
 
@@ -325,16 +331,18 @@ impl Geom {
 /// Forward: the texture GEMM where it applies (ungrouped layer, see `tex::applies`), else
 /// the register-blocked direct kernel, or the gather kernel for layers with few output
 /// channels per group (depthwise).
-/// Also returns the texture GEMM's atlas of x, which grad-weight reads again.
+/// On the texture GEMM also returns what the backward reads again (with `transposed`, the
+/// weights in grad-input's layout too).
 fn gpu_forward(
     geo: &Geom,
     x: &GpuBuf,
     w: &GpuBuf,
     bias: Option<&GpuBuf>,
-) -> Result<(GpuBuf, Option<GpuTex>)> {
+    transposed: bool,
+) -> Result<(GpuBuf, Option<tex::Packed>)> {
     if tex::applies(x.context(), geo) {
-        let (y, atlas) = tex::forward(geo, x, w, bias)?;
-        return Ok((y, Some(atlas)));
+        let (y, packed) = tex::forward(geo, x, w, bias, transposed)?;
+        return Ok((y, Some(packed)));
     }
     if geo.cout_g >= CONV_DIRECT_MIN_CHANNELS {
         return Ok((direct::forward(geo, x, w, bias)?, None));
@@ -421,7 +429,8 @@ pub fn conv2d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, p: Conv2dParams) ->
             ));
         }
     }
-    let (storage, atlas) = match x.storage() {
+    let taped = grad_enabled() && ts.iter().any(|t| t.requires_grad());
+    let (storage, packed) = match x.storage() {
         Storage::Cpu(xv) => {
             let bv = bias.map(|b| b.cpu_data(OP)).transpose()?;
             (
@@ -431,20 +440,19 @@ pub fn conv2d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, p: Conv2dParams) ->
         }
         Storage::Gpu(xb) => {
             let bb = bias.map(|b| b.gpu_buf(OP)).transpose()?;
-            let (y, atlas) = gpu_forward(&geo, xb, w.gpu_buf(OP)?, bb)?;
-            (Storage::Gpu(y), atlas)
+            let transposed = taped && x.requires_grad();
+            let (y, packed) = gpu_forward(&geo, xb, w.gpu_buf(OP)?, bb, transposed)?;
+            (Storage::Gpu(y), packed)
         }
     };
-    // The atlas is kept for grad-weight only when the tape will ask for ∂w.
-    let atlas = atlas
-        .filter(|_| grad_enabled() && w.requires_grad())
-        .map(|t| SavedAtlas(Arc::new(t)));
+    // Kept only for a tape that will ask for the gradients.
+    let saved = packed.filter(|_| taped).map(|t| SavedPack(Arc::new(t)));
     let inputs = ts.into_iter().cloned().collect();
     Ok(Tensor::from_op(
         storage,
         geo.out_shape(),
         DType::F32,
-        Op::Conv2d { params: p, atlas },
+        Op::Conv2d { params: p, saved },
         inputs,
     ))
 }
@@ -507,7 +515,7 @@ fn grad_weight(
     x: &Tensor,
     w_shape: &Shape,
     p: Conv2dParams,
-    atlas: Option<&SavedAtlas>,
+    atlas: Option<&GpuTex>,
 ) -> Result<Tensor> {
     const OP: &str = "conv2d_grad_weight";
     x.expect_dtype(OP, DType::F32)?;
@@ -521,37 +529,61 @@ fn grad_weight(
             DType::F32,
         )),
         Storage::Gpu(g) => {
-            let atlas = atlas.map(|a| a.0.as_ref());
             let (partial, nchunks) = gpu_grad_weight(&geo, g, x.gpu_buf(OP)?, atlas)?;
-            let nw = w_shape.numel();
-            let t =
-                Tensor::from_storage(Storage::Gpu(partial), Shape(vec![nchunks, nw]), DType::F32);
-            if nchunks == 1 {
-                t.reshape(w_shape.clone())
-            } else {
-                t.sum_axis(0, false)?.reshape(w_shape.clone())
-            }
+            sum_partials(partial, nchunks, w_shape)
         }
     }
 }
 
+/// `∂w` from its partial sums `[nchunks, Cout·K]`.
+fn sum_partials(partial: GpuBuf, nchunks: usize, w_shape: &Shape) -> Result<Tensor> {
+    let nw = w_shape.numel();
+    let t = Tensor::from_storage(Storage::Gpu(partial), Shape(vec![nchunks, nw]), DType::F32);
+    if nchunks == 1 {
+        t.reshape(w_shape.clone())
+    } else {
+        t.sum_axis(0, false)?.reshape(w_shape.clone())
+    }
+}
+
 /// Backward of [`conv2d`]: `[∂x, ∂w]` or `[∂x, ∂w, ∂bias]`, each computed only when that
-/// input requires a gradient. `∂bias[co] = Σ_{n, oh, ow} g[n, co, oh, ow]`.
+/// input requires a gradient. `∂bias[co] = Σ_{n, oh, ow} g[n, co, oh, ow]`. With what a
+/// texture-GEMM forward kept (`saved`), dy is packed once for both gradients.
 pub(crate) fn conv2d_backward(
     p: &Conv2dParams,
-    atlas: Option<&SavedAtlas>,
+    saved: Option<&SavedPack>,
     inputs: &[Tensor],
     g: &Tensor,
 ) -> Result<Vec<Option<Tensor>>> {
+    const OP: &str = "conv2d backward";
     let (x, w) = (&inputs[0], &inputs[1]);
-    let mut grads = vec![
-        x.requires_grad()
-            .then(|| conv2d_grad_input(g, w, x.shape(), *p))
-            .transpose()?,
-        w.requires_grad()
-            .then(|| grad_weight(g, x, w.shape(), *p, atlas))
-            .transpose()?,
-    ];
+    let mut grads = match (saved, g.storage()) {
+        (Some(saved), Storage::Gpu(gb)) => {
+            let geo = Geom::new(OP, x.shape(), w.shape(), p)?;
+            check_dy(OP, &geo, g)?;
+            let (dx, dw) = tex::backward(
+                &geo,
+                gb,
+                (x.gpu_buf(OP)?, w.gpu_buf(OP)?),
+                &saved.0,
+                (x.requires_grad(), w.requires_grad()),
+            )?;
+            let dx =
+                dx.map(|b| Tensor::from_storage(Storage::Gpu(b), x.shape().clone(), DType::F32));
+            let dw = dw
+                .map(|(partial, n)| sum_partials(partial, n, w.shape()))
+                .transpose()?;
+            vec![dx, dw]
+        }
+        _ => vec![
+            x.requires_grad()
+                .then(|| conv2d_grad_input(g, w, x.shape(), *p))
+                .transpose()?,
+            w.requires_grad()
+                .then(|| grad_weight(g, x, w.shape(), *p, None))
+                .transpose()?,
+        ],
+    };
     if let Some(b) = inputs.get(2) {
         let db = match (b.requires_grad(), g.dims()) {
             (true, &[n, c, h, wd]) => Some(

@@ -164,6 +164,26 @@ pub(crate) fn pack(src: &GpuBuf, entry: &'static str, p: &PackParams) -> Result<
     Ok(t)
 }
 
+/// Runs pack.wgsl's two-layout `entry` (`pack_dy`, `pack_weights2`) over `p.total`
+/// invocations into fresh texel arrays of `texels.0` and `texels.1` texels.
+pub(crate) fn pack2(
+    src: &GpuBuf,
+    entry: &'static str,
+    p: &PackParams,
+    texels: (usize, usize),
+) -> Result<(GpuTex, GpuTex)> {
+    let ctx = src.context();
+    let a = ctx.alloc_texels(texels.0 as u64)?;
+    let b = ctx.alloc_texels(texels.1 as u64)?;
+    ctx.launch_args(
+        &Kernel::new(Shader::Pack, entry),
+        p,
+        &[Arg::In(src), Arg::TexelsOut(&a), Arg::TexelsOut(&b)],
+        u64::from(p.total).div_ceil(64),
+    )?;
+    Ok((a, b))
+}
+
 /// Records one GEMM of `p.batch × p.tiles_m × p.tiles_n × p.splits` workgroups into `out`.
 pub(crate) fn launch(
     ctx: &Arc<GpuContext>,

@@ -176,17 +176,79 @@ fn forward_window(geo: &Geom) -> Result<GemmParams> {
     )
 }
 
-/// `y = conv2d(x, w) + bias`, and x's atlas (grad-weight reads the same one).
+/// The weights in both GEMM layouts, one pass: the forward's (rows co, channels ci) and
+/// grad-input's (rows ci, channels co).
+fn weights_both(geo: &Geom, w: &GpuBuf) -> Result<(GpuTex, GpuTex)> {
+    let taps = geo.kh * geo.kw;
+    let (c4i, c4o) = (geo.cin.div_ceil(4), geo.cout.div_ceil(4));
+    let p = PackParams {
+        total: u(c4o * c4i * taps)?,
+        dim0: u(taps)?,
+        dim1: u(c4i)?,
+        dim2: u(c4o)?,
+        stride0: u(geo.cout)?,
+        limit: u(geo.cin)?,
+        ..PackParams::default()
+    };
+    gemm::pack2(
+        w,
+        "pack_weights2",
+        &p,
+        (geo.cout * taps * c4i, geo.cin * taps * c4o),
+    )
+}
+
+/// `dy` in both layouts its gradients read, one pass: grad-input's atlas and grad-weight's
+/// pixel rows.
+fn dy_both(geo: &Geom, dy: &GpuBuf) -> Result<(GpuTex, GpuTex)> {
+    let c4 = geo.cout.div_ceil(4);
+    let wq = geo.wo.div_ceil(4);
+    let p = PackParams {
+        total: u(geo.n * c4 * geo.ho * wq)?,
+        dim0: u(c4)?,
+        dim1: u(geo.ho)?,
+        dim2: u(wq)?,
+        stride0: u(geo.n)?,
+        stride1: u(geo.wo)?,
+        limit: u(geo.cout)?,
+        ..PackParams::default()
+    };
+    gemm::pack2(
+        dy,
+        "pack_dy",
+        &p,
+        (geo.n * c4 * geo.ho * geo.wo, geo.cout * geo.n * geo.ho * wq),
+    )
+}
+
+/// What the forward keeps for the backward: x's atlas and, when `transposed` was asked for,
+/// the weights in grad-input's layout (packed in the same pass as the forward's).
+pub(crate) struct Packed {
+    pub(crate) atlas: GpuTex,
+    pub(crate) wt: Option<GpuTex>,
+}
+
+/// `y = conv2d(x, w) + bias`, and what grad-input and grad-weight read again: x's atlas and,
+/// with `transposed`, the weights in grad-input's layout.
 pub(super) fn forward(
     geo: &Geom,
     x: &GpuBuf,
     w: &GpuBuf,
     bias: Option<&GpuBuf>,
-) -> Result<(GpuBuf, GpuTex)> {
+    transposed: bool,
+) -> Result<(GpuBuf, Packed)> {
     let ctx = x.context();
     let taps = geo.kh * geo.kw;
     let c4 = geo.cin.div_ceil(4);
-    let wt = weights(w, geo.cout, geo.cin, taps, geo.cin * taps, taps)?;
+    let (wt, wt_t) = if transposed {
+        let (a, b) = weights_both(geo, w)?;
+        (a, Some(b))
+    } else {
+        (
+            weights(w, geo.cout, geo.cin, taps, geo.cin * taps, taps)?,
+            None,
+        )
+    };
     let xt = atlas(x, geo.n, geo.cin, geo.h * geo.w)?;
     let mut p = forward_window(geo)?;
     let cols = geo.n * geo.ho * geo.wo;
@@ -206,7 +268,13 @@ pub(super) fn forward(
         1,
         &out,
     )?;
-    Ok((out, xt))
+    Ok((
+        out,
+        Packed {
+            atlas: xt,
+            wt: wt_t,
+        },
+    ))
 }
 
 /// `∂x[ci, y, x] = Σ_{co, ky, kx} w[co, ci, ky, kx] · dy[co, (y + ph − ky·dh)/sh,
@@ -216,12 +284,18 @@ pub(super) fn forward(
 /// taps with masks would do s² times the work; the README's results give the 3×3 stride-2
 /// layer's timings before and after, `cargo bench -- "stride 2"`).
 pub(super) fn grad_input(geo: &Geom, dy: &GpuBuf, w: &GpuBuf) -> Result<GpuBuf> {
-    let ctx = dy.context();
     let taps = geo.kh * geo.kw;
-    let c4 = geo.cout.div_ceil(4);
     // Rows ci, channels co of w [co, ci, tap].
     let wt = weights(w, geo.cin, geo.cout, taps, taps, geo.cin * taps)?;
     let dt = atlas(dy, geo.n, geo.cout, geo.ho * geo.wo)?;
+    grad_input_packed(geo, &dt, &wt)
+}
+
+/// [`grad_input`] from dy's atlas `dt` and the weights in grad-input's layout `wt`.
+fn grad_input_packed(geo: &Geom, dt: &GpuTex, wt: &GpuTex) -> Result<GpuBuf> {
+    let ctx = dt.context();
+    let taps = geo.kh * geo.kw;
+    let c4 = geo.cout.div_ceil(4);
     let out = ctx.alloc_storage(geo.n * geo.cin * geo.h * geo.w)?;
     if geo.sh > 1 || geo.sw > 1 {
         // Pixels of phases that no tap reaches stay zero.
@@ -262,8 +336,8 @@ pub(super) fn grad_input(geo: &Geom, dy: &GpuBuf, w: &GpuBuf) -> Result<GpuBuf> 
             gemm::launch(
                 ctx,
                 &p,
-                (&wt, Layout::KPacked),
-                (&dt, Layout::ConvAtlas),
+                (wt, Layout::KPacked),
+                (dt, Layout::ConvAtlas),
                 None,
                 1,
                 &out,
@@ -281,9 +355,6 @@ pub(super) fn grad_weight(
     x: &GpuBuf,
     atlas: Option<&GpuTex>,
 ) -> Result<(GpuBuf, usize)> {
-    let ctx = dy.context();
-    let taps = geo.kh * geo.kw;
-    let c4 = geo.cin.div_ceil(4);
     let wq = geo.wo.div_ceil(4);
     let rows = geo.n * geo.ho;
     // dy as rows of pixel-packed texels per output channel.
@@ -305,6 +376,48 @@ pub(super) fn grad_weight(
             &packed
         }
     };
+    grad_weight_packed(geo, &dt, xt)
+}
+
+/// Both gradients of a layer whose forward kept `packed`: dy is packed once into both layouts
+/// (one pass instead of two) when both are asked for. Returns `∂x` and the partial `∂w`
+/// sums with their count, each where asked for.
+pub(super) fn backward(
+    geo: &Geom,
+    dy: &GpuBuf,
+    (x, w): (&GpuBuf, &GpuBuf),
+    packed: &Packed,
+    (want_dx, want_dw): (bool, bool),
+) -> Result<(Option<GpuBuf>, Option<(GpuBuf, usize)>)> {
+    if !(want_dx && want_dw) {
+        let dx = want_dx.then(|| grad_input(geo, dy, w)).transpose()?;
+        let dw = want_dw
+            .then(|| grad_weight(geo, dy, x, Some(&packed.atlas)))
+            .transpose()?;
+        return Ok((dx, dw));
+    }
+    let (d_atlas, d_pixels) = dy_both(geo, dy)?;
+    let wt_packed;
+    let wt = match &packed.wt {
+        Some(t) => t,
+        None => {
+            let taps = geo.kh * geo.kw;
+            wt_packed = weights(w, geo.cin, geo.cout, taps, taps, geo.cin * taps)?;
+            &wt_packed
+        }
+    };
+    let dx = grad_input_packed(geo, &d_atlas, wt)?;
+    let dw = grad_weight_packed(geo, &d_pixels, &packed.atlas)?;
+    Ok((Some(dx), Some(dw)))
+}
+
+/// [`grad_weight`] from dy's pixel rows `dt` and x's atlas `xt`.
+fn grad_weight_packed(geo: &Geom, dt: &GpuTex, xt: &GpuTex) -> Result<(GpuBuf, usize)> {
+    let ctx = dt.context();
+    let taps = geo.kh * geo.kw;
+    let c4 = geo.cin.div_ceil(4);
+    let wq = geo.wo.div_ceil(4);
+    let rows = geo.n * geo.ho;
     let mut p = forward_window(geo)?;
     let cols = taps * 4 * c4;
     p.m = u(geo.cout)?;
@@ -330,7 +443,7 @@ pub(super) fn grad_weight(
     gemm::launch(
         ctx,
         &p,
-        (&dt, Layout::KPacked),
+        (dt, Layout::KPacked),
         (xt, Layout::ConvGradWeight),
         None,
         2,
