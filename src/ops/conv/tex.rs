@@ -379,6 +379,9 @@ pub(super) fn grad_weight(
     grad_weight_packed(geo, &dt, xt)
 }
 
+/// Partial `∂w` sums and their count (see [`grad_weight`]).
+pub(super) type Partials = (GpuBuf, usize);
+
 /// Both gradients of a layer whose forward kept `packed`: dy is packed once into both layouts
 /// (one pass instead of two) when both are asked for. Returns `∂x` and the partial `∂w`
 /// sums with their count, each where asked for.
@@ -388,7 +391,7 @@ pub(super) fn backward(
     (x, w): (&GpuBuf, &GpuBuf),
     packed: &Packed,
     (want_dx, want_dw): (bool, bool),
-) -> Result<(Option<GpuBuf>, Option<(GpuBuf, usize)>)> {
+) -> Result<(Option<GpuBuf>, Option<Partials>)> {
     if !(want_dx && want_dw) {
         let dx = want_dx.then(|| grad_input(geo, dy, w)).transpose()?;
         let dw = want_dw
