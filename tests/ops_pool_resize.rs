@@ -387,6 +387,8 @@ fn avg_pool2d_counts_padding_like_pytorch() {
 
 /// (input shape, output size): 1×1 in and out, upsampling ×4 (the decoder) and ×2,
 /// downsampling, non-integer ratios (5→7, 7→3), a 1×1 output, mixed up/down, and N·C = 262.
+/// Outputs of at least twice the input's rows take the separable backward (along W, then
+/// along H): ×4, ×2, ×3 from 1 row, a non-integer ×2.6, and H up while W goes down.
 const RESIZE_CASES: &[([usize; 4], (usize, usize))] = &[
     ([1, 1, 1, 1], (1, 1)),
     ([1, 1, 1, 1], (3, 4)),
@@ -400,6 +402,8 @@ const RESIZE_CASES: &[([usize; 4], (usize, usize))] = &[
     ([1, 1, 5, 7], (7, 3)),
     ([1, 1, 2, 9], (1, 20)),
     ([2, 131, 2, 3], (3, 5)),
+    ([1, 1, 5, 4], (13, 11)),
+    ([1, 2, 3, 9], (8, 4)),
 ];
 
 #[test]

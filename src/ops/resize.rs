@@ -194,6 +194,23 @@ pub(crate) fn interpolate_bilinear_backward(
             }
             Storage::Cpu(dx)
         }
+        Storage::Gpu(gb) if oh >= 2 * h => {
+            // Upsampling: the separable transpose, along W then along H.
+            let t = launch(
+                "interpolate_bilinear_backward_w",
+                nc * oh * w,
+                (h, w, oh, ow),
+                align_corners,
+                gb,
+            )?;
+            Storage::Gpu(launch(
+                "interpolate_bilinear_backward_h",
+                nc * h * w,
+                (h, w, oh, ow),
+                align_corners,
+                &t,
+            )?)
+        }
         Storage::Gpu(gb) => Storage::Gpu(launch(
             "interpolate_bilinear_backward",
             nc * h * w,
