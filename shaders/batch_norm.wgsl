@@ -9,15 +9,17 @@
 // the normalisation pass, and their backward (the activation's mask, the residual's
 // gradient) inside the backward pass.
 //
-// bn_stats, MODE 0: invocation t = plane·LANES + l sums the elements l, l + LANES, … of its
-//   plane shifted by K_c = x[c·hw] (the channel's first value in image 0, the same for every
-//   plane of the channel, so partial sums add up): part[t] = Σ (x − K_c),
-//   part[P·LANES + t] = Σ (x − K_c)², and part[2·P·LANES + c] = K_c (lane 0 of image 0).
+// bn_stats, MODE 0: invocation t = plane·parts + j (parts = p.chunks = ⌈hw/RUN⌉) sums the
+//   run of elements [j·RUN, (j + 1)·RUN) of its plane shifted by K_c = x[c·hw] (the
+//   channel's first value in image 0, the same for every plane of the channel, so partial
+//   sums add up): part[t] = Σ (x − K_c), part[P·parts + t] = Σ (x − K_c)², and
+//   part[2·P·parts + c] = K_c (run 0 of image 0).
 //   Shifting by a value of the channel keeps the one-pass variance
 //   Σd²/n − (Σd/n)² free of the cancellation that unshifted sums suffer when |mean| ≫ std.
-// bn_stats, MODE 1: with dy = g·act'(y), part[t] = Σ dy, part[P·LANES + t] = Σ dy·(x − μ_c).
-// bn_finish (one workgroup per channel): adds the partials in a fixed order (per lane over
-//   the images, then a tree over the lanes: deterministic, no atomics) and writes stats = [mean, rstd, scale,
+// bn_stats, MODE 1: with dy = g·act'(y), part[t] = Σ dy, part[P·parts + t] = Σ dy·(x − μ_c).
+// bn_finish (one workgroup per channel): adds the partials in a fixed order (invocation l
+//   adds runs l, l + 64, … of every image, then a tree over the 64: deterministic, no
+//   atomics) and writes stats = [mean, rstd, scale,
 //   shift] (each [C]) and the updated running statistics.
 // bn_finish_eval: stats from the running statistics.
 // bn_finish_backward: coef = [A, B, D] with ∂x = A·dy + B·x + D, and ∂γ, ∂β.
@@ -33,7 +35,9 @@ override MODE: u32 = 0u;
 override ACT: u32 = 0u;
 override RESIDUAL: bool = false;
 
-const LANES: u32 = 64u;
+// Elements summed per bn_stats invocation (RUN4 vec4 in bn_stats4).
+const RUN: u32 = 64u;
+const RUN4: u32 = 16u;
 const CHUNK: u32 = 16u;
 const CHUNK4: u32 = 4u;
 
@@ -101,48 +105,51 @@ fn bn_stats(@builtin(workgroup_id) wid: vec3<u32>,
             @builtin(num_workgroups) nwg: vec3<u32>,
             @builtin(local_invocation_index) lid: u32) {
     let t = wg_linear(wid, nwg) * 64u + lid;
-    if (t >= p.planes * LANES) {
+    if (t >= p.planes * p.chunks) {
         return;
     }
-    let plane = t / LANES;
+    let plane = t / p.chunks;
     let c = plane % p.c;
-    let base = plane * p.hw;
-    let lane = t % LANES;
+    let run = t % p.chunks;
+    let first = plane * p.hw + run * RUN;
+    let end = plane * p.hw + min((run + 1u) * RUN, p.hw);
     var s = 0.0;
     var s2 = 0.0;
     if (MODE == 0u) {
         let k = st_x[c * p.hw];
-        for (var i = lane; i < p.hw; i = i + LANES) {
-            let d = st_x[base + i] - k;
+        for (var i = first; i < end; i = i + 1u) {
+            let d = st_x[i] - k;
             s = s + d;
             s2 = fma(d, d, s2);
         }
-        if (plane < p.c && lane == 0u) {
-            st_part[2u * p.planes * LANES + c] = k;
+        if (plane < p.c && run == 0u) {
+            st_part[2u * p.planes * p.chunks + c] = k;
         }
     } else {
         let mu = st_stats[c];
-        for (var i = lane; i < p.hw; i = i + LANES) {
-            let dy = act_grad(st_g[base + i], st_y[base + i]);
+        for (var i = first; i < end; i = i + 1u) {
+            let dy = act_grad(st_g[i], st_y[i]);
             s = s + dy;
-            s2 = fma(dy, st_x[base + i] - mu, s2);
+            s2 = fma(dy, st_x[i] - mu, s2);
         }
     }
     st_part[t] = s;
-    st_part[p.planes * LANES + t] = s2;
+    st_part[p.planes * p.chunks + t] = s2;
 }
 
 var<workgroup> tree: array<vec2<f32>, 64>;
 
-// Σ over images and lanes of the two partial sums of channel c, by the 64 invocations of
-// the channel's workgroup: invocation l adds lane l of every image, then a tree adds the 64
-// (a fixed order: deterministic, no atomics). Every invocation gets the totals.
+// Σ over images and runs of the two partial sums of channel c, by the 64 invocations of the
+// channel's workgroup: invocation l adds runs l, l + 64, … of every image, then a tree adds
+// the 64 (a fixed order: deterministic, no atomics). Every invocation gets the totals.
 fn channel_totals(c: u32, l: u32) -> vec2<f32> {
     var s = vec2<f32>(0.0, 0.0);
-    let second = p.planes * LANES;
+    let second = p.planes * p.chunks;
     for (var plane = c; plane < p.planes; plane = plane + p.c) {
-        let i = plane * LANES + l;
-        s = s + vec2<f32>(fi_part[i], fi_part[second + i]);
+        for (var j = l; j < p.chunks; j = j + 64u) {
+            let i = plane * p.chunks + j;
+            s = s + vec2<f32>(fi_part[i], fi_part[second + i]);
+        }
     }
     tree[l] = s;
     workgroupBarrier();
@@ -183,7 +190,7 @@ fn bn_finish(@builtin(workgroup_id) wid: vec3<u32>,
     }
     let m1 = tot.x * p.inv_n;
     let var_ = max(tot.y * p.inv_n - m1 * m1, 0.0);
-    let mean = fi_part[2u * p.planes * LANES + c] + m1;
+    let mean = fi_part[2u * p.planes * p.chunks + c] + m1;
     write_stats(c, mean, var_);
     let keep = 1.0 - p.momentum;
     fi_out1[c] = keep * fi_rmean[c] + p.momentum * mean;
@@ -319,36 +326,37 @@ fn bn_stats4(@builtin(workgroup_id) wid: vec3<u32>,
              @builtin(num_workgroups) nwg: vec3<u32>,
              @builtin(local_invocation_index) lid: u32) {
     let t = wg_linear(wid, nwg) * 64u + lid;
-    if (t >= p.planes * LANES) {
+    if (t >= p.planes * p.chunks) {
         return;
     }
-    let plane = t / LANES;
+    let plane = t / p.chunks;
     let c = plane % p.c;
     let hw4 = p.hw / 4u;
-    let base = plane * hw4;
-    let lane = t % LANES;
+    let run = t % p.chunks;
+    let first = plane * hw4 + run * RUN4;
+    let end = plane * hw4 + min((run + 1u) * RUN4, hw4);
     var s = vec4<f32>(0.0);
     var s2 = vec4<f32>(0.0);
     if (MODE == 0u) {
         let k = st4_x[c * hw4].x;
-        for (var i = lane; i < hw4; i = i + LANES) {
-            let d = st4_x[base + i] - vec4<f32>(k);
+        for (var i = first; i < end; i = i + 1u) {
+            let d = st4_x[i] - vec4<f32>(k);
             s = s + d;
             s2 = fma(d, d, s2);
         }
-        if (plane < p.c && lane == 0u) {
-            st4_part[2u * p.planes * LANES + c] = k;
+        if (plane < p.c && run == 0u) {
+            st4_part[2u * p.planes * p.chunks + c] = k;
         }
     } else {
         let mu = vec4<f32>(st4_stats[c]);
-        for (var i = lane; i < hw4; i = i + LANES) {
-            let dy = act_grad4(st4_g[base + i], st4_y[base + i]);
+        for (var i = first; i < end; i = i + 1u) {
+            let dy = act_grad4(st4_g[i], st4_y[i]);
             s = s + dy;
-            s2 = fma(dy, st4_x[base + i] - mu, s2);
+            s2 = fma(dy, st4_x[i] - mu, s2);
         }
     }
     st4_part[t] = hsum(s);
-    st4_part[p.planes * LANES + t] = hsum(s2);
+    st4_part[p.planes * p.chunks + t] = hsum(s2);
 }
 
 @compute @workgroup_size(64)

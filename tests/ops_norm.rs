@@ -39,10 +39,12 @@ const SHAPES: &[[usize; 4]] = &[
     [2, 3, 17, 19],
     [3, 2, 9, 11],
     [67, 2, 1, 2],
-    // Planes of a multiple of 4 values (the vec4 kernels): fewer vec4 than lanes, and more
-    // (320 values: 80 vec4 past the 64 lanes, 5 runs of 4 vec4 per plane).
+    // Planes of a multiple of 4 values (the vec4 kernels): one partial sum per plane, and more
+    // (320 values: 5 partial sums of 64 values, 20 runs of 4 vec4 per plane).
     [2, 3, 4, 6],
     [2, 2, 20, 16],
+    // More partial sums per plane (⌈4224 / 64⌉ = 66) than invocations of the finish kernel.
+    [1, 2, 64, 66],
 ];
 
 #[test]

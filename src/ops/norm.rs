@@ -38,15 +38,24 @@ use crate::gpu::{GpuBuf, Kernel, Shader};
 use crate::shape::Shape;
 use crate::tensor::{same_device, DType, Storage, Tensor};
 
-/// Invocations per plane of `bn_stats` (`LANES` in batch_norm.wgsl).
-pub const BN_LANES: usize = 64;
+/// Elements per invocation of `bn_stats` (`RUN` in batch_norm.wgsl): a plane of `hw` values
+/// gives `⌈hw / BN_RUN⌉` partial sums.
+pub const BN_RUN: usize = 64;
 /// Elements per invocation of `bn_apply` (`CHUNK` in batch_norm.wgsl; `CHUNK4` vec4 in the
 /// vec4 forms).
 pub const BN_CHUNK: usize = 16;
 
+/// `p` for `bn_stats` and the finish kernels: `chunks` = partial sums per plane.
+fn stats_params(p: &BnParams) -> BnParams {
+    BnParams {
+        chunks: p.hw.div_ceil(BN_RUN as u32),
+        ..*p
+    }
+}
+
 /// A per-element kernel of batch_norm.wgsl (`bn_stats`, `bn_apply`, `bn_apply_backward`)
-/// in its vec4 form where planes hold a multiple of 4 values; returns the kernel, `p` with
-/// `chunks` in that form's units, and the workgroups of an apply pass.
+/// in its vec4 form where planes hold a multiple of 4 values; returns the kernel, `p` (for
+/// the apply passes with `chunks` in that form's units) and the workgroups of an apply pass.
 fn plane_kernel(entry: &'static str, p: &BnParams) -> (Kernel, BnParams, u64) {
     let mut p = *p;
     let name = match (entry, p.hw % 4 == 0) {
@@ -55,7 +64,7 @@ fn plane_kernel(entry: &'static str, p: &BnParams) -> (Kernel, BnParams, u64) {
         ("bn_apply_backward", true) => "bn_apply_backward4",
         (e, _) => e,
     };
-    if p.hw % 4 == 0 {
+    if p.hw % 4 == 0 && entry != "bn_stats" {
         p.chunks = (p.hw / 4).div_ceil(BN_CHUNK as u32 / 4);
     }
     let groups = (u64::from(p.planes) * u64::from(p.chunks)).div_ceil(64);
@@ -248,14 +257,15 @@ fn train_stats(
         }
         Storage::Gpu(xb) => {
             let ctx = xb.context();
-            let bp = bn_params(x, momentum, eps)?;
-            let part = ctx.alloc_storage(2 * n * c * BN_LANES + c)?;
+            let bp = stats_params(&bn_params(x, momentum, eps)?);
+            let parts = n * c * bp.chunks as usize;
+            let part = ctx.alloc_storage(2 * parts + c)?;
             ctx.launch(
                 &plane_kernel("bn_stats", &bp).0.with("MODE", 0u32),
                 &bp,
                 &[xb, xb, xb, xb],
                 &[&part],
-                (n * c * BN_LANES).div_ceil(64) as u64,
+                parts.div_ceil(64) as u64,
             )?;
             let stats = ctx.alloc_storage(4 * c)?;
             let (nm, nv) = (ctx.alloc_storage(c)?, ctx.alloc_storage(c)?);
@@ -381,24 +391,26 @@ pub(crate) fn batch_norm_backward(
         Storage::Gpu(xb) => {
             let ctx = xb.context();
             let bp = bn_params(x, 0.0, 0.0)?;
+            let sp = stats_params(&bp);
             let (gb, yb, sb) = (g.gpu_buf(OP)?, out.gpu_buf(OP)?, stats.gpu_buf(OP)?);
-            let part = ctx.alloc_storage(2 * n * c * BN_LANES)?;
+            let parts = n * c * sp.chunks as usize;
+            let part = ctx.alloc_storage(2 * parts)?;
             ctx.launch(
-                &plane_kernel("bn_stats", &bp)
+                &plane_kernel("bn_stats", &sp)
                     .0
                     .with("MODE", 1u32)
                     .with("ACT", act.code()),
-                &bp,
+                &sp,
                 &[xb, gb, yb, sb],
                 &[&part],
-                (n * c * BN_LANES).div_ceil(64) as u64,
+                parts.div_ceil(64) as u64,
             )?;
             let coef = ctx.alloc_storage(3 * c)?;
             let (dgamma, dbeta) = (ctx.alloc_storage(c)?, ctx.alloc_storage(c)?);
             let gam = gamma.gpu_buf(OP)?;
             ctx.launch(
                 &Kernel::new(Shader::BatchNorm, "bn_finish_backward"),
-                &bp,
+                &sp,
                 &[&part, gam, gam, sb, sb],
                 &[&coef, &dgamma, &dbeta],
                 c as u64,
