@@ -18,6 +18,11 @@
 // Each thread of a pass reads the few outputs of one axis that can touch it instead of the
 // product of both axes' candidates (about a third of the loads and far fewer tap
 // evaluations at 4× upsampling).
+//   interpolate_bilinear4: the forward for rows of a multiple of 4 outputs when W is
+//     upsampled (scale_w ≤ 1): one thread per 4 consecutive outputs of a row, whose taps lie
+//     within 5 consecutive input columns (taps advance by at most one column per output),
+//     so it loads those 5 columns of its 2 input rows (10 loads instead of 16) and stores
+//     one vec4.
 //   interpolate_bilinear_backward_w: a = dy [planes, oh, ow], out = t [planes, oh, iw]
 //   interpolate_bilinear_backward_h: a = t [planes, oh, iw],  out = dx [planes, ih, iw]
 
@@ -40,6 +45,8 @@ struct Params {
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
+// interpolate_bilinear4: the output as vec4 (4 consecutive outputs of a row).
+@group(0) @binding(2) var<storage, read_write> out4: array<vec4<f32>>;
 
 struct Taps {
     i0: u32,
@@ -100,6 +107,49 @@ fn interpolate_bilinear(@builtin(workgroup_id) wid: vec3<u32>,
     let top = (1.0 - tx.lam) * a[r0 + tx.i0] + tx.lam * a[r0 + tx.i1];
     let bottom = (1.0 - tx.lam) * a[r1 + tx.i0] + tx.lam * a[r1 + tx.i1];
     out[i] = (1.0 - ty.lam) * top + ty.lam * bottom;
+}
+
+// v[k] of the 5 values (v0.x, v0.y, v0.z, v0.w, v4) for k in 0..4.
+fn pick5(v0: vec4<f32>, v4: f32, k: u32) -> f32 {
+    return select(v0[min(k, 3u)], v4, k == 4u);
+}
+
+// The 5 input values of row r at columns b .. b+4 (clamped to the row).
+fn row5(r: u32, b: u32) -> array<f32, 5> {
+    let last = p.iw - 1u;
+    return array<f32, 5>(a[r + min(b, last)], a[r + min(b + 1u, last)], a[r + min(b + 2u, last)],
+                         a[r + min(b + 3u, last)], a[r + min(b + 4u, last)]);
+}
+
+@compute @workgroup_size(WG)
+fn interpolate_bilinear4(@builtin(workgroup_id) wid: vec3<u32>,
+                         @builtin(num_workgroups) nwg: vec3<u32>,
+                         @builtin(local_invocation_index) lid: u32) {
+    // p.n counts vec4 outputs here.
+    let i = wg_linear(wid, nwg) * WG + lid;
+    if (i >= p.n) {
+        return;
+    }
+    let ow4 = p.ow / 4u;
+    let ox0 = 4u * (i % ow4);
+    let oy = (i / ow4) % p.oh;
+    let base = (i / (ow4 * p.oh)) * p.ih * p.iw;
+    let ty = taps(oy, p.scale_h, p.ih);
+    let b = taps(ox0, p.scale_w, p.iw).i0;
+    let top = row5(base + ty.i0 * p.iw, b);
+    let bottom = row5(base + ty.i1 * p.iw, b);
+    // Each row blended vertically first: one value per column.
+    var col: array<f32, 5>;
+    for (var k = 0u; k < 5u; k = k + 1u) {
+        col[k] = (1.0 - ty.lam) * top[k] + ty.lam * bottom[k];
+    }
+    let c0 = vec4<f32>(col[0], col[1], col[2], col[3]);
+    var r = vec4<f32>(0.0);
+    for (var j = 0u; j < 4u; j = j + 1u) {
+        let tx = taps(ox0 + j, p.scale_w, p.iw);
+        r[j] = (1.0 - tx.lam) * pick5(c0, col[4], tx.i0 - b) + tx.lam * pick5(c0, col[4], tx.i1 - b);
+    }
+    out4[i] = r;
 }
 
 @compute @workgroup_size(WG)

@@ -404,6 +404,10 @@ const RESIZE_CASES: &[([usize; 4], (usize, usize))] = &[
     ([2, 131, 2, 3], (3, 5)),
     ([1, 1, 5, 4], (13, 11)),
     ([1, 2, 3, 9], (8, 4)),
+    // Rows of a multiple of 4 outputs upsampled along W (4 outputs per thread): ×2.4, and
+    // W unchanged (taps one column apart).
+    ([1, 2, 3, 5], (7, 12)),
+    ([2, 1, 3, 8], (6, 8)),
 ];
 
 #[test]

@@ -89,6 +89,20 @@ fn dims(op: &'static str, x: &Tensor, size: (usize, usize)) -> Result<(usize, us
     Ok((n * c, h, w))
 }
 
+/// The sizes and scales of a resize (`n` zero: set per launch).
+fn params((ih, iw, oh, ow): (usize, usize, usize, usize), align_corners: bool) -> ResizeParams {
+    ResizeParams {
+        n: 0,
+        ih: ih as u32,
+        iw: iw as u32,
+        oh: oh as u32,
+        ow: ow as u32,
+        scale_h: scale(ih, oh, align_corners) as f32,
+        scale_w: scale(iw, ow, align_corners) as f32,
+        _pad: 0,
+    }
+}
+
 /// Launches one `resize.wgsl` entry over `n` threads.
 fn launch(
     entry: &'static str,
@@ -101,13 +115,7 @@ fn launch(
     let out = ctx.alloc_storage(n)?;
     let p = ResizeParams {
         n: n as u32,
-        ih: ih as u32,
-        iw: iw as u32,
-        oh: oh as u32,
-        ow: ow as u32,
-        scale_h: scale(ih, oh, align_corners) as f32,
-        scale_w: scale(iw, ow, align_corners) as f32,
-        _pad: 0,
+        ..params((ih, iw, oh, ow), align_corners)
     };
     let k = Kernel::new(Shader::Resize, entry)
         .with("WG", ELEMENTWISE_WG)
@@ -141,6 +149,21 @@ pub fn interpolate_bilinear(
                 }
             }
             Storage::Cpu(out)
+        }
+        Storage::Gpu(b) if ow % 4 == 0 && ow >= w => {
+            // Upsampling along W, rows of whole vec4: 4 outputs per thread.
+            let ctx = b.context();
+            let out = ctx.alloc_storage(nc * oh * ow)?;
+            let threads = nc * oh * ow / 4;
+            let p = ResizeParams {
+                n: threads as u32,
+                ..params((h, w, oh, ow), align_corners)
+            };
+            let k = Kernel::new(Shader::Resize, "interpolate_bilinear4")
+                .with("WG", ELEMENTWISE_WG)
+                .with("ALIGN_CORNERS", u32::from(align_corners));
+            ctx.launch(&k, &p, &[b], &[&out], groups_for(threads, ELEMENTWISE_WG))?;
+            Storage::Gpu(out)
         }
         Storage::Gpu(b) => Storage::Gpu(launch(
             "interpolate_bilinear",
