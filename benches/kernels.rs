@@ -93,6 +93,86 @@ impl Bench {
     }
 }
 
+/// Dispatches per run of the `dispatch:` host-cost rows.
+const HOST_DISPATCHES: usize = 2000;
+
+/// The host (CPU) cost of one dispatch of a trivial kernel: `HOST_DISPATCHES` launches timed
+/// from the first `launch` to the return of the final `flush()` (record + encode + submit;
+/// the bound on submissions in flight may still wait for the GPU inside), the same with
+/// `synchronize()`'s wait included, and the context's own account of the time spent inside
+/// launch/flush with every GPU wait taken out (`GpuContext::host_stats`). Each launch's
+/// output is freed before the next one, so the pool hands the same buffers back, as in a
+/// training step. Medians of 7 runs after 2 warm-up runs.
+fn dispatch_rows(b: &Bench, ctx: &std::sync::Arc<GpuContext>) -> Result<()> {
+    let n = HOST_DISPATCHES;
+    type Case<'a> = (String, Box<dyn Fn() -> Result<()> + 'a>);
+    let tiny = b.tensor(&[64], 13)?;
+    let cases: Vec<Case> = vec![
+        (
+            format!("dispatch: {n} fills, 64 f32"),
+            Box::new(|| {
+                for i in 0..n {
+                    drop(Tensor::full([64], i as f64, &b.dev)?);
+                }
+                Ok(())
+            }),
+        ),
+        (
+            format!("dispatch: {n} chained x+1, 64 f32"),
+            Box::new(|| {
+                let mut t = tiny.clone();
+                for _ in 0..n {
+                    t = t.add_scalar(1.0)?;
+                }
+                Ok(())
+            }),
+        ),
+    ];
+    for (name, f) in cases {
+        if b.filter.as_deref().is_some_and(|p| !name.contains(p)) {
+            continue;
+        }
+        let mut host = Vec::new();
+        let mut total = Vec::new();
+        let mut inside = Vec::new();
+        let mut submits = 0;
+        for run in 0..9 {
+            ctx.synchronize()?;
+            let s0 = ctx.host_stats();
+            let t = Instant::now();
+            f()?;
+            ctx.flush()?;
+            let h = t.elapsed().as_secs_f64();
+            ctx.synchronize()?;
+            let all = t.elapsed().as_secs_f64();
+            let st = ctx.host_stats().since(&s0);
+            if run >= 2 {
+                host.push(h);
+                total.push(all);
+                inside.push(st.host_us_per_dispatch());
+                submits = st.submits;
+            }
+        }
+        let med = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let per = 1e6 / n as f64;
+        println!(
+            "{:<52} {:>10.2} µs  host µs per dispatch (record + encode + submit)  (n=7; inside launch/flush, GPU waits out: {:.2} µs; {submits} submits)",
+            format!("{name}, host"),
+            med(&mut host) * per,
+            med(&mut inside),
+        );
+        println!(
+            "{:<52} {:>10.2} µs  µs per dispatch, synchronize()'s wait included  (n=7)",
+            format!("{name}, host + GPU wait"),
+            med(&mut total) * per,
+        );
+    }
+    Ok(())
+}
+
 /// FLOPs of one conv2d forward: 2·N·Cout·Ho·Wo·(Cin/groups)·KH·KW.
 fn conv_flops(w: &[usize], out: &[usize]) -> f64 {
     2.0 * (out.iter().product::<usize>() * w[1] * w[2] * w[3]) as f64
@@ -323,6 +403,9 @@ fn main() -> Result<()> {
         drop(ballast);
         ctx.trim_pool();
     }
+
+    // Host cost per dispatch (rows named `dispatch: ...`).
+    dispatch_rows(&b, &ctx)?;
 
     // The adapter's ceiling, to read every other row as a fraction of it.
     let big = b.tensor(&[1 << 24], 9)?;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use super::context::GpuContext;
 use super::grid;
 use super::pool::{GpuBuf, GpuTex};
-use super::recorder::Recorder;
+use super::recorder::{HostTimer, Recorder};
 use super::shaders::Shader;
 use crate::error::{Error, Result};
 
@@ -116,6 +116,20 @@ impl GpuContext {
     /// [`GpuContext::launch`] with any mix of buffer and texel-array bindings (`args` from
     /// binding 1 on).
     pub fn launch_args<P: bytemuck::Pod>(
+        self: &Arc<Self>,
+        k: &Kernel,
+        params: &P,
+        args: &[Arg],
+        groups: u64,
+    ) -> Result<()> {
+        let timer = HostTimer::start();
+        let done = self.launch_timed(k, params, args, groups);
+        timer.finish(self);
+        done
+    }
+
+    /// [`GpuContext::launch_args`] inside its host timer.
+    fn launch_timed<P: bytemuck::Pod>(
         self: &Arc<Self>,
         k: &Kernel,
         params: &P,

@@ -6,7 +6,9 @@
 //! is waited for.
 
 use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Instant;
 
 use super::context::GpuContext;
 use super::pool::{BufKind, GpuBuf, GpuTex, OwnedBuf, TEXEL_BYTES, TEX_WIDTH};
@@ -88,6 +90,73 @@ impl Recorder {
             profile: None,
             queries: None,
         }
+    }
+}
+
+/// Cumulative host-side cost of a context's dispatches ([`GpuContext::host_stats`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HostStats {
+    /// Nanoseconds the calling threads spent inside [`GpuContext::launch`] /
+    /// [`GpuContext::launch_args`] and [`GpuContext::flush`] (looking pipelines up, bind
+    /// groups, recording, encoding the compute passes and submitting), with the waits for the
+    /// GPU inside them taken out. Includes pipeline compilation on a kernel's first launch.
+    pub host_ns: u64,
+    /// Nanoseconds blocked waiting for the GPU: the bound on submissions in flight,
+    /// profiling, readbacks and [`GpuContext::synchronize`].
+    pub wait_ns: u64,
+    /// Dispatches recorded.
+    pub dispatches: u64,
+    /// Submits issued.
+    pub submits: u64,
+}
+
+impl HostStats {
+    /// What happened between `earlier` and `self` (both from the same context).
+    pub fn since(&self, earlier: &HostStats) -> HostStats {
+        HostStats {
+            host_ns: self.host_ns.saturating_sub(earlier.host_ns),
+            wait_ns: self.wait_ns.saturating_sub(earlier.wait_ns),
+            dispatches: self.dispatches.saturating_sub(earlier.dispatches),
+            submits: self.submits.saturating_sub(earlier.submits),
+        }
+    }
+
+    /// Host microseconds per dispatch (record + encode + submit), 0 without dispatches.
+    pub fn host_us_per_dispatch(&self) -> f64 {
+        if self.dispatches == 0 {
+            0.0
+        } else {
+            self.host_ns as f64 * 1e-3 / self.dispatches as f64
+        }
+    }
+}
+
+thread_local! {
+    /// Nanoseconds the calling thread has spent in [`GpuContext::wait_gpu`] (on any context),
+    /// so that a timed host section can take its own waits out.
+    static WAITED_NS_ON_THIS_THREAD: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// A host-time measurement of one call into the recorder: started on entry, it adds the
+/// elapsed time less the thread's GPU waits to the context's `host_ns` when finished.
+pub(crate) struct HostTimer {
+    started: Instant,
+    waited_before: u64,
+}
+
+impl HostTimer {
+    pub(crate) fn start() -> Self {
+        HostTimer {
+            started: Instant::now(),
+            waited_before: WAITED_NS_ON_THIS_THREAD.with(std::cell::Cell::get),
+        }
+    }
+
+    pub(crate) fn finish(self, ctx: &GpuContext) {
+        let elapsed = self.started.elapsed().as_nanos() as u64;
+        let waited = WAITED_NS_ON_THIS_THREAD.with(std::cell::Cell::get) - self.waited_before;
+        ctx.host_ns
+            .fetch_add(elapsed.saturating_sub(waited), Ordering::Relaxed);
     }
 }
 
@@ -223,8 +292,12 @@ impl GpuContext {
 
     /// Submits everything recorded so far.
     pub fn flush(self: &Arc<Self>) -> Result<()> {
-        let mut rec = self.recorder()?;
-        self.flush_locked(&mut rec)
+        let timer = HostTimer::start();
+        let done = self
+            .recorder()
+            .and_then(|mut rec| self.flush_locked(&mut rec));
+        timer.finish(self);
+        done
     }
 
     pub(crate) fn flush_locked(&self, rec: &mut Recorder) -> Result<()> {
@@ -390,14 +463,20 @@ impl GpuContext {
     /// Blocks until `submission` (or everything submitted, `None`) has finished and its
     /// callbacks (buffer maps) have run: the one place that waits on the device.
     fn wait_gpu(&self, submission: Option<wgpu::SubmissionIndex>) -> Result<()> {
-        let _driver = self.driver_lock()?;
-        self.device
-            .poll(wgpu::PollType::Wait {
-                submission_index: submission,
-                timeout: None,
-            })
-            .map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))?;
-        Ok(())
+        let started = Instant::now();
+        let done = self.driver_lock().and_then(|_driver| {
+            self.device
+                .poll(wgpu::PollType::Wait {
+                    submission_index: submission,
+                    timeout: None,
+                })
+                .map(drop)
+                .map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))
+        });
+        let ns = started.elapsed().as_nanos() as u64;
+        WAITED_NS_ON_THIS_THREAD.with(|w| w.set(w.get() + ns));
+        self.wait_ns.fetch_add(ns, Ordering::Relaxed);
+        done
     }
 
     /// Turns per-kernel profiling on (clearing earlier numbers) or off. While on, every
@@ -453,6 +532,19 @@ impl GpuContext {
     #[cfg(test)]
     pub(crate) fn pending_commands(&self) -> usize {
         self.recorder().map(|r| r.cmds.len()).unwrap_or(0)
+    }
+
+    /// The host-side cost of this context's dispatches so far (cumulative; subtract two
+    /// snapshots with [`HostStats::since`]). Per context, so parallel work on other contexts
+    /// does not enter it.
+    pub fn host_stats(&self) -> HostStats {
+        let (dispatches, submits) = self.submit_stats();
+        HostStats {
+            host_ns: self.host_ns.load(Ordering::Relaxed),
+            wait_ns: self.wait_ns.load(Ordering::Relaxed),
+            dispatches,
+            submits,
+        }
     }
 
     /// Dispatches recorded and submits issued so far.
