@@ -135,8 +135,8 @@ fn dispatch_rows(b: &Bench, ctx: &std::sync::Arc<GpuContext>) -> Result<()> {
         let mut host = Vec::new();
         let mut total = Vec::new();
         let mut inside = Vec::new();
-        let mut submits = 0;
-        for run in 0..9 {
+        let mut last = None;
+        for run in 0..(2 + 7) {
             ctx.synchronize()?;
             let s0 = ctx.host_stats();
             let t = Instant::now();
@@ -150,7 +150,7 @@ fn dispatch_rows(b: &Bench, ctx: &std::sync::Arc<GpuContext>) -> Result<()> {
                 host.push(h);
                 total.push(all);
                 inside.push(st.host_us_per_dispatch());
-                submits = st.submits;
+                last = Some(st);
             }
         }
         let med = |v: &mut Vec<f64>| {
@@ -158,16 +158,22 @@ fn dispatch_rows(b: &Bench, ctx: &std::sync::Arc<GpuContext>) -> Result<()> {
             v[v.len() / 2]
         };
         let per = 1e6 / n as f64;
+        let st = last.unwrap_or_default();
         println!(
-            "{:<52} {:>10.2} µs  host µs per dispatch (record + encode + submit)  (n=7; inside launch/flush, GPU waits out: {:.2} µs; {submits} submits)",
+            "{:<52} {:>10.2} µs  host µs per dispatch (record + encode + submit)  (n=7, best {:.2}; inside launch/flush, GPU waits out: {:.2} µs; per run {} submits, {} bind groups created, {} reused)",
             format!("{name}, host"),
             med(&mut host) * per,
+            host[0] * per,
             med(&mut inside),
+            st.submits,
+            st.bind_groups_created,
+            st.bind_groups_reused,
         );
         println!(
-            "{:<52} {:>10.2} µs  µs per dispatch, synchronize()'s wait included  (n=7)",
+            "{:<52} {:>10.2} µs  µs per dispatch, synchronize()'s wait included  (n=7, best {:.2})",
             format!("{name}, host + GPU wait"),
             med(&mut total) * per,
+            total[0] * per,
         );
     }
     Ok(())

@@ -1,11 +1,13 @@
 //! The ONLY dispatch site. An op's GPU wrapper describes a launch; this records it.
 
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::sync::Arc;
 
 use super::context::GpuContext;
 use super::grid;
 use super::pool::{GpuBuf, GpuTex};
-use super::recorder::{HostTimer, Recorder};
+use super::recorder::{HostTimer, Recorder, MAX_PARAMS_BYTES};
 use super::shaders::Shader;
 use crate::error::{Error, Result};
 
@@ -79,6 +81,145 @@ impl Arg<'_> {
             Arg::In(b) | Arg::Out(b) => b.binding(),
             Arg::Texels(t) | Arg::TexelsOut(t) => wgpu::BindingResource::TextureView(&t.view),
         }
+    }
+
+    /// Whether `bound` is what this argument binds.
+    fn is(&self, bound: &Bound) -> bool {
+        match (self, bound) {
+            (Arg::In(b) | Arg::Out(b), Bound::Buffer(buf, size)) => {
+                b.buffer == *buf && b.bytes.max(4) == *size
+            }
+            (Arg::Texels(t) | Arg::TexelsOut(t), Bound::View(v)) => t.view == *v,
+            _ => false,
+        }
+    }
+
+    /// What this argument binds, to keep in the bind-group cache.
+    fn bound(&self) -> Bound {
+        match self {
+            Arg::In(b) | Arg::Out(b) => Bound::Buffer(b.buffer.clone(), b.bytes.max(4)),
+            Arg::Texels(t) | Arg::TexelsOut(t) => Bound::View(t.view.clone()),
+        }
+    }
+
+    fn hash_into(&self, h: &mut FxHasher) {
+        match self {
+            Arg::In(b) | Arg::Out(b) => {
+                b.buffer.hash(h);
+                h.write_u64(b.bytes.max(4));
+            }
+            Arg::Texels(t) | Arg::TexelsOut(t) => t.view.hash(h),
+        }
+    }
+}
+
+/// Launches with at most this many bindings after the parameters find their pipeline without
+/// allocating.
+const MAX_STACK_ARGS: usize = 16;
+
+/// A small, fast, non-cryptographic hasher (FxHash's multiply-rotate) for the launch-path
+/// caches, whose keys are handles and short static strings.
+#[derive(Default)]
+pub(crate) struct FxHasher(u64);
+
+impl FxHasher {
+    fn add(&mut self, v: u64) {
+        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+impl Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            self.add(u64::from_le_bytes(w));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut w = [0u8; 8];
+            w[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(w));
+        }
+    }
+
+    fn write_u8(&mut self, v: u8) {
+        self.add(u64::from(v));
+    }
+
+    fn write_u32(&mut self, v: u32) {
+        self.add(u64::from(v));
+    }
+
+    fn write_u64(&mut self, v: u64) {
+        self.add(v);
+    }
+
+    fn write_usize(&mut self, v: usize) {
+        self.add(v as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// A map keyed by a precomputed [`FxHasher`] hash.
+pub(crate) type ByHash<V> = HashMap<u64, V, BuildHasherDefault<FxHasher>>;
+
+/// One binding of a cached bind group after the parameters: a buffer with the size of its
+/// binding (a recycled buffer is bound with its new tensor's size), or a texel array's view.
+/// The handles are clones, so a cached identity can never be reused by another buffer.
+#[derive(PartialEq, Eq)]
+pub(crate) enum Bound {
+    Buffer(wgpu::Buffer, u64),
+    View(wgpu::TextureView),
+}
+
+/// Bind groups by (layout, bound buffers and views); the uniform parameters are bound at
+/// a dynamic offset into the recorder's one arena buffer, so a bind group does not depend on
+/// where a dispatch's parameters lie. Entries stay valid while their buffers are recycled by
+/// the pool (a recycled buffer is the same `wgpu::Buffer`); the cache is emptied when the
+/// pool destroys its free buffers ([`GpuContext::trim_pool`]) and whenever it reaches
+/// [`BindCache::cap`] groups, which bounds its growth.
+pub(crate) struct BindCache {
+    groups: ByHash<Vec<(wgpu::BindGroupLayout, Vec<Bound>, wgpu::BindGroup)>>,
+    len: usize,
+    /// Groups held before the cache is emptied.
+    pub(crate) cap: usize,
+    /// Lookups answered from the cache, and bind groups created.
+    pub(crate) hits: u64,
+    pub(crate) misses: u64,
+}
+
+/// Default [`BindCache::cap`]: a training step of ~1300 dispatches binds far fewer distinct
+/// buffer sets, since the pool hands the same buffers back step after step.
+pub(crate) const BIND_CACHE_CAP: usize = 8192;
+
+impl Default for BindCache {
+    fn default() -> Self {
+        BindCache {
+            groups: ByHash::default(),
+            len: 0,
+            cap: BIND_CACHE_CAP,
+            hits: 0,
+            misses: 0,
+        }
+    }
+}
+
+impl BindCache {
+    /// Drops every cached bind group (and with it the cache's handles on buffers and views).
+    pub(crate) fn clear(&mut self) {
+        self.groups.clear();
+        self.len = 0;
+    }
+
+    /// Bind groups held.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.len
     }
 }
 
@@ -158,8 +299,19 @@ impl GpuContext {
                 )));
             }
         }
-        let kinds: Vec<ArgKind> = args.iter().map(Arg::kind).collect();
-        let (pipeline, bgl) = self.pipeline(k, &kinds)?;
+        // The binding kinds on the stack: no allocation per launch.
+        let mut kind_buf = [ArgKind::In; MAX_STACK_ARGS];
+        let kind_vec: Vec<ArgKind>;
+        let kinds: &[ArgKind] = if args.len() <= MAX_STACK_ARGS {
+            for (d, a) in kind_buf.iter_mut().zip(args) {
+                *d = a.kind();
+            }
+            &kind_buf[..args.len()]
+        } else {
+            kind_vec = args.iter().map(Arg::kind).collect();
+            &kind_vec
+        };
+        let (pipeline, bgl) = self.pipeline(k, kinds)?;
         let mut rec = self.recorder()?;
         let profiling = rec.profile.is_some();
         if profiling {
@@ -167,29 +319,11 @@ impl GpuContext {
             self.wait_locked(&mut rec)?;
         }
         let started = std::time::Instant::now();
-        let (arena, offset) = self.push_params(&mut rec, bytemuck::bytes_of(params))?;
-        let mut entries = vec![wgpu::BindGroupEntry {
-            binding: 0,
-            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                buffer: &arena,
-                offset,
-                size: wgpu::BufferSize::new(std::mem::size_of::<P>() as u64),
-            }),
-        }];
-        for (i, b) in args.iter().enumerate() {
-            entries.push(wgpu::BindGroupEntry {
-                binding: 1 + i as u32,
-                resource: b.resource(),
-            });
-        }
-        let bind = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some(k.entry),
-            layout: &bgl,
-            entries: &entries,
-        });
+        let offset = self.push_params(&mut rec, bytemuck::bytes_of(params))?;
+        let bind = self.bind_group(&mut rec, k, &bgl, args)?;
         let queries = if profiling { rec.queries.clone() } else { None };
         let Some(queries) = queries else {
-            self.record_dispatch(&mut rec, pipeline, bind, grid)?;
+            self.record_dispatch(&mut rec, pipeline, bind, offset, grid)?;
             if profiling {
                 self.flush_locked(&mut rec)?;
                 self.wait_locked(&mut rec)?;
@@ -199,9 +333,73 @@ impl GpuContext {
             return Ok(());
         };
         // Profiling with timestamps: the dispatch alone in a timed pass.
-        let secs = self.timed_dispatch(&mut rec, pipeline, bind, grid, queries)?;
+        let secs = self.timed_dispatch(&mut rec, pipeline, bind, offset, grid, queries)?;
         add_profile(&mut rec, k, secs);
         Ok(())
+    }
+}
+
+impl GpuContext {
+    /// The bind group of `args` under `bgl`, from the cache or created (binding 0: the
+    /// uniform arena at a dynamic offset, `MAX_PARAMS_BYTES` wide).
+    fn bind_group(
+        &self,
+        rec: &mut Recorder,
+        k: &Kernel,
+        bgl: &wgpu::BindGroupLayout,
+        args: &[Arg],
+    ) -> Result<wgpu::BindGroup> {
+        let mut h = FxHasher::default();
+        bgl.hash(&mut h);
+        for a in args {
+            a.hash_into(&mut h);
+        }
+        let hash = h.finish();
+        let found = rec.binds.groups.get(&hash).and_then(|bucket| {
+            bucket.iter().find(|(l, bound, _)| {
+                l == bgl
+                    && bound.len() == args.len()
+                    && args.iter().zip(bound).all(|(a, b)| a.is(b))
+            })
+        });
+        if let Some((_, _, group)) = found {
+            let group = group.clone();
+            rec.binds.hits += 1;
+            return Ok(group);
+        }
+        let arena = rec.arena_buffer()?;
+        let mut entries = Vec::with_capacity(1 + args.len());
+        entries.push(wgpu::BindGroupEntry {
+            binding: 0,
+            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                buffer: &arena,
+                offset: 0,
+                size: wgpu::BufferSize::new(MAX_PARAMS_BYTES as u64),
+            }),
+        });
+        for (i, b) in args.iter().enumerate() {
+            entries.push(wgpu::BindGroupEntry {
+                binding: 1 + i as u32,
+                resource: b.resource(),
+            });
+        }
+        let group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(k.entry),
+            layout: bgl,
+            entries: &entries,
+        });
+        let binds = &mut rec.binds;
+        binds.misses += 1;
+        if binds.len >= binds.cap {
+            binds.clear();
+        }
+        binds.len += 1;
+        binds.groups.entry(hash).or_default().push((
+            bgl.clone(),
+            args.iter().map(Arg::bound).collect(),
+            group.clone(),
+        ));
+        Ok(group)
     }
 }
 

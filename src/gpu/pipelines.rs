@@ -37,7 +37,14 @@ fn layout_entries(kinds: &[ArgKind]) -> Vec<wgpu::BindGroupLayoutEntry> {
         has_dynamic_offset: false,
         min_binding_size: None,
     };
-    let mut v = vec![entry(0, buffer(wgpu::BufferBindingType::Uniform))];
+    // The parameters: a window of the recorder's uniform arena at a dynamic offset, so that
+    // one bind group serves every dispatch with the same buffers (see `BindCache`).
+    let params = wgpu::BindingType::Buffer {
+        ty: wgpu::BufferBindingType::Uniform,
+        has_dynamic_offset: true,
+        min_binding_size: None,
+    };
+    let mut v = vec![entry(0, params)];
     for (i, k) in kinds.iter().enumerate() {
         let ty = match k {
             ArgKind::In => buffer(wgpu::BufferBindingType::Storage { read_only: true }),

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::context::GpuContext;
+use super::launch::BindCache;
 use super::pool::{BufKind, GpuBuf, GpuTex, OwnedBuf, TEXEL_BYTES, TEX_WIDTH};
 use crate::error::{Error, Result};
 
@@ -29,6 +30,8 @@ pub(crate) enum Cmd {
     Dispatch {
         pipeline: wgpu::ComputePipeline,
         bind: wgpu::BindGroup,
+        /// Dynamic offset of the dispatch's parameters in the uniform arena.
+        offset: u32,
         grid: [u32; 3],
     },
     /// A dispatch alone in a compute pass that writes timestamps 0 and 1 of the query set
@@ -36,6 +39,7 @@ pub(crate) enum Cmd {
     TimedDispatch {
         pipeline: wgpu::ComputePipeline,
         bind: wgpu::BindGroup,
+        offset: u32,
         grid: [u32; 3],
         queries: wgpu::QuerySet,
         resolve: wgpu::Buffer,
@@ -61,9 +65,14 @@ pub(crate) enum Cmd {
 pub(crate) struct Recorder {
     cmds: Vec<Cmd>,
     dispatches: usize,
-    /// The current flush's uniform arena: an [`OwnedBuf`], not a `GpuBuf`, because the
-    /// context owns the recorder and a `GpuBuf` would hold the context (a reference cycle).
+    /// The uniform arena, one buffer for the context's lifetime (allocated at the first
+    /// launch): every flush writes its parameter blocks at the start of it (see
+    /// [`GpuContext::flush_locked`] for why one buffer is enough). An [`OwnedBuf`], not a
+    /// `GpuBuf`, because the context owns the recorder and a `GpuBuf` would hold the context
+    /// (a reference cycle).
     arena: Option<OwnedBuf>,
+    /// Bind groups by layout and bound resources (see [`BindCache`]).
+    pub(crate) binds: BindCache,
     arena_bytes: Vec<u8>,
     align: usize,
     in_flight: VecDeque<wgpu::SubmissionIndex>,
@@ -82,7 +91,8 @@ impl Recorder {
             cmds: Vec::new(),
             dispatches: 0,
             arena: None,
-            arena_bytes: Vec::new(),
+            binds: BindCache::default(),
+            arena_bytes: Vec::with_capacity(FLUSH_EVERY * MAX_PARAMS_BYTES),
             align: (min_uniform_align as usize).max(MAX_PARAMS_BYTES),
             in_flight: VecDeque::new(),
             total_dispatches: 0,
@@ -90,6 +100,14 @@ impl Recorder {
             profile: None,
             queries: None,
         }
+    }
+
+    /// The uniform arena buffer (after a [`GpuContext::push_params`]).
+    pub(crate) fn arena_buffer(&self) -> Result<wgpu::Buffer> {
+        self.arena
+            .as_ref()
+            .map(|a| a.buffer.clone())
+            .ok_or_else(|| Error::Gpu("uniform arena missing".into()))
     }
 }
 
@@ -108,6 +126,9 @@ pub struct HostStats {
     pub dispatches: u64,
     /// Submits issued.
     pub submits: u64,
+    /// Bind groups created, and dispatches that found theirs in the bind-group cache.
+    pub bind_groups_created: u64,
+    pub bind_groups_reused: u64,
 }
 
 impl HostStats {
@@ -118,6 +139,12 @@ impl HostStats {
             wait_ns: self.wait_ns.saturating_sub(earlier.wait_ns),
             dispatches: self.dispatches.saturating_sub(earlier.dispatches),
             submits: self.submits.saturating_sub(earlier.submits),
+            bind_groups_created: self
+                .bind_groups_created
+                .saturating_sub(earlier.bind_groups_created),
+            bind_groups_reused: self
+                .bind_groups_reused
+                .saturating_sub(earlier.bind_groups_reused),
         }
     }
 
@@ -167,13 +194,9 @@ impl GpuContext {
             .map_err(|_| Error::Gpu("recorder lock poisoned".into()))
     }
 
-    /// Reserves space for `params` in the current flush's uniform arena; returns the arena
-    /// buffer and the offset.
-    pub(crate) fn push_params(
-        &self,
-        rec: &mut Recorder,
-        params: &[u8],
-    ) -> Result<(wgpu::Buffer, u64)> {
+    /// Reserves space for `params` in the current flush's uniform arena; returns its offset
+    /// (the dynamic offset of binding 0).
+    pub(crate) fn push_params(&self, rec: &mut Recorder, params: &[u8]) -> Result<u32> {
         if params.len() > MAX_PARAMS_BYTES {
             return Err(Error::Gpu(format!(
                 "kernel parameters of {} bytes exceed {MAX_PARAMS_BYTES}",
@@ -184,11 +207,14 @@ impl GpuContext {
             rec.arena = Some(self.alloc_owned((FLUSH_EVERY * rec.align) as u64, BufKind::Uniform)?);
         }
         let off = rec.arena_bytes.len();
+        if off + rec.align > FLUSH_EVERY * rec.align {
+            return Err(Error::Gpu(format!(
+                "more than {FLUSH_EVERY} parameter blocks in one flush"
+            )));
+        }
         rec.arena_bytes.extend_from_slice(params);
         rec.arena_bytes.resize(off + rec.align, 0);
-        let buf = rec.arena.as_ref().map(|a| a.buffer.clone());
-        buf.map(|b| (b, off as u64))
-            .ok_or_else(|| Error::Gpu("uniform arena missing".into()))
+        Ok(off as u32)
     }
 
     /// Appends a dispatch; flushes when the batch is full.
@@ -197,11 +223,13 @@ impl GpuContext {
         rec: &mut Recorder,
         pipeline: wgpu::ComputePipeline,
         bind: wgpu::BindGroup,
+        offset: u32,
         grid: [u32; 3],
     ) -> Result<()> {
         rec.cmds.push(Cmd::Dispatch {
             pipeline,
             bind,
+            offset,
             grid,
         });
         rec.dispatches += 1;
@@ -220,6 +248,7 @@ impl GpuContext {
         rec: &mut Recorder,
         pipeline: wgpu::ComputePipeline,
         bind: wgpu::BindGroup,
+        offset: u32,
         grid: [u32; 3],
         queries: wgpu::QuerySet,
     ) -> Result<f64> {
@@ -228,6 +257,7 @@ impl GpuContext {
         rec.cmds.push(Cmd::TimedDispatch {
             pipeline,
             bind,
+            offset,
             grid,
             queries,
             resolve: resolve.buffer.clone(),
@@ -312,14 +342,20 @@ impl GpuContext {
         while i < cmds.len() {
             if matches!(cmds[i], Cmd::Dispatch { .. }) {
                 let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
+                let mut current: Option<&wgpu::ComputePipeline> = None;
                 while let Some(Cmd::Dispatch {
                     pipeline,
                     bind,
+                    offset,
                     grid,
                 }) = cmds.get(i)
                 {
-                    pass.set_pipeline(pipeline);
-                    pass.set_bind_group(0, bind, &[]);
+                    // Runs of one kernel set their pipeline once.
+                    if current != Some(pipeline) {
+                        pass.set_pipeline(pipeline);
+                        current = Some(pipeline);
+                    }
+                    pass.set_bind_group(0, bind, &[*offset]);
                     pass.dispatch_workgroups(grid[0], grid[1], grid[2]);
                     i += 1;
                 }
@@ -335,6 +371,7 @@ impl GpuContext {
                     Cmd::TimedDispatch {
                         pipeline,
                         bind,
+                        offset,
                         grid,
                         queries,
                         resolve,
@@ -350,7 +387,7 @@ impl GpuContext {
                                 }),
                             });
                             pass.set_pipeline(pipeline);
-                            pass.set_bind_group(0, bind, &[]);
+                            pass.set_bind_group(0, bind, &[*offset]);
                             pass.dispatch_workgroups(grid[0], grid[1], grid[2]);
                         }
                         enc.resolve_query_set(queries, 0..2, resolve, 0);
@@ -361,19 +398,21 @@ impl GpuContext {
                 i += 1;
             }
         }
-        let arena = rec.arena.take();
+        // One arena buffer serves every flush. What makes that correct is the queue order of
+        // WebGPU (and wgpu): `write_buffer` takes effect on the queue timeline after every
+        // submission made before it and before every submission made after it (wgpu copies
+        // the bytes to a staging buffer at once and encodes the copy into the arena ahead of
+        // the next submit, behind a barrier on the arena). So this flush's parameters land
+        // after the previous submissions have read theirs from the same bytes, and before
+        // this submission reads them, however many submissions are still in flight; the
+        // bind groups, which hold the arena at dynamic offsets, never change.
         let idx = {
             let _driver = self.driver_lock()?;
-            if let Some(arena) = &arena {
+            if let (Some(arena), false) = (&rec.arena, rec.arena_bytes.is_empty()) {
                 self.queue.write_buffer(&arena.buffer, 0, &rec.arena_bytes);
             }
             self.queue.submit([enc.finish()])
         };
-        // Back to the pool; its next use is written by a later write_buffer, which the
-        // queue orders after this submission.
-        if let Some(arena) = arena {
-            self.release_owned(arena);
-        }
         rec.arena_bytes.clear();
         rec.dispatches = 0;
         rec.total_submits += 1;
@@ -538,12 +577,24 @@ impl GpuContext {
     /// snapshots with [`HostStats::since`]). Per context, so parallel work on other contexts
     /// does not enter it.
     pub fn host_stats(&self) -> HostStats {
-        let (dispatches, submits) = self.submit_stats();
+        let (dispatches, submits, created, reused) = self
+            .recorder()
+            .map(|r| {
+                (
+                    r.total_dispatches,
+                    r.total_submits,
+                    r.binds.misses,
+                    r.binds.hits,
+                )
+            })
+            .unwrap_or_default();
         HostStats {
             host_ns: self.host_ns.load(Ordering::Relaxed),
             wait_ns: self.wait_ns.load(Ordering::Relaxed),
             dispatches,
             submits,
+            bind_groups_created: created,
+            bind_groups_reused: reused,
         }
     }
 
