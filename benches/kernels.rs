@@ -93,8 +93,21 @@ impl Bench {
     }
 }
 
-/// Dispatches per run of the `dispatch:` host-cost rows.
+/// Dispatches per run of the `dispatch:` host-cost rows, and timed runs per row.
 const HOST_DISPATCHES: usize = 2000;
+const DISPATCH_RUNS: usize = 9;
+
+/// CPU nanoseconds the calling thread has run (Linux: `/proc/thread-self/schedstat`), so that
+/// the host cost can be read apart from time the thread spent descheduled on a busy machine
+/// (the GPU driver's own threads, e.g. lavapipe's, are not counted). `None` elsewhere.
+fn thread_cpu_ns() -> Option<u64> {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
 
 /// The host (CPU) cost of one dispatch of a trivial kernel: `HOST_DISPATCHES` launches timed
 /// from the first `launch` to the return of the final `flush()` (record + encode + submit;
@@ -102,7 +115,7 @@ const HOST_DISPATCHES: usize = 2000;
 /// `synchronize()`'s wait included, and the context's own account of the time spent inside
 /// launch/flush with every GPU wait taken out (`GpuContext::host_stats`). Each launch's
 /// output is freed before the next one, so the pool hands the same buffers back, as in a
-/// training step. Medians of 7 runs after 2 warm-up runs.
+/// training step. Medians of `DISPATCH_RUNS` runs after 2 warm-up runs.
 fn dispatch_rows(b: &Bench, ctx: &std::sync::Arc<GpuContext>) -> Result<()> {
     let n = HOST_DISPATCHES;
     type Case<'a> = (String, Box<dyn Fn() -> Result<()> + 'a>);
@@ -132,17 +145,17 @@ fn dispatch_rows(b: &Bench, ctx: &std::sync::Arc<GpuContext>) -> Result<()> {
         if b.filter.as_deref().is_some_and(|p| !name.contains(p)) {
             continue;
         }
-        let mut host = Vec::new();
-        let mut total = Vec::new();
-        let mut inside = Vec::new();
+        let (mut host, mut total, mut inside, mut cpu) = (vec![], vec![], vec![], vec![]);
         let mut last = None;
-        for run in 0..(2 + 7) {
+        for run in 0..(2 + DISPATCH_RUNS) {
             ctx.synchronize()?;
             let s0 = ctx.host_stats();
+            let c0 = thread_cpu_ns();
             let t = Instant::now();
             f()?;
             ctx.flush()?;
             let h = t.elapsed().as_secs_f64();
+            let c1 = thread_cpu_ns();
             ctx.synchronize()?;
             let all = t.elapsed().as_secs_f64();
             let st = ctx.host_stats().since(&s0);
@@ -150,27 +163,31 @@ fn dispatch_rows(b: &Bench, ctx: &std::sync::Arc<GpuContext>) -> Result<()> {
                 host.push(h);
                 total.push(all);
                 inside.push(st.host_us_per_dispatch());
+                if let (Some(c0), Some(c1)) = (c0, c1) {
+                    cpu.push((c1 - c0) as f64 * 1e-9);
+                }
                 last = Some(st);
             }
         }
         let med = |v: &mut Vec<f64>| {
             v.sort_by(f64::total_cmp);
-            v[v.len() / 2]
+            v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
         };
         let per = 1e6 / n as f64;
         let st = last.unwrap_or_default();
         println!(
-            "{:<52} {:>10.2} µs  host µs per dispatch (record + encode + submit)  (n=7, best {:.2}; inside launch/flush, GPU waits out: {:.2} µs; per run {} submits, {} bind groups created, {} reused)",
+            "{:<52} {:>10.2} µs  host µs per dispatch (record + encode + submit)  (n={DISPATCH_RUNS}, best {:.2}; this thread's CPU time {:.2} µs; inside launch/flush, GPU waits out: {:.2} µs; per run {} submits, {} bind groups created, {} reused)",
             format!("{name}, host"),
             med(&mut host) * per,
             host[0] * per,
+            med(&mut cpu) * per,
             med(&mut inside),
             st.submits,
             st.bind_groups_created,
             st.bind_groups_reused,
         );
         println!(
-            "{:<52} {:>10.2} µs  µs per dispatch, synchronize()'s wait included  (n=7, best {:.2})",
+            "{:<52} {:>10.2} µs  µs per dispatch, synchronize()'s wait included  (n={DISPATCH_RUNS}, best {:.2})",
             format!("{name}, host + GPU wait"),
             med(&mut total) * per,
             total[0] * per,
