@@ -413,3 +413,151 @@ fn add_profile(rec: &mut Recorder, k: &Kernel, secs: f64) {
         e.1 += secs;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The bind-group cache on a private context (its counters are the context's own, so
+    //! tests running in parallel on other contexts do not enter them).
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use std::sync::Arc;
+
+    use super::super::pool::GpuBuf;
+    use super::super::{groups_for, GpuContext, GpuOptions, Shader};
+    use super::Kernel;
+    use crate::ops::fill::FillParams;
+    use crate::{Device, Tensor};
+
+    const WG: u32 = 64;
+
+    fn private_context() -> Option<Arc<GpuContext>> {
+        match GpuContext::new(&GpuOptions::default()) {
+            Ok(c) => Some(c),
+            Err(e) if std::env::var("WGSEG_REQUIRE_GPU").as_deref() == Ok("1") => {
+                panic!("WGSEG_REQUIRE_GPU=1 but no GPU adapter: {e}")
+            }
+            Err(_) => None,
+        }
+    }
+
+    /// Records `y[..n] = value` over the whole used range of `buf`.
+    fn fill(ctx: &Arc<GpuContext>, buf: &GpuBuf, value: f32) {
+        let n = (buf.bytes() / 4) as usize;
+        let params = FillParams {
+            n: n as u32,
+            value,
+            _p0: 0,
+            _p1: 0,
+        };
+        let k = Kernel::new(Shader::Fill, "fill").with("WG", WG);
+        ctx.launch(&k, &params, &[], &[buf], groups_for(n, WG))
+            .unwrap();
+    }
+
+    fn read(ctx: &Arc<GpuContext>, buf: &GpuBuf) -> Vec<f32> {
+        bytemuck::cast_slice(&ctx.read(buf).unwrap()).to_vec()
+    }
+
+    /// The bind groups of the commands recorded and not yet submitted, with their offsets.
+    fn recorded_binds(ctx: &GpuContext) -> Vec<(wgpu::BindGroup, u32)> {
+        let rec = ctx.recorder().unwrap();
+        rec.cmds
+            .iter()
+            .filter_map(|c| match c {
+                super::super::recorder::Cmd::Dispatch { bind, offset, .. } => {
+                    Some((bind.clone(), *offset))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Two launches with the same buffers share one bind group; each still reads its own
+    /// parameters (its own dynamic offset in the arena), within one flush.
+    #[test]
+    fn launches_with_the_same_buffers_share_one_bind_group() {
+        let Some(ctx) = private_context() else { return };
+        let a = ctx.alloc_storage(100).unwrap();
+        let b = ctx.alloc_storage(100).unwrap();
+        let s0 = ctx.host_stats();
+        fill(&ctx, &a, 1.0);
+        fill(&ctx, &a, 2.0);
+        fill(&ctx, &b, 3.0);
+        let s = ctx.host_stats().since(&s0);
+        assert_eq!(
+            (s.bind_groups_created, s.bind_groups_reused),
+            (2, 1),
+            "{s:?}"
+        );
+        let binds = recorded_binds(&ctx);
+        assert_eq!(binds.len(), 3);
+        assert!(binds[0].0 == binds[1].0, "same buffers, same bind group");
+        assert!(binds[0].0 != binds[2].0, "other buffer, other bind group");
+        assert!(binds[0].1 != binds[1].1 && binds[1].1 != binds[2].1);
+        assert_eq!(read(&ctx, &a), vec![2.0; 100]);
+        assert_eq!(read(&ctx, &b), vec![3.0; 100]);
+        // A later flush reuses the arena's bytes: its bind group still reads the new ones.
+        fill(&ctx, &a, 4.0);
+        assert_eq!(read(&ctx, &a), vec![4.0; 100]);
+        assert_eq!(ctx.host_stats().since(&s0).bind_groups_created, 2);
+    }
+
+    /// A buffer freed and handed out again for a tensor of another size is bound with the
+    /// new size (a new bind group, not the old one), and the results are right.
+    #[test]
+    fn a_recycled_buffer_is_bound_for_its_new_tensor() {
+        let Some(ctx) = private_context() else { return };
+        let a = ctx.alloc_storage(50).unwrap();
+        fill(&ctx, &a, 1.0);
+        assert_eq!(read(&ctx, &a), vec![1.0; 50]);
+        let raw = a.buffer.clone();
+        drop(a);
+        let c = ctx.alloc_storage(20).unwrap();
+        assert!(c.buffer == raw, "the pool hands the same buffer back");
+        let s0 = ctx.host_stats();
+        fill(&ctx, &c, 5.0);
+        assert_eq!(ctx.host_stats().since(&s0).bind_groups_created, 1);
+        assert_eq!(read(&ctx, &c), vec![5.0; 20]);
+        drop(c);
+        // Tensors recycling buffers step after step give the CPU's numbers.
+        let dev = Device::Gpu(ctx.clone());
+        let start: Vec<f32> = (0..300).map(|i| i as f32 * 0.25 - 10.0).collect();
+        let mut t = Tensor::from_vec(start.clone(), [300], &dev).unwrap();
+        let mut want = start;
+        let s1 = ctx.host_stats();
+        for step in 0..40 {
+            let s = step as f32;
+            t = t.add_scalar(s.into()).unwrap().mul_scalar(0.5).unwrap();
+            for w in &mut want {
+                *w = (*w + s) * 0.5;
+            }
+        }
+        assert_eq!(t.to_vec().unwrap(), want);
+        let s = ctx.host_stats().since(&s1);
+        assert!(s.bind_groups_reused > 0, "{s:?}");
+        assert_eq!(s.bind_groups_created + s.bind_groups_reused, 80);
+    }
+
+    /// The cache never holds more than its cap, and `trim_pool` (which destroys the free
+    /// buffers) empties it; launches after either are still right.
+    #[test]
+    fn the_cache_is_bounded_and_emptied_by_trim_pool() {
+        let Some(ctx) = private_context() else { return };
+        ctx.recorder().unwrap().binds.cap = 3;
+        let bufs: Vec<GpuBuf> = (0..5).map(|_| ctx.alloc_storage(10).unwrap()).collect();
+        for (i, b) in bufs.iter().enumerate() {
+            fill(&ctx, b, i as f32);
+            assert!(ctx.recorder().unwrap().binds.len() <= 3);
+        }
+        for (i, b) in bufs.iter().enumerate() {
+            assert_eq!(read(&ctx, b), vec![i as f32; 10]);
+        }
+        drop(bufs);
+        assert!(ctx.recorder().unwrap().binds.len() > 0);
+        ctx.trim_pool();
+        assert_eq!(ctx.recorder().unwrap().binds.len(), 0);
+        let e = ctx.alloc_storage(10).unwrap();
+        fill(&ctx, &e, 9.0);
+        assert_eq!(read(&ctx, &e), vec![9.0; 10]);
+    }
+}

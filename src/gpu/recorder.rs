@@ -63,7 +63,7 @@ pub(crate) enum Cmd {
 }
 
 pub(crate) struct Recorder {
-    cmds: Vec<Cmd>,
+    pub(crate) cmds: Vec<Cmd>,
     dispatches: usize,
     /// The uniform arena, one buffer for the context's lifetime (allocated at the first
     /// launch): every flush writes its parameter blocks at the start of it (see
