@@ -113,8 +113,8 @@ impl Arg<'_> {
     }
 }
 
-/// Launches with at most this many bindings after the parameters find their pipeline without
-/// allocating.
+/// Launches with at most this many bindings after the parameters go through the launch path
+/// without allocating.
 const MAX_STACK_ARGS: usize = 16;
 
 /// A small, fast, non-cryptographic hasher (FxHash's multiply-rotate) for the launch-path
@@ -246,12 +246,22 @@ impl GpuContext {
         outputs: &[&GpuBuf],
         groups: u64,
     ) -> Result<()> {
-        let args: Vec<Arg> = inputs
+        let all = inputs
             .iter()
             .map(|b| Arg::In(b))
-            .chain(outputs.iter().map(|b| Arg::Out(b)))
-            .collect();
-        self.launch_args(k, params, &args, groups)
+            .chain(outputs.iter().map(|b| Arg::Out(b)));
+        let n = inputs.len() + outputs.len();
+        match inputs.first().or(outputs.first()) {
+            // The arguments on the stack: no allocation per launch.
+            Some(first) if n <= MAX_STACK_ARGS => {
+                let mut buf = [Arg::In(first); MAX_STACK_ARGS];
+                for (d, a) in buf.iter_mut().zip(all) {
+                    *d = a;
+                }
+                self.launch_args(k, params, &buf[..n], groups)
+            }
+            _ => self.launch_args(k, params, &all.collect::<Vec<_>>(), groups),
+        }
     }
 
     /// [`GpuContext::launch`] with any mix of buffer and texel-array bindings (`args` from

@@ -15,14 +15,16 @@ use super::launch::BindCache;
 use super::pool::{BufKind, GpuBuf, GpuTex, OwnedBuf, TEXEL_BYTES, TEX_WIDTH};
 use crate::error::{Error, Result};
 
-/// Dispatches per submit. One submit per dispatch adds the queue hand-off to every
-/// dispatch (the `dispatch` rows of `cargo bench` compare the two; the README's results give
-/// the lavapipe figures); 32 keeps the uniform arena at 8 KiB.
-pub const FLUSH_EVERY: usize = 32;
-/// Submissions allowed in flight before waiting for the oldest: 16 × 32 ≈ 512 dispatches
+/// Dispatches per submit. Every submit costs the host a fixed amount (command-buffer
+/// finish, queue hand-off, wgpu's bookkeeping of finished work), so larger batches lower the
+/// host cost per dispatch: 128 measured about a third below 32 per dispatch on lavapipe (the
+/// `dispatch:` rows of `cargo bench`; docs/benchmarks.md). The uniform arena holds one
+/// parameter block per dispatch of a batch: 128 × 256 B = 32 KiB.
+pub const FLUSH_EVERY: usize = 128;
+/// Submissions allowed in flight before waiting for the oldest: 4 × 128 = 512 dispatches
 /// queued at most, which bounds the driver's memory and the latency of the next wait (with
 /// unbounded queuing, drivers grow memory or stall).
-pub const MAX_IN_FLIGHT: usize = 16;
+pub const MAX_IN_FLIGHT: usize = 4;
 /// Largest parameter block of one dispatch.
 pub const MAX_PARAMS_BYTES: usize = 256;
 
@@ -337,7 +339,8 @@ impl GpuContext {
         let mut enc = self
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
-        let cmds = std::mem::take(&mut rec.cmds);
+        // Taken out while encoding and put back empty afterwards, keeping its capacity.
+        let mut cmds = std::mem::take(&mut rec.cmds);
         let mut i = 0;
         while i < cmds.len() {
             if matches!(cmds[i], Cmd::Dispatch { .. }) {
@@ -413,6 +416,8 @@ impl GpuContext {
             }
             self.queue.submit([enc.finish()])
         };
+        cmds.clear();
+        rec.cmds = cmds;
         rec.arena_bytes.clear();
         rec.dispatches = 0;
         rec.total_submits += 1;
