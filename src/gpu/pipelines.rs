@@ -2,7 +2,7 @@
 //!
 //! Keyed by shader + entry point + override constants + binding counts, so the number of
 //! pipelines is bounded by kernels × overrides, never by shapes. Compilation is expensive
-//! (about a tenth of a second per pipeline on lavapipe; the README's results give the count
+//! (about a tenth of a second per pipeline on lavapipe; docs/benchmarks.md gives the count
 //! and time of a full `cargo bench` run), so it is counted and timed.
 
 use std::collections::HashMap;

@@ -1,7 +1,9 @@
 //! Batched recording and submission: the ONLY place that submits, writes or maps buffers.
 //!
 //! Dispatches are recorded as commands and replayed at flush time into one compute pass per
-//! run of consecutive dispatches. Kernel parameters go into a per-flush uniform arena.
+//! run of consecutive dispatches. Kernel parameters go into the uniform arena, one buffer
+//! rewritten at every flush (bound at dynamic offsets; see `flush_locked` for why one is
+//! enough).
 //! Submission is bounded: at most [`MAX_IN_FLIGHT`] submissions are queued before the oldest
 //! is waited for.
 
