@@ -93,6 +93,109 @@ impl Bench {
     }
 }
 
+/// Dispatches per run of the `dispatch:` host-cost rows, and timed runs per row.
+const HOST_DISPATCHES: usize = 2000;
+const DISPATCH_RUNS: usize = 9;
+
+/// CPU nanoseconds the calling thread has run (Linux: `/proc/thread-self/schedstat`), so that
+/// the host cost can be read apart from time the thread spent descheduled on a busy machine
+/// (the GPU driver's own threads, e.g. lavapipe's, are not counted). `None` elsewhere.
+fn thread_cpu_ns() -> Option<u64> {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// The host (CPU) cost of one dispatch of a trivial kernel: `HOST_DISPATCHES` launches timed
+/// from the first `launch` to the return of the final `flush()` (record + encode + submit;
+/// the bound on submissions in flight may still wait for the GPU inside), the same with
+/// `synchronize()`'s wait included, and the context's own account of the time spent inside
+/// launch/flush with every GPU wait taken out (`GpuContext::host_stats`). Each launch's
+/// output is freed before the next one, so the pool hands the same buffers back, as in a
+/// training step. Medians of `DISPATCH_RUNS` runs after 2 warm-up runs.
+fn dispatch_rows(b: &Bench, ctx: &std::sync::Arc<GpuContext>) -> Result<()> {
+    let n = HOST_DISPATCHES;
+    type Case<'a> = (String, Box<dyn Fn() -> Result<()> + 'a>);
+    let tiny = b.tensor(&[64], 13)?;
+    let cases: Vec<Case> = vec![
+        (
+            format!("dispatch: {n} fills, 64 f32"),
+            Box::new(|| {
+                for i in 0..n {
+                    drop(Tensor::full([64], i as f64, &b.dev)?);
+                }
+                Ok(())
+            }),
+        ),
+        (
+            format!("dispatch: {n} chained x+1, 64 f32"),
+            Box::new(|| {
+                let mut t = tiny.clone();
+                for _ in 0..n {
+                    t = t.add_scalar(1.0)?;
+                }
+                Ok(())
+            }),
+        ),
+    ];
+    for (name, f) in cases {
+        if b.filter.as_deref().is_some_and(|p| !name.contains(p)) {
+            continue;
+        }
+        let (mut host, mut total, mut inside, mut cpu) = (vec![], vec![], vec![], vec![]);
+        let mut last = None;
+        for run in 0..(2 + DISPATCH_RUNS) {
+            ctx.synchronize()?;
+            let s0 = ctx.host_stats();
+            let c0 = thread_cpu_ns();
+            let t = Instant::now();
+            f()?;
+            ctx.flush()?;
+            let h = t.elapsed().as_secs_f64();
+            let c1 = thread_cpu_ns();
+            ctx.synchronize()?;
+            let all = t.elapsed().as_secs_f64();
+            let st = ctx.host_stats().since(&s0);
+            if run >= 2 {
+                host.push(h);
+                total.push(all);
+                inside.push(st.host_us_per_dispatch());
+                if let (Some(c0), Some(c1)) = (c0, c1) {
+                    cpu.push((c1 - c0) as f64 * 1e-9);
+                }
+                last = Some(st);
+            }
+        }
+        let med = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+        };
+        let per = 1e6 / n as f64;
+        let st = last.unwrap_or_default();
+        println!(
+            "{:<52} {:>10.2} µs  host µs per dispatch (record + encode + submit)  (n={DISPATCH_RUNS}, best {:.2}; this thread's CPU time {:.2} µs; inside launch/flush, GPU waits out: {:.2} µs; per run {} submits, {} bind groups created, {} reused)",
+            format!("{name}, host"),
+            med(&mut host) * per,
+            host[0] * per,
+            med(&mut cpu) * per,
+            med(&mut inside),
+            st.submits,
+            st.bind_groups_created,
+            st.bind_groups_reused,
+        );
+        println!(
+            "{:<52} {:>10.2} µs  µs per dispatch, synchronize()'s wait included  (n={DISPATCH_RUNS}, best {:.2})",
+            format!("{name}, host + GPU wait"),
+            med(&mut total) * per,
+            total[0] * per,
+        );
+    }
+    Ok(())
+}
+
 /// FLOPs of one conv2d forward: 2·N·Cout·Ho·Wo·(Cin/groups)·KH·KW.
 fn conv_flops(w: &[usize], out: &[usize]) -> f64 {
     2.0 * (out.iter().product::<usize>() * w[1] * w[2] * w[3]) as f64
@@ -323,6 +426,9 @@ fn main() -> Result<()> {
         drop(ballast);
         ctx.trim_pool();
     }
+
+    // Host cost per dispatch (rows named `dispatch: ...`).
+    dispatch_rows(&b, &ctx)?;
 
     // The adapter's ceiling, to read every other row as a fraction of it.
     let big = b.tensor(&[1 << 24], 9)?;

@@ -1,7 +1,7 @@
 //! The GPU context: adapter selection, the device with the adapter's own limits, and the
 //! shared state behind the one-door modules (pipelines, pool, recorder).
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::pipelines::PipelineCache;
@@ -53,6 +53,11 @@ pub struct GpuContext {
     pub(crate) pool: Mutex<Pool>,
     pub(crate) recorder: Mutex<Recorder>,
     pub(crate) errors: Arc<Mutex<Vec<String>>>,
+    /// Host nanoseconds spent inside `launch`/`launch_args` and `flush` with the waits for
+    /// the GPU taken out, and nanoseconds blocked waiting for the GPU anywhere (see
+    /// [`GpuContext::host_stats`]).
+    pub(crate) host_ns: AtomicU64,
+    pub(crate) wait_ns: AtomicU64,
     /// On wgpu's GL backend: serialises every wgseg call that enters the GL context (see
     /// [`GpuContext::driver_lock`]). `None` on Vulkan, Metal and DX12.
     gl_serial: Option<Mutex<()>>,
@@ -193,6 +198,8 @@ impl GpuContext {
             pool: Mutex::new(Pool::default()),
             recorder: Mutex::new(Recorder::new(min_align)),
             errors,
+            host_ns: AtomicU64::new(0),
+            wait_ns: AtomicU64::new(0),
             gl_serial: (adapter.get_info().backend == wgpu::Backend::Gl).then(|| Mutex::new(())),
             limits,
         }))

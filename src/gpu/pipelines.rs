@@ -2,14 +2,15 @@
 //!
 //! Keyed by shader + entry point + override constants + binding counts, so the number of
 //! pipelines is bounded by kernels × overrides, never by shapes. Compilation is expensive
-//! (about a tenth of a second per pipeline on lavapipe; the README's results give the count
+//! (about a tenth of a second per pipeline on lavapipe; docs/benchmarks.md gives the count
 //! and time of a full `cargo bench` run), so it is counted and timed.
 
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::time::Instant;
 
 use super::context::GpuContext;
-use super::launch::{ArgKind, Kernel};
+use super::launch::{ArgKind, ByHash, FxHasher, Kernel};
 use super::shaders::Shader;
 use crate::error::{Error, Result};
 
@@ -19,7 +20,9 @@ type Key = (Shader, &'static str, Vec<(&'static str, u64)>, Vec<ArgKind>);
 pub(crate) struct PipelineCache {
     modules: HashMap<Shader, wgpu::ShaderModule>,
     layouts: HashMap<Vec<ArgKind>, (wgpu::BindGroupLayout, wgpu::PipelineLayout)>,
-    pipelines: HashMap<Key, (wgpu::ComputePipeline, wgpu::BindGroupLayout)>,
+    /// By the [`FxHasher`] hash of the key, so that a launch finds its pipeline without
+    /// building a key (no allocation, no SipHash of the strings).
+    pipelines: ByHash<Vec<(Key, (wgpu::ComputePipeline, wgpu::BindGroupLayout))>>,
     /// Pipelines compiled so far and the seconds spent compiling them.
     pub(crate) compiled: usize,
     pub(crate) compile_seconds: f64,
@@ -37,7 +40,14 @@ fn layout_entries(kinds: &[ArgKind]) -> Vec<wgpu::BindGroupLayoutEntry> {
         has_dynamic_offset: false,
         min_binding_size: None,
     };
-    let mut v = vec![entry(0, buffer(wgpu::BufferBindingType::Uniform))];
+    // The parameters: a window of the recorder's uniform arena at a dynamic offset, so that
+    // one bind group serves every dispatch with the same buffers (see `BindCache`).
+    let params = wgpu::BindingType::Buffer {
+        ty: wgpu::BufferBindingType::Uniform,
+        has_dynamic_offset: true,
+        min_binding_size: None,
+    };
+    let mut v = vec![entry(0, params)];
     for (i, k) in kinds.iter().enumerate() {
         let ty = match k {
             ArgKind::In => buffer(wgpu::BufferBindingType::Storage { read_only: true }),
@@ -66,17 +76,35 @@ impl GpuContext {
         k: &Kernel,
         kinds: &[ArgKind],
     ) -> Result<(wgpu::ComputePipeline, wgpu::BindGroupLayout)> {
-        let key: Key = (
-            k.shader,
-            k.entry,
-            k.overrides.iter().map(|(n, v)| (*n, v.to_bits())).collect(),
-            kinds.to_vec(),
-        );
+        let mut h = FxHasher::default();
+        k.shader.hash(&mut h);
+        k.entry.hash(&mut h);
+        for (n, v) in &k.overrides {
+            n.hash(&mut h);
+            h.write_u64(v.to_bits());
+        }
+        kinds.hash(&mut h);
+        let hash = h.finish();
+        let is_key = |key: &Key| {
+            key.0 == k.shader
+                && key.1 == k.entry
+                && key.2.len() == k.overrides.len()
+                && key
+                    .2
+                    .iter()
+                    .zip(&k.overrides)
+                    .all(|((n, bits), (m, v))| n == m && *bits == v.to_bits())
+                && key.3 == kinds
+        };
         let mut cache = self
             .pipelines
             .lock()
             .map_err(|_| Error::Gpu("pipeline cache lock poisoned".into()))?;
-        if let Some(p) = cache.pipelines.get(&key) {
+        if let Some((_, p)) = cache
+            .pipelines
+            .get(&hash)
+            .and_then(|bucket| bucket.iter().find(|(key, _)| is_key(key)))
+        {
             return Ok(p.clone());
         }
         self.check_supported(k, kinds)?;
@@ -131,7 +159,17 @@ impl GpuContext {
         }
         cache.compiled += 1;
         cache.compile_seconds += started.elapsed().as_secs_f64();
-        cache.pipelines.insert(key, (pipeline.clone(), bgl.clone()));
+        let key: Key = (
+            k.shader,
+            k.entry,
+            k.overrides.iter().map(|(n, v)| (*n, v.to_bits())).collect(),
+            kinds.to_vec(),
+        );
+        cache
+            .pipelines
+            .entry(hash)
+            .or_default()
+            .push((key, (pipeline.clone(), bgl.clone())));
         Ok((pipeline, bgl))
     }
 

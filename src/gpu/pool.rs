@@ -174,12 +174,11 @@ impl Drop for GpuBuf {
 /// A pooled buffer for the context's own state (the recorder's uniform arena). Unlike
 /// [`GpuBuf`] it holds no `Arc<GpuContext>`: the context owns it, so a handle inside it would
 /// be a reference cycle that kept the context (and every pooled buffer) alive after the last
-/// `Device` and `Tensor` were dropped. Return it with [`GpuContext::release_owned`]; one
-/// dropped instead only leaves the pool statistics counting it as live.
+/// `Device` and `Tensor` were dropped. The arena lives as long as the context, so it is never
+/// returned to the pool (the pool statistics count it as live).
 pub(crate) struct OwnedBuf {
     pub(crate) buffer: wgpu::Buffer,
     class: u64,
-    kind: BufKind,
 }
 
 impl GpuContext {
@@ -239,16 +238,7 @@ impl GpuContext {
         };
         pool.stats.live_bytes += class;
         pool.stats.peak_live_bytes = pool.stats.peak_live_bytes.max(pool.stats.live_bytes);
-        Ok(OwnedBuf {
-            buffer,
-            class,
-            kind,
-        })
-    }
-
-    /// Returns a buffer from [`GpuContext::alloc_owned`] to the pool.
-    pub(crate) fn release_owned(&self, own: OwnedBuf) {
-        self.give_back(own.buffer, own.class, own.kind);
+        Ok(OwnedBuf { buffer, class })
     }
 
     /// Puts a live buffer of size class `class` on its free list.
@@ -328,8 +318,14 @@ impl GpuContext {
         })
     }
 
-    /// Releases every cached (free) buffer back to the driver.
+    /// Releases every cached (free) buffer back to the driver. The bind-group cache is
+    /// emptied first: its bind groups hold their buffers and views, so a destroyed buffer's
+    /// memory would otherwise live on in it (taken before the pool lock and released: the
+    /// launch path takes the recorder, then the pool).
     pub fn trim_pool(&self) {
+        if let Ok(mut rec) = self.recorder() {
+            rec.binds.clear();
+        }
         if let Ok(mut pool) = self.pool.lock() {
             // Destroying buffers enters the GL context.
             let _driver = self.driver_lock();

@@ -1,25 +1,32 @@
 //! Batched recording and submission: the ONLY place that submits, writes or maps buffers.
 //!
 //! Dispatches are recorded as commands and replayed at flush time into one compute pass per
-//! run of consecutive dispatches. Kernel parameters go into a per-flush uniform arena.
+//! run of consecutive dispatches. Kernel parameters go into the uniform arena, one buffer
+//! rewritten at every flush (bound at dynamic offsets; see `flush_locked` for why one is
+//! enough).
 //! Submission is bounded: at most [`MAX_IN_FLIGHT`] submissions are queued before the oldest
 //! is waited for.
 
 use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Instant;
 
 use super::context::GpuContext;
+use super::launch::BindCache;
 use super::pool::{BufKind, GpuBuf, GpuTex, OwnedBuf, TEXEL_BYTES, TEX_WIDTH};
 use crate::error::{Error, Result};
 
-/// Dispatches per submit. One submit per dispatch adds the queue hand-off to every
-/// dispatch (the `dispatch` rows of `cargo bench` compare the two; the README's results give
-/// the lavapipe figures); 32 keeps the uniform arena at 8 KiB.
-pub const FLUSH_EVERY: usize = 32;
-/// Submissions allowed in flight before waiting for the oldest: 16 × 32 ≈ 512 dispatches
+/// Dispatches per submit. Every submit costs the host a fixed amount (command-buffer
+/// finish, queue hand-off, wgpu's bookkeeping of finished work), so larger batches lower the
+/// host cost per dispatch: 128 measured about a third below 32 per dispatch on lavapipe (the
+/// `dispatch:` rows of `cargo bench`; docs/benchmarks.md). The uniform arena holds one
+/// parameter block per dispatch of a batch: 128 × 256 B = 32 KiB.
+pub const FLUSH_EVERY: usize = 128;
+/// Submissions allowed in flight before waiting for the oldest: 4 × 128 = 512 dispatches
 /// queued at most, which bounds the driver's memory and the latency of the next wait (with
 /// unbounded queuing, drivers grow memory or stall).
-pub const MAX_IN_FLIGHT: usize = 16;
+pub const MAX_IN_FLIGHT: usize = 4;
 /// Largest parameter block of one dispatch.
 pub const MAX_PARAMS_BYTES: usize = 256;
 
@@ -27,6 +34,8 @@ pub(crate) enum Cmd {
     Dispatch {
         pipeline: wgpu::ComputePipeline,
         bind: wgpu::BindGroup,
+        /// Dynamic offset of the dispatch's parameters in the uniform arena.
+        offset: u32,
         grid: [u32; 3],
     },
     /// A dispatch alone in a compute pass that writes timestamps 0 and 1 of the query set
@@ -34,6 +43,7 @@ pub(crate) enum Cmd {
     TimedDispatch {
         pipeline: wgpu::ComputePipeline,
         bind: wgpu::BindGroup,
+        offset: u32,
         grid: [u32; 3],
         queries: wgpu::QuerySet,
         resolve: wgpu::Buffer,
@@ -57,11 +67,16 @@ pub(crate) enum Cmd {
 }
 
 pub(crate) struct Recorder {
-    cmds: Vec<Cmd>,
+    pub(crate) cmds: Vec<Cmd>,
     dispatches: usize,
-    /// The current flush's uniform arena: an [`OwnedBuf`], not a `GpuBuf`, because the
-    /// context owns the recorder and a `GpuBuf` would hold the context (a reference cycle).
+    /// The uniform arena, one buffer for the context's lifetime (allocated at the first
+    /// launch): every flush writes its parameter blocks at the start of it (see
+    /// [`GpuContext::flush_locked`] for why one buffer is enough). An [`OwnedBuf`], not a
+    /// `GpuBuf`, because the context owns the recorder and a `GpuBuf` would hold the context
+    /// (a reference cycle).
     arena: Option<OwnedBuf>,
+    /// Bind groups by layout and bound resources (see [`BindCache`]).
+    pub(crate) binds: BindCache,
     arena_bytes: Vec<u8>,
     align: usize,
     in_flight: VecDeque<wgpu::SubmissionIndex>,
@@ -80,7 +95,8 @@ impl Recorder {
             cmds: Vec::new(),
             dispatches: 0,
             arena: None,
-            arena_bytes: Vec::new(),
+            binds: BindCache::default(),
+            arena_bytes: Vec::with_capacity(FLUSH_EVERY * MAX_PARAMS_BYTES),
             align: (min_uniform_align as usize).max(MAX_PARAMS_BYTES),
             in_flight: VecDeque::new(),
             total_dispatches: 0,
@@ -88,6 +104,90 @@ impl Recorder {
             profile: None,
             queries: None,
         }
+    }
+
+    /// The uniform arena buffer (after a [`GpuContext::push_params`]).
+    pub(crate) fn arena_buffer(&self) -> Result<wgpu::Buffer> {
+        self.arena
+            .as_ref()
+            .map(|a| a.buffer.clone())
+            .ok_or_else(|| Error::Gpu("uniform arena missing".into()))
+    }
+}
+
+/// Cumulative host-side cost of a context's dispatches ([`GpuContext::host_stats`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HostStats {
+    /// Nanoseconds the calling threads spent inside [`GpuContext::launch`] /
+    /// [`GpuContext::launch_args`] and [`GpuContext::flush`] (looking pipelines up, bind
+    /// groups, recording, encoding the compute passes and submitting), with the waits for the
+    /// GPU inside them taken out. Includes pipeline compilation on a kernel's first launch.
+    pub host_ns: u64,
+    /// Nanoseconds blocked waiting for the GPU: the bound on submissions in flight,
+    /// profiling, readbacks and [`GpuContext::synchronize`].
+    pub wait_ns: u64,
+    /// Dispatches recorded.
+    pub dispatches: u64,
+    /// Submits issued.
+    pub submits: u64,
+    /// Bind groups created, and dispatches that found theirs in the bind-group cache.
+    pub bind_groups_created: u64,
+    pub bind_groups_reused: u64,
+}
+
+impl HostStats {
+    /// What happened between `earlier` and `self` (both from the same context).
+    pub fn since(&self, earlier: &HostStats) -> HostStats {
+        HostStats {
+            host_ns: self.host_ns.saturating_sub(earlier.host_ns),
+            wait_ns: self.wait_ns.saturating_sub(earlier.wait_ns),
+            dispatches: self.dispatches.saturating_sub(earlier.dispatches),
+            submits: self.submits.saturating_sub(earlier.submits),
+            bind_groups_created: self
+                .bind_groups_created
+                .saturating_sub(earlier.bind_groups_created),
+            bind_groups_reused: self
+                .bind_groups_reused
+                .saturating_sub(earlier.bind_groups_reused),
+        }
+    }
+
+    /// Host microseconds per dispatch (record + encode + submit), 0 without dispatches.
+    pub fn host_us_per_dispatch(&self) -> f64 {
+        if self.dispatches == 0 {
+            0.0
+        } else {
+            self.host_ns as f64 * 1e-3 / self.dispatches as f64
+        }
+    }
+}
+
+thread_local! {
+    /// Nanoseconds the calling thread has spent in [`GpuContext::wait_gpu`] (on any context),
+    /// so that a timed host section can take its own waits out.
+    static WAITED_NS_ON_THIS_THREAD: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// A host-time measurement of one call into the recorder: started on entry, it adds the
+/// elapsed time less the thread's GPU waits to the context's `host_ns` when finished.
+pub(crate) struct HostTimer {
+    started: Instant,
+    waited_before: u64,
+}
+
+impl HostTimer {
+    pub(crate) fn start() -> Self {
+        HostTimer {
+            started: Instant::now(),
+            waited_before: WAITED_NS_ON_THIS_THREAD.with(std::cell::Cell::get),
+        }
+    }
+
+    pub(crate) fn finish(self, ctx: &GpuContext) {
+        let elapsed = self.started.elapsed().as_nanos() as u64;
+        let waited = WAITED_NS_ON_THIS_THREAD.with(std::cell::Cell::get) - self.waited_before;
+        ctx.host_ns
+            .fetch_add(elapsed.saturating_sub(waited), Ordering::Relaxed);
     }
 }
 
@@ -98,13 +198,9 @@ impl GpuContext {
             .map_err(|_| Error::Gpu("recorder lock poisoned".into()))
     }
 
-    /// Reserves space for `params` in the current flush's uniform arena; returns the arena
-    /// buffer and the offset.
-    pub(crate) fn push_params(
-        &self,
-        rec: &mut Recorder,
-        params: &[u8],
-    ) -> Result<(wgpu::Buffer, u64)> {
+    /// Reserves space for `params` in the current flush's uniform arena; returns its offset
+    /// (the dynamic offset of binding 0).
+    pub(crate) fn push_params(&self, rec: &mut Recorder, params: &[u8]) -> Result<u32> {
         if params.len() > MAX_PARAMS_BYTES {
             return Err(Error::Gpu(format!(
                 "kernel parameters of {} bytes exceed {MAX_PARAMS_BYTES}",
@@ -115,11 +211,14 @@ impl GpuContext {
             rec.arena = Some(self.alloc_owned((FLUSH_EVERY * rec.align) as u64, BufKind::Uniform)?);
         }
         let off = rec.arena_bytes.len();
+        if off + rec.align > FLUSH_EVERY * rec.align {
+            return Err(Error::Gpu(format!(
+                "more than {FLUSH_EVERY} parameter blocks in one flush"
+            )));
+        }
         rec.arena_bytes.extend_from_slice(params);
         rec.arena_bytes.resize(off + rec.align, 0);
-        let buf = rec.arena.as_ref().map(|a| a.buffer.clone());
-        buf.map(|b| (b, off as u64))
-            .ok_or_else(|| Error::Gpu("uniform arena missing".into()))
+        Ok(off as u32)
     }
 
     /// Appends a dispatch; flushes when the batch is full.
@@ -128,11 +227,13 @@ impl GpuContext {
         rec: &mut Recorder,
         pipeline: wgpu::ComputePipeline,
         bind: wgpu::BindGroup,
+        offset: u32,
         grid: [u32; 3],
     ) -> Result<()> {
         rec.cmds.push(Cmd::Dispatch {
             pipeline,
             bind,
+            offset,
             grid,
         });
         rec.dispatches += 1;
@@ -151,6 +252,7 @@ impl GpuContext {
         rec: &mut Recorder,
         pipeline: wgpu::ComputePipeline,
         bind: wgpu::BindGroup,
+        offset: u32,
         grid: [u32; 3],
         queries: wgpu::QuerySet,
     ) -> Result<f64> {
@@ -159,6 +261,7 @@ impl GpuContext {
         rec.cmds.push(Cmd::TimedDispatch {
             pipeline,
             bind,
+            offset,
             grid,
             queries,
             resolve: resolve.buffer.clone(),
@@ -223,8 +326,12 @@ impl GpuContext {
 
     /// Submits everything recorded so far.
     pub fn flush(self: &Arc<Self>) -> Result<()> {
-        let mut rec = self.recorder()?;
-        self.flush_locked(&mut rec)
+        let timer = HostTimer::start();
+        let done = self
+            .recorder()
+            .and_then(|mut rec| self.flush_locked(&mut rec));
+        timer.finish(self);
+        done
     }
 
     pub(crate) fn flush_locked(&self, rec: &mut Recorder) -> Result<()> {
@@ -234,19 +341,26 @@ impl GpuContext {
         let mut enc = self
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
-        let cmds = std::mem::take(&mut rec.cmds);
+        // Taken out while encoding and put back empty afterwards, keeping its capacity.
+        let mut cmds = std::mem::take(&mut rec.cmds);
         let mut i = 0;
         while i < cmds.len() {
             if matches!(cmds[i], Cmd::Dispatch { .. }) {
                 let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
+                let mut current: Option<&wgpu::ComputePipeline> = None;
                 while let Some(Cmd::Dispatch {
                     pipeline,
                     bind,
+                    offset,
                     grid,
                 }) = cmds.get(i)
                 {
-                    pass.set_pipeline(pipeline);
-                    pass.set_bind_group(0, bind, &[]);
+                    // Runs of one kernel set their pipeline once.
+                    if current != Some(pipeline) {
+                        pass.set_pipeline(pipeline);
+                        current = Some(pipeline);
+                    }
+                    pass.set_bind_group(0, bind, &[*offset]);
                     pass.dispatch_workgroups(grid[0], grid[1], grid[2]);
                     i += 1;
                 }
@@ -262,6 +376,7 @@ impl GpuContext {
                     Cmd::TimedDispatch {
                         pipeline,
                         bind,
+                        offset,
                         grid,
                         queries,
                         resolve,
@@ -277,7 +392,7 @@ impl GpuContext {
                                 }),
                             });
                             pass.set_pipeline(pipeline);
-                            pass.set_bind_group(0, bind, &[]);
+                            pass.set_bind_group(0, bind, &[*offset]);
                             pass.dispatch_workgroups(grid[0], grid[1], grid[2]);
                         }
                         enc.resolve_query_set(queries, 0..2, resolve, 0);
@@ -288,19 +403,23 @@ impl GpuContext {
                 i += 1;
             }
         }
-        let arena = rec.arena.take();
+        // One arena buffer serves every flush. What makes that correct is the queue order of
+        // WebGPU (and wgpu): `write_buffer` takes effect on the queue timeline after every
+        // submission made before it and before every submission made after it (wgpu copies
+        // the bytes to a staging buffer at once and encodes the copy into the arena ahead of
+        // the next submit, behind a barrier on the arena). So this flush's parameters land
+        // after the previous submissions have read theirs from the same bytes, and before
+        // this submission reads them, however many submissions are still in flight; the
+        // bind groups, which hold the arena at dynamic offsets, never change.
         let idx = {
             let _driver = self.driver_lock()?;
-            if let Some(arena) = &arena {
+            if let (Some(arena), false) = (&rec.arena, rec.arena_bytes.is_empty()) {
                 self.queue.write_buffer(&arena.buffer, 0, &rec.arena_bytes);
             }
             self.queue.submit([enc.finish()])
         };
-        // Back to the pool; its next use is written by a later write_buffer, which the
-        // queue orders after this submission.
-        if let Some(arena) = arena {
-            self.release_owned(arena);
-        }
+        cmds.clear();
+        rec.cmds = cmds;
         rec.arena_bytes.clear();
         rec.dispatches = 0;
         rec.total_submits += 1;
@@ -390,14 +509,20 @@ impl GpuContext {
     /// Blocks until `submission` (or everything submitted, `None`) has finished and its
     /// callbacks (buffer maps) have run: the one place that waits on the device.
     fn wait_gpu(&self, submission: Option<wgpu::SubmissionIndex>) -> Result<()> {
-        let _driver = self.driver_lock()?;
-        self.device
-            .poll(wgpu::PollType::Wait {
-                submission_index: submission,
-                timeout: None,
-            })
-            .map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))?;
-        Ok(())
+        let started = Instant::now();
+        let done = self.driver_lock().and_then(|_driver| {
+            self.device
+                .poll(wgpu::PollType::Wait {
+                    submission_index: submission,
+                    timeout: None,
+                })
+                .map(drop)
+                .map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))
+        });
+        let ns = started.elapsed().as_nanos() as u64;
+        WAITED_NS_ON_THIS_THREAD.with(|w| w.set(w.get() + ns));
+        self.wait_ns.fetch_add(ns, Ordering::Relaxed);
+        done
     }
 
     /// Turns per-kernel profiling on (clearing earlier numbers) or off. While on, every
@@ -453,6 +578,31 @@ impl GpuContext {
     #[cfg(test)]
     pub(crate) fn pending_commands(&self) -> usize {
         self.recorder().map(|r| r.cmds.len()).unwrap_or(0)
+    }
+
+    /// The host-side cost of this context's dispatches so far (cumulative; subtract two
+    /// snapshots with [`HostStats::since`]). Per context, so parallel work on other contexts
+    /// does not enter it.
+    pub fn host_stats(&self) -> HostStats {
+        let (dispatches, submits, created, reused) = self
+            .recorder()
+            .map(|r| {
+                (
+                    r.total_dispatches,
+                    r.total_submits,
+                    r.binds.misses,
+                    r.binds.hits,
+                )
+            })
+            .unwrap_or_default();
+        HostStats {
+            host_ns: self.host_ns.load(Ordering::Relaxed),
+            wait_ns: self.wait_ns.load(Ordering::Relaxed),
+            dispatches,
+            submits,
+            bind_groups_created: created,
+            bind_groups_reused: reused,
+        }
     }
 
     /// Dispatches recorded and submits issued so far.
