@@ -7,8 +7,12 @@
 //! update (momentum 0.9, weight decay 1e-4, lr 0.01) — on the default `[train]` batch (8
 //! crops of 96², random input and labels over 11 classes). Each step ends by reading the loss
 //! (`item()`), which synchronises the device. Per row: the median step time over timed steps
-//! after warm-up, images/s, and the peak live bytes of the buffer/texture pool on a fresh
-//! context (parameters, optimiser state and every activation of the step). Then a per-kernel
+//! after warm-up, images/s, dispatches per step, the host microseconds per dispatch
+//! (`GpuContext::host_stats`: recording, encoding and submitting, GPU waits taken out; not
+//! printed on CPU adapters such as lavapipe, which run kernels inside the submit call — the
+//! `dispatch:` rows of `cargo bench --bench kernels` measure the host cost there), the
+//! bind groups created and reused per step, and the peak live bytes of the buffer/texture
+//! pool on a fresh context (parameters, optimiser state and every activation of the step). Then a per-kernel
 //! profile of one step and the share of device time in GEMM / convolution kernels. Last,
 //! each long-tail loss's step time and peak memory as a ratio to the `ce` row of the same
 //! config (the memory bank is data-side: it runs on the loader's thread, not in the step;
@@ -109,24 +113,36 @@ fn row(cfg: &RunConfig, name: &str) -> Result<(f64, u64)> {
     let runs = if first > SLOW_STEP_S { 3 } else { RUNS };
     let mut times = Vec::with_capacity(runs);
     let mut loss = 0.0;
-    let (d0, _) = ctx.submit_stats();
+    let h0 = ctx.host_stats();
     for _ in 0..runs {
         let t = Instant::now();
         loss = step()?;
         times.push(t.elapsed().as_secs_f64());
     }
-    let dispatches = (ctx.submit_stats().0 - d0) / runs as u64;
+    let host = ctx.host_stats().since(&h0);
+    let dispatches = host.dispatches / runs as u64;
     times.sort_by(f64::total_cmp);
     let med = times[times.len() / 2];
     let peak = ctx.pool_stats().peak_live_bytes;
+    // On a CPU adapter (lavapipe) the driver runs the kernels inside the submit call, so the
+    // host time per dispatch includes them: the `dispatch:` rows of the kernels bench
+    // measure the host cost alone there.
+    let host_us = if ctx.adapter_info().device_type == wgpu::DeviceType::Cpu {
+        "n/a on a CPU adapter (kernels run inside submit; see `cargo bench -- dispatch:`)"
+            .to_string()
+    } else {
+        format!("{:.1}", host.host_us_per_dispatch())
+    };
     println!(
-        "{name:<52} {:>10.1} ms  {:>7.2} images/s  {dispatches} dispatches/step  peak pool {:>7.1} MiB  (n={runs}, min {:.1} ms, max {:.1} ms, loss {loss:.3}, {} params)",
+        "{name:<52} {:>10.1} ms  {:>7.2} images/s  {dispatches} dispatches/step  host µs/dispatch {host_us}  peak pool {:>7.1} MiB  (n={runs}, min {:.1} ms, max {:.1} ms, loss {loss:.3}, {} params, bind groups {} created / {} reused per step)",
         med * 1e3,
         b as f64 / med,
         peak as f64 / (1024.0 * 1024.0),
         times[0] * 1e3,
         times[runs - 1] * 1e3,
-        n_params
+        n_params,
+        host.bind_groups_created / runs as u64,
+        host.bind_groups_reused / runs as u64,
     );
 
     ctx.set_profiling(true);

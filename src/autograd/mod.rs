@@ -49,7 +49,7 @@ mod op;
 mod version;
 
 use std::cell::Cell;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 pub use custom::{record_custom, CustomOp};
 pub use op::Op;
@@ -92,10 +92,12 @@ pub fn no_grad() -> NoGradGuard {
     NoGradGuard { prev }
 }
 
-/// Gradients of the leaves (parameters) reached from a loss, keyed by tensor id.
+/// Gradients of the leaves (parameters) reached from a loss, keyed by tensor id. Ordered, so
+/// that dropping them returns their buffers to the pool in the same order every step (the
+/// next step then gets the same buffers, and its bind groups are found in the cache).
 #[derive(Default, Debug)]
 pub struct Gradients {
-    map: HashMap<u64, Tensor>,
+    map: BTreeMap<u64, Tensor>,
 }
 
 impl Gradients {

@@ -17,6 +17,7 @@ pub mod strided;
 pub use context::{list_adapters, AdapterSummary, GpuContext, GpuOptions};
 pub use launch::{folded_dispatches_on_this_thread, Arg, ArgKind, Kernel};
 pub use pool::{GpuBuf, GpuTex, PoolStats, TEX_WIDTH};
+pub use recorder::HostStats;
 pub use shaders::Shader;
 
 /// Workgroup count for `n` items at `per_group` items per workgroup.
