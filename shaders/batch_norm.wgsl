@@ -62,14 +62,16 @@ struct BnParams {
 @group(0) @binding(5) var<storage, read_write> st_part: array<f32>;
 
 // bn_finish, bn_finish_eval, bn_finish_backward
+// (at most 6 storage bindings per entry point). fi_aux: β (bn_finish, bn_finish_eval) or
+// the forward's stats (bn_finish_backward). fi_out1 / fi_out2: the running mean / variance,
+// updated in place in copies the host made (bn_finish), read (bn_finish_eval), or ∂γ / ∂β
+// (bn_finish_backward).
 @group(0) @binding(1) var<storage, read> fi_part: array<f32>;
 @group(0) @binding(2) var<storage, read> fi_gamma: array<f32>;
-@group(0) @binding(3) var<storage, read> fi_beta: array<f32>;
-@group(0) @binding(4) var<storage, read> fi_rmean: array<f32>;
-@group(0) @binding(5) var<storage, read> fi_rvar: array<f32>;
-@group(0) @binding(6) var<storage, read_write> fi_stats: array<f32>;
-@group(0) @binding(7) var<storage, read_write> fi_out1: array<f32>;
-@group(0) @binding(8) var<storage, read_write> fi_out2: array<f32>;
+@group(0) @binding(3) var<storage, read> fi_aux: array<f32>;
+@group(0) @binding(4) var<storage, read_write> fi_stats: array<f32>;
+@group(0) @binding(5) var<storage, read_write> fi_out1: array<f32>;
+@group(0) @binding(6) var<storage, read_write> fi_out2: array<f32>;
 
 // bn_apply
 @group(0) @binding(1) var<storage, read> ap_x: array<f32>;
@@ -169,10 +171,10 @@ fn write_stats(c: u32, mean: f32, var_: f32) {
     fi_stats[c] = mean;
     fi_stats[p.c + c] = rstd;
     fi_stats[2u * p.c + c] = scale;
-    fi_stats[3u * p.c + c] = fi_beta[c] - mean * scale;
+    fi_stats[3u * p.c + c] = fi_aux[c] - mean * scale;
 }
 
-// Training statistics; fi_out1 / fi_out2: the updated running mean / variance
+// Training statistics, and the running statistics in fi_out1 / fi_out2 updated in place
 // (running ← (1 − momentum)·running + momentum·mean, and + unbias·var with the biased var).
 @compute @workgroup_size(64)
 fn bn_finish(@builtin(workgroup_id) wid: vec3<u32>,
@@ -193,8 +195,8 @@ fn bn_finish(@builtin(workgroup_id) wid: vec3<u32>,
     let mean = fi_part[2u * p.planes * p.chunks + c] + m1;
     write_stats(c, mean, var_);
     let keep = 1.0 - p.momentum;
-    fi_out1[c] = keep * fi_rmean[c] + p.momentum * mean;
-    fi_out2[c] = keep * fi_rvar[c] + p.unbias * var_;
+    fi_out1[c] = keep * fi_out1[c] + p.momentum * mean;
+    fi_out2[c] = keep * fi_out2[c] + p.unbias * var_;
 }
 
 @compute @workgroup_size(64)
@@ -205,10 +207,10 @@ fn bn_finish_eval(@builtin(workgroup_id) wid: vec3<u32>,
     if (c >= p.c) {
         return;
     }
-    write_stats(c, fi_rmean[c], fi_rvar[c]);
+    write_stats(c, fi_out1[c], fi_out2[c]);
 }
 
-// fi_part: the MODE 1 partials; fi_rmean: the forward's stats (mean, rstd at C + c).
+// fi_part: the MODE 1 partials; fi_aux: the forward's stats (mean, rstd at C + c).
 // fi_stats ← coef [A, B, D]; fi_out1 ← ∂γ = rstd·Σ dy·(x − μ); fi_out2 ← ∂β = Σ dy.
 @compute @workgroup_size(64)
 fn bn_finish_backward(@builtin(workgroup_id) wid: vec3<u32>,
@@ -223,8 +225,8 @@ fn bn_finish_backward(@builtin(workgroup_id) wid: vec3<u32>,
     if (lid != 0u) {
         return;
     }
-    let mean = fi_rmean[c];
-    let rstd = fi_rmean[p.c + c];
+    let mean = fi_aux[c];
+    let rstd = fi_aux[p.c + c];
     let a = fi_gamma[c] * rstd;
     let b = -a * rstd * rstd * tot.y * p.inv_n;
     fi_stats[c] = a;

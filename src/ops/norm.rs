@@ -268,17 +268,14 @@ fn train_stats(
                 parts.div_ceil(64) as u64,
             )?;
             let stats = ctx.alloc_storage(4 * c)?;
+            // The new running statistics: copies of the old ones, updated in place.
             let (nm, nv) = (ctx.alloc_storage(c)?, ctx.alloc_storage(c)?);
+            ctx.copy_buffer(state.running_mean.gpu_buf(OP)?, &nm)?;
+            ctx.copy_buffer(state.running_var.gpu_buf(OP)?, &nv)?;
             ctx.launch(
                 &Kernel::new(Shader::BatchNorm, "bn_finish"),
                 &bp,
-                &[
-                    &part,
-                    gamma.gpu_buf(OP)?,
-                    beta.gpu_buf(OP)?,
-                    state.running_mean.gpu_buf(OP)?,
-                    state.running_var.gpu_buf(OP)?,
-                ],
+                &[&part, gamma.gpu_buf(OP)?, beta.gpu_buf(OP)?],
                 &[&stats, &nm, &nv],
                 c as u64,
             )?;
@@ -326,14 +323,13 @@ fn eval_stats(gamma: &Tensor, beta: &Tensor, state: &BatchNormState, eps: f64) -
                 state.running_mean.gpu_buf(OP)?,
                 state.running_var.gpu_buf(OP)?,
             );
-            // bn_finish_eval writes only its stats; the other two outputs are never written
-            // (dummy bindings, distinct from the inputs).
-            let (d1, d2) = (ctx.alloc_storage(1)?, ctx.alloc_storage(1)?);
+            // bn_finish_eval reads the running statistics through the slots bn_finish updates
+            // (it never writes them) and never reads the partials' slot (γ fills it).
             ctx.launch(
                 &Kernel::new(Shader::BatchNorm, "bn_finish_eval"),
                 &bp,
-                &[gb, gb, beta.gpu_buf(OP)?, rm, rv],
-                &[&stats, &d1, &d2],
+                &[gb, gb, beta.gpu_buf(OP)?],
+                &[&stats, rm, rv],
                 c.div_ceil(64) as u64,
             )?;
             Ok(gpu_tensor(stats, [4 * c]))
@@ -411,7 +407,7 @@ pub(crate) fn batch_norm_backward(
             ctx.launch(
                 &Kernel::new(Shader::BatchNorm, "bn_finish_backward"),
                 &sp,
-                &[&part, gam, gam, sb, sb],
+                &[&part, gam, sb],
                 &[&coef, &dgamma, &dbeta],
                 c as u64,
             )?;
