@@ -19,8 +19,8 @@
 // bn_stats, MODE 1: with dy = g·act'(y), part[t] = Σ dy, part[P·parts + t] = Σ dy·(x − μ_c).
 // bn_finish (one workgroup per channel): adds the partials in a fixed order (invocation l
 //   adds runs l, l + 64, … of every image, then a tree over the 64: deterministic, no
-//   atomics) and writes stats = [mean, rstd, scale,
-//   shift] (each [C]) and the updated running statistics.
+//   atomics) and writes stats = [mean, rstd, scale, shift] (each [C]) and the updated
+//   running statistics.
 // bn_finish_eval: stats from the running statistics.
 // bn_finish_backward: coef = [A, B, D] with ∂x = A·dy + B·x + D, and ∂γ, ∂β.
 // bn_apply / bn_apply_backward: one invocation per run of CHUNK elements of a plane, so the
@@ -28,7 +28,8 @@
 //   a scalar loop over the SIMD lanes).
 // bn_stats4, bn_apply4, bn_apply_backward4: the same for planes of a multiple of 4 values,
 //   read and written as vec4 (a quarter of the loads; on lavapipe a vec4 load costs about
-//   what a scalar one does). Their `chunks` counts runs of CHUNK4 vec4.
+//   what a scalar one does). bn_stats4 sums runs of RUN4 vec4 (= RUN values, so the same
+//   partials); the apply passes' `chunks` counts runs of CHUNK4 vec4.
 
 override MODE: u32 = 0u;
 // 0: identity, 1: ReLU.

@@ -21,6 +21,9 @@
 //                 grad-weight as pixel rows) in one pass: one invocation per 4 channels × 4
 //                 pixels of a row, t = ((img·c4 + q)·ho + y)·wq + x4. (dim0 = c4, dim1 = ho,
 //                 dim2 = wq, stride0 = n, stride1 = wo, limit = C.)
+//   pack_atlas4, pack_dy4: pack_atlas where hw % 4 = 0 and pack_dy where wo % 4 = 0, one
+//                 invocation per 4 channels × 4 pixels reading one vec4 per channel (a
+//                 quarter of the loads); pack_atlas4's t = (img·c4 + q)·(hw/4) + pixel/4.
 //   pack_weights2: both pack_weights layouts of conv weights [co, ci, taps] in one pass: the
 //                 forward's (rows co, channels ci) into dst and grad-input's (rows ci,
 //                 channels co) into dst2; one invocation per 4 co × 4 ci of a tap,
@@ -43,6 +46,8 @@ struct PackParams {
 @group(0) @binding(2) var dst: texture_storage_2d<rgba32float, write>;
 // pack_dy and pack_weights2: the second layout.
 @group(0) @binding(3) var dst2: texture_storage_2d<rgba32float, write>;
+// pack_atlas4, pack_dy4: the source as vec4 (planes, or rows, of a multiple of 4 values).
+@group(0) @binding(1) var<storage, read> src4: array<vec4<f32>>;
 
 // src[i] if ok, else 0 (index 0 is read instead: no branch).
 fn load_or_zero(i: u32, ok: bool) -> f32 {
@@ -192,4 +197,80 @@ fn pack_weights2(@builtin(workgroup_id) wid: vec3<u32>,
                          vec4<f32>(r[0][i], r[1][i], r[2][i], r[3][i]));
         }
     }
+}
+
+// The vec4 of channel 4q + j at vec4 index i4 of its plane (zero past the channels).
+fn channel4(plane0: u32, j: u32, q: u32, chans: u32, plane4: u32, i4: u32) -> vec4<f32> {
+    let ch = 4u * q + j;
+    let v = src4[(plane0 + min(ch, chans - 1u)) * plane4 + i4];
+    return select(vec4<f32>(0.0), v, ch < chans);
+}
+
+@compute @workgroup_size(64)
+fn pack_atlas4(@builtin(workgroup_id) wid: vec3<u32>,
+               @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) lid: u32) {
+    let t = wg_linear(wid, nwg) * 64u + lid;
+    if (t >= p.total) {
+        return;
+    }
+    let c4 = p.dim0;
+    let hw4 = p.dim1 / 4u;
+    let chans = p.limit;
+    let pq = t % hw4;
+    let q = (t / hw4) % c4;
+    let img = t / (hw4 * c4);
+    let r0 = channel4(img * chans, 0u, q, chans, hw4, pq);
+    let r1 = channel4(img * chans, 1u, q, chans, hw4, pq);
+    let r2 = channel4(img * chans, 2u, q, chans, hw4, pq);
+    let r3 = channel4(img * chans, 3u, q, chans, hw4, pq);
+    let pix0 = (img * c4 + q) * p.dim1 + 4u * pq;
+    textureStore(dst, texel_xy(pix0), vec4<f32>(r0.x, r1.x, r2.x, r3.x));
+    textureStore(dst, texel_xy(pix0 + 1u), vec4<f32>(r0.y, r1.y, r2.y, r3.y));
+    textureStore(dst, texel_xy(pix0 + 2u), vec4<f32>(r0.z, r1.z, r2.z, r3.z));
+    textureStore(dst, texel_xy(pix0 + 3u), vec4<f32>(r0.w, r1.w, r2.w, r3.w));
+}
+
+@compute @workgroup_size(64)
+fn pack_dy4(@builtin(workgroup_id) wid: vec3<u32>,
+            @builtin(num_workgroups) nwg: vec3<u32>,
+            @builtin(local_invocation_index) lid: u32) {
+    let t = wg_linear(wid, nwg) * 64u + lid;
+    if (t >= p.total) {
+        return;
+    }
+    let c4 = p.dim0;
+    let ho = p.dim1;
+    let wq = p.dim2;
+    let n = p.stride0;
+    let wo = p.stride1;
+    let chans = p.limit;
+    let x4 = t % wq;
+    let y = (t / wq) % ho;
+    let q = (t / (wq * ho)) % c4;
+    let img = t / (wq * ho * c4);
+    // Planes of ho·wq vec4; this row's vec4 x4.
+    let i4 = y * wq + x4;
+    let r0 = channel4(img * chans, 0u, q, chans, ho * wq, i4);
+    let r1 = channel4(img * chans, 1u, q, chans, ho * wq, i4);
+    let r2 = channel4(img * chans, 2u, q, chans, ho * wq, i4);
+    let r3 = channel4(img * chans, 3u, q, chans, ho * wq, i4);
+    let row = (img * ho + y) * wq + x4;
+    let rows = n * ho * wq;
+    let c0 = 4u * q;
+    textureStore(dst2, texel_xy(c0 * rows + row), r0);
+    if (c0 + 1u < chans) {
+        textureStore(dst2, texel_xy((c0 + 1u) * rows + row), r1);
+    }
+    if (c0 + 2u < chans) {
+        textureStore(dst2, texel_xy((c0 + 2u) * rows + row), r2);
+    }
+    if (c0 + 3u < chans) {
+        textureStore(dst2, texel_xy((c0 + 3u) * rows + row), r3);
+    }
+    let pix0 = (img * c4 + q) * ho * wo + y * wo + 4u * x4;
+    textureStore(dst, texel_xy(pix0), vec4<f32>(r0.x, r1.x, r2.x, r3.x));
+    textureStore(dst, texel_xy(pix0 + 1u), vec4<f32>(r0.y, r1.y, r2.y, r3.y));
+    textureStore(dst, texel_xy(pix0 + 2u), vec4<f32>(r0.z, r1.z, r2.z, r3.z));
+    textureStore(dst, texel_xy(pix0 + 3u), vec4<f32>(r0.w, r1.w, r2.w, r3.w));
 }

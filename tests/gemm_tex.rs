@@ -93,8 +93,15 @@ fn the_gemm_the_adapter_reports_is_the_path_taken() {
     // Every operand packed once per layer: the weights in both layouts in one pass, x's
     // atlas once (the forward's, kept for grad-weight), dy in both layouts in one pass.
     assert_eq!(calls("pack.wgsl::pack_weights2"), 2, "{report:?}");
-    assert_eq!(calls("pack.wgsl::pack_atlas"), 2, "{report:?}");
-    assert_eq!(calls("pack.wgsl::pack_dy"), 2, "{report:?}");
+    // (The vec4 forms where planes or rows hold a multiple of 4 values: the stride-2
+    // layer's dy rows are 4 wide.)
+    assert_eq!(
+        calls("pack.wgsl::pack_atlas") + calls("pack.wgsl::pack_atlas4"),
+        2,
+        "{report:?}"
+    );
+    assert_eq!(calls("pack.wgsl::pack_dy"), 1, "{report:?}");
+    assert_eq!(calls("pack.wgsl::pack_dy4"), 1, "{report:?}");
     assert_eq!(calls("pack.wgsl::pack_pixels"), 0, "{report:?}");
     assert_eq!(calls("pack.wgsl::pack_weights"), 0, "{report:?}");
     assert_eq!(calls("conv_direct.wgsl::conv_direct"), 0, "{report:?}");
@@ -241,6 +248,15 @@ fn conv_forward_and_gradients_on_the_texture_gemm() {
         [2, 8, 3, 5],
         [9, 8, 1, 1],
         Conv2dParams::default(),
+        true,
+    );
+    // Planes and rows of a multiple of 4 values (the vec4 packs of x and dy) with channel
+    // counts that are not (6 in, 7 out: zero-padded channel texels).
+    conv(
+        "3x3 pad 1, vec4 packs",
+        [2, 6, 8, 12],
+        [7, 6, 3, 3],
+        p(1, 1, 1, 1),
         true,
     );
     // 16 < Cout ≤ 32 (32-row tiles) and Cin in the same range for grad-input, more than one

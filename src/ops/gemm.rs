@@ -153,8 +153,19 @@ pub(crate) fn copy_texels(buf: &GpuBuf, texels: usize) -> Result<GpuTex> {
 
 /// Runs pack.wgsl's `entry` over `p.total` texels of a fresh texel array.
 pub(crate) fn pack(src: &GpuBuf, entry: &'static str, p: &PackParams) -> Result<GpuTex> {
+    pack_texels(src, entry, p, p.total as usize)
+}
+
+/// Runs pack.wgsl's `entry` over `p.total` invocations into a fresh array of `texels`
+/// texels (the vec4 entries write 4 texels per invocation).
+pub(crate) fn pack_texels(
+    src: &GpuBuf,
+    entry: &'static str,
+    p: &PackParams,
+    texels: usize,
+) -> Result<GpuTex> {
     let ctx = src.context();
-    let t = ctx.alloc_texels(u64::from(p.total))?;
+    let t = ctx.alloc_texels(texels as u64)?;
     ctx.launch_args(
         &Kernel::new(Shader::Pack, entry),
         p,

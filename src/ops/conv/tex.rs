@@ -41,16 +41,22 @@ pub(super) fn applies(ctx: &GpuContext, geo: &Geom) -> bool {
 }
 
 /// `x [n, c, hw]` channel-packed: texel `(img·c4 + q)·hw + pixel`.
+/// Planes of a multiple of 4 values are read as vec4, 4 pixels per invocation.
 fn atlas(x: &GpuBuf, n: usize, c: usize, hw: usize) -> Result<GpuTex> {
     let c4 = c.div_ceil(4);
+    let (entry, per) = if hw % 4 == 0 {
+        ("pack_atlas4", 4)
+    } else {
+        ("pack_atlas", 1)
+    };
     let p = PackParams {
-        total: u(n * c4 * hw)?,
+        total: u(n * c4 * hw / per)?,
         dim0: u(c4)?,
         dim1: u(hw)?,
         limit: u(c)?,
         ..PackParams::default()
     };
-    gemm::pack(x, "pack_atlas", &p)
+    gemm::pack_texels(x, entry, &p, n * c4 * hw)
 }
 
 /// Weights as GEMM rows: `rows` rows of `taps × ceil(chans/4)` texels, element
@@ -213,9 +219,15 @@ fn dy_both(geo: &Geom, dy: &GpuBuf) -> Result<(GpuTex, GpuTex)> {
         limit: u(geo.cout)?,
         ..PackParams::default()
     };
+    // Rows of a multiple of 4 values are read as vec4.
+    let entry = if geo.wo % 4 == 0 {
+        "pack_dy4"
+    } else {
+        "pack_dy"
+    };
     gemm::pack2(
         dy,
-        "pack_dy",
+        entry,
         &p,
         (geo.n * c4 * geo.ho * geo.wo, geo.cout * geo.n * geo.ho * wq),
     )
