@@ -17,9 +17,9 @@
 //   Shifting by a value of the channel keeps the one-pass variance
 //   Σd²/n − (Σd/n)² free of the cancellation that unshifted sums suffer when |mean| ≫ std.
 // bn_stats, MODE 1: with dy = g·act'(y), part[t] = Σ dy, part[P·parts + t] = Σ dy·(x − μ_c).
-// bn_finish (one workgroup per channel): adds the partials in a fixed order (invocation l
-//   adds runs l, l + 64, … of every image, then a tree over the 64: deterministic, no
-//   atomics) and writes stats = [mean, rstd, scale, shift] (each [C]) and the updated
+// bn_finish (one workgroup per channel, or one invocation with SERIAL): adds the partials
+//   in a fixed order (invocation l adds runs l, l + 64, … of every image, then a tree over
+//   the 64; deterministic, no atomics) and writes stats = [mean, rstd, scale, shift] (each [C]) and the updated
 //   running statistics.
 // bn_finish_eval: stats from the running statistics.
 // bn_finish_backward: coef = [A, B, D] with ∂x = A·dy + B·x + D, and ∂γ, ∂β.
@@ -35,6 +35,10 @@ override MODE: u32 = 0u;
 // 0: identity, 1: ReLU.
 override ACT: u32 = 0u;
 override RESIDUAL: bool = false;
+// The finish kernels: each channel's partials added by one invocation, for CPU adapters
+// (lavapipe runs a workgroup with barriers as a sequence of fibers, which cost more there
+// than the adds they share), or by a workgroup and a tree (GPUs).
+override SERIAL: bool = false;
 
 // Elements summed per bn_stats invocation (RUN4 vec4 in bn_stats4).
 const RUN: u32 = 64u;
@@ -142,12 +146,22 @@ fn bn_stats(@builtin(workgroup_id) wid: vec3<u32>,
 
 var<workgroup> tree: array<vec2<f32>, 64>;
 
-// Σ over images and runs of the two partial sums of channel c, by the 64 invocations of the
-// channel's workgroup: invocation l adds runs l, l + 64, … of every image, then a tree adds
-// the 64 (a fixed order: deterministic, no atomics). Every invocation gets the totals.
+// Σ over images and runs of the two partial sums of channel c, in a fixed order
+// (deterministic, no atomics). SERIAL: invocation c adds them all itself. Otherwise the 64
+// invocations of the channel's workgroup do: invocation l adds runs l, l + 64, … of every
+// image, then a tree adds the 64, and every invocation gets the totals.
 fn channel_totals(c: u32, l: u32) -> vec2<f32> {
     var s = vec2<f32>(0.0, 0.0);
     let second = p.planes * p.chunks;
+    if (SERIAL) {
+        for (var plane = c; plane < p.planes; plane = plane + p.c) {
+            for (var j = 0u; j < p.chunks; j = j + 1u) {
+                let i = plane * p.chunks + j;
+                s = s + vec2<f32>(fi_part[i], fi_part[second + i]);
+            }
+        }
+        return s;
+    }
     for (var plane = c; plane < p.planes; plane = plane + p.c) {
         for (var j = l; j < p.chunks; j = j + 64u) {
             let i = plane * p.chunks + j;
@@ -163,6 +177,14 @@ fn channel_totals(c: u32, l: u32) -> vec2<f32> {
         workgroupBarrier();
     }
     return tree[0];
+}
+
+// The channel of a finish invocation: one per invocation (SERIAL), else one per workgroup.
+fn finish_channel(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
+    if (SERIAL) {
+        return wg_linear(wid, nwg) * 64u + lid;
+    }
+    return wg_linear(wid, nwg);
 }
 
 // Writes [mean, rstd, scale, shift] of channel c.
@@ -181,14 +203,10 @@ fn write_stats(c: u32, mean: f32, var_: f32) {
 fn bn_finish(@builtin(workgroup_id) wid: vec3<u32>,
              @builtin(num_workgroups) nwg: vec3<u32>,
              @builtin(local_invocation_index) lid: u32) {
-    // One workgroup per channel (c is uniform over the workgroup, so the early return keeps
-    // the barriers in uniform control flow).
-    let c = wg_linear(wid, nwg);
-    if (c >= p.c) {
-        return;
-    }
-    let tot = channel_totals(c, lid);
-    if (lid != 0u) {
+    let c = finish_channel(wid, nwg, lid);
+    // No return before the totals: the tree's barriers need uniform control flow.
+    let tot = channel_totals(min(c, p.c - 1u), lid);
+    if (c >= p.c || (!SERIAL && lid != 0u)) {
         return;
     }
     let m1 = tot.x * p.inv_n;
@@ -217,13 +235,9 @@ fn bn_finish_eval(@builtin(workgroup_id) wid: vec3<u32>,
 fn bn_finish_backward(@builtin(workgroup_id) wid: vec3<u32>,
                       @builtin(num_workgroups) nwg: vec3<u32>,
                       @builtin(local_invocation_index) lid: u32) {
-    // One workgroup per channel, as bn_finish.
-    let c = wg_linear(wid, nwg);
-    if (c >= p.c) {
-        return;
-    }
-    let tot = channel_totals(c, lid);
-    if (lid != 0u) {
+    let c = finish_channel(wid, nwg, lid);
+    let tot = channel_totals(min(c, p.c - 1u), lid);
+    if (c >= p.c || (!SERIAL && lid != 0u)) {
         return;
     }
     let mean = fi_aux[c];

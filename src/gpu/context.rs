@@ -24,6 +24,10 @@ pub struct GpuOptions {
     /// Leave the texture GEMM (`shaders/gemm_tex.wgsl`) off, so that matmul and conv take
     /// their storage-buffer kernels (tests use this to cover both).
     pub no_textures: bool,
+    /// Take the kernel variants chosen for GPUs even on a CPU adapter (lavapipe), where
+    /// some kernels otherwise take CPU-friendly variants ([`GpuContext::cpu_variants`]);
+    /// tests use this to cover both.
+    pub gpu_variants: bool,
 }
 
 /// A description of an adapter, for `wgseg info` and logs.
@@ -49,6 +53,8 @@ pub struct GpuContext {
     features: wgpu::Features,
     max_wg_per_dim: AtomicU32,
     texture_gemm: bool,
+    /// See [`GpuContext::cpu_variants`].
+    cpu_variants: bool,
     pub(crate) pipelines: Mutex<PipelineCache>,
     pub(crate) pool: Mutex<Pool>,
     pub(crate) recorder: Mutex<Recorder>,
@@ -194,6 +200,8 @@ impl GpuContext {
             features,
             max_wg_per_dim: AtomicU32::new(max_wg),
             texture_gemm: !opts.no_textures,
+            cpu_variants: adapter.get_info().device_type == wgpu::DeviceType::Cpu
+                && !opts.gpu_variants,
             pipelines: Mutex::new(PipelineCache::default()),
             pool: Mutex::new(Pool::default()),
             recorder: Mutex::new(Recorder::new(min_align)),
@@ -208,6 +216,14 @@ impl GpuContext {
     /// The adapter this context runs on.
     pub fn adapter_info(&self) -> &wgpu::AdapterInfo {
         &self.info
+    }
+
+    /// Whether kernels take their variants for CPU adapters: a CPU adapter (lavapipe, whose
+    /// few worker threads run a workgroup's invocations as SIMD lanes and its barriers as
+    /// fibers) unless [`GpuOptions::gpu_variants`]. The variants: the texture GEMM's WIDE
+    /// tiles, fewer grad-weight bands, batch-norm's serial finish.
+    pub fn cpu_variants(&self) -> bool {
+        self.cpu_variants
     }
 
     /// A one-line adapter description: `name (backend, type)`.

@@ -209,9 +209,7 @@ pub(crate) fn launch(
     let info = ctx.adapter_info();
     // WIDE (8 columns per lane) on CPU adapters, where accumulators spill to cache anyway,
     // for products with at least one wide tile of columns.
-    let wide = b_mode == Layout::Packed4
-        && info.device_type == wgpu::DeviceType::Cpu
-        && p.n as usize >= GEMM_WIDE_N;
+    let wide = b_mode == Layout::Packed4 && ctx.cpu_variants() && p.n as usize >= GEMM_WIDE_N;
     let mut p = *p;
     let (rows, row_clusters, tile_m, tile_n) = if wide {
         (32, 2, GEMM_TILE.0, GEMM_WIDE_N)

@@ -45,6 +45,18 @@ pub const BN_RUN: usize = 64;
 /// vec4 forms).
 pub const BN_CHUNK: usize = 16;
 
+/// A finish kernel (`bn_finish`, `bn_finish_backward`) for this adapter and its workgroups:
+/// one invocation per channel with [`GpuContext::cpu_variants`](crate::gpu::GpuContext::cpu_variants)
+/// (`SERIAL`), else one workgroup per channel.
+fn finish_kernel(ctx: &crate::gpu::GpuContext, entry: &'static str, c: usize) -> (Kernel, u64) {
+    let serial = ctx.cpu_variants();
+    let groups = if serial { c.div_ceil(64) } else { c };
+    (
+        Kernel::new(Shader::BatchNorm, entry).with("SERIAL", u32::from(serial)),
+        groups as u64,
+    )
+}
+
 /// `p` for `bn_stats` and the finish kernels: `chunks` = partial sums per plane.
 fn stats_params(p: &BnParams) -> BnParams {
     BnParams {
@@ -272,12 +284,13 @@ fn train_stats(
             let (nm, nv) = (ctx.alloc_storage(c)?, ctx.alloc_storage(c)?);
             ctx.copy_buffer(state.running_mean.gpu_buf(OP)?, &nm)?;
             ctx.copy_buffer(state.running_var.gpu_buf(OP)?, &nv)?;
+            let (k, groups) = finish_kernel(ctx, "bn_finish", c);
             ctx.launch(
-                &Kernel::new(Shader::BatchNorm, "bn_finish"),
+                &k,
                 &bp,
                 &[&part, gamma.gpu_buf(OP)?, beta.gpu_buf(OP)?],
                 &[&stats, &nm, &nv],
-                c as u64,
+                groups,
             )?;
             Ok((
                 gpu_tensor(stats, [4 * c]),
@@ -404,12 +417,13 @@ pub(crate) fn batch_norm_backward(
             let coef = ctx.alloc_storage(3 * c)?;
             let (dgamma, dbeta) = (ctx.alloc_storage(c)?, ctx.alloc_storage(c)?);
             let gam = gamma.gpu_buf(OP)?;
+            let (k, groups) = finish_kernel(ctx, "bn_finish_backward", c);
             ctx.launch(
-                &Kernel::new(Shader::BatchNorm, "bn_finish_backward"),
+                &k,
                 &sp,
                 &[&part, gam, sb],
                 &[&coef, &dgamma, &dbeta],
-                c as u64,
+                groups,
             )?;
             let dx = ctx.alloc_storage(x.numel())?;
             // With an identity activation the residual's gradient is g itself.

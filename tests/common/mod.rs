@@ -311,14 +311,17 @@ where
     }
 }
 
-/// A second GPU context with the texture GEMM turned off, so that every `check_op` also
-/// covers the storage-buffer kernels that other adapters (and oversized operands) use.
+/// A second GPU context with the texture GEMM turned off and the kernel variants chosen for
+/// GPUs, so that every `check_op` also covers the storage-buffer kernels that other adapters
+/// (and oversized operands) use and, on lavapipe, the GPU variants (batch-norm's tree
+/// finish).
 pub fn buffer_gpu() -> Option<Device> {
     static DEV: OnceLock<Option<Device>> = OnceLock::new();
     DEV.get_or_init(|| {
         gpu()?;
         let opts = wgseg::gpu::GpuOptions {
             no_textures: true,
+            gpu_variants: true,
             ..Default::default()
         };
         Some(Device::Gpu(

@@ -444,7 +444,7 @@ fn grad_weight_packed(geo: &Geom, dt: &GpuTex, xt: &GpuTex) -> Result<(GpuBuf, u
     p.rows = u(rows)?;
     (p.tiles_m, p.tiles_n) = gemm::tiles(OP, geo.cout, cols)?;
     let tiles = p.tiles_m as usize * p.tiles_n as usize;
-    let target = if ctx.adapter_info().device_type == wgpu::DeviceType::Cpu {
+    let target = if ctx.cpu_variants() {
         GW_TARGET_WORKGROUPS_CPU
     } else {
         GW_TARGET_WORKGROUPS
