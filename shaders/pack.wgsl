@@ -127,6 +127,13 @@ fn pack_pixels(@builtin(workgroup_id) wid: vec3<u32>,
     textureStore(dst, texel_xy(t), gather4(base, 1u, x, p.limit));
 }
 
+// The block of pack_dy / pack_dy4 invocation t: (x4, y, q, img).
+fn dy_block(t: u32) -> vec4<u32> {
+    let wq = p.dim2;
+    let ho = p.dim1;
+    return vec4<u32>(t % wq, (t / wq) % ho, (t / (wq * ho)) % p.dim0, t / (wq * ho * p.dim0));
+}
+
 @compute @workgroup_size(64)
 fn pack_dy(@builtin(workgroup_id) wid: vec3<u32>,
            @builtin(num_workgroups) nwg: vec3<u32>,
@@ -141,10 +148,11 @@ fn pack_dy(@builtin(workgroup_id) wid: vec3<u32>,
     let n = p.stride0;
     let wo = p.stride1;
     let chans = p.limit;
-    let x4 = t % wq;
-    let y = (t / wq) % ho;
-    let q = (t / (wq * ho)) % c4;
-    let img = t / (wq * ho * c4);
+    let b = dy_block(t);
+    let x4 = b.x;
+    let y = b.y;
+    let q = b.z;
+    let img = b.w;
     let x = 4u * x4;
     // r[j]: the 4 pixels x .. x+3 of channel 4q + j (zero past the row or the channels).
     var r: array<vec4<f32>, 4>;
@@ -245,10 +253,11 @@ fn pack_dy4(@builtin(workgroup_id) wid: vec3<u32>,
     let n = p.stride0;
     let wo = p.stride1;
     let chans = p.limit;
-    let x4 = t % wq;
-    let y = (t / wq) % ho;
-    let q = (t / (wq * ho)) % c4;
-    let img = t / (wq * ho * c4);
+    let b = dy_block(t);
+    let x4 = b.x;
+    let y = b.y;
+    let q = b.z;
+    let img = b.w;
     // Planes of ho·wq vec4; this row's vec4 x4.
     let i4 = y * wq + x4;
     let r0 = channel4(img * chans, 0u, q, chans, ho * wq, i4);

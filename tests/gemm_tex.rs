@@ -185,6 +185,36 @@ fn conv(name: &str, x: [usize; 4], w: [usize; 4], p: Conv2dParams, bias: bool) {
     });
 }
 
+/// One gradient of a texture-GEMM conv alone (the other operand a constant): the backward's
+/// one-gradient paths, with the forward's kept operands.
+#[test]
+fn conv_one_gradient_alone_on_the_texture_gemm() {
+    let (x, w) = ([2, 6, 8, 12], [7, 6, 3, 3]);
+    let (nx, nw) = (x.iter().product::<usize>(), w.iter().product::<usize>());
+    let p = Conv2dParams::new(2, 1, 1, 1);
+    for x_grad in [true, false] {
+        let xd = uniform(nx, 31, -1.0, 1.0);
+        let wd = uniform(nw, 32, -0.5, 0.5);
+        let inputs = if x_grad {
+            [
+                Input::param(x.to_vec(), xd),
+                Input::constant(w.to_vec(), wd),
+            ]
+        } else {
+            [
+                Input::constant(x.to_vec(), xd),
+                Input::param(w.to_vec(), wd),
+            ]
+        };
+        check_op(
+            &format!("conv stride 2, gradient of x only: {x_grad}"),
+            &inputs,
+            Check::new(DOT, DOT),
+            |t| t[0].conv2d(&t[1], None, p),
+        );
+    }
+}
+
 #[test]
 fn conv_forward_and_gradients_on_the_texture_gemm() {
     let p = Conv2dParams::new;

@@ -404,26 +404,35 @@ pub(super) fn backward(
     packed: &Packed,
     (want_dx, want_dw): (bool, bool),
 ) -> Result<(Option<GpuBuf>, Option<Partials>)> {
-    if !(want_dx && want_dw) {
-        let dx = want_dx.then(|| grad_input(geo, dy, w)).transpose()?;
-        let dw = want_dw
-            .then(|| grad_weight(geo, dy, x, Some(&packed.atlas)))
-            .transpose()?;
-        return Ok((dx, dw));
-    }
-    let (d_atlas, d_pixels) = dy_both(geo, dy)?;
+    // The weights in grad-input's layout: as the forward kept them, else packed now.
     let wt_packed;
-    let wt = match &packed.wt {
-        Some(t) => t,
-        None => {
+    let wt = match (&packed.wt, want_dx) {
+        (_, false) => None,
+        (Some(t), true) => Some(t),
+        (None, true) => {
             let taps = geo.kh * geo.kw;
             wt_packed = weights(w, geo.cin, geo.cout, taps, taps, geo.cin * taps)?;
-            &wt_packed
+            Some(&wt_packed)
         }
     };
-    let dx = grad_input_packed(geo, &d_atlas, wt)?;
-    let dw = grad_weight_packed(geo, &d_pixels, &packed.atlas)?;
-    Ok((Some(dx), Some(dw)))
+    match wt {
+        Some(wt) if want_dw => {
+            let (d_atlas, d_pixels) = dy_both(geo, dy)?;
+            let dx = grad_input_packed(geo, &d_atlas, wt)?;
+            let dw = grad_weight_packed(geo, &d_pixels, &packed.atlas)?;
+            Ok((Some(dx), Some(dw)))
+        }
+        Some(wt) => {
+            let d_atlas = atlas(dy, geo.n, geo.cout, geo.ho * geo.wo)?;
+            Ok((Some(grad_input_packed(geo, &d_atlas, wt)?), None))
+        }
+        None => {
+            let dw = want_dw
+                .then(|| grad_weight(geo, dy, x, Some(&packed.atlas)))
+                .transpose()?;
+            Ok((None, dw))
+        }
+    }
 }
 
 /// [`grad_weight`] from dy's pixel rows `dt` and x's atlas `xt`.
