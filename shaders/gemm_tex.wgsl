@@ -44,8 +44,9 @@
 // and are not stored.
 //
 // OUT_MODE 0: out[b, row, col] row-major (matmul). 1: NCHW out[img, row, pixel] (+ bias[row]
-// when HAS_BIAS) for the conv modes. 2: grad-weight partials out[split, row, ci, tap] (the
-// host sums the splits).
+// when HAS_BIAS) for the conv modes. 2: grad-weight partials out[split, row, ci, tap] over
+// the kernel's taps_full taps (the host sums the splits; taps outside the sub-grid are
+// not written).
 
 override A_MODE: u32 = 0u;
 override B_MODE: u32 = 0u;
@@ -80,9 +81,10 @@ struct GemmParams {
     c4: u32, h: u32, w: u32, cin: u32,
     ho: u32, wo: u32, rows_per_split: u32, rows: u32,
     sy: i32, sx: i32, ty: i32, tx: i32,
-    oy: i32, ox: i32, _p0: u32, _p1: u32,
-    // B_MODE 2 taps (ty, tx) of a taps / kw grid are the kernel's (ky0 + ty·kys, kx0 + tx·kxs)
-    // of a kernel kw_full wide (a subset for the phases of a strided grad-input).
+    oy: i32, ox: i32, taps_full: u32, _p1: u32,
+    // Taps (ty, tx) of a taps / kw grid are the kernel's (ky0 + ty·kys, kx0 + tx·kxs) of a
+    // kernel kw_full wide with taps_full taps: a sub-grid for the phases of a strided
+    // grad-input, and without the taps that read only padding (B_MODE 2 and 3).
     ky0: u32, kys: u32, kx0: u32, kxs: u32,
     // OUT_MODE 1: column pixel (jy, jx) of the ho × wo grid is stored at
     // (out_y0 + out_sy·jy, out_x0 + out_sx·jx) of an out_h × out_w plane.
@@ -197,14 +199,16 @@ fn step_m(a: mat4x4<f32>, b: mat4x4<f32>) {
     step(&acc, a[0], a[1], a[2], a[3], b[0], b[1], b[2], b[3]);
 }
 
-// Epilogue state of an invocation.
+// Epilogue state of an invocation: whether it owns a tile, the first row of its cluster, and
+// for each of its 4 columns whether the column is stored and the output index of that column
+// at row 0 (row r adds r·stride). The column decode (divisions by the output plane's sizes)
+// runs once per column here instead of once per stored value.
 struct Epi {
     ok: bool,
-    bi: u32,
-    split: u32,
     row0: u32,
-    lane: u32,
-    col0: u32,
+    stride: u32,
+    cok: vec4<bool>,
+    base: vec4<u32>,
 }
 
 // Output row of acc[q].
@@ -216,40 +220,45 @@ fn row_of(e: Epi, q: u32) -> u32 {
 }
 
 // Column c of this lane.
-fn col_of(e: Epi, c: u32) -> u32 {
+fn col_of(col0: u32, lane: u32, c: u32) -> u32 {
     if (B_MODE == 1u && WIDE) {
-        return e.col0 + 8u * e.lane + c;
+        return col0 + 8u * lane + c;
     }
     if (B_MODE == 1u || B_MODE == 3u) {
-        return e.col0 + 4u * e.lane + c;
+        return col0 + 4u * lane + c;
     }
-    return e.col0 + e.lane + 8u * c;
+    return col0 + lane + 8u * c;
 }
 
-fn store_one(e: Epi, row: u32, col: u32, v: f32) {
-    if (OUT_MODE == 0u) {
-        if (col < p.n) {
-            out[(e.bi * p.m + row) * p.n + col] = v;
-        }
-    } else if (OUT_MODE == 1u) {
-        if (col < p.n) {
+fn epilogue(ok: bool, bi: u32, split: u32, row0: u32, lane: u32, col0: u32) -> Epi {
+    var e = Epi(ok, row0, 0u, vec4<bool>(false), vec4<u32>(0u));
+    for (var c = 0u; c < 4u; c = c + 1u) {
+        let col = col_of(col0, lane, c);
+        if (OUT_MODE == 0u) {
+            // out[bi, row, col].
+            e.stride = p.n;
+            e.cok[c] = col < p.n;
+            e.base[c] = bi * p.m * p.n + col;
+        } else if (OUT_MODE == 1u) {
+            // NCHW out[img, row, y, x] of the output plane.
             let hw = p.ho * p.wo;
-            var b = 0.0;
-            if (HAS_BIAS) {
-                b = bias[row];
-            }
             let pix = col % hw;
             let y = p.out_y0 + p.out_sy * (pix / p.wo);
             let x = p.out_x0 + p.out_sx * (pix % p.wo);
-            out[((col / hw) * p.m + row) * p.out_h * p.out_w + y * p.out_w + x] = v + b;
-        }
-    } else {
-        let ci = col % (4u * p.c4);
-        let tap = col / (4u * p.c4);
-        if (ci < p.cin && tap < p.taps) {
-            out[((e.split * p.m + row) * p.cin + ci) * p.taps + tap] = v;
+            e.stride = p.out_h * p.out_w;
+            e.cok[c] = col < p.n;
+            e.base[c] = (col / hw) * p.m * e.stride + y * p.out_w + x;
+        } else {
+            // Partials out[split, row, ci, tap] over the whole kernel's taps.
+            let ci = col % (4u * p.c4);
+            let tap = col / (4u * p.c4);
+            let full = (p.ky0 + (tap / p.kw) * p.kys) * p.kw_full + p.kx0 + (tap % p.kw) * p.kxs;
+            e.stride = p.cin * p.taps_full;
+            e.cok[c] = ci < p.cin && tap < p.taps;
+            e.base[c] = split * p.m * e.stride + ci * p.taps_full + full;
         }
     }
+    return e;
 }
 
 fn store_row(e: Epi, q: u32, v: vec4<f32>) {
@@ -257,10 +266,23 @@ fn store_row(e: Epi, q: u32, v: vec4<f32>) {
     if (!e.ok || row >= p.m || q >= ROWS) {
         return;
     }
-    store_one(e, row, col_of(e, 0u), v.x);
-    store_one(e, row, col_of(e, 1u), v.y);
-    store_one(e, row, col_of(e, 2u), v.z);
-    store_one(e, row, col_of(e, 3u), v.w);
+    var b = 0.0;
+    if (OUT_MODE == 1u && HAS_BIAS) {
+        b = bias[row];
+    }
+    let at = e.base + vec4<u32>(row * e.stride);
+    if (e.cok.x) {
+        out[at.x] = v.x + b;
+    }
+    if (e.cok.y) {
+        out[at.y] = v.y + b;
+    }
+    if (e.cok.z) {
+        out[at.z] = v.z + b;
+    }
+    if (e.cok.w) {
+        out[at.w] = v.w + b;
+    }
 }
 
 // Stores the 32 rows of accumulators c (constant indices: see acc).
@@ -455,9 +477,8 @@ fn gemm(wid: vec3<u32>, nwg: vec3<u32>, sg_id: u32, sg_size: u32, sl: u32) {
         }
     }
 
-    let e = Epi(ok, bi, split, row0, lane, col0);
-    store_block(e, &acc);
+    store_block(epilogue(ok, bi, split, row0, lane, col0), &acc);
     if (WIDE) {
-        store_block(Epi(ok, bi, split, row0, lane, col0 + 4u), &acc2);
+        store_block(epilogue(ok, bi, split, row0, lane, col0 + 4u), &acc2);
     }
 }

@@ -265,6 +265,32 @@ fn conv_forward_and_gradients_on_the_texture_gemm() {
         p(1, 2, 2, 1),
         true,
     );
+    // Dilated kernels on maps smaller than their reach (ASPP at output stride 16): the taps
+    // that read only padding are left out of all three GEMMs, and their weight gradient is
+    // zero (the partial sums of those taps are cleared, not written).
+    conv(
+        "3x3 dilation 6 on 5x6",
+        [2, 5, 5, 6],
+        [6, 5, 3, 3],
+        p(1, 6, 6, 1),
+        true,
+    );
+    conv(
+        "3x3 dilation (6, 2) on 5x7",
+        [1, 4, 5, 7],
+        [5, 4, 3, 3],
+        Conv2dParams::default()
+            .with_padding(6, 2)
+            .with_dilation(6, 2),
+        true,
+    );
+    conv(
+        "3x3 stride 2 dilation 4 on 6x6",
+        [1, 3, 6, 6],
+        [4, 3, 3, 3],
+        p(2, 4, 4, 1),
+        false,
+    );
     // No padding, non-square kernel, 1×1.
     conv(
         "2x3 valid",

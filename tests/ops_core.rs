@@ -390,6 +390,23 @@ fn layout_ops_match_and_differentiate() {
         Check::new(EXACT, EXACT),
         |t| wgseg::ops::copy::concat(t, 1),
     );
+    // Long contiguous runs (a channel concat / narrow of NCHW maps): buffer copies of the
+    // runs instead of the kernel, forward and backward (narrow's backward pads).
+    check_op(
+        "concat of long runs",
+        &[
+            Input::param([2, 3, 9, 10], uniform(540, 17, -1.0, 1.0)),
+            Input::param([2, 5, 9, 10], uniform(900, 18, -1.0, 1.0)),
+        ],
+        Check::new(EXACT, EXACT),
+        |t| wgseg::ops::copy::concat(t, 1),
+    );
+    check_op(
+        "narrow of long runs",
+        &[Input::param([3, 6, 8, 8], uniform(1152, 19, -1.0, 1.0))],
+        Check::new(EXACT, EXACT),
+        |t| t[0].narrow(1, 2, 4),
+    );
     check_op(
         "pad_axis",
         &[Input::param([2, 3], uniform(6, 16, -1.0, 1.0))],

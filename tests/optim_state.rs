@@ -148,10 +148,13 @@ fn load_state_round_trip() {
         [
             "exp_avg.a",
             "exp_avg.b",
+            "exp_avg.c",
             "exp_avg_sq.a",
             "exp_avg_sq.b",
+            "exp_avg_sq.c",
             "step.a",
-            "step.b"
+            "step.b",
+            "step.c"
         ]
     );
     let step = opt

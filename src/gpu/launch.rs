@@ -346,6 +346,11 @@ impl GpuContext {
         };
         // Profiling with timestamps: the dispatch alone in a timed pass.
         let secs = self.timed_dispatch(&mut rec, pipeline, bind, offset, grid, queries)?;
+        if std::env::var_os("WGSEG_PROFILE_EACH").is_some() {
+            let w: &[u32] = bytemuck::cast_slice(&bytemuck::bytes_of(params)[..bytemuck::bytes_of(params).len() / 4 * 4]);
+            let ov: Vec<String> = k.overrides.iter().map(|(n, v)| format!("{n}={v}")).collect();
+            eprintln!("EACH {}::{} groups={} secs={:.6} ov=[{}] p={:?}", k.shader.file(), k.entry, groups, secs, ov.join(","), &w[..w.len().min(24)]);
+        }
         add_profile(&mut rec, k, secs);
         Ok(())
     }

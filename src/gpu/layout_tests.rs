@@ -251,7 +251,7 @@ fn twins() -> Vec<Twin> {
                 tx,
                 oy,
                 ox,
-                _p0,
+                taps_full,
                 _p1,
                 ky0,
                 kys,

@@ -49,9 +49,12 @@ pub(crate) enum Cmd {
         resolve: wgpu::Buffer,
         staging: wgpu::Buffer,
     },
+    /// `bytes` from `src` at byte `src_at` to `dst` at `dst_at`.
     Copy {
         src: wgpu::Buffer,
+        src_at: u64,
         dst: wgpu::Buffer,
+        dst_at: u64,
         bytes: u64,
     },
     Clear {
@@ -298,9 +301,45 @@ impl GpuContext {
         let mut rec = self.recorder()?;
         rec.cmds.push(Cmd::Copy {
             src: src.buffer.clone(),
+            src_at: 0,
             dst: dst.buffer.clone(),
+            dst_at: 0,
             bytes: src.bytes,
         });
+        Ok(())
+    }
+
+    /// Records copies of `blocks` runs of `run` f32/u32 elements: run `b` from element
+    /// `src_at.0 + b·src_at.1` of `src` to element `dst_at.0 + b·dst_at.1` of `dst` (a
+    /// strided copy whose innermost part is contiguous, as concat and narrow along an outer
+    /// axis: buffer copies, no kernel). Every run must lie inside its buffer's used bytes.
+    pub(crate) fn copy_runs(
+        self: &Arc<Self>,
+        (src, src_at): (&GpuBuf, (usize, usize)),
+        (dst, dst_at): (&GpuBuf, (usize, usize)),
+        blocks: usize,
+        run: usize,
+    ) -> Result<()> {
+        if blocks == 0 || run == 0 {
+            return Ok(());
+        }
+        let last = |(at, step): (usize, usize)| ((at + (blocks - 1) * step + run) * 4) as u64;
+        if last(src_at) > src.bytes || last(dst_at) > dst.bytes {
+            return Err(Error::Gpu(format!(
+                "copy of {blocks} runs of {run} elements past a buffer of {} or {} bytes",
+                src.bytes, dst.bytes
+            )));
+        }
+        let mut rec = self.recorder()?;
+        for b in 0..blocks {
+            rec.cmds.push(Cmd::Copy {
+                src: src.buffer.clone(),
+                src_at: ((src_at.0 + b * src_at.1) * 4) as u64,
+                dst: dst.buffer.clone(),
+                dst_at: ((dst_at.0 + b * dst_at.1) * 4) as u64,
+                bytes: (run * 4) as u64,
+            });
+        }
         Ok(())
     }
 
@@ -366,9 +405,13 @@ impl GpuContext {
                 }
             } else {
                 match &cmds[i] {
-                    Cmd::Copy { src, dst, bytes } => {
-                        enc.copy_buffer_to_buffer(src, 0, dst, 0, *bytes)
-                    }
+                    Cmd::Copy {
+                        src,
+                        src_at,
+                        dst,
+                        dst_at,
+                        bytes,
+                    } => enc.copy_buffer_to_buffer(src, *src_at, dst, *dst_at, *bytes),
                     Cmd::Clear { buf, bytes } => enc.clear_buffer(buf, 0, Some(*bytes)),
                     Cmd::ToTexels { src, dst, texels } => {
                         copy_to_texels(&mut enc, src, dst, *texels)
@@ -452,7 +495,9 @@ impl GpuContext {
             let mut rec = self.recorder()?;
             rec.cmds.push(Cmd::Copy {
                 src: buf.buffer.clone(),
+                src_at: 0,
                 dst: staging.buffer.clone(),
+                dst_at: 0,
                 bytes: buf.bytes,
             });
             self.flush_locked(&mut rec)?;

@@ -1,5 +1,7 @@
 //! Layout ops as explicit copies: permute, broadcast_to, narrow (slice), concat, and the
-//! zero-padding that is narrow's backward. All run one strided-copy kernel.
+//! zero-padding that is narrow's backward. All run one strided-copy kernel, except that
+//! narrow, concat and padding along an axis whose inner part is long contiguous runs (a
+//! channel concat of NCHW maps) are buffer-to-buffer copies of those runs, no kernel.
 
 use crate::autograd::Op;
 use crate::error::{Error, Result};
@@ -36,6 +38,38 @@ fn launch_copy(s: &GpuBuf, d: &GpuBuf, p: &StridedParams) -> Result<()> {
         &[s],
         &[d],
         groups_for(p.n as usize, ELEMENTWISE_WG),
+    )
+}
+
+/// At most this many buffer copies replace one strided-copy kernel ...
+const MAX_RUNS: usize = 64;
+/// ... each of at least this many elements (shorter runs are cheaper in one kernel).
+const MIN_RUN: usize = 256;
+
+/// Copies `blocks` runs of `run` elements (run `b` from element `src_at.0 + b·src_at.1`
+/// to `dst_at.0 + b·dst_at.1`) as buffer copies when both are GPU buffers and the runs are
+/// few and long enough; `false` (nothing recorded) otherwise.
+fn copy_runs(
+    (src, src_at): (&Storage, (usize, usize)),
+    (dst, dst_at): (&Storage, (usize, usize)),
+    blocks: usize,
+    run: usize,
+) -> Result<bool> {
+    match (src, dst) {
+        (Storage::Gpu(s), Storage::Gpu(d)) if blocks <= MAX_RUNS && run >= MIN_RUN => {
+            s.context()
+                .copy_runs((s, src_at), (d, dst_at), blocks, run)?;
+            Ok(true)
+        }
+        _ => Ok(false),
+    }
+}
+
+/// Elements before and after `axis` of `dims`: the run structure of a copy along it.
+fn outer_inner(dims: &[usize], axis: usize) -> (usize, usize) {
+    (
+        dims[..axis].iter().product(),
+        dims[axis + 1..].iter().product(),
     )
 }
 
@@ -141,7 +175,16 @@ pub fn narrow(x: &Tensor, axis: isize, start: usize, len: usize) -> Result<Tenso
         &[start * xs[ax], 0],
     )?;
     let mut out = alloc_like(x, shape.numel(), false)?;
-    copy_into(x.storage(), &mut out, &p)?;
+    let (outer, inner) = outer_inner(x.dims(), ax);
+    let full = x.dims()[ax] * inner;
+    if !copy_runs(
+        (x.storage(), (start * inner, full)),
+        (&out, (0, len * inner)),
+        outer,
+        len * inner,
+    )? {
+        copy_into(x.storage(), &mut out, &p)?;
+    }
     Ok(Tensor::from_op(
         out,
         shape,
@@ -174,7 +217,16 @@ pub fn pad_axis(x: &Tensor, axis: usize, start: usize, full: usize) -> Result<Te
         &[0, start * os[axis]],
     )?;
     let mut out = alloc_like(x, shape.numel(), true)?;
-    copy_into(x.storage(), &mut out, &p)?;
+    let (outer, inner) = outer_inner(x.dims(), axis);
+    let run = x.dims()[axis] * inner;
+    if !copy_runs(
+        (x.storage(), (0, run)),
+        (&out, (start * inner, full * inner)),
+        outer,
+        run,
+    )? {
+        copy_into(x.storage(), &mut out, &p)?;
+    }
     Ok(Tensor::from_op(
         out,
         shape,
@@ -216,14 +268,23 @@ pub fn concat(xs: &[Tensor], axis: isize) -> Result<Tensor> {
     let os = shape.strides();
     let mut out = alloc_like(first, shape.numel(), false)?;
     let mut at = 0;
+    let (outer, inner) = outer_inner(shape.dims(), ax);
     for t in xs {
-        let p = StridedParams::new(
-            "concat",
-            t.shape(),
-            &[t.shape().strides(), os.clone()],
-            &[0, at * os[ax]],
-        )?;
-        copy_into(t.storage(), &mut out, &p)?;
+        let run = t.dims()[ax] * inner;
+        if !copy_runs(
+            (t.storage(), (0, run)),
+            (&out, (at * inner, shape.dims()[ax] * inner)),
+            outer,
+            run,
+        )? {
+            let p = StridedParams::new(
+                "concat",
+                t.shape(),
+                &[t.shape().strides(), os.clone()],
+                &[0, at * os[ax]],
+            )?;
+            copy_into(t.storage(), &mut out, &p)?;
+        }
         at += t.dims()[ax];
     }
     let sizes = xs.iter().map(|t| t.dims()[ax]).collect();

@@ -73,7 +73,9 @@ pub(crate) struct GemmParams {
     pub tx: i32,
     pub oy: i32,
     pub ox: i32,
-    pub _p0: u32,
+    /// OUT_MODE 2: taps of the whole kernel (the partials' tap axis; `taps` may be a
+    /// sub-grid of it, see `ky0` …).
+    pub taps_full: u32,
     pub _p1: u32,
     pub ky0: u32,
     pub kys: u32,

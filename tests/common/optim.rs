@@ -17,7 +17,8 @@ pub const F64: Tol = Tol {
 };
 
 /// Parameters of the test problems: name, shape.
-pub const PARAMS: [(&str, &[usize]); 2] = [("a", &[3, 5]), ("b", &[7])];
+/// "c" has a multiple of 4 values (the vec4 update entries), "a" and "b" do not.
+pub const PARAMS: [(&str, &[usize]); 3] = [("a", &[3, 5]), ("b", &[7]), ("c", &[2, 6])];
 pub const STEPS: usize = 4;
 
 pub fn init(name: &str, n: usize) -> Vec<f32> {

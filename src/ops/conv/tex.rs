@@ -124,6 +124,7 @@ fn window(
         kys: 1,
         kxs: 1,
         kw_full: u(geo.kw)?,
+        taps_full: u(geo.kh * geo.kw)?,
         out_h: u(ho)?,
         out_w: u(wo)?,
         out_sy: 1,
@@ -158,6 +159,34 @@ fn phase_taps(
     ))
 }
 
+/// A phase's taps ([`phase_taps`]) without those that read dy only outside its `len` pixels
+/// for all the phase's `out` pixels (dy index `j + off + t·step`, `j` in `[0, out)`): they
+/// add exact zeros (the outer taps of a dilated kernel on a small map). Unchanged when
+/// none reaches dy.
+fn trim_phase(
+    (k0, step, count, off, dstep): (usize, usize, usize, i64, i64),
+    out: usize,
+    len: usize,
+) -> (usize, usize, usize, i64, i64) {
+    let reaches = |t: usize| {
+        let a = off + t as i64 * dstep;
+        a <= len as i64 - 1 && a + out as i64 - 1 >= 0
+    };
+    match (
+        (0..count).find(|&t| reaches(t)),
+        (0..count).rev().find(|&t| reaches(t)),
+    ) {
+        (Some(first), Some(last)) => (
+            k0 + first * step,
+            step,
+            last + 1 - first,
+            off + first as i64 * dstep,
+            dstep,
+        ),
+        _ => (k0, step, count, off, dstep),
+    }
+}
+
 fn gcd(a: i64, b: i64) -> i64 {
     if b == 0 {
         a
@@ -166,10 +195,45 @@ fn gcd(a: i64, b: i64) -> i64 {
     }
 }
 
+/// The taps of one kernel dimension (size `k`, dilation `d`, padding `pad`, stride `s`,
+/// `out` output and `len` input pixels) that read at least one pixel inside the input: the
+/// first and the count, a range that holds every such tap (taps of a dilated kernel that
+/// only ever read padding, as the outer taps of an ASPP branch on a small feature map, add
+/// exact zeros and are skipped). `None` when no tap reads the input.
+pub(super) fn reaching_taps(
+    k: usize,
+    d: usize,
+    pad: usize,
+    s: usize,
+    out: usize,
+    len: usize,
+) -> Option<(usize, usize)> {
+    let reaches = |t: usize| {
+        // Input positions a + j·s, j in [0, out): is one of them in [0, len)?
+        let a = (t * d) as i64 - pad as i64;
+        let j = if a >= 0 {
+            0
+        } else {
+            (a.unsigned_abs()).div_ceil(s as u64) as i64
+        };
+        j < out as i64 && a + j * s as i64 <= len as i64 - 1
+    };
+    let first = (0..k).find(|&t| reaches(t))?;
+    let last = (0..k).rev().find(|&t| reaches(t))?;
+    Some((first, last + 1 - first))
+}
+
 /// The forward window (also grad-weight's): x's atlas read at `(y·sh + ky·dh − ph,
-/// x·sw + kx·dw − pw)` for output pixel `(y, x)`.
+/// x·sw + kx·dw − pw)` for output pixel `(y, x)`, over the taps that reach the input
+/// ([`reaching_taps`]; all of them if none does).
 fn forward_window(geo: &Geom) -> Result<GemmParams> {
-    window(
+    let rows = reaching_taps(geo.kh, geo.dh, geo.ph, geo.sh, geo.ho, geo.h);
+    let cols = reaching_taps(geo.kw, geo.dw, geo.pw, geo.sw, geo.wo, geo.w);
+    let ((ky0, nky), (kx0, nkx)) = match (rows, cols) {
+        (Some(r), Some(c)) => (r, c),
+        _ => ((0, geo.kh), (0, geo.kw)),
+    };
+    let mut p = window(
         geo,
         geo.cin.div_ceil(4),
         geo.h,
@@ -178,8 +242,15 @@ fn forward_window(geo: &Geom) -> Result<GemmParams> {
         geo.wo,
         (geo.sh as i64, geo.sw as i64),
         (geo.dh as i64, geo.dw as i64),
-        (-(geo.ph as i64), -(geo.pw as i64)),
-    )
+        (
+            (ky0 * geo.dh) as i64 - geo.ph as i64,
+            (kx0 * geo.dw) as i64 - geo.pw as i64,
+        ),
+    )?;
+    p.taps = u(nky * nkx)?;
+    p.kw = u(nkx)?;
+    (p.ky0, p.kx0) = (u(ky0)?, u(kx0)?);
+    Ok(p)
 }
 
 /// The weights in both GEMM layouts, one pass: the forward's (rows co, channels ci) and
@@ -266,8 +337,8 @@ pub(super) fn forward(
     let cols = geo.n * geo.ho * geo.wo;
     p.m = u(geo.cout)?;
     p.n = u(cols)?;
-    p.kq = u(taps * c4)?;
-    p.k = u(4 * taps * c4)?;
+    p.kq = p.taps * u(c4)?;
+    p.k = 4 * p.kq;
     p.a_row = u(taps * c4)?;
     (p.tiles_m, p.tiles_n) = gemm::tiles(OP, geo.cout, cols)?;
     let out = ctx.alloc_storage(geo.n * geo.cout * geo.ho * geo.wo)?;
@@ -322,6 +393,7 @@ fn grad_input_packed(geo: &Geom, dt: &GpuTex, wt: &GpuTex) -> Result<GpuBuf> {
                 continue;
             };
             let (rows, cols) = ((geo.h - py).div_ceil(geo.sh), (geo.w - px).div_ceil(geo.sw));
+            let (ty, tx) = (trim_phase(ty, rows, geo.ho), trim_phase(tx, cols, geo.wo));
             let mut p = window(
                 geo,
                 c4,
@@ -341,8 +413,8 @@ fn grad_input_packed(geo: &Geom, dt: &GpuTex, wt: &GpuTex) -> Result<GpuBuf> {
             let n = geo.n * rows * cols;
             p.m = u(geo.cin)?;
             p.n = u(n)?;
-            p.kq = u(taps * c4)?;
-            p.k = u(4 * taps * c4)?;
+            p.kq = p.taps * u(c4)?;
+            p.k = 4 * p.kq;
             p.a_row = u(taps * c4)?;
             (p.tiles_m, p.tiles_n) = gemm::tiles(OP, geo.cin, n)?;
             gemm::launch(
@@ -443,7 +515,8 @@ fn grad_weight_packed(geo: &Geom, dt: &GpuTex, xt: &GpuTex) -> Result<(GpuBuf, u
     let wq = geo.wo.div_ceil(4);
     let rows = geo.n * geo.ho;
     let mut p = forward_window(geo)?;
-    let cols = taps * 4 * c4;
+    // Columns: the taps that reach the input; the partials of the others stay zero.
+    let cols = p.taps as usize * 4 * c4;
     p.m = u(geo.cout)?;
     p.n = u(cols)?;
     p.cin = u(geo.cin)?;
@@ -464,6 +537,9 @@ fn grad_weight_packed(geo: &Geom, dt: &GpuTex, xt: &GpuTex) -> Result<(GpuBuf, u
     p.splits = u(splits)?;
     p.rows_per_split = u(per)?;
     let out = ctx.alloc_storage(splits * geo.cout * geo.cin * taps)?;
+    if (p.taps as usize) < taps {
+        ctx.clear(&out)?;
+    }
     gemm::launch(
         ctx,
         &p,
@@ -474,4 +550,40 @@ fn grad_weight_packed(geo: &Geom, dt: &GpuTex, xt: &GpuTex) -> Result<(GpuBuf, u
         &out,
     )?;
     Ok((out, splits))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{phase_taps, reaching_taps, trim_phase};
+
+    #[test]
+    fn taps_that_read_only_padding_are_left_out() {
+        // 3 taps, dilation 6, padding 6, stride 1 over 6 pixels: offsets −6, 0, +6 from each
+        // output pixel; only the centre tap reads inside.
+        assert_eq!(reaching_taps(3, 6, 6, 1, 6, 6), Some((1, 1)));
+        // Dilation 2 on the same map: all three taps reach.
+        assert_eq!(reaching_taps(3, 2, 2, 1, 6, 6), Some((0, 3)));
+        // Dilation 4 over 5 pixels: tap 0 reads −4..0 (pixel 0), tap 2 reads 4..8 (pixel 4).
+        assert_eq!(reaching_taps(3, 4, 4, 1, 5, 5), Some((0, 3)));
+        // Stride 2, dilation 4, padding 4, 6 pixels → 3 outputs at 0, 2, 4: tap 0 reads
+        // −4, −2, 0 (reaches), tap 2 reads 4, 6, 8 (reaches 4).
+        assert_eq!(reaching_taps(3, 4, 4, 2, 3, 6), Some((0, 3)));
+        // 7 taps of dilation 3 with padding 9 on 2 pixels: taps t read 3t − 9 + {0, 1};
+        // only t = 3 (0, 1) reaches.
+        assert_eq!(reaching_taps(7, 3, 9, 1, 2, 2), Some((3, 1)));
+        // Padding beyond every tap's reach: none.
+        assert_eq!(reaching_taps(1, 1, 5, 1, 2, 2), None);
+    }
+
+    #[test]
+    fn grad_input_phases_drop_taps_outside_dy() {
+        // Stride 1, dilation 6, padding 6, 6 pixels: taps 0, 1, 2 read dy at j + 1, j, j − 1
+        // times 6, i.e. offsets +6, 0, −6 (dy index j + off + t·step).
+        let t = phase_taps(0, 6, 6, 1, 3).expect("taps");
+        assert_eq!(t, (0, 1, 3, 6, -6));
+        assert_eq!(trim_phase(t, 6, 6), (1, 1, 1, 0, -6));
+        // All taps reach with dilation 1: unchanged.
+        let t = phase_taps(0, 1, 1, 1, 3).expect("taps");
+        assert_eq!(trim_phase(t, 6, 6), t);
+    }
 }
