@@ -21,6 +21,10 @@ pub const GW_TARGET_WORKGROUPS: usize = 64;
 /// workgroups: 16 keeps two threads within 1/16 of each other while writing and adding 4×
 /// fewer partial sums.
 pub const GW_TARGET_WORKGROUPS_CPU: usize = 16;
+/// K steps (4 output pixels each) a grad-weight band gets at least: a band's partial sums
+/// are written and added again, which is not worth it for a few K steps (a dilated layer
+/// on a small map, with the taps that read only padding left out).
+pub const GW_MIN_K_STEPS: usize = 32;
 
 const OP: &str = "conv2d";
 
@@ -531,7 +535,10 @@ fn grad_weight_packed(geo: &Geom, dt: &GpuTex, xt: &GpuTex) -> Result<(GpuBuf, u
     } else {
         GW_TARGET_WORKGROUPS
     };
-    let splits = target.div_ceil(tiles).clamp(1, rows);
+    let splits = target
+        .div_ceil(tiles)
+        .clamp(1, rows)
+        .min((rows * wq / GW_MIN_K_STEPS).max(1));
     let per = rows.div_ceil(splits);
     let splits = rows.div_ceil(per);
     p.splits = u(splits)?;
