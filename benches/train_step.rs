@@ -13,7 +13,9 @@
 //! `dispatch:` rows of `cargo bench --bench kernels` measure the host cost there), the
 //! bind groups created and reused per step, and the peak live bytes of the buffer/texture
 //! pool on a fresh context (parameters, optimiser state and every activation of the step). Then a per-kernel
-//! profile of one step and the share of device time in GEMM / convolution kernels. Last,
+//! profile of one step and the share of device time in GEMM / convolution kernels
+//! (`WGSEG_BENCH_TOP=N`: N kernels; `WGSEG_BENCH_DISPATCHES=N`: also the N slowest
+//! dispatches, with workgroups, overrides and a GEMM's GFLOP/s, for per-layer rates). Last,
 //! each long-tail loss's step time and peak memory as a ratio to the `ce` row of the same
 //! config (the memory bank is data-side: it runs on the loader's thread, not in the step;
 //! `examples/bank_cost.rs` measures it).
@@ -177,6 +179,33 @@ fn row(cfg: &RunConfig, name: &str) -> Result<(f64, u64)> {
             secs * 1e3,
             100.0 * secs / total.max(f64::MIN_POSITIVE)
         );
+    }
+    // WGSEG_BENCH_DISPATCHES=N: the N slowest dispatches, with GFLOP/s where known.
+    let slowest = std::env::var("WGSEG_BENCH_DISPATCHES")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(0);
+    if slowest > 0 {
+        let mut d = ctx.profile_dispatches();
+        d.sort_by(|a, b| b.secs.total_cmp(&a.secs));
+        println!(
+            "  {:<44} {:>10} {:>10} {:>9}",
+            "dispatch", "workgroups", "ms", "GFLOP/s"
+        );
+        for x in d.iter().take(slowest) {
+            let rate = x
+                .flops
+                .map(|f| format!("{:.1}", f as f64 / x.secs.max(f64::MIN_POSITIVE) / 1e9))
+                .unwrap_or_default();
+            println!(
+                "  {:<44} {:>10} {:>10.2} {:>9}  {}",
+                x.kernel,
+                x.workgroups,
+                x.secs * 1e3,
+                rate,
+                x.overrides
+            );
+        }
     }
     println!();
     Ok((med, peak))

@@ -135,6 +135,39 @@ fn max_pool2d_backward(@builtin(workgroup_id) wid: vec3<u32>,
     out[i] = acc;
 }
 
+// max_pool2d_backward4's output: 4 consecutive pixels of a row (planes with W % 4 = 0).
+@group(0) @binding(3) var<storage, read_write> out4: array<vec4<f32>>;
+
+// max_pool2d_backward for 4 pixels of a row per thread (p.n counts vec4s): the windows that
+// cover any of the 4 are read once (on lavapipe every storage load is a scalar loop over the
+// SIMD lanes) and each pixel adds the gradients whose argmax is itself, in the scalar
+// entry's (oy, ox) order, so the sums are the same.
+@compute @workgroup_size(WG)
+fn max_pool2d_backward4(@builtin(workgroup_id) wid: vec3<u32>,
+                        @builtin(num_workgroups) nwg: vec3<u32>,
+                        @builtin(local_invocation_index) lid: u32) {
+    let i = wg_linear(wid, nwg) * WG + lid;
+    if (i >= p.n) {
+        return;
+    }
+    let w4 = p.w / 4u;
+    let x0 = 4u * (i % w4);
+    let y = (i / w4) % p.h;
+    let oplane = (i / (w4 * p.h)) * p.oh * p.ow;
+    let me = vec4<u32>(y * p.w + x0) + vec4<u32>(0u, 1u, 2u, 3u);
+    let ry = covering(y, p.kh, p.sh, p.ph, p.oh);
+    let rx0 = covering(x0, p.kw, p.sw, p.pw, p.ow);
+    let rx3 = covering(x0 + 3u, p.kw, p.sw, p.pw, p.ow);
+    var acc = vec4<f32>(0.0);
+    for (var oy = ry.x; oy < ry.y; oy = oy + 1u) {
+        for (var ox = rx0.x; ox < rx3.y; ox = ox + 1u) {
+            let o = oplane + oy * p.ow + ox;
+            acc = acc + select(vec4<f32>(0.0), vec4<f32>(a[o]), vec4<u32>(b[o]) == me);
+        }
+    }
+    out4[i] = acc;
+}
+
 @compute @workgroup_size(WG)
 fn avg_pool2d(@builtin(workgroup_id) wid: vec3<u32>,
               @builtin(num_workgroups) nwg: vec3<u32>,

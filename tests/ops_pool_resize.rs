@@ -26,6 +26,11 @@ const POOL_CASES: &[Case] = &[
     ([1, 2, 4, 5], (4, 5), (4, 5), (0, 0)),
     ([2, 131, 3, 3], (2, 2), (1, 1), (0, 0)),
     ([1, 1, 33, 31], (3, 3), (2, 2), (1, 1)),
+    // Rows of a multiple of 4 pixels (max pooling's backward takes 4 per thread): the stem's
+    // 3×3 stride-2 pool, windows wider than 4, and overlapping stride-1 windows.
+    ([2, 3, 8, 12], (3, 3), (2, 2), (1, 1)),
+    ([1, 2, 6, 8], (2, 5), (2, 3), (0, 2)),
+    ([1, 2, 5, 8], (3, 3), (1, 1), (1, 1)),
 ];
 
 fn numel(s: &[usize]) -> usize {

@@ -11,12 +11,14 @@ use super::recorder::{HostTimer, Recorder, MAX_PARAMS_BYTES};
 use super::shaders::Shader;
 use crate::error::{Error, Result};
 
-/// A kernel: shader file, entry point and `override` constants (all part of the pipeline key).
+/// A kernel: shader file, entry point and `override` constants (all part of the pipeline
+/// key), and for profiles only the floating-point operations of the launch, where known.
 #[derive(Clone, Debug)]
 pub struct Kernel {
     pub shader: Shader,
     pub entry: &'static str,
     pub overrides: Vec<(&'static str, f64)>,
+    pub flops: Option<u64>,
 }
 
 impl Kernel {
@@ -25,6 +27,7 @@ impl Kernel {
             shader,
             entry,
             overrides: Vec::new(),
+            flops: None,
         }
     }
 
@@ -33,6 +36,26 @@ impl Kernel {
         self.overrides.push((name, value.into()));
         self
     }
+
+    /// The launch's floating-point operations (a GEMM's 2·M·N·K), shown by the per-dispatch
+    /// profile ([`GpuContext::profile_dispatches`]); not part of the pipeline key.
+    pub fn with_flops(mut self, flops: u64) -> Self {
+        self.flops = Some(flops);
+        self
+    }
+}
+
+/// One dispatch of a profiled run ([`GpuContext::profile_dispatches`]).
+#[derive(Clone, Debug)]
+pub struct DispatchProfile {
+    /// `file::entry`.
+    pub kernel: String,
+    /// The `override` constants, `NAME=value`.
+    pub overrides: String,
+    pub workgroups: u64,
+    pub secs: f64,
+    /// Floating-point operations, where the launch states them (GEMMs).
+    pub flops: Option<u64>,
 }
 
 /// One binding of a launch after the parameters, in binding order: read-only inputs first,
@@ -340,18 +363,13 @@ impl GpuContext {
                 self.flush_locked(&mut rec)?;
                 self.wait_locked(&mut rec)?;
                 let secs = started.elapsed().as_secs_f64();
-                add_profile(&mut rec, k, secs);
+                add_profile(&mut rec, k, groups, secs);
             }
             return Ok(());
         };
         // Profiling with timestamps: the dispatch alone in a timed pass.
         let secs = self.timed_dispatch(&mut rec, pipeline, bind, offset, grid, queries)?;
-        if std::env::var_os("WGSEG_PROFILE_EACH").is_some() {
-            let w: &[u32] = bytemuck::cast_slice(&bytemuck::bytes_of(params)[..bytemuck::bytes_of(params).len() / 4 * 4]);
-            let ov: Vec<String> = k.overrides.iter().map(|(n, v)| format!("{n}={v}")).collect();
-            eprintln!("EACH {}::{} groups={} secs={:.6} ov=[{}] p={:?}", k.shader.file(), k.entry, groups, secs, ov.join(","), &w[..w.len().min(24)]);
-        }
-        add_profile(&mut rec, k, secs);
+        add_profile(&mut rec, k, groups, secs);
         Ok(())
     }
 }
@@ -420,14 +438,26 @@ impl GpuContext {
     }
 }
 
-/// Adds one call of `k` taking `secs` to the profile.
-fn add_profile(rec: &mut Recorder, k: &Kernel, secs: f64) {
+/// Adds one call of `k` over `groups` workgroups taking `secs` to the profile.
+fn add_profile(rec: &mut Recorder, k: &Kernel, groups: u64, secs: f64) {
     if let Some(p) = rec.profile.as_mut() {
-        let e = p
-            .entry(format!("{}::{}", k.shader.file(), k.entry))
-            .or_default();
+        let name = format!("{}::{}", k.shader.file(), k.entry);
+        let e = p.kernels.entry(name.clone()).or_default();
         e.0 += 1;
         e.1 += secs;
+        let overrides = k
+            .overrides
+            .iter()
+            .map(|(n, v)| format!("{n}={v}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        p.dispatches.push(DispatchProfile {
+            kernel: name,
+            overrides,
+            workgroups: groups,
+            secs,
+            flops: k.flops,
+        });
     }
 }
 

@@ -15,7 +15,7 @@ pub mod shaders;
 pub mod strided;
 
 pub use context::{list_adapters, AdapterSummary, GpuContext, GpuOptions};
-pub use launch::{folded_dispatches_on_this_thread, Arg, ArgKind, Kernel};
+pub use launch::{folded_dispatches_on_this_thread, Arg, ArgKind, DispatchProfile, Kernel};
 pub use pool::{GpuBuf, GpuTex, PoolStats, TEX_WIDTH};
 pub use recorder::HostStats;
 pub use shaders::Shader;

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::context::GpuContext;
-use super::launch::BindCache;
+use super::launch::{BindCache, DispatchProfile};
 use super::pool::{BufKind, GpuBuf, GpuTex, OwnedBuf, TEXEL_BYTES, TEX_WIDTH};
 use crate::error::{Error, Result};
 
@@ -29,6 +29,14 @@ pub const FLUSH_EVERY: usize = 128;
 pub const MAX_IN_FLIGHT: usize = 4;
 /// Largest parameter block of one dispatch.
 pub const MAX_PARAMS_BYTES: usize = 256;
+
+/// What profiling collects: per kernel (`file::entry`) calls and seconds, and every
+/// dispatch in order.
+#[derive(Clone, Default)]
+pub(crate) struct Profile {
+    pub(crate) kernels: std::collections::BTreeMap<String, (u64, f64)>,
+    pub(crate) dispatches: Vec<DispatchProfile>,
+}
 
 pub(crate) enum Cmd {
     Dispatch {
@@ -86,8 +94,8 @@ pub(crate) struct Recorder {
     /// Dispatches recorded and submits issued since creation (for tests and benchmarks).
     pub(crate) total_dispatches: u64,
     pub(crate) total_submits: u64,
-    /// When profiling: per kernel (`file::entry`), calls and seconds (see [`GpuContext::set_profiling`]).
-    pub(crate) profile: Option<std::collections::BTreeMap<String, (u64, f64)>>,
+    /// When profiling: per kernel and per dispatch (see [`GpuContext::set_profiling`]).
+    pub(crate) profile: Option<Profile>,
     /// The two-entry timestamp query set of profiling, where the device has timestamps.
     pub(crate) queries: Option<wgpu::QuerySet>,
 }
@@ -610,13 +618,22 @@ impl GpuContext {
         let mut v: Vec<(String, u64, f64)> = self
             .recorder()
             .ok()
-            .and_then(|r| r.profile.clone())
+            .and_then(|r| r.profile.as_ref().map(|p| p.kernels.clone()))
             .unwrap_or_default()
             .into_iter()
             .map(|(k, (c, s))| (k, c, s))
             .collect();
         v.sort_by(|a, b| b.2.total_cmp(&a.2));
         v
+    }
+
+    /// Every dispatch since [`GpuContext::set_profiling`], in order: kernel, overrides,
+    /// workgroups, time and (GEMMs) floating-point operations, for per-layer rates.
+    pub fn profile_dispatches(&self) -> Vec<DispatchProfile> {
+        self.recorder()
+            .ok()
+            .and_then(|r| r.profile.as_ref().map(|p| p.dispatches.clone()))
+            .unwrap_or_default()
     }
 
     /// Commands recorded and not yet submitted.

@@ -226,7 +226,10 @@ pub(crate) fn launch(
         Layout::ConvAtlas => "conv",
         Layout::ConvGradWeight => "conv_grad_weight",
     };
+    // 2·M·N·K per batch entry (grad-weight: K over all bands).
+    let flops = 2 * u64::from(p.m) * u64::from(p.n) * u64::from(p.k) * u64::from(p.batch.max(1));
     let k = Kernel::new(Shader::GemmTex, entry)
+        .with_flops(flops)
         .with("A_MODE", a_mode.code())
         .with("B_MODE", b_mode.code())
         .with("OUT_MODE", out_mode)

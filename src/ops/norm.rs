@@ -34,7 +34,9 @@
 use crate::autograd::{grad_enabled, Op};
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::gpu::{GpuBuf, Kernel, Shader};
+use std::sync::Arc;
+
+use crate::gpu::{Arg, GpuBuf, GpuContext, GpuTex, Kernel, Shader};
 use crate::shape::Shape;
 use crate::tensor::{same_device, DType, Storage, Tensor};
 
@@ -81,6 +83,56 @@ fn plane_kernel(entry: &'static str, p: &BnParams) -> (Kernel, BnParams, u64) {
     }
     let groups = (u64::from(p.planes) * u64::from(p.chunks)).div_ceil(64);
     (Kernel::new(Shader::BatchNorm, name), p, groups)
+}
+
+/// The texel arrays a vec4 kernel (`vec4`: planes of a multiple of 4 values) binds after its
+/// storage buffers, and whether it reads them (`TEXELS`): on CPU adapters, copies of `bufs`
+/// (its activation-sized inputs; buffer → texture copies, no kernel), which lavapipe reads
+/// with vector loads where every storage load is a scalar loop over its SIMD lanes; on GPUs
+/// 1-texel placeholders that are never read. The scalar kernels bind none.
+fn texel_inputs(
+    ctx: &Arc<GpuContext>,
+    vec4: bool,
+    bufs: &[&GpuBuf],
+    numel: usize,
+) -> Result<(bool, Vec<GpuTex>)> {
+    if !vec4 {
+        return Ok((false, Vec::new()));
+    }
+    if ctx.cpu_variants() {
+        let t = bufs
+            .iter()
+            .map(|b| crate::ops::gemm::copy_texels(b, numel / 4))
+            .collect::<Result<Vec<_>>>()?;
+        return Ok((true, t));
+    }
+    let t = (0..bufs.len())
+        .map(|_| ctx.alloc_texels(1))
+        .collect::<Result<Vec<_>>>()?;
+    Ok((false, t))
+}
+
+/// Launches `k` (with `TEXELS` set) over `inputs`, `outputs`, then `texels`.
+fn launch_with_texels(
+    ctx: &Arc<GpuContext>,
+    k: Kernel,
+    p: &BnParams,
+    (inputs, outputs): (&[&GpuBuf], &[&GpuBuf]),
+    (texels_on, texels): (bool, &[&GpuTex]),
+    groups: u64,
+) -> Result<()> {
+    let args: Vec<Arg> = inputs
+        .iter()
+        .map(|b| Arg::In(b))
+        .chain(outputs.iter().map(|b| Arg::Out(b)))
+        .chain(texels.iter().map(|t| Arg::Texels(t)))
+        .collect();
+    let k = if texels.is_empty() {
+        k
+    } else {
+        k.with("TEXELS", u32::from(texels_on))
+    };
+    ctx.launch_args(&k, p, &args, groups)
 }
 
 /// An elementwise activation fused into a kernel's epilogue (`ACT` in the shaders that
@@ -207,12 +259,25 @@ fn apply(x: &Tensor, stats: &Tensor, ep: &Epilogue) -> Result<Storage> {
             let out = ctx.alloc_storage(x.numel())?;
             // Without a residual the kernel never reads its binding: x fills it.
             let (k, bp, groups) = plane_kernel("bn_apply", &bp);
-            ctx.launch(
-                &k.with("ACT", ep.act.code())
+            let big = [xb, rb.unwrap_or(xb)];
+            let (on, tex) = texel_inputs(
+                ctx,
+                bp.hw % 4 == 0,
+                &big[..1 + usize::from(rb.is_some())],
+                x.numel(),
+            )?;
+            let tex: Vec<&GpuTex> = match tex.len() {
+                0 => Vec::new(),
+                1 => vec![&tex[0], &tex[0]],
+                _ => tex.iter().collect(),
+            };
+            launch_with_texels(
+                ctx,
+                k.with("ACT", ep.act.code())
                     .with("RESIDUAL", u32::from(rb.is_some())),
                 &bp,
-                &[xb, sb, rb.unwrap_or(xb)],
-                &[&out],
+                (&[xb, sb, rb.unwrap_or(xb)], &[&out]),
+                (on, &tex),
                 groups,
             )?;
             Ok(Storage::Gpu(out))
@@ -272,11 +337,14 @@ fn train_stats(
             let bp = stats_params(&bn_params(x, momentum, eps)?);
             let parts = n * c * bp.chunks as usize;
             let part = ctx.alloc_storage(2 * parts + c)?;
-            ctx.launch(
-                &plane_kernel("bn_stats", &bp).0.with("MODE", 0u32),
+            let (on, tex) = texel_inputs(ctx, bp.hw % 4 == 0, &[xb], x.numel())?;
+            let tex: Vec<&GpuTex> = tex.iter().cycle().take(3 * tex.len()).collect();
+            launch_with_texels(
+                ctx,
+                plane_kernel("bn_stats", &bp).0.with("MODE", 0u32),
                 &bp,
-                &[xb, xb, xb, xb],
-                &[&part],
+                (&[xb, xb, xb, xb], &[&part]),
+                (on, &tex),
                 parts.div_ceil(64) as u64,
             )?;
             let stats = ctx.alloc_storage(4 * c)?;
@@ -404,14 +472,18 @@ pub(crate) fn batch_norm_backward(
             let (gb, yb, sb) = (g.gpu_buf(OP)?, out.gpu_buf(OP)?, stats.gpu_buf(OP)?);
             let parts = n * c * sp.chunks as usize;
             let part = ctx.alloc_storage(2 * parts)?;
-            ctx.launch(
-                &plane_kernel("bn_stats", &sp)
+            // x, g and y as texel arrays (CPU adapters), read by both vec4 passes.
+            let (on, tex) = texel_inputs(ctx, bp.hw % 4 == 0, &[xb, gb, yb], x.numel())?;
+            let tex: Vec<&GpuTex> = tex.iter().collect();
+            launch_with_texels(
+                ctx,
+                plane_kernel("bn_stats", &sp)
                     .0
                     .with("MODE", 1u32)
                     .with("ACT", act.code()),
                 &sp,
-                &[xb, gb, yb, sb],
-                &[&part],
+                (&[xb, gb, yb, sb], &[&part]),
+                (on, &tex),
                 parts.div_ceil(64) as u64,
             )?;
             let coef = ctx.alloc_storage(3 * c)?;
@@ -437,12 +509,21 @@ pub(crate) fn batch_norm_backward(
                 Some(ctx.alloc_storage(4)?) // one vec4: the vec4 kernel's minimum binding
             };
             let (k, bp, groups) = plane_kernel("bn_apply_backward", &bp);
-            ctx.launch(
-                &k.with("ACT", act.code())
+            // Its texel bindings are g, y, x.
+            let tex: Vec<&GpuTex> = match tex.as_slice() {
+                [tx, tg, ty] => vec![tg, ty, tx],
+                _ => Vec::new(),
+            };
+            launch_with_texels(
+                ctx,
+                k.with("ACT", act.code())
                     .with("RESIDUAL", u32::from(write_res)),
                 &bp,
-                &[gb, yb, xb, &coef],
-                &[&dx, dres.as_ref().or(dummy.as_ref()).unwrap_or(&dx)],
+                (
+                    &[gb, yb, xb, &coef],
+                    &[&dx, dres.as_ref().or(dummy.as_ref()).unwrap_or(&dx)],
+                ),
+                (on, &tex),
                 groups,
             )?;
             let dres = match dres {
