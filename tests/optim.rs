@@ -9,7 +9,7 @@ mod optim_common;
 
 use std::collections::BTreeMap;
 
-use common::{gpu, uniform, REDUCTION};
+use common::{buffer_gpu, gpu, uniform, REDUCTION};
 use optim_common::*;
 use wgseg::nn::{init_rng, Conv2d, ParamStore};
 use wgseg::optim::{AdamW, Optimizer, Sgd};
@@ -115,12 +115,19 @@ fn adamw_cpu_matches_pytorch_formulas() {
 /// so the f32 reduction tolerance rather than the elementwise one.
 #[test]
 fn gpu_updates_match_cpu() {
-    let Some(dev) = gpu() else { return };
+    // The default context and the one with the GPU kernel variants (on CPU adapters the
+    // default one reads the SGD operands from texel arrays).
+    for dev in gpu().into_iter().chain(buffer_gpu()) {
+        updates_match_cpu(&dev);
+    }
+}
+
+fn updates_match_cpu(dev: &Device) {
     for (m, wd, nesterov) in sgd_configs() {
         let mut cpu = Sgd::new(m, wd, nesterov);
         let mut gpu_opt = Sgd::new(m, wd, nesterov);
         let want = run(&mut cpu, &Device::Cpu);
-        let got = run(&mut gpu_opt, &dev);
+        let got = run(&mut gpu_opt, dev);
         compare(
             &format!("gpu sgd m={m} wd={wd} nesterov={nesterov}"),
             &got,
@@ -132,7 +139,7 @@ fn gpu_updates_match_cpu() {
     let mut cpu = AdamW::default();
     let mut gpu_opt = AdamW::default();
     let want = run(&mut cpu, &Device::Cpu);
-    let got = run(&mut gpu_opt, &dev);
+    let got = run(&mut gpu_opt, dev);
     compare("gpu adamw", &got, &want, REDUCTION);
     compare_state("gpu adamw state", &gpu_opt, &cpu);
 }

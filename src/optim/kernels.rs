@@ -3,7 +3,7 @@
 //! state) in place through [`Tensor::gpu_buf_for_write`], which bumps their versions.
 
 use crate::error::Result;
-use crate::gpu::{groups_for, Kernel, Shader};
+use crate::gpu::{groups_for, Arg, Kernel, Shader};
 use crate::ops::unary::ELEMENTWISE_WG;
 use crate::shape::Shape;
 use crate::tensor::{DType, Storage, Tensor};
@@ -61,11 +61,31 @@ pub(crate) fn launch_update(
     for t in states {
         outs.push(t.gpu_buf_for_write(entry)?);
     }
-    ctx.launch(
-        &Kernel::new(Shader::Optim, kernel).with("WG", ELEMENTWISE_WG),
+    let k = Kernel::new(Shader::Optim, kernel).with("WG", ELEMENTWISE_WG);
+    if kernel != "sgd4" {
+        return ctx.launch(&k, &params, &[g, s], &outs, groups_for(n, ELEMENTWISE_WG));
+    }
+    // sgd4 binds gradient, parameter and buffer as texel arrays after its storage buffers:
+    // copies on CPU adapters (read there with vector loads), placeholders on GPUs.
+    let texels = if ctx.cpu_variants() {
+        [g, outs[0], outs[1]]
+            .iter()
+            .map(|b| crate::ops::gemm::copy_texels(b, n))
+            .collect::<Result<Vec<_>>>()?
+    } else {
+        (0..3)
+            .map(|_| ctx.alloc_texels(1))
+            .collect::<Result<Vec<_>>>()?
+    };
+    let args: Vec<Arg> = [Arg::In(g), Arg::In(s)]
+        .into_iter()
+        .chain(outs.iter().map(|b| Arg::Out(b)))
+        .chain(texels.iter().map(Arg::Texels))
+        .collect();
+    ctx.launch_args(
+        &k.with("TEXELS", u32::from(ctx.cpu_variants())),
         &params,
-        &[g, s],
-        &outs,
+        &args,
         groups_for(n, ELEMENTWISE_WG),
     )
 }
