@@ -340,3 +340,54 @@ fn conv_forward_and_gradients_on_the_texture_gemm() {
         false,
     );
 }
+
+/// The texture GEMM's GPU variants on this adapter (`GpuOptions::gpu_variants`: 64-row
+/// tiles without WIDE, 64 grad-weight bands, packs reading their sources from storage
+/// buffers instead of texel-array copies) against the CPU reference: `check_op`'s second
+/// context turns textures off, so this is where those variants run on a CPU adapter.
+#[test]
+fn conv_gemm_gpu_variants_match_the_cpu() {
+    if gpu().is_none() {
+        return;
+    }
+    let opts = GpuOptions {
+        gpu_variants: true,
+        ..Default::default()
+    };
+    let ctx = GpuContext::new(&opts).expect("GPU-variant context");
+    if !ctx.texture_gemm() {
+        return;
+    }
+    let dev = Device::Gpu(ctx);
+    // Planes and rows of a multiple of 4 values (the vec4 packs), 40 output channels (more
+    // than 32 rows), stride 1 and 2.
+    for (x, w, p) in [
+        ([2, 6, 8, 12], [40, 6, 3, 3], Conv2dParams::new(1, 1, 1, 1)),
+        ([1, 36, 8, 8], [8, 36, 3, 3], Conv2dParams::new(2, 1, 1, 1)),
+    ] {
+        let (nx, nw) = (x.iter().product::<usize>(), w.iter().product::<usize>());
+        let xd = uniform(nx, nx as u64, -1.0, 1.0);
+        let wd = uniform(nw, nw as u64 + 7, -0.5, 0.5);
+        let run = |d: &Device| -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+            let xt = Tensor::from_vec(xd.clone(), x, d).expect("x").as_param();
+            let wt = Tensor::from_vec(wd.clone(), w, d).expect("w").as_param();
+            let y = xt.conv2d(&wt, None, p).expect("conv2d");
+            // A weighted sum, so that every output position has its own gradient.
+            let r = Tensor::from_vec(uniform(y.numel(), 99, -1.0, 1.0), y.shape().clone(), d)
+                .expect("r");
+            let g = backward(&y.mul(&r).expect("mul").sum().expect("sum")).expect("backward");
+            let vals = |t: &Tensor| t.to_vec_f64().expect("read");
+            (
+                vals(&y),
+                vals(g.get(&xt).expect("dx")),
+                vals(g.get(&wt).expect("dw")),
+            )
+        };
+        let want = run(&Device::Cpu);
+        let got = run(&dev);
+        let name = format!("gpu variants conv {x:?} {w:?}");
+        assert_close(&format!("{name} y"), &got.0, &want.0, DOT);
+        assert_close(&format!("{name} dx"), &got.1, &want.1, DOT);
+        assert_close(&format!("{name} dw"), &got.2, &want.2, DOT);
+    }
+}
