@@ -66,6 +66,11 @@ fn every_config_gives_logits_at_the_input_size() {
             .forward(&mut store, &image(1, 37, 51, 4, &gpu), false)
             .unwrap();
         assert_eq!(y.dims(), [1, 11, 37, 51], "{name}");
+        // Reading the logits back also waits for the forward: a test that ends with work
+        // still running on lavapipe can be the last one, and a process that exits while
+        // lavapipe compiles a kernel on its queue thread crashes inside LLVM.
+        let v = y.to_vec_f64().unwrap();
+        assert!(v.iter().all(|x| x.is_finite()), "{name}: non-finite logits");
     }
 }
 

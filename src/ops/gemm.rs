@@ -177,13 +177,14 @@ pub(crate) fn pack_texels(
     Ok(t)
 }
 
-/// The source of a vec4 pack (`pack_atlas4`, `pack_dy4`, whose `src` holds a multiple of 4
-/// values) as the texel array it binds after its outputs, and whether it reads it
-/// (`SRC_TEXELS`): a copy on CPU adapters (texel fetches are vector loads there, storage
-/// loads a loop over the SIMD lanes), a 1-texel placeholder elsewhere.
-fn source_texels(src: &GpuBuf, values: usize) -> Result<(bool, GpuTex)> {
+/// An input of `values` values that a kernel may read through a texel-array copy bound after
+/// its storage bindings (the vec4 packs, resize), and whether it reads it (the kernel's
+/// `*_TEXELS` override): a copy on CPU adapters when `values` is a multiple of 4 (texel
+/// fetches are vector loads there, storage loads a loop over the SIMD lanes), a 1-texel
+/// placeholder elsewhere.
+pub(crate) fn source_texels(src: &GpuBuf, values: usize) -> Result<(bool, GpuTex)> {
     let ctx = src.context();
-    if ctx.cpu_variants() {
+    if ctx.cpu_variants() && values % 4 == 0 {
         Ok((true, copy_texels(src, values / 4)?))
     } else {
         Ok((false, ctx.alloc_texels(1)?))

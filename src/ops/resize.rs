@@ -16,7 +16,10 @@
 
 use crate::autograd::Op;
 use crate::error::{Error, Result};
-use crate::gpu::{groups_for, GpuBuf, Kernel, Shader};
+use std::sync::Arc;
+
+use crate::gpu::{groups_for, Arg, GpuBuf, GpuContext, Kernel, Shader};
+use crate::ops::gemm;
 use crate::ops::unary::ELEMENTWISE_WG;
 use crate::shape::Shape;
 use crate::tensor::{DType, Storage, Tensor};
@@ -120,8 +123,27 @@ fn launch(
     let k = Kernel::new(Shader::Resize, entry)
         .with("WG", ELEMENTWISE_WG)
         .with("ALIGN_CORNERS", u32::from(align_corners));
-    ctx.launch(&k, &p, &[input], &[&out], groups_for(n, ELEMENTWISE_WG))?;
+    launch_reading(ctx, k, &p, input, &out, n)?;
     Ok(out)
+}
+
+/// Launches `k` over `threads` threads reading `input` (through a texel-array copy on CPU
+/// adapters: `A_TEXELS`) into `out`.
+fn launch_reading(
+    ctx: &Arc<GpuContext>,
+    k: Kernel,
+    p: &ResizeParams,
+    input: &GpuBuf,
+    out: &GpuBuf,
+    threads: usize,
+) -> Result<()> {
+    let (on, copy) = gemm::source_texels(input, (input.bytes / 4) as usize)?;
+    ctx.launch_args(
+        &k.with("A_TEXELS", u32::from(on)),
+        p,
+        &[Arg::In(input), Arg::Out(out), Arg::Texels(&copy)],
+        groups_for(threads, ELEMENTWISE_WG),
+    )
 }
 
 /// Bilinear resize to `(out_h, out_w)`, `[N, C, H, W] → [N, C, out_h, out_w]` (see the
@@ -162,7 +184,7 @@ pub fn interpolate_bilinear(
             let k = Kernel::new(Shader::Resize, "interpolate_bilinear4")
                 .with("WG", ELEMENTWISE_WG)
                 .with("ALIGN_CORNERS", u32::from(align_corners));
-            ctx.launch(&k, &p, &[b], &[&out], groups_for(threads, ELEMENTWISE_WG))?;
+            launch_reading(ctx, k, &p, b, &out, threads)?;
             Storage::Gpu(out)
         }
         Storage::Gpu(b) => Storage::Gpu(launch(
