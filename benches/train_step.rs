@@ -150,6 +150,7 @@ fn row(cfg: &RunConfig, name: &str) -> Result<(f64, u64)> {
     ctx.set_profiling(true);
     step()?;
     let report = ctx.profile_report();
+    let mut per_dispatch = ctx.profile_dispatches();
     ctx.set_profiling(false);
     let total: f64 = report.iter().map(|r| r.2).sum();
     let gemm: f64 = report
@@ -186,7 +187,7 @@ fn row(cfg: &RunConfig, name: &str) -> Result<(f64, u64)> {
         .and_then(|v| v.parse::<usize>().ok())
         .unwrap_or(0);
     if slowest > 0 {
-        let mut d = ctx.profile_dispatches();
+        let d = &mut per_dispatch;
         d.sort_by(|a, b| b.secs.total_cmp(&a.secs));
         println!(
             "  {:<44} {:>10} {:>10} {:>9}",
