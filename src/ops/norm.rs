@@ -31,11 +31,11 @@
 //! differentiated by autograd. The CPU backend computes every path in `f64` (two-pass
 //! variance), the reference the kernels are tested against.
 
+use std::sync::Arc;
+
 use crate::autograd::{grad_enabled, Op};
 use crate::device::Device;
 use crate::error::{Error, Result};
-use std::sync::Arc;
-
 use crate::gpu::{Arg, GpuBuf, GpuContext, GpuTex, Kernel, Shader};
 use crate::shape::Shape;
 use crate::tensor::{same_device, DType, Storage, Tensor};

@@ -14,10 +14,10 @@
 //! CPU reference scatters, so the two formulations check each other. The backward output
 //! carries no history (no double backward).
 
-use crate::autograd::Op;
-use crate::error::{Error, Result};
 use std::sync::Arc;
 
+use crate::autograd::Op;
+use crate::error::{Error, Result};
 use crate::gpu::{groups_for, Arg, GpuBuf, GpuContext, Kernel, Shader};
 use crate::ops::gemm;
 use crate::ops::unary::ELEMENTWISE_WG;
