@@ -148,28 +148,46 @@ fn pack_dy(@builtin(workgroup_id) wid: vec3<u32>,
     if (t >= p.total) {
         return;
     }
-    let c4 = p.dim0;
     let ho = p.dim1;
-    let wq = p.dim2;
-    let n = p.stride0;
     let wo = p.stride1;
     let chans = p.limit;
     let b = dy_block(t);
-    let x4 = b.x;
     let y = b.y;
     let q = b.z;
     let img = b.w;
-    let x = 4u * x4;
+    let x = 4u * b.x;
     // r[j]: the 4 pixels x .. x+3 of channel 4q + j (zero past the row or the channels).
     var r: array<vec4<f32>, 4>;
     for (var j = 0u; j < 4u; j = j + 1u) {
         let ch = 4u * q + j;
         let base = ((img * chans + min(ch, chans - 1u)) * ho + y) * wo + x;
         r[j] = gather4(base, 1u, x, select(0u, wo, ch < chans));
+    }
+    store_dy(b, r);
+}
+
+// Stores pack_dy / pack_dy4's block b = (x4, y, q, img): r[j] holds pixels 4·x4 .. +3 of
+// channel 4q + j, written as pixel rows (dst2, channels that exist) and as atlas texels
+// (dst, pixels inside the row).
+fn store_dy(b: vec4<u32>, r: array<vec4<f32>, 4>) {
+    let c4 = p.dim0;
+    let ho = p.dim1;
+    let wq = p.dim2;
+    let wo = p.stride1;
+    let chans = p.limit;
+    let x4 = b.x;
+    let y = b.y;
+    let q = b.z;
+    let img = b.w;
+    let rows = p.stride0 * ho * wq;
+    let row = (img * ho + y) * wq + x4;
+    for (var j = 0u; j < 4u; j = j + 1u) {
+        let ch = 4u * q + j;
         if (ch < chans) {
-            textureStore(dst2, texel_xy((ch * n * ho + img * ho + y) * wq + x4), r[j]);
+            textureStore(dst2, texel_xy(ch * rows + row), r[j]);
         }
     }
+    let x = 4u * x4;
     let pix0 = (img * c4 + q) * ho * wo + y * wo + x;
     for (var i = 0u; i < 4u; i = i + 1u) {
         if (x + i < wo) {
@@ -261,39 +279,15 @@ fn pack_dy4(@builtin(workgroup_id) wid: vec3<u32>,
     if (t >= p.total) {
         return;
     }
-    let c4 = p.dim0;
     let ho = p.dim1;
     let wq = p.dim2;
-    let n = p.stride0;
-    let wo = p.stride1;
     let chans = p.limit;
     let b = dy_block(t);
-    let x4 = b.x;
-    let y = b.y;
-    let q = b.z;
-    let img = b.w;
     // Planes of ho·wq vec4; this row's vec4 x4.
-    let i4 = y * wq + x4;
-    let r0 = channel4(dy_src, img * chans, 0u, q, chans, ho * wq, i4);
-    let r1 = channel4(dy_src, img * chans, 1u, q, chans, ho * wq, i4);
-    let r2 = channel4(dy_src, img * chans, 2u, q, chans, ho * wq, i4);
-    let r3 = channel4(dy_src, img * chans, 3u, q, chans, ho * wq, i4);
-    let row = (img * ho + y) * wq + x4;
-    let rows = n * ho * wq;
-    let c0 = 4u * q;
-    textureStore(dst2, texel_xy(c0 * rows + row), r0);
-    if (c0 + 1u < chans) {
-        textureStore(dst2, texel_xy((c0 + 1u) * rows + row), r1);
+    let i4 = b.y * wq + b.x;
+    var r: array<vec4<f32>, 4>;
+    for (var j = 0u; j < 4u; j = j + 1u) {
+        r[j] = channel4(dy_src, b.w * chans, j, b.z, chans, ho * wq, i4);
     }
-    if (c0 + 2u < chans) {
-        textureStore(dst2, texel_xy((c0 + 2u) * rows + row), r2);
-    }
-    if (c0 + 3u < chans) {
-        textureStore(dst2, texel_xy((c0 + 3u) * rows + row), r3);
-    }
-    let pix0 = (img * c4 + q) * ho * wo + y * wo + 4u * x4;
-    textureStore(dst, texel_xy(pix0), vec4<f32>(r0.x, r1.x, r2.x, r3.x));
-    textureStore(dst, texel_xy(pix0 + 1u), vec4<f32>(r0.y, r1.y, r2.y, r3.y));
-    textureStore(dst, texel_xy(pix0 + 2u), vec4<f32>(r0.z, r1.z, r2.z, r3.z));
-    textureStore(dst, texel_xy(pix0 + 3u), vec4<f32>(r0.w, r1.w, r2.w, r3.w));
+    store_dy(b, r);
 }

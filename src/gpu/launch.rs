@@ -469,23 +469,14 @@ mod tests {
 
     use std::sync::Arc;
 
+    use super::super::lifetime_tests::private_context;
     use super::super::pool::GpuBuf;
-    use super::super::{groups_for, GpuContext, GpuOptions, Shader};
+    use super::super::{groups_for, GpuContext, Shader};
     use super::Kernel;
     use crate::ops::fill::FillParams;
     use crate::{Device, Tensor};
 
     const WG: u32 = 64;
-
-    fn private_context() -> Option<Arc<GpuContext>> {
-        match GpuContext::new(&GpuOptions::default()) {
-            Ok(c) => Some(c),
-            Err(e) if std::env::var("WGSEG_REQUIRE_GPU").as_deref() == Ok("1") => {
-                panic!("WGSEG_REQUIRE_GPU=1 but no GPU adapter: {e}")
-            }
-            Err(_) => None,
-        }
-    }
 
     /// Records `y[..n] = value` over the whole used range of `buf`.
     fn fill(ctx: &Arc<GpuContext>, buf: &GpuBuf, value: f32) {

@@ -11,7 +11,7 @@ use crate::{Device, Tensor};
 
 /// A private context, or `None` (test skipped) without an adapter unless
 /// `WGSEG_REQUIRE_GPU=1`.
-fn private_context() -> Option<Arc<GpuContext>> {
+pub(crate) fn private_context() -> Option<Arc<GpuContext>> {
     match GpuContext::new(&GpuOptions::default()) {
         Ok(c) => Some(c),
         Err(e) if std::env::var("WGSEG_REQUIRE_GPU").as_deref() == Ok("1") => {

@@ -177,11 +177,11 @@ pub(crate) fn pack_texels(
     Ok(t)
 }
 
-/// An input of `values` values that a kernel may read through a texel-array copy bound after
-/// its storage bindings (the vec4 packs, resize), and whether it reads it (the kernel's
-/// `*_TEXELS` override): a copy on CPU adapters when `values` is a multiple of 4 (texel
-/// fetches are vector loads there, storage loads a loop over the SIMD lanes), a 1-texel
-/// placeholder elsewhere.
+/// An input of `values` values that a kernel may read through a texel-array copy bound
+/// after its storage bindings (the vec4 packs, resize, batch-norm, SGD), and whether it
+/// reads it (the kernel's `*_TEXELS` override): a copy on CPU adapters when `values` is a
+/// multiple of 4 (texel fetches are vector loads there, storage loads a loop over the SIMD
+/// lanes), a 1-texel placeholder elsewhere.
 pub(crate) fn source_texels(src: &GpuBuf, values: usize) -> Result<(bool, GpuTex)> {
     let ctx = src.context();
     if ctx.cpu_variants() && values % 4 == 0 {

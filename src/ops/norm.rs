@@ -37,6 +37,7 @@ use crate::autograd::{grad_enabled, Op};
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::gpu::{Arg, GpuBuf, GpuContext, GpuTex, Kernel, Shader};
+use crate::ops::gemm;
 use crate::shape::Shape;
 use crate::tensor::{same_device, DType, Storage, Tensor};
 
@@ -86,30 +87,21 @@ fn plane_kernel(entry: &'static str, p: &BnParams) -> (Kernel, BnParams, u64) {
 }
 
 /// The texel arrays a vec4 kernel (`vec4`: planes of a multiple of 4 values) binds after its
-/// storage buffers, and whether it reads them (`TEXELS`): on CPU adapters, copies of `bufs`
-/// (its activation-sized inputs; buffer → texture copies, no kernel), which lavapipe reads
-/// with vector loads where every storage load is a scalar loop over its SIMD lanes; on GPUs
-/// 1-texel placeholders that are never read. The scalar kernels bind none.
-fn texel_inputs(
-    ctx: &Arc<GpuContext>,
-    vec4: bool,
-    bufs: &[&GpuBuf],
-    numel: usize,
-) -> Result<(bool, Vec<GpuTex>)> {
+/// storage buffers, and whether it reads them (`TEXELS`): copies of `bufs` (its
+/// activation-sized inputs of `numel` values) on CPU adapters, 1-texel placeholders
+/// elsewhere ([`gemm::source_texels`]). The scalar kernels bind none.
+fn texel_inputs(vec4: bool, bufs: &[&GpuBuf], numel: usize) -> Result<(bool, Vec<GpuTex>)> {
     if !vec4 {
         return Ok((false, Vec::new()));
     }
-    if ctx.cpu_variants() {
-        let t = bufs
-            .iter()
-            .map(|b| crate::ops::gemm::copy_texels(b, numel / 4))
-            .collect::<Result<Vec<_>>>()?;
-        return Ok((true, t));
+    let mut on = false;
+    let mut texels = Vec::with_capacity(bufs.len());
+    for b in bufs {
+        let (reads, t) = gemm::source_texels(b, numel)?;
+        on = reads;
+        texels.push(t);
     }
-    let t = (0..bufs.len())
-        .map(|_| ctx.alloc_texels(1))
-        .collect::<Result<Vec<_>>>()?;
-    Ok((false, t))
+    Ok((on, texels))
 }
 
 /// Launches `k` (with `TEXELS` set) over `inputs`, `outputs`, then `texels`.
@@ -261,7 +253,6 @@ fn apply(x: &Tensor, stats: &Tensor, ep: &Epilogue) -> Result<Storage> {
             let (k, bp, groups) = plane_kernel("bn_apply", &bp);
             let big = [xb, rb.unwrap_or(xb)];
             let (on, tex) = texel_inputs(
-                ctx,
                 bp.hw % 4 == 0,
                 &big[..1 + usize::from(rb.is_some())],
                 x.numel(),
@@ -337,7 +328,7 @@ fn train_stats(
             let bp = stats_params(&bn_params(x, momentum, eps)?);
             let parts = n * c * bp.chunks as usize;
             let part = ctx.alloc_storage(2 * parts + c)?;
-            let (on, tex) = texel_inputs(ctx, bp.hw % 4 == 0, &[xb], x.numel())?;
+            let (on, tex) = texel_inputs(bp.hw % 4 == 0, &[xb], x.numel())?;
             let tex: Vec<&GpuTex> = tex.iter().cycle().take(3 * tex.len()).collect();
             launch_with_texels(
                 ctx,
@@ -473,7 +464,7 @@ pub(crate) fn batch_norm_backward(
             let parts = n * c * sp.chunks as usize;
             let part = ctx.alloc_storage(2 * parts)?;
             // x, g and y as texel arrays (CPU adapters), read by both vec4 passes.
-            let (on, tex) = texel_inputs(ctx, bp.hw % 4 == 0, &[xb, gb, yb], x.numel())?;
+            let (on, tex) = texel_inputs(bp.hw % 4 == 0, &[xb, gb, yb], x.numel())?;
             let tex: Vec<&GpuTex> = tex.iter().collect();
             launch_with_texels(
                 ctx,

@@ -67,23 +67,20 @@ pub(crate) fn launch_update(
     }
     // sgd4 binds gradient, parameter and buffer as texel arrays after its storage buffers:
     // copies on CPU adapters (read there with vector loads), placeholders on GPUs.
-    let texels = if ctx.cpu_variants() {
-        [g, outs[0], outs[1]]
-            .iter()
-            .map(|b| crate::ops::gemm::copy_texels(b, n))
-            .collect::<Result<Vec<_>>>()?
-    } else {
-        (0..3)
-            .map(|_| ctx.alloc_texels(1))
-            .collect::<Result<Vec<_>>>()?
-    };
+    let mut reads = false;
+    let mut texels = Vec::with_capacity(3);
+    for b in [g, outs[0], outs[1]] {
+        let (on, t) = crate::ops::gemm::source_texels(b, 4 * n)?;
+        reads = on;
+        texels.push(t);
+    }
     let args: Vec<Arg> = [Arg::In(g), Arg::In(s)]
         .into_iter()
         .chain(outs.iter().map(|b| Arg::Out(b)))
         .chain(texels.iter().map(Arg::Texels))
         .collect();
     ctx.launch_args(
-        &k.with("TEXELS", u32::from(ctx.cpu_variants())),
+        &k.with("TEXELS", u32::from(reads)),
         &params,
         &args,
         groups_for(n, ELEMENTWISE_WG),
