@@ -6,7 +6,9 @@
 //!
 //! GEMM shapes: forward `[Cout] × [N·Ho·Wo]` over K = taps × Cin; grad-input `[Cin] ×
 //! [N·H·W]` over taps × Cout (reading dy at `y + ph − ky·dh`, the transposed kernel packed
-//! by `pack_weights`); grad-weight `[Cout] × [taps × Cin]` over N·Ho·Wo.
+//! by `pack_weights`); grad-weight `[Cout] × [taps × Cin]` over N·Ho·Wo. "taps" are those
+//! that read at least one input pixel (`reaching_taps`, `trim_phase`): a dilated kernel
+//! on a map smaller than its reach skips the taps that read only padding.
 
 use super::Geom;
 use crate::error::Result;
