@@ -7,7 +7,7 @@ mod common;
 use common::*;
 use wgseg::ops::conv::{
     CONV_BC, CONV_BP, CONV_DIRECT_MIN_CHANNELS, CONV_GATHER_BC, CONV_GATHER_BP, CONV_GW_BT,
-    CONV_GW_TARGET, CONV_WG,
+    CONV_GW_TARGET, CONV_WG, WINOGRAD_GW_MIN_CHANNELS, WINOGRAD_MIN_CHANNELS,
 };
 use wgseg::ops::{conv2d_grad_input, Conv2dParams};
 use wgseg::{Device, Error, Shape, Tensor};
@@ -165,6 +165,38 @@ fn conv2d_3x3_pad1_odd_sizes() {
         .no_bias()
         .check("3x3 pad 1 no bias");
     Case::new(1, 2, (4, 6), 3, (3, 3)).check("3x3 valid");
+}
+
+#[test]
+fn conv2d_winograd_same_layers() {
+    // 3×3, stride 1, padding 1 and enough channels: the Winograd F(2×2, 3×3) path on the
+    // texture GEMM's adapters (the storage-buffer kernels on the others). Even planes (whole
+    // 2 × 2 tiles), odd planes (tiles cut by the border), channels not a multiple of 4,
+    // Cin ≠ Cout, with and without bias, and x held constant (no grad-input).
+    let p = Conv2dParams::new(1, 1, 1, 1);
+    let c = WINOGRAD_MIN_CHANNELS;
+    Case::new(2, c, (6, 8), c, (3, 3))
+        .p(p)
+        .check("winograd even plane bias");
+    Case::new(1, c + 3, (5, 7), c + 6, (3, 3))
+        .p(p)
+        .no_bias()
+        .check("winograd odd plane, channels not a multiple of 4");
+    Case {
+        grad_x: false,
+        ..Case::new(3, c + 8, (3, 1), c, (3, 3)).p(p)
+    }
+    .check("winograd one-pixel-wide plane, x constant");
+    // Enough channels for grad-weight's Winograd product too, in both orientations (the
+    // product [Cout] × [Cin] or its transpose, whichever pads less).
+    let g = WINOGRAD_GW_MIN_CHANNELS;
+    Case::new(1, g, (5, 6), g + 2, (3, 3))
+        .p(p)
+        .no_bias()
+        .check("winograd grad-weight, Cout > Cin");
+    Case::new(2, g + 2, (4, 3), g, (3, 3))
+        .p(p)
+        .check("winograd grad-weight, Cin > Cout");
 }
 
 #[test]

@@ -29,6 +29,7 @@ use crate::losses::aucseg::pairwise::PairParams;
 use crate::losses::pixel_gpu::PixParams;
 use crate::ops::confusion::ConfusionParams;
 use crate::ops::conv::direct::DirectUniform;
+use crate::ops::conv::winograd::WinoParams;
 use crate::ops::conv::ConvUniform;
 use crate::ops::fill::FillParams;
 use crate::ops::gemm::{GemmParams, PackParams};
@@ -215,6 +216,12 @@ fn twins() -> Vec<Twin> {
                 m, n, k, batch, tiles_m, tiles_n, batch_rank, _p0, a_rs, a_cs, b_rs, b_cs, bshape,
                 a_bs, b_bs
             ]
+        ),
+        layout!(
+            WinoParams,
+            Shader::Winograd,
+            "WinoParams",
+            [total, c, h, w, tw, tiles_img, tiles, t4, c4, cout, cin, c4o, c4i, _p0, _p1, _p2]
         ),
         layout!(
             GemmParams,

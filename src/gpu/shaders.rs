@@ -64,6 +64,7 @@ shaders! {
     AucQuad => "auc_quad.wgsl",
     AucPairwise => "auc_pairwise.wgsl",
     PixelLoss => "pixel_loss.wgsl",
+    Winograd => "winograd.wgsl",
 }
 
 impl Shader {

@@ -17,6 +17,12 @@
 //! atomics.
 //!
 //! GPU kernels, picked per layer and per adapter:
+//! - Winograd F(2×2, 3×3) (`src/ops/conv/winograd.rs` on `shaders/winograd.wgsl` and the
+//!   texture GEMM): ungrouped 3×3 layers of stride 1, dilation 1 and padding 1 with at least
+//!   [`WINOGRAD_MIN_CHANNELS`] channels each way, on the texture GEMM's adapters. Forward and
+//!   grad-input are 16 batched products with K = the channels, 1/2.25 of the direct
+//!   convolution's multiply-adds; grad-weight too from [`WINOGRAD_GW_MIN_CHANNELS`]
+//!   channels, else the texture GEMM's grad-weight over the same atlas.
 //! - the texture GEMM (`src/ops/conv/tex.rs` on `shaders/gemm_tex.wgsl` and
 //!   `shaders/pack.wgsl`, see `src/ops/gemm.rs`): the default for ungrouped layers
 //!   (`groups = 1`) wherever [`GpuContext::texture_gemm`](crate::gpu::GpuContext::texture_gemm)
@@ -44,6 +50,7 @@
 mod cpu;
 pub(crate) mod direct;
 mod tex;
+pub(crate) mod winograd;
 
 use std::sync::Arc;
 
@@ -54,6 +61,7 @@ use crate::shape::Shape;
 use crate::tensor::{same_device, DType, Storage, Tensor};
 
 pub use direct::{CONV_BC, CONV_BP, CONV_GW_BT, CONV_GW_TARGET, CONV_WG};
+pub use winograd::{WINOGRAD_GW_MIN_CHANNELS, WINOGRAD_MIN_CHANNELS};
 
 /// Channels per invocation of the gather kernels of `conv.wgsl` (`BC`).
 pub const CONV_GATHER_BC: usize = 4;
@@ -68,21 +76,38 @@ pub const CONV_GATHER_BP: usize = 4;
 /// the cost per 4-channel block the two meet near 8 channels.
 pub const CONV_DIRECT_MIN_CHANNELS: usize = 8;
 
-/// What a texture-GEMM forward keeps on the tape for the backward: the channel-packed copy
-/// of the input (grad-weight reads the same texels) and, when x needs a gradient, the
-/// weights in grad-input's layout (packed in the forward's weight pass). Each operand is
-/// packed once per layer and step.
+/// What a texture-GEMM or Winograd forward keeps on the tape for the backward (each operand
+/// is packed once per layer and step).
 #[derive(Clone)]
-pub struct SavedPack(Arc<tex::Packed>);
+pub struct SavedPack(Arc<Saved>);
+
+/// The forward's packed operands, per GPU path.
+pub(crate) enum Saved {
+    /// Texture GEMM: the channel-packed copy of the input (grad-weight reads the same
+    /// texels) and, when x needs a gradient, the weights in grad-input's layout (packed in
+    /// the forward's weight pass).
+    Gemm(tex::Packed),
+    /// Winograd: x's atlas (read again by grad-weight's transforms, or by its texture GEMM)
+    /// and, when x needs a gradient, the weights' transform in grad-input's layout.
+    Winograd(tex::Packed),
+}
 
 impl std::fmt::Debug for SavedPack {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "SavedPack(atlas {} texels, transposed weights {})",
-            self.0.atlas.texels(),
-            self.0.wt.is_some()
-        )
+        match &*self.0 {
+            Saved::Gemm(p) => write!(
+                f,
+                "SavedPack(atlas {} texels, transposed weights {})",
+                p.atlas.texels(),
+                p.wt.is_some()
+            ),
+            Saved::Winograd(p) => write!(
+                f,
+                "SavedPack(winograd, atlas {} texels, transposed weights {})",
+                p.atlas.texels(),
+                p.wt.is_some()
+            ),
+        }
     }
 }
 
@@ -328,10 +353,11 @@ impl Geom {
     }
 }
 
-/// Forward: the texture GEMM where it applies (ungrouped layer, see `tex::applies`), else
-/// the register-blocked direct kernel, or the gather kernel for layers with few output
-/// channels per group (depthwise).
-/// On the texture GEMM also returns what the backward reads again (with `transposed`, the
+/// Forward: Winograd where it applies (3×3 "same" layers, see `winograd::applies`), else
+/// the texture GEMM where it applies (ungrouped layer, see `tex::applies`), else the
+/// register-blocked direct kernel, or the gather kernel for layers with few output channels
+/// per group (depthwise).
+/// On the first two also returns what the backward reads again (with `transposed`, the
 /// weights in grad-input's layout too).
 fn gpu_forward(
     geo: &Geom,
@@ -339,10 +365,14 @@ fn gpu_forward(
     w: &GpuBuf,
     bias: Option<&GpuBuf>,
     transposed: bool,
-) -> Result<(GpuBuf, Option<tex::Packed>)> {
+) -> Result<(GpuBuf, Option<Saved>)> {
+    if winograd::applies(x.context(), geo) {
+        let (y, saved) = winograd::forward(geo, x, w, bias, transposed)?;
+        return Ok((y, Some(Saved::Winograd(saved))));
+    }
     if tex::applies(x.context(), geo) {
         let (y, packed) = tex::forward(geo, x, w, bias, transposed)?;
-        return Ok((y, Some(packed)));
+        return Ok((y, Some(Saved::Gemm(packed))));
     }
     if geo.cout_g >= CONV_DIRECT_MIN_CHANNELS {
         return Ok((direct::forward(geo, x, w, bias)?, None));
@@ -561,13 +591,12 @@ pub(crate) fn conv2d_backward(
         (Some(saved), Storage::Gpu(gb)) => {
             let geo = Geom::new(OP, x.shape(), w.shape(), p)?;
             check_dy(OP, &geo, g)?;
-            let (dx, dw) = tex::backward(
-                &geo,
-                gb,
-                (x.gpu_buf(OP)?, w.gpu_buf(OP)?),
-                &saved.0,
-                (x.requires_grad(), w.requires_grad()),
-            )?;
+            let bufs = (x.gpu_buf(OP)?, w.gpu_buf(OP)?);
+            let want = (x.requires_grad(), w.requires_grad());
+            let (dx, dw) = match &*saved.0 {
+                Saved::Gemm(packed) => tex::backward(&geo, gb, bufs, packed, want)?,
+                Saved::Winograd(packed) => winograd::backward(&geo, gb, bufs, packed, want)?,
+            };
             let dx =
                 dx.map(|b| Tensor::from_storage(Storage::Gpu(b), x.shape().clone(), DType::F32));
             let dw = dw

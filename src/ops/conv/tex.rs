@@ -48,7 +48,7 @@ pub(super) fn applies(ctx: &GpuContext, geo: &Geom) -> bool {
 
 /// `x [n, c, hw]` channel-packed: texel `(img·c4 + q)·hw + pixel`.
 /// Planes of a multiple of 4 values are read as vec4, 4 pixels per invocation.
-fn atlas(x: &GpuBuf, n: usize, c: usize, hw: usize) -> Result<GpuTex> {
+pub(super) fn atlas(x: &GpuBuf, n: usize, c: usize, hw: usize) -> Result<GpuTex> {
     let c4 = c.div_ceil(4);
     let (entry, per) = if hw % 4 == 0 {
         ("pack_atlas4", 4)
@@ -288,7 +288,7 @@ fn weights_both(geo: &Geom, w: &GpuBuf) -> Result<(GpuTex, GpuTex)> {
 
 /// `dy` in both layouts its gradients read, one pass: grad-input's atlas and grad-weight's
 /// pixel rows.
-fn dy_both(geo: &Geom, dy: &GpuBuf) -> Result<(GpuTex, GpuTex)> {
+pub(super) fn dy_both(geo: &Geom, dy: &GpuBuf) -> Result<(GpuTex, GpuTex)> {
     let c4 = geo.cout.div_ceil(4);
     let wq = geo.wo.div_ceil(4);
     let p = PackParams {
@@ -520,7 +520,7 @@ pub(super) fn backward(
 }
 
 /// [`grad_weight`] from dy's pixel rows `dt` and x's atlas `xt`.
-fn grad_weight_packed(geo: &Geom, dt: &GpuTex, xt: &GpuTex) -> Result<(GpuBuf, usize)> {
+pub(super) fn grad_weight_packed(geo: &Geom, dt: &GpuTex, xt: &GpuTex) -> Result<(GpuBuf, usize)> {
     let ctx = dt.context();
     let taps = geo.kh * geo.kw;
     let c4 = geo.cin.div_ceil(4);

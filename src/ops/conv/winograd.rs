@@ -1,0 +1,367 @@
+//! conv2d by Winograd's minimal filtering F(2×2, 3×3) for ungrouped 3×3 layers of stride 1,
+//! dilation 1 and padding 1 (the "same" convolutions of residual blocks and decoders), on
+//! the adapters of the texture GEMM: the transforms are `shaders/winograd.wgsl`, the
+//! products 16 batched texture GEMMs (one per position of the 4 × 4 transformed tile) with
+//! K = Cin (forward), Cout (grad-input) or the tiles (grad-weight). Each product does
+//! 16/36 = 1/2.25 of the multiply-adds of the direct convolution; the transforms are
+//! memory-bound passes.
+//!
+//! Forward: `U = G g Gᵀ` (weights), `V = Bᵀ d B` (input tiles), `M[ξ] = U[ξ] · V[ξ]`,
+//! `y = Aᵀ M A (+ bias)`. Grad-input: the same on dy with the flipped, transposed kernel
+//! (its transform is U with rows and columns 0 ↔ 3 swapped, written in the forward's
+//! weight pass). Grad-weight: `∂U[ξ] = Z[ξ] · V[ξ]ᵀ` with `Z = A dy Aᵀ` per tile and V
+//! computed again from x, then `∂g = Gᵀ ∂U G`. The matrices and layouts are in the shader's
+//! header; the CPU reference of conv2d (`cpu.rs`) is the oracle, as for every conv kernel.
+
+use std::sync::Arc;
+
+use super::tex::{self, Packed, Partials};
+use super::Geom;
+use crate::error::Result;
+use crate::gpu::{Arg, GpuBuf, GpuContext, GpuTex, Kernel, Shader};
+use crate::ops::gemm::{self, GemmParams, Layout};
+
+const OP: &str = "conv2d";
+
+/// Positions of the transformed 4 × 4 tile: the batch of every product.
+const XI: usize = 16;
+
+/// Fewest input and output channels for which the Winograd path is taken. Below it the
+/// products' K (or M) is too small for the 16 batched GEMMs to beat one implicit-im2col
+/// GEMM over 9 × the channels.
+pub const WINOGRAD_MIN_CHANNELS: usize = 16;
+
+/// Fewest input and output channels for which grad-weight takes the Winograd path too
+/// (below it, the 16 products of Cout × Cin are too narrow for the GEMM's workgroup tiles
+/// and grad-weight runs on the texture GEMM over x's atlas).
+pub const WINOGRAD_GW_MIN_CHANNELS: usize = 64;
+
+fn u(v: usize) -> Result<u32> {
+    gemm::u32_of(OP, v)
+}
+
+/// `#[repr(C)]` mirror of `struct WinoParams` in `shaders/winograd.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+pub(crate) struct WinoParams {
+    pub total: u32,
+    pub c: u32,
+    pub h: u32,
+    pub w: u32,
+    pub tw: u32,
+    pub tiles_img: u32,
+    pub tiles: u32,
+    pub t4: u32,
+    pub c4: u32,
+    pub cout: u32,
+    pub cin: u32,
+    pub c4o: u32,
+    pub c4i: u32,
+    pub _p0: u32,
+    pub _p1: u32,
+    pub _p2: u32,
+}
+
+/// The tile grid of a layer: tiles per row, per image and in all.
+fn grid(geo: &Geom) -> (usize, usize, usize) {
+    let (th, tw) = (geo.h.div_ceil(2), geo.w.div_ceil(2));
+    (tw, th * tw, geo.n * th * tw)
+}
+
+/// The tiles padded to whole texels of 4 (Tp).
+fn padded_tiles(geo: &Geom) -> usize {
+    grid(geo).2.div_ceil(4) * 4
+}
+
+/// Whether the Winograd path takes this layer: a 3×3, stride-1, dilation-1, padding-1
+/// ungrouped layer of at least [`WINOGRAD_MIN_CHANNELS`] channels each way on the texture
+/// GEMM's adapters, whose transformed operands fit the device's limits.
+pub(super) fn applies(ctx: &GpuContext, geo: &Geom) -> bool {
+    if !(geo.kh == 3
+        && geo.kw == 3
+        && (geo.sh, geo.sw) == (1, 1)
+        && (geo.dh, geo.dw) == (1, 1)
+        && (geo.ph, geo.pw) == (1, 1)
+        && geo.groups == 1
+        && geo.cin.min(geo.cout) >= WINOGRAD_MIN_CHANNELS
+        && ctx.texture_gemm())
+    {
+        return false;
+    }
+    let tp = padded_tiles(geo);
+    let c = geo.cin.max(geo.cout);
+    let c4 = c.div_ceil(4);
+    // The V, U and Z texel arrays, the products [16][c][Tp] and [16][cout][cin] in bytes,
+    // and the atlases of x and dy.
+    let product_bytes = (XI * c * tp.max(c) * 4) as u64;
+    tex::applies(ctx, geo)
+        && gemm::fits(ctx, XI * tp * c4)
+        && gemm::fits(ctx, XI * c * c4)
+        && gemm::fits(ctx, XI * c * tp / 4)
+        && product_bytes <= ctx.max_binding_bytes()
+}
+
+/// Sizes for the transforms of a tensor of `c` channels on the layer's grid.
+fn params(geo: &Geom, c: usize) -> Result<WinoParams> {
+    let (tw, tiles_img, tiles) = grid(geo);
+    Ok(WinoParams {
+        c: u(c)?,
+        h: u(geo.h)?,
+        w: u(geo.w)?,
+        tw: u(tw)?,
+        tiles_img: u(tiles_img)?,
+        tiles: u(tiles)?,
+        t4: u(tiles.div_ceil(4))?,
+        c4: u(c.div_ceil(4))?,
+        cout: u(geo.cout)?,
+        cin: u(geo.cin)?,
+        c4o: u(geo.cout.div_ceil(4))?,
+        c4i: u(geo.cin.div_ceil(4))?,
+        ..WinoParams::default()
+    })
+}
+
+fn run(ctx: &Arc<GpuContext>, k: Kernel, p: &WinoParams, args: &[Arg]) -> Result<()> {
+    ctx.launch_args(&k, p, args, u64::from(p.total).div_ceil(64))
+}
+
+/// U (the forward's A) and, with `transposed`, U' (grad-input's A), one pass.
+fn weights(geo: &Geom, w: &GpuBuf, transposed: bool) -> Result<(GpuTex, Option<GpuTex>)> {
+    let ctx = w.context();
+    let mut p = params(geo, geo.cout)?;
+    p.total = p.cout * p.c4i + if transposed { p.cin * p.c4o } else { 0 };
+    let (c4i, c4o) = (p.c4i as usize, p.c4o as usize);
+    let a = ctx.alloc_texels((XI * geo.cout * c4i) as u64)?;
+    // Without `transposed` a 1-texel placeholder fills dst2 (never written).
+    let b = ctx.alloc_texels(if transposed {
+        (XI * geo.cin * c4o) as u64
+    } else {
+        1
+    })?;
+    let k = Kernel::new(Shader::Winograd, "wino_weights").with("TRANSPOSED", u32::from(transposed));
+    run(
+        ctx,
+        k,
+        &p,
+        &[Arg::In(w), Arg::TexelsOut(&a), Arg::TexelsOut(&b)],
+    )?;
+    Ok((a, transposed.then_some(b)))
+}
+
+/// U' alone (grad-input's A), for a backward whose forward did not keep it.
+fn weights_transposed(geo: &Geom, w: &GpuBuf) -> Result<GpuTex> {
+    let (_, t) = weights(geo, w, true)?;
+    t.ok_or_else(|| crate::error::Error::Gpu("winograd: transposed weights missing".into()))
+}
+
+/// V of a tensor of `c` channels from its channel-packed atlas (x, or dy for grad-input).
+fn input(geo: &Geom, atlas: &GpuTex, c: usize) -> Result<GpuTex> {
+    let ctx = atlas.context();
+    let mut p = params(geo, c)?;
+    p.total = 4 * p.t4 * p.c4;
+    let v = ctx.alloc_texels(XI as u64 * u64::from(p.total))?;
+    let k = Kernel::new(Shader::Winograd, "wino_input");
+    run(ctx, k, &p, &[Arg::Texels(atlas), Arg::TexelsOut(&v)])?;
+    Ok(v)
+}
+
+/// `M[ξ] = A[ξ] · V[ξ]` for the 16 positions: `rows` output rows, K over `k` channels;
+/// the result is `[16][rows][Tp]`.
+fn product(geo: &Geom, a: &GpuTex, v: &GpuTex, rows: usize, k: usize) -> Result<GpuBuf> {
+    let ctx = a.context();
+    let tp = padded_tiles(geo);
+    let kq = k.div_ceil(4);
+    let p = GemmParams {
+        m: u(rows)?,
+        n: u(tp)?,
+        kq: u(kq)?,
+        k: u(4 * kq)?,
+        batch: u(XI)?,
+        splits: 1,
+        a_row: u(kq)?,
+        a_batch: u(rows * kq)?,
+        b_col: u(kq)?,
+        b_batch: u(tp * kq)?,
+        ..GemmParams::default()
+    };
+    let out = ctx.alloc_storage(XI * rows * tp)?;
+    gemm::launch(
+        ctx,
+        &p,
+        (a, Layout::KPacked),
+        (v, Layout::KPacked),
+        None,
+        0,
+        &out,
+    )?;
+    Ok(out)
+}
+
+/// `y = Aᵀ M A (+ bias)` from a product `[16][c][Tp]`: NCHW `[n, c, h, w]`.
+fn output(geo: &Geom, m: &GpuBuf, c: usize, bias: Option<&GpuBuf>) -> Result<GpuBuf> {
+    let ctx = m.context();
+    let mut p = params(geo, c)?;
+    p.total = p.c * p.t4;
+    let y = ctx.alloc_storage(geo.n * c * geo.h * geo.w)?;
+    let (on, copy) = gemm::source_texels(m, XI * c * padded_tiles(geo))?;
+    let k = Kernel::new(Shader::Winograd, "wino_output")
+        .with("HAS_BIAS", u32::from(bias.is_some()))
+        .with("SRC_TEXELS", u32::from(on));
+    // Without a bias, M fills the (unread) bias binding.
+    run(
+        ctx,
+        k,
+        &p,
+        &[
+            Arg::In(m),
+            Arg::In(bias.unwrap_or(m)),
+            Arg::Out(&y),
+            Arg::Texels(&copy),
+        ],
+    )?;
+    Ok(y)
+}
+
+/// `y = conv2d(x, w) + bias` and what the backward reads again: x's atlas and, with
+/// `transposed`, the weights' transform in grad-input's layout.
+pub(super) fn forward(
+    geo: &Geom,
+    x: &GpuBuf,
+    w: &GpuBuf,
+    bias: Option<&GpuBuf>,
+    transposed: bool,
+) -> Result<(GpuBuf, Packed)> {
+    let (wt, wt_t) = weights(geo, w, transposed)?;
+    let atlas = tex::atlas(x, geo.n, geo.cin, geo.h * geo.w)?;
+    let v = input(geo, &atlas, geo.cin)?;
+    let m = product(geo, &wt, &v, geo.cout, geo.cin)?;
+    drop(v);
+    let y = output(geo, &m, geo.cout, bias)?;
+    Ok((y, Packed { atlas, wt: wt_t }))
+}
+
+/// `∂x` from dy's atlas and U' (grad-input's weights).
+fn grad_input(geo: &Geom, dy_atlas: &GpuTex, wt: &GpuTex) -> Result<GpuBuf> {
+    let v = input(geo, dy_atlas, geo.cout)?;
+    let m = product(geo, wt, &v, geo.cin, geo.cout)?;
+    drop(v);
+    output(geo, &m, geo.cin, None)
+}
+
+/// Whether grad-weight takes the Winograd path too ([`WINOGRAD_GW_MIN_CHANNELS`]).
+fn grad_weight_applies(geo: &Geom) -> bool {
+    geo.cin.min(geo.cout) >= WINOGRAD_GW_MIN_CHANNELS
+}
+
+/// Output elements a product of `m × n` with A 4-packed computes, padded to whole
+/// workgroup tiles.
+fn padded(m: usize, n: usize) -> usize {
+    let (_, _, tm, tn) = gemm::tile_shape(m, false);
+    m.div_ceil(tm) * tm * n.div_ceil(tn) * tn
+}
+
+/// `∂w [cout, cin, 3, 3]` from dy's and x's atlases: `∂U[ξ] = Z[ξ]ᵀ · V[ξ]` over the
+/// tiles (computed as `∂U[ξ]ᵀ = V[ξ]ᵀ · Z[ξ]` when that pads fewer rows and columns to
+/// whole workgroup tiles), then `∂g = Gᵀ ∂U G`.
+fn grad_weight(geo: &Geom, dy_atlas: &GpuTex, x_atlas: &GpuTex) -> Result<GpuBuf> {
+    let ctx = dy_atlas.context();
+    let tp = padded_tiles(geo);
+    let mut p = params(geo, geo.cout)?;
+    p.total = 4 * p.t4 * p.c4;
+    let z = ctx.alloc_texels(XI as u64 * u64::from(p.total))?;
+    run(
+        ctx,
+        Kernel::new(Shader::Winograd, "wino_dy"),
+        &p,
+        &[Arg::Texels(dy_atlas), Arg::TexelsOut(&z)],
+    )?;
+    let v = input(geo, x_atlas, geo.cin)?;
+    let (c4i, c4o) = (geo.cin.div_ceil(4), geo.cout.div_ceil(4));
+    // Both operands are 4-packed over channels at each K = tile: rows co from Z and
+    // columns ci from V, or the transpose (rows ci, columns co) when that pads less.
+    let transposed = padded(geo.cin, geo.cout) < padded(geo.cout, geo.cin);
+    let ((a, a_c4), (b, b_c4), (m, n)) = if transposed {
+        ((&v, c4i), (&z, c4o), (geo.cin, geo.cout))
+    } else {
+        ((&z, c4o), (&v, c4i), (geo.cout, geo.cin))
+    };
+    let g = GemmParams {
+        m: u(m)?,
+        n: u(n)?,
+        kq: u(tp / 4)?,
+        k: u(tp)?,
+        batch: u(XI)?,
+        splits: 1,
+        a_k: u(a_c4)?,
+        a_batch: u(tp * a_c4)?,
+        b_k: u(b_c4)?,
+        b_batch: u(tp * b_c4)?,
+        ..GemmParams::default()
+    };
+    let du = ctx.alloc_storage(XI * geo.cout * geo.cin)?;
+    gemm::launch(
+        ctx,
+        &g,
+        (a, Layout::Packed4),
+        (b, Layout::Packed4),
+        None,
+        0,
+        &du,
+    )?;
+    drop((z, v));
+    p.total = u(geo.cout * geo.cin)?;
+    let dw = ctx.alloc_storage(geo.cout * geo.cin * 9)?;
+    run(
+        ctx,
+        Kernel::new(Shader::Winograd, "wino_grad_weight").with("TRANSPOSED", u32::from(transposed)),
+        &p,
+        &[Arg::In(&du), Arg::Out(&dw)],
+    )?;
+    Ok(dw)
+}
+
+/// Both gradients of a layer whose forward ran here and kept `packed`: `∂x`, and `∂w` as
+/// partial sums with their count (one, on the Winograd path), each where asked for.
+/// Grad-weight of layers with fewer than [`WINOGRAD_GW_MIN_CHANNELS`] channels runs on the
+/// texture GEMM over x's atlas (dy packed once for both gradients).
+pub(super) fn backward(
+    geo: &Geom,
+    dy: &GpuBuf,
+    (x, w): (&GpuBuf, &GpuBuf),
+    packed: &Packed,
+    (want_dx, want_dw): (bool, bool),
+) -> Result<(Option<GpuBuf>, Option<Partials>)> {
+    let wino_dw = want_dw && grad_weight_applies(geo);
+    let tex_dw = want_dw && !wino_dw;
+    // dy's atlas (grad-input, Winograd grad-weight) and its pixel rows (texture
+    // grad-weight), one pass where both are needed.
+    let (dy_atlas, dy_pixels) = match (want_dx || wino_dw, tex_dw) {
+        (true, true) => {
+            let (a, p) = tex::dy_both(geo, dy)?;
+            (Some(a), Some(p))
+        }
+        (true, false) => (Some(tex::atlas(dy, geo.n, geo.cout, geo.h * geo.w)?), None),
+        (false, _) => (None, None),
+    };
+    let dx = match (&dy_atlas, want_dx) {
+        (Some(a), true) => {
+            let computed;
+            let wt = match &packed.wt {
+                Some(t) => t,
+                None => {
+                    computed = weights_transposed(geo, w)?;
+                    &computed
+                }
+            };
+            Some(grad_input(geo, a, wt)?)
+        }
+        _ => None,
+    };
+    let dw = match (&dy_atlas, &dy_pixels) {
+        _ if !want_dw => None,
+        (Some(a), _) if wino_dw => Some((grad_weight(geo, a, &packed.atlas)?, 1)),
+        (_, Some(pixels)) => Some(tex::grad_weight_packed(geo, pixels, &packed.atlas)?),
+        _ => Some(tex::grad_weight(geo, dy, x, Some(&packed.atlas))?),
+    };
+    Ok((dx, dw))
+}
