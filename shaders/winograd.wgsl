@@ -1,22 +1,25 @@
-// Winograd F(2×2, 3×3) transforms for ungrouped 3×3 convolutions of stride 1, dilation 1
+// Winograd F(4×4, 3×3) transforms for ungrouped 3×3 convolutions of stride 1, dilation 1
 // and padding 1 (src/ops/conv/winograd.rs); the products between them run on the texture
-// GEMM (gemm_tex.wgsl), 16 of them batched, one per position ξ = 4r + c of the 4 × 4
+// GEMM (gemm_tex.wgsl), 36 of them batched, one per position ξ = 6r + c of the 6 × 6
 // transformed tile.
 //
-// The output plane (h × w, the input's size) is cut into 2 × 2 tiles, tw = ceil(w/2) per
-// row; tile t = (img·th + ty)·tw + tx of T = n·th·tw covers outputs (2ty + a, 2tx + b) and
-// reads the input window (2ty − 1 .. 2ty + 2, 2tx − 1 .. 2tx + 2), zero outside the plane.
-// With the matrices of Lavin & Gray,
+// The output plane (h × w, the input's size) is cut into 4 × 4 tiles, tw = ceil(w/4) per
+// row; tile t = (img·th + ty)·tw + tx of T = n·th·tw covers outputs (4ty + a, 4tx + b) and
+// reads the input window (4ty − 1 .. 4ty + 4, 4tx − 1 .. 4tx + 4), zero outside the plane.
+// With the matrices of Lavin & Gray (interpolation points 0, ±1, ±2, ∞),
 //
-//   Bᵀ = [1 0 −1 0; 0 1 1 0; 0 −1 1 0; 0 1 0 −1]   G = [1 0 0; ½ ½ ½; ½ −½ ½; 0 0 1]
-//   Aᵀ = [1 1 1 0; 0 1 −1 −1],
+//   Bᵀ = [4  0 −5  0  1  0]    G = [ 1/4     0     0 ]    Aᵀ = [1  1  1  1  1  0]
+//        [0 −4 −4  1  1  0]        [−1/6  −1/6  −1/6 ]         [0  1 −1  2 −2  0]
+//        [0  4 −4 −1  1  0]        [−1/6   1/6  −1/6 ]         [0  1  1  4  4  0]
+//        [0 −2 −1  2  1  0]        [1/24  1/12   1/6 ]         [0  1 −1  8 −8  1]
+//        [0  2 −1 −2  1  0]        [1/24 −1/12   1/6 ]
+//        [0  4  0 −5  0  1]        [  0     0     1  ]
 //
 // the forward is y_tile = Aᵀ [Σ_ci U(co, ci) ⊙ V(ci, tile)] A with U = G g Gᵀ (wino_weights)
 // and V = Bᵀ d B (wino_input); the sum over ci is the GEMM. Grad-input is the same on dy
-// with the flipped, transposed kernel, whose transform is U with rows and columns 0 ↔ 3
-// swapped (G·flip = P·G with P that swap). Grad-weight: ∂U(co, ci) = Σ_tiles Z(co) ⊙
-// V(ci) with Z = A dy_tile Aᵀ (wino_dy), a GEMM over the tiles, then ∂g = Gᵀ ∂U G
-// (wino_grad_weight).
+// with the flipped, transposed kernel (wino_weights' second output). Grad-weight:
+// ∂U(co, ci) = Σ_tiles Z(co) ⊙ V(ci) with Z = A dy_tile Aᵀ (wino_dy), a GEMM over the
+// tiles, then ∂g = Gᵀ ∂U G (wino_grad_weight).
 //
 // Texel-array layouts (t = texel index, see texel_xy; Tp = 4·ceil(T/4), the tiles padded
 // with zero tiles to whole texels):
@@ -24,13 +27,13 @@
 //                     the GEMM's B, k-packed over channels (forward, grad-input), or an
 //                     operand 4-packed over channels at K = tile (grad-weight).
 //   U (wino_weights): t = ξ·(cout·c4i) + co·c4i + qi holds ci = 4qi .. 4qi+3: the forward's
-//                     A; with TRANSPOSED also U' (grad-input's A, rows ci, channels co)
-//                     into dst2: t = ξ'·(cin·c4o) + ci·c4o + qo.
+//                     A; with TRANSPOSED also U' (grad-input's A: the flipped kernel, rows
+//                     ci, channels co) into dst2: t = ξ·(cin·c4o) + ci·c4o + qo.
 //   Z (wino_dy):      as V, of dy's channels (zero past T): grad-weight's other operand.
-// The GEMM outputs are buffers [16][rows][Tp] (wino_output's source) and [16][cout][cin]
-// or [16][cin][cout] (wino_grad_weight's source).
+// The GEMM outputs are buffers [36][rows][Tp] (wino_output's source) and [36][cout][cin]
+// or [36][cin][cout] (wino_grad_weight's source).
 // wino_input and wino_dy read the channel-packed atlas of pack.wgsl, not the NCHW tensor:
-// 16 (or 4) texel fetches of 4 channels each instead of 64 (or 16) scalar loads.
+// texel fetches of 4 channels each instead of 4 scalar loads.
 
 struct WinoParams {
     // Invocations of the entry point.
@@ -82,6 +85,10 @@ override TRANSPOSED: bool = false;
 @group(0) @binding(4) var src_texels: texture_2d<f32>;
 override SRC_TEXELS: bool = false;
 
+// Positions of the transformed tile and entries per side.
+const XI: u32 = 36u;
+const SIDE: u32 = 6u;
+
 fn invocation(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
     return wg_linear(wid, nwg) * 64u + lid;
 }
@@ -97,9 +104,65 @@ fn load_or_zero(i: u32, ok: bool) -> f32 {
     return select(0.0, src[select(0u, i, ok)], ok);
 }
 
-// Bᵀ v for the 4 entries of one row or column (applied per component).
-fn bt4(v0: vec4<f32>, v1: vec4<f32>, v2: vec4<f32>, v3: vec4<f32>) -> mat4x4<f32> {
-    return mat4x4<f32>(v0 - v2, v1 + v2, v2 - v1, v1 - v3);
+// Bᵀ applied to 6 entries of a row or column (per component).
+fn bt6(d: array<vec4<f32>, 6>) -> array<vec4<f32>, 6> {
+    return array<vec4<f32>, 6>(
+        4.0 * d[0] - 5.0 * d[2] + d[4],
+        -4.0 * (d[1] + d[2]) + d[3] + d[4],
+        4.0 * (d[1] - d[2]) - d[3] + d[4],
+        2.0 * (d[3] - d[1]) - d[2] + d[4],
+        2.0 * (d[1] - d[3]) - d[2] + d[4],
+        4.0 * d[1] - 5.0 * d[3] + d[5]);
+}
+
+// G applied to 3 entries of a kernel's row or column: the 6 transformed entries.
+fn g6(a: vec4<f32>, b: vec4<f32>, c: vec4<f32>) -> array<vec4<f32>, 6> {
+    let s = -(a + b + c) / 6.0;
+    let d = -(a - b + c) / 6.0;
+    let e = a / 24.0 + c / 6.0;
+    return array<vec4<f32>, 6>(0.25 * a, s, d, e + b / 12.0, e - b / 12.0, c);
+}
+
+// Aᵀ applied to 6 entries: the 4 outputs.
+fn at6(m: array<vec4<f32>, 6>) -> array<vec4<f32>, 4> {
+    let s = m[1] + m[2];
+    let d = m[1] - m[2];
+    let s2 = m[3] + m[4];
+    let d2 = m[3] - m[4];
+    return array<vec4<f32>, 4>(m[0] + s + s2, d + 2.0 * d2, s + 4.0 * s2, d + 8.0 * d2 + m[5]);
+}
+
+// A applied to 4 entries (the transpose of Aᵀ): 6 entries.
+fn a6(e: array<vec4<f32>, 4>) -> array<vec4<f32>, 6> {
+    let s = e[0] + e[2];
+    let d = e[1] + e[3];
+    let s4 = e[0] + 4.0 * e[2];
+    let d8 = 2.0 * e[1] + 8.0 * e[3];
+    return array<vec4<f32>, 6>(e[0], s + d, s - d, s4 + d8, s4 - d8, e[3]);
+}
+
+// Gᵀ applied to 6 entries: the 3 kernel entries.
+fn gt6(u: array<vec4<f32>, 6>) -> array<vec4<f32>, 3> {
+    let s = u[1] + u[2];
+    let d = u[2] - u[1];
+    let s2 = u[3] + u[4];
+    let d2 = u[3] - u[4];
+    return array<vec4<f32>, 3>(0.25 * u[0] - s / 6.0 + s2 / 24.0, d / 6.0 + d2 / 12.0,
+                               (s2 - s) / 6.0 + u[5]);
+}
+
+// Stores entry (r, c) of a transformed tile at ξ = 6r + c: texel ξ·stride + base of dst,
+// or of dst2 with `second` (every entry point that stores binds both; wino_input's and
+// wino_dy's dst2 is a 1-texel placeholder).
+fn store6(second: bool, r: u32, m: array<vec4<f32>, 6>, stride: u32, base: u32) {
+    for (var c = 0u; c < SIDE; c = c + 1u) {
+        let t = texel_xy((SIDE * r + c) * stride + base);
+        if (second) {
+            textureStore(dst2, t, m[c]);
+        } else {
+            textureStore(dst, t, m[c]);
+        }
+    }
 }
 
 // Channels 4q .. 4q+3 of pixel (yy, xx) of image img from the atlas, zero outside the
@@ -108,6 +171,13 @@ fn atlas_at(img: u32, q: u32, yy: i32, xx: i32) -> vec4<f32> {
     let inside = yy >= 0 && yy < i32(p.h) && xx >= 0 && xx < i32(p.w);
     let t = ((img * p.c4 + q) * p.h + u32(max(yy, 0))) * p.w + u32(max(xx, 0));
     return select(vec4<f32>(0.0), textureLoad(atlas, texel_xy(select(0u, t, inside)), 0), inside);
+}
+
+// Bᵀ over the 6 rows of window column xx (rows y0 .. y0+5).
+fn input_column(img: u32, q: u32, y0: i32, xx: i32) -> array<vec4<f32>, 6> {
+    return bt6(array<vec4<f32>, 6>(atlas_at(img, q, y0, xx), atlas_at(img, q, y0 + 1, xx),
+                                   atlas_at(img, q, y0 + 2, xx), atlas_at(img, q, y0 + 3, xx),
+                                   atlas_at(img, q, y0 + 4, xx), atlas_at(img, q, y0 + 5, xx)));
 }
 
 // V = Bᵀ d B of one tile of 4 channels (one per component), read from the atlas.
@@ -123,89 +193,62 @@ fn wino_input(@builtin(workgroup_id) wid: vec3<u32>,
     let t = i % tp;
     let q = i / tp;
     let tile = tile_of(t);
-    // Tiles past T (up to 4·t4) are zeros: their window lies above the plane.
-    let y0 = select(-8, i32(2u * tile.y) - 1, t < p.tiles);
-    let x0 = i32(2u * tile.z) - 1;
-    // Rows of Bᵀ d: for each column b of the window, Bᵀ over its 4 rows.
-    var r: array<vec4<f32>, 16>;
-    for (var b = 0; b < 4; b = b + 1) {
-        let m = bt4(atlas_at(tile.x, q, y0, x0 + b), atlas_at(tile.x, q, y0 + 1, x0 + b),
-                    atlas_at(tile.x, q, y0 + 2, x0 + b), atlas_at(tile.x, q, y0 + 3, x0 + b));
-        r[b] = m[0];
-        r[4 + b] = m[1];
-        r[8 + b] = m[2];
-        r[12 + b] = m[3];
-    }
+    // Tiles past T (up to Tp) are zeros: their window lies above the plane.
+    let y0 = select(-8, i32(4u * tile.y) - 1, t < p.tiles);
+    let x0 = i32(4u * tile.z) - 1;
+    // Columns of Bᵀ d, then Bᵀ along each of its rows.
+    let c0 = input_column(tile.x, q, y0, x0);
+    let c1 = input_column(tile.x, q, y0, x0 + 1);
+    let c2 = input_column(tile.x, q, y0, x0 + 2);
+    let c3 = input_column(tile.x, q, y0, x0 + 3);
+    let c4 = input_column(tile.x, q, y0, x0 + 4);
+    let c5 = input_column(tile.x, q, y0, x0 + 5);
     let stride = tp * p.c4;
     let base = t * p.c4 + q;
-    for (var a = 0u; a < 4u; a = a + 1u) {
-        let m = bt4(r[4u * a], r[4u * a + 1u], r[4u * a + 2u], r[4u * a + 3u]);
-        for (var c = 0u; c < 4u; c = c + 1u) {
-            textureStore(dst, texel_xy((4u * a + c) * stride + base), m[c]);
-        }
-    }
-}
-
-// G applied to one column (a, b, c) of a 3×3 kernel, per component: the column's 4
-// transformed entries.
-fn g_col(a: vec4<f32>, b: vec4<f32>, c: vec4<f32>) -> mat4x4<f32> {
-    return mat4x4<f32>(a, 0.5 * (a + b + c), 0.5 * (a - b + c), c);
-}
-
-// Stores row r of a transform (m[c] = entry (r, c)) at ξ = 4r + c: texel ξ·stride + base.
-fn store_row(out_tex: u32, r: u32, m: mat4x4<f32>, stride: u32, base: u32) {
-    for (var c = 0u; c < 4u; c = c + 1u) {
-        let t = texel_xy((4u * r + c) * stride + base);
-        if (out_tex == 0u) {
-            textureStore(dst, t, m[c]);
-        } else {
-            textureStore(dst2, t, m[c]);
-        }
-    }
-}
-
-// G g Gᵀ of 4 kernels at once (one per component; g[k] is tap k, row-major), stored into
-// dst (`out_tex` 0) or, flipped (rows and columns 0 ↔ 3 swapped, see the header), into dst2.
-fn transform_store(g: array<vec4<f32>, 9>, out_tex: u32, stride: u32, base: u32) {
-    // Columns of G g, then G along each of its rows.
-    let c0 = g_col(g[0], g[3], g[6]);
-    let c1 = g_col(g[1], g[4], g[7]);
-    let c2 = g_col(g[2], g[5], g[8]);
-    let u0 = g_col(c0[0], c1[0], c2[0]);
-    let u1 = g_col(c0[1], c1[1], c2[1]);
-    let u2 = g_col(c0[2], c1[2], c2[2]);
-    let u3 = g_col(c0[3], c1[3], c2[3]);
-    if (out_tex == 0u) {
-        store_row(0u, 0u, u0, stride, base);
-        store_row(0u, 1u, u1, stride, base);
-        store_row(0u, 2u, u2, stride, base);
-        store_row(0u, 3u, u3, stride, base);
-    } else {
-        store_row(1u, 3u, mat4x4<f32>(u0[3], u0[1], u0[2], u0[0]), stride, base);
-        store_row(1u, 1u, mat4x4<f32>(u1[3], u1[1], u1[2], u1[0]), stride, base);
-        store_row(1u, 2u, mat4x4<f32>(u2[3], u2[1], u2[2], u2[0]), stride, base);
-        store_row(1u, 0u, mat4x4<f32>(u3[3], u3[1], u3[2], u3[0]), stride, base);
-    }
+    store6(false, 0u, bt6(array<vec4<f32>, 6>(c0[0], c1[0], c2[0], c3[0], c4[0], c5[0])), stride, base);
+    store6(false, 1u, bt6(array<vec4<f32>, 6>(c0[1], c1[1], c2[1], c3[1], c4[1], c5[1])), stride, base);
+    store6(false, 2u, bt6(array<vec4<f32>, 6>(c0[2], c1[2], c2[2], c3[2], c4[2], c5[2])), stride, base);
+    store6(false, 3u, bt6(array<vec4<f32>, 6>(c0[3], c1[3], c2[3], c3[3], c4[3], c5[3])), stride, base);
+    store6(false, 4u, bt6(array<vec4<f32>, 6>(c0[4], c1[4], c2[4], c3[4], c4[4], c5[4])), stride, base);
+    store6(false, 5u, bt6(array<vec4<f32>, 6>(c0[5], c1[5], c2[5], c3[5], c4[5], c5[5])), stride, base);
 }
 
 // Kernel tap k of output channels co + j·so and input channels ci + j·si (j = 0..3, one per
-// component) from src [cout, cin, 3, 3], zero past the channels.
-fn kernel4(co: u32, so: u32, ci: u32, si: u32) -> array<vec4<f32>, 9> {
+// component) from src [cout, cin, 3, 3], zero past the channels; `flip` reads tap 8 − k
+// (the kernel rotated by 180°).
+fn kernel4(co: u32, so: u32, ci: u32, si: u32, flip: bool) -> array<vec4<f32>, 9> {
     var g: array<vec4<f32>, 9>;
     for (var k = 0u; k < 9u; k = k + 1u) {
+        let tap = select(k, 8u - k, flip);
         var v = vec4<f32>(0.0);
         for (var j = 0u; j < 4u; j = j + 1u) {
             let o = co + j * so;
             let n = ci + j * si;
-            v[j] = load_or_zero((o * p.cin + n) * 9u + k, o < p.cout && n < p.cin);
+            v[j] = load_or_zero((o * p.cin + n) * 9u + tap, o < p.cout && n < p.cin);
         }
         g[k] = v;
     }
     return g;
 }
 
-// U: one invocation per (co, qi) for t < cout·c4i, writing the 16 texels of ci = 4qi ..
-// 4qi+3; with TRANSPOSED, U' after them: one invocation per (ci, qo), co = 4qo .. 4qo+3.
+// G g Gᵀ of 4 kernels at once (one per component; g[k] is tap k, row-major), stored into
+// dst or, with `second`, dst2.
+fn transform_store(second: bool, g: array<vec4<f32>, 9>, stride: u32, base: u32) {
+    // Columns of G g, then G along each of its rows.
+    let c0 = g6(g[0], g[3], g[6]);
+    let c1 = g6(g[1], g[4], g[7]);
+    let c2 = g6(g[2], g[5], g[8]);
+    store6(second, 0u, g6(c0[0], c1[0], c2[0]), stride, base);
+    store6(second, 1u, g6(c0[1], c1[1], c2[1]), stride, base);
+    store6(second, 2u, g6(c0[2], c1[2], c2[2]), stride, base);
+    store6(second, 3u, g6(c0[3], c1[3], c2[3]), stride, base);
+    store6(second, 4u, g6(c0[4], c1[4], c2[4]), stride, base);
+    store6(second, 5u, g6(c0[5], c1[5], c2[5]), stride, base);
+}
+
+// U: one invocation per (co, qi) for t < cout·c4i, writing the 36 texels of ci = 4qi ..
+// 4qi+3; with TRANSPOSED, U' after them: one invocation per (ci, qo), co = 4qo .. 4qo+3,
+// of the flipped kernel.
 @compute @workgroup_size(64)
 fn wino_weights(@builtin(workgroup_id) wid: vec3<u32>,
                 @builtin(num_workgroups) nwg: vec3<u32>,
@@ -218,12 +261,14 @@ fn wino_weights(@builtin(workgroup_id) wid: vec3<u32>,
     if (i < forward) {
         let qi = i % p.c4i;
         let co = i / p.c4i;
-        transform_store(kernel4(co, 0u, 4u * qi, 1u), 0u, p.cout * p.c4i, co * p.c4i + qi);
+        transform_store(false, kernel4(co, 0u, 4u * qi, 1u, false), p.cout * p.c4i,
+                        co * p.c4i + qi);
     } else if (TRANSPOSED) {
         let j = i - forward;
         let qo = j % p.c4o;
         let ci = j / p.c4o;
-        transform_store(kernel4(4u * qo, 1u, ci, 0u), 1u, p.cin * p.c4o, ci * p.c4o + qo);
+        transform_store(true, kernel4(4u * qo, 1u, ci, 0u, true), p.cin * p.c4o,
+                        ci * p.c4o + qo);
     }
 }
 
@@ -235,9 +280,37 @@ fn product_at(t: u32) -> vec4<f32> {
     return src4[t];
 }
 
+// Aᵀ over the 6 rows of product column c: entries ξ = 6r + c, at texel row `at`.
+fn output_column(c: u32, stride: u32, at: u32) -> array<vec4<f32>, 4> {
+    return at6(array<vec4<f32>, 6>(product_at(c * stride + at),
+                                   product_at((SIDE + c) * stride + at),
+                                   product_at((2u * SIDE + c) * stride + at),
+                                   product_at((3u * SIDE + c) * stride + at),
+                                   product_at((4u * SIDE + c) * stride + at),
+                                   product_at((5u * SIDE + c) * stride + at)));
+}
+
+// Stores output row a of 4 tiles (component j = tile 4·tq + j): y[b] is column b.
+fn store_output_row(tq: u32, row: u32, a: u32, y: array<vec4<f32>, 4>) {
+    for (var j = 0u; j < 4u; j = j + 1u) {
+        let t = 4u * tq + j;
+        let tile = tile_of(t);
+        let yy = 4u * tile.y + a;
+        if (t < p.tiles && yy < p.h) {
+            let x = 4u * tile.z;
+            let base = ((tile.x * p.c + row) * p.h + yy) * p.w + x;
+            for (var b = 0u; b < 4u; b = b + 1u) {
+                if (x + b < p.w) {
+                    out[base + b] = y[b][j];
+                }
+            }
+        }
+    }
+}
+
 // y = Aᵀ M A (+ bias) for 4 consecutive tiles (one per component) of one row (channel) of
-// the product: src4 is the GEMM output [16][c][4·t4], out NCHW [n, c, h, w]. One
-// invocation per (row, tile texel tq): t = row·t4 + tq.
+// the product: src4 is the GEMM output [36][c][Tp], out NCHW [n, c, h, w]. One invocation
+// per (row, tile texel tq): t = row·t4 + tq.
 @compute @workgroup_size(64)
 fn wino_output(@builtin(workgroup_id) wid: vec3<u32>,
                @builtin(num_workgroups) nwg: vec3<u32>,
@@ -249,48 +322,31 @@ fn wino_output(@builtin(workgroup_id) wid: vec3<u32>,
     let tq = i % p.t4;
     let row = i / p.t4;
     let stride = p.c * p.t4;
-    // Aᵀ M: two rows of 4 entries, each a vec4 over the 4 tiles.
-    var s0: array<vec4<f32>, 4>;
-    var s1: array<vec4<f32>, 4>;
-    for (var c = 0u; c < 4u; c = c + 1u) {
-        let m0 = product_at(c * stride + i);
-        let m1 = product_at((4u + c) * stride + i);
-        let m2 = product_at((8u + c) * stride + i);
-        let m3 = product_at((12u + c) * stride + i);
-        s0[c] = m0 + m1 + m2;
-        s1[c] = m1 - m2 - m3;
-    }
-    var b = 0.0;
+    // Aᵀ M column by column (6 × 4 entries), then Aᵀ along each of its 4 rows.
+    let m0 = output_column(0u, stride, i);
+    let m1 = output_column(1u, stride, i);
+    let m2 = output_column(2u, stride, i);
+    let m3 = output_column(3u, stride, i);
+    let m4 = output_column(4u, stride, i);
+    let m5 = output_column(5u, stride, i);
+    var b = vec4<f32>(0.0);
     if (HAS_BIAS) {
-        b = bias[row];
+        b = vec4<f32>(bias[row]);
     }
-    let y00 = s0[0] + s0[1] + s0[2] + b;
-    let y01 = s0[1] - s0[2] - s0[3] + b;
-    let y10 = s1[0] + s1[1] + s1[2] + b;
-    let y11 = s1[1] - s1[2] - s1[3] + b;
-    for (var j = 0u; j < 4u; j = j + 1u) {
-        let t = 4u * tq + j;
-        if (t < p.tiles) {
-            let tile = tile_of(t);
-            let y = 2u * tile.y;
-            let x = 2u * tile.z;
-            let base = ((tile.x * p.c + row) * p.h + y) * p.w + x;
-            out[base] = y00[j];
-            if (x + 1u < p.w) {
-                out[base + 1u] = y01[j];
-            }
-            if (y + 1u < p.h) {
-                out[base + p.w] = y10[j];
-                if (x + 1u < p.w) {
-                    out[base + p.w + 1u] = y11[j];
-                }
-            }
-        }
+    for (var a = 0u; a < 4u; a = a + 1u) {
+        let y = at6(array<vec4<f32>, 6>(m0[a], m1[a], m2[a], m3[a], m4[a], m5[a]));
+        store_output_row(tq, row, a, array<vec4<f32>, 4>(y[0] + b, y[1] + b, y[2] + b, y[3] + b));
     }
 }
 
-// Z = A e Aᵀ of one tile of 4 channels (one per component), read from dy's atlas: e is
-// the tile's 2 × 2 block of dy (zero outside the plane, and for the tiles past T).
+// A over the 4 rows of dy column xx of a tile (rows y .. y+3).
+fn dy_column(img: u32, q: u32, y: i32, xx: i32) -> array<vec4<f32>, 6> {
+    return a6(array<vec4<f32>, 4>(atlas_at(img, q, y, xx), atlas_at(img, q, y + 1, xx),
+                                  atlas_at(img, q, y + 2, xx), atlas_at(img, q, y + 3, xx)));
+}
+
+// Z = A e Aᵀ of one tile of 4 channels (one per component), read from dy's atlas: e is the
+// tile's 4 × 4 block of dy (zero outside the plane, and for the tiles past T).
 @compute @workgroup_size(64)
 fn wino_dy(@builtin(workgroup_id) wid: vec3<u32>,
            @builtin(num_workgroups) nwg: vec3<u32>,
@@ -304,30 +360,37 @@ fn wino_dy(@builtin(workgroup_id) wid: vec3<u32>,
     let q = i / tp;
     let tile = tile_of(t);
     // Past T: rows above the plane, read as zeros.
-    let y = select(-4, i32(2u * tile.y), t < p.tiles);
-    let x = i32(2u * tile.z);
-    let e00 = atlas_at(tile.x, q, y, x);
-    let e01 = atlas_at(tile.x, q, y, x + 1);
-    let e10 = atlas_at(tile.x, q, y + 1, x);
-    let e11 = atlas_at(tile.x, q, y + 1, x + 1);
-    // A e: rows e0, e0 + e1, e0 − e1, −e1 of the block's rows e0 = (e00, e01),
-    // e1 = (e10, e11); then the same along the columns.
-    let c0 = mat4x4<f32>(e00, e00 + e10, e00 - e10, -e10);
-    let c1 = mat4x4<f32>(e01, e01 + e11, e01 - e11, -e11);
+    let y = select(-8, i32(4u * tile.y), t < p.tiles);
+    let x = i32(4u * tile.z);
+    let c0 = dy_column(tile.x, q, y, x);
+    let c1 = dy_column(tile.x, q, y, x + 1);
+    let c2 = dy_column(tile.x, q, y, x + 2);
+    let c3 = dy_column(tile.x, q, y, x + 3);
     let stride = tp * p.c4;
     let base = t * p.c4 + q;
-    for (var r = 0u; r < 4u; r = r + 1u) {
-        let u = c0[r];
-        let v = c1[r];
-        textureStore(dst, texel_xy((4u * r) * stride + base), u);
-        textureStore(dst, texel_xy((4u * r + 1u) * stride + base), u + v);
-        textureStore(dst, texel_xy((4u * r + 2u) * stride + base), u - v);
-        textureStore(dst, texel_xy((4u * r + 3u) * stride + base), -v);
-    }
+    store6(false, 0u, a6(array<vec4<f32>, 4>(c0[0], c1[0], c2[0], c3[0])), stride, base);
+    store6(false, 1u, a6(array<vec4<f32>, 4>(c0[1], c1[1], c2[1], c3[1])), stride, base);
+    store6(false, 2u, a6(array<vec4<f32>, 4>(c0[2], c1[2], c2[2], c3[2])), stride, base);
+    store6(false, 3u, a6(array<vec4<f32>, 4>(c0[3], c1[3], c2[3], c3[3])), stride, base);
+    store6(false, 4u, a6(array<vec4<f32>, 4>(c0[4], c1[4], c2[4], c3[4])), stride, base);
+    store6(false, 5u, a6(array<vec4<f32>, 4>(c0[5], c1[5], c2[5], c3[5])), stride, base);
 }
 
-// ∂g = Gᵀ ∂U G for one (co, ci): src is the GEMM output [16][cout][cin] ([16][cin][cout]
-// with TRANSPOSED), dw the kernel's gradient [cout, cin, 3, 3].
+// Entry ξ of ∂U at (co, ci) in the product [36][cout][cin] ([36][cin][cout] with
+// TRANSPOSED), broadcast to a vec4 (gt6 works on vec4; one component is used).
+fn du_at(xi: u32, at: u32) -> vec4<f32> {
+    return vec4<f32>(src[xi * p.cout * p.cin + at]);
+}
+
+// Gᵀ over the 6 rows of ∂U column c.
+fn du_column(c: u32, at: u32) -> array<vec4<f32>, 3> {
+    return gt6(array<vec4<f32>, 6>(du_at(c, at), du_at(SIDE + c, at), du_at(2u * SIDE + c, at),
+                                   du_at(3u * SIDE + c, at), du_at(4u * SIDE + c, at),
+                                   du_at(5u * SIDE + c, at)));
+}
+
+// ∂g = Gᵀ ∂U G for one (co, ci): src is the GEMM output, dw the kernel's gradient
+// [cout, cin, 3, 3].
 @compute @workgroup_size(64)
 fn wino_grad_weight(@builtin(workgroup_id) wid: vec3<u32>,
                     @builtin(num_workgroups) nwg: vec3<u32>,
@@ -336,25 +399,19 @@ fn wino_grad_weight(@builtin(workgroup_id) wid: vec3<u32>,
     if (i >= p.total) {
         return;
     }
-    let stride = p.cout * p.cin;
-    // With TRANSPOSED the product is [16][cin][cout].
     let ci = i % p.cin;
     let co = i / p.cin;
     let at = select(i, ci * p.cout + co, TRANSPOSED);
-    // Gᵀ ∂U: 3 rows of 4, from the rows u0 .. u3 of ∂U.
-    var t: array<vec4<f32>, 3>;
-    var u: array<vec4<f32>, 4>;
-    for (var r = 0u; r < 4u; r = r + 1u) {
-        u[r] = vec4<f32>(src[(4u * r) * stride + at], src[(4u * r + 1u) * stride + at],
-                         src[(4u * r + 2u) * stride + at], src[(4u * r + 3u) * stride + at]);
-    }
-    t[0] = u[0] + 0.5 * (u[1] + u[2]);
-    t[1] = 0.5 * (u[1] - u[2]);
-    t[2] = 0.5 * (u[1] + u[2]) + u[3];
+    let u0 = du_column(0u, at);
+    let u1 = du_column(1u, at);
+    let u2 = du_column(2u, at);
+    let u3 = du_column(3u, at);
+    let u4 = du_column(4u, at);
+    let u5 = du_column(5u, at);
     for (var r = 0u; r < 3u; r = r + 1u) {
-        let v = t[r];
-        dw[9u * i + 3u * r] = v.x + 0.5 * (v.y + v.z);
-        dw[9u * i + 3u * r + 1u] = 0.5 * (v.y - v.z);
-        dw[9u * i + 3u * r + 2u] = 0.5 * (v.y + v.z) + v.w;
+        let g = gt6(array<vec4<f32>, 6>(u0[r], u1[r], u2[r], u3[r], u4[r], u5[r]));
+        dw[9u * i + 3u * r] = g[0].x;
+        dw[9u * i + 3u * r + 1u] = g[1].x;
+        dw[9u * i + 3u * r + 2u] = g[2].x;
     }
 }

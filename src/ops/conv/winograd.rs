@@ -1,10 +1,10 @@
-//! conv2d by Winograd's minimal filtering F(2×2, 3×3) for ungrouped 3×3 layers of stride 1,
+//! conv2d by Winograd's minimal filtering F(4×4, 3×3) for ungrouped 3×3 layers of stride 1,
 //! dilation 1 and padding 1 (the "same" convolutions of residual blocks and decoders), on
 //! the adapters of the texture GEMM: the transforms are `shaders/winograd.wgsl`, the
-//! products 16 batched texture GEMMs (one per position of the 4 × 4 transformed tile) with
-//! K = Cin (forward), Cout (grad-input) or the tiles (grad-weight). Each product does
-//! 16/36 = 1/2.25 of the multiply-adds of the direct convolution; the transforms are
-//! memory-bound passes.
+//! products 36 batched texture GEMMs (one per position of the 6 × 6 transformed tile) with
+//! K = Cin (forward), Cout (grad-input) or the tiles (grad-weight). Per 4 × 4 output tile
+//! they do 36 multiply-adds per channel pair where the direct convolution does 144 (a
+//! quarter); the transforms are memory-bound passes.
 //!
 //! Forward: `U = G g Gᵀ` (weights), `V = Bᵀ d B` (input tiles), `M[ξ] = U[ξ] · V[ξ]`,
 //! `y = Aᵀ M A (+ bias)`. Grad-input: the same on dy with the flipped, transposed kernel
@@ -23,16 +23,18 @@ use crate::ops::gemm::{self, GemmParams, Layout};
 
 const OP: &str = "conv2d";
 
-/// Positions of the transformed 4 × 4 tile: the batch of every product.
-const XI: usize = 16;
+/// Positions of the transformed 6 × 6 tile: the batch of every product.
+const XI: usize = 36;
+/// Output tile side.
+const TILE: usize = 4;
 
 /// Fewest input and output channels for which the Winograd path is taken. Below it the
-/// products' K (or M) is too small for the 16 batched GEMMs to beat one implicit-im2col
+/// products' K (or M) is too small for the 36 batched GEMMs to beat one implicit-im2col
 /// GEMM over 9 × the channels.
 pub const WINOGRAD_MIN_CHANNELS: usize = 16;
 
 /// Fewest input and output channels for which grad-weight takes the Winograd path too
-/// (below it, the 16 products of Cout × Cin are too narrow for the GEMM's workgroup tiles
+/// (below it, the 36 products of Cout × Cin are too narrow for the GEMM's workgroup tiles
 /// and grad-weight runs on the texture GEMM over x's atlas).
 pub const WINOGRAD_GW_MIN_CHANNELS: usize = 64;
 
@@ -64,7 +66,7 @@ pub(crate) struct WinoParams {
 
 /// The tile grid of a layer: tiles per row, per image and in all.
 fn grid(geo: &Geom) -> (usize, usize, usize) {
-    let (th, tw) = (geo.h.div_ceil(2), geo.w.div_ceil(2));
+    let (th, tw) = (geo.h.div_ceil(TILE), geo.w.div_ceil(TILE));
     (tw, th * tw, geo.n * th * tw)
 }
 
@@ -91,7 +93,7 @@ pub(super) fn applies(ctx: &GpuContext, geo: &Geom) -> bool {
     let tp = padded_tiles(geo);
     let c = geo.cin.max(geo.cout);
     let c4 = c.div_ceil(4);
-    // The V, U and Z texel arrays, the products [16][c][Tp] and [16][cout][cin] in bytes,
+    // The V, U and Z texel arrays, the products [36][c][Tp] and [36][cout][cin] in bytes,
     // and the atlases of x and dy.
     let product_bytes = (XI * c * tp.max(c) * 4) as u64;
     tex::applies(ctx, geo)
@@ -161,12 +163,22 @@ fn input(geo: &Geom, atlas: &GpuTex, c: usize) -> Result<GpuTex> {
     p.total = 4 * p.t4 * p.c4;
     let v = ctx.alloc_texels(XI as u64 * u64::from(p.total))?;
     let k = Kernel::new(Shader::Winograd, "wino_input");
-    run(ctx, k, &p, &[Arg::Texels(atlas), Arg::TexelsOut(&v)])?;
+    let unused = ctx.alloc_texels(1)?;
+    run(
+        ctx,
+        k,
+        &p,
+        &[
+            Arg::Texels(atlas),
+            Arg::TexelsOut(&v),
+            Arg::TexelsOut(&unused),
+        ],
+    )?;
     Ok(v)
 }
 
-/// `M[ξ] = A[ξ] · V[ξ]` for the 16 positions: `rows` output rows, K over `k` channels;
-/// the result is `[16][rows][Tp]`.
+/// `M[ξ] = A[ξ] · V[ξ]` for the 36 positions: `rows` output rows, K over `k` channels;
+/// the result is `[36][rows][Tp]`.
 fn product(geo: &Geom, a: &GpuTex, v: &GpuTex, rows: usize, k: usize) -> Result<GpuBuf> {
     let ctx = a.context();
     let tp = padded_tiles(geo);
@@ -197,7 +209,7 @@ fn product(geo: &Geom, a: &GpuTex, v: &GpuTex, rows: usize, k: usize) -> Result<
     Ok(out)
 }
 
-/// `y = Aᵀ M A (+ bias)` from a product `[16][c][Tp]`: NCHW `[n, c, h, w]`.
+/// `y = Aᵀ M A (+ bias)` from a product `[36][c][Tp]`: NCHW `[n, c, h, w]`.
 fn output(geo: &Geom, m: &GpuBuf, c: usize, bias: Option<&GpuBuf>) -> Result<GpuBuf> {
     let ctx = m.context();
     let mut p = params(geo, c)?;
@@ -273,7 +285,11 @@ fn grad_weight(geo: &Geom, dy_atlas: &GpuTex, x_atlas: &GpuTex) -> Result<GpuBuf
         ctx,
         Kernel::new(Shader::Winograd, "wino_dy"),
         &p,
-        &[Arg::Texels(dy_atlas), Arg::TexelsOut(&z)],
+        &[
+            Arg::Texels(dy_atlas),
+            Arg::TexelsOut(&z),
+            Arg::TexelsOut(&ctx.alloc_texels(1)?),
+        ],
     )?;
     let v = input(geo, x_atlas, geo.cin)?;
     let (c4i, c4o) = (geo.cin.div_ceil(4), geo.cout.div_ceil(4));
