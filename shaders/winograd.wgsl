@@ -1,11 +1,13 @@
-// Winograd F(4×4, 3×3) transforms for ungrouped 3×3 convolutions of stride 1, dilation 1
-// and padding 1 (src/ops/conv/winograd.rs); the products between them run on the texture
+// Winograd F(4×4, 3×3) transforms for ungrouped 3×3 convolutions of stride 1 and padding =
+// dilation d (src/ops/conv/winograd.rs); the products between them run on the texture
 // GEMM (gemm_tex.wgsl), 36 of them batched, one per position ξ = 6r + c of the 6 × 6
 // transformed tile.
 //
-// The output plane (h × w, the input's size) is cut into 4 × 4 tiles, tw = ceil(w/4) per
-// row; tile t = (img·th + ty)·tw + tx of T = n·th·tw covers outputs (4ty + a, 4tx + b) and
-// reads the input window (4ty − 1 .. 4ty + 4, 4tx − 1 .. 4tx + 4), zero outside the plane.
+// A dilated layer is d² independent undilated ones: the phase (py, px) sub-grid of pixels
+// (d·sy + py, d·sx + px), sh × sw = h/d × w/d, convolved with padding 1. Each sub-grid (the
+// whole plane when d = 1) is cut into 4 × 4 tiles, tw = ceil(sw/4) per row; tile
+// t = ((img·d² + phase)·th + ty)·tw + tx of T covers sub-grid outputs (4ty + a, 4tx + b) and
+// reads the sub-grid window (4ty − 1 .. 4ty + 4, 4tx − 1 .. 4tx + 4), zero outside it.
 // With the matrices of Lavin & Gray (interpolation points 0, ±1, ±2, ∞),
 //
 //   Bᵀ = [4  0 −5  0  1  0]    G = [ 1/4     0     0 ]    Aᵀ = [1  1  1  1  1  0]
@@ -56,9 +58,10 @@ struct WinoParams {
     cin: u32,
     c4o: u32,
     c4i: u32,
-    _p0: u32,
-    _p1: u32,
-    _p2: u32,
+    // Dilation d and the size of each of its d² phase sub-grids (h/d × w/d).
+    d: u32,
+    sh: u32,
+    sw: u32,
 }
 
 override HAS_BIAS: bool = false;
@@ -93,10 +96,33 @@ fn invocation(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
     return wg_linear(wid, nwg) * 64u + lid;
 }
 
-// Image, tile row and tile column of tile t.
-fn tile_of(t: u32) -> vec3<u32> {
+// A tile: its image, the phase (py, px) of its sub-grid (pixels (d·sy + py, d·sx + px)) and
+// its first output (y, x) in sub-grid units.
+struct Tile {
+    img: u32,
+    py: u32,
+    px: u32,
+    y: i32,
+    x: i32,
+}
+
+// Tile t: per image, the d² phases, each a grid of th × tw tiles (tw per row).
+fn tile_of(t: u32) -> Tile {
+    let per_phase = p.tiles_img / (p.d * p.d);
     let r = t % p.tiles_img;
-    return vec3<u32>(t / p.tiles_img, r / p.tw, r % p.tw);
+    let phase = r / per_phase;
+    let k = r % per_phase;
+    return Tile(t / p.tiles_img, phase / p.d, phase % p.d, i32(4u * (k / p.tw)),
+                i32(4u * (k % p.tw)));
+}
+
+// Whether sub-grid pixel (sy, sx) lies inside the sub-grid, and its index in an h × w plane.
+fn inside(sy: i32, sx: i32) -> bool {
+    return sy >= 0 && sy < i32(p.sh) && sx >= 0 && sx < i32(p.sw);
+}
+
+fn pixel(tile: Tile, sy: u32, sx: u32) -> u32 {
+    return (p.d * sy + tile.py) * p.w + p.d * sx + tile.px;
 }
 
 // src[i] if ok, else 0 (index 0 is read instead: no branch).
@@ -153,31 +179,39 @@ fn gt6(u: array<vec4<f32>, 6>) -> array<vec4<f32>, 3> {
 
 // Stores entry (r, c) of a transformed tile at ξ = 6r + c: texel ξ·stride + base of dst,
 // or of dst2 with `second` (every entry point that stores binds both; wino_input's and
-// wino_dy's dst2 is a 1-texel placeholder).
-fn store6(second: bool, r: u32, m: array<vec4<f32>, 6>, stride: u32, base: u32) {
-    for (var c = 0u; c < SIDE; c = c + 1u) {
-        let t = texel_xy((SIDE * r + c) * stride + base);
-        if (second) {
-            textureStore(dst2, t, m[c]);
-        } else {
-            textureStore(dst, t, m[c]);
-        }
+// wino_dy's dst2 is a 1-texel placeholder). Written out: dynamically indexed arrays are
+// slow on CPU adapters.
+fn store1(second: bool, xi: u32, v: vec4<f32>, stride: u32, base: u32) {
+    let t = texel_xy(xi * stride + base);
+    if (second) {
+        textureStore(dst2, t, v);
+    } else {
+        textureStore(dst, t, v);
     }
 }
 
-// Channels 4q .. 4q+3 of pixel (yy, xx) of image img from the atlas, zero outside the
-// plane.
-fn atlas_at(img: u32, q: u32, yy: i32, xx: i32) -> vec4<f32> {
-    let inside = yy >= 0 && yy < i32(p.h) && xx >= 0 && xx < i32(p.w);
-    let t = ((img * p.c4 + q) * p.h + u32(max(yy, 0))) * p.w + u32(max(xx, 0));
-    return select(vec4<f32>(0.0), textureLoad(atlas, texel_xy(select(0u, t, inside)), 0), inside);
+fn store6(second: bool, r: u32, m: array<vec4<f32>, 6>, stride: u32, base: u32) {
+    store1(second, SIDE * r, m[0], stride, base);
+    store1(second, SIDE * r + 1u, m[1], stride, base);
+    store1(second, SIDE * r + 2u, m[2], stride, base);
+    store1(second, SIDE * r + 3u, m[3], stride, base);
+    store1(second, SIDE * r + 4u, m[4], stride, base);
+    store1(second, SIDE * r + 5u, m[5], stride, base);
 }
 
-// Bᵀ over the 6 rows of window column xx (rows y0 .. y0+5).
-fn input_column(img: u32, q: u32, y0: i32, xx: i32) -> array<vec4<f32>, 6> {
-    return bt6(array<vec4<f32>, 6>(atlas_at(img, q, y0, xx), atlas_at(img, q, y0 + 1, xx),
-                                   atlas_at(img, q, y0 + 2, xx), atlas_at(img, q, y0 + 3, xx),
-                                   atlas_at(img, q, y0 + 4, xx), atlas_at(img, q, y0 + 5, xx)));
+// Channels 4q .. 4q+3 of sub-grid pixel (sy, sx) of the tile's phase from the atlas, zero
+// outside the sub-grid.
+fn atlas_at(tile: Tile, q: u32, sy: i32, sx: i32) -> vec4<f32> {
+    let ok = inside(sy, sx);
+    let t = (tile.img * p.c4 + q) * p.h * p.w + pixel(tile, u32(max(sy, 0)), u32(max(sx, 0)));
+    return select(vec4<f32>(0.0), textureLoad(atlas, texel_xy(select(0u, t, ok)), 0), ok);
+}
+
+// Bᵀ over the 6 rows of window column sx (rows y0 .. y0+5).
+fn input_column(tile: Tile, q: u32, y0: i32, sx: i32) -> array<vec4<f32>, 6> {
+    return bt6(array<vec4<f32>, 6>(atlas_at(tile, q, y0, sx), atlas_at(tile, q, y0 + 1, sx),
+                                   atlas_at(tile, q, y0 + 2, sx), atlas_at(tile, q, y0 + 3, sx),
+                                   atlas_at(tile, q, y0 + 4, sx), atlas_at(tile, q, y0 + 5, sx)));
 }
 
 // V = Bᵀ d B of one tile of 4 channels (one per component), read from the atlas.
@@ -194,15 +228,15 @@ fn wino_input(@builtin(workgroup_id) wid: vec3<u32>,
     let q = i / tp;
     let tile = tile_of(t);
     // Tiles past T (up to Tp) are zeros: their window lies above the plane.
-    let y0 = select(-8, i32(4u * tile.y) - 1, t < p.tiles);
-    let x0 = i32(4u * tile.z) - 1;
+    let y0 = select(-8, tile.y - 1, t < p.tiles);
+    let x0 = tile.x - 1;
     // Columns of Bᵀ d, then Bᵀ along each of its rows.
-    let c0 = input_column(tile.x, q, y0, x0);
-    let c1 = input_column(tile.x, q, y0, x0 + 1);
-    let c2 = input_column(tile.x, q, y0, x0 + 2);
-    let c3 = input_column(tile.x, q, y0, x0 + 3);
-    let c4 = input_column(tile.x, q, y0, x0 + 4);
-    let c5 = input_column(tile.x, q, y0, x0 + 5);
+    let c0 = input_column(tile, q, y0, x0);
+    let c1 = input_column(tile, q, y0, x0 + 1);
+    let c2 = input_column(tile, q, y0, x0 + 2);
+    let c3 = input_column(tile, q, y0, x0 + 3);
+    let c4 = input_column(tile, q, y0, x0 + 4);
+    let c5 = input_column(tile, q, y0, x0 + 5);
     let stride = tp * p.c4;
     let base = t * p.c4 + q;
     store6(false, 0u, bt6(array<vec4<f32>, 6>(c0[0], c1[0], c2[0], c3[0], c4[0], c5[0])), stride, base);
@@ -213,22 +247,27 @@ fn wino_input(@builtin(workgroup_id) wid: vec3<u32>,
     store6(false, 5u, bt6(array<vec4<f32>, 6>(c0[5], c1[5], c2[5], c3[5], c4[5], c5[5])), stride, base);
 }
 
-// Kernel tap k of output channels co + j·so and input channels ci + j·si (j = 0..3, one per
-// component) from src [cout, cin, 3, 3], zero past the channels; `flip` reads tap 8 − k
-// (the kernel rotated by 180°).
+// Tap k (8 − k with `flip`: the kernel rotated by 180°) of the 4 kernels at element offsets
+// at[j] of src (j = one per component), zero where ok[j] is false.
+fn tap4(at: vec4<u32>, ok: vec4<bool>, k: u32, flip: bool) -> vec4<f32> {
+    let tap = select(k, 8u - k, flip);
+    return vec4<f32>(load_or_zero(at.x + tap, ok.x), load_or_zero(at.y + tap, ok.y),
+                     load_or_zero(at.z + tap, ok.z), load_or_zero(at.w + tap, ok.w));
+}
+
+// The taps of output channels co + j·so and input channels ci + j·si (j = 0..3, one per
+// component) from src [cout, cin, 3, 3], zero past the channels; `flip` rotates them.
 fn kernel4(co: u32, so: u32, ci: u32, si: u32, flip: bool) -> array<vec4<f32>, 9> {
-    var g: array<vec4<f32>, 9>;
-    for (var k = 0u; k < 9u; k = k + 1u) {
-        let tap = select(k, 8u - k, flip);
-        var v = vec4<f32>(0.0);
-        for (var j = 0u; j < 4u; j = j + 1u) {
-            let o = co + j * so;
-            let n = ci + j * si;
-            v[j] = load_or_zero((o * p.cin + n) * 9u + tap, o < p.cout && n < p.cin);
-        }
-        g[k] = v;
-    }
-    return g;
+    let j = vec4<u32>(0u, 1u, 2u, 3u);
+    let o = vec4<u32>(co) + j * so;
+    let n = vec4<u32>(ci) + j * si;
+    let at = (o * p.cin + n) * 9u;
+    let ok = o < vec4<u32>(p.cout) & n < vec4<u32>(p.cin);
+    return array<vec4<f32>, 9>(tap4(at, ok, 0u, flip), tap4(at, ok, 1u, flip),
+                               tap4(at, ok, 2u, flip), tap4(at, ok, 3u, flip),
+                               tap4(at, ok, 4u, flip), tap4(at, ok, 5u, flip),
+                               tap4(at, ok, 6u, flip), tap4(at, ok, 7u, flip),
+                               tap4(at, ok, 8u, flip));
 }
 
 // G g Gᵀ of 4 kernels at once (one per component; g[k] is tap k, row-major), stored into
@@ -295,17 +334,28 @@ fn store_output_row(tq: u32, row: u32, a: u32, y: array<vec4<f32>, 4>) {
     for (var j = 0u; j < 4u; j = j + 1u) {
         let t = 4u * tq + j;
         let tile = tile_of(t);
-        let yy = 4u * tile.y + a;
-        if (t < p.tiles && yy < p.h) {
-            let x = 4u * tile.z;
-            let base = ((tile.x * p.c + row) * p.h + yy) * p.w + x;
-            for (var b = 0u; b < 4u; b = b + 1u) {
-                if (x + b < p.w) {
-                    out[base + b] = y[b][j];
-                }
+        let sy = u32(tile.y) + a;
+        if (t < p.tiles && sy < p.sh) {
+            let sx = u32(tile.x);
+            let base = (tile.img * p.c + row) * p.h * p.w + pixel(tile, sy, sx);
+            out[base] = y[0][j];
+            if (sx + 1u < p.sw) {
+                out[base + p.d] = y[1][j];
+            }
+            if (sx + 2u < p.sw) {
+                out[base + 2u * p.d] = y[2][j];
+            }
+            if (sx + 3u < p.sw) {
+                out[base + 3u * p.d] = y[3][j];
             }
         }
     }
+}
+
+// Aᵀ over 6 entries, plus b.
+fn at6b(m: array<vec4<f32>, 6>, b: vec4<f32>) -> array<vec4<f32>, 4> {
+    let y = at6(m);
+    return array<vec4<f32>, 4>(y[0] + b, y[1] + b, y[2] + b, y[3] + b);
 }
 
 // y = Aᵀ M A (+ bias) for 4 consecutive tiles (one per component) of one row (channel) of
@@ -333,16 +383,16 @@ fn wino_output(@builtin(workgroup_id) wid: vec3<u32>,
     if (HAS_BIAS) {
         b = vec4<f32>(bias[row]);
     }
-    for (var a = 0u; a < 4u; a = a + 1u) {
-        let y = at6(array<vec4<f32>, 6>(m0[a], m1[a], m2[a], m3[a], m4[a], m5[a]));
-        store_output_row(tq, row, a, array<vec4<f32>, 4>(y[0] + b, y[1] + b, y[2] + b, y[3] + b));
-    }
+    store_output_row(tq, row, 0u, at6b(array<vec4<f32>, 6>(m0[0], m1[0], m2[0], m3[0], m4[0], m5[0]), b));
+    store_output_row(tq, row, 1u, at6b(array<vec4<f32>, 6>(m0[1], m1[1], m2[1], m3[1], m4[1], m5[1]), b));
+    store_output_row(tq, row, 2u, at6b(array<vec4<f32>, 6>(m0[2], m1[2], m2[2], m3[2], m4[2], m5[2]), b));
+    store_output_row(tq, row, 3u, at6b(array<vec4<f32>, 6>(m0[3], m1[3], m2[3], m3[3], m4[3], m5[3]), b));
 }
 
-// A over the 4 rows of dy column xx of a tile (rows y .. y+3).
-fn dy_column(img: u32, q: u32, y: i32, xx: i32) -> array<vec4<f32>, 6> {
-    return a6(array<vec4<f32>, 4>(atlas_at(img, q, y, xx), atlas_at(img, q, y + 1, xx),
-                                  atlas_at(img, q, y + 2, xx), atlas_at(img, q, y + 3, xx)));
+// A over the 4 rows of dy column sx of a tile (rows y .. y+3).
+fn dy_column(tile: Tile, q: u32, y: i32, sx: i32) -> array<vec4<f32>, 6> {
+    return a6(array<vec4<f32>, 4>(atlas_at(tile, q, y, sx), atlas_at(tile, q, y + 1, sx),
+                                  atlas_at(tile, q, y + 2, sx), atlas_at(tile, q, y + 3, sx)));
 }
 
 // Z = A e Aᵀ of one tile of 4 channels (one per component), read from dy's atlas: e is the
@@ -360,12 +410,11 @@ fn wino_dy(@builtin(workgroup_id) wid: vec3<u32>,
     let q = i / tp;
     let tile = tile_of(t);
     // Past T: rows above the plane, read as zeros.
-    let y = select(-8, i32(4u * tile.y), t < p.tiles);
-    let x = i32(4u * tile.z);
-    let c0 = dy_column(tile.x, q, y, x);
-    let c1 = dy_column(tile.x, q, y, x + 1);
-    let c2 = dy_column(tile.x, q, y, x + 2);
-    let c3 = dy_column(tile.x, q, y, x + 3);
+    let y = select(-8, tile.y, t < p.tiles);
+    let c0 = dy_column(tile, q, y, tile.x);
+    let c1 = dy_column(tile, q, y, tile.x + 1);
+    let c2 = dy_column(tile, q, y, tile.x + 2);
+    let c3 = dy_column(tile, q, y, tile.x + 3);
     let stride = tp * p.c4;
     let base = t * p.c4 + q;
     store6(false, 0u, a6(array<vec4<f32>, 4>(c0[0], c1[0], c2[0], c3[0])), stride, base);
@@ -389,6 +438,13 @@ fn du_column(c: u32, at: u32) -> array<vec4<f32>, 3> {
                                    du_at(5u * SIDE + c, at)));
 }
 
+// Row r of ∂g for kernel i (the first component of each entry).
+fn store_grad_row(i: u32, r: u32, g: array<vec4<f32>, 3>) {
+    dw[9u * i + 3u * r] = g[0].x;
+    dw[9u * i + 3u * r + 1u] = g[1].x;
+    dw[9u * i + 3u * r + 2u] = g[2].x;
+}
+
 // ∂g = Gᵀ ∂U G for one (co, ci): src is the GEMM output, dw the kernel's gradient
 // [cout, cin, 3, 3].
 @compute @workgroup_size(64)
@@ -408,10 +464,7 @@ fn wino_grad_weight(@builtin(workgroup_id) wid: vec3<u32>,
     let u3 = du_column(3u, at);
     let u4 = du_column(4u, at);
     let u5 = du_column(5u, at);
-    for (var r = 0u; r < 3u; r = r + 1u) {
-        let g = gt6(array<vec4<f32>, 6>(u0[r], u1[r], u2[r], u3[r], u4[r], u5[r]));
-        dw[9u * i + 3u * r] = g[0].x;
-        dw[9u * i + 3u * r + 1u] = g[1].x;
-        dw[9u * i + 3u * r + 2u] = g[2].x;
-    }
+    store_grad_row(i, 0u, gt6(array<vec4<f32>, 6>(u0[0], u1[0], u2[0], u3[0], u4[0], u5[0])));
+    store_grad_row(i, 1u, gt6(array<vec4<f32>, 6>(u0[1], u1[1], u2[1], u3[1], u4[1], u5[1])));
+    store_grad_row(i, 2u, gt6(array<vec4<f32>, 6>(u0[2], u1[2], u2[2], u3[2], u4[2], u5[2])));
 }

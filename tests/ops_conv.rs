@@ -167,36 +167,118 @@ fn conv2d_3x3_pad1_odd_sizes() {
     Case::new(1, 2, (4, 6), 3, (3, 3)).check("3x3 valid");
 }
 
+/// A private GPU context of the default options for [`assert_winograd`] (profiling a shared
+/// one would see other tests' kernels), where the texture GEMM is on; `None` without a GPU
+/// or where it is off, as on the GL backend (nothing to check).
+fn winograd_context() -> Option<std::sync::Arc<wgseg::gpu::GpuContext>> {
+    gpu()?;
+    let ctx = wgseg::gpu::GpuContext::new(&wgseg::gpu::GpuOptions::default()).expect("context");
+    ctx.texture_gemm().then_some(ctx)
+}
+
+/// Runs `case`'s forward and backward on `ctx` and asserts that the Winograd kernels ran,
+/// grad-weight's too when `grad_weight`: the shapes of the Winograd cases must stay ones
+/// the path takes.
+fn assert_winograd(
+    ctx: &std::sync::Arc<wgseg::gpu::GpuContext>,
+    name: &str,
+    case: &Case,
+    grad_weight: bool,
+) {
+    let dev = Device::Gpu(ctx.clone());
+    let (xs, ws) = (case.x_shape(), case.w_shape());
+    let x = Tensor::from_vec(uniform(xs.iter().product(), 5, -1.0, 1.0), xs, &dev)
+        .unwrap()
+        .as_param();
+    let w = Tensor::from_vec(uniform(ws.iter().product(), 6, -1.0, 1.0), ws, &dev)
+        .unwrap()
+        .as_param();
+    ctx.set_profiling(true);
+    let loss = x.conv2d(&w, None, case.p).unwrap().sum().unwrap();
+    wgseg::autograd::backward(&loss).unwrap();
+    let kernels: Vec<String> = ctx.profile_report().into_iter().map(|r| r.0).collect();
+    ctx.set_profiling(false);
+    let ran = |k: &str| kernels.iter().any(|n| n == &format!("winograd.wgsl::{k}"));
+    assert!(
+        ran("wino_input") && ran("wino_output"),
+        "{name}: no Winograd forward: {kernels:?}"
+    );
+    assert_eq!(
+        ran("wino_grad_weight"),
+        grad_weight,
+        "{name}: grad-weight path: {kernels:?}"
+    );
+}
+
 #[test]
 fn conv2d_winograd_same_layers() {
-    // 3×3, stride 1, padding 1 and enough channels: the Winograd F(2×2, 3×3) path on the
-    // texture GEMM's adapters (the storage-buffer kernels on the others). Even planes (whole
-    // 2 × 2 tiles), odd planes (tiles cut by the border), channels not a multiple of 4,
-    // Cin ≠ Cout, with and without bias, and x held constant (no grad-input).
+    // 3×3, stride 1, padding = dilation and enough channels and pixels: the Winograd
+    // F(4×4, 3×3) path on the texture GEMM's adapters (the storage-buffer kernels on the
+    // others). Planes of whole and of cut 4 × 4 tiles, channels not a multiple of 4,
+    // Cin ≠ Cout, with and without bias, x held constant (no grad-input), dilation 2.
     let p = Conv2dParams::new(1, 1, 1, 1);
     let c = WINOGRAD_MIN_CHANNELS;
-    Case::new(2, c, (6, 8), c, (3, 3))
-        .p(p)
-        .check("winograd even plane bias");
-    Case::new(1, c + 3, (5, 7), c + 6, (3, 3))
-        .p(p)
-        .no_bias()
-        .check("winograd odd plane, channels not a multiple of 4");
-    Case {
-        grad_x: false,
-        ..Case::new(3, c + 8, (3, 1), c, (3, 3)).p(p)
+    let cases = [
+        (
+            "winograd whole tiles, bias",
+            Case::new(1, c, (36, 36), 2 * c + 1, (3, 3)).p(p),
+        ),
+        (
+            "winograd cut tiles, channels not a multiple of 4",
+            Case::new(1, c + 3, (35, 37), 2 * c + 3, (3, 3))
+                .p(p)
+                .no_bias(),
+        ),
+        (
+            "winograd, x constant",
+            Case {
+                grad_x: false,
+                ..Case::new(1, c + 8, (36, 36), 2 * c + 8, (3, 3)).p(p)
+            },
+        ),
+        // Dilation 2 with padding 2: four phase sub-grids of 18 × 17 pixels, each an
+        // undilated layer.
+        (
+            "winograd dilation 2",
+            Case::new(1, c, (36, 34), 2 * c + 1, (3, 3)).p(Conv2dParams::new(1, 2, 2, 1)),
+        ),
+    ];
+    let ctx = winograd_context();
+    for (name, case) in &cases {
+        case.check(name);
+        if let Some(ctx) = &ctx {
+            assert_winograd(ctx, name, case, false);
+        }
     }
-    .check("winograd one-pixel-wide plane, x constant");
+}
+
+#[test]
+fn conv2d_winograd_grad_weight() {
     // Enough channels for grad-weight's Winograd product too, in both orientations (the
-    // product [Cout] × [Cin] or its transpose, whichever pads less).
+    // product [Cout] × [Cin] or its transpose, whichever pads less), and dilated.
     let g = WINOGRAD_GW_MIN_CHANNELS;
-    Case::new(1, g, (5, 6), g + 2, (3, 3))
-        .p(p)
-        .no_bias()
-        .check("winograd grad-weight, Cout > Cin");
-    Case::new(2, g + 2, (4, 3), g, (3, 3))
-        .p(p)
-        .check("winograd grad-weight, Cin > Cout");
+    let p = Conv2dParams::new(1, 1, 1, 1);
+    let cases = [
+        (
+            "winograd grad-weight, Cout > Cin",
+            Case::new(1, g, (36, 36), g + 2, (3, 3)).p(p).no_bias(),
+        ),
+        (
+            "winograd grad-weight, Cin > Cout",
+            Case::new(1, g + 2, (36, 36), g, (3, 3)).p(p),
+        ),
+        (
+            "winograd grad-weight, dilation 2",
+            Case::new(1, g, (36, 36), g, (3, 3)).p(Conv2dParams::new(1, 2, 2, 1)),
+        ),
+    ];
+    let ctx = winograd_context();
+    for (name, case) in &cases {
+        case.check(name);
+        if let Some(ctx) = &ctx {
+            assert_winograd(ctx, name, case, true);
+        }
+    }
 }
 
 #[test]

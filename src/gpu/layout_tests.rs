@@ -221,7 +221,7 @@ fn twins() -> Vec<Twin> {
             WinoParams,
             Shader::Winograd,
             "WinoParams",
-            [total, c, h, w, tw, tiles_img, tiles, t4, c4, cout, cin, c4o, c4i, _p0, _p1, _p2]
+            [total, c, h, w, tw, tiles_img, tiles, t4, c4, cout, cin, c4o, c4i, d, sh, sw]
         ),
         layout!(
             GemmParams,

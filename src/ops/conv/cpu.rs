@@ -1,11 +1,14 @@
 //! The CPU reference of `conv2d` and its two gradients: plain loops in f64, written as the
 //! direct definition (the forward loops over outputs and taps; both gradients scatter from
-//! each (output, tap) pair), independently of the GPU kernels' gather formulations.
+//! each (output, tap) pair), independently of the GPU kernels' gather formulations. The
+//! helpers are inlined so that tests (built at opt-level 1) can afford layers of a few
+//! thousand pixels and tens of channels.
 
 use super::Geom;
 
 /// Input coordinate read by output coordinate `o` through kernel tap `k`, if inside the input
 /// (`o·stride − pad + k·dilation`, zero padding outside `[0, size)`).
+#[inline(always)]
 fn tap(o: usize, k: usize, stride: usize, pad: usize, dil: usize, size: usize) -> Option<usize> {
     (o * stride + k * dil)
         .checked_sub(pad)
@@ -14,6 +17,7 @@ fn tap(o: usize, k: usize, stride: usize, pad: usize, dil: usize, size: usize) -
 
 /// Visits every (n, co, oh, ow, ci, ky, kx, ih, iw) term of the convolution sum whose input
 /// tap lies inside the input; `ci` is the global input channel.
+#[inline(always)]
 fn for_each_term(g: &Geom, mut f: impl FnMut([usize; 4], [usize; 3], [usize; 2])) {
     for n in 0..g.n {
         for co in 0..g.cout {
@@ -38,15 +42,18 @@ fn for_each_term(g: &Geom, mut f: impl FnMut([usize; 4], [usize; 3], [usize; 2])
     }
 }
 
+#[inline(always)]
 fn out_index(g: &Geom, [n, co, oh, ow]: [usize; 4]) -> usize {
     ((n * g.cout + co) * g.ho + oh) * g.wo + ow
 }
 
+#[inline(always)]
 fn in_index(g: &Geom, n: usize, co: usize, cl: usize, [ih, iw]: [usize; 2]) -> usize {
     let ci = (co / g.cout_g) * g.cin_g + cl;
     ((n * g.cin + ci) * g.h + ih) * g.w + iw
 }
 
+#[inline(always)]
 fn w_index(g: &Geom, co: usize, [cl, ky, kx]: [usize; 3]) -> usize {
     ((co * g.cin_g + cl) * g.kh + ky) * g.kw + kx
 }

@@ -38,6 +38,18 @@ pub const WINOGRAD_MIN_CHANNELS: usize = 16;
 /// and grad-weight runs on the texture GEMM over x's atlas).
 pub const WINOGRAD_GW_MIN_CHANNELS: usize = 64;
 
+/// Largest share of the texture GEMM's multiply-adds (its reaching taps over every output
+/// pixel) for which the Winograd path is taken: its products do 36 per tile and channel
+/// pair, with their columns (tiles) padded to whole workgroup tiles, plus
+/// [`WINOGRAD_WEIGHT_COLUMNS`] for the weights' transforms; the margin is for the
+/// transforms' passes. With batch 8: a 24 × 24 map does 0.39 of the work (taken), a 12 × 12
+/// map 0.67 and a 6 × 6 map 2.0 (their few tiles fill a fraction of a workgroup tile).
+pub const WINOGRAD_MAX_WORK: f64 = 0.6;
+
+/// The weights' transforms (U and U', 72 texel stores per channel pair), counted as this
+/// many columns of the products.
+pub const WINOGRAD_WEIGHT_COLUMNS: usize = 64;
+
 fn u(v: usize) -> Result<u32> {
     gemm::u32_of(OP, v)
 }
@@ -59,15 +71,17 @@ pub(crate) struct WinoParams {
     pub cin: u32,
     pub c4o: u32,
     pub c4i: u32,
-    pub _p0: u32,
-    pub _p1: u32,
-    pub _p2: u32,
+    pub d: u32,
+    pub sh: u32,
+    pub sw: u32,
 }
 
-/// The tile grid of a layer: tiles per row, per image and in all.
+/// The tile grid of a layer: tiles per row, per image (over the dilation's d² phase
+/// sub-grids) and in all.
 fn grid(geo: &Geom) -> (usize, usize, usize) {
-    let (th, tw) = (geo.h.div_ceil(TILE), geo.w.div_ceil(TILE));
-    (tw, th * tw, geo.n * th * tw)
+    let d = geo.dh;
+    let (th, tw) = ((geo.h / d).div_ceil(TILE), (geo.w / d).div_ceil(TILE));
+    (tw, d * d * th * tw, geo.n * d * d * th * tw)
 }
 
 /// The tiles padded to whole texels of 4 (Tp).
@@ -75,22 +89,40 @@ fn padded_tiles(geo: &Geom) -> usize {
     grid(geo).2.div_ceil(4) * 4
 }
 
-/// Whether the Winograd path takes this layer: a 3×3, stride-1, dilation-1, padding-1
-/// ungrouped layer of at least [`WINOGRAD_MIN_CHANNELS`] channels each way on the texture
-/// GEMM's adapters, whose transformed operands fit the device's limits.
+/// Whether the Winograd path takes this layer: a 3×3, stride-1 ungrouped layer with padding
+/// equal to its dilation d (the same in both directions) on a map that the d² phase
+/// sub-grids tile exactly, with at least [`WINOGRAD_MIN_CHANNELS`] channels each way, on the
+/// texture GEMM's adapters, whose transformed operands fit the device's limits, and where
+/// the products do at most [`WINOGRAD_MAX_WORK`] of the texture GEMM's multiply-adds (over
+/// the taps that reach the input: an ASPP branch on a map smaller than its dilation is
+/// cheaper as the 1×1 product it is there).
 pub(super) fn applies(ctx: &GpuContext, geo: &Geom) -> bool {
+    let d = geo.dh;
     if !(geo.kh == 3
         && geo.kw == 3
         && (geo.sh, geo.sw) == (1, 1)
-        && (geo.dh, geo.dw) == (1, 1)
-        && (geo.ph, geo.pw) == (1, 1)
+        && geo.dw == d
+        && (geo.ph, geo.pw) == (d, d)
+        && geo.h % d == 0
+        && geo.w % d == 0
         && geo.groups == 1
         && geo.cin.min(geo.cout) >= WINOGRAD_MIN_CHANNELS
         && ctx.texture_gemm())
     {
         return false;
     }
+    // Multiply-adds per channel pair: the texture GEMM's over its reaching taps and output
+    // pixels, the products' over the tiles plus the weights' transforms, each with its
+    // columns padded to whole workgroup tiles.
     let tp = padded_tiles(geo);
+    let (_, _, _, tile_n) = gemm::tile_shape(geo.cout, true);
+    let pad = |v: usize| v.div_ceil(tile_n) * tile_n;
+    let taps = |len| tex::reaching_taps(3, d, d, 1, len, len).map_or(3, |(_, n)| n);
+    let direct = taps(geo.h) * taps(geo.w) * pad(geo.n * geo.h * geo.w);
+    let wino = XI * (pad(tp) + WINOGRAD_WEIGHT_COLUMNS);
+    if wino as f64 > WINOGRAD_MAX_WORK * direct as f64 {
+        return false;
+    }
     let c = geo.cin.max(geo.cout);
     let c4 = c.div_ceil(4);
     // The V, U and Z texel arrays, the products [36][c][Tp] and [36][cout][cin] in bytes,
@@ -119,6 +151,9 @@ fn params(geo: &Geom, c: usize) -> Result<WinoParams> {
         cin: u(geo.cin)?,
         c4o: u(geo.cout.div_ceil(4))?,
         c4i: u(geo.cin.div_ceil(4))?,
+        d: u(geo.dh)?,
+        sh: u(geo.h / geo.dh)?,
+        sw: u(geo.w / geo.dh)?,
         ..WinoParams::default()
     })
 }
