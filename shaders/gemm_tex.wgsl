@@ -65,10 +65,11 @@ override SUBGROUP_IS_CLUSTER: bool = false;
 override WIDE: bool = false;
 
 // Rows per cluster (32, or 16 for products of at most 16 rows) and clusters stacked in the
-// row direction (2, or 1 for products of at most 32 rows): a workgroup tile is
-// ROWS·ROW_CLUSTERS rows × (8 / ROW_CLUSTERS)·32 columns (64 × 128 by default, 32 × 256 and
-// 16 × 256 for narrow products, so that a layer of 16 or 32 channels does not compute
-// 64-row tiles that are mostly padding). ROWS = 16 only with A_MODE 0 (src/ops/gemm.rs).
+// row direction (1, 2, 4 or 8): a workgroup tile is ROWS·ROW_CLUSTERS rows ×
+// (8 / ROW_CLUSTERS)·32 columns (64 × 128 by default; 16 × 256, 32 × 256, 128 × 64 or
+// 256 × 32 where that pads the product less, so that a layer of 16 or 32 channels does not
+// compute 64-row tiles that are mostly padding, nor a product of few columns 128-column
+// ones). ROWS = 16 only with A_MODE 0 (src/ops/gemm.rs, tile_shape).
 override ROWS: u32 = 32u;
 override ROW_CLUSTERS: u32 = 2u;
 

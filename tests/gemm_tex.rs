@@ -126,7 +126,7 @@ fn product(name: &str, sa: &[usize], sb: &[usize], ta: bool, tb: bool) {
 #[test]
 fn matmul_every_operand_layout() {
     // (M, N, K): K % 4 = 0 with N % 4 = 0 (both operands copied), K % 4 ≠ 0 (packed,
-    // zero-padded K), M or N % 4 ≠ 0, sizes past one 64 × 128 tile, and N ≥ 256 with
+    // zero-padded K), M or N % 4 ≠ 0, sizes past one workgroup tile, and N ≥ 256 with
     // N % 4 = 0 (8 columns per lane on CPU adapters, see GEMM_WIDE_N) with a K tail.
     for (m, n, k) in [
         (8, 12, 16),
@@ -140,6 +140,9 @@ fn matmul_every_operand_layout() {
         (16, 300, 7),
         (17, 520, 8),
         (32, 257, 5),
+        // Products of few columns take taller tiles: 128 × 64 and 256 × 32.
+        (100, 60, 8),
+        (250, 30, 12),
     ] {
         for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
             let sa = if ta { [k, m] } else { [m, k] };

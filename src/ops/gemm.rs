@@ -23,18 +23,30 @@ use crate::gpu::{Arg, GpuBuf, GpuContext, GpuTex, Kernel, Shader};
 /// ROW_CLUSTERS × (8 / ROW_CLUSTERS)·cw in gemm_tex.wgsl.
 pub const GEMM_TILE: (usize, usize) = (64, 128);
 
-/// The workgroup tile for a product of `m` rows: `(ROWS, ROW_CLUSTERS)` of gemm_tex.wgsl and
-/// the tile's rows and columns (without WIDE). Products of at most 16 / 32 rows (layers of
-/// few channels: a stem, a classifier) take 16 × 256 / 32 × 256 tiles instead of 64 × 128,
-/// so that most of a tile is not padding rows; 16-row clusters need A k-packed.
-pub(crate) fn tile_shape(m: usize, a_kpacked: bool) -> (u32, u32, usize, usize) {
-    if m <= 16 && a_kpacked {
-        (16, 1, 16, 256)
-    } else if m <= 32 {
-        (32, 1, 32, 256)
-    } else {
-        (32, 2, GEMM_TILE.0, GEMM_TILE.1)
+/// The workgroup tile for a product of `m` rows and `n` columns: `(ROWS, ROW_CLUSTERS)` of
+/// gemm_tex.wgsl and the tile's rows and columns (without WIDE). A workgroup's 8 clusters of
+/// 32 rows × 32 columns (16 × 32 with ROWS = 16, A k-packed only) stack 1, 2, 4 or 8 high:
+/// 32 × 256, 64 × 128, 128 × 64 or 256 × 32, whichever pads the product least (ties to the
+/// squarer tile). So a layer of few channels does not compute 64-row tiles that are mostly
+/// padding, nor a product of few columns (the pixels of a small map, the tiles of a
+/// Winograd product) 128-column ones.
+pub(crate) fn tile_shape(m: usize, n: usize, a_kpacked: bool) -> (u32, u32, usize, usize) {
+    let mut shapes = vec![(32, 2), (32, 4), (32, 1), (32, 8)];
+    if a_kpacked {
+        shapes.push((16, 1));
     }
+    let area = |&(rows, rc): &(u32, u32)| {
+        let (tm, tn) = ((rows * rc) as usize, (8 / rc) as usize * 32);
+        m.div_ceil(tm) * tm * n.div_ceil(tn) * tn
+    };
+    // The first of equal areas wins: the list is in order of preference.
+    let best = shapes
+        .iter()
+        .copied()
+        .reduce(|a, b| if area(&b) < area(&a) { b } else { a })
+        .unwrap_or((32, 2));
+    let (rows, rc) = best;
+    (rows, rc, (rows * rc) as usize, (8 / rc) as usize * 32)
 }
 /// Columns per workgroup of the WIDE variant (8 columns per lane).
 pub const GEMM_WIDE_N: usize = 256;
@@ -270,7 +282,7 @@ pub(crate) fn launch(
     let (rows, row_clusters, tile_m, tile_n) = if wide {
         (32, 2, GEMM_TILE.0, GEMM_WIDE_N)
     } else {
-        tile_shape(p.m as usize, a_mode == Layout::KPacked)
+        tile_shape(p.m as usize, p.n as usize, a_mode == Layout::KPacked)
     };
     p.tiles_m = u32_of("gemm", (p.m as usize).div_ceil(tile_m))?;
     p.tiles_n = u32_of("gemm", (p.n as usize).div_ceil(tile_n))?;
@@ -321,6 +333,6 @@ pub(crate) fn launch(
 /// Tiles of the output for `m` rows and `n` columns with A k-packed ([`launch`] sets the
 /// final count from the tile it picks).
 pub(crate) fn tiles(op: &str, m: usize, n: usize) -> Result<(u32, u32)> {
-    let (_, _, tm, tn) = tile_shape(m, true);
+    let (_, _, tm, tn) = tile_shape(m, n, true);
     Ok((u32_of(op, m.div_ceil(tm))?, u32_of(op, n.div_ceil(tn))?))
 }

@@ -115,8 +115,10 @@ pub(super) fn applies(ctx: &GpuContext, geo: &Geom) -> bool {
     // pixels, the products' over the tiles plus the weights' transforms, each with its
     // columns padded to whole workgroup tiles.
     let tp = padded_tiles(geo);
-    let (_, _, _, tile_n) = gemm::tile_shape(geo.cout, true);
-    let pad = |v: usize| v.div_ceil(tile_n) * tile_n;
+    let pad = |v: usize| {
+        let (_, _, _, tile_n) = gemm::tile_shape(geo.cout, v, true);
+        v.div_ceil(tile_n) * tile_n
+    };
     let taps = |len| tex::reaching_taps(3, d, d, 1, len, len).map_or(3, |(_, n)| n);
     let direct = taps(geo.h) * taps(geo.w) * pad(geo.n * geo.h * geo.w);
     let wino = XI * (pad(tp) + WINOGRAD_WEIGHT_COLUMNS);
@@ -303,7 +305,7 @@ fn grad_weight_applies(geo: &Geom) -> bool {
 /// Output elements a product of `m × n` with A 4-packed computes, padded to whole
 /// workgroup tiles.
 fn padded(m: usize, n: usize) -> usize {
-    let (_, _, tm, tn) = gemm::tile_shape(m, false);
+    let (_, _, tm, tn) = gemm::tile_shape(m, n, false);
     m.div_ceil(tm) * tm * n.div_ceil(tn) * tn
 }
 
