@@ -43,6 +43,10 @@
 // their pack (or have K % 4 = 0). Rows and columns past the matrix read arbitrary texels
 // and are not stored.
 //
+// OUT_MODE 3 (B_MODE 0 only): texels of out_tex, t = (b·m + row)·out_w + (col/32)·8 + col%8
+// holding columns col, col + 8, col + 16, col + 24 of the row (one lane's 4 columns, one
+// vector store): the Winograd products, read by their output transform (winograd.wgsl).
+// out_w = 8·ceil(n/32).
 // OUT_MODE 0: out[b, row, col] row-major (matmul). 1: NCHW out[img, row, pixel] (+ bias[row]
 // when HAS_BIAS) for the conv modes. 2: grad-weight partials out[split, row, ci, tap] over
 // the kernel's taps_full taps (the host sums the splits; taps outside the sub-grid are
@@ -98,6 +102,8 @@ struct GemmParams {
 @group(0) @binding(2) var tb: texture_2d<f32>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
+// OUT_MODE 3's output (a 1-texel placeholder otherwise; `out` is a 1-element one then).
+@group(0) @binding(5) var out_tex: texture_storage_2d<rgba32float, write>;
 
 // Row q's 4 columns (constant indices only, so the array lives in registers); acc2 holds
 // the lane's second 4 columns when WIDE.
@@ -233,6 +239,13 @@ fn col_of(col0: u32, lane: u32, c: u32) -> u32 {
 
 fn epilogue(ok: bool, bi: u32, split: u32, row0: u32, lane: u32, col0: u32) -> Epi {
     var e = Epi(ok, row0, 0u, vec4<bool>(false), vec4<u32>(0u));
+    if (OUT_MODE == 3u) {
+        // Texel rows of out_w texels; clusters past the last column store nothing.
+        e.ok = ok && col0 < p.n;
+        e.stride = p.out_w;
+        e.base = vec4<u32>(bi * p.m * p.out_w + (col0 / 32u) * 8u + lane);
+        return e;
+    }
     for (var c = 0u; c < 4u; c = c + 1u) {
         let col = col_of(col0, lane, c);
         if (OUT_MODE == 0u) {
@@ -265,6 +278,10 @@ fn epilogue(ok: bool, bi: u32, split: u32, row0: u32, lane: u32, col0: u32) -> E
 fn store_row(e: Epi, q: u32, v: vec4<f32>) {
     let row = row_of(e, q);
     if (!e.ok || row >= p.m || q >= ROWS) {
+        return;
+    }
+    if (OUT_MODE == 3u) {
+        textureStore(out_tex, texel_xy(e.base.x + row * e.stride), v);
         return;
     }
     var b = 0.0;

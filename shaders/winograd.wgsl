@@ -32,8 +32,9 @@
 //                     A; with TRANSPOSED also U' (grad-input's A: the flipped kernel, rows
 //                     ci, channels co) into dst2: t = ξ·(cin·c4o) + ci·c4o + qo.
 //   Z (wino_dy):      as V, of dy's channels (zero past T): grad-weight's other operand.
-// The GEMM outputs are buffers [36][rows][Tp] (wino_output's source) and [36][cout][cin]
-// or [36][cin][cout] (wino_grad_weight's source).
+// The GEMM outputs are the texel array of its OUT_MODE 3 (wino_output's source: rows of
+// [36][rows], texel g of a row holding tiles 32·(g/8) + g%8 + 8j) and a buffer
+// [36][cout][cin] or [36][cin][cout] (wino_grad_weight's source).
 // wino_input and wino_dy read the channel-packed atlas of pack.wgsl, not the NCHW tensor:
 // texel fetches of 4 channels each instead of 4 scalar loads.
 
@@ -45,7 +46,8 @@ struct WinoParams {
     c: u32,
     h: u32,
     w: u32,
-    // Tiles per row, per image, in all (T), and ceil(T/4).
+    // Tiles per row, per image, in all (T), and ceil(T/4) (wino_output: texels per row of
+    // the product).
     tw: u32,
     tiles_img: u32,
     tiles: u32,
@@ -73,6 +75,7 @@ override TRANSPOSED: bool = false;
 @group(0) @binding(1) var<storage, read> src: array<f32>;
 // wino_input, wino_dy: the transformed tensor's channel-packed atlas (pack_atlas in
 // pack.wgsl: texel (img·c4 + q)·h·w + pixel holds channels 4q .. 4q+3 of the pixel).
+// wino_output: the product (the GEMM's OUT_MODE 3 texels, see wino_output).
 @group(0) @binding(1) var atlas: texture_2d<f32>;
 // wino_input, wino_dy, wino_weights: texel-array outputs.
 @group(0) @binding(2) var dst: texture_storage_2d<rgba32float, write>;
@@ -81,12 +84,6 @@ override TRANSPOSED: bool = false;
 @group(0) @binding(2) var<storage, read> bias: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 @group(0) @binding(2) var<storage, read_write> dw: array<f32>;
-// wino_output: the product as vec4 (4 tiles), or with SRC_TEXELS (CPU adapters, whose
-// texel fetches are vector loads while a storage load is a loop over the SIMD lanes) from
-// a texel-array copy bound after the output (otherwise a 1-texel placeholder).
-@group(0) @binding(1) var<storage, read> src4: array<vec4<f32>>;
-@group(0) @binding(4) var src_texels: texture_2d<f32>;
-override SRC_TEXELS: bool = false;
 
 // Positions of the transformed tile and entries per side.
 const XI: u32 = 36u;
@@ -114,6 +111,25 @@ fn tile_of(t: u32) -> Tile {
     let k = r % per_phase;
     return Tile(t / p.tiles_img, phase / p.d, phase % p.d, i32(4u * (k / p.tw)),
                 i32(4u * (k % p.tw)));
+}
+
+// Invocation i of wino_input and wino_dy: tile t (fastest) of the tiles padded to
+// Tp = 4·t4 and channel texel q; a tile past T is moved above its sub-grid, so that it
+// reads (and its transform is) zeros.
+struct PaddedTile {
+    t: u32,
+    q: u32,
+    tile: Tile,
+}
+
+fn padded_tile(i: u32) -> PaddedTile {
+    let tp = 4u * p.t4;
+    let t = i % tp;
+    var tile = tile_of(t);
+    if (t >= p.tiles) {
+        tile.y = -16;
+    }
+    return PaddedTile(t, i / tp, tile);
 }
 
 // Whether sub-grid pixel (sy, sx) lies inside the sub-grid, and its index in an h × w plane.
@@ -223,12 +239,10 @@ fn wino_input(@builtin(workgroup_id) wid: vec3<u32>,
     if (i >= p.total) {
         return;
     }
-    let tp = 4u * p.t4;
-    let t = i % tp;
-    let q = i / tp;
-    let tile = tile_of(t);
-    // Tiles past T (up to Tp) are zeros: their window lies above the plane.
-    let y0 = select(-8, tile.y - 1, t < p.tiles);
+    let at = padded_tile(i);
+    let tile = at.tile;
+    let q = at.q;
+    let y0 = tile.y - 1;
     let x0 = tile.x - 1;
     // Columns of Bᵀ d, then Bᵀ along each of its rows.
     let c0 = input_column(tile, q, y0, x0);
@@ -237,8 +251,8 @@ fn wino_input(@builtin(workgroup_id) wid: vec3<u32>,
     let c3 = input_column(tile, q, y0, x0 + 3);
     let c4 = input_column(tile, q, y0, x0 + 4);
     let c5 = input_column(tile, q, y0, x0 + 5);
-    let stride = tp * p.c4;
-    let base = t * p.c4 + q;
+    let stride = 4u * p.t4 * p.c4;
+    let base = at.t * p.c4 + q;
     store6(false, 0u, bt6(array<vec4<f32>, 6>(c0[0], c1[0], c2[0], c3[0], c4[0], c5[0])), stride, base);
     store6(false, 1u, bt6(array<vec4<f32>, 6>(c0[1], c1[1], c2[1], c3[1], c4[1], c5[1])), stride, base);
     store6(false, 2u, bt6(array<vec4<f32>, 6>(c0[2], c1[2], c2[2], c3[2], c4[2], c5[2])), stride, base);
@@ -311,12 +325,9 @@ fn wino_weights(@builtin(workgroup_id) wid: vec3<u32>,
     }
 }
 
-// Texel t of the product (4 consecutive tiles of one row at one ξ).
+// Texel t of the product.
 fn product_at(t: u32) -> vec4<f32> {
-    if (SRC_TEXELS) {
-        return textureLoad(src_texels, texel_xy(t), 0);
-    }
-    return src4[t];
+    return textureLoad(atlas, texel_xy(t), 0);
 }
 
 // Aᵀ over the 6 rows of product column c: entries ξ = 6r + c, at texel row `at`.
@@ -329,10 +340,10 @@ fn output_column(c: u32, stride: u32, at: u32) -> array<vec4<f32>, 4> {
                                    product_at((5u * SIDE + c) * stride + at)));
 }
 
-// Stores output row a of 4 tiles (component j = tile 4·tq + j): y[b] is column b.
-fn store_output_row(tq: u32, row: u32, a: u32, y: array<vec4<f32>, 4>) {
+// Stores output row a of the 4 tiles t0 + 8j (component j): y[b] is column b.
+fn store_output_row(t0: u32, row: u32, a: u32, y: array<vec4<f32>, 4>) {
     for (var j = 0u; j < 4u; j = j + 1u) {
-        let t = 4u * tq + j;
+        let t = t0 + 8u * j;
         let tile = tile_of(t);
         let sy = u32(tile.y) + a;
         if (t < p.tiles && sy < p.sh) {
@@ -358,9 +369,10 @@ fn at6b(m: array<vec4<f32>, 6>, b: vec4<f32>) -> array<vec4<f32>, 4> {
     return array<vec4<f32>, 4>(y[0] + b, y[1] + b, y[2] + b, y[3] + b);
 }
 
-// y = Aᵀ M A (+ bias) for 4 consecutive tiles (one per component) of one row (channel) of
-// the product: src4 is the GEMM output [36][c][Tp], out NCHW [n, c, h, w]. One invocation
-// per (row, tile texel tq): t = row·t4 + tq.
+// y = Aᵀ M A (+ bias) for the 4 tiles of one product texel (32·(g/8) + g%8 + 8j, one per
+// component: the GEMM's OUT_MODE 3 layout) of one row (channel): the product's texel
+// (ξ·c + row)·t4 + g, out NCHW [n, c, h, w]. One invocation per (row, texel g), t4 texels
+// per row.
 @compute @workgroup_size(64)
 fn wino_output(@builtin(workgroup_id) wid: vec3<u32>,
                @builtin(num_workgroups) nwg: vec3<u32>,
@@ -369,7 +381,7 @@ fn wino_output(@builtin(workgroup_id) wid: vec3<u32>,
     if (i >= p.total) {
         return;
     }
-    let tq = i % p.t4;
+    let g = i % p.t4;
     let row = i / p.t4;
     let stride = p.c * p.t4;
     // Aᵀ M column by column (6 × 4 entries), then Aᵀ along each of its 4 rows.
@@ -383,10 +395,11 @@ fn wino_output(@builtin(workgroup_id) wid: vec3<u32>,
     if (HAS_BIAS) {
         b = vec4<f32>(bias[row]);
     }
-    store_output_row(tq, row, 0u, at6b(array<vec4<f32>, 6>(m0[0], m1[0], m2[0], m3[0], m4[0], m5[0]), b));
-    store_output_row(tq, row, 1u, at6b(array<vec4<f32>, 6>(m0[1], m1[1], m2[1], m3[1], m4[1], m5[1]), b));
-    store_output_row(tq, row, 2u, at6b(array<vec4<f32>, 6>(m0[2], m1[2], m2[2], m3[2], m4[2], m5[2]), b));
-    store_output_row(tq, row, 3u, at6b(array<vec4<f32>, 6>(m0[3], m1[3], m2[3], m3[3], m4[3], m5[3]), b));
+    let t0 = 32u * (g / 8u) + g % 8u;
+    store_output_row(t0, row, 0u, at6b(array<vec4<f32>, 6>(m0[0], m1[0], m2[0], m3[0], m4[0], m5[0]), b));
+    store_output_row(t0, row, 1u, at6b(array<vec4<f32>, 6>(m0[1], m1[1], m2[1], m3[1], m4[1], m5[1]), b));
+    store_output_row(t0, row, 2u, at6b(array<vec4<f32>, 6>(m0[2], m1[2], m2[2], m3[2], m4[2], m5[2]), b));
+    store_output_row(t0, row, 3u, at6b(array<vec4<f32>, 6>(m0[3], m1[3], m2[3], m3[3], m4[3], m5[3]), b));
 }
 
 // A over the 4 rows of dy column sx of a tile (rows y .. y+3).
@@ -405,18 +418,15 @@ fn wino_dy(@builtin(workgroup_id) wid: vec3<u32>,
     if (i >= p.total) {
         return;
     }
-    let tp = 4u * p.t4;
-    let t = i % tp;
-    let q = i / tp;
-    let tile = tile_of(t);
-    // Past T: rows above the plane, read as zeros.
-    let y = select(-8, tile.y, t < p.tiles);
-    let c0 = dy_column(tile, q, y, tile.x);
-    let c1 = dy_column(tile, q, y, tile.x + 1);
-    let c2 = dy_column(tile, q, y, tile.x + 2);
-    let c3 = dy_column(tile, q, y, tile.x + 3);
-    let stride = tp * p.c4;
-    let base = t * p.c4 + q;
+    let at = padded_tile(i);
+    let tile = at.tile;
+    let q = at.q;
+    let c0 = dy_column(tile, q, tile.y, tile.x);
+    let c1 = dy_column(tile, q, tile.y, tile.x + 1);
+    let c2 = dy_column(tile, q, tile.y, tile.x + 2);
+    let c3 = dy_column(tile, q, tile.y, tile.x + 3);
+    let stride = 4u * p.t4 * p.c4;
+    let base = at.t * p.c4 + q;
     store6(false, 0u, a6(array<vec4<f32>, 4>(c0[0], c1[0], c2[0], c3[0])), stride, base);
     store6(false, 1u, a6(array<vec4<f32>, 4>(c0[1], c1[1], c2[1], c3[1])), stride, base);
     store6(false, 2u, a6(array<vec4<f32>, 4>(c0[2], c1[2], c2[2], c3[2])), stride, base);

@@ -267,11 +267,45 @@ pub(crate) fn pack2(
 pub(crate) fn launch(
     ctx: &Arc<GpuContext>,
     p: &GemmParams,
+    a: (&GpuTex, Layout),
+    b: (&GpuTex, Layout),
+    bias: Option<&GpuBuf>,
+    out_mode: u32,
+    out: &GpuBuf,
+) -> Result<()> {
+    let placeholder = ctx.alloc_texels(1)?;
+    launch_into(ctx, p, a, b, bias, out_mode, (out, &placeholder))
+}
+
+/// [`launch`] with B k-packed into a texel array of OUT_MODE 3 (see gemm_tex.wgsl): texel
+/// `(b·m + row)·out_w + (col/32)·8 + col%8` holds columns col + 8j (j = 0..3) of a row,
+/// `out_w = 8·ceil(n/32)` (set here). The array needs `batch·m·out_w` texels.
+pub(crate) fn launch_to_texels(
+    ctx: &Arc<GpuContext>,
+    p: &GemmParams,
+    a: (&GpuTex, Layout),
+    b: &GpuTex,
+    out: &GpuTex,
+) -> Result<()> {
+    let mut p = *p;
+    p.out_w = u32_of("gemm", texels_per_row(p.n as usize))?;
+    let dummy = ctx.alloc_storage(1)?;
+    launch_into(ctx, &p, a, (b, Layout::KPacked), None, 3, (&dummy, out))
+}
+
+/// Texels per output row of OUT_MODE 3 for `n` columns.
+pub(crate) fn texels_per_row(n: usize) -> usize {
+    8 * n.div_ceil(32)
+}
+
+fn launch_into(
+    ctx: &Arc<GpuContext>,
+    p: &GemmParams,
     (a, a_mode): (&GpuTex, Layout),
     (b, b_mode): (&GpuTex, Layout),
     bias: Option<&GpuBuf>,
     out_mode: u32,
-    out: &GpuBuf,
+    (out, out_tex): (&GpuBuf, &GpuTex),
 ) -> Result<()> {
     let four_packed = a_mode == Layout::Packed4 || b_mode == Layout::Packed4;
     let info = ctx.adapter_info();
@@ -314,20 +348,33 @@ pub(crate) fn launch(
         * u64::from(p.splits.max(1));
     // Without a bias, a one-element dummy fills the bias binding (the output cannot: a
     // buffer may not be bound read-only and writable in one dispatch).
-    let dummy;
-    let bias = match bias {
-        Some(b) => b,
-        None => {
-            dummy = ctx.alloc_storage(1)?;
-            &dummy
-        }
-    };
+    let mut slot = None;
+    let bias = or_dummy(ctx, bias, &mut slot)?;
     ctx.launch_args(
         &k,
         p,
-        &[Arg::Texels(a), Arg::Texels(b), Arg::In(bias), Arg::Out(out)],
+        &[
+            Arg::Texels(a),
+            Arg::Texels(b),
+            Arg::In(bias),
+            Arg::Out(out),
+            Arg::TexelsOut(out_tex),
+        ],
         groups,
     )
+}
+
+/// `buf`, or a one-element dummy kept in `slot` for a binding a kernel declares but does not
+/// read in this launch (an absent bias).
+pub(crate) fn or_dummy<'a>(
+    ctx: &Arc<GpuContext>,
+    buf: Option<&'a GpuBuf>,
+    slot: &'a mut Option<GpuBuf>,
+) -> Result<&'a GpuBuf> {
+    match buf {
+        Some(b) => Ok(b),
+        None => Ok(slot.insert(ctx.alloc_storage(1)?)),
+    }
 }
 
 /// Tiles of the output for `m` rows and `n` columns with A k-packed ([`launch`] sets the

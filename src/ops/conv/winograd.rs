@@ -215,8 +215,9 @@ fn input(geo: &Geom, atlas: &GpuTex, c: usize) -> Result<GpuTex> {
 }
 
 /// `M[ξ] = A[ξ] · V[ξ]` for the 36 positions: `rows` output rows, K over `k` channels;
-/// the result is `[36][rows][Tp]`.
-fn product(geo: &Geom, a: &GpuTex, v: &GpuTex, rows: usize, k: usize) -> Result<GpuBuf> {
+/// the result is a texel array of the GEMM's OUT_MODE 3 (`[36][rows]` rows of
+/// `gemm::texels_per_row(Tp)` texels, each 4 tiles 8 apart).
+fn product(geo: &Geom, a: &GpuTex, v: &GpuTex, rows: usize, k: usize) -> Result<GpuTex> {
     let ctx = a.context();
     let tp = padded_tiles(geo);
     let kq = k.div_ceil(4);
@@ -233,41 +234,24 @@ fn product(geo: &Geom, a: &GpuTex, v: &GpuTex, rows: usize, k: usize) -> Result<
         b_batch: u(tp * kq)?,
         ..GemmParams::default()
     };
-    let out = ctx.alloc_storage(XI * rows * tp)?;
-    gemm::launch(
-        ctx,
-        &p,
-        (a, Layout::KPacked),
-        (v, Layout::KPacked),
-        None,
-        0,
-        &out,
-    )?;
+    let out = ctx.alloc_texels((XI * rows * gemm::texels_per_row(tp)) as u64)?;
+    gemm::launch_to_texels(ctx, &p, (a, Layout::KPacked), v, &out)?;
     Ok(out)
 }
 
-/// `y = Aᵀ M A (+ bias)` from a product `[36][c][Tp]`: NCHW `[n, c, h, w]`.
-fn output(geo: &Geom, m: &GpuBuf, c: usize, bias: Option<&GpuBuf>) -> Result<GpuBuf> {
+/// `y = Aᵀ M A (+ bias)` from a product of `c` rows ([`product`]): NCHW `[n, c, h, w]`.
+fn output(geo: &Geom, m: &GpuTex, c: usize, bias: Option<&GpuBuf>) -> Result<GpuBuf> {
     let ctx = m.context();
     let mut p = params(geo, c)?;
+    // Texels per product row, one invocation each.
+    p.t4 = u(gemm::texels_per_row(padded_tiles(geo)))?;
     p.total = p.c * p.t4;
     let y = ctx.alloc_storage(geo.n * c * geo.h * geo.w)?;
-    let (on, copy) = gemm::source_texels(m, XI * c * padded_tiles(geo))?;
-    let k = Kernel::new(Shader::Winograd, "wino_output")
-        .with("HAS_BIAS", u32::from(bias.is_some()))
-        .with("SRC_TEXELS", u32::from(on));
-    // Without a bias, M fills the (unread) bias binding.
-    run(
-        ctx,
-        k,
-        &p,
-        &[
-            Arg::In(m),
-            Arg::In(bias.unwrap_or(m)),
-            Arg::Out(&y),
-            Arg::Texels(&copy),
-        ],
-    )?;
+    let k =
+        Kernel::new(Shader::Winograd, "wino_output").with("HAS_BIAS", u32::from(bias.is_some()));
+    let mut slot = None;
+    let bias = gemm::or_dummy(ctx, bias, &mut slot)?;
+    run(ctx, k, &p, &[Arg::Texels(m), Arg::In(bias), Arg::Out(&y)])?;
     Ok(y)
 }
 
