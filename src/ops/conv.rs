@@ -17,12 +17,14 @@
 //! atomics.
 //!
 //! GPU kernels, picked per layer and per adapter:
-//! - Winograd F(2×2, 3×3) (`src/ops/conv/winograd.rs` on `shaders/winograd.wgsl` and the
-//!   texture GEMM): ungrouped 3×3 layers of stride 1, dilation 1 and padding 1 with at least
-//!   [`WINOGRAD_MIN_CHANNELS`] channels each way, on the texture GEMM's adapters. Forward and
-//!   grad-input are 16 batched products with K = the channels, 1/2.25 of the direct
-//!   convolution's multiply-adds; grad-weight too from [`WINOGRAD_GW_MIN_CHANNELS`]
-//!   channels, else the texture GEMM's grad-weight over the same atlas.
+//! - Winograd F(4×4, 3×3) (`src/ops/conv/winograd.rs` on `shaders/winograd.wgsl` and the
+//!   texture GEMM): ungrouped 3×3 layers of stride 1 with padding equal to their dilation
+//!   and at least [`WINOGRAD_MIN_CHANNELS`] channels each way, on the texture GEMM's
+//!   adapters, where its cost model ([`WINOGRAD_MAX_WORK`]) says it does less work.
+//!   Forward and grad-input are 36 batched products with K = the channels, a quarter of
+//!   the direct convolution's multiply-adds; grad-weight too from
+//!   [`WINOGRAD_GW_MIN_CHANNELS`] channels, else the texture GEMM's grad-weight over the
+//!   same atlas.
 //! - the texture GEMM (`src/ops/conv/tex.rs` on `shaders/gemm_tex.wgsl` and
 //!   `shaders/pack.wgsl`, see `src/ops/gemm.rs`): the default for ungrouped layers
 //!   (`groups = 1`) wherever [`GpuContext::texture_gemm`](crate::gpu::GpuContext::texture_gemm)
@@ -61,7 +63,9 @@ use crate::shape::Shape;
 use crate::tensor::{same_device, DType, Storage, Tensor};
 
 pub use direct::{CONV_BC, CONV_BP, CONV_GW_BT, CONV_GW_TARGET, CONV_WG};
-pub use winograd::{WINOGRAD_GW_MIN_CHANNELS, WINOGRAD_MIN_CHANNELS};
+pub use winograd::{
+    WINOGRAD_GW_MIN_CHANNELS, WINOGRAD_MAX_WORK, WINOGRAD_MIN_CHANNELS, WINOGRAD_WEIGHT_COLUMNS,
+};
 
 /// Channels per invocation of the gather kernels of `conv.wgsl` (`BC`).
 pub const CONV_GATHER_BC: usize = 4;

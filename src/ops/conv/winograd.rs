@@ -1,17 +1,18 @@
-//! conv2d by Winograd's minimal filtering F(4×4, 3×3) for ungrouped 3×3 layers of stride 1,
-//! dilation 1 and padding 1 (the "same" convolutions of residual blocks and decoders), on
-//! the adapters of the texture GEMM: the transforms are `shaders/winograd.wgsl`, the
-//! products 36 batched texture GEMMs (one per position of the 6 × 6 transformed tile) with
-//! K = Cin (forward), Cout (grad-input) or the tiles (grad-weight). Per 4 × 4 output tile
-//! they do 36 multiply-adds per channel pair where the direct convolution does 144 (a
-//! quarter); the transforms are memory-bound passes.
+//! conv2d by Winograd's minimal filtering F(4×4, 3×3) for ungrouped 3×3 layers of stride 1
+//! whose padding equals their dilation (the "same" convolutions of residual blocks and
+//! decoders; a dilated layer is its d² phase sub-grids, each an undilated one), on the
+//! adapters of the texture GEMM: the transforms are `shaders/winograd.wgsl`, the products 36
+//! batched texture GEMMs (one per position of the 6 × 6 transformed tile) with K = Cin
+//! (forward), Cout (grad-input) or the tiles (grad-weight). Per 4 × 4 output tile they do
+//! 36 multiply-adds per channel pair where the direct convolution does 144 (a quarter); the
+//! transforms are memory-bound passes.
 //!
 //! Forward: `U = G g Gᵀ` (weights), `V = Bᵀ d B` (input tiles), `M[ξ] = U[ξ] · V[ξ]`,
 //! `y = Aᵀ M A (+ bias)`. Grad-input: the same on dy with the flipped, transposed kernel
-//! (its transform is U with rows and columns 0 ↔ 3 swapped, written in the forward's
-//! weight pass). Grad-weight: `∂U[ξ] = Z[ξ] · V[ξ]ᵀ` with `Z = A dy Aᵀ` per tile and V
-//! computed again from x, then `∂g = Gᵀ ∂U G`. The matrices and layouts are in the shader's
-//! header; the CPU reference of conv2d (`cpu.rs`) is the oracle, as for every conv kernel.
+//! (transformed in the forward's weight pass). Grad-weight: `∂U[ξ] = Z[ξ] · V[ξ]ᵀ` with
+//! `Z = A dy Aᵀ` per tile and V computed again from x's atlas, then `∂g = Gᵀ ∂U G`. The
+//! matrices and layouts are in the shader's header; the CPU reference of conv2d (`cpu.rs`)
+//! is the oracle, as for every conv kernel.
 
 use std::sync::Arc;
 
@@ -42,8 +43,9 @@ pub const WINOGRAD_GW_MIN_CHANNELS: usize = 64;
 /// pixel) for which the Winograd path is taken: its products do 36 per tile and channel
 /// pair, with their columns (tiles) padded to whole workgroup tiles, plus
 /// [`WINOGRAD_WEIGHT_COLUMNS`] for the weights' transforms; the margin is for the
-/// transforms' passes. With batch 8: a 24 × 24 map does 0.39 of the work (taken), a 12 × 12
-/// map 0.67 and a 6 × 6 map 2.0 (their few tiles fill a fraction of a workgroup tile).
+/// transforms' passes. With batch 8 and 128 output channels, a 24 × 24 map does 0.33 of
+/// the work (taken), a 12 × 12 map 0.67 and a 6 × 6 map 1.6 (their few tiles fill a
+/// fraction of a workgroup tile, and the weights' transforms weigh more).
 pub const WINOGRAD_MAX_WORK: f64 = 0.6;
 
 /// The weights' transforms (U and U', 72 texel stores per channel pair), counted as this
@@ -127,14 +129,13 @@ pub(super) fn applies(ctx: &GpuContext, geo: &Geom) -> bool {
     }
     let c = geo.cin.max(geo.cout);
     let c4 = c.div_ceil(4);
-    // The V, U and Z texel arrays, the products [36][c][Tp] and [36][cout][cin] in bytes,
-    // and the atlases of x and dy.
-    let product_bytes = (XI * c * tp.max(c) * 4) as u64;
+    // The atlases (as the texture GEMM's), the V, Z and U texel arrays, the products' texel
+    // arrays, and grad-weight's product [36][cout][cin] in bytes.
     tex::applies(ctx, geo)
         && gemm::fits(ctx, XI * tp * c4)
         && gemm::fits(ctx, XI * c * c4)
-        && gemm::fits(ctx, XI * c * tp / 4)
-        && product_bytes <= ctx.max_binding_bytes()
+        && gemm::fits(ctx, XI * c * gemm::texels_per_row(tp))
+        && (XI * geo.cout * geo.cin * 4) as u64 <= ctx.max_binding_bytes()
 }
 
 /// Sizes for the transforms of a tensor of `c` channels on the layer's grid.
@@ -195,15 +196,21 @@ fn weights_transposed(geo: &Geom, w: &GpuBuf) -> Result<GpuTex> {
 
 /// V of a tensor of `c` channels from its channel-packed atlas (x, or dy for grad-input).
 fn input(geo: &Geom, atlas: &GpuTex, c: usize) -> Result<GpuTex> {
+    transform(geo, "wino_input", atlas, c)
+}
+
+/// `entry` (wino_input or wino_dy) over the padded tiles of a tensor of `c` channels read
+/// from its atlas: a texel array of 36 × Tp × ceil(c/4) texels.
+fn transform(geo: &Geom, entry: &'static str, atlas: &GpuTex, c: usize) -> Result<GpuTex> {
     let ctx = atlas.context();
     let mut p = params(geo, c)?;
     p.total = 4 * p.t4 * p.c4;
     let v = ctx.alloc_texels(XI as u64 * u64::from(p.total))?;
-    let k = Kernel::new(Shader::Winograd, "wino_input");
+    // dst2, written only by wino_weights, is bound to a 1-texel placeholder.
     let unused = ctx.alloc_texels(1)?;
     run(
         ctx,
-        k,
+        Kernel::new(Shader::Winograd, entry),
         &p,
         &[
             Arg::Texels(atlas),
@@ -299,19 +306,7 @@ fn padded(m: usize, n: usize) -> usize {
 fn grad_weight(geo: &Geom, dy_atlas: &GpuTex, x_atlas: &GpuTex) -> Result<GpuBuf> {
     let ctx = dy_atlas.context();
     let tp = padded_tiles(geo);
-    let mut p = params(geo, geo.cout)?;
-    p.total = 4 * p.t4 * p.c4;
-    let z = ctx.alloc_texels(XI as u64 * u64::from(p.total))?;
-    run(
-        ctx,
-        Kernel::new(Shader::Winograd, "wino_dy"),
-        &p,
-        &[
-            Arg::Texels(dy_atlas),
-            Arg::TexelsOut(&z),
-            Arg::TexelsOut(&ctx.alloc_texels(1)?),
-        ],
-    )?;
+    let z = transform(geo, "wino_dy", dy_atlas, geo.cout)?;
     let v = input(geo, x_atlas, geo.cin)?;
     let (c4i, c4o) = (geo.cin.div_ceil(4), geo.cout.div_ceil(4));
     // Both operands are 4-packed over channels at each K = tile: rows co from Z and
@@ -346,6 +341,7 @@ fn grad_weight(geo: &Geom, dy_atlas: &GpuTex, x_atlas: &GpuTex) -> Result<GpuBuf
         &du,
     )?;
     drop((z, v));
+    let mut p = params(geo, geo.cout)?;
     p.total = u(geo.cout * geo.cin)?;
     let dw = ctx.alloc_storage(geo.cout * geo.cin * 9)?;
     run(
