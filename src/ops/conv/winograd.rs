@@ -44,8 +44,9 @@ pub const WINOGRAD_GW_MIN_CHANNELS: usize = 64;
 /// pair, with their columns (tiles) padded to whole workgroup tiles, plus
 /// [`WINOGRAD_WEIGHT_COLUMNS`] for the weights' transforms; the margin is for the
 /// transforms' passes. With batch 8 and 128 output channels, a 24 × 24 map does 0.33 of
-/// the work and a 12 × 12 map 0.67 (both taken: `small`'s step, 8 A/B runs interleaved,
-/// took 734–852 ms with 0.7 and 755–939 ms with 0.6, which left the 12 × 12 layers out),
+/// the work and a 12 × 12 map 0.67 (both taken: in two sets of 4 interleaved A/B runs,
+/// `small`'s step took 734 and 852 ms (upper medians) with 0.7, 755 and 939 ms with 0.6,
+/// which left the 12 × 12 layers out),
 /// a 6 × 6 map 1.6 (its few tiles fill a fraction of a workgroup tile, and the weights'
 /// transforms weigh more).
 pub const WINOGRAD_MAX_WORK: f64 = 0.7;
