@@ -92,7 +92,8 @@ struct GemmParams {
     // grad-input, and without the taps that read only padding (B_MODE 2 and 3).
     ky0: u32, kys: u32, kx0: u32, kxs: u32,
     // OUT_MODE 1: column pixel (jy, jx) of the ho × wo grid is stored at
-    // (out_y0 + out_sy·jy, out_x0 + out_sx·jx) of an out_h × out_w plane.
+    // (out_y0 + out_sy·jy, out_x0 + out_sx·jx) of an out_h × out_w plane. OUT_MODE 3:
+    // out_w is the texels per output row.
     kw_full: u32, out_h: u32, out_w: u32, out_y0: u32,
     out_sy: u32, out_x0: u32, out_sx: u32, _p2: u32,
 }

@@ -98,20 +98,16 @@ pub(crate) enum Saved {
 
 impl std::fmt::Debug for SavedPack {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &*self.0 {
-            Saved::Gemm(p) => write!(
-                f,
-                "SavedPack(atlas {} texels, transposed weights {})",
-                p.atlas.texels(),
-                p.wt.is_some()
-            ),
-            Saved::Winograd(p) => write!(
-                f,
-                "SavedPack(winograd, atlas {} texels, transposed weights {})",
-                p.atlas.texels(),
-                p.wt.is_some()
-            ),
-        }
+        let (path, p) = match &*self.0 {
+            Saved::Gemm(p) => ("texture GEMM", p),
+            Saved::Winograd(p) => ("winograd", p),
+        };
+        write!(
+            f,
+            "SavedPack({path}, atlas {} texels, transposed weights {})",
+            p.atlas.texels(),
+            p.wt.is_some()
+        )
     }
 }
 
