@@ -43,14 +43,14 @@
 // their pack (or have K % 4 = 0). Rows and columns past the matrix read arbitrary texels
 // and are not stored.
 //
-// OUT_MODE 3 (B_MODE 0 only): texels of out_tex, t = (b·m + row)·out_w + (col/32)·8 + col%8
-// holding columns col, col + 8, col + 16, col + 24 of the row (one lane's 4 columns, one
-// vector store): the Winograd products, read by their output transform (winograd.wgsl).
-// out_w = 8·ceil(n/32).
 // OUT_MODE 0: out[b, row, col] row-major (matmul). 1: NCHW out[img, row, pixel] (+ bias[row]
 // when HAS_BIAS) for the conv modes. 2: grad-weight partials out[split, row, ci, tap] over
 // the kernel's taps_full taps (the host sums the splits; taps outside the sub-grid are
 // not written).
+// OUT_MODE 3 (B_MODE 0 only): texels of out_tex, t = (b·m + row)·out_w + (col/32)·8 + col%8
+// holding columns col, col + 8, col + 16, col + 24 of the row (one lane's 4 columns, one
+// vector store): the Winograd products, read by their output transform (winograd.wgsl).
+// out_w = 8·ceil(n/32).
 
 override A_MODE: u32 = 0u;
 override B_MODE: u32 = 0u;

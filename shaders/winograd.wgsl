@@ -85,8 +85,7 @@ override TRANSPOSED: bool = false;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 @group(0) @binding(2) var<storage, read_write> dw: array<f32>;
 
-// Positions of the transformed tile and entries per side.
-const XI: u32 = 36u;
+// Entries per side of the transformed tile (its positions are ξ = 6r + c).
 const SIDE: u32 = 6u;
 
 fn invocation(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {

@@ -19,8 +19,9 @@ use std::sync::Arc;
 use crate::error::{Error, Result};
 use crate::gpu::{Arg, GpuBuf, GpuContext, GpuTex, Kernel, Shader};
 
-/// Output tile of one workgroup (rows × columns) for products of more than 32 rows; = ROWS ·
-/// ROW_CLUSTERS × (8 / ROW_CLUSTERS)·cw in gemm_tex.wgsl.
+/// The preferred workgroup tile (rows × columns, ROWS = 32 and ROW_CLUSTERS = 2; see
+/// [`tile_shape`] for the others), whose rows the WIDE tiles keep; = ROWS · ROW_CLUSTERS ×
+/// (8 / ROW_CLUSTERS)·cw in gemm_tex.wgsl.
 pub const GEMM_TILE: (usize, usize) = (64, 128);
 
 /// The workgroup tile for a product of `m` rows and `n` columns: `(ROWS, ROW_CLUSTERS)` of

@@ -191,7 +191,8 @@ fn weights(geo: &Geom, w: &GpuBuf, transposed: bool) -> Result<(GpuTex, Option<G
     Ok((a, transposed.then_some(b)))
 }
 
-/// U' alone (grad-input's A), for a backward whose forward did not keep it.
+/// U' (grad-input's A; the same pass writes U, unused here), for a backward whose forward
+/// did not keep it.
 fn weights_transposed(geo: &Geom, w: &GpuBuf) -> Result<GpuTex> {
     let (_, t) = weights(geo, w, true)?;
     t.ok_or_else(|| crate::error::Error::Gpu("winograd: transposed weights missing".into()))
@@ -303,9 +304,9 @@ fn padded(m: usize, n: usize) -> usize {
     m.div_ceil(tm) * tm * n.div_ceil(tn) * tn
 }
 
-/// `∂w [cout, cin, 3, 3]` from dy's and x's atlases: `∂U[ξ] = Z[ξ]ᵀ · V[ξ]` over the
-/// tiles (computed as `∂U[ξ]ᵀ = V[ξ]ᵀ · Z[ξ]` when that pads fewer rows and columns to
-/// whole workgroup tiles), then `∂g = Gᵀ ∂U G`.
+/// `∂w [cout, cin, 3, 3]` from dy's and x's atlases: `∂U[ξ](co, ci) = Σ_tiles Z[ξ](co, t) ·
+/// V[ξ](ci, t)` (rows co and columns ci, or the transpose when that pads fewer rows and
+/// columns to whole workgroup tiles), then `∂g = Gᵀ ∂U G`.
 fn grad_weight(geo: &Geom, dy_atlas: &GpuTex, x_atlas: &GpuTex) -> Result<GpuBuf> {
     let ctx = dy_atlas.context();
     let tp = padded_tiles(geo);
