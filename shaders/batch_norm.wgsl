@@ -29,12 +29,7 @@
 // bn_stats4, bn_apply4, bn_apply_backward4: the same for planes of a multiple of 4 values,
 //   read and written as vec4 (a quarter of the loads; on lavapipe a vec4 load costs about
 //   what a scalar one does). bn_stats4 sums runs of RUN4 vec4 (= RUN values, so the same
-//   partials); the apply passes' `chunks` counts runs of CHUNK4 vec4. With TEXELS (CPU
-//   adapters) they read their activation-sized inputs from texel arrays, copies of the
-//   buffers made by the host (texel i = vec4 i), bound after the storage bindings: lavapipe
-//   fetches a texel with vector loads but runs every storage load as a scalar loop over its
-//   SIMD lanes (bn_stats4 2.5× faster). Without TEXELS the texture bindings are 1-texel
-//   placeholders and never read.
+//   partials); the apply passes' `chunks` counts runs of CHUNK4 vec4.
 
 override MODE: u32 = 0u;
 // 0: identity, 1: ReLU.
@@ -44,8 +39,6 @@ override RESIDUAL: bool = false;
 // (lavapipe runs a workgroup with barriers as a sequence of fibers, which cost more there
 // than the adds they share), or by a workgroup and a tree (GPUs).
 override SERIAL: bool = false;
-// The vec4 kernels read activation-sized inputs from texel arrays (see the header).
-override TEXELS: bool = false;
 
 // Elements summed per bn_stats invocation (RUN4 vec4 in bn_stats4).
 const RUN: u32 = 64u;
@@ -327,72 +320,6 @@ fn bn_apply_backward(@builtin(workgroup_id) wid: vec3<u32>,
 @group(0) @binding(5) var<storage, read_write> ab4_dx: array<vec4<f32>>;
 @group(0) @binding(6) var<storage, read_write> ab4_dres: array<vec4<f32>>;
 
-// The texel arrays of TEXELS, after each entry's storage bindings.
-@group(0) @binding(6) var st4_tx: texture_2d<f32>;
-@group(0) @binding(7) var st4_tg: texture_2d<f32>;
-@group(0) @binding(8) var st4_ty: texture_2d<f32>;
-@group(0) @binding(5) var ap4_tx: texture_2d<f32>;
-@group(0) @binding(6) var ap4_tres: texture_2d<f32>;
-@group(0) @binding(7) var ab4_tg: texture_2d<f32>;
-@group(0) @binding(8) var ab4_ty: texture_2d<f32>;
-@group(0) @binding(9) var ab4_tx: texture_2d<f32>;
-
-fn st4_x_at(i: u32) -> vec4<f32> {
-    if (TEXELS) {
-        return textureLoad(st4_tx, texel_xy(i), 0);
-    }
-    return st4_x[i];
-}
-
-fn st4_g_at(i: u32) -> vec4<f32> {
-    if (TEXELS) {
-        return textureLoad(st4_tg, texel_xy(i), 0);
-    }
-    return st4_g[i];
-}
-
-fn st4_y_at(i: u32) -> vec4<f32> {
-    if (TEXELS) {
-        return textureLoad(st4_ty, texel_xy(i), 0);
-    }
-    return st4_y[i];
-}
-
-fn ap4_x_at(i: u32) -> vec4<f32> {
-    if (TEXELS) {
-        return textureLoad(ap4_tx, texel_xy(i), 0);
-    }
-    return ap4_x[i];
-}
-
-fn ap4_res_at(i: u32) -> vec4<f32> {
-    if (TEXELS) {
-        return textureLoad(ap4_tres, texel_xy(i), 0);
-    }
-    return ap4_res[i];
-}
-
-fn ab4_g_at(i: u32) -> vec4<f32> {
-    if (TEXELS) {
-        return textureLoad(ab4_tg, texel_xy(i), 0);
-    }
-    return ab4_g[i];
-}
-
-fn ab4_y_at(i: u32) -> vec4<f32> {
-    if (TEXELS) {
-        return textureLoad(ab4_ty, texel_xy(i), 0);
-    }
-    return ab4_y[i];
-}
-
-fn ab4_x_at(i: u32) -> vec4<f32> {
-    if (TEXELS) {
-        return textureLoad(ab4_tx, texel_xy(i), 0);
-    }
-    return ab4_x[i];
-}
-
 fn act_grad4(g: vec4<f32>, y: vec4<f32>) -> vec4<f32> {
     if (ACT == 1u) {
         return select(vec4<f32>(0.0), g, y > vec4<f32>(0.0));
@@ -428,9 +355,9 @@ fn bn_stats4(@builtin(workgroup_id) wid: vec3<u32>,
     var s = vec4<f32>(0.0);
     var s2 = vec4<f32>(0.0);
     if (MODE == 0u) {
-        let k = st4_x_at(c * hw4).x;
+        let k = st4_x[c * hw4].x;
         for (var i = first; i < end; i = i + 1u) {
-            let d = st4_x_at(i) - vec4<f32>(k);
+            let d = st4_x[i] - vec4<f32>(k);
             s = s + d;
             s2 = fma(d, d, s2);
         }
@@ -440,9 +367,9 @@ fn bn_stats4(@builtin(workgroup_id) wid: vec3<u32>,
     } else {
         let mu = vec4<f32>(st4_stats[c]);
         for (var i = first; i < end; i = i + 1u) {
-            let dy = act_grad4(st4_g_at(i), st4_y_at(i));
+            let dy = act_grad4(st4_g[i], st4_y[i]);
             s = s + dy;
-            s2 = fma(dy, st4_x_at(i) - mu, s2);
+            s2 = fma(dy, st4_x[i] - mu, s2);
         }
     }
     st4_part[t] = hsum(s);
@@ -466,9 +393,9 @@ fn bn_apply4(@builtin(workgroup_id) wid: vec3<u32>,
     let end = min(first + CHUNK4, hw4);
     let base = plane * hw4;
     for (var i = base + first; i < base + end; i = i + 1u) {
-        var v = fma(ap4_x_at(i), scale, shift);
+        var v = fma(ap4_x[i], scale, shift);
         if (RESIDUAL) {
-            v = v + ap4_res_at(i);
+            v = v + ap4_res[i];
         }
         ap4_y[i] = act4(v);
     }
@@ -492,8 +419,8 @@ fn bn_apply_backward4(@builtin(workgroup_id) wid: vec3<u32>,
     let end = min(first + CHUNK4, hw4);
     let base = plane * hw4;
     for (var i = base + first; i < base + end; i = i + 1u) {
-        let dy = act_grad4(ab4_g_at(i), ab4_y_at(i));
-        ab4_dx[i] = fma(a, dy, fma(b, ab4_x_at(i), d));
+        let dy = act_grad4(ab4_g[i], ab4_y[i]);
+        ab4_dx[i] = fma(a, dy, fma(b, ab4_x[i], d));
         if (RESIDUAL) {
             ab4_dres[i] = dy;
         }

@@ -12,10 +12,6 @@
 //   clip_factor: norm = √grad[0]; factor = min(1, max_norm / (norm + eps)).
 
 override WG: u32 = 256u;
-// sgd4 reads gradient, parameter and buffer from texel-array copies bound after its storage
-// bindings (CPU adapters: lavapipe fetches texels with vector loads and runs every storage
-// load as a scalar loop over its SIMD lanes); without it they are 1-texel placeholders.
-override TEXELS: bool = false;
 
 // Mirrors OptimParams in src/optim/kernels.rs: one parameter block for every entry point,
 // each reading its own fields. flags: bit 0 first step, bit 1 Nesterov.
@@ -52,9 +48,6 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> param4: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read_write> state04: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read_write> state14: array<vec4<f32>>;
-@group(0) @binding(5) var sgd4_tgrad: texture_2d<f32>;
-@group(0) @binding(6) var sgd4_tparam: texture_2d<f32>;
-@group(0) @binding(7) var sgd4_tstate: texture_2d<f32>;
 
 // The updates on 4 values at a time (the scalar entries use lane x); g is the scaled gradient.
 // sgd returns the new parameter and buffer.
@@ -97,15 +90,7 @@ fn sgd4(@builtin(workgroup_id) wid: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
     let i = wg_linear(wid, nwg) * WG + lid;
     if (i < q.n) {
-        var r: mat2x4<f32>;
-        if (TEXELS) {
-            let at = texel_xy(i);
-            r = sgd_update(textureLoad(sgd4_tparam, at, 0),
-                           scale[0] * textureLoad(sgd4_tgrad, at, 0),
-                           textureLoad(sgd4_tstate, at, 0));
-        } else {
-            r = sgd_update(param4[i], scale[0] * grad4[i], state04[i]);
-        }
+        let r = sgd_update(param4[i], scale[0] * grad4[i], state04[i]);
         state04[i] = r[1];
         param4[i] = r[0];
     }

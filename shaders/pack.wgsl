@@ -48,12 +48,6 @@ struct PackParams {
 @group(0) @binding(3) var dst2: texture_storage_2d<rgba32float, write>;
 // pack_atlas4, pack_dy4: the source as vec4 (planes, or rows, of a multiple of 4 values).
 @group(0) @binding(1) var<storage, read> src4: array<vec4<f32>>;
-// With SRC_TEXELS (CPU adapters) they read it from a texel-array copy (texel i = vec4 i),
-// bound after their outputs: lavapipe fetches texels with vector loads and runs every
-// storage load as a scalar loop over its SIMD lanes. Otherwise a 1-texel placeholder.
-override SRC_TEXELS: bool = false;
-@group(0) @binding(3) var atlas_src: texture_2d<f32>;
-@group(0) @binding(4) var dy_src: texture_2d<f32>;
 
 // src[i] if ok, else 0 (index 0 is read instead: no branch).
 fn load_or_zero(i: u32, ok: bool) -> f32 {
@@ -231,18 +225,11 @@ fn pack_weights2(@builtin(workgroup_id) wid: vec3<u32>,
     }
 }
 
-// The vec4 of channel 4q + j at vec4 index i4 of its plane (zero past the channels), from
-// src4 or, with SRC_TEXELS, from its copy `copy`.
-fn channel4(copy: texture_2d<f32>, plane0: u32, j: u32, q: u32, chans: u32, plane4: u32,
-            i4: u32) -> vec4<f32> {
+// The vec4 of channel 4q + j at vec4 index i4 of its plane from src4 (zero past the
+// channels).
+fn channel4(plane0: u32, j: u32, q: u32, chans: u32, plane4: u32, i4: u32) -> vec4<f32> {
     let ch = 4u * q + j;
-    let at = (plane0 + min(ch, chans - 1u)) * plane4 + i4;
-    var v: vec4<f32>;
-    if (SRC_TEXELS) {
-        v = textureLoad(copy, texel_xy(at), 0);
-    } else {
-        v = src4[at];
-    }
+    let v = src4[(plane0 + min(ch, chans - 1u)) * plane4 + i4];
     return select(vec4<f32>(0.0), v, ch < chans);
 }
 
@@ -260,10 +247,10 @@ fn pack_atlas4(@builtin(workgroup_id) wid: vec3<u32>,
     let pq = t % hw4;
     let q = (t / hw4) % c4;
     let img = t / (hw4 * c4);
-    let r0 = channel4(atlas_src, img * chans, 0u, q, chans, hw4, pq);
-    let r1 = channel4(atlas_src, img * chans, 1u, q, chans, hw4, pq);
-    let r2 = channel4(atlas_src, img * chans, 2u, q, chans, hw4, pq);
-    let r3 = channel4(atlas_src, img * chans, 3u, q, chans, hw4, pq);
+    let r0 = channel4(img * chans, 0u, q, chans, hw4, pq);
+    let r1 = channel4(img * chans, 1u, q, chans, hw4, pq);
+    let r2 = channel4(img * chans, 2u, q, chans, hw4, pq);
+    let r3 = channel4(img * chans, 3u, q, chans, hw4, pq);
     let pix0 = (img * c4 + q) * p.dim1 + 4u * pq;
     textureStore(dst, texel_xy(pix0), vec4<f32>(r0.x, r1.x, r2.x, r3.x));
     textureStore(dst, texel_xy(pix0 + 1u), vec4<f32>(r0.y, r1.y, r2.y, r3.y));
@@ -287,7 +274,7 @@ fn pack_dy4(@builtin(workgroup_id) wid: vec3<u32>,
     let i4 = b.y * wq + b.x;
     var r: array<vec4<f32>, 4>;
     for (var j = 0u; j < 4u; j = j + 1u) {
-        r[j] = channel4(dy_src, b.w * chans, j, b.z, chans, ho * wq, i4);
+        r[j] = channel4(b.w * chans, j, b.z, chans, ho * wq, i4);
     }
     store_dy(b, r);
 }

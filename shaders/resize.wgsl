@@ -47,21 +47,6 @@ struct Params {
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
 // interpolate_bilinear4: the output as vec4 (4 consecutive outputs of a row).
 @group(0) @binding(2) var<storage, read_write> out4: array<vec4<f32>>;
-// With A_TEXELS (CPU adapters, `a` of a multiple of 4 values) every entry reads `a` from a
-// texel-array copy (texel i = a[4i .. 4i + 3]): lavapipe fetches texels with vector loads and
-// runs every storage load as a scalar loop over its SIMD lanes. Otherwise a 1-texel
-// placeholder that is never read.
-override A_TEXELS: bool = false;
-@group(0) @binding(3) var a_texels: texture_2d<f32>;
-
-// a[i], from the texel copy with A_TEXELS.
-fn load_a(i: u32) -> f32 {
-    if (A_TEXELS) {
-        return textureLoad(a_texels, texel_xy(i / 4u), 0)[i % 4u];
-    }
-    return a[i];
-}
-
 struct Taps {
     i0: u32,
     i1: u32,
@@ -118,8 +103,8 @@ fn interpolate_bilinear(@builtin(workgroup_id) wid: vec3<u32>,
     let tx = taps(ox, p.scale_w, p.iw);
     let r0 = base + ty.i0 * p.iw;
     let r1 = base + ty.i1 * p.iw;
-    let top = (1.0 - tx.lam) * load_a(r0 + tx.i0) + tx.lam * load_a(r0 + tx.i1);
-    let bottom = (1.0 - tx.lam) * load_a(r1 + tx.i0) + tx.lam * load_a(r1 + tx.i1);
+    let top = (1.0 - tx.lam) * a[r0 + tx.i0] + tx.lam * a[r0 + tx.i1];
+    let bottom = (1.0 - tx.lam) * a[r1 + tx.i0] + tx.lam * a[r1 + tx.i1];
     out[i] = (1.0 - ty.lam) * top + ty.lam * bottom;
 }
 
@@ -131,9 +116,9 @@ fn pick5(v0: vec4<f32>, v4: f32, k: u32) -> f32 {
 // The 5 input values of row r at columns b .. b+4 (clamped to the row).
 fn row5(r: u32, b: u32) -> array<f32, 5> {
     let last = p.iw - 1u;
-    return array<f32, 5>(load_a(r + min(b, last)), load_a(r + min(b + 1u, last)),
-                         load_a(r + min(b + 2u, last)), load_a(r + min(b + 3u, last)),
-                         load_a(r + min(b + 4u, last)));
+    return array<f32, 5>(a[r + min(b, last)], a[r + min(b + 1u, last)],
+                         a[r + min(b + 2u, last)], a[r + min(b + 3u, last)],
+                         a[r + min(b + 4u, last)]);
 }
 
 @compute @workgroup_size(WG)
@@ -187,7 +172,7 @@ fn interpolate_bilinear_backward(@builtin(workgroup_id) wid: vec3<u32>,
             var row = 0.0;
             for (var ox = rx.x; ox < rx.y; ox = ox + 1u) {
                 let wx = weight(taps(ox, p.scale_w, p.iw), x);
-                row = row + wx * load_a(oplane + oy * p.ow + ox);
+                row = row + wx * a[oplane + oy * p.ow + ox];
             }
             acc = acc + wy * row;
         }
@@ -210,7 +195,7 @@ fn interpolate_bilinear_backward_w(@builtin(workgroup_id) wid: vec3<u32>,
     for (var ox = rx.x; ox < rx.y; ox = ox + 1u) {
         let wx = weight(taps(ox, p.scale_w, p.iw), x);
         if (wx != 0.0) {
-            acc = acc + wx * load_a(row + ox);
+            acc = acc + wx * a[row + ox];
         }
     }
     out[i] = acc;
@@ -232,7 +217,7 @@ fn interpolate_bilinear_backward_h(@builtin(workgroup_id) wid: vec3<u32>,
     for (var oy = ry.x; oy < ry.y; oy = oy + 1u) {
         let wy = weight(taps(oy, p.scale_h, p.ih), y);
         if (wy != 0.0) {
-            acc = acc + wy * load_a(base + oy * p.iw);
+            acc = acc + wy * a[base + oy * p.iw];
         }
     }
     out[i] = acc;

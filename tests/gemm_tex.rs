@@ -345,8 +345,7 @@ fn conv_forward_and_gradients_on_the_texture_gemm() {
 }
 
 /// The texture GEMM's GPU variants on this adapter (`GpuOptions::gpu_variants`: 64-row
-/// tiles without WIDE, 64 grad-weight bands, packs reading their sources from storage
-/// buffers instead of texel-array copies) against the CPU reference: `check_op`'s second
+/// tiles without WIDE, 64 grad-weight bands) against the CPU reference: `check_op`'s second
 /// context turns textures off, so this is where those variants run on a CPU adapter.
 #[test]
 fn conv_gemm_gpu_variants_match_the_cpu() {

@@ -221,9 +221,7 @@ impl GpuContext {
     /// Whether kernels take their variants for CPU adapters: a CPU adapter (lavapipe, whose
     /// few worker threads run a workgroup's invocations as SIMD lanes and its barriers as
     /// fibers) unless [`GpuOptions::gpu_variants`]. The variants: the texture GEMM's WIDE
-    /// tiles, fewer grad-weight bands, batch-norm's serial finish, and batch-norm's and
-    /// SGD's vec4 kernels reading their large inputs from texel-array copies (texel fetches
-    /// are vector loads there, storage loads a loop over the SIMD lanes).
+    /// tiles, fewer grad-weight bands and batch-norm's serial finish.
     pub fn cpu_variants(&self) -> bool {
         self.cpu_variants
     }

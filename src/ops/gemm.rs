@@ -190,77 +190,23 @@ pub(crate) fn pack_texels(
     Ok(t)
 }
 
-/// An input of `values` values that a kernel may read through a texel-array copy bound
-/// after its storage bindings (the vec4 packs, resize, batch-norm, SGD), and whether it
-/// reads it (the kernel's `*_TEXELS` override): a copy on CPU adapters when `values` is a
-/// multiple of 4 (texel fetches are vector loads there, storage loads a loop over the SIMD
-/// lanes), a 1-texel placeholder elsewhere.
-pub(crate) fn source_texels(src: &GpuBuf, values: usize) -> Result<(bool, GpuTex)> {
-    let ctx = src.context();
-    if ctx.cpu_variants() && values % 4 == 0 {
-        Ok((true, copy_texels(src, values / 4)?))
-    } else {
-        Ok((false, ctx.alloc_texels(1)?))
-    }
-}
-
-/// [`pack_texels`] for `pack_atlas4`, whose source of `values` values it may read through a
-/// texel-array copy ([`source_texels`]).
-pub(crate) fn pack_texels4(
-    src: &GpuBuf,
-    entry: &'static str,
-    p: &PackParams,
-    (values, texels): (usize, usize),
-) -> Result<GpuTex> {
-    let ctx = src.context();
-    let (on, copy) = source_texels(src, values)?;
-    let t = ctx.alloc_texels(texels as u64)?;
-    ctx.launch_args(
-        &Kernel::new(Shader::Pack, entry).with("SRC_TEXELS", u32::from(on)),
-        p,
-        &[Arg::In(src), Arg::TexelsOut(&t), Arg::Texels(&copy)],
-        u64::from(p.total).div_ceil(64),
-    )?;
-    Ok(t)
-}
-
 /// Runs pack.wgsl's two-layout `entry` (`pack_dy`, `pack_dy4`, `pack_weights2`) over
-/// `p.total` invocations into fresh texel arrays of `texels.0` and `texels.1` texels;
-/// `pack_dy4` may read its source (`values` values) through a texel-array copy
-/// ([`source_texels`]).
+/// `p.total` invocations into fresh texel arrays of `texels.0` and `texels.1` texels.
 pub(crate) fn pack2(
     src: &GpuBuf,
     entry: &'static str,
     p: &PackParams,
     texels: (usize, usize),
-    values: usize,
 ) -> Result<(GpuTex, GpuTex)> {
     let ctx = src.context();
     let a = ctx.alloc_texels(texels.0 as u64)?;
     let b = ctx.alloc_texels(texels.1 as u64)?;
-    let k = Kernel::new(Shader::Pack, entry);
-    let grid = u64::from(p.total).div_ceil(64);
-    if entry == "pack_dy4" {
-        let (on, copy) = source_texels(src, values)?;
-        ctx.launch_args(
-            &k.with("SRC_TEXELS", u32::from(on)),
-            p,
-            &[
-                Arg::In(src),
-                Arg::TexelsOut(&a),
-                Arg::TexelsOut(&b),
-                Arg::Texels(&copy),
-            ],
-            grid,
-        )?;
-    } else {
-        ctx.launch_args(
-            &k,
-            p,
-            &[Arg::In(src), Arg::TexelsOut(&a), Arg::TexelsOut(&b)],
-            grid,
-        )?;
-    }
+    ctx.launch_args(
+        &Kernel::new(Shader::Pack, entry),
+        p,
+        &[Arg::In(src), Arg::TexelsOut(&a), Arg::TexelsOut(&b)],
+        u64::from(p.total).div_ceil(64),
+    )?;
     Ok((a, b))
 }
 

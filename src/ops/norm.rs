@@ -31,13 +31,10 @@
 //! differentiated by autograd. The CPU backend computes every path in `f64` (two-pass
 //! variance), the reference the kernels are tested against.
 
-use std::sync::Arc;
-
 use crate::autograd::{grad_enabled, Op};
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::gpu::{Arg, GpuBuf, GpuContext, GpuTex, Kernel, Shader};
-use crate::ops::gemm;
+use crate::gpu::{GpuBuf, Kernel, Shader};
 use crate::shape::Shape;
 use crate::tensor::{same_device, DType, Storage, Tensor};
 
@@ -84,47 +81,6 @@ fn plane_kernel(entry: &'static str, p: &BnParams) -> (Kernel, BnParams, u64) {
     }
     let groups = (u64::from(p.planes) * u64::from(p.chunks)).div_ceil(64);
     (Kernel::new(Shader::BatchNorm, name), p, groups)
-}
-
-/// The texel arrays a vec4 kernel (`vec4`: planes of a multiple of 4 values) binds after its
-/// storage buffers, and whether it reads them (`TEXELS`): copies of `bufs` (its
-/// activation-sized inputs of `numel` values) on CPU adapters, 1-texel placeholders
-/// elsewhere ([`gemm::source_texels`]). The scalar kernels bind none.
-fn texel_inputs(vec4: bool, bufs: &[&GpuBuf], numel: usize) -> Result<(bool, Vec<GpuTex>)> {
-    if !vec4 {
-        return Ok((false, Vec::new()));
-    }
-    let mut on = false;
-    let mut texels = Vec::with_capacity(bufs.len());
-    for b in bufs {
-        let (reads, t) = gemm::source_texels(b, numel)?;
-        on = reads;
-        texels.push(t);
-    }
-    Ok((on, texels))
-}
-
-/// Launches `k` (with `TEXELS` set) over `inputs`, `outputs`, then `texels`.
-fn launch_with_texels(
-    ctx: &Arc<GpuContext>,
-    k: Kernel,
-    p: &BnParams,
-    (inputs, outputs): (&[&GpuBuf], &[&GpuBuf]),
-    (texels_on, texels): (bool, &[&GpuTex]),
-    groups: u64,
-) -> Result<()> {
-    let args: Vec<Arg> = inputs
-        .iter()
-        .map(|b| Arg::In(b))
-        .chain(outputs.iter().map(|b| Arg::Out(b)))
-        .chain(texels.iter().map(|t| Arg::Texels(t)))
-        .collect();
-    let k = if texels.is_empty() {
-        k
-    } else {
-        k.with("TEXELS", u32::from(texels_on))
-    };
-    ctx.launch_args(&k, p, &args, groups)
 }
 
 /// An elementwise activation fused into a kernel's epilogue (`ACT` in the shaders that
@@ -251,24 +207,12 @@ fn apply(x: &Tensor, stats: &Tensor, ep: &Epilogue) -> Result<Storage> {
             let out = ctx.alloc_storage(x.numel())?;
             // Without a residual the kernel never reads its binding: x fills it.
             let (k, bp, groups) = plane_kernel("bn_apply", &bp);
-            let big = [xb, rb.unwrap_or(xb)];
-            let (on, tex) = texel_inputs(
-                bp.hw % 4 == 0,
-                &big[..1 + usize::from(rb.is_some())],
-                x.numel(),
-            )?;
-            let tex: Vec<&GpuTex> = match tex.len() {
-                0 => Vec::new(),
-                1 => vec![&tex[0], &tex[0]],
-                _ => tex.iter().collect(),
-            };
-            launch_with_texels(
-                ctx,
-                k.with("ACT", ep.act.code())
+            ctx.launch(
+                &k.with("ACT", ep.act.code())
                     .with("RESIDUAL", u32::from(rb.is_some())),
                 &bp,
-                (&[xb, sb, rb.unwrap_or(xb)], &[&out]),
-                (on, &tex),
+                &[xb, sb, rb.unwrap_or(xb)],
+                &[&out],
                 groups,
             )?;
             Ok(Storage::Gpu(out))
@@ -328,14 +272,11 @@ fn train_stats(
             let bp = stats_params(&bn_params(x, momentum, eps)?);
             let parts = n * c * bp.chunks as usize;
             let part = ctx.alloc_storage(2 * parts + c)?;
-            let (on, tex) = texel_inputs(bp.hw % 4 == 0, &[xb], x.numel())?;
-            let tex: Vec<&GpuTex> = tex.iter().cycle().take(3 * tex.len()).collect();
-            launch_with_texels(
-                ctx,
-                plane_kernel("bn_stats", &bp).0.with("MODE", 0u32),
+            ctx.launch(
+                &plane_kernel("bn_stats", &bp).0.with("MODE", 0u32),
                 &bp,
-                (&[xb, xb, xb, xb], &[&part]),
-                (on, &tex),
+                &[xb, xb, xb, xb],
+                &[&part],
                 parts.div_ceil(64) as u64,
             )?;
             let stats = ctx.alloc_storage(4 * c)?;
@@ -463,18 +404,14 @@ pub(crate) fn batch_norm_backward(
             let (gb, yb, sb) = (g.gpu_buf(OP)?, out.gpu_buf(OP)?, stats.gpu_buf(OP)?);
             let parts = n * c * sp.chunks as usize;
             let part = ctx.alloc_storage(2 * parts)?;
-            // x, g and y as texel arrays (CPU adapters), read by both vec4 passes.
-            let (on, tex) = texel_inputs(bp.hw % 4 == 0, &[xb, gb, yb], x.numel())?;
-            let tex: Vec<&GpuTex> = tex.iter().collect();
-            launch_with_texels(
-                ctx,
-                plane_kernel("bn_stats", &sp)
+            ctx.launch(
+                &plane_kernel("bn_stats", &sp)
                     .0
                     .with("MODE", 1u32)
                     .with("ACT", act.code()),
                 &sp,
-                (&[xb, gb, yb, sb], &[&part]),
-                (on, &tex),
+                &[xb, gb, yb, sb],
+                &[&part],
                 parts.div_ceil(64) as u64,
             )?;
             let coef = ctx.alloc_storage(3 * c)?;
@@ -500,21 +437,12 @@ pub(crate) fn batch_norm_backward(
                 Some(ctx.alloc_storage(4)?) // one vec4: the vec4 kernel's minimum binding
             };
             let (k, bp, groups) = plane_kernel("bn_apply_backward", &bp);
-            // Its texel bindings are g, y, x.
-            let tex: Vec<&GpuTex> = match tex.as_slice() {
-                [tx, tg, ty] => vec![tg, ty, tx],
-                _ => Vec::new(),
-            };
-            launch_with_texels(
-                ctx,
-                k.with("ACT", act.code())
+            ctx.launch(
+                &k.with("ACT", act.code())
                     .with("RESIDUAL", u32::from(write_res)),
                 &bp,
-                (
-                    &[gb, yb, xb, &coef],
-                    &[&dx, dres.as_ref().or(dummy.as_ref()).unwrap_or(&dx)],
-                ),
-                (on, &tex),
+                &[gb, yb, xb, &coef],
+                &[&dx, dres.as_ref().or(dummy.as_ref()).unwrap_or(&dx)],
                 groups,
             )?;
             let dres = match dres {

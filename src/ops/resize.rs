@@ -18,8 +18,7 @@ use std::sync::Arc;
 
 use crate::autograd::Op;
 use crate::error::{Error, Result};
-use crate::gpu::{groups_for, Arg, GpuBuf, GpuContext, Kernel, Shader};
-use crate::ops::gemm;
+use crate::gpu::{groups_for, GpuBuf, GpuContext, Kernel, Shader};
 use crate::ops::unary::ELEMENTWISE_WG;
 use crate::shape::Shape;
 use crate::tensor::{DType, Storage, Tensor};
@@ -127,8 +126,7 @@ fn launch(
     Ok(out)
 }
 
-/// Launches `k` over `threads` threads reading `input` (through a texel-array copy on CPU
-/// adapters: `A_TEXELS`) into `out`.
+/// Launches `k` over `threads` threads reading `input` into `out`.
 fn launch_reading(
     ctx: &Arc<GpuContext>,
     k: Kernel,
@@ -137,13 +135,7 @@ fn launch_reading(
     out: &GpuBuf,
     threads: usize,
 ) -> Result<()> {
-    let (on, copy) = gemm::source_texels(input, (input.bytes / 4) as usize)?;
-    ctx.launch_args(
-        &k.with("A_TEXELS", u32::from(on)),
-        p,
-        &[Arg::In(input), Arg::Out(out), Arg::Texels(&copy)],
-        groups_for(threads, ELEMENTWISE_WG),
-    )
+    ctx.launch(&k, p, &[input], &[out], groups_for(threads, ELEMENTWISE_WG))
 }
 
 /// Bilinear resize to `(out_h, out_w)`, `[N, C, H, W] → [N, C, out_h, out_w]` (see the

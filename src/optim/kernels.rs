@@ -3,7 +3,7 @@
 //! state) in place through [`Tensor::gpu_buf_for_write`], which bumps their versions.
 
 use crate::error::Result;
-use crate::gpu::{groups_for, Arg, Kernel, Shader};
+use crate::gpu::{groups_for, Kernel, Shader};
 use crate::ops::unary::ELEMENTWISE_WG;
 use crate::shape::Shape;
 use crate::tensor::{DType, Storage, Tensor};
@@ -62,29 +62,7 @@ pub(crate) fn launch_update(
         outs.push(t.gpu_buf_for_write(entry)?);
     }
     let k = Kernel::new(Shader::Optim, kernel).with("WG", ELEMENTWISE_WG);
-    if kernel != "sgd4" {
-        return ctx.launch(&k, &params, &[g, s], &outs, groups_for(n, ELEMENTWISE_WG));
-    }
-    // sgd4 binds gradient, parameter and buffer as texel arrays after its storage buffers:
-    // copies on CPU adapters (read there with vector loads), placeholders on GPUs.
-    let mut reads = false;
-    let mut texels = Vec::with_capacity(3);
-    for b in [g, outs[0], outs[1]] {
-        let (on, t) = crate::ops::gemm::source_texels(b, 4 * n)?;
-        reads = on;
-        texels.push(t);
-    }
-    let args: Vec<Arg> = [Arg::In(g), Arg::In(s)]
-        .into_iter()
-        .chain(outs.iter().map(|b| Arg::Out(b)))
-        .chain(texels.iter().map(Arg::Texels))
-        .collect();
-    ctx.launch_args(
-        &k.with("TEXELS", u32::from(reads)),
-        &params,
-        &args,
-        groups_for(n, ELEMENTWISE_WG),
-    )
+    ctx.launch(&k, &params, &[g, s], &outs, groups_for(n, ELEMENTWISE_WG))
 }
 
 /// The vec4 form of an update entry point.

@@ -62,11 +62,7 @@ pub(super) fn atlas(x: &GpuBuf, n: usize, c: usize, hw: usize) -> Result<GpuTex>
         limit: u(c)?,
         ..PackParams::default()
     };
-    if per == 4 {
-        gemm::pack_texels4(x, entry, &p, (n * c * hw, n * c4 * hw))
-    } else {
-        gemm::pack_texels(x, entry, &p, n * c4 * hw)
-    }
+    gemm::pack_texels(x, entry, &p, n * c4 * hw)
 }
 
 /// Weights as GEMM rows: `rows` rows of `taps × ceil(chans/4)` texels, element
@@ -282,7 +278,6 @@ fn weights_both(geo: &Geom, w: &GpuBuf) -> Result<(GpuTex, GpuTex)> {
         "pack_weights2",
         &p,
         (geo.cout * taps * c4i, geo.cin * taps * c4o),
-        geo.cout * geo.cin * taps,
     )
 }
 
@@ -312,7 +307,6 @@ pub(super) fn dy_both(geo: &Geom, dy: &GpuBuf) -> Result<(GpuTex, GpuTex)> {
         entry,
         &p,
         (geo.n * c4 * geo.ho * geo.wo, geo.cout * geo.n * geo.ho * wq),
-        geo.n * geo.cout * geo.ho * geo.wo,
     )
 }
 
