@@ -28,7 +28,9 @@
 // B_MODE 0: B k-packed, texel b_base + col·b_col + kq holds B(4kq .. 4kq+3, col); lane l owns
 //           columns l + 8c (c = 0..3) of its cluster.
 // B_MODE 1: B n-packed (stored [K, N] with N % 4 = 0), texel b_base + k·b_k + col/4; lane l
-//           owns columns 4l .. 4l+3.
+//           owns columns 4l .. 4l+3. With OUT_MODE 2 it is a convolution's im2col matrix
+//           (pack_im2col: columns (tap, channel) as in B_MODE 3, K over output pixels) and
+//           split `split` sums K steps [split·rows_per_split, +rows_per_split).
 // B_MODE 2: conv implicit im2col (forward and grad-input): columns are output pixels
 //           (img, y, x) of an ho × wo grid, K runs over (tap, channel texel q) and B is a
 //           channel-packed atlas (pack_atlas) of h × w planes read at
@@ -411,7 +413,15 @@ fn gemm(wid: vec3<u32>, nwg: vec3<u32>, sg_id: u32, sg_size: u32, sl: u32) {
         }
     } else if (B_MODE == 1u) {
         let tb0 = b_base + col0 / 4u + select(lane, 2u * lane, WIDE);
-        for (var kq = 0u; kq < p.kq; kq = kq + 1u) {
+        // OUT_MODE 2 (grad-weight over an explicit im2col matrix): split `split` sums the
+        // K steps [split·rows_per_split, +rows_per_split).
+        var kq0 = 0u;
+        var kq1 = p.kq;
+        if (OUT_MODE == 2u) {
+            kq0 = split * p.rows_per_split;
+            kq1 = min(kq0 + p.rows_per_split, p.kq);
+        }
+        for (var kq = kq0; kq < kq1; kq = kq + 1u) {
             let a = a_step(a_base, row0, lane, kq);
             let k0 = 4u * kq;
             let t = tb0 + k0 * p.b_k;

@@ -21,6 +21,14 @@
 //                 grad-weight as pixel rows) in one pass: one invocation per 4 channels × 4
 //                 pixels of a row, t = ((img·c4 + q)·ho + y)·wq + x4. (dim0 = c4, dim1 = ho,
 //                 dim2 = wq, stride0 = n, stride1 = wo, limit = C.)
+//   pack_im2col:  a convolution's explicit im2col matrix for grad-weight, n-packed: texel
+//                 t = (k·taps + tap)·c4 + q holds channels 4q .. 4q+3 of the atlas pixel that
+//                 tap (ty, tx) = (tap / kw, tap % kw) of the window reads for output pixel
+//                 k = img·hw4 + y·wo + x (zero outside the plane and for y·wo + x ≥ ho·wo):
+//                 (y·sy + ty·ty_step + oy, x·sx + tx·tx_step + ox), the texture GEMM's
+//                 B_MODE 2 window. One invocation per (k, tap) writes its c4 texels.
+//                 (total = K·taps, dim0 = c4, dim1 = taps, dim2 = kw, stride0 = ho·wo,
+//                 stride1 = hw4, stride2 = wo.)
 //   pack_atlas4, pack_dy4: pack_atlas where hw % 4 = 0 and pack_dy where wo % 4 = 0, one
 //                 invocation per 4 channels × 4 pixels reading one vec4 per channel (a
 //                 quarter of the loads); pack_atlas4's t = (img·c4 + q)·(hw/4) + pixel/4.
@@ -39,6 +47,15 @@ struct PackParams {
     stride1: u32,
     stride2: u32,
     limit: u32,
+    // pack_im2col only.
+    h: u32,
+    w: u32,
+    sy: i32,
+    sx: i32,
+    ty: i32,
+    tx: i32,
+    oy: i32,
+    ox: i32,
 }
 
 @group(0) @binding(0) var<uniform> p: PackParams;
@@ -48,6 +65,8 @@ struct PackParams {
 @group(0) @binding(3) var dst2: texture_storage_2d<rgba32float, write>;
 // pack_atlas4, pack_dy4: the source as vec4 (planes, or rows, of a multiple of 4 values).
 @group(0) @binding(1) var<storage, read> src4: array<vec4<f32>>;
+// pack_im2col: the input's channel-packed atlas (pack_atlas's layout).
+@group(0) @binding(1) var atlas_in: texture_2d<f32>;
 
 // src[i] if ok, else 0 (index 0 is read instead: no branch).
 fn load_or_zero(i: u32, ok: bool) -> f32 {
@@ -277,4 +296,30 @@ fn pack_dy4(@builtin(workgroup_id) wid: vec3<u32>,
         r[j] = channel4(b.w * chans, j, b.z, chans, ho * wq, i4);
     }
     store_dy(b, r);
+}
+
+@compute @workgroup_size(64)
+fn pack_im2col(@builtin(workgroup_id) wid: vec3<u32>,
+               @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) lid: u32) {
+    // One invocation per (k, tap), writing its c4 texels: the index arithmetic (integer
+    // divisions, slow on CPU adapters) once per pixel and tap, not per texel.
+    let i = wg_linear(wid, nwg) * 64u + lid;
+    if (i >= p.total) {
+        return;
+    }
+    let c4 = p.dim0;
+    let tap = i % p.dim1;
+    let k = i / p.dim1;
+    let img = k / p.stride1;
+    let pix = k % p.stride1;
+    let yy = i32(pix / p.stride2) * p.sy + i32(tap / p.dim2) * p.ty + p.oy;
+    let xx = i32(pix % p.stride2) * p.sx + i32(tap % p.dim2) * p.tx + p.ox;
+    let ok = pix < p.stride0 && yy >= 0 && yy < i32(p.h) && xx >= 0 && xx < i32(p.w);
+    let plane = p.h * p.w;
+    let at = select(0u, (img * c4 * p.h + u32(max(yy, 0))) * p.w + u32(max(xx, 0)), ok);
+    for (var q = 0u; q < c4; q = q + 1u) {
+        let v = textureLoad(atlas_in, texel_xy(at + q * plane), 0);
+        textureStore(dst, texel_xy(i * c4 + q), select(vec4<f32>(0.0), v, ok));
+    }
 }

@@ -7,7 +7,7 @@ mod common;
 use common::*;
 use wgseg::ops::conv::{
     CONV_BC, CONV_BP, CONV_DIRECT_MIN_CHANNELS, CONV_GATHER_BC, CONV_GATHER_BP, CONV_GW_BT,
-    CONV_GW_TARGET, CONV_WG, WINOGRAD_GW_MIN_CHANNELS, WINOGRAD_MIN_CHANNELS,
+    CONV_GW_TARGET, CONV_WG, GW_IM2COL_MIN_MACS, WINOGRAD_GW_MIN_CHANNELS, WINOGRAD_MIN_CHANNELS,
 };
 use wgseg::ops::{conv2d_grad_input, Conv2dParams};
 use wgseg::{Device, Error, Shape, Tensor};
@@ -277,6 +277,65 @@ fn conv2d_winograd_grad_weight() {
         case.check(name);
         if let Some(ctx) = &ctx {
             assert_winograd(ctx, name, case, true);
+        }
+    }
+}
+
+/// Runs `case`'s forward and backward on `ctx` (profiled) and returns the kernels that ran.
+fn kernels_run(ctx: &std::sync::Arc<wgseg::gpu::GpuContext>, case: &Case) -> Vec<String> {
+    let dev = Device::Gpu(ctx.clone());
+    let (xs, ws) = (case.x_shape(), case.w_shape());
+    let x = Tensor::from_vec(uniform(xs.iter().product(), 5, -1.0, 1.0), xs, &dev)
+        .unwrap()
+        .as_param();
+    let w = Tensor::from_vec(uniform(ws.iter().product(), 6, -1.0, 1.0), ws, &dev)
+        .unwrap()
+        .as_param();
+    ctx.set_profiling(true);
+    let loss = x.conv2d(&w, None, case.p).unwrap().sum().unwrap();
+    wgseg::autograd::backward(&loss).unwrap();
+    let kernels = ctx.profile_report().into_iter().map(|r| r.0).collect();
+    ctx.set_profiling(false);
+    kernels
+}
+
+#[test]
+fn conv2d_grad_weight_im2col() {
+    // Output rows not a multiple of 4 pixels wide and a product of at least
+    // GW_IM2COL_MIN_MACS: the texture GEMM's grad-weight runs over an explicit im2col matrix
+    // (K = output pixels, each image's padded to a multiple of 4). A `small` layer4 layer
+    // (6×6, dilation 2, WIDE tiles on CPU adapters), and planes of 35 pixels (padded K) with
+    // enough K steps for two bands.
+    let cases = [
+        (
+            "im2col 6×6 dilation 2",
+            Case::new(8, 128, (6, 6), 128, (3, 3)).p(Conv2dParams::new(1, 2, 2, 1)),
+        ),
+        (
+            // Dilation 2 on odd planes: not a Winograd layer (whose narrow grad-weight
+            // keeps the implicit window).
+            "im2col 5×7 planes, two bands",
+            Case::new(32, 128, (5, 7), 32, (3, 3))
+                .p(Conv2dParams::new(1, 2, 2, 1))
+                .no_bias(),
+        ),
+    ];
+    for (name, case) in &cases {
+        let (ws, px) = (case.w_shape(), case.n * case.hw.0 * case.hw.1);
+        assert!(
+            ws.iter().product::<usize>() * px >= GW_IM2COL_MIN_MACS,
+            "{name}: too small a product for the im2col path"
+        );
+    }
+    let ctx = winograd_context();
+    for (name, case) in &cases {
+        case.check(name);
+        if let Some(ctx) = &ctx {
+            let kernels = kernels_run(ctx, case);
+            assert!(
+                kernels.iter().any(|k| k == "pack.wgsl::pack_im2col"),
+                "{name}: grad-weight did not take the im2col product: {kernels:?}"
+            );
         }
     }
 }

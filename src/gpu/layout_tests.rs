@@ -278,7 +278,10 @@ fn twins() -> Vec<Twin> {
             PackParams,
             Shader::Pack,
             "PackParams",
-            [total, dim0, dim1, dim2, stride0, stride1, stride2, limit]
+            [
+                total, dim0, dim1, dim2, stride0, stride1, stride2, limit, h, w, sy, sx, ty, tx,
+                oy, ox
+            ]
         ),
         layout!(
             BnParams,

@@ -63,6 +63,7 @@ use crate::shape::Shape;
 use crate::tensor::{same_device, DType, Storage, Tensor};
 
 pub use direct::{CONV_BC, CONV_BP, CONV_GW_BT, CONV_GW_TARGET, CONV_WG};
+pub use tex::{GW_IM2COL_MAX_TEXELS, GW_IM2COL_MIN_MACS};
 pub use winograd::{
     WINOGRAD_GW_MIN_CHANNELS, WINOGRAD_MAX_WORK, WINOGRAD_MIN_CHANNELS, WINOGRAD_WEIGHT_COLUMNS,
 };

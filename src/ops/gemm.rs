@@ -117,6 +117,15 @@ pub(crate) struct PackParams {
     pub stride1: u32,
     pub stride2: u32,
     pub limit: u32,
+    /// pack_im2col only: the input plane and the window (as `GemmParams`' fields).
+    pub h: u32,
+    pub w: u32,
+    pub sy: i32,
+    pub sx: i32,
+    pub ty: i32,
+    pub tx: i32,
+    pub oy: i32,
+    pub ox: i32,
 }
 
 /// How the GEMM reads an operand (the A_MODE / B_MODE override values).
@@ -268,10 +277,10 @@ fn launch_into(
     p.tiles_m = u32_of("gemm", (p.m as usize).div_ceil(tile_m))?;
     p.tiles_n = u32_of("gemm", (p.n as usize).div_ceil(tile_n))?;
     let p = &p;
-    let entry = match b_mode {
-        Layout::KPacked | Layout::Packed4 => "matmul",
-        Layout::ConvAtlas => "conv",
-        Layout::ConvGradWeight => "conv_grad_weight",
+    let entry = match (b_mode, out_mode) {
+        (Layout::ConvGradWeight, _) | (_, 2) => "conv_grad_weight",
+        (Layout::KPacked | Layout::Packed4, _) => "matmul",
+        (Layout::ConvAtlas, _) => "conv",
     };
     // 2·M·N·K per batch entry (grad-weight: K over all bands).
     let flops = 2 * u64::from(p.m) * u64::from(p.n) * u64::from(p.k) * u64::from(p.batch.max(1));

@@ -12,7 +12,7 @@
 
 use super::Geom;
 use crate::error::Result;
-use crate::gpu::{GpuBuf, GpuContext, GpuTex};
+use crate::gpu::{Arg, GpuBuf, GpuContext, GpuTex, Kernel, Shader};
 use crate::ops::gemm::{self, GemmParams, Layout, PackParams};
 
 /// Workgroups the grad-weight split aims for on a GPU: rows of the output are cut into bands
@@ -27,6 +27,15 @@ pub const GW_TARGET_WORKGROUPS_CPU: usize = 16;
 /// are written and added again, which is not worth it for a few K steps (a dilated layer
 /// on a small map, with the taps that read only padding left out).
 pub const GW_MIN_K_STEPS: usize = 32;
+/// Largest explicit im2col matrix (texels) that grad-weight builds for a layer whose output
+/// rows are not a multiple of 4 pixels wide ([`grad_weight_im2col`]): 32 MiB.
+pub const GW_IM2COL_MAX_TEXELS: usize = 1 << 21;
+/// Smallest grad-weight product (multiply-adds, Cout × taps·Cin × output pixels) that takes
+/// the im2col path: it costs two more passes (dy's rows and the im2col matrix) to save the
+/// padding of K, which pays on `small`'s 6 × 6 layers of 128 and 256 channels (42M and
+/// 170M multiply-adds: grad-weight 82 → 53 ms per step, the packs 9 ms) but not on `tiny`'s
+/// of 64 (11M: no gain in the product, 3 ms of packs); the profiles of 2026-12-07.
+pub const GW_IM2COL_MIN_MACS: usize = 1 << 25;
 
 const OP: &str = "conv2d";
 
@@ -445,6 +454,17 @@ pub(super) fn grad_weight(
     x: &GpuBuf,
     atlas: Option<&GpuTex>,
 ) -> Result<(GpuBuf, usize)> {
+    if im2col_applies(geo) {
+        let packed;
+        let xt = match atlas {
+            Some(t) => t,
+            None => {
+                packed = self::atlas(x, geo.n, geo.cin, geo.h * geo.w)?;
+                &packed
+            }
+        };
+        return grad_weight_im2col(geo, dy, xt);
+    }
     let wq = geo.wo.div_ceil(4);
     let rows = geo.n * geo.ho;
     // dy as rows of pixel-packed texels per output channel.
@@ -494,6 +514,11 @@ pub(super) fn backward(
         }
     };
     match wt {
+        Some(wt) if want_dw && im2col_applies(geo) => {
+            let d_atlas = atlas(dy, geo.n, geo.cout, geo.ho * geo.wo)?;
+            let dx = grad_input_packed(geo, &d_atlas, wt)?;
+            Ok((Some(dx), Some(grad_weight_im2col(geo, dy, &packed.atlas)?)))
+        }
         Some(wt) if want_dw => {
             let (d_atlas, d_pixels) = dy_both(geo, dy)?;
             let dx = grad_input_packed(geo, &d_atlas, wt)?;
@@ -511,6 +536,112 @@ pub(super) fn backward(
             Ok((None, dw))
         }
     }
+}
+
+/// Whether grad-weight takes [`grad_weight_im2col`]: output rows that are not a multiple of
+/// 4 pixels wide (the implicit window pads every row of K to whole texels: a quarter of the
+/// work is padding on a 6 × 6 map), a product of at least [`GW_IM2COL_MIN_MACS`] and an
+/// im2col matrix within [`GW_IM2COL_MAX_TEXELS`].
+fn im2col_applies(geo: &Geom) -> bool {
+    let pixels = geo.n * geo.ho * geo.wo;
+    let reach = |k, d, p, s, out, len| reaching_taps(k, d, p, s, out, len).map_or(k, |r| r.1);
+    let taps = reach(geo.kh, geo.dh, geo.ph, geo.sh, geo.ho, geo.h)
+        * reach(geo.kw, geo.dw, geo.pw, geo.sw, geo.wo, geo.w);
+    let hw4 = (geo.ho * geo.wo).div_ceil(4) * 4;
+    geo.wo % 4 != 0
+        && geo.cout * taps * geo.cin * pixels >= GW_IM2COL_MIN_MACS
+        && geo.n * hw4 * taps * geo.cin.div_ceil(4) <= GW_IM2COL_MAX_TEXELS
+}
+
+/// Partial `∂w` sums as one GEMM over an explicit im2col matrix: `∂w[co, (tap, ci)] =
+/// Σ_k dy[co, k] · B[k, (tap, ci)]` with K the output pixels, each image's padded to a
+/// multiple of 4 (`hw4`), so that K has no per-row padding. A is dy k-packed
+/// (`pack_rows`), B is built from x's atlas over the taps that reach the input
+/// (`pack_im2col`), and the product is the texture GEMM's B_MODE 1 with OUT_MODE 2, split
+/// over K into bands as [`grad_weight_packed`] splits rows.
+fn grad_weight_im2col(geo: &Geom, dy: &GpuBuf, xt: &GpuTex) -> Result<Partials> {
+    let ctx = xt.context();
+    let mut p = forward_window(geo)?;
+    let (c4, taps) = (geo.cin.div_ceil(4), p.taps as usize);
+    let hw = geo.ho * geo.wo;
+    let hw4 = hw.div_ceil(4) * 4;
+    let kq = geo.n * hw4 / 4;
+    // A: row co holds dy[img, co, pixel] at k = img·hw4 + pixel.
+    let a = gemm::pack(
+        dy,
+        "pack_rows",
+        &PackParams {
+            total: u(geo.cout * kq)?,
+            dim0: u(geo.n)?,
+            dim1: u(hw4 / 4)?,
+            stride0: u(hw)?,
+            stride1: u(geo.cout * hw)?,
+            stride2: 1,
+            limit: u(hw)?,
+            ..PackParams::default()
+        },
+    )?;
+    let b = ctx.alloc_texels((4 * kq * taps * c4) as u64)?;
+    ctx.launch_args(
+        &Kernel::new(Shader::Pack, "pack_im2col"),
+        &PackParams {
+            total: u(4 * kq * taps)?,
+            dim0: u(c4)?,
+            dim1: p.taps,
+            dim2: p.kw,
+            stride0: u(hw)?,
+            stride1: u(hw4)?,
+            stride2: u(geo.wo)?,
+            h: p.h,
+            w: p.w,
+            sy: p.sy,
+            sx: p.sx,
+            ty: p.ty,
+            tx: p.tx,
+            oy: p.oy,
+            ox: p.ox,
+            ..PackParams::default()
+        },
+        &[Arg::Texels(xt), Arg::TexelsOut(&b)],
+        (4 * kq * taps).div_ceil(64) as u64,
+    )?;
+    let cols = taps * 4 * c4;
+    p.m = u(geo.cout)?;
+    p.n = u(cols)?;
+    p.cin = u(geo.cin)?;
+    p.k = u(4 * kq)?;
+    p.kq = u(kq)?;
+    p.a_row = u(kq)?;
+    p.b_k = u(taps * c4)?;
+    (p.tiles_m, p.tiles_n) = gemm::tiles(OP, geo.cout, cols)?;
+    let tiles = p.tiles_m as usize * p.tiles_n as usize;
+    let target = if ctx.cpu_variants() {
+        GW_TARGET_WORKGROUPS_CPU
+    } else {
+        GW_TARGET_WORKGROUPS
+    };
+    let splits = target
+        .div_ceil(tiles)
+        .clamp(1, kq)
+        .min((kq / GW_MIN_K_STEPS).max(1));
+    let per = kq.div_ceil(splits);
+    let splits = kq.div_ceil(per);
+    p.splits = u(splits)?;
+    p.rows_per_split = u(per)?;
+    let out = ctx.alloc_storage(splits * geo.cout * geo.cin * geo.kh * geo.kw)?;
+    if taps < geo.kh * geo.kw {
+        ctx.clear(&out)?;
+    }
+    gemm::launch(
+        ctx,
+        &p,
+        (&a, Layout::KPacked),
+        (&b, Layout::Packed4),
+        None,
+        2,
+        &out,
+    )?;
+    Ok((out, splits))
 }
 
 /// [`grad_weight`] from dy's pixel rows `dt` and x's atlas `xt`.
