@@ -27,6 +27,16 @@ pub const GW_TARGET_WORKGROUPS_CPU: usize = 16;
 /// are written and added again, which is not worth it for a few K steps (a dilated layer
 /// on a small map, with the taps that read only padding left out).
 pub const GW_MIN_K_STEPS: usize = 32;
+/// Multiply-adds a grad-weight band does at least per partial sum it writes (each is
+/// written, cleared where taps are left out, and added again): a product that is small for
+/// its kernel (an ASPP branch on the 6 × 6 map, one tap of nine reaching the input: about
+/// 43 per partial) stays in one band, while layers with every tap reaching (hundreds per
+/// partial in `tiny` and `small`) keep theirs, which they need to keep the worker threads
+/// busy (256 also merged `tiny`'s 6 × 6 layers into one band of 5 workgroups each: the
+/// step ran 15 % slower). 2026-12-07: `small`'s three ASPP branches went from 3 bands each
+/// to 1 (the profile's `reduce_lanes` 11 → 2 ms; the whole step within noise, 24 paired
+/// steps: 0.99× small, 1.01× tiny).
+pub const GW_MACS_PER_PARTIAL: usize = 64;
 /// Largest explicit im2col matrix (texels) that grad-weight builds for a layer whose output
 /// rows are not a multiple of 4 pixels wide ([`grad_weight_im2col`]): 32 MiB.
 pub const GW_IM2COL_MAX_TEXELS: usize = 1 << 21;
@@ -538,6 +548,28 @@ pub(super) fn backward(
     }
 }
 
+/// Bands that a grad-weight product of `p.tiles_m × p.tiles_n` tiles, `p.m × p.n` over
+/// `units` units of `steps` K steps each, is cut into: enough workgroups for the adapter
+/// ([`GW_TARGET_WORKGROUPS`], [`GW_TARGET_WORKGROUPS_CPU`]), at least
+/// [`GW_MIN_K_STEPS`] K steps per band, and at least [`GW_MACS_PER_PARTIAL`] multiply-adds
+/// per partial sum a band writes (each is written, cleared where taps are left out, and
+/// added again).
+fn bands(ctx: &GpuContext, geo: &Geom, p: &GemmParams, units: usize, steps: usize) -> usize {
+    let tiles = p.tiles_m as usize * p.tiles_n as usize;
+    let target = if ctx.cpu_variants() {
+        GW_TARGET_WORKGROUPS_CPU
+    } else {
+        GW_TARGET_WORKGROUPS
+    };
+    let macs = p.m as usize * p.n as usize * 4 * units * steps;
+    let partial = geo.cout * geo.cin * geo.kh * geo.kw;
+    target
+        .div_ceil(tiles)
+        .clamp(1, units)
+        .min((units * steps / GW_MIN_K_STEPS).max(1))
+        .min((macs / (GW_MACS_PER_PARTIAL * partial)).max(1))
+}
+
 /// Whether grad-weight takes [`grad_weight_im2col`]: output rows that are not a multiple of
 /// 4 pixels wide (the implicit window pads every row of K to whole texels: a quarter of the
 /// work is padding on a 6 × 6 map), a product of at least [`GW_IM2COL_MIN_MACS`] and an
@@ -614,16 +646,7 @@ fn grad_weight_im2col(geo: &Geom, dy: &GpuBuf, xt: &GpuTex) -> Result<Partials> 
     p.a_row = u(kq)?;
     p.b_k = u(taps * c4)?;
     (p.tiles_m, p.tiles_n) = gemm::tiles(OP, geo.cout, cols)?;
-    let tiles = p.tiles_m as usize * p.tiles_n as usize;
-    let target = if ctx.cpu_variants() {
-        GW_TARGET_WORKGROUPS_CPU
-    } else {
-        GW_TARGET_WORKGROUPS
-    };
-    let splits = target
-        .div_ceil(tiles)
-        .clamp(1, kq)
-        .min((kq / GW_MIN_K_STEPS).max(1));
+    let splits = bands(ctx, geo, &p, kq, 1);
     let per = kq.div_ceil(splits);
     let splits = kq.div_ceil(per);
     p.splits = u(splits)?;
@@ -662,16 +685,7 @@ pub(super) fn grad_weight_packed(geo: &Geom, dt: &GpuTex, xt: &GpuTex) -> Result
     p.k = u(4 * rows * wq)?;
     p.rows = u(rows)?;
     (p.tiles_m, p.tiles_n) = gemm::tiles(OP, geo.cout, cols)?;
-    let tiles = p.tiles_m as usize * p.tiles_n as usize;
-    let target = if ctx.cpu_variants() {
-        GW_TARGET_WORKGROUPS_CPU
-    } else {
-        GW_TARGET_WORKGROUPS
-    };
-    let splits = target
-        .div_ceil(tiles)
-        .clamp(1, rows)
-        .min((rows * wq / GW_MIN_K_STEPS).max(1));
+    let splits = bands(ctx, geo, &p, rows, wq);
     let per = rows.div_ceil(splits);
     let splits = rows.div_ceil(per);
     p.splits = u(splits)?;
