@@ -85,7 +85,7 @@ pub enum Normalization {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NoiseSource {
     None,
-    /// Generated from a stream key ([`rng::normal`]).
+    /// Generated from a stream key (`rng::normal`).
     Seeded {
         key: u32,
     },

@@ -77,7 +77,7 @@ impl ParamStore {
     }
 
     /// Replaces the values of `name` with `value` (same shape; moved to the store's device).
-    /// A parameter gets a new leaf identity; use [`ParamStore::update_param`] to keep it.
+    /// A parameter gets a new leaf identity; use `ParamStore::update_param` to keep it.
     pub fn set(&mut self, name: &str, value: Tensor) -> Result<()> {
         let value = value.to_device(&self.device)?;
         let e = self

@@ -32,7 +32,9 @@
 //!   the device's limits. The input is packed into a channel-packed atlas read through an
 //!   implicit im2col window; forward, grad-input (any stride: one GEMM per output phase over
 //!   the taps that reach it) and grad-weight (a GEMM over the output pixels in bands of rows,
-//!   summed) are all the same GEMM kernel.
+//!   summed; over an explicit im2col matrix where output rows are not a multiple of 4
+//!   pixels wide and the product is large, see `tex::im2col_applies`) are all the same GEMM
+//!   kernel.
 //! - elsewhere (grouped and depthwise layers, adapters without the texture GEMM, such as
 //!   4-lane subgroups or the GL backend), picked by shape (see
 //!   [`CONV_DIRECT_MIN_CHANNELS`]):

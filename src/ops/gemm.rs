@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{Arg, GpuBuf, GpuContext, GpuTex, Kernel, Shader};
 
 /// The preferred workgroup tile (rows × columns, ROWS = 32 and ROW_CLUSTERS = 2; see
-/// [`tile_shape`] for the others), whose rows the WIDE tiles keep; = ROWS · ROW_CLUSTERS ×
+/// `tile_shape` for the others), whose rows the WIDE tiles keep; = ROWS · ROW_CLUSTERS ×
 /// (8 / ROW_CLUSTERS)·cw in gemm_tex.wgsl.
 pub const GEMM_TILE: (usize, usize) = (64, 128);
 

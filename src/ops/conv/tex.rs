@@ -38,7 +38,7 @@ pub const GW_MIN_K_STEPS: usize = 32;
 /// steps: 0.99× small, 1.01× tiny).
 pub const GW_MACS_PER_PARTIAL: usize = 64;
 /// Largest explicit im2col matrix (texels) that grad-weight builds for a layer whose output
-/// rows are not a multiple of 4 pixels wide ([`grad_weight_im2col`]): 32 MiB.
+/// rows are not a multiple of 4 pixels wide (`grad_weight_im2col`): 32 MiB.
 pub const GW_IM2COL_MAX_TEXELS: usize = 1 << 21;
 /// Smallest grad-weight product (multiply-adds, Cout × taps·Cin × output pixels) that takes
 /// the im2col path: it costs two more passes (dy's rows and the im2col matrix) to save the
