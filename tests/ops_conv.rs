@@ -167,9 +167,10 @@ fn conv2d_3x3_pad1_odd_sizes() {
     Case::new(1, 2, (4, 6), 3, (3, 3)).check("3x3 valid");
 }
 
-/// A private GPU context of the default options for [`assert_winograd`] (profiling a shared
-/// one would see other tests' kernels), where the texture GEMM is on; `None` without a GPU
-/// or where it is off, as on the GL backend (nothing to check).
+/// A private GPU context of the default options for the path assertions
+/// ([`assert_winograd`], the im2col test: profiling a shared one would see other tests'
+/// kernels), where the texture GEMM is on; `None` without a GPU or where it is off, as on
+/// the GL backend (nothing to check).
 fn winograd_context() -> Option<std::sync::Arc<wgseg::gpu::GpuContext>> {
     gpu()?;
     let ctx = wgseg::gpu::GpuContext::new(&wgseg::gpu::GpuOptions::default()).expect("context");
@@ -185,19 +186,7 @@ fn assert_winograd(
     case: &Case,
     grad_weight: bool,
 ) {
-    let dev = Device::Gpu(ctx.clone());
-    let (xs, ws) = (case.x_shape(), case.w_shape());
-    let x = Tensor::from_vec(uniform(xs.iter().product(), 5, -1.0, 1.0), xs, &dev)
-        .unwrap()
-        .as_param();
-    let w = Tensor::from_vec(uniform(ws.iter().product(), 6, -1.0, 1.0), ws, &dev)
-        .unwrap()
-        .as_param();
-    ctx.set_profiling(true);
-    let loss = x.conv2d(&w, None, case.p).unwrap().sum().unwrap();
-    wgseg::autograd::backward(&loss).unwrap();
-    let kernels: Vec<String> = ctx.profile_report().into_iter().map(|r| r.0).collect();
-    ctx.set_profiling(false);
+    let kernels = kernels_run(ctx, case);
     let ran = |k: &str| kernels.iter().any(|n| n == &format!("winograd.wgsl::{k}"));
     assert!(
         ran("wino_input") && ran("wino_output"),
