@@ -309,6 +309,99 @@ fn cityscapes_layout_maps_label_ids() -> R {
     Ok(())
 }
 
+/// Writes `<root>/images/<stem>.jpg` (4×2) and its trimap `annotations/trimaps/<stem>.png`.
+fn write_pet(root: &Path, stem: &str, trimap: &[u8; 8]) -> R {
+    let (id, td) = (root.join("images"), root.join("annotations/trimaps"));
+    std::fs::create_dir_all(&id)?;
+    std::fs::create_dir_all(&td)?;
+    let rgb = image::RgbImage::from_raw(4, 2, image_bytes(2, 4, trimap[0])).ok_or("image")?;
+    rgb.save(id.join(format!("{stem}.jpg")))?;
+    save_png_gray(&td.join(format!("{stem}.png")), 4, 2, trimap)?;
+    Ok(())
+}
+
+#[test]
+fn oxford_pet_layout_maps_trimaps_and_splits() -> R {
+    let t = Tmp::new("pet");
+    let stems: Vec<String> = (0..10).map(|i| format!("Abyssinian_{i}")).collect();
+    for (i, stem) in stems.iter().enumerate() {
+        write_pet(&t.0, stem, &[1, 2, 3, 1, 2, 3, 1, (i % 3 + 1) as u8])?;
+    }
+    // What the archives also hold is skipped: macOS resource forks, other files.
+    save_png_gray(
+        &t.0.join("annotations/trimaps/._Abyssinian_0.png"),
+        1,
+        1,
+        &[0],
+    )?;
+    std::fs::write(t.0.join("images/Abyssinian_0.mat"), b"not an image")?;
+    std::fs::write(
+        t.0.join("annotations/list.txt"),
+        b"# the official lists are unused",
+    )?;
+    let mut seen = Vec::new();
+    for (split, n) in [("train", 8), ("val", 1), ("test", 1)] {
+        let ds = data::open(Some(&t.0), split, 1.0, 0)?;
+        assert_eq!(ds.len(), n, "{split}");
+        assert_eq!(ds.info().num_classes(), 3);
+        assert_eq!(ds.info().classes[0].name, "pet");
+        for i in 0..ds.len() {
+            let name = ds.name(i);
+            let k: usize = name.trim_start_matches("Abyssinian_").parse()?;
+            // Trimap values 1, 2, 3 are the classes 0, 1, 2.
+            let s = ds.load(i)?;
+            assert_eq!(s.label, [0, 1, 2, 0, 1, 2, 0, (k % 3) as u8], "{name}");
+            assert_eq!((s.height, s.width, s.image.len()), (2, 4, 24));
+            seen.push(name);
+        }
+    }
+    // The three splits partition the images, the same way on every opening (any run seed).
+    seen.sort();
+    let mut all = stems.clone();
+    all.sort();
+    assert_eq!(seen, all);
+    let again = data::open(Some(&t.0), "val", 1.0, 7)?;
+    let first = data::open(Some(&t.0), "val", 1.0, 0)?;
+    assert_eq!(again.name(0), first.name(0));
+    assert!(err_text(data::open(Some(&t.0), "validation", 1.0, 0)).contains("train, val and test"));
+
+    // A trimap value other than 1, 2, 3 is an error naming the file, the value and the pixel.
+    let bad = Tmp::new("pet-bad");
+    for stem in &stems {
+        write_pet(&bad.0, stem, &[1, 2, 3, 1, 2, 3, 1, 2])?;
+    }
+    write_pet(&bad.0, "Abyssinian_3", &[1, 2, 3, 1, 4, 3, 1, 2])?;
+    let e: Vec<String> = ["train", "val", "test"]
+        .iter()
+        .flat_map(|s| {
+            let ds = data::open(Some(&bad.0), s, 1.0, 0).expect("open");
+            (0..ds.len()).map(move |i| err_text(ds.load(i)))
+        })
+        .filter(|e| e != "no error")
+        .collect();
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].contains("Abyssinian_3.png")
+            && e[0].contains("label value 4")
+            && e[0].contains("(y 1, x 0)"),
+        "{}",
+        e[0]
+    );
+    // An image without a trimap is an error naming it.
+    std::fs::remove_file(bad.0.join("annotations/trimaps/Abyssinian_5.png"))?;
+    let e = err_text(data::open(Some(&bad.0), "train", 1.0, 0));
+    assert!(
+        e.contains("Abyssinian_5.jpg") && e.contains("without a label"),
+        "{e}"
+    );
+    // A folder that matches no layout names the three it looked for.
+    let none = Tmp::new("pet-none");
+    std::fs::create_dir_all(none.0.join("images"))?;
+    let e = err_text(data::open(Some(&none.0), "train", 1.0, 0));
+    assert!(e.contains("annotations/trimaps"), "{e}");
+    Ok(())
+}
+
 fn tiny_sample() -> Sample {
     let (h, w) = (5, 7);
     Sample {

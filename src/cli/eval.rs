@@ -64,9 +64,11 @@ pub fn load_model(spec: &Path, dev: &Device) -> Result<Loaded> {
 }
 
 /// Whether the dataset at `root` has a training split (folder layout: `train/`; Cityscapes:
-/// `leftImg8bit/train/`).
+/// `leftImg8bit/train/`; Oxford-IIIT Pet: always, cut from its images).
 fn has_train_split(root: &Path) -> bool {
-    root.join("train").is_dir() || root.join("leftImg8bit").join("train").is_dir()
+    root.join("train").is_dir()
+        || root.join("leftImg8bit").join("train").is_dir()
+        || wgseg::data::pet::is_pet(root)
 }
 
 /// The run directory a checkpoint file belongs to (`RUN/checkpoints/{best,last}/model…`).

@@ -298,6 +298,8 @@ pub fn load_pair(
             ),
         ));
     }
+    // The values as stored, for the error message when a mapped one is not a class.
+    let raw = map.map(|_| ids.clone());
     if let Some(map) = map {
         for v in ids.iter_mut() {
             *v = map[*v as usize];
@@ -313,10 +315,14 @@ pub fn load_pair(
             .iter()
             .filter(|&&u| u as usize >= c && u != info.ignore_index)
             .count();
+        let stored = raw
+            .as_ref()
+            .map(|r| format!("label value {} (mapped to {v})", r[pos]))
+            .unwrap_or_else(|| format!("class id {v}"));
         return Err(bad(
             label,
             format!(
-                "class id {v} at (y {}, x {}) is not a class (ids 0..{}) nor the ignore index {} \
+                "{stored} at (y {}, x {}) is not a class (ids 0..{}) nor the ignore index {} \
                  ({count} such pixels)",
                 pos / w,
                 pos % w,

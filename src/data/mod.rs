@@ -16,6 +16,9 @@
 //!   ```
 //! - A directory with `leftImg8bit/` and `gtFine/`: the **Cityscapes layout** ([`cityscapes`]),
 //!   label ids mapped to the 19 train ids (everything else → 255).
+//! - A directory with `images/` and `annotations/trimaps/`: the **Oxford-IIIT Pet layout**
+//!   ([`pet`]), trimap values 1, 2, 3 → classes `pet`, `background`, `border`; splits
+//!   `train`, `val`, `test` cut 0.8 / 0.1 / 0.1 by a fixed seeded shuffle.
 //!
 //! # Samples
 //!
@@ -60,6 +63,7 @@ pub mod folder;
 pub mod image_io;
 pub mod loader;
 mod paint;
+pub mod pet;
 pub mod stats;
 
 pub use augment::{normalize, Augment, MEAN, STD};
@@ -216,7 +220,8 @@ pub trait Dataset: Send + Sync {
 }
 
 /// Opens a dataset split. `root`: `None` for the built-in data, else a folder-layout root
-/// (has `dataset.toml`) or a Cityscapes root (has `leftImg8bit/` and `gtFine/`). `scale`
+/// (has `dataset.toml`), a Cityscapes root (has `leftImg8bit/` and `gtFine/`) or an
+/// Oxford-IIIT Pet root (has `images/` and `annotations/trimaps/`). `scale`
 /// (> 0) resizes every sample once at load time; `seed` only affects the built-in data.
 pub fn open(root: Option<&Path>, split: &str, scale: f32, seed: u64) -> Result<Box<dyn Dataset>> {
     if !(scale.is_finite() && scale > 0.0) {
@@ -233,8 +238,9 @@ pub fn open(root: Option<&Path>, split: &str, scale: f32, seed: u64) -> Result<B
     if !root.is_dir() {
         return Err(Error::Data {
             path: root.to_path_buf(),
-            msg: "not a directory (expected a dataset root with dataset.toml, or a \
-                  Cityscapes root with leftImg8bit/ and gtFine/)"
+            msg: "not a directory (expected a dataset root with dataset.toml, a Cityscapes \
+                  root with leftImg8bit/ and gtFine/, or an Oxford-IIIT Pet root with images/ \
+                  and annotations/trimaps/)"
                 .into(),
         });
     }
@@ -244,9 +250,13 @@ pub fn open(root: Option<&Path>, split: &str, scale: f32, seed: u64) -> Result<B
     if root.join("leftImg8bit").is_dir() && root.join("gtFine").is_dir() {
         return Ok(Box::new(cityscapes::Cityscapes::open(root, split, scale)?));
     }
+    if pet::is_pet(root) {
+        return Ok(Box::new(pet::Pet::open(root, split, scale)?));
+    }
     Err(Error::Data {
         path: root.to_path_buf(),
-        msg: "no dataset.toml (folder layout) and no leftImg8bit/ + gtFine/ (Cityscapes layout)"
+        msg: "no dataset.toml (folder layout), no leftImg8bit/ + gtFine/ (Cityscapes layout) \
+              and no images/ + annotations/trimaps/ (Oxford-IIIT Pet layout)"
             .into(),
     })
 }
