@@ -402,6 +402,85 @@ fn oxford_pet_layout_maps_trimaps_and_splits() -> R {
     Ok(())
 }
 
+/// Writes an ADE20K pair (4×2) under `root`: `images/<dir>/<stem>.jpg` and
+/// `annotations/<dir>/<stem>.png` holding `stored`.
+fn write_ade(root: &Path, dir: &str, stem: &str, stored: &[u8; 8]) -> R {
+    let (id, ad) = (
+        root.join("images").join(dir),
+        root.join("annotations").join(dir),
+    );
+    std::fs::create_dir_all(&id)?;
+    std::fs::create_dir_all(&ad)?;
+    let rgb = image::RgbImage::from_raw(4, 2, image_bytes(2, 4, stored[1])).ok_or("image")?;
+    rgb.save(id.join(format!("{stem}.jpg")))?;
+    save_png_gray(&ad.join(format!("{stem}.png")), 4, 2, stored)?;
+    Ok(())
+}
+
+#[test]
+fn ade20k_layout_reduces_the_zero_label() -> R {
+    let t = Tmp::new("ade20k");
+    let ade = t.0.join("ADEChallengeData2016");
+    write_ade(
+        &ade,
+        "training",
+        "ADE_train_00000002",
+        &[0, 1, 2, 150, 75, 0, 3, 1],
+    )?;
+    write_ade(
+        &ade,
+        "training",
+        "ADE_train_00000001",
+        &[1, 1, 0, 0, 150, 149, 2, 3],
+    )?;
+    write_ade(
+        &ade,
+        "validation",
+        "ADE_val_00000001",
+        &[5, 0, 0, 0, 0, 0, 0, 7],
+    )?;
+    // Found from the directory that holds ADEChallengeData2016/ and from it directly.
+    for root in [&t.0, &ade] {
+        let ds = data::open(Some(root), "train", 1.0, 0)?;
+        assert_eq!(ds.len(), 2);
+        assert_eq!(ds.info().num_classes(), 150);
+        assert_eq!(ds.info().classes[0].name, "wall");
+        assert_eq!(ds.info().classes[149].name, "flag");
+        assert_eq!(ds.info().classes[12].color, [150, 5, 61], "person");
+        assert_eq!(ds.name(0), "ADE_train_00000001");
+        // 0 → ignored, 1 … 150 → 0 … 149.
+        assert_eq!(ds.load(0)?.label, [0, 0, 255, 255, 149, 148, 1, 2]);
+        assert_eq!(ds.load(1)?.label, [255, 0, 1, 149, 74, 255, 2, 0]);
+    }
+    let val = data::open(Some(&t.0), "val", 1.0, 0)?;
+    assert_eq!(val.len(), 1);
+    assert_eq!(val.load(0)?.label, [4, 255, 255, 255, 255, 255, 255, 6]);
+    assert!(err_text(data::open(Some(&t.0), "test", 1.0, 0)).contains("train and val"));
+    // A stored value above 150 is an error naming the file, the value and the pixel.
+    write_ade(
+        &ade,
+        "validation",
+        "ADE_val_00000002",
+        &[5, 0, 0, 0, 0, 0, 151, 7],
+    )?;
+    let val = data::open(Some(&t.0), "val", 1.0, 0)?;
+    let e = err_text(val.load(1));
+    assert!(
+        e.contains("ADE_val_00000002.png")
+            && e.contains("label value 151")
+            && e.contains("(y 1, x 2)"),
+        "{e}"
+    );
+    // An image without its annotation is an error naming it.
+    std::fs::remove_file(ade.join("annotations/validation/ADE_val_00000001.png"))?;
+    let e = err_text(data::open(Some(&t.0), "val", 1.0, 0));
+    assert!(
+        e.contains("ADE_val_00000001.jpg") && e.contains("without a label"),
+        "{e}"
+    );
+    Ok(())
+}
+
 fn tiny_sample() -> Sample {
     let (h, w) = (5, 7);
     Sample {

@@ -13,9 +13,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use super::folder::{fingerprint, pair, Item};
-use super::image_io::load_pair;
-use super::{bad, io_err, CacheKey, ClassInfo, Dataset, DatasetInfo, Sample};
+use super::folder::pair;
+use super::paired::Paired;
+use super::{bad, io_err, ClassInfo, DatasetInfo};
 use crate::error::Result;
 
 const IMAGE_SUFFIX: &str = "_leftImg8bit.png";
@@ -70,18 +70,6 @@ pub fn cityscapes_info() -> DatasetInfo {
     }
 }
 
-/// A split of a Cityscapes-layout dataset.
-#[derive(Debug)]
-pub struct Cityscapes {
-    info: DatasetInfo,
-    map: [u8; 256],
-    root: PathBuf,
-    split: String,
-    scale: f32,
-    items: Vec<Item>,
-    fingerprint: u64,
-}
-
 /// Lists `<dir>/<city>/*<suffix>` as `"<city>/<stem>" → path`.
 fn list(dir: &Path, suffix: &str) -> Result<BTreeMap<String, PathBuf>> {
     let mut out = BTreeMap::new();
@@ -113,78 +101,34 @@ fn list(dir: &Path, suffix: &str) -> Result<BTreeMap<String, PathBuf>> {
     Ok(out)
 }
 
-impl Cityscapes {
-    /// Opens `leftImg8bit/<split>` and `gtFine/<split>` under `root` and pairs the files.
-    pub fn open(root: &Path, split: &str, scale: f32) -> Result<Cityscapes> {
-        let image_dir = root.join("leftImg8bit").join(split);
-        let label_dir = root.join("gtFine").join(split);
-        for d in [&image_dir, &label_dir] {
-            if !d.is_dir() {
-                return Err(bad(d, format!("split \"{split}\" not found")));
-            }
+/// Opens `leftImg8bit/<split>` and `gtFine/<split>` under `root` and pairs the files.
+pub fn open(root: &Path, split: &str, scale: f32) -> Result<Paired> {
+    let image_dir = root.join("leftImg8bit").join(split);
+    let label_dir = root.join("gtFine").join(split);
+    for d in [&image_dir, &label_dir] {
+        if !d.is_dir() {
+            return Err(bad(d, format!("split \"{split}\" not found")));
         }
-        let images = list(&image_dir, IMAGE_SUFFIX)?;
-        let labels = list(&label_dir, LABEL_SUFFIX)?;
-        let mut items = pair(images, labels, &label_dir, &image_dir)?;
-        if items.is_empty() {
-            return Err(bad(
-                &image_dir,
-                format!("split \"{split}\" is empty (no <city>/*{IMAGE_SUFFIX})"),
-            ));
+    }
+    let images = list(&image_dir, IMAGE_SUFFIX)?;
+    let labels = list(&label_dir, LABEL_SUFFIX)?;
+    let mut items = pair(images, labels, &label_dir, &image_dir)?;
+    if items.is_empty() {
+        return Err(bad(
+            &image_dir,
+            format!("split \"{split}\" is empty (no <city>/*{IMAGE_SUFFIX})"),
+        ));
+    }
+    for it in items.iter_mut() {
+        if let Some((_, stem)) = it.stem.split_once('/') {
+            it.stem = stem.to_string();
         }
-        for it in items.iter_mut() {
-            if let Some((_, stem)) = it.stem.split_once('/') {
-                it.stem = stem.to_string();
-            }
-        }
-        let info = cityscapes_info();
-        let fingerprint = fingerprint(&info, scale, &items)?;
-        Ok(Cityscapes {
-            info,
-            map: label_to_train_id(),
-            root: root.to_path_buf(),
-            split: split.into(),
-            scale,
-            items,
-            fingerprint,
-        })
     }
-}
-
-impl Dataset for Cityscapes {
-    fn info(&self) -> &DatasetInfo {
-        &self.info
-    }
-    fn len(&self) -> usize {
-        self.items.len()
-    }
-    fn name(&self, i: usize) -> String {
-        self.items
-            .get(i)
-            .map(|it| it.stem.clone())
-            .unwrap_or_default()
-    }
-    fn load(&self, i: usize) -> Result<Sample> {
-        let it = self.items.get(i).ok_or_else(|| {
-            bad(
-                &self.root,
-                format!("sample {i} out of range ({} samples)", self.items.len()),
-            )
-        })?;
-        load_pair(
-            &it.image,
-            &it.label,
-            &self.info,
-            Some(&self.map),
-            self.scale,
-        )
-    }
-    fn cache_key(&self) -> Option<CacheKey> {
-        Some(CacheKey {
-            root: self.root.clone(),
-            split: self.split.clone(),
-            scale: self.scale,
-            fingerprint: self.fingerprint,
-        })
-    }
+    Paired::new(
+        cityscapes_info(),
+        label_to_train_id(),
+        (root, split),
+        scale,
+        items,
+    )
 }

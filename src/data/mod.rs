@@ -16,6 +16,10 @@
 //!   ```
 //! - A directory with `leftImg8bit/` and `gtFine/`: the **Cityscapes layout** ([`cityscapes`]),
 //!   label ids mapped to the 19 train ids (everything else → 255).
+//! - A directory with `images/training/` and `annotations/training/` (or one holding such an
+//!   `ADEChallengeData2016/`): the **ADE20K layout** ([`ade20k`]), 150 classes, stored 0 →
+//!   ignored and the classes shifted down by one (`reduce_zero_label`); splits `train` and
+//!   `val`.
 //! - A directory with `images/` and `annotations/trimaps/`: the **Oxford-IIIT Pet layout**
 //!   ([`pet`]), trimap values 1, 2, 3 → classes `pet`, `background`, `border`; splits
 //!   `train`, `val`, `test` cut 0.8 / 0.1 / 0.1 by a fixed seeded shuffle.
@@ -55,6 +59,7 @@ use serde::Deserialize;
 
 use crate::error::{Error, Result};
 
+pub mod ade20k;
 pub mod augment;
 pub mod bank;
 pub mod builtin;
@@ -63,6 +68,7 @@ pub mod folder;
 pub mod image_io;
 pub mod loader;
 mod paint;
+pub mod paired;
 pub mod pet;
 pub mod stats;
 
@@ -220,8 +226,9 @@ pub trait Dataset: Send + Sync {
 }
 
 /// Opens a dataset split. `root`: `None` for the built-in data, else a folder-layout root
-/// (has `dataset.toml`), a Cityscapes root (has `leftImg8bit/` and `gtFine/`) or an
-/// Oxford-IIIT Pet root (has `images/` and `annotations/trimaps/`). `scale`
+/// (has `dataset.toml`), a Cityscapes root (has `leftImg8bit/` and `gtFine/`), an ADE20K root
+/// (has `images/training/` and `annotations/training/`, or holds `ADEChallengeData2016/`)
+/// or an Oxford-IIIT Pet root (has `images/` and `annotations/trimaps/`). `scale`
 /// (> 0) resizes every sample once at load time; `seed` only affects the built-in data.
 pub fn open(root: Option<&Path>, split: &str, scale: f32, seed: u64) -> Result<Box<dyn Dataset>> {
     if !(scale.is_finite() && scale > 0.0) {
@@ -239,8 +246,9 @@ pub fn open(root: Option<&Path>, split: &str, scale: f32, seed: u64) -> Result<B
         return Err(Error::Data {
             path: root.to_path_buf(),
             msg: "not a directory (expected a dataset root with dataset.toml, a Cityscapes \
-                  root with leftImg8bit/ and gtFine/, or an Oxford-IIIT Pet root with images/ \
-                  and annotations/trimaps/)"
+                  root with leftImg8bit/ and gtFine/, an ADE20K root with images/training/ and \
+                  annotations/training/, or an Oxford-IIIT Pet root with images/ and \
+                  annotations/trimaps/)"
                 .into(),
         });
     }
@@ -248,15 +256,20 @@ pub fn open(root: Option<&Path>, split: &str, scale: f32, seed: u64) -> Result<B
         return Ok(Box::new(folder::Folder::open(root, split, scale)?));
     }
     if root.join("leftImg8bit").is_dir() && root.join("gtFine").is_dir() {
-        return Ok(Box::new(cityscapes::Cityscapes::open(root, split, scale)?));
+        return Ok(Box::new(cityscapes::open(root, split, scale)?));
+    }
+    if let Some(ade) = ade20k::find(root) {
+        return Ok(Box::new(ade20k::open(&ade, split, scale)?));
     }
     if pet::is_pet(root) {
-        return Ok(Box::new(pet::Pet::open(root, split, scale)?));
+        return Ok(Box::new(pet::open(root, split, scale)?));
     }
     Err(Error::Data {
         path: root.to_path_buf(),
-        msg: "no dataset.toml (folder layout), no leftImg8bit/ + gtFine/ (Cityscapes layout) \
-              and no images/ + annotations/trimaps/ (Oxford-IIIT Pet layout)"
+        msg: "no dataset.toml (folder layout), no leftImg8bit/ + gtFine/ (Cityscapes layout), \
+              no images/training/ + annotations/training/ (ADE20K layout, also inside \
+              ADEChallengeData2016/) and no images/ + annotations/trimaps/ (Oxford-IIIT Pet \
+              layout)"
             .into(),
     })
 }

@@ -13,11 +13,11 @@
 //! same split on every machine and for every run, whatever the run's seed. An image without
 //! a trimap, or a trimap without an image, is an error.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use super::folder::{fingerprint, list, pair, Item};
-use super::image_io::load_pair;
-use super::{bad, CacheKey, ClassInfo, Dataset, DatasetInfo, Sample};
+use super::folder::{list, pair};
+use super::paired::Paired;
+use super::{bad, ClassInfo, DatasetInfo};
 use crate::error::Result;
 
 /// Seed of the shuffle that splits the samples (fixed: the split is part of the layout).
@@ -100,99 +100,37 @@ pub fn split_indices(n: usize, split: &str) -> Option<Vec<usize>> {
     Some(idx)
 }
 
-/// A split of an Oxford-IIIT Pet dataset.
-#[derive(Debug)]
-pub struct Pet {
-    info: DatasetInfo,
-    map: [u8; 256],
-    root: PathBuf,
-    split: String,
-    scale: f32,
-    items: Vec<Item>,
-    fingerprint: u64,
-}
-
-impl Pet {
-    /// Pairs `images/*.jpg` with `annotations/trimaps/*.png` under `root` and keeps `split`
-    /// (`train`, `val` or `test`).
-    pub fn open(root: &Path, split: &str, scale: f32) -> Result<Pet> {
-        let image_dir = root.join("images");
-        let label_dir = root.join("annotations").join("trimaps");
-        let images = list(&image_dir, &["jpg", "jpeg"])?;
-        let labels = list(&label_dir, &["png"])?;
-        let all = pair(images, labels, &label_dir, &image_dir)?;
-        if all.is_empty() {
-            return Err(bad(&image_dir, "no images (*.jpg) with trimaps"));
-        }
-        let Some(idx) = split_indices(all.len(), split) else {
-            return Err(bad(
-                root,
-                format!(
-                    "split \"{split}\" not found (the Oxford-IIIT Pet layout has train, val and \
-                     test: 0.8 / 0.1 / 0.1 of its images)"
-                ),
-            ));
-        };
-        if idx.is_empty() {
-            return Err(bad(
-                &image_dir,
-                format!(
-                    "split \"{split}\" is empty ({} images are too few to split 0.8 / 0.1 / 0.1)",
-                    all.len()
-                ),
-            ));
-        }
-        let items: Vec<Item> = idx.into_iter().map(|i| all[i].clone()).collect();
-        let info = pet_info();
-        let fingerprint = fingerprint(&info, scale, &items)?;
-        Ok(Pet {
-            info,
-            map: trimap_to_class(),
-            root: root.to_path_buf(),
-            split: split.into(),
-            scale,
-            items,
-            fingerprint,
-        })
+/// Pairs `images/*.jpg` with `annotations/trimaps/*.png` under `root` and keeps `split`
+/// (`train`, `val` or `test`).
+pub fn open(root: &Path, split: &str, scale: f32) -> Result<Paired> {
+    let image_dir = root.join("images");
+    let label_dir = root.join("annotations").join("trimaps");
+    let images = list(&image_dir, &["jpg", "jpeg"])?;
+    let labels = list(&label_dir, &["png"])?;
+    let all = pair(images, labels, &label_dir, &image_dir)?;
+    if all.is_empty() {
+        return Err(bad(&image_dir, "no images (*.jpg) with trimaps"));
     }
-}
-
-impl Dataset for Pet {
-    fn info(&self) -> &DatasetInfo {
-        &self.info
+    let Some(idx) = split_indices(all.len(), split) else {
+        return Err(bad(
+            root,
+            format!(
+                "split \"{split}\" not found (the Oxford-IIIT Pet layout has train, val and \
+                 test: 0.8 / 0.1 / 0.1 of its images)"
+            ),
+        ));
+    };
+    if idx.is_empty() {
+        return Err(bad(
+            &image_dir,
+            format!(
+                "split \"{split}\" is empty ({} images are too few to split 0.8 / 0.1 / 0.1)",
+                all.len()
+            ),
+        ));
     }
-    fn len(&self) -> usize {
-        self.items.len()
-    }
-    fn name(&self, i: usize) -> String {
-        self.items
-            .get(i)
-            .map(|it| it.stem.clone())
-            .unwrap_or_default()
-    }
-    fn load(&self, i: usize) -> Result<Sample> {
-        let it = self.items.get(i).ok_or_else(|| {
-            bad(
-                &self.root,
-                format!("sample {i} out of range ({} samples)", self.items.len()),
-            )
-        })?;
-        load_pair(
-            &it.image,
-            &it.label,
-            &self.info,
-            Some(&self.map),
-            self.scale,
-        )
-    }
-    fn cache_key(&self) -> Option<CacheKey> {
-        Some(CacheKey {
-            root: self.root.clone(),
-            split: self.split.clone(),
-            scale: self.scale,
-            fingerprint: self.fingerprint,
-        })
-    }
+    let items = idx.into_iter().map(|i| all[i].clone()).collect();
+    Paired::new(pet_info(), trimap_to_class(), (root, split), scale, items)
 }
 
 #[cfg(test)]

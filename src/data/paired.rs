@@ -1,0 +1,83 @@
+//! A split of image/label file pairs whose stored label values go through a 256-entry table
+//! to class ids: the layouts other than the folder one (Cityscapes, Oxford-IIIT Pet,
+//! ADE20K) list and pair their files, then hand them to [`Paired`].
+
+use std::path::{Path, PathBuf};
+
+use super::folder::{fingerprint, Item};
+use super::image_io::load_pair;
+use super::{bad, CacheKey, Dataset, DatasetInfo, Sample};
+use crate::error::Result;
+
+/// A split of image/label pairs with a label-value table (see the module docs).
+#[derive(Debug)]
+pub struct Paired {
+    info: DatasetInfo,
+    map: [u8; 256],
+    root: PathBuf,
+    split: String,
+    scale: f32,
+    items: Vec<Item>,
+    fingerprint: u64,
+}
+
+impl Paired {
+    /// The split `split` of the dataset at `root`: `items` (named by their stems), label
+    /// values mapped by `map`, samples resized by `scale` at load time.
+    pub(crate) fn new(
+        info: DatasetInfo,
+        map: [u8; 256],
+        (root, split): (&Path, &str),
+        scale: f32,
+        items: Vec<Item>,
+    ) -> Result<Paired> {
+        let fingerprint = fingerprint(&info, scale, &items)?;
+        Ok(Paired {
+            info,
+            map,
+            root: root.to_path_buf(),
+            split: split.into(),
+            scale,
+            items,
+            fingerprint,
+        })
+    }
+}
+
+impl Dataset for Paired {
+    fn info(&self) -> &DatasetInfo {
+        &self.info
+    }
+    fn len(&self) -> usize {
+        self.items.len()
+    }
+    fn name(&self, i: usize) -> String {
+        self.items
+            .get(i)
+            .map(|it| it.stem.clone())
+            .unwrap_or_default()
+    }
+    fn load(&self, i: usize) -> Result<Sample> {
+        let it = self.items.get(i).ok_or_else(|| {
+            bad(
+                &self.root,
+                format!("sample {i} out of range ({} samples)", self.items.len()),
+            )
+        })?;
+        load_pair(
+            &it.image,
+            &it.label,
+            &self.info,
+            Some(&self.map),
+            self.scale,
+        )
+    }
+    fn cache_key(&self) -> Option<CacheKey> {
+        Some(CacheKey {
+            root: self.root.clone(),
+            split: self.split.clone(),
+            scale: self.scale,
+            fingerprint: self.fingerprint,
+        })
+    }
+}
