@@ -481,6 +481,54 @@ fn ade20k_layout_reduces_the_zero_label() -> R {
     Ok(())
 }
 
+#[test]
+fn coco_stuff_layout_reads_both_annotation_forms() -> R {
+    let t = Tmp::new("coco-stuff");
+    // Raw stuffthingmaps: COCO's 182 ids (0-based), 255 unlabelled.
+    write_ade(
+        &t.0,
+        "train2017",
+        "000000000009",
+        &[0, 11, 12, 90, 91, 181, 255, 10],
+    )?;
+    write_ade(&t.0, "val2017", "000000000139", &[0, 0, 0, 0, 0, 0, 0, 0])?;
+    let ds = data::open(Some(&t.0), "train", 1.0, 0)?;
+    assert_eq!((ds.len(), ds.info().num_classes()), (1, 171));
+    assert_eq!(ds.info().classes[0].name, "person");
+    assert_eq!(ds.info().classes[170].name, "wood");
+    // 11 and 90 are unused ids (ignored); 12 → 11, 91 → 80 (the first stuff class).
+    assert_eq!(ds.load(0)?.label, [0, 255, 11, 255, 80, 170, 255, 10]);
+    assert_eq!(ds.info().classes[80].name, "banner");
+    // Converted maps beside them take over: their ids as stored.
+    save_png_gray(
+        &t.0.join("annotations/train2017/000000000009_labelTrainIds.png"),
+        4,
+        2,
+        &[0, 170, 255, 3, 80, 1, 2, 9],
+    )?;
+    let ds = data::open(Some(&t.0), "train", 1.0, 0)?;
+    assert_eq!(ds.name(0), "000000000009");
+    assert_eq!(ds.load(0)?.label, [0, 170, 255, 3, 80, 1, 2, 9]);
+    // A value that is neither a class nor ignored is an error naming file, value, pixel.
+    write_ade(&t.0, "val2017", "000000000285", &[0, 0, 0, 0, 0, 0, 182, 0])?;
+    let val = data::open(Some(&t.0), "val", 1.0, 0)?;
+    let e = err_text(val.load(1));
+    assert!(
+        e.contains("000000000285.png") && e.contains("label value 182") && e.contains("(y 1, x 2)"),
+        "{e}"
+    );
+    assert!(err_text(data::open(Some(&t.0), "test2017", 1.0, 0)).contains("train and val"));
+    // An image without an annotation is an error naming it.
+    let rgb = image::RgbImage::from_raw(4, 2, image_bytes(2, 4, 1)).ok_or("image")?;
+    rgb.save(t.0.join("images/val2017/000000000632.jpg"))?;
+    let e = err_text(data::open(Some(&t.0), "val", 1.0, 0));
+    assert!(
+        e.contains("000000000632.jpg") && e.contains("without a label"),
+        "{e}"
+    );
+    Ok(())
+}
+
 fn tiny_sample() -> Sample {
     let (h, w) = (5, 7);
     Sample {

@@ -20,6 +20,9 @@
 //!   `ADEChallengeData2016/`): the **ADE20K layout** ([`ade20k`]), 150 classes, stored 0 →
 //!   ignored and the classes shifted down by one (`reduce_zero_label`); splits `train` and
 //!   `val`.
+//! - A directory with `images/train2017/` and `annotations/train2017/`: the **COCO-Stuff
+//!   164k layout** ([`coco_stuff`]), 171 classes, from `_labelTrainIds.png` maps or the raw
+//!   182-id maps; splits `train` and `val`.
 //! - A directory with `images/` and `annotations/trimaps/`: the **Oxford-IIIT Pet layout**
 //!   ([`pet`]), trimap values 1, 2, 3 → classes `pet`, `background`, `border`; splits
 //!   `train`, `val`, `test` cut 0.8 / 0.1 / 0.1 by a fixed seeded shuffle.
@@ -64,6 +67,7 @@ pub mod augment;
 pub mod bank;
 pub mod builtin;
 pub mod cityscapes;
+pub mod coco_stuff;
 pub mod folder;
 pub mod image_io;
 pub mod loader;
@@ -227,8 +231,9 @@ pub trait Dataset: Send + Sync {
 
 /// Opens a dataset split. `root`: `None` for the built-in data, else a folder-layout root
 /// (has `dataset.toml`), a Cityscapes root (has `leftImg8bit/` and `gtFine/`), an ADE20K root
-/// (has `images/training/` and `annotations/training/`, or holds `ADEChallengeData2016/`)
-/// or an Oxford-IIIT Pet root (has `images/` and `annotations/trimaps/`). `scale`
+/// (has `images/training/` and `annotations/training/`, or holds `ADEChallengeData2016/`),
+/// a COCO-Stuff 164k root (has `images/train2017/` and `annotations/train2017/`) or an
+/// Oxford-IIIT Pet root (has `images/` and `annotations/trimaps/`). `scale`
 /// (> 0) resizes every sample once at load time; `seed` only affects the built-in data.
 pub fn open(root: Option<&Path>, split: &str, scale: f32, seed: u64) -> Result<Box<dyn Dataset>> {
     if !(scale.is_finite() && scale > 0.0) {
@@ -247,7 +252,8 @@ pub fn open(root: Option<&Path>, split: &str, scale: f32, seed: u64) -> Result<B
             path: root.to_path_buf(),
             msg: "not a directory (expected a dataset root with dataset.toml, a Cityscapes \
                   root with leftImg8bit/ and gtFine/, an ADE20K root with images/training/ and \
-                  annotations/training/, or an Oxford-IIIT Pet root with images/ and \
+                  annotations/training/, a COCO-Stuff root with images/train2017/ and \
+                  annotations/train2017/, or an Oxford-IIIT Pet root with images/ and \
                   annotations/trimaps/)"
                 .into(),
         });
@@ -261,6 +267,9 @@ pub fn open(root: Option<&Path>, split: &str, scale: f32, seed: u64) -> Result<B
     if let Some(ade) = ade20k::find(root) {
         return Ok(Box::new(ade20k::open(&ade, split, scale)?));
     }
+    if coco_stuff::is_coco_stuff(root) {
+        return Ok(Box::new(coco_stuff::open(root, split, scale)?));
+    }
     if pet::is_pet(root) {
         return Ok(Box::new(pet::open(root, split, scale)?));
     }
@@ -268,8 +277,8 @@ pub fn open(root: Option<&Path>, split: &str, scale: f32, seed: u64) -> Result<B
         path: root.to_path_buf(),
         msg: "no dataset.toml (folder layout), no leftImg8bit/ + gtFine/ (Cityscapes layout), \
               no images/training/ + annotations/training/ (ADE20K layout, also inside \
-              ADEChallengeData2016/) and no images/ + annotations/trimaps/ (Oxford-IIIT Pet \
-              layout)"
+              ADEChallengeData2016/), no images/train2017/ + annotations/train2017/ (COCO-Stuff \
+              layout) and no images/ + annotations/trimaps/ (Oxford-IIIT Pet layout)"
             .into(),
     })
 }
