@@ -529,6 +529,69 @@ fn coco_stuff_layout_reads_both_annotation_forms() -> R {
     Ok(())
 }
 
+/// Writes an NYUv2 export pair (4×2): `<split>/image/<stem>.png` and `<split>/<labels>/<stem>.png`.
+fn write_nyu(root: &Path, split: &str, labels: &str, stem: &str, stored: &[u8; 8]) -> R {
+    let (id, ld) = (
+        root.join(split).join("image"),
+        root.join(split).join(labels),
+    );
+    std::fs::create_dir_all(&id)?;
+    std::fs::create_dir_all(&ld)?;
+    save_png_rgb(&id.join(format!("{stem}.png")), 4, 2, &image_bytes(2, 4, 3))?;
+    save_png_gray(&ld.join(format!("{stem}.png")), 4, 2, stored)?;
+    Ok(())
+}
+
+#[test]
+fn nyuv2_export_reads_40_or_13_classes() -> R {
+    let t = Tmp::new("nyuv2-40");
+    write_nyu(
+        &t.0,
+        "train",
+        "label40",
+        "0001",
+        &[0, 1, 40, 22, 5, 0, 39, 2],
+    )?;
+    write_nyu(&t.0, "test", "label40", "0002", &[1, 1, 1, 1, 0, 0, 0, 0])?;
+    let ds = data::open(Some(&t.0), "train", 1.0, 0)?;
+    assert_eq!(ds.info().num_classes(), 40);
+    assert_eq!(ds.info().classes[21].name, "ceiling");
+    assert_eq!(
+        ds.info().classes[0].color,
+        [128, 0, 0],
+        "the VOC colour map"
+    );
+    // 0 → ignored, 1 … 40 → 0 … 39.
+    assert_eq!(ds.load(0)?.label, [255, 0, 39, 21, 4, 255, 38, 1]);
+    // `val` reads the test split.
+    let val = data::open(Some(&t.0), "val", 1.0, 0)?;
+    assert_eq!((val.len(), val.name(0)), (1, "0002".to_string()));
+    // A value above the class count names the file, the value and the pixel.
+    write_nyu(&t.0, "test", "label40", "0003", &[1, 1, 1, 1, 0, 41, 0, 0])?;
+    let e = err_text(data::open(Some(&t.0), "test", 1.0, 0)?.load(1));
+    assert!(
+        e.contains("0003.png") && e.contains("label value 41") && e.contains("(y 1, x 1)"),
+        "{e}"
+    );
+    assert!(err_text(data::open(Some(&t.0), "validation", 1.0, 0)).contains("train and test"));
+    // The 13-class labels where there are no 40-class ones.
+    let t13 = Tmp::new("nyuv2-13");
+    write_nyu(
+        &t13.0,
+        "train",
+        "label13",
+        "0001",
+        &[0, 1, 13, 12, 5, 0, 3, 2],
+    )?;
+    let ds = data::open(Some(&t13.0), "train", 1.0, 0)?;
+    assert_eq!(ds.info().num_classes(), 13);
+    assert_eq!(ds.info().classes[10].name, "tv");
+    assert_eq!(ds.load(0)?.label, [255, 0, 12, 11, 4, 255, 2, 1]);
+    let e = err_text(data::open(Some(&t13.0), "test", 1.0, 0));
+    assert!(e.contains("test/image") && e.contains("not found"), "{e}");
+    Ok(())
+}
+
 fn tiny_sample() -> Sample {
     let (h, w) = (5, 7);
     Sample {

@@ -65,7 +65,7 @@ pub fn load_model(spec: &Path, dev: &Device) -> Result<Loaded> {
 
 /// Whether the dataset at `root` has a training split (folder layout: `train/`; Cityscapes:
 /// `leftImg8bit/train/`; ADE20K: `images/training/`; COCO-Stuff: `images/train2017/`;
-/// Oxford-IIIT Pet: always, cut from its images).
+/// NYUv2: `train/`; Oxford-IIIT Pet: always, cut from its images).
 fn has_train_split(root: &Path) -> bool {
     root.join("train").is_dir()
         || root.join("leftImg8bit").join("train").is_dir()

@@ -27,8 +27,8 @@ pub struct TrainArgs {
     /// Model and training config: a TOML file, or the name of a shipped one (tiny, small, r18).
     #[arg(long, default_value = "tiny")]
     pub config: String,
-    /// Dataset root (folder layout with dataset.toml, Cityscapes, ADE20K, COCO-Stuff 164k or
-    /// Oxford-IIIT Pet); default: the built-in procedural data.
+    /// Dataset root (folder layout with dataset.toml, Cityscapes, ADE20K, COCO-Stuff 164k,
+    /// NYUv2 exported as PNGs or Oxford-IIIT Pet); default: the built-in procedural data.
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// Run directory (default: runs/<config>-<data>-<n>, the first free n).

@@ -23,6 +23,9 @@
 //! - A directory with `images/train2017/` and `annotations/train2017/`: the **COCO-Stuff
 //!   164k layout** ([`coco_stuff`]), 171 classes, from `_labelTrainIds.png` maps or the raw
 //!   182-id maps; splits `train` and `val`.
+//! - A directory with `train/image/` and `train/label40/` or `train/label13/`: **NYUv2**
+//!   exported as PNG pairs ([`nyuv2`]), 40 or 13 classes, stored 0 → ignored; splits
+//!   `train` and `test` (`val` reads `test`).
 //! - A directory with `images/` and `annotations/trimaps/`: the **Oxford-IIIT Pet layout**
 //!   ([`pet`]), trimap values 1, 2, 3 → classes `pet`, `background`, `border`; splits
 //!   `train`, `val`, `test` cut 0.8 / 0.1 / 0.1 by a fixed seeded shuffle.
@@ -71,6 +74,7 @@ pub mod coco_stuff;
 pub mod folder;
 pub mod image_io;
 pub mod loader;
+pub mod nyuv2;
 mod paint;
 pub mod paired;
 pub mod pet;
@@ -232,7 +236,8 @@ pub trait Dataset: Send + Sync {
 /// Opens a dataset split. `root`: `None` for the built-in data, else a folder-layout root
 /// (has `dataset.toml`), a Cityscapes root (has `leftImg8bit/` and `gtFine/`), an ADE20K root
 /// (has `images/training/` and `annotations/training/`, or holds `ADEChallengeData2016/`),
-/// a COCO-Stuff 164k root (has `images/train2017/` and `annotations/train2017/`) or an
+/// a COCO-Stuff 164k root (has `images/train2017/` and `annotations/train2017/`), an NYUv2
+/// PNG export (has `train/image/` and `train/label40/` or `train/label13/`) or an
 /// Oxford-IIIT Pet root (has `images/` and `annotations/trimaps/`). `scale`
 /// (> 0) resizes every sample once at load time; `seed` only affects the built-in data.
 pub fn open(root: Option<&Path>, split: &str, scale: f32, seed: u64) -> Result<Box<dyn Dataset>> {
@@ -253,8 +258,9 @@ pub fn open(root: Option<&Path>, split: &str, scale: f32, seed: u64) -> Result<B
             msg: "not a directory (expected a dataset root with dataset.toml, a Cityscapes \
                   root with leftImg8bit/ and gtFine/, an ADE20K root with images/training/ and \
                   annotations/training/, a COCO-Stuff root with images/train2017/ and \
-                  annotations/train2017/, or an Oxford-IIIT Pet root with images/ and \
-                  annotations/trimaps/)"
+                  annotations/train2017/, an NYUv2 export with train/image/ and \
+                  train/label40/ or train/label13/, or an Oxford-IIIT Pet root with images/ \
+                  and annotations/trimaps/)"
                 .into(),
         });
     }
@@ -270,6 +276,9 @@ pub fn open(root: Option<&Path>, split: &str, scale: f32, seed: u64) -> Result<B
     if coco_stuff::is_coco_stuff(root) {
         return Ok(Box::new(coco_stuff::open(root, split, scale)?));
     }
+    if nyuv2::is_nyuv2(root) {
+        return Ok(Box::new(nyuv2::open(root, split, scale)?));
+    }
     if pet::is_pet(root) {
         return Ok(Box::new(pet::open(root, split, scale)?));
     }
@@ -278,7 +287,8 @@ pub fn open(root: Option<&Path>, split: &str, scale: f32, seed: u64) -> Result<B
         msg: "no dataset.toml (folder layout), no leftImg8bit/ + gtFine/ (Cityscapes layout), \
               no images/training/ + annotations/training/ (ADE20K layout, also inside \
               ADEChallengeData2016/), no images/train2017/ + annotations/train2017/ (COCO-Stuff \
-              layout) and no images/ + annotations/trimaps/ (Oxford-IIIT Pet layout)"
+              layout), no train/image/ + train/label40/ or train/label13/ (NYUv2 export) and \
+              no images/ + annotations/trimaps/ (Oxford-IIIT Pet layout)"
             .into(),
     })
 }
