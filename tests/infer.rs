@@ -12,6 +12,7 @@ use cli_common::{text, wgseg_in, MICRO};
 use wgseg::data;
 use wgseg::nn::ParamStore;
 use wgseg::train::checkpoint;
+use wgseg::train::infer::{window_logits, Window};
 use wgseg::{Device, Tensor};
 
 /// Logits `[1, C, h, w]` of the checkpoint's network for a normalised image given at
@@ -161,6 +162,73 @@ fn infer_uses_the_training_scale_and_writes_outputs_at_the_input_size() {
         "{differ} of {} pixels differ",
         ids.len()
     );
+
+    // Sliding windows: a window that covers the image gives the whole-image ids; smaller
+    // overlapping windows give the argmax of the windows' averaged logits.
+    let windowed = |out: &str, window: &str| {
+        let o = wgseg_in(
+            &dir,
+            &[
+                "infer",
+                "full.png",
+                "--ids",
+                "--out",
+                out,
+                "--scale",
+                "1",
+                "--window",
+                window,
+                "--overlap",
+                "0.5",
+                "--checkpoint",
+                "runs/micro-builtin-1",
+                "--device",
+                device,
+            ],
+        );
+        assert!(o.status.success(), "{}", text(&o));
+        let (ids, wh, ww) =
+            data::image_io::load_label(&dir.join(out).join("full_ids.png")).unwrap();
+        assert_eq!((wh, ww), (h, w), "--window {window}");
+        ids
+    };
+    assert_eq!(
+        windowed("predw1", "1000"),
+        ids1,
+        "one window over the whole image"
+    );
+    let ids_w = windowed("predw2", "32x48");
+    let file = checkpoint::find_checkpoint(&run).unwrap();
+    let meta = checkpoint::read_metadata(&file).unwrap();
+    let mut store = ParamStore::new(&dev);
+    let net = meta.build(&mut store).unwrap();
+    checkpoint::load_weights(&file, &mut store).unwrap();
+    let want_w = {
+        let _g = wgseg::no_grad();
+        let (x, _) = data::normalize(data::open(None, "val", 1.0, 0).unwrap().load(2).unwrap());
+        let x = Tensor::from_vec(x, [1, 3, h, w], &dev).unwrap();
+        let win = Window::parse("32x48", 0.5).unwrap();
+        window_logits(&x, win, |c| net.forward(&mut store, c, false))
+            .unwrap()
+            .to_vec()
+            .unwrap()
+    };
+    assert_argmax("infer with 32×48 windows", &ids_w, &want_w, classes);
+    let o = wgseg_in(
+        &dir,
+        &[
+            "infer",
+            "full.png",
+            "--window",
+            "0",
+            "--checkpoint",
+            "runs/micro-builtin-1",
+            "--device",
+            device,
+        ],
+    );
+    assert!(!o.status.success());
+    assert!(text(&o).contains("--window 0"), "{}", text(&o));
 
     // A bad scale is a clear error.
     let o = wgseg_in(

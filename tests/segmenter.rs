@@ -12,6 +12,7 @@ use wgseg::data::{self, Dataset};
 use wgseg::model::{DeepLabConfig, ModelConfig, Segmenter};
 use wgseg::nn::{init_rng, Conv2d, ConvBn, ParamStore};
 use wgseg::train::checkpoint::{self, RunDir};
+use wgseg::train::infer::Window;
 use wgseg::train::{evaluate, train_model, RunConfig, TrainOptions};
 use wgseg::{Device, Result, Tensor};
 
@@ -154,8 +155,35 @@ fn a_model_from_outside_the_crate_trains_checkpoints_loads_and_evaluates() {
 
     // Evaluated through the same code, it scores what the run's last validation scored.
     let val: Arc<dyn Dataset> = Arc::from(data::open(None, "val", 1.0, 3).unwrap());
-    let scores = evaluate(&net, &mut store, val, Some(&report.groups), 1, |_, _| {}).unwrap();
+    let scores = evaluate(
+        &net,
+        &mut store,
+        val.clone(),
+        Some(&report.groups),
+        (1, None),
+        |_, _| {},
+    )
+    .unwrap();
     assert_eq!(scores.iou, report.scores.unwrap().iou);
+    // With sliding windows (`wgseg eval --window`): one window over each image scores the
+    // same; overlapping 32×48 windows score every pixel once.
+    let mut window = |spec: &str| {
+        let win = Window::parse(spec, 0.5).unwrap();
+        let ds = val.clone();
+        evaluate(
+            &net,
+            &mut store,
+            ds,
+            Some(&report.groups),
+            (1, Some(win)),
+            |_, _| {},
+        )
+        .unwrap()
+    };
+    assert_eq!(window("1000").iou, scores.iou);
+    let small = window("32x48");
+    assert_eq!(small.pixels, scores.pixels);
+    assert!((0.0..=1.0).contains(&small.miou), "{}", small.miou);
 
     // best/ holds the same files as last/.
     for d in [rd.last(), rd.best()] {

@@ -9,7 +9,7 @@ use wgseg::data::{self, ClassInfo, ClassStats, Dataset, DatasetInfo};
 use wgseg::model::Segmenter;
 use wgseg::nn::ParamStore;
 use wgseg::train::checkpoint::{self, Metadata};
-use wgseg::train::infer::segment;
+use wgseg::train::infer::{segment, window_logits, Window};
 use wgseg::train::trainer::{PALETTE_META, SCALE_META};
 use wgseg::train::{evaluate, RunConfig};
 use wgseg::Device;
@@ -34,6 +34,14 @@ pub struct EvalArgs {
     /// Print the scores as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Sliding-window inference: windows of H or HxW pixels of the network's input (after
+    /// the scale), their logits averaged where they overlap; for images larger than what
+    /// fits on the device or than the training crop. Default: the whole image at once.
+    #[arg(long, value_name = "H[xW]")]
+    pub window: Option<String>,
+    /// Overlap of consecutive windows, as a fraction of a window (with --window).
+    #[arg(long, default_value_t = 1.0 / 3.0, value_name = "F")]
+    pub overlap: f32,
     /// Device: gpu, gpu:N, gpu:NAME or cpu.
     #[arg(long, default_value = "gpu")]
     pub device: String,
@@ -129,7 +137,15 @@ pub fn eval(a: EvalArgs) -> Result<()> {
     };
     let groups = stats.groups(ds.info());
     let classes: Vec<String> = ds.info().classes.iter().map(|c| c.name.clone()).collect();
-    let scores = evaluate(&*m.net, &mut m.store, ds, Some(&groups), 2, |_, _| {})?;
+    let window = window_arg(a.window.as_deref(), a.overlap)?;
+    let scores = evaluate(
+        &*m.net,
+        &mut m.store,
+        ds,
+        Some(&groups),
+        (2, window),
+        |_, _| {},
+    )?;
     if a.json {
         let mut v = serde_json::to_value(&scores)?;
         v["classes"] = serde_json::json!(classes);
@@ -171,6 +187,14 @@ pub struct InferArgs {
     /// trained at, `wgseg.scale`; 1 runs it on the images as they are).
     #[arg(long)]
     pub scale: Option<f32>,
+    /// Sliding-window inference: windows of H or HxW pixels of the network's input (after
+    /// the scale), their logits averaged where they overlap; for images larger than what
+    /// fits on the device or than the training crop. Default: the whole image at once.
+    #[arg(long, value_name = "H[xW]")]
+    pub window: Option<String>,
+    /// Overlap of consecutive windows, as a fraction of a window (with --window).
+    #[arg(long, default_value_t = 1.0 / 3.0, value_name = "F")]
+    pub overlap: f32,
     /// Device: gpu, gpu:N, gpu:NAME or cpu.
     #[arg(long, default_value = "gpu")]
     pub device: String,
@@ -237,6 +261,14 @@ fn palette(meta: &Metadata) -> DatasetInfo {
     }
 }
 
+/// `--window` and `--overlap` as a [`Window`], if a window was asked for.
+fn window_arg(spec: Option<&str>, overlap: f32) -> Result<Option<Window>> {
+    spec.map(|s| {
+        Window::parse(s, overlap).with_context(|| format!("--window {s} --overlap {overlap}"))
+    })
+    .transpose()
+}
+
 pub fn infer(a: InferArgs) -> Result<()> {
     let dev = Device::parse(&a.device).with_context(|| format!("--device {}", a.device))?;
     let spec = match &a.checkpoint {
@@ -263,11 +295,14 @@ pub fn infer(a: InferArgs) -> Result<()> {
         m.file.display(),
         dev.name()
     );
+    let window = window_arg(a.window.as_deref(), a.overlap)?;
     let _g = wgseg::no_grad();
     for f in files {
         let (image, h, w) = data::load_image(&f)?;
-        let ids = segment(&image, h, w, scale, &dev, |x| {
-            m.net.forward(&mut m.store, x, false)
+        let (net, store) = (&m.net, &mut m.store);
+        let ids = segment(&image, h, w, scale, &dev, |x| match window {
+            Some(win) => window_logits(x, win, |c| net.forward(store, c, false)),
+            None => net.forward(store, x, false),
         })
         .with_context(|| format!("segmenting {}", f.display()))?;
         let stem = f

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use super::infer::{window_logits, Window};
 use super::metrics::{Confusion, Groups, Scores};
 use crate::data::{Dataset, Loader};
 use crate::device::Device;
@@ -25,14 +26,15 @@ pub fn upload_batch(
 }
 
 /// Runs `net` in evaluation mode over every sample of `ds` (whole images, one at a time so
-/// that images of any size mix) and scores the predictions (docs/training.md). `progress(done,
-/// total)` is called after each image.
+/// that images of any size mix, or window by window with `window`: [`window_logits`]) with
+/// `workers` loader threads and scores the predictions (docs/training.md).
+/// `progress(done, total)` is called after each image.
 pub fn evaluate(
     net: &dyn Segmenter,
     store: &mut ParamStore,
     ds: Arc<dyn Dataset>,
     groups: Option<&Groups>,
-    workers: usize,
+    (workers, window): (usize, Option<Window>),
     mut progress: impl FnMut(usize, usize),
 ) -> Result<Scores> {
     let _g = crate::autograd::no_grad();
@@ -43,7 +45,10 @@ pub fn evaluate(
     for (i, batch) in Loader::sequential(ds, 1, workers)?.enumerate() {
         let b = batch?;
         let (x, y) = upload_batch(b.images, b.labels, (b.b, b.h, b.w), &dev)?;
-        let logits = net.forward(store, &x, false)?;
+        let logits = match window {
+            Some(win) => window_logits(&x, win, |c| net.forward(store, c, false))?,
+            None => net.forward(store, &x, false)?,
+        };
         let pred = logits.argmax_axis(1, false)?;
         let cm = match &mut cm {
             Some(c) => c,

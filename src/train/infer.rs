@@ -75,3 +75,120 @@ pub fn segment(
         .map(|v| v.min(254) as u8)
         .collect())
 }
+
+/// A sliding window for inference and evaluation on images larger than what fits or than
+/// the training crop: windows of `h × w` pixels (of the network's input, after the scale),
+/// consecutive ones overlapping by the fraction `overlap` of a window.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Window {
+    pub h: usize,
+    pub w: usize,
+    pub overlap: f32,
+}
+
+impl Window {
+    /// Parses `H` or `HxW` (`--window`) with `overlap` (`--overlap`, in `[0, 1)`).
+    pub fn parse(spec: &str, overlap: f32) -> Result<Window> {
+        let err = |msg: String| Error::shape("window", msg);
+        let side = |s: &str| {
+            s.trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|&v| v > 0)
+                .ok_or_else(|| err(format!("\"{spec}\" is not H or HxW with positive sides")))
+        };
+        let (h, w) = match spec.split_once(['x', 'X']) {
+            Some((h, w)) => (side(h)?, side(w)?),
+            None => (side(spec)?, side(spec)?),
+        };
+        if !(0.0..1.0).contains(&overlap) {
+            return Err(err(format!("overlap {overlap} must be in [0, 1)")));
+        }
+        Ok(Window { h, w, overlap })
+    }
+
+    /// The first pixel of each window along an axis of `len` pixels for windows of `win`:
+    /// one window of the whole axis when it fits, else steps of `win·(1 − overlap)`
+    /// (at least 1) and a last window flush with the end.
+    pub fn starts(len: usize, win: usize, overlap: f32) -> Vec<usize> {
+        if len <= win {
+            return vec![0];
+        }
+        let step = ((win as f32 * (1.0 - overlap)).round() as usize).max(1);
+        let mut v: Vec<usize> = (0..len - win).step_by(step).collect();
+        v.push(len - win);
+        v
+    }
+}
+
+/// The logits `[1, C, H, W]` of `x [1, 3, H, W]` computed window by window (see
+/// [`Window`]): each window's logits go to the host and are added into an accumulator, each
+/// pixel divided by the number of windows that cover it, so the device holds one window's
+/// activations at a time. Where one window covers the image this is `forward(x)` itself.
+pub fn window_logits(
+    x: &Tensor,
+    win: Window,
+    mut forward: impl FnMut(&Tensor) -> Result<Tensor>,
+) -> Result<Tensor> {
+    let &[1, _, h, w] = x.dims() else {
+        return Err(Error::shape(
+            "window",
+            format!("expects one image [1, 3, H, W], got {}", x.shape()),
+        ));
+    };
+    let (ys, xs) = (
+        Window::starts(h, win.h, win.overlap),
+        Window::starts(w, win.w, win.overlap),
+    );
+    if ys.len() == 1 && xs.len() == 1 {
+        return forward(x);
+    }
+    let (wh, ww) = (win.h.min(h), win.w.min(w));
+    let mut sum: Vec<f32> = Vec::new();
+    let mut count = vec![0u32; h * w];
+    let mut classes = 0;
+    for &y0 in &ys {
+        for &x0 in &xs {
+            let crop = x.narrow(2, y0, wh)?.narrow(3, x0, ww)?;
+            let logits = forward(&crop)?;
+            let &[1, c, lh, lw] = logits.dims() else {
+                return Err(Error::shape(
+                    "window",
+                    format!("the network returned {} for a window", logits.shape()),
+                ));
+            };
+            if (lh, lw) != (wh, ww) || (classes != 0 && c != classes) {
+                return Err(Error::shape(
+                    "window",
+                    format!(
+                        "the network returned {} for a {wh}×{ww} window",
+                        logits.shape()
+                    ),
+                ));
+            }
+            if classes == 0 {
+                classes = c;
+                sum = vec![0.0; c * h * w];
+            }
+            let v = logits.to_vec()?;
+            for k in 0..c {
+                for r in 0..wh {
+                    let src = &v[(k * wh + r) * ww..][..ww];
+                    let dst = &mut sum[(k * h + y0 + r) * w + x0..][..ww];
+                    dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
+                }
+            }
+            for r in 0..wh {
+                count[(y0 + r) * w + x0..][..ww]
+                    .iter_mut()
+                    .for_each(|n| *n += 1);
+            }
+        }
+    }
+    for k in 0..classes {
+        for (s, &n) in sum[k * h * w..][..h * w].iter_mut().zip(&count) {
+            *s /= n as f32;
+        }
+    }
+    Tensor::from_vec(sum, [1, classes, h, w], &x.device())
+}

@@ -610,7 +610,7 @@ impl Run {
             &mut self.store,
             self.val_ds.clone(),
             Some(&self.groups),
-            self.config.train.workers,
+            (self.config.train.workers, None),
             |done, total| on(Event::Validating { done, total }),
         )?;
         on(Event::Validated {
@@ -665,7 +665,7 @@ impl Run {
                 &mut self.store,
                 self.val_ds.clone(),
                 Some(&self.groups),
-                self.config.train.workers,
+                (self.config.train.workers, None),
                 |done, total| on(Event::Validating { done, total }),
             )?),
         };
