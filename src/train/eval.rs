@@ -49,7 +49,8 @@ pub fn evaluate(
             Some(win) => window_logits(&x, win, |c| net.forward(store, c, false))?,
             None => net.forward(store, &x, false)?,
         };
-        let pred = logits.argmax_axis(1, false)?;
+        // Windowed logits are on the host: their ids go to the device of the labels.
+        let pred = logits.argmax_axis(1, false)?.to_device(&dev)?;
         let cm = match &mut cm {
             Some(c) => c,
             None => cm.insert(Confusion::new(

@@ -124,7 +124,9 @@ impl Window {
 /// The logits `[1, C, H, W]` of `x [1, 3, H, W]` computed window by window (see
 /// [`Window`]): each window's logits go to the host and are added into an accumulator, each
 /// pixel divided by the number of windows that cover it, so the device holds one window's
-/// activations at a time. Where one window covers the image this is `forward(x)` itself.
+/// activations at a time. The result is a host (`Device::Cpu`) tensor: a large image's
+/// logits may exceed what one device buffer can hold (a 2048 × 1024 image of 19 classes is
+/// 152 MiB). Where one window covers the image this is `forward(x)` itself, on its device.
 pub fn window_logits(
     x: &Tensor,
     win: Window,
@@ -190,5 +192,5 @@ pub fn window_logits(
             *s /= n as f32;
         }
     }
-    Tensor::from_vec(sum, [1, classes, h, w], &x.device())
+    Tensor::from_vec(sum, [1, classes, h, w], &Device::Cpu)
 }
