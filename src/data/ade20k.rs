@@ -15,9 +15,8 @@
 
 use std::path::{Path, PathBuf};
 
-use super::folder::{list, pair};
-use super::paired::Paired;
-use super::{bad, ClassInfo, DatasetInfo};
+use super::paired::{images, pair_split, pngs, Paired};
+use super::{bad, DatasetInfo};
 use crate::error::Result;
 
 /// The 150 classes in id order (stored value − 1), with their colours.
@@ -187,19 +186,7 @@ pub fn reduce_zero_label() -> [u8; 256] {
 
 /// The 150-class description.
 pub fn ade20k_info() -> DatasetInfo {
-    DatasetInfo {
-        name: "ade20k".into(),
-        classes: CLASSES
-            .iter()
-            .map(|(name, color)| ClassInfo {
-                name: (*name).into(),
-                color: *color,
-            })
-            .collect(),
-        ignore_index: 255,
-        tail: None,
-        head: None,
-    }
+    DatasetInfo::of("ade20k", CLASSES)
 }
 
 /// The ADE20K root under `root`: `root` itself when it has `images/training` and
@@ -230,19 +217,16 @@ pub fn open(root: &Path, split: &str, scale: f32) -> Result<Paired> {
             ))
         }
     };
-    let image_dir = root.join("images").join(dir);
-    let label_dir = root.join("annotations").join(dir);
-    for d in [&image_dir, &label_dir] {
-        if !d.is_dir() {
-            return Err(bad(d, format!("split \"{split}\" not found")));
-        }
-    }
-    let images = list(&image_dir, &["jpg", "jpeg", "png"])?;
-    let labels = list(&label_dir, &["png"])?;
-    let items = pair(images, labels, &label_dir, &image_dir)?;
-    if items.is_empty() {
-        return Err(bad(&image_dir, format!("split \"{split}\" is empty")));
-    }
+    let items = pair_split(
+        split,
+        (
+            &root.join("images").join(dir),
+            &root.join("annotations").join(dir),
+        ),
+        "",
+        images,
+        pngs,
+    )?;
     Paired::new(
         ade20k_info(),
         reduce_zero_label(),

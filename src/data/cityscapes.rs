@@ -13,9 +13,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use super::folder::pair;
-use super::paired::Paired;
-use super::{bad, io_err, ClassInfo, DatasetInfo};
+use super::paired::{pair_split, Paired};
+use super::{io_err, DatasetInfo};
 use crate::error::Result;
 
 const IMAGE_SUFFIX: &str = "_leftImg8bit.png";
@@ -55,19 +54,10 @@ pub fn label_to_train_id() -> [u8; 256] {
 
 /// The standard 19-class description.
 pub fn cityscapes_info() -> DatasetInfo {
-    DatasetInfo {
-        name: "cityscapes".into(),
-        classes: TRAIN_CLASSES
-            .iter()
-            .map(|(_, name, color)| ClassInfo {
-                name: (*name).into(),
-                color: *color,
-            })
-            .collect(),
-        ignore_index: 255,
-        tail: None,
-        head: None,
-    }
+    DatasetInfo::of(
+        "cityscapes",
+        TRAIN_CLASSES.iter().map(|(_, name, color)| (*name, *color)),
+    )
 }
 
 /// Lists `<dir>/<city>/*<suffix>` as `"<city>/<stem>" → path`.
@@ -103,22 +93,16 @@ fn list(dir: &Path, suffix: &str) -> Result<BTreeMap<String, PathBuf>> {
 
 /// Opens `leftImg8bit/<split>` and `gtFine/<split>` under `root` and pairs the files.
 pub fn open(root: &Path, split: &str, scale: f32) -> Result<Paired> {
-    let image_dir = root.join("leftImg8bit").join(split);
-    let label_dir = root.join("gtFine").join(split);
-    for d in [&image_dir, &label_dir] {
-        if !d.is_dir() {
-            return Err(bad(d, format!("split \"{split}\" not found")));
-        }
-    }
-    let images = list(&image_dir, IMAGE_SUFFIX)?;
-    let labels = list(&label_dir, LABEL_SUFFIX)?;
-    let mut items = pair(images, labels, &label_dir, &image_dir)?;
-    if items.is_empty() {
-        return Err(bad(
-            &image_dir,
-            format!("split \"{split}\" is empty (no <city>/*{IMAGE_SUFFIX})"),
-        ));
-    }
+    let mut items = pair_split(
+        split,
+        (
+            &root.join("leftImg8bit").join(split),
+            &root.join("gtFine").join(split),
+        ),
+        &format!(" (no <city>/*{IMAGE_SUFFIX})"),
+        |d| list(d, IMAGE_SUFFIX),
+        |d| list(d, LABEL_SUFFIX),
+    )?;
     for it in items.iter_mut() {
         if let Some((_, stem)) = it.stem.split_once('/') {
             it.stem = stem.to_string();

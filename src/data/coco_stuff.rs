@@ -18,12 +18,10 @@
 //! Any other stored value is an error naming the file, the value and the pixel. Class names
 //! and colours are the usual ones of COCO-Stuff 164k benchmarks.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use super::folder::{list, pair};
-use super::paired::Paired;
-use super::{bad, ClassInfo, DatasetInfo};
+use super::paired::{images, pair_split, pngs, Files, Paired};
+use super::{bad, DatasetInfo};
 use crate::error::Result;
 
 /// The 171 classes in id order, with their colours.
@@ -237,19 +235,7 @@ pub fn from_182() -> [u8; 256] {
 
 /// The 171-class description.
 pub fn coco_stuff_info() -> DatasetInfo {
-    DatasetInfo {
-        name: "coco-stuff-164k".into(),
-        classes: CLASSES
-            .iter()
-            .map(|(name, color)| ClassInfo {
-                name: (*name).into(),
-                color: *color,
-            })
-            .collect(),
-        ignore_index: 255,
-        tail: None,
-        head: None,
-    }
+    DatasetInfo::of("coco-stuff-164k", CLASSES)
 }
 
 /// Whether `root` holds the COCO-Stuff 164k layout (`images/train2017/` and
@@ -272,31 +258,29 @@ pub fn open(root: &Path, split: &str, scale: f32) -> Result<Paired> {
             ))
         }
     };
-    let image_dir = root.join("images").join(dir);
-    let label_dir = root.join("annotations").join(dir);
-    for d in [&image_dir, &label_dir] {
-        if !d.is_dir() {
-            return Err(bad(d, format!("split \"{split}\" not found")));
-        }
-    }
-    let images = list(&image_dir, &["jpg", "jpeg", "png"])?;
-    let (converted, raw): (BTreeMap<String, PathBuf>, BTreeMap<String, PathBuf>) =
-        list(&label_dir, &["png"])?
-            .into_iter()
-            .partition(|(stem, _)| stem.ends_with(TRAIN_IDS));
-    let (labels, map) = if converted.is_empty() {
-        (raw, from_182())
-    } else {
-        let labels = converted
-            .into_iter()
-            .map(|(stem, p)| (stem.trim_end_matches(TRAIN_IDS).to_string(), p))
-            .collect();
-        (labels, train_ids())
-    };
-    let items = pair(images, labels, &label_dir, &image_dir)?;
-    if items.is_empty() {
-        return Err(bad(&image_dir, format!("split \"{split}\" is empty")));
-    }
+    let mut map = from_182();
+    let items = pair_split(
+        split,
+        (
+            &root.join("images").join(dir),
+            &root.join("annotations").join(dir),
+        ),
+        "",
+        images,
+        |d| {
+            let (converted, raw): (Files, Files) = pngs(d)?
+                .into_iter()
+                .partition(|(stem, _)| stem.ends_with(TRAIN_IDS));
+            if converted.is_empty() {
+                return Ok(raw);
+            }
+            map = train_ids();
+            Ok(converted
+                .into_iter()
+                .map(|(stem, p)| (stem.trim_end_matches(TRAIN_IDS).to_string(), p))
+                .collect())
+        },
+    )?;
     Paired::new(coco_stuff_info(), map, (root, split), scale, items)
 }
 

@@ -125,6 +125,24 @@ pub struct DatasetInfo {
 }
 
 impl DatasetInfo {
+    /// A dataset `name` with the given classes (names and colours, in id order), the
+    /// ignore index 255 and no explicit head / tail groups.
+    pub fn of<'a>(name: &str, classes: impl IntoIterator<Item = (&'a str, [u8; 3])>) -> Self {
+        DatasetInfo {
+            name: name.into(),
+            classes: classes
+                .into_iter()
+                .map(|(name, color)| ClassInfo {
+                    name: name.into(),
+                    color,
+                })
+                .collect(),
+            ignore_index: 255,
+            tail: None,
+            head: None,
+        }
+    }
+
     /// Number of classes `C`.
     pub fn num_classes(&self) -> usize {
         self.classes.len()

@@ -17,9 +17,8 @@
 
 use std::path::Path;
 
-use super::folder::{list, pair};
-use super::paired::Paired;
-use super::{bad, ClassInfo, DatasetInfo};
+use super::paired::{images, pair_split, pngs, Paired};
+use super::{bad, DatasetInfo};
 use crate::error::Result;
 
 /// The 40 classes of Gupta, Arbeláez and Malik (CVPR 2013), in id order.
@@ -103,20 +102,10 @@ pub fn nyuv2_info(classes: usize) -> DatasetInfo {
     } else {
         &CLASSES_40
     };
-    DatasetInfo {
-        name: format!("nyuv2-{}", names.len()),
-        classes: names
-            .iter()
-            .enumerate()
-            .map(|(i, name)| ClassInfo {
-                name: (*name).into(),
-                color: voc_color(i),
-            })
-            .collect(),
-        ignore_index: 255,
-        tail: None,
-        head: None,
-    }
+    DatasetInfo::of(
+        &format!("nyuv2-{}", names.len()),
+        names.iter().enumerate().map(|(i, n)| (*n, voc_color(i))),
+    )
 }
 
 /// The stored value → class id table for `classes` classes: 0 → 255 (ignored), 1 … classes →
@@ -160,20 +149,8 @@ pub fn open(root: &Path, split: &str, scale: f32) -> Result<Paired> {
     } else {
         (base.join("label13"), 13)
     };
-    for d in [&image_dir, &label_dir] {
-        if !d.is_dir() {
-            return Err(bad(
-                d,
-                format!("split \"{split}\" not found (it needs {dir}/image/ and {dir}/label40/ or {dir}/label13/)"),
-            ));
-        }
-    }
-    let images = list(&image_dir, &["png", "jpg", "jpeg"])?;
-    let labels = list(&label_dir, &["png"])?;
-    let items = pair(images, labels, &label_dir, &image_dir)?;
-    if items.is_empty() {
-        return Err(bad(&image_dir, format!("split \"{split}\" is empty")));
-    }
+    let hint = format!(" (it needs {dir}/image/ and {dir}/label40/ or {dir}/label13/)");
+    let items = pair_split(split, (&image_dir, &label_dir), &hint, images, pngs)?;
     Paired::new(
         nyuv2_info(classes),
         reduce_zero_label(classes),

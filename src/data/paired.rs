@@ -2,12 +2,49 @@
 //! to class ids: the layouts other than the folder one (Cityscapes, Oxford-IIIT Pet,
 //! ADE20K) list and pair their files, then hand them to [`Paired`].
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use super::folder::{fingerprint, Item};
+use super::folder::{fingerprint, list, pair, Item};
 use super::image_io::load_pair;
 use super::{bad, CacheKey, Dataset, DatasetInfo, Sample};
 use crate::error::Result;
+
+/// Files by stem, as a layout lists a folder.
+pub(crate) type Files = BTreeMap<String, PathBuf>;
+
+/// The image files of a folder: `.png`, `.jpg` and `.jpeg`, by stem.
+pub(crate) fn images(dir: &Path) -> Result<Files> {
+    list(dir, &["png", "jpg", "jpeg"])
+}
+
+/// The `.png` files of a folder, by stem.
+pub(crate) fn pngs(dir: &Path) -> Result<Files> {
+    list(dir, &["png"])
+}
+
+/// Pairs the images that `images` lists from `image_dir` with the labels that `labels`
+/// lists from `label_dir`, by stem, for `split`: both folders must exist (else an error
+/// naming the missing one, followed by `hint`), every image needs its label and every label
+/// its image, and the split may not be empty.
+pub(crate) fn pair_split(
+    split: &str,
+    (image_dir, label_dir): (&Path, &Path),
+    hint: &str,
+    images: impl FnOnce(&Path) -> Result<Files>,
+    labels: impl FnOnce(&Path) -> Result<Files>,
+) -> Result<Vec<Item>> {
+    for d in [image_dir, label_dir] {
+        if !d.is_dir() {
+            return Err(bad(d, format!("split \"{split}\" not found{hint}")));
+        }
+    }
+    let items = pair(images(image_dir)?, labels(label_dir)?, label_dir, image_dir)?;
+    if items.is_empty() {
+        return Err(bad(image_dir, format!("split \"{split}\" is empty{hint}")));
+    }
+    Ok(items)
+}
 
 /// A split of image/label pairs with a label-value table (see the module docs).
 #[derive(Debug)]

@@ -17,7 +17,7 @@ use std::path::Path;
 
 use super::folder::{list, pair};
 use super::paired::Paired;
-use super::{bad, ClassInfo, DatasetInfo};
+use super::{bad, DatasetInfo};
 use crate::error::Result;
 
 /// Seed of the shuffle that splits the samples (fixed: the split is part of the layout).
@@ -42,19 +42,7 @@ fn trimap_to_class() -> [u8; 256] {
 
 /// The three-class description.
 pub fn pet_info() -> DatasetInfo {
-    DatasetInfo {
-        name: "oxford-iiit-pet".into(),
-        classes: CLASSES
-            .iter()
-            .map(|(name, color)| ClassInfo {
-                name: (*name).into(),
-                color: *color,
-            })
-            .collect(),
-        ignore_index: 255,
-        tail: None,
-        head: None,
-    }
+    DatasetInfo::of("oxford-iiit-pet", CLASSES)
 }
 
 /// Whether `root` holds the Oxford-IIIT Pet layout (`images/` and `annotations/trimaps/`).
