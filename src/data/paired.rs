@@ -1,6 +1,7 @@
 //! A split of image/label file pairs whose stored label values go through a 256-entry table
-//! to class ids: the layouts other than the folder one (Cityscapes, Oxford-IIIT Pet,
-//! ADE20K) list and pair their files, then hand them to [`Paired`].
+//! to class ids: the layouts other than the folder one (Cityscapes, ADE20K, COCO-Stuff,
+//! NYUv2, Oxford-IIIT Pet) list and pair their files (`pair_split`), then hand them to
+//! [`Paired`].
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
