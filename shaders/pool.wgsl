@@ -1,6 +1,7 @@
 // 2-D max and average pooling over [N·C, H, W] planes, PyTorch semantics (implicit padding:
 // −inf for max, zeros for avg), and their backward passes as gathers (one thread per input
-// pixel, no atomics). The host sizes the output (floor or ceil mode, src/ops/pool.rs); the
+// pixel, no atomics); max unpooling (the inverse placement of max pooling's values, for
+// non-overlapping windows without padding) and its backward, both gathers too. The host sizes the output (floor or ceil mode, src/ops/pool.rs); the
 // kernels only clip windows, so ceil mode's last windows, which may hang past the right
 // padding, need nothing else here.
 //
@@ -16,6 +17,10 @@
 //   max_pool2d_backward: a = dy, b = argmax,  out = dx
 //   avg_pool2d:          a = x, b = (unused), out = y
 //   avg_pool2d_backward: a = dy, b = (unused), out = dx
+//   max_unpool2d:          a = x (pooled), b = indices, out = y (unpooled)
+//   max_unpool2d_backward: a = dy (unpooled), b = indices, out = dx (pooled)
+// For the unpool entries h, w are the unpooled plane and oh, ow the pooled one (the pooling
+// input and output, as for the other entries).
 
 override WG: u32 = 256u;
 override COUNT_PAD: u32 = 1u;
@@ -210,4 +215,55 @@ fn avg_pool2d_backward(@builtin(workgroup_id) wid: vec3<u32>,
         }
     }
     out[i] = acc;
+}
+
+// Max unpooling, one thread per OUTPUT (unpooled) element, for kernel = stride and no
+// padding (the host checks both): pixel (y, x) lies in window (y / sh, x / sw) if that window
+// exists (the last rows and columns of a floor-mode map lie in none); the pixel takes the
+// window's value if the window's index names it, else 0. A gather: it zeroes and fills in one
+// pass, without atomics or races. Only the pixel's own window is read, so an index outside
+// its window (including ≥ h·w) is never followed: its value is dropped.
+@compute @workgroup_size(WG)
+fn max_unpool2d(@builtin(workgroup_id) wid: vec3<u32>,
+                @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_index) lid: u32) {
+    let i = wg_linear(wid, nwg) * WG + lid;
+    if (i >= p.n) {
+        return;
+    }
+    let x = i % p.w;
+    let y = (i / p.w) % p.h;
+    let plane = i / (p.w * p.h);
+    let oy = y / p.sh;
+    let ox = x / p.sw;
+    var v = 0.0;
+    if (oy < p.oh && ox < p.ow) {
+        let o = plane * p.oh * p.ow + oy * p.ow + ox;
+        if (b[o] == y * p.w + x) {
+            v = a[o];
+        }
+    }
+    out[i] = v;
+}
+
+// Backward of max unpooling, one thread per INPUT (pooled) element: dx[o] = dy[idx[o]] within
+// the plane. An index outside its own window (which covers ≥ h·w too) gets 0, matching the
+// forward, which dropped its value; no read goes out of bounds.
+@compute @workgroup_size(WG)
+fn max_unpool2d_backward(@builtin(workgroup_id) wid: vec3<u32>,
+                         @builtin(num_workgroups) nwg: vec3<u32>,
+                         @builtin(local_invocation_index) lid: u32) {
+    let i = wg_linear(wid, nwg) * WG + lid;
+    if (i >= p.n) {
+        return;
+    }
+    let ox = i % p.ow;
+    let oy = (i / p.ow) % p.oh;
+    let plane = i / (p.ow * p.oh);
+    let k = b[i];
+    var g = 0.0;
+    if (k < p.h * p.w && (k / p.w) / p.sh == oy && (k % p.w) / p.sw == ox) {
+        g = a[plane * p.h * p.w + k];
+    }
+    out[i] = g;
 }

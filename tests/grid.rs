@@ -116,6 +116,25 @@ fn folded_grids_for_the_image_kernels() {
         Check::new(EXACT, ELEMENTWISE),
         |t| t[0].max_pool2d((3, 3), (1, 1), (1, 1)),
     );
+    // Unpooling 2×2 windows back to 48×24: 6912 outputs (27 workgroups: 3-D path) and, in
+    // the backward, 1728 pooled elements (7 workgroups: 2-D path).
+    let base = wgseg::Tensor::from_vec(
+        distinct(6912, 13, -1.0, 1.0),
+        [2, 3, 48, 24],
+        &wgseg::Device::Cpu,
+    )
+    .unwrap();
+    let k2 = wgseg::ops::Pool2d::new((2, 2), (2, 2), (0, 0));
+    let (_, idx) = wgseg::ops::max_pool2d_with_indices(&base, k2).unwrap();
+    check_folded(
+        "max_unpool2d folded",
+        &[
+            Input::param([2, 3, 24, 12], uniform(1728, 14, -1.0, 1.0)),
+            Input::labels([2, 3, 24, 12], idx.to_vec_u32().unwrap()),
+        ],
+        Check::new(EXACT, EXACT),
+        |t| t[0].max_unpool2d(&t[1], (2, 2), (2, 2), (48, 24)),
+    );
     check_folded(
         "avg_pool2d folded",
         &[Input::param([2, 3, 24, 24], x.clone())],

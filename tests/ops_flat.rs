@@ -138,6 +138,13 @@ fn image_and_loss_ops_through_the_flat_path() {
         ops::max_pool2d_with_indices(&img, ops::Pool2d::new((2, 2), (1, 1), (0, 0))).unwrap();
     close(m.to_vec_f64().unwrap(), &[4.0]);
     assert_eq!(idx.to_vec_u32().unwrap(), vec![3]);
+    // Unpooling the 2×2 window puts its maximum back at flat index 3.
+    let k2 = ops::Pool2d::new((2, 2), (2, 2), (0, 0));
+    let (m, idx) = ops::max_pool2d_with_indices(&img, k2).unwrap();
+    close(
+        vals(ops::max_unpool2d(&m, &idx, k2, (2, 2))),
+        &[0.0, 0.0, 0.0, 4.0],
+    );
     close(
         vals(ops::avg_pool2d(
             &img,

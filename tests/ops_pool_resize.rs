@@ -1,10 +1,10 @@
 //! Parity (GPU vs CPU), finite-difference and literal (PyTorch-value) tests of max/avg/global
-//! pooling and bilinear resize.
+//! pooling, max unpooling and bilinear resize.
 
 mod common;
 
 use common::*;
-use wgseg::ops::pool::max_pool2d_with_indices;
+use wgseg::ops::pool::{max_pool2d_with_indices, max_unpool2d};
 use wgseg::ops::Pool2d;
 use wgseg::{Device, Tensor};
 
@@ -388,6 +388,254 @@ fn avg_pool2d_counts_padding_like_pytorch() {
             ELEMENTWISE,
         );
     }
+}
+
+/// (shape before pooling, kernel = stride) for max unpooling: odd H and W (7×9 pooled 2×2 to
+/// 3×4: row 6 and column 8 lie in no window), an even map, 3×3 windows with a remainder on
+/// both axes (10×8 → 3×2) and on one (9×7 → 3×2), rectangular windows (2×3), N·C = 262
+/// planes, and 1023 outputs (several workgroups).
+const UNPOOL_CASES: &[([usize; 4], (usize, usize))] = &[
+    ([2, 3, 7, 9], (2, 2)),
+    ([1, 2, 8, 8], (2, 2)),
+    ([2, 2, 10, 8], (3, 3)),
+    ([1, 2, 9, 7], (3, 3)),
+    ([1, 3, 6, 9], (2, 3)),
+    ([2, 131, 4, 5], (2, 2)),
+    ([1, 1, 33, 31], (2, 2)),
+];
+
+/// Indices that `max_pool2d_with_indices` returns for a random `shape` input pooled with
+/// `kernel = stride`, and the pooled shape.
+fn pooled_indices(shape: [usize; 4], kernel: (usize, usize), seed: u64) -> ([usize; 4], Vec<u32>) {
+    let x = Tensor::from_vec(
+        distinct(numel(&shape), seed, -3.0, 3.0),
+        shape,
+        &Device::Cpu,
+    )
+    .unwrap();
+    let (_, i) = max_pool2d_with_indices(&x, Pool2d::new(kernel, kernel, (0, 0))).unwrap();
+    let &[n, c, oh, ow] = i.dims() else {
+        panic!("pooled rank {:?}", i.dims())
+    };
+    ([n, c, oh, ow], i.to_vec_u32().unwrap())
+}
+
+#[test]
+fn max_unpool2d_matches_and_differentiates() {
+    for (k, &(shape, kernel)) in UNPOOL_CASES.iter().enumerate() {
+        let (pooled, idx) = pooled_indices(shape, kernel, 1000 + k as u64);
+        let x = uniform(numel(&pooled), 1100 + k as u64, -3.0, 3.0);
+        let out_hw = (shape[2], shape[3]);
+        check_op(
+            &format!("max_unpool2d {pooled:?} k{kernel:?} -> {out_hw:?}"),
+            &[Input::param(pooled, x), Input::labels(pooled, idx)],
+            Check::new(EXACT, EXACT),
+            |t| {
+                let y = t[0].max_unpool2d(&t[1], kernel, kernel, out_hw)?;
+                assert_eq!(y.dims(), &shape);
+                Ok(y)
+            },
+        );
+    }
+}
+
+#[test]
+fn max_unpool2d_literal_values() {
+    // Pooled 2×2 values and, per window, an index inside it. In a 4×4 plane, window (0, 0)
+    // holds flat {0, 1, 4, 5}, (0, 1) {2, 3, 6, 7}, (1, 0) {8, 9, 12, 13}, (1, 1)
+    // {10, 11, 14, 15}: 5 = (1, 1), 2 = (0, 2), 12 = (3, 0), 11 = (2, 3).
+    let x = vec![1.5, -2.0, 3.0, 4.0];
+    let idx4 = vec![5, 2, 12, 11];
+    #[rustfmt::skip]
+    let want4 = vec![
+        0.0, 0.0, -2.0, 0.0,
+        0.0, 1.5, 0.0, 0.0,
+        0.0, 0.0, 0.0, 4.0,
+        3.0, 0.0, 0.0, 0.0,
+    ];
+    // A 5×5 plane pools to 2×2 too (row 4 and column 4 lie in no window and stay 0):
+    // windows (0, 0) {0, 1, 5, 6}, (0, 1) {2, 3, 7, 8}, (1, 0) {10, 11, 15, 16}, (1, 1)
+    // {12, 13, 17, 18}: 6 = (1, 1), 3 = (0, 3), 10 = (2, 0), 18 = (3, 3).
+    let idx5 = vec![6, 3, 10, 18];
+    #[rustfmt::skip]
+    let want5 = vec![
+        0.0, 0.0, 0.0, -2.0, 0.0,
+        0.0, 1.5, 0.0, 0.0, 0.0,
+        3.0, 0.0, 0.0, 0.0, 0.0,
+        0.0, 0.0, 0.0, 4.0, 0.0,
+        0.0, 0.0, 0.0, 0.0, 0.0,
+    ];
+    for dev in devices() {
+        for ((h, w), idx, want) in [((4, 4), &idx4, &want4), ((5, 5), &idx5, &want5)] {
+            let t = Tensor::from_vec(x.clone(), [1, 1, 2, 2], &dev).unwrap();
+            let i = Tensor::from_u32(idx.clone(), [1, 1, 2, 2], &dev).unwrap();
+            let y = t.max_unpool2d(&i, (2, 2), (2, 2), (h, w)).unwrap();
+            assert_eq!(y.dims(), &[1, 1, h, w], "{dev:?}");
+            assert_eq!(&y.to_vec().unwrap(), want, "{h}×{w} on {dev:?}");
+            // sum(y ⊙ r) with r[p] = p (the flat position): ∂x[q] = r[idx[q]] = idx[q].
+            let p = t.as_param();
+            let r: Vec<f32> = (0..h * w).map(|v| v as f32).collect();
+            let r = Tensor::from_vec(r, [1, 1, h, w], &dev).unwrap();
+            let y = p.max_unpool2d(&i, (2, 2), (2, 2), (h, w)).unwrap();
+            let g = wgseg::backward(&y.mul(&r).unwrap().sum().unwrap()).unwrap();
+            let want_g: Vec<f32> = idx.iter().map(|&k| k as f32).collect();
+            assert_eq!(g.get(&p).unwrap().to_vec().unwrap(), want_g, "{dev:?}");
+        }
+    }
+}
+
+#[test]
+fn max_unpool2d_of_max_pool2d_keeps_the_window_maxima() {
+    for (k, &(shape, kernel)) in UNPOOL_CASES.iter().enumerate() {
+        let [n, c, h, w] = shape;
+        let (kh, kw) = kernel;
+        let xv = distinct(numel(&shape), 1200 + k as u64, -3.0, 3.0);
+        // From the definition: each window's maximum at its position, 0 everywhere else
+        // (including the rows and columns that lie in no window).
+        let mut is_max = vec![false; xv.len()];
+        for plane in 0..n * c {
+            for oy in 0..h / kh {
+                for ox in 0..w / kw {
+                    let mut best = None::<usize>;
+                    for y in oy * kh..(oy + 1) * kh {
+                        for x in ox * kw..(ox + 1) * kw {
+                            let at = plane * h * w + y * w + x;
+                            if best.is_none_or(|b| xv[at] > xv[b]) {
+                                best = Some(at);
+                            }
+                        }
+                    }
+                    is_max[best.unwrap()] = true;
+                }
+            }
+        }
+        let want: Vec<f32> = xv
+            .iter()
+            .zip(&is_max)
+            .map(|(&v, &m)| if m { v } else { 0.0 })
+            .collect();
+        let want_g: Vec<f32> = is_max.iter().map(|&m| f32::from(u8::from(m))).collect();
+        for dev in devices() {
+            let x = Tensor::from_vec(xv.clone(), shape, &dev)
+                .unwrap()
+                .as_param();
+            let geom = Pool2d::new(kernel, kernel, (0, 0));
+            let (v, i) = max_pool2d_with_indices(&x, geom).unwrap();
+            let u = max_unpool2d(&v, &i, geom, (h, w)).unwrap();
+            assert_eq!(u.dims(), &shape);
+            assert_eq!(
+                u.to_vec().unwrap(),
+                want,
+                "{shape:?} k{kernel:?} on {dev:?}"
+            );
+            // Through both ops, the gradient of sum(u) is 1 at the maxima and 0 elsewhere.
+            let g = wgseg::backward(&u.sum().unwrap()).unwrap();
+            assert_eq!(
+                g.get(&x).unwrap().to_vec().unwrap(),
+                want_g,
+                "{shape:?} k{kernel:?} gradient on {dev:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn max_unpool2d_errors_name_the_problem() {
+    let dev = Device::Cpu;
+    // Valid operands: a 7×9 map pooled 2×2 to 3×4.
+    let (pooled, idx) = pooled_indices([1, 2, 7, 9], (2, 2), 1300);
+    let x = Tensor::from_vec(uniform(24, 1301, -1.0, 1.0), pooled, &dev).unwrap();
+    let i = Tensor::from_u32(idx.clone(), pooled, &dev).unwrap();
+    let geom = Pool2d::new((2, 2), (2, 2), (0, 0));
+    assert!(max_unpool2d(&x, &i, geom, (7, 9)).is_ok());
+    // 8×9 and 6×9 pool to 4×4 and 3×4: 8 is not consistent, 6 is.
+    assert!(max_unpool2d(&x, &i, geom, (6, 9)).is_ok());
+    let err = |r: wgseg::Result<Tensor>| r.unwrap_err().to_string();
+    // Overlapping windows (kernel ≠ stride).
+    let e = err(x.max_unpool2d(&i, (3, 3), (2, 2), (7, 9)));
+    assert!(
+        e.contains("max_unpool2d") && e.contains("kernel") && e.contains("stride"),
+        "{e}"
+    );
+    let e = err(x.max_unpool2d(&i, (0, 0), (0, 0), (7, 9)));
+    assert!(e.contains("positive"), "{e}");
+    // Padding and ceil mode.
+    let e = err(max_unpool2d(
+        &x,
+        &i,
+        Pool2d::new((2, 2), (2, 2), (1, 1)),
+        (7, 9),
+    ));
+    assert!(e.contains("max_unpool2d") && e.contains("padding"), "{e}");
+    let e = err(max_unpool2d(&x, &i, geom.ceil_mode(true), (7, 9)));
+    assert!(e.contains("ceil_mode"), "{e}");
+    // Indices of the wrong dtype or shape.
+    let f = Tensor::zeros(pooled, &dev).unwrap();
+    let e = err(x.max_unpool2d(&f, (2, 2), (2, 2), (7, 9)));
+    assert!(
+        e.contains("max_unpool2d") && e.contains("indices") && e.contains("U32"),
+        "{e}"
+    );
+    let short = Tensor::from_u32(idx[..18].to_vec(), [1, 2, 3, 3], &dev).unwrap();
+    let e = err(x.max_unpool2d(&short, (2, 2), (2, 2), (7, 9)));
+    assert!(
+        e.contains("indices") && e.contains("[1, 2, 3, 3]") && e.contains("[1, 2, 3, 4]"),
+        "{e}"
+    );
+    // An output size that does not pool back to 3×4.
+    for hw in [(8, 9), (5, 9), (7, 10), (7, 7)] {
+        let e = err(x.max_unpool2d(&i, (2, 2), (2, 2), hw));
+        assert!(
+            e.contains("max_unpool2d")
+                && e.contains(&format!("{}×{}", hw.0, hw.1))
+                && e.contains("[1, 2, 3, 4]"),
+            "{hw:?}: {e}"
+        );
+    }
+    // x: rank and dtype.
+    let r3 = Tensor::zeros([2, 3, 4], &dev).unwrap();
+    let e = err(r3.max_unpool2d(&i, (2, 2), (2, 2), (7, 9)));
+    assert!(e.contains("max_unpool2d") && e.contains("[2, 3, 4]"), "{e}");
+    let e = err(i.max_unpool2d(&i, (2, 2), (2, 2), (7, 9)));
+    assert!(e.contains("max_unpool2d") && e.contains("F32"), "{e}");
+    // The CPU reference checks the contract: every index inside its own window (2 lies in
+    // window (0, 1), not (0, 0); 63 = 7·9 is past the plane).
+    for bad in [2, 63] {
+        let mut v = idx.clone();
+        v[0] = bad;
+        let b = Tensor::from_u32(v, pooled, &dev).unwrap();
+        let e = err(x.max_unpool2d(&b, (2, 2), (2, 2), (7, 9)));
+        assert!(
+            e.contains("max_unpool2d")
+                && e.contains(&format!("index {bad}"))
+                && e.contains("outside its window"),
+            "{e}"
+        );
+    }
+    let Some(gpu) = gpu() else { return };
+    // Operands on different devices.
+    let gi = i.to_device(&gpu).unwrap();
+    let e = err(x.max_unpool2d(&gi, (2, 2), (2, 2), (7, 9)));
+    assert!(e.contains("max_unpool2d") && e.contains("devices"), "{e}");
+    // The GPU cannot check without a read-back; it never follows an index outside its window
+    // (0 lies in window (0, 0), not (0, 1); 1000 is past the 4×4 plane): the value is
+    // dropped and its gradient is 0, the valid ones are untouched.
+    let t = Tensor::from_vec(vec![1.0, 2.0, 3.0, 4.0], [1, 1, 2, 2], &gpu)
+        .unwrap()
+        .as_param();
+    let b = Tensor::from_u32(vec![5, 0, 1000, 15], [1, 1, 2, 2], &gpu).unwrap();
+    let y = t.max_unpool2d(&b, (2, 2), (2, 2), (4, 4)).unwrap();
+    let mut want = vec![0.0; 16];
+    want[5] = 1.0;
+    want[15] = 4.0;
+    assert_eq!(y.to_vec().unwrap(), want);
+    let r: Vec<f32> = (0..16).map(|v| v as f32).collect();
+    let r = Tensor::from_vec(r, [1, 1, 4, 4], &gpu).unwrap();
+    let g = wgseg::backward(&y.mul(&r).unwrap().sum().unwrap()).unwrap();
+    assert_eq!(
+        g.get(&t).unwrap().to_vec().unwrap(),
+        vec![5.0, 0.0, 0.0, 15.0]
+    );
 }
 
 /// (input shape, output size): 1×1 in and out, upsampling ×4 (the decoder) and ×2,

@@ -12,7 +12,7 @@ use crate::ops::conv::{conv2d_backward, Conv2dParams, SavedPack};
 use crate::ops::copy::{concat_backward, pad_axis, permute_backward};
 use crate::ops::matmul::matmul_backward;
 use crate::ops::norm::{batch_norm_backward, Activation};
-use crate::ops::pool::{avg_pool2d_backward, max_pool2d_backward, Pool2d};
+use crate::ops::pool::{avg_pool2d_backward, max_pool2d_backward, max_unpool2d_backward, Pool2d};
 use crate::ops::reduce::{reduce_backward, ReduceOp};
 use crate::ops::resize::interpolate_bilinear_backward;
 use crate::ops::softmax::{log_softmax_backward, softmax_backward};
@@ -54,6 +54,13 @@ pub enum Op {
     },
     /// The window with its `ceil_mode` and `count_include_pad` (the backward's divisor).
     AvgPool2d(Pool2d),
+    /// `indices`: where each pooled value went (`U32`, flat within the output plane, the
+    /// operand of the backward gather); `geom`: its non-overlapping windows. The output size
+    /// is the gradient's.
+    MaxUnpool2d {
+        geom: Pool2d,
+        indices: Tensor,
+    },
     InterpolateBilinear {
         align_corners: bool,
     },
@@ -102,6 +109,7 @@ impl Op {
             Op::Concat { .. } => "concat",
             Op::MaxPool2d { .. } => "max_pool2d",
             Op::AvgPool2d(_) => "avg_pool2d",
+            Op::MaxUnpool2d { .. } => "max_unpool2d",
             Op::InterpolateBilinear { .. } => "interpolate_bilinear",
             Op::Conv2d { .. } => "conv2d",
             Op::Softmax { .. } => "softmax",
@@ -140,6 +148,9 @@ impl Op {
                 vec![Some(max_pool2d_backward(geom, indices, x, g)?)]
             }
             Op::AvgPool2d(geom) => vec![Some(avg_pool2d_backward(geom, x, g)?)],
+            Op::MaxUnpool2d { geom, indices } => {
+                vec![Some(max_unpool2d_backward(geom, indices, x, g)?)]
+            }
             Op::InterpolateBilinear { align_corners } => {
                 vec![Some(interpolate_bilinear_backward(*align_corners, x, g)?)]
             }

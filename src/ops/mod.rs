@@ -33,7 +33,9 @@ pub use matmul::{matmul, matmul_t};
 pub use norm::{
     batch_norm2d, batch_norm2d_with, Activation, BatchNormState, Epilogue, BN_EPS, BN_MOMENTUM,
 };
-pub use pool::{avg_pool2d, global_avg_pool2d, max_pool2d, max_pool2d_with_indices, Pool2d};
+pub use pool::{
+    avg_pool2d, global_avg_pool2d, max_pool2d, max_pool2d_with_indices, max_unpool2d, Pool2d,
+};
 pub use reduce::{argmax, reduce, ReduceOp};
 pub use resize::interpolate_bilinear;
 pub use softmax::{log_softmax, softmax};

@@ -29,13 +29,30 @@
 //! ≤ ⌈kh/sh⌉·⌈kw/sw⌉ windows that contain it; no atomics). The CPU reference scatters instead,
 //! so the two formulations check each other. The backward kernels' outputs carry no history
 //! (no double backward).
+//!
+//! `max_unpool2d(x, indices, geom, (H, W))` (PyTorch's `F.max_unpool2d`, for SegNet's
+//! decoder) puts each pooled value back where `max_pool2d_with_indices` found it:
+//! `x [N, C, OH, OW]` and its `indices` (`U32`, same shape, flat `iy·W + ix` within each
+//! `H × W` plane) scatter into a zero `[N, C, H, W]`: `y[n, c, indices[n, c, q]] = x[n, c, q]`,
+//! every other output 0; `∂x[q] = g[n, c, indices[q]]` (a gather; the indices get no
+//! gradient). Only non-overlapping windows without padding are supported (`kernel = stride`,
+//! `padding = 0`, floor mode), and `(H, W)` is given explicitly so that odd pre-pool sizes
+//! round-trip; it must pool back to the input's size (`OH = ⌊H / sh⌋`, `OW = ⌊W / sw⌋`).
+//! Every index must lie inside its own window, as the pooling's do. On the GPU the forward is
+//! a gather (one thread per output pixel reads the index of the window it lies in, if any,
+//! and takes the window's value when the index names it, else 0: zeroing and filling in one
+//! pass, no atomics) and so is the backward (one thread per pooled element); the CPU
+//! reference scatters, so the two formulations check each other. An index outside its window
+//! (or `≥ H·W`) is an error on the CPU; the GPU cannot check without a read-back, and never
+//! follows it: the kernels read only a pixel's own window, so the value is dropped and its
+//! gradient is 0, and no access goes out of bounds.
 
 use crate::autograd::Op;
 use crate::error::{Error, Result};
 use crate::gpu::{groups_for, GpuBuf, Kernel, Shader};
 use crate::ops::unary::ELEMENTWISE_WG;
 use crate::shape::Shape;
-use crate::tensor::{DType, Storage, Tensor};
+use crate::tensor::{same_device, DType, Storage, Tensor};
 
 /// A 2-D pooling window: kernel size, stride and padding (−∞ for max, zeros for avg), each
 /// as `(h, w)`, and PyTorch's options.
@@ -192,6 +209,129 @@ impl Pool2d {
             (padded_end - start) as usize,
         )
     }
+
+    /// Checks `max_unpool2d`'s operands: `x` (`F32`, `[N, C, OH, OW]`, non-empty planes),
+    /// `indices` (`U32`, the same shape and device), a window with `kernel = stride`, no
+    /// padding and floor mode, and an output size `(H, W)` that pools back to `OH × OW`.
+    /// The returned sizes are the pooling's: `h × w` unpooled, `oh × ow` pooled.
+    fn unpool_dims(
+        &self,
+        op: &'static str,
+        x: &Tensor,
+        indices: &Tensor,
+        (h, w): (usize, usize),
+    ) -> Result<Dims> {
+        x.expect_dtype(op, DType::F32)?;
+        let &[n, c, oh, ow] = x.dims() else {
+            return Err(Error::shape(
+                op,
+                format!("expected an [N, C, H, W] input, got {}", x.shape()),
+            ));
+        };
+        if indices.dtype() != DType::U32 {
+            return Err(Error::shape(
+                op,
+                format!(
+                    "indices must be U32 (as max_pool2d_with_indices returns them), got {:?} \
+                     with shape {}",
+                    indices.dtype(),
+                    indices.shape()
+                ),
+            ));
+        }
+        if indices.dims() != x.dims() {
+            return Err(Error::shape(
+                op,
+                format!(
+                    "indices {} must have the shape of x {}",
+                    indices.shape(),
+                    x.shape()
+                ),
+            ));
+        }
+        same_device(op, &[x, indices])?;
+        if self.kernel.0 == 0 || self.kernel.1 == 0 || self.kernel != self.stride {
+            return Err(Error::shape(
+                op,
+                format!(
+                    "kernel {:?} must equal stride {:?} and be positive (non-overlapping \
+                     windows only)",
+                    self.kernel, self.stride
+                ),
+            ));
+        }
+        if self.padding != (0, 0) {
+            return Err(Error::shape(
+                op,
+                format!(
+                    "padding {:?} is not supported (it must be (0, 0))",
+                    self.padding
+                ),
+            ));
+        }
+        if self.ceil_mode || !self.count_include_pad {
+            return Err(Error::shape(
+                op,
+                format!("ceil_mode and count_include_pad = false are not supported ({self:?})"),
+            ));
+        }
+        let (sh, sw) = self.stride;
+        if oh == 0 || ow == 0 || oh != h / sh || ow != w / sw {
+            return Err(Error::shape(
+                op,
+                format!(
+                    "output size {h}×{w} does not pool back to x {} with kernel = stride \
+                     {:?}: ⌊{h}/{sh}⌋×⌊{w}/{sw}⌋ = {}×{}, need {oh}×{ow} (non-empty)",
+                    x.shape(),
+                    self.stride,
+                    h / sh,
+                    w / sw
+                ),
+            ));
+        }
+        let d = Dims {
+            nc: n * c,
+            h,
+            w,
+            oh,
+            ow,
+        };
+        let n_out =
+            d.nc.checked_mul(h)
+                .and_then(|v| v.checked_mul(w))
+                .unwrap_or(usize::MAX);
+        if n_out > u32::MAX as usize {
+            return Err(Error::Limit {
+                what: format!("{op} elements of [{n}, {c}, {h}, {w}]"),
+                requested: n_out as u64,
+                max: u64::from(u32::MAX),
+            });
+        }
+        Ok(d)
+    }
+}
+
+/// Whether flat index `k` lies inside pooled element `o`'s window (`o` counted within its
+/// plane) for non-overlapping windows of stride `s`; false for `k ≥ h·w`.
+fn in_own_window(k: usize, o: usize, d: Dims, s: (usize, usize)) -> bool {
+    k < d.h * d.w && (k / d.w) / s.0 == o / d.ow && (k % d.w) / s.1 == o % d.ow
+}
+
+/// The error for an index outside its window (the CPU reference's check of the contract).
+fn bad_index(op: &'static str, k: usize, q: usize, d: Dims, geom: &Pool2d) -> Error {
+    let o = q % (d.oh * d.ow);
+    Error::shape(
+        op,
+        format!(
+            "index {k} at flat position {q} of the indices lies outside its window \
+             ({}, {}) of kernel {:?} in a {}×{} plane",
+            o / d.ow,
+            o % d.ow,
+            geom.kernel,
+            d.h,
+            d.w
+        ),
+    )
 }
 
 #[repr(C)]
@@ -463,6 +603,98 @@ pub(crate) fn avg_pool2d_backward(geom: &Pool2d, x: &Tensor, g: &Tensor) -> Resu
     Ok(Tensor::from_storage(storage, x.shape().clone(), DType::F32))
 }
 
+/// Max unpooling (PyTorch's `F.max_unpool2d`), `[N, C, OH, OW] → [N, C, H, W]`: each value
+/// of `x` goes to the flat position its `indices` (`U32`, what [`max_pool2d_with_indices`]
+/// returns) name within its `H × W` plane, every other output is 0 (see the module docs).
+/// `geom` must have `kernel = stride`, no padding and floor mode, and `out_hw = (H, W)` must
+/// pool back to `OH × OW`. Every index must lie in its own window: the CPU reference returns
+/// an error otherwise; the GPU drops such a value (and gives it a zero gradient) without
+/// reading or writing out of bounds. Differentiable in `x`; the indices get no gradient.
+pub fn max_unpool2d(
+    x: &Tensor,
+    indices: &Tensor,
+    geom: Pool2d,
+    out_hw: (usize, usize),
+) -> Result<Tensor> {
+    const OP: &str = "max_unpool2d";
+    let d = geom.unpool_dims(OP, x, indices, out_hw)?;
+    let n_out = d.nc * d.h * d.w;
+    let storage = match x.storage() {
+        Storage::Cpu(xv) => {
+            // The scatter formulation (the GPU gathers): y[plane, idx[q]] = x[q].
+            let iv = indices.cpu_data(OP)?;
+            let (plane_in, plane_out) = (d.h * d.w, d.oh * d.ow);
+            let mut y = vec![0.0; n_out];
+            for (q, (&v, &k)) in xv.iter().zip(iv).enumerate() {
+                let k = k as usize;
+                if !in_own_window(k, q % plane_out, d, geom.stride) {
+                    return Err(bad_index(OP, k, q, d, &geom));
+                }
+                y[(q / plane_out) * plane_in + k] = v;
+            }
+            Storage::Cpu(y)
+        }
+        Storage::Gpu(b) => {
+            let ib = indices.gpu_buf(OP)?;
+            let y = b.context().alloc_storage(n_out)?;
+            let p = PoolParams::new(n_out, d, &geom);
+            launch(OP, &geom, &p, &[b, ib], &[&y])?;
+            Storage::Gpu(y)
+        }
+    };
+    Ok(Tensor::from_op(
+        storage,
+        Shape(vec![x.dims()[0], x.dims()[1], d.h, d.w]),
+        DType::F32,
+        Op::MaxUnpool2d {
+            geom,
+            indices: indices.clone(),
+        },
+        vec![x.clone()],
+    ))
+}
+
+/// Backward of `max_unpool2d`: `∂x[q] = g[plane, indices[q]]` (a gather on both devices;
+/// an index outside its window: an error on the CPU, 0 on the GPU).
+pub(crate) fn max_unpool2d_backward(
+    geom: &Pool2d,
+    indices: &Tensor,
+    x: &Tensor,
+    g: &Tensor,
+) -> Result<Tensor> {
+    const OP: &str = "max_unpool2d_backward";
+    let &[_, _, h, w] = g.dims() else {
+        return Err(Error::shape(
+            OP,
+            format!("expected an [N, C, H, W] gradient, got {}", g.shape()),
+        ));
+    };
+    let d = geom.unpool_dims(OP, x, indices, (h, w))?;
+    let storage = match g.storage() {
+        Storage::Cpu(gv) => {
+            let iv = indices.cpu_data(OP)?;
+            let (plane_in, plane_out) = (d.h * d.w, d.oh * d.ow);
+            let mut dx = Vec::with_capacity(x.numel());
+            for (q, &k) in iv.iter().enumerate() {
+                let k = k as usize;
+                if !in_own_window(k, q % plane_out, d, geom.stride) {
+                    return Err(bad_index(OP, k, q, d, geom));
+                }
+                dx.push(gv[(q / plane_out) * plane_in + k]);
+            }
+            Storage::Cpu(dx)
+        }
+        Storage::Gpu(gb) => {
+            let ib = indices.gpu_buf(OP)?;
+            let dx = gb.context().alloc_storage(x.numel())?;
+            let p = PoolParams::new(x.numel(), d, geom);
+            launch(OP, geom, &p, &[gb, ib], &[&dx])?;
+            Storage::Gpu(dx)
+        }
+    };
+    Ok(Tensor::from_storage(storage, x.shape().clone(), DType::F32))
+}
+
 impl Tensor {
     /// [`max_pool2d`] with PyTorch's default options (floor mode).
     pub fn max_pool2d(
@@ -492,5 +724,16 @@ impl Tensor {
     }
     pub fn global_avg_pool2d(&self) -> Result<Tensor> {
         global_avg_pool2d(self)
+    }
+    /// [`max_unpool2d`] of these pooled values with their `indices`, windows of `kernel`
+    /// (which must equal `stride`, no padding), to an `out_hw` output plane.
+    pub fn max_unpool2d(
+        &self,
+        indices: &Tensor,
+        kernel: (usize, usize),
+        stride: (usize, usize),
+        out_hw: (usize, usize),
+    ) -> Result<Tensor> {
+        max_unpool2d(self, indices, Pool2d::new(kernel, stride, (0, 0)), out_hw)
     }
 }
