@@ -251,6 +251,7 @@ fn main() -> Result<()> {
                 cfg.train.loss,
                 match &cfg.model {
                     ModelConfig::DeepLabV3Plus(m) => m.widths.map(|w| w.to_string()).join("/"),
+                    other => other.arch().to_string(),
                 },
                 secs / ce_secs,
                 (*peak as f64 - *ce_peak as f64) / (1024.0 * 1024.0)

@@ -57,6 +57,7 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
             output_stride: os,
             aspp_rates: None,
             separable_aspp: separable,
+            block: Default::default(),
         }
         .into();
         export(&dev, &cfg, &x, &dir)?;

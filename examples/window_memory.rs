@@ -30,6 +30,7 @@ fn main() -> wgseg::Result<()> {
             output_stride: 16,
             aspp_rates: None,
             separable_aspp: false,
+            block: Default::default(),
         };
         let mut store = ParamStore::new(&dev);
         let net = DeepLabV3Plus::new(&cfg, 19, &mut store, 1)?;

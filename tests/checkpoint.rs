@@ -45,6 +45,7 @@ fn tiny(separable: bool) -> DeepLabConfig {
         output_stride: 16,
         aspp_rates: None,
         separable_aspp: separable,
+        block: Default::default(),
     }
 }
 

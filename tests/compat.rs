@@ -41,6 +41,7 @@ fn a_checkpoint_from_before_the_model_interface_loads_and_gives_the_same_logits(
         output_stride: 16,
         aspp_rates: Some(vec![6, 12, 18]),
         separable_aspp: false,
+        block: Default::default(),
     });
     assert_eq!(meta.model, Some(want));
     assert_eq!(meta.num_classes, 10);

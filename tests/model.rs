@@ -21,6 +21,7 @@ fn micro(output_stride: usize, separable: bool) -> DeepLabConfig {
         output_stride,
         aspp_rates: None,
         separable_aspp: separable,
+        block: Default::default(),
     }
 }
 
@@ -31,8 +32,10 @@ fn shipped(name: &str) -> DeepLabConfig {
     }
     let path = format!("{}/models/{name}.toml", env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(&path).unwrap();
-    let ModelConfig::DeepLabV3Plus(c) = toml::from_str::<File>(&text).unwrap().model;
-    c
+    match toml::from_str::<File>(&text).unwrap().model {
+        ModelConfig::DeepLabV3Plus(c) => c,
+        other => panic!("{name}: not a DeepLabV3+: {other:?}"),
+    }
 }
 
 fn image(n: usize, h: usize, w: usize, seed: u64, dev: &Device) -> Tensor {
@@ -253,13 +256,13 @@ fn the_model_table_names_its_architecture() {
     assert_ne!(named, base);
     assert_eq!(RunConfig::parse(&named, path).unwrap().model, plain.model);
     let e = RunConfig::parse(
-        &base.replace("[model]\n", "[model]\narch = \"unet\"\n"),
+        &base.replace("[model]\n", "[model]\narch = \"segformer\"\n"),
         path,
     )
     .unwrap_err()
     .to_string();
     assert!(
-        e.contains("models/mine.toml") && e.contains("unet") && e.contains(DEEPLABV3PLUS),
+        e.contains("models/mine.toml") && e.contains("segformer") && e.contains(DEEPLABV3PLUS),
         "{e}"
     );
     // The saved config says which architecture it is, and reads back the same.

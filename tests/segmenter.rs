@@ -80,6 +80,7 @@ fn options(out: &Path, dev: &Device, stop_at: Option<u64>, resume: bool) -> Trai
         output_stride: 16,
         aspp_rates: None,
         separable_aspp: false,
+        block: Default::default(),
     }
     .into();
     let mut config = RunConfig {

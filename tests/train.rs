@@ -26,6 +26,7 @@ fn micro() -> DeepLabConfig {
         output_stride: 16,
         aspp_rates: None,
         separable_aspp: false,
+        block: Default::default(),
     }
 }
 
@@ -59,10 +60,16 @@ fn config_typos_and_bad_values_name_the_key_and_file() {
         .to_string();
     assert!(e.contains("optimizer"), "{e}");
     // Every shipped config parses.
-    for name in ["tiny", "small", "r18"] {
-        let p = format!("{}/models/{name}.toml", env!("CARGO_MANIFEST_DIR"));
-        RunConfig::load(Path::new(&p)).unwrap();
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/models");
+    let mut n = 0;
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "toml") {
+            RunConfig::load(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            n += 1;
+        }
     }
+    assert!(n >= 12, "{n} configs in models/");
 }
 
 /// Two 48 × 64 crops of the built-in data, normalised, with their labels.
@@ -91,7 +98,9 @@ fn two_images(dev: &Device) -> (Tensor, Tensor) {
 /// The shipped `tiny` config.
 fn tiny() -> DeepLabConfig {
     let p = concat!(env!("CARGO_MANIFEST_DIR"), "/models/tiny.toml");
-    let ModelConfig::DeepLabV3Plus(c) = RunConfig::load(Path::new(p)).unwrap().model;
+    let ModelConfig::DeepLabV3Plus(c) = RunConfig::load(Path::new(p)).unwrap().model else {
+        panic!("{p}: not a DeepLabV3+")
+    };
     c
 }
 

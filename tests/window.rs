@@ -153,6 +153,7 @@ fn peak_bytes(h: usize, w: usize, window: Option<Window>) -> Option<u64> {
         output_stride: 16,
         aspp_rates: None,
         separable_aspp: false,
+        block: Default::default(),
     };
     let mut store = wgseg::nn::ParamStore::new(&dev);
     let net = wgseg::model::DeepLabV3Plus::new(&cfg, 11, &mut store, 1).unwrap();

@@ -1,18 +1,21 @@
 //! The long-tail experiment: trains CE, focal, PAT, AUCSeg, AUCSeg + memory bank and PAT +
-//! memory bank with the same model, budget and seeds, evaluates each on the validation split
-//! and writes a table (overall / head / middle / tail mIoU, mean and spread over seeds) and
-//! a plot of per-class IoU by method.
+//! memory bank with the same models, budget and seeds, evaluates each on the validation
+//! split and writes tables (overall / head / middle / tail mIoU, mean and spread over seeds;
+//! losses × architectures when there are several models) and a plot of per-class IoU by
+//! method for each model.
 //!
 //! ```text
 //! cargo run --release --example longtail                          # the built-in data
 //! cargo run --release --example longtail -- --data path/to/camvid  # CamVid: docs/training.md
 //! cargo run --release --example longtail -- --data DIR --budget 4  # 4× the steps (real GPUs)
+//! cargo run --release --example longtail -- --model tiny,unet-tiny,deeplabv3-tiny --methods ce,pat
 //! ```
 //!
-//! Output in `--out` (default `runs/longtail-<data>-<steps>`): one run directory per method and
-//! seed, `results.json`, `table.md` and `iou_by_class.png`. A finished run is not trained
-//! again (its `result.json` is read), and a killed one resumes from its last checkpoint, so
-//! the command can be rerun after an interruption.
+//! Output in `--out` (default `runs/longtail-<data>-<steps>`): one run directory per model,
+//! method and seed (`<model>/<method>-s<seed>`), `results.json`, `table.md` and
+//! `iou_by_class[-<model>].png`. A finished run is not trained again (its `result.json` is
+//! read), and a killed one resumes from its last checkpoint, so the command can be rerun
+//! after an interruption.
 
 mod font;
 mod plot;
@@ -58,9 +61,10 @@ struct Args {
     /// Base scale of the images [default: 0.5 with --data, 1 for the built-in data].
     #[arg(long)]
     scale: Option<f32>,
-    /// Model config in models/ (tiny, small, r18) or a TOML file.
-    #[arg(long, default_value = "tiny")]
-    config: String,
+    /// Model configs in models/ (tiny, unet-tiny, deeplabv3-tiny, …) or TOML files,
+    /// comma-separated: every method is trained on each.
+    #[arg(long, alias = "config", value_delimiter = ',', default_value = "tiny")]
+    model: Vec<String>,
     /// Steps per run before --budget [default: 300].
     #[arg(long, default_value_t = 300)]
     steps: usize,
@@ -92,6 +96,9 @@ struct Args {
 /// What one finished run leaves in `result.json`.
 #[derive(Serialize, Deserialize, Clone)]
 struct RunResult {
+    /// The model config (results written before the key existed: `tiny`).
+    #[serde(default = "default_model")]
+    model: String,
     method: String,
     seed: u64,
     steps: u64,
@@ -99,13 +106,27 @@ struct RunResult {
     scores: Scores,
 }
 
-fn config_for(args: &Args, loss: &str, tmb: bool, seed: u64) -> wgseg::Result<RunConfig> {
-    let file = if Path::new(&args.config).is_file() {
-        PathBuf::from(&args.config)
+fn default_model() -> String {
+    "tiny".into()
+}
+
+/// One training run of the experiment.
+#[derive(Clone, Copy)]
+struct Job<'a> {
+    model: &'a str,
+    method: &'a str,
+    loss: &'a str,
+    tmb: bool,
+    seed: u64,
+}
+
+fn config_for(args: &Args, job: Job) -> wgseg::Result<RunConfig> {
+    let file = if Path::new(job.model).is_file() {
+        PathBuf::from(job.model)
     } else {
         Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("models")
-            .join(format!("{}.toml", args.config))
+            .join(format!("{}.toml", job.model))
     };
     let mut c = RunConfig::load(&file)?;
     let builtin = args.data.is_none();
@@ -114,27 +135,29 @@ fn config_for(args: &Args, loss: &str, tmb: bool, seed: u64) -> wgseg::Result<Ru
     t.steps = ((args.steps as f64 * args.budget).round() as usize).max(1);
     t.batch_size = args.batch_size;
     t.crop = args.crop.unwrap_or(if builtin { 96 } else { 192 });
-    t.seed = seed;
-    t.loss = loss.parse()?;
+    t.seed = job.seed;
+    t.loss = job.loss.parse()?;
     t.val_every = 0;
     t.workers = args.workers;
     t.checkpoint_every = (t.steps / 4).max(50);
-    c.tmb.enabled = tmb;
+    c.tmb.enabled = job.tmb;
     c.check()?;
     Ok(c)
 }
 
-fn run_one(
-    args: &Args,
-    out: &Path,
-    method: &str,
-    loss: &str,
-    tmb: bool,
-    seed: u64,
-) -> anyhow::Result<RunResult> {
-    let dir = out.join(format!("{method}-s{seed}"));
+/// A model's name in paths and tables: the config's file stem.
+fn model_name(model: &str) -> String {
+    Path::new(model)
+        .file_stem()
+        .map_or(model.to_string(), |s| s.to_string_lossy().into_owned())
+}
+
+fn run_one(args: &Args, out: &Path, job: Job) -> anyhow::Result<RunResult> {
+    let (method, seed) = (job.method, job.seed);
+    let model = model_name(job.model);
+    let dir = out.join(&model).join(format!("{method}-s{seed}"));
     let result_file = dir.join("result.json");
-    let config = config_for(args, loss, tmb, seed)?;
+    let config = config_for(args, job)?;
     if let Ok(text) = std::fs::read_to_string(&result_file) {
         if let Ok(r) = serde_json::from_str::<RunResult>(&text) {
             if r.steps != config.train.steps as u64 {
@@ -146,7 +169,7 @@ fn run_one(
                 );
             }
             eprintln!(
-                "{method} seed {seed}: done before (mIoU {:.4})",
+                "{model} {method} seed {seed}: done before (mIoU {:.4})",
                 r.scores.miou
             );
             return Ok(r);
@@ -169,14 +192,16 @@ fn run_one(
             ..
         } if step >= next_report => {
             let el = started.elapsed().as_secs_f64();
-            eprintln!("  {method} seed {seed}: step {step}/{total} loss {l:.4} ({el:.0} s)");
+            eprintln!(
+                "  {model} {method} seed {seed}: step {step}/{total} loss {l:.4} ({el:.0} s)"
+            );
             next_report = step + (total / 5).max(1);
         }
-        Event::Note(n) => eprintln!("  {method} seed {seed}: {n}"),
+        Event::Note(n) => eprintln!("  {model} {method} seed {seed}: {n}"),
         _ => {}
     };
     eprintln!(
-        "{method} seed {seed}: training {total} steps → {}",
+        "{model} {method} seed {seed}: training {total} steps → {}",
         dir.display()
     );
     let report = train(
@@ -193,8 +218,9 @@ fn run_one(
     )?;
     let scores = report
         .scores
-        .ok_or_else(|| anyhow::anyhow!("{method} seed {seed}: no validation scores"))?;
+        .ok_or_else(|| anyhow::anyhow!("{model} {method} seed {seed}: no validation scores"))?;
     let r = RunResult {
+        model: model.clone(),
         method: method.to_string(),
         seed,
         steps: report.steps,
@@ -203,7 +229,7 @@ fn run_one(
     };
     std::fs::write(&result_file, serde_json::to_string_pretty(&r)?)?;
     eprintln!(
-        "{method} seed {seed}: mIoU {:.4} tail {:.4} in {:.0} s",
+        "{model} {method} seed {seed}: mIoU {:.4} tail {:.4} in {:.0} s",
         r.scores.miou,
         r.scores.tail_miou.unwrap_or(f64::NAN),
         r.seconds
@@ -227,6 +253,18 @@ fn cell(v: Option<(f64, f64, f64, f64)>) -> String {
     v.map_or("-".into(), |(m, s, _, _)| format!("{m:.3} ± {s:.3}"))
 }
 
+/// The job of `model` and `method` for the settings every run shares (steps, scale, crop).
+fn probe(args: &Args, model: &str) -> anyhow::Result<RunConfig> {
+    let job = Job {
+        model,
+        method: "ce",
+        loss: "ce",
+        tmb: false,
+        seed: 0,
+    };
+    Ok(config_for(args, job)?)
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let data_name = args
@@ -234,7 +272,16 @@ fn main() -> anyhow::Result<()> {
         .as_ref()
         .and_then(|p| p.file_name())
         .map_or("builtin".to_string(), |n| n.to_string_lossy().into_owned());
-    let steps = config_for(&args, "ce", false, 0)?.train.steps;
+    let first = args
+        .model
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("--model: name at least one model config"))?;
+    // Every config is read before the first run starts: a typo fails at once.
+    for m in &args.model {
+        probe(&args, m)?;
+    }
+    let cfg = probe(&args, first)?;
+    let steps = cfg.train.steps;
     let out = args
         .out
         .clone()
@@ -255,14 +302,23 @@ fn main() -> anyhow::Result<()> {
     };
     let started = Instant::now();
     let mut results: Vec<RunResult> = Vec::new();
-    for &(method, loss, tmb) in &methods {
-        for seed in 0..args.seeds {
-            results.push(run_one(&args, &out, method, loss, tmb, seed)?);
+    for model in &args.model {
+        for &(method, loss, tmb) in &methods {
+            for seed in 0..args.seeds {
+                let job = Job {
+                    model,
+                    method,
+                    loss,
+                    tmb,
+                    seed,
+                };
+                results.push(run_one(&args, &out, job)?);
+            }
         }
     }
 
     // Class order (training-set frequency) and groups, from the cached statistics.
-    let scale = config_for(&args, "ce", false, 0)?.data.scale;
+    let scale = cfg.data.scale;
     let ds = data::open(args.data.as_deref(), "train", scale, 0)?;
     let (stats, _) = ClassStats::compute_or_load_with(ds.as_ref(), |_, _| {})?;
     let info = ds.info().clone();
@@ -278,90 +334,137 @@ fn main() -> anyhow::Result<()> {
             "middle"
         }
     };
+    let models: Vec<String> = args.model.iter().map(|m| model_name(m)).collect();
+    let several = models.len() > 1;
 
-    let cfg = config_for(&args, "ce", false, 0)?;
-    let mut md = format!(
-        "Validation mIoU, mean ± half the spread over {} seeds; `{}` model, {} steps of batch {}, \
-         {}² crops, base scale {}, data: {data_name}.\n\n\
-         | method | mIoU | head | middle | tail | time / run |\n|---|---|---|---|---|---|\n",
-        args.seeds, args.config, cfg.train.steps, cfg.train.batch_size, cfg.train.crop, scale
-    );
-    let mut series = Vec::new();
-    let mut summary = Vec::new();
-    for (k, &(method, _, _)) in methods.iter().enumerate() {
-        let runs: Vec<&RunResult> = results.iter().filter(|r| r.method == method).collect();
-        let col = |f: &dyn Fn(&Scores) -> Option<f64>| {
-            mean_spread(&runs.iter().filter_map(|r| f(&r.scores)).collect::<Vec<_>>())
-        };
-        let (miou, head, middle, tail) = (
-            col(&|s| Some(s.miou)),
-            col(&|s| s.head_miou),
-            col(&|s| s.middle_miou),
-            col(&|s| s.tail_miou),
-        );
-        let secs = runs.iter().map(|r| r.seconds).sum::<f64>() / runs.len().max(1) as f64;
+    let mut md = String::new();
+    if several {
         md += &format!(
-            "| {method} | {} | {} | {} | {} | {:.1} min |\n",
-            cell(miou),
-            cell(head),
-            cell(middle),
-            cell(tail),
-            secs / 60.0
+            "Losses × architectures: validation mIoU / tail mIoU, mean ± half the spread over \
+             {} seeds; {} steps of batch {}, {}² crops, base scale {}, data: {data_name}.\n\n\
+             | method |",
+            args.seeds, cfg.train.steps, cfg.train.batch_size, cfg.train.crop, scale
         );
-        summary.push(serde_json::json!({
-            "method": method, "miou": miou.map(|v| [v.0, v.1]), "head": head.map(|v| [v.0, v.1]),
-            "middle": middle.map(|v| [v.0, v.1]), "tail": tail.map(|v| [v.0, v.1]),
-        }));
-        series.push(plot::Series {
-            name: method.to_string(),
-            color: COLORS[k % COLORS.len()],
-            iou: order
-                .iter()
-                .map(|&c| {
-                    let v: Vec<f64> = runs
-                        .iter()
-                        .filter_map(|r| r.scores.iou.get(c).copied().flatten())
-                        .collect();
-                    mean_spread(&v).map(|(m, _, lo, hi)| (m, lo, hi))
-                })
-                .collect(),
-        });
-    }
-    md += "\nPer-class IoU (mean over seeds), classes by training-set frequency:\n\n| method |";
-    for &c in &order {
-        md += &format!(" {} ({}) |", info.classes[c].name, group_of(c));
-    }
-    md += "\n|---|";
-    md += &"---|".repeat(order.len());
-    md += "\n";
-    for s in &series {
-        md += &format!("| {} |", s.name);
-        for v in &s.iou {
-            md += &v.map_or(" - |".into(), |(m, _, _)| format!(" {m:.3} |"));
+        for m in &models {
+            md += &format!(" {m} mIoU | {m} tail |");
+        }
+        md += "\n|---|";
+        md += &"---|---|".repeat(models.len());
+        md += "\n";
+        for &(method, _, _) in &methods {
+            md += &format!("| {method} |");
+            for m in &models {
+                let runs: Vec<&RunResult> = results
+                    .iter()
+                    .filter(|r| &r.model == m && r.method == method)
+                    .collect();
+                let col = |f: &dyn Fn(&Scores) -> Option<f64>| {
+                    mean_spread(&runs.iter().filter_map(|r| f(&r.scores)).collect::<Vec<_>>())
+                };
+                md += &format!(
+                    " {} | {} |",
+                    cell(col(&|s| Some(s.miou))),
+                    cell(col(&|s| s.tail_miou))
+                );
+            }
+            md += "\n";
         }
         md += "\n";
+    }
+    let mut summary = Vec::new();
+    for m in &models {
+        let mut series = Vec::new();
+        md += &format!(
+            "Validation mIoU, mean ± half the spread over {} seeds; `{m}` model, {} steps of \
+             batch {}, {}² crops, base scale {}, data: {data_name}.\n\n\
+             | method | mIoU | head | middle | tail | time / run |\n|---|---|---|---|---|---|\n",
+            args.seeds, cfg.train.steps, cfg.train.batch_size, cfg.train.crop, scale
+        );
+        for (k, &(method, _, _)) in methods.iter().enumerate() {
+            let runs: Vec<&RunResult> = results
+                .iter()
+                .filter(|r| &r.model == m && r.method == method)
+                .collect();
+            let col = |f: &dyn Fn(&Scores) -> Option<f64>| {
+                mean_spread(&runs.iter().filter_map(|r| f(&r.scores)).collect::<Vec<_>>())
+            };
+            let (miou, head, middle, tail) = (
+                col(&|s| Some(s.miou)),
+                col(&|s| s.head_miou),
+                col(&|s| s.middle_miou),
+                col(&|s| s.tail_miou),
+            );
+            let secs = runs.iter().map(|r| r.seconds).sum::<f64>() / runs.len().max(1) as f64;
+            md += &format!(
+                "| {method} | {} | {} | {} | {} | {:.1} min |\n",
+                cell(miou),
+                cell(head),
+                cell(middle),
+                cell(tail),
+                secs / 60.0
+            );
+            summary.push(serde_json::json!({
+                "model": m, "method": method, "miou": miou.map(|v| [v.0, v.1]),
+                "head": head.map(|v| [v.0, v.1]), "middle": middle.map(|v| [v.0, v.1]),
+                "tail": tail.map(|v| [v.0, v.1]),
+            }));
+            series.push(plot::Series {
+                name: method.to_string(),
+                color: COLORS[k % COLORS.len()],
+                iou: order
+                    .iter()
+                    .map(|&c| {
+                        let v: Vec<f64> = runs
+                            .iter()
+                            .filter_map(|r| r.scores.iou.get(c).copied().flatten())
+                            .collect();
+                        mean_spread(&v).map(|(m, _, lo, hi)| (m, lo, hi))
+                    })
+                    .collect(),
+            });
+        }
+        md += "\nPer-class IoU (mean over seeds), classes by training-set frequency:\n\n| method |";
+        for &c in &order {
+            md += &format!(" {} ({}) |", info.classes[c].name, group_of(c));
+        }
+        md += "\n|---|";
+        md += &"---|".repeat(order.len());
+        md += "\n";
+        for s in &series {
+            md += &format!("| {} |", s.name);
+            for v in &s.iou {
+                md += &v.map_or(" - |".into(), |(m, _, _)| format!(" {m:.3} |"));
+            }
+            md += "\n";
+        }
+        md += "\n";
+        let classes: Vec<(String, String)> = order
+            .iter()
+            .map(|&c| (info.classes[c].name.clone(), group_of(c).to_string()))
+            .collect();
+        let png = if several {
+            format!("iou_by_class-{m}.png")
+        } else {
+            "iou_by_class.png".to_string()
+        };
+        plot::plot(
+            &out.join(png),
+            &format!(
+                "Per-class val IoU by method ({m}, {data_name}, {} steps)",
+                cfg.train.steps
+            ),
+            &classes,
+            &series,
+        )?;
     }
     std::fs::write(out.join("table.md"), &md)?;
     std::fs::write(
         out.join("results.json"),
         serde_json::to_string_pretty(&serde_json::json!({"summary": summary, "runs": results}))?,
     )?;
-    let classes: Vec<(String, String)> = order
-        .iter()
-        .map(|&c| (info.classes[c].name.clone(), group_of(c).to_string()))
-        .collect();
-    plot::plot(
-        &out.join("iou_by_class.png"),
-        &format!(
-            "Per-class val IoU by method ({data_name}, {} steps)",
-            cfg.train.steps
-        ),
-        &classes,
-        &series,
-    )?;
     println!("{md}");
     println!(
-        "wrote {}/table.md, results.json, iou_by_class.png ({:.1} min)",
+        "wrote {}/table.md, results.json and the plots ({:.1} min)",
         out.display(),
         started.elapsed().as_secs_f64() / 60.0
     );

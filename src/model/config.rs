@@ -1,19 +1,35 @@
 //! Model configurations: the `[model]` table of the TOML files in `models/`, and the
 //! `wgseg.model` checkpoint metadata (docs/model.md).
 
-use serde::de::Error as _;
+use serde::de::{DeserializeOwned, Error as _};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
-use super::deeplab::{default_rates, DeepLabV3Plus};
+use super::deeplab::{default_rates, DeepLabV3, DeepLabV3Plus};
+use super::resnet::{Block, ResNetSpec};
+use super::unet::{AttentionUNet, UNet, UNetPlusPlus};
 use super::Segmenter;
 use crate::error::{Error, Result};
 use crate::nn::ParamStore;
 
 /// The `arch` of DeepLabV3+ (the default when a table or a checkpoint names none).
 pub const DEEPLABV3PLUS: &str = "deeplabv3plus";
+/// The `arch` of DeepLabV3.
+pub const DEEPLABV3: &str = "deeplabv3";
+/// The `arch` of UNet.
+pub const UNET: &str = "unet";
+/// The `arch` of Attention UNet.
+pub const ATTENTION_UNET: &str = "attention_unet";
+/// The `arch` of UNet++ (nested UNet).
+pub const UNET_PLUS_PLUS: &str = "unetplusplus";
 /// The architectures [`ModelConfig`] knows, by `arch` name.
-pub const ARCHS: &[&str] = &[DEEPLABV3PLUS];
+pub const ARCHS: &[&str] = &[
+    DEEPLABV3PLUS,
+    DEEPLABV3,
+    UNET,
+    ATTENTION_UNET,
+    UNET_PLUS_PLUS,
+];
 
 /// The architecture of a DeepLabV3+ (docs/model.md). Every key is required in a config
 /// file; an unknown or mistyped key is an error naming the key and the file.
@@ -24,8 +40,11 @@ pub struct DeepLabConfig {
     pub stem: usize,
     /// Channels of layer1..layer4.
     pub widths: [usize; 4],
-    /// Basic blocks in layer1..layer4.
+    /// Blocks in layer1..layer4.
     pub depths: [usize; 4],
+    /// `"basic"` (the default; not written when basic) or `"bottleneck"` residual blocks.
+    #[serde(default, skip_serializing_if = "Block::is_basic")]
+    pub block: Block,
     /// ASPP width (every branch and the projection).
     pub aspp: usize,
     /// Low-level decoder channels (48 in the paper).
@@ -43,36 +62,124 @@ pub struct DeepLabConfig {
     pub separable_aspp: bool,
 }
 
-impl DeepLabConfig {
-    /// Checks the values a TOML file can get wrong.
-    pub fn validate(&self) -> Result<()> {
-        let bad = |msg: String| Err(Error::shape("model config", msg));
-        if ![8, 16, 32].contains(&self.output_stride) {
-            return bad(format!(
-                "output_stride = {} (use 8, 16 or 32)",
-                self.output_stride
-            ));
+/// Checks the keys DeepLabV3 and DeepLabV3+ share; `more` are further widths.
+fn validate_deeplab(
+    spec: &ResNetSpec,
+    aspp: usize,
+    rates: &Option<Vec<usize>>,
+    more: &[usize],
+) -> Result<()> {
+    let bad = |msg: String| Err(Error::shape("model config", msg));
+    if ![8, 16, 32].contains(&spec.output_stride) {
+        return bad(format!(
+            "output_stride = {} (use 8, 16 or 32)",
+            spec.output_stride
+        ));
+    }
+    if spec.stem == 0 || aspp == 0 || more.contains(&0) || spec.widths.contains(&0) {
+        return bad("every width must be positive".into());
+    }
+    if spec.depths.contains(&0) {
+        return bad(format!(
+            "depths = {:?}: every stage needs a block",
+            spec.depths
+        ));
+    }
+    if let Some(r) = rates {
+        if r.is_empty() || r.contains(&0) {
+            return bad(format!("aspp_rates = {r:?} must be positive"));
         }
-        if self.stem == 0
-            || self.aspp == 0
-            || self.low == 0
-            || self.decoder == 0
-            || self.widths.contains(&0)
-        {
-            return bad("every width must be positive".into());
-        }
-        if self.depths.contains(&0) {
-            return bad(format!(
-                "depths = {:?}: every stage needs a block",
-                self.depths
-            ));
-        }
-        if let Some(r) = &self.aspp_rates {
-            if r.is_empty() || r.contains(&0) {
-                return bad(format!("aspp_rates = {r:?} must be positive"));
+    }
+    Ok(())
+}
+
+/// What DeepLabV3 and DeepLabV3+ checkpoints share (docs/model.md): `output_stride`
+/// (required), `aspp_rates` (default by output stride), `separable_aspp` (default false)
+/// from the `wgseg.model` object, the backbone from the shapes; the rates must match the
+/// file's atrous branches.
+fn deeplab_from_checkpoint(
+    obj: &serde_json::Map<String, Value>,
+    shape: &dyn Fn(&str) -> Option<Vec<usize>>,
+    names: &[&str],
+) -> Result<(ResNetSpec, Vec<usize>, bool)> {
+    let bad = |msg: String| Error::shape("wgseg.model", msg);
+    let output_stride = obj
+        .get("output_stride")
+        .and_then(Value::as_u64)
+        .ok_or_else(|| bad("no integer output_stride".into()))? as usize;
+    let aspp_rates = match obj.get("aspp_rates") {
+        None | Some(Value::Null) => default_rates(output_stride)?,
+        Some(v) => serde_json::from_value(v.clone())
+            .map_err(|e| bad(format!("aspp_rates is not a list of integers: {e}")))?,
+    };
+    let separable_aspp = match obj.get("separable_aspp") {
+        None => false,
+        Some(v) => v
+            .as_bool()
+            .ok_or_else(|| bad(format!("separable_aspp = {v} is not a boolean")))?,
+    };
+    let spec = ResNetSpec::from_checkpoint("backbone.", shape, output_stride)?;
+    let branches = (1..)
+        .find(|k| {
+            let p = format!("aspp.convs.{k}.");
+            !names.iter().any(|n| n.starts_with(&p))
+        })
+        .unwrap_or(1)
+        - 1;
+    if branches != aspp_rates.len() {
+        return Err(bad(format!(
+            "{} ASPP rates {aspp_rates:?}, but the file has {branches} atrous branches",
+            aspp_rates.len()
+        )));
+    }
+    Ok((spec, aspp_rates, separable_aspp))
+}
+
+/// First dimension of a checkpoint tensor.
+fn dim0(shape: &dyn Fn(&str) -> Option<Vec<usize>>, name: &str) -> Result<usize> {
+    let s =
+        shape(name).ok_or_else(|| Error::shape("wgseg.model", format!("missing tensor {name}")))?;
+    s.first()
+        .copied()
+        .ok_or_else(|| Error::shape("wgseg.model", format!("{name} is a scalar")))
+}
+
+/// Keys the writer recorded must agree with what the shapes imply.
+fn agree<T: Serialize>(obj: &serde_json::Map<String, Value>, config: &T) -> Result<()> {
+    let bad = |msg: String| Error::shape("wgseg.model", msg);
+    let implied = serde_json::to_value(config).map_err(|e| bad(e.to_string()))?;
+    for (key, want) in implied.as_object().into_iter().flatten() {
+        if let Some(got) = obj.get(key) {
+            if got != want {
+                return Err(bad(format!(
+                    "{key} = {got}, but the tensor shapes imply {want}"
+                )));
             }
         }
-        Ok(())
+    }
+    Ok(())
+}
+
+impl DeepLabConfig {
+    /// The backbone's hyper-parameters.
+    pub fn backbone(&self) -> ResNetSpec {
+        ResNetSpec {
+            stem: self.stem,
+            widths: self.widths,
+            depths: self.depths,
+            block: self.block,
+            output_stride: self.output_stride,
+        }
+    }
+
+    /// Checks the values a TOML file can get wrong.
+    pub fn validate(&self) -> Result<()> {
+        validate_deeplab(
+            &self.backbone(),
+            self.aspp,
+            &self.aspp_rates,
+            &[self.low, self.decoder],
+        )
     }
 
     /// This config with the ASPP rates resolved (the defaults of the output stride filled
@@ -88,83 +195,184 @@ impl DeepLabConfig {
     /// The architecture and class count of a DeepLabV3+ checkpoint from its `wgseg.model`
     /// object and its tensor shapes (`shape(name)`; `names`: every tensor of the file), as a
     /// PyTorch loader reads it (docs/model.md): only `output_stride` is required,
-    /// `aspp_rates` defaults by output stride and `separable_aspp` to false; widths, depths
-    /// and the class count come from the shapes. A recorded key that the shapes contradict
-    /// is an error.
+    /// `aspp_rates` defaults by output stride and `separable_aspp` to false; widths, depths,
+    /// the block type and the class count come from the shapes. A recorded key that the
+    /// shapes contradict is an error.
     pub fn from_checkpoint(
         obj: &serde_json::Map<String, Value>,
         shape: &dyn Fn(&str) -> Option<Vec<usize>>,
         names: &[&str],
     ) -> Result<(DeepLabConfig, usize)> {
-        let bad = |msg: String| Error::shape("wgseg.model", msg);
-        let output_stride =
-            obj.get("output_stride")
-                .and_then(Value::as_u64)
-                .ok_or_else(|| bad("no integer output_stride".into()))? as usize;
-        let aspp_rates = match obj.get("aspp_rates") {
-            None | Some(Value::Null) => default_rates(output_stride)?,
-            Some(v) => serde_json::from_value(v.clone())
-                .map_err(|e| bad(format!("aspp_rates is not a list of integers: {e}")))?,
-        };
-        let separable_aspp = match obj.get("separable_aspp") {
-            None => false,
-            Some(v) => v
-                .as_bool()
-                .ok_or_else(|| bad(format!("separable_aspp = {v} is not a boolean")))?,
-        };
-        let dim0 = |name: &str| -> Result<usize> {
-            let s = shape(name).ok_or_else(|| bad(format!("missing tensor {name}")))?;
-            s.first()
-                .copied()
-                .ok_or_else(|| bad(format!("{name} is a scalar")))
-        };
-        let mut widths = [0; 4];
-        let mut depths = [0; 4];
-        for i in 0..4 {
-            widths[i] = dim0(&format!("backbone.layer{}.0.conv1.weight", i + 1))?;
-            let has = |j: usize| shape(&format!("backbone.layer{}.{j}.conv1.weight", i + 1));
-            depths[i] = (0..).find(|&j| has(j).is_none()).unwrap_or(0);
-        }
-        let branches = (1..)
-            .find(|k| {
-                let p = format!("aspp.convs.{k}.");
-                !names.iter().any(|n| n.starts_with(&p))
-            })
-            .unwrap_or(1)
-            - 1;
-        if branches != aspp_rates.len() {
-            return Err(bad(format!(
-                "{} ASPP rates {aspp_rates:?}, but the file has {branches} atrous branches",
-                aspp_rates.len()
-            )));
-        }
+        let (spec, aspp_rates, separable_aspp) = deeplab_from_checkpoint(obj, shape, names)?;
         let config = DeepLabConfig {
-            stem: dim0("backbone.conv1.weight")?,
-            widths,
-            depths,
-            aspp: dim0("aspp.project.conv.weight")?,
-            low: dim0("decoder.low.conv.weight")?,
-            decoder: dim0("decoder.fuse.0.conv.weight")?,
-            output_stride,
+            stem: spec.stem,
+            widths: spec.widths,
+            depths: spec.depths,
+            block: spec.block,
+            aspp: dim0(shape, "aspp.project.conv.weight")?,
+            low: dim0(shape, "decoder.low.conv.weight")?,
+            decoder: dim0(shape, "decoder.fuse.0.conv.weight")?,
+            output_stride: spec.output_stride,
             aspp_rates: Some(aspp_rates),
             separable_aspp,
         };
         config
             .validate()
-            .map_err(|e| bad(format!("invalid architecture: {e}")))?;
-        // Keys the writer recorded must agree with what the shapes say.
-        let implied = serde_json::to_value(&config).map_err(|e| bad(e.to_string()))?;
-        for (key, want) in implied.as_object().into_iter().flatten() {
-            if let Some(got) = obj.get(key) {
-                if got != want {
-                    return Err(bad(format!(
-                        "{key} = {got}, but the tensor shapes imply {want}"
-                    )));
-                }
-            }
-        }
-        Ok((config, dim0("decoder.classifier.weight")?))
+            .map_err(|e| Error::shape("wgseg.model", format!("invalid architecture: {e}")))?;
+        agree(obj, &config)?;
+        Ok((config, dim0(shape, "decoder.classifier.weight")?))
     }
+}
+
+/// The architecture of a DeepLabV3 (docs/model.md): DeepLabV3+'s backbone and ASPP, a 3×3
+/// head and the classifier, no decoder. Every key but `block`, `aspp_rates` and
+/// `separable_aspp` is required.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeepLabV3Config {
+    /// Channels of the stem (`backbone.conv1`, 7×7 stride 2).
+    pub stem: usize,
+    /// Widths of layer1..layer4.
+    pub widths: [usize; 4],
+    /// Blocks in layer1..layer4.
+    pub depths: [usize; 4],
+    /// `"basic"` (the default) or `"bottleneck"` residual blocks.
+    #[serde(default)]
+    pub block: Block,
+    /// ASPP width (every branch, the projection and the head).
+    pub aspp: usize,
+    /// 8, 16 or 32.
+    pub output_stride: usize,
+    /// ASPP dilation rates; omitted: by output stride, as for DeepLabV3+.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aspp_rates: Option<Vec<usize>>,
+    /// Depthwise-separable atrous ASPP branches.
+    #[serde(default)]
+    pub separable_aspp: bool,
+}
+
+impl DeepLabV3Config {
+    /// The backbone's hyper-parameters.
+    pub fn backbone(&self) -> ResNetSpec {
+        ResNetSpec {
+            stem: self.stem,
+            widths: self.widths,
+            depths: self.depths,
+            block: self.block,
+            output_stride: self.output_stride,
+        }
+    }
+
+    /// Checks the values a TOML file can get wrong.
+    pub fn validate(&self) -> Result<()> {
+        validate_deeplab(&self.backbone(), self.aspp, &self.aspp_rates, &[])
+    }
+
+    /// This config with the ASPP rates resolved.
+    pub fn resolved(&self) -> Result<DeepLabV3Config> {
+        let mut c = self.clone();
+        if c.aspp_rates.is_none() {
+            c.aspp_rates = Some(default_rates(c.output_stride)?);
+        }
+        Ok(c)
+    }
+
+    /// The architecture and class count of a DeepLabV3 checkpoint, read as
+    /// [`DeepLabConfig::from_checkpoint`] reads a DeepLabV3+ one.
+    pub fn from_checkpoint(
+        obj: &serde_json::Map<String, Value>,
+        shape: &dyn Fn(&str) -> Option<Vec<usize>>,
+        names: &[&str],
+    ) -> Result<(DeepLabV3Config, usize)> {
+        let (spec, aspp_rates, separable_aspp) = deeplab_from_checkpoint(obj, shape, names)?;
+        let config = DeepLabV3Config {
+            stem: spec.stem,
+            widths: spec.widths,
+            depths: spec.depths,
+            block: spec.block,
+            aspp: dim0(shape, "aspp.project.conv.weight")?,
+            output_stride: spec.output_stride,
+            aspp_rates: Some(aspp_rates),
+            separable_aspp,
+        };
+        config
+            .validate()
+            .map_err(|e| Error::shape("wgseg.model", format!("invalid architecture: {e}")))?;
+        agree(obj, &config)?;
+        Ok((config, dim0(shape, "classifier.weight")?))
+    }
+}
+
+/// How a UNet decoder level brings the coarser map up to its skip's size: `"bilinear"`
+/// (resize to the skip's exact size, the default) or `"transposed"` (a 2×2 stride-2
+/// transposed convolution to the skip's width, then zero padding up to an odd skip size).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Upsampling {
+    #[default]
+    Bilinear,
+    Transposed,
+}
+
+/// The architecture of a UNet or an Attention UNet (docs/model.md).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UNetConfig {
+    /// Channels of each level, top to bottom (at least 2; the paper's: 64, 128, 256, 512,
+    /// 1024). Level `i` works at stride `2^i`.
+    pub widths: Vec<usize>,
+    /// How the decoder upsamples (default bilinear).
+    #[serde(default)]
+    pub upsampling: Upsampling,
+}
+
+/// The architecture of a UNet++ (docs/model.md).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UNetPlusPlusConfig {
+    /// Channels of each level, top to bottom (at least 2; the paper's: 32, 64, 128, 256,
+    /// 512).
+    pub widths: Vec<usize>,
+    /// How the nested nodes upsample (default bilinear).
+    #[serde(default)]
+    pub upsampling: Upsampling,
+    /// A classifier on every top-level node, the logits their mean (default false: one
+    /// classifier on the last node).
+    #[serde(default)]
+    pub deep_supervision: bool,
+}
+
+/// Checks a UNet family's widths.
+fn validate_widths(widths: &[usize]) -> Result<()> {
+    if widths.len() < 2 || widths.contains(&0) {
+        return Err(Error::shape(
+            "model config",
+            format!("widths = {widths:?}: at least two levels, every width positive"),
+        ));
+    }
+    Ok(())
+}
+
+impl UNetConfig {
+    /// Checks the values a TOML file can get wrong.
+    pub fn validate(&self) -> Result<()> {
+        validate_widths(&self.widths)
+    }
+}
+
+impl UNetPlusPlusConfig {
+    /// Checks the values a TOML file can get wrong.
+    pub fn validate(&self) -> Result<()> {
+        validate_widths(&self.widths)
+    }
+}
+
+/// The config of an architecture whose `wgseg.model` object records every key.
+fn from_metadata<T: DeserializeOwned>(obj: &serde_json::Map<String, Value>) -> Result<T> {
+    let mut obj = obj.clone();
+    obj.remove("arch");
+    serde_json::from_value(Value::Object(obj))
+        .map_err(|e| Error::shape("wgseg.model", e.to_string()))
 }
 
 /// The architecture of a model the crate ships, by name: the `[model]` table of a run
@@ -175,6 +383,14 @@ impl DeepLabConfig {
 pub enum ModelConfig {
     /// `arch = "deeplabv3plus"`.
     DeepLabV3Plus(DeepLabConfig),
+    /// `arch = "deeplabv3"`.
+    DeepLabV3(DeepLabV3Config),
+    /// `arch = "unet"`.
+    UNet(UNetConfig),
+    /// `arch = "attention_unet"`.
+    AttentionUNet(UNetConfig),
+    /// `arch = "unetplusplus"`.
+    UNetPlusPlus(UNetPlusPlusConfig),
 }
 
 impl From<DeepLabConfig> for ModelConfig {
@@ -183,19 +399,33 @@ impl From<DeepLabConfig> for ModelConfig {
     }
 }
 
+/// `$body` with `$c` bound to the config of whichever variant `$m` is.
+macro_rules! each {
+    ($m:expr, $c:ident => $body:expr) => {
+        match $m {
+            ModelConfig::DeepLabV3Plus($c) => $body,
+            ModelConfig::DeepLabV3($c) => $body,
+            ModelConfig::UNet($c) | ModelConfig::AttentionUNet($c) => $body,
+            ModelConfig::UNetPlusPlus($c) => $body,
+        }
+    };
+}
+
 impl ModelConfig {
     /// The `arch` name.
     pub fn arch(&self) -> &'static str {
         match self {
             ModelConfig::DeepLabV3Plus(_) => DEEPLABV3PLUS,
+            ModelConfig::DeepLabV3(_) => DEEPLABV3,
+            ModelConfig::UNet(_) => UNET,
+            ModelConfig::AttentionUNet(_) => ATTENTION_UNET,
+            ModelConfig::UNetPlusPlus(_) => UNET_PLUS_PLUS,
         }
     }
 
     /// Checks the values a TOML file can get wrong.
     pub fn validate(&self) -> Result<()> {
-        match self {
-            ModelConfig::DeepLabV3Plus(c) => c.validate(),
-        }
+        each!(self, c => c.validate())
     }
 
     /// Builds the network for `num_classes` classes, its tensors registered in `store` and
@@ -206,18 +436,23 @@ impl ModelConfig {
         store: &mut ParamStore,
         seed: u64,
     ) -> Result<Box<dyn Segmenter>> {
-        match self {
-            ModelConfig::DeepLabV3Plus(c) => {
-                Ok(Box::new(DeepLabV3Plus::new(c, num_classes, store, seed)?))
-            }
-        }
+        let n = num_classes;
+        Ok(match self {
+            ModelConfig::DeepLabV3Plus(c) => Box::new(DeepLabV3Plus::new(c, n, store, seed)?),
+            ModelConfig::DeepLabV3(c) => Box::new(DeepLabV3::new(c, n, store, seed)?),
+            ModelConfig::UNet(c) => Box::new(UNet::new(c, n, store, seed)?),
+            ModelConfig::AttentionUNet(c) => Box::new(AttentionUNet::new(c, n, store, seed)?),
+            ModelConfig::UNetPlusPlus(c) => Box::new(UNetPlusPlus::new(c, n, store, seed)?),
+        })
     }
 
-    /// This config with every default resolved (DeepLabV3+: the ASPP rates).
+    /// This config with every default resolved (DeepLab: the ASPP rates).
     pub fn resolved(&self) -> Result<ModelConfig> {
-        match self {
-            ModelConfig::DeepLabV3Plus(c) => Ok(ModelConfig::DeepLabV3Plus(c.resolved()?)),
-        }
+        Ok(match self {
+            ModelConfig::DeepLabV3Plus(c) => ModelConfig::DeepLabV3Plus(c.resolved()?),
+            ModelConfig::DeepLabV3(c) => ModelConfig::DeepLabV3(c.resolved()?),
+            other => other.clone(),
+        })
     }
 
     /// The `wgseg.model` checkpoint metadata: this config, resolved, as JSON text of an
@@ -228,20 +463,43 @@ impl ModelConfig {
     }
 
     /// The architecture and class count of a checkpoint from its `wgseg.model` object and
-    /// its tensor shapes (see [`DeepLabConfig::from_checkpoint`]); `None` when `arch`
-    /// names an architecture this crate does not ship. No `arch`: DeepLabV3+.
+    /// its tensor shapes; `None` when `arch` names an architecture this crate does not
+    /// ship. No `arch`: DeepLabV3+. DeepLab checkpoints are read from the shapes as a
+    /// PyTorch loader reads them ([`DeepLabConfig::from_checkpoint`]); the UNet family
+    /// records every key.
     pub fn from_checkpoint(
         obj: &serde_json::Map<String, Value>,
         shape: &dyn Fn(&str) -> Option<Vec<usize>>,
         names: &[&str],
     ) -> Result<Option<(ModelConfig, usize)>> {
-        match arch_of(obj)? {
+        let classes = || dim0(shape, "classifier.weight");
+        let found = match arch_of(obj)? {
             DEEPLABV3PLUS => {
                 let (c, n) = DeepLabConfig::from_checkpoint(obj, shape, names)?;
-                Ok(Some((ModelConfig::DeepLabV3Plus(c), n)))
+                (ModelConfig::DeepLabV3Plus(c), n)
             }
-            _ => Ok(None),
-        }
+            DEEPLABV3 => {
+                let (c, n) = DeepLabV3Config::from_checkpoint(obj, shape, names)?;
+                (ModelConfig::DeepLabV3(c), n)
+            }
+            UNET => (ModelConfig::UNet(from_metadata(obj)?), classes()?),
+            ATTENTION_UNET => (ModelConfig::AttentionUNet(from_metadata(obj)?), classes()?),
+            UNET_PLUS_PLUS => {
+                let c: UNetPlusPlusConfig = from_metadata(obj)?;
+                let n = if c.deep_supervision {
+                    dim0(shape, "classifiers.0.weight")?
+                } else {
+                    classes()?
+                };
+                (ModelConfig::UNetPlusPlus(c), n)
+            }
+            _ => return Ok(None),
+        };
+        found
+            .0
+            .validate()
+            .map_err(|e| Error::shape("wgseg.model", format!("invalid architecture: {e}")))?;
+        Ok(Some(found))
     }
 }
 
@@ -267,13 +525,8 @@ struct Tagged<'a, T> {
 
 impl Serialize for ModelConfig {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        match self {
-            ModelConfig::DeepLabV3Plus(config) => Tagged {
-                arch: self.arch(),
-                config,
-            }
-            .serialize(s),
-        }
+        let arch = self.arch();
+        each!(self, config => Tagged { arch, config }.serialize(s))
     }
 }
 
@@ -282,14 +535,20 @@ impl<'de> Deserialize<'de> for ModelConfig {
         let mut obj = serde_json::Map::<String, Value>::deserialize(d)?;
         let arch = arch_of(&obj).map_err(D::Error::custom)?.to_string();
         obj.remove("arch");
-        match arch.as_str() {
-            DEEPLABV3PLUS => serde_json::from_value(Value::Object(obj))
-                .map(ModelConfig::DeepLabV3Plus)
-                .map_err(D::Error::custom),
-            other => Err(D::Error::custom(format!(
-                "unknown arch \"{other}\" (known: {})",
-                ARCHS.join(", ")
-            ))),
-        }
+        let obj = Value::Object(obj);
+        let r = match arch.as_str() {
+            DEEPLABV3PLUS => serde_json::from_value(obj).map(ModelConfig::DeepLabV3Plus),
+            DEEPLABV3 => serde_json::from_value(obj).map(ModelConfig::DeepLabV3),
+            UNET => serde_json::from_value(obj).map(ModelConfig::UNet),
+            ATTENTION_UNET => serde_json::from_value(obj).map(ModelConfig::AttentionUNet),
+            UNET_PLUS_PLUS => serde_json::from_value(obj).map(ModelConfig::UNetPlusPlus),
+            other => {
+                return Err(D::Error::custom(format!(
+                    "unknown arch \"{other}\" (known: {})",
+                    ARCHS.join(", ")
+                )))
+            }
+        };
+        r.map_err(D::Error::custom)
     }
 }

@@ -1,24 +1,13 @@
-//! DeepLabV3+ (docs/model.md): a ResNet of basic blocks, ASPP with image pooling, and a decoder
-//! with 48 low-level channels, its tensors named as its PyTorch counterpart names them.
+//! DeepLabV3+ and DeepLabV3 (docs/model.md): a ResNet backbone, ASPP with image pooling,
+//! and (V3+) a decoder with low-level features, their tensors named as their PyTorch
+//! counterparts name them.
 
-use super::{DeepLabConfig, ModelConfig, Segmenter};
+use super::resnet::ResNet;
+use super::{DeepLabConfig, DeepLabV3Config, ModelConfig, Segmenter};
 use crate::error::{Error, Result};
-use crate::nn::{init_rng, BasicBlock, BatchNorm2d, Conv2d, ConvBn, ParamStore, RELU};
+use crate::nn::{init_rng, Conv2d, ConvBn, InitRng, ParamStore};
 use crate::ops::copy::concat;
 use crate::tensor::Tensor;
-
-/// Stride and dilation of layer1..layer4 for an output stride (docs/model.md).
-pub fn stage_plan(output_stride: usize) -> Result<[(usize, usize); 4]> {
-    match output_stride {
-        32 => Ok([(1, 1), (2, 1), (2, 1), (2, 1)]),
-        16 => Ok([(1, 1), (2, 1), (2, 1), (1, 2)]),
-        8 => Ok([(1, 1), (2, 1), (1, 2), (1, 4)]),
-        o => Err(Error::shape(
-            "DeepLabV3+",
-            format!("output stride {o} is not one of 8, 16, 32"),
-        )),
-    }
-}
 
 /// ASPP dilation rates for an output stride: 32 → (3, 6, 9), 16 → (6, 12, 18),
 /// 8 → (12, 24, 36).
@@ -28,20 +17,89 @@ pub fn default_rates(output_stride: usize) -> Result<Vec<usize>> {
         16 => Ok(vec![6, 12, 18]),
         8 => Ok(vec![12, 24, 36]),
         o => Err(Error::shape(
-            "DeepLabV3+",
+            "DeepLab",
             format!("output stride {o} is not one of 8, 16, 32"),
         )),
     }
 }
 
-/// The network's layers; its tensors live in the [`ParamStore`] beside it.
+/// Atrous spatial pyramid pooling: `convs.0` 1×1, `convs.1..` 3×3 at the rates, `pool`
+/// (global average → 1×1 → resized back), concatenated, `project` 1×1; every branch
+/// conv → BN → ReLU.
+struct Aspp {
+    convs: Vec<ConvBn>,
+    pool: ConvBn,
+    project: ConvBn,
+}
+
+impl Aspp {
+    fn new(
+        store: &mut ParamStore,
+        r: &mut InitRng,
+        (cin, a): (usize, usize),
+        rates: &[usize],
+        separable: bool,
+    ) -> Result<Aspp> {
+        let mut convs = vec![ConvBn::new(
+            store,
+            r,
+            "aspp.convs.0",
+            (cin, a),
+            1,
+            1,
+            false,
+        )?];
+        for (i, &rate) in rates.iter().enumerate() {
+            let name = format!("aspp.convs.{}", i + 1);
+            convs.push(ConvBn::new(store, r, &name, (cin, a), 3, rate, separable)?);
+        }
+        let pool = ConvBn::new(store, r, "aspp.pool", (cin, a), 1, 1, false)?;
+        let project = ConvBn::new(
+            store,
+            r,
+            "aspp.project",
+            (a * (rates.len() + 2), a),
+            1,
+            1,
+            false,
+        )?;
+        Ok(Aspp {
+            convs,
+            pool,
+            project,
+        })
+    }
+
+    fn forward(&self, store: &mut ParamStore, x: &Tensor, training: bool) -> Result<Tensor> {
+        let (h, w) = (x.dims()[2], x.dims()[3]);
+        let mut ys = Vec::with_capacity(self.convs.len() + 1);
+        for b in &self.convs {
+            ys.push(b.forward(store, x, training)?);
+        }
+        let p = self
+            .pool
+            .forward(store, &x.global_avg_pool2d()?, training)?;
+        ys.push(p.interpolate_bilinear((h, w), false)?);
+        self.project.forward(store, &concat(&ys, 1)?, training)
+    }
+}
+
+/// The input's `(H, W)`, checked to be `[N, 3, H, W]`.
+pub(super) fn image_size(arch: &'static str, x: &Tensor) -> Result<(usize, usize)> {
+    match x.dims() {
+        &[_, 3, h, w] => Ok((h, w)),
+        _ => Err(Error::shape(
+            arch,
+            format!("expected images [N, 3, H, W], got {}", x.shape()),
+        )),
+    }
+}
+
+/// DeepLabV3+: backbone, ASPP, and a decoder that fuses the ASPP output with layer1's; its
+/// tensors live in the [`ParamStore`] beside it.
 pub struct DeepLabV3Plus {
-    stem_conv: Conv2d,
-    stem_bn: BatchNorm2d,
-    layers: Vec<Vec<BasicBlock>>,
-    aspp_convs: Vec<ConvBn>,
-    aspp_pool: ConvBn,
-    aspp_project: ConvBn,
+    backbone: ResNet,
+    aspp: Aspp,
     low: ConvBn,
     fuse: [ConvBn; 2],
     classifier: Conv2d,
@@ -62,57 +120,28 @@ impl DeepLabV3Plus {
         config.validate()?;
         let config = config.resolved()?;
         let rates = config.aspp_rates.clone().unwrap_or_default();
-        let plan = stage_plan(config.output_stride)?;
+        let spec = config.backbone();
         let mut rng = init_rng(seed);
         let r = &mut rng;
-        let stem_conv = Conv2d::new(
+        let backbone = ResNet::new(store, r, "backbone", &spec)?;
+        let a = config.aspp;
+        let aspp = Aspp::new(
             store,
             r,
-            "backbone.conv1",
-            (3, config.stem),
-            7,
-            2,
+            (spec.channels(3), a),
+            &rates,
+            config.separable_aspp,
+        )?;
+        let (low_c, dec) = (config.low, config.decoder);
+        let low = ConvBn::new(
+            store,
+            r,
+            "decoder.low",
+            (spec.channels(0), low_c),
             1,
             1,
             false,
         )?;
-        let stem_bn = BatchNorm2d::new(store, "backbone.bn1", config.stem)?;
-        let mut layers = Vec::new();
-        let mut cin = config.stem;
-        for (i, ((&w, &d), &(s, dil))) in config
-            .widths
-            .iter()
-            .zip(&config.depths)
-            .zip(&plan)
-            .enumerate()
-        {
-            let mut blocks = Vec::new();
-            for j in 0..d {
-                let prefix = format!("backbone.layer{}.{j}", i + 1);
-                let (c_in, stride) = if j == 0 { (cin, s) } else { (w, 1) };
-                blocks.push(BasicBlock::new(store, r, &prefix, (c_in, w), stride, dil)?);
-            }
-            layers.push(blocks);
-            cin = w;
-        }
-        let (c4, a) = (config.widths[3], config.aspp);
-        let mut aspp_convs = vec![ConvBn::new(store, r, "aspp.convs.0", (c4, a), 1, 1, false)?];
-        for (i, &rate) in rates.iter().enumerate() {
-            aspp_convs.push(ConvBn::new(
-                store,
-                r,
-                &format!("aspp.convs.{}", i + 1),
-                (c4, a),
-                3,
-                rate,
-                config.separable_aspp,
-            )?);
-        }
-        let aspp_pool = ConvBn::new(store, r, "aspp.pool", (c4, a), 1, 1, false)?;
-        let branches = rates.len() + 2;
-        let aspp_project = ConvBn::new(store, r, "aspp.project", (a * branches, a), 1, 1, false)?;
-        let (c1, low_c, dec) = (config.widths[0], config.low, config.decoder);
-        let low = ConvBn::new(store, r, "decoder.low", (c1, low_c), 1, 1, false)?;
         let fuse = [
             ConvBn::new(store, r, "decoder.fuse.0", (a + low_c, dec), 3, 1, false)?,
             ConvBn::new(store, r, "decoder.fuse.1", (dec, dec), 3, 1, false)?,
@@ -129,12 +158,8 @@ impl DeepLabV3Plus {
             true,
         )?;
         Ok(DeepLabV3Plus {
-            stem_conv,
-            stem_bn,
-            layers,
-            aspp_convs,
-            aspp_pool,
-            aspp_project,
+            backbone,
+            aspp,
             low,
             fuse,
             classifier,
@@ -152,32 +177,9 @@ impl DeepLabV3Plus {
     /// (any size: odd sizes floor through the strides). In training mode batch-norm uses
     /// batch statistics and updates the running statistics in `store`.
     pub fn forward(&self, store: &mut ParamStore, x: &Tensor, training: bool) -> Result<Tensor> {
-        let &[_, c, h, w] = x.dims() else {
-            return Err(Error::shape(
-                "DeepLabV3+",
-                format!("expected images [N, 3, H, W], got {}", x.shape()),
-            ));
-        };
-        if c != 3 {
-            return Err(Error::shape(
-                "DeepLabV3+",
-                format!("expected 3 input channels, got {}", x.shape()),
-            ));
-        }
-        let y = self.stem_conv.forward(store, x)?;
-        let y = self.stem_bn.forward_with(store, &y, training, RELU)?;
-        let mut y = y.max_pool2d((3, 3), (2, 2), (1, 1))?;
-        let mut low = None;
-        for (i, blocks) in self.layers.iter().enumerate() {
-            for b in blocks {
-                y = b.forward(store, &y, training)?;
-            }
-            if i == 0 {
-                low = Some(y.clone());
-            }
-        }
-        let low = low.ok_or_else(|| Error::shape("DeepLabV3+", "no layer1"))?;
-        let aspp = self.aspp(store, &y, training)?;
+        let (h, w) = image_size("DeepLabV3+", x)?;
+        let (low, y) = self.backbone.forward(store, x, training)?;
+        let aspp = self.aspp.forward(store, &y, training)?;
         let low = self.low.forward(store, &low, training)?;
         let (lh, lw) = (low.dims()[2], low.dims()[3]);
         let up = aspp.interpolate_bilinear((lh, lw), false)?;
@@ -187,19 +189,6 @@ impl DeepLabV3Plus {
         }
         let logits = self.classifier.forward(store, &z)?;
         logits.interpolate_bilinear((h, w), false)
-    }
-
-    fn aspp(&self, store: &mut ParamStore, x: &Tensor, training: bool) -> Result<Tensor> {
-        let (h, w) = (x.dims()[2], x.dims()[3]);
-        let mut ys = Vec::with_capacity(self.aspp_convs.len() + 1);
-        for b in &self.aspp_convs {
-            ys.push(b.forward(store, x, training)?);
-        }
-        let p = self
-            .aspp_pool
-            .forward(store, &x.global_avg_pool2d()?, training)?;
-        ys.push(p.interpolate_bilinear((h, w), false)?);
-        self.aspp_project.forward(store, &concat(&ys, 1)?, training)
     }
 }
 
@@ -218,5 +207,78 @@ impl Segmenter for DeepLabV3Plus {
 
     fn forward(&self, store: &mut ParamStore, x: &Tensor, training: bool) -> Result<Tensor> {
         DeepLabV3Plus::forward(self, store, x, training)
+    }
+}
+
+/// DeepLabV3: backbone, ASPP, `head` (3×3 conv → BN → ReLU at the ASPP width) and a 1×1
+/// `classifier`, the logits resized to the input (torchvision's `DeepLabHead`, no
+/// dropout).
+pub struct DeepLabV3 {
+    backbone: ResNet,
+    aspp: Aspp,
+    head: ConvBn,
+    classifier: Conv2d,
+    num_classes: usize,
+    /// The resolved architecture (rates filled in).
+    pub config: DeepLabV3Config,
+}
+
+impl DeepLabV3 {
+    /// Builds the layers and registers their tensors, initialised from `seed` as
+    /// [`DeepLabV3Plus::new`] does.
+    pub fn new(
+        config: &DeepLabV3Config,
+        num_classes: usize,
+        store: &mut ParamStore,
+        seed: u64,
+    ) -> Result<DeepLabV3> {
+        config.validate()?;
+        let config = config.resolved()?;
+        let rates = config.aspp_rates.clone().unwrap_or_default();
+        let spec = config.backbone();
+        let mut rng = init_rng(seed);
+        let r = &mut rng;
+        let backbone = ResNet::new(store, r, "backbone", &spec)?;
+        let a = config.aspp;
+        let aspp = Aspp::new(
+            store,
+            r,
+            (spec.channels(3), a),
+            &rates,
+            config.separable_aspp,
+        )?;
+        let head = ConvBn::new(store, r, "head", (a, a), 3, 1, false)?;
+        let classifier = Conv2d::new(store, r, "classifier", (a, num_classes), 1, 1, 1, 1, true)?;
+        Ok(DeepLabV3 {
+            backbone,
+            aspp,
+            head,
+            classifier,
+            num_classes,
+            config,
+        })
+    }
+}
+
+impl Segmenter for DeepLabV3 {
+    fn arch(&self) -> &str {
+        super::DEEPLABV3
+    }
+
+    fn metadata_json(&self) -> Result<String> {
+        ModelConfig::DeepLabV3(self.config.clone()).metadata_json()
+    }
+
+    fn num_classes(&self) -> usize {
+        self.num_classes
+    }
+
+    fn forward(&self, store: &mut ParamStore, x: &Tensor, training: bool) -> Result<Tensor> {
+        let (h, w) = image_size("DeepLabV3", x)?;
+        let (_, y) = self.backbone.forward(store, x, training)?;
+        let y = self.aspp.forward(store, &y, training)?;
+        let y = self.head.forward(store, &y, training)?;
+        let logits = self.classifier.forward(store, &y)?;
+        logits.interpolate_bilinear((h, w), false)
     }
 }

@@ -16,9 +16,16 @@
 
 mod config;
 mod deeplab;
+mod resnet;
+mod unet;
 
-pub use config::{arch_of, DeepLabConfig, ModelConfig, ARCHS, DEEPLABV3PLUS};
-pub use deeplab::{default_rates, stage_plan, DeepLabV3Plus};
+pub use config::{
+    arch_of, DeepLabConfig, DeepLabV3Config, ModelConfig, UNetConfig, UNetPlusPlusConfig,
+    Upsampling, ARCHS, ATTENTION_UNET, DEEPLABV3, DEEPLABV3PLUS, UNET, UNET_PLUS_PLUS,
+};
+pub use deeplab::{default_rates, DeepLabV3, DeepLabV3Plus};
+pub use resnet::{stage_plan, Block, ResNet, ResNetSpec};
+pub use unet::{AttentionUNet, UNet, UNetPlusPlus};
 
 use crate::error::Result;
 use crate::nn::ParamStore;

@@ -1,8 +1,8 @@
-//! The layers of DeepLabV3+ (docs/model.md), each a description whose tensors live in a
+//! The layers of the shipped architectures (docs/model.md), each a description whose tensors live in a
 //! [`ParamStore`] under PyTorch's names.
 
 use super::{kaiming_normal_fan_out, InitRng, Kind, ParamStore};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::ops::{
     batch_norm2d_with, Activation, BatchNormState, Conv2dParams, Epilogue, BN_EPS, BN_MOMENTUM,
 };
@@ -312,5 +312,153 @@ impl BasicBlock {
                 residual: Some(&identity),
             },
         )
+    }
+}
+
+/// torchvision's `Bottleneck` (ResNet-50/101, expansion 4): `conv1` 1×1 to `width` → `bn1`
+/// → ReLU → `conv2` 3×3 (stride, dilation) → `bn2` → ReLU → `conv3` 1×1 to `4·width` →
+/// `bn3`, plus the identity or `downsample` (`.0` 1×1 conv with the stride, `.1` BN) when
+/// the stride is not 1 or the channels change, → ReLU.
+#[derive(Clone, Debug)]
+pub struct Bottleneck {
+    convs: [(Conv2d, BatchNorm2d); 3],
+    downsample: Option<(Conv2d, BatchNorm2d)>,
+}
+
+impl Bottleneck {
+    /// Output channels per unit of `width`.
+    pub const EXPANSION: usize = 4;
+
+    pub fn new(
+        store: &mut ParamStore,
+        rng: &mut InitRng,
+        prefix: &str,
+        (cin, width): (usize, usize),
+        stride: usize,
+        dilation: usize,
+    ) -> Result<Bottleneck> {
+        let p = |s| join(prefix, s);
+        let cout = width * Self::EXPANSION;
+        let mut conv_bn = |i: usize, (ci, co): (usize, usize), k, s, d| -> Result<_> {
+            let c = Conv2d::new(
+                store,
+                rng,
+                &join(prefix, &format!("conv{i}")),
+                (ci, co),
+                k,
+                s,
+                d,
+                1,
+                false,
+            )?;
+            let bn = BatchNorm2d::new(store, &join(prefix, &format!("bn{i}")), co)?;
+            Ok((c, bn))
+        };
+        let convs = [
+            conv_bn(1, (cin, width), 1, 1, 1)?,
+            conv_bn(2, (width, width), 3, stride, dilation)?,
+            conv_bn(3, (width, cout), 1, 1, 1)?,
+        ];
+        let downsample = if stride != 1 || cin != cout {
+            let c = Conv2d::new(
+                store,
+                rng,
+                &p("downsample.0"),
+                (cin, cout),
+                1,
+                stride,
+                1,
+                1,
+                false,
+            )?;
+            Some((c, BatchNorm2d::new(store, &p("downsample.1"), cout)?))
+        } else {
+            None
+        };
+        Ok(Bottleneck { convs, downsample })
+    }
+
+    pub fn forward(&self, store: &mut ParamStore, x: &Tensor, training: bool) -> Result<Tensor> {
+        let identity = match &self.downsample {
+            Some((c, bn)) => {
+                let y = c.forward(store, x)?;
+                bn.forward(store, &y, training)?
+            }
+            None => x.clone(),
+        };
+        let [(c1, b1), (c2, b2), (c3, b3)] = &self.convs;
+        let y = c1.forward(store, x)?;
+        let y = b1.forward_with(store, &y, training, RELU)?;
+        let y = c2.forward(store, &y)?;
+        let y = b2.forward_with(store, &y, training, RELU)?;
+        let y = c3.forward(store, &y)?;
+        b3.forward_with(
+            store,
+            &y,
+            training,
+            Epilogue {
+                act: Activation::Relu,
+                residual: Some(&identity),
+            },
+        )
+    }
+}
+
+/// A transposed convolution whose kernel equals its stride (`torch.nn.ConvTranspose2d(cin,
+/// cout, k, stride=k)`, no padding): every input pixel becomes a `k × k` block of the
+/// output, `y[n, o, k·i + a, k·j + b] = bias[o] + Σ_c w[c, o, a, b] · x[n, c, i, j]`.
+/// `{prefix}.weight [cin, cout, k, k]` (PyTorch's layout; Kaiming-normal over `cin·k²`) and
+/// `{prefix}.bias [cout]` (zeros). Computed as a 1×1 convolution to `cout·k²` channels
+/// followed by a depth-to-space copy, so it needs no kernel of its own.
+#[derive(Clone, Debug)]
+pub struct ConvTranspose2d {
+    weight: String,
+    bias: String,
+}
+
+impl ConvTranspose2d {
+    pub fn new(
+        store: &mut ParamStore,
+        rng: &mut InitRng,
+        prefix: &str,
+        (cin, cout): (usize, usize),
+        k: usize,
+    ) -> Result<ConvTranspose2d> {
+        let dev = store.device().clone();
+        let shape = [cin, cout, k, k];
+        let weight = join(prefix, "weight");
+        let w = kaiming_normal_fan_out(rng, shape);
+        store.insert(&weight, Tensor::from_vec(w, shape, &dev)?, Kind::Param)?;
+        let bias = join(prefix, "bias");
+        store.insert(&bias, Tensor::zeros([cout], &dev)?, Kind::Param)?;
+        Ok(ConvTranspose2d { weight, bias })
+    }
+
+    /// `[N, cin, H, W]` → `[N, cout, k·H, k·W]`.
+    pub fn forward(&self, store: &ParamStore, x: &Tensor) -> Result<Tensor> {
+        let w = store.get(&self.weight)?;
+        let &[cin, cout, k, _] = w.dims() else {
+            return Err(Error::shape(
+                "ConvTranspose2d",
+                format!("weight {} is not [cin, cout, k, k]", w.shape()),
+            ));
+        };
+        let &[n, _, h, wd] = x.dims() else {
+            return Err(Error::shape(
+                "ConvTranspose2d",
+                format!("expected [N, C, H, W], got {}", x.shape()),
+            ));
+        };
+        // [cin, cout, k, k] -> [cout, k, k, cin] -> a 1x1 conv to cout·k² channels.
+        let w1 = w
+            .permute(&[1, 2, 3, 0])?
+            .reshape([cout * k * k, cin, 1, 1])?;
+        let y = x.conv2d(&w1, None, Conv2dParams::new(1, 0, 1, 1))?;
+        // [N, cout, k, k, H, W] -> [N, cout, H, k, W, k] -> [N, cout, kH, kW].
+        let y = y
+            .reshape([n, cout, k, k, h, wd])?
+            .permute(&[0, 1, 4, 2, 5, 3])?
+            .reshape([n, cout, k * h, k * wd])?;
+        y.add(&store.get(&self.bias)?.reshape([1, cout, 1, 1])?)
     }
 }

@@ -1,5 +1,6 @@
 //! Layers over the engine: a parameter store with PyTorch state-dict names, and the modules
-//! DeepLabV3+ is built from (`Conv2d`, `BatchNorm2d`, `ConvBn`, `BasicBlock`).
+//! the shipped architectures are built from (`Conv2d`, `BatchNorm2d`, `ConvBn`, `BasicBlock`,
+//! `Bottleneck`, `ConvTranspose2d`).
 //!
 //! A layer is a *description* — its hyper-parameters and the names of its tensors — and the
 //! tensors live in one [`ParamStore`], keyed by the names PyTorch gives them
@@ -11,7 +12,7 @@
 mod layers;
 mod store;
 
-pub use layers::{BasicBlock, BatchNorm2d, Conv2d, ConvBn, RELU};
+pub use layers::{BasicBlock, BatchNorm2d, Bottleneck, Conv2d, ConvBn, ConvTranspose2d, RELU};
 pub use store::{Kind, ParamStore};
 
 use rand::{Rng, SeedableRng};
