@@ -1,5 +1,6 @@
 //! The architectures beside DeepLabV3+ (docs/model.md): DeepLabV3 (basic and bottleneck
-//! ResNets), UNet, Attention UNet and UNet++ (both upsamplings, deep supervision). For each:
+//! ResNets), UNet, Attention UNet and UNet++ (both upsamplings, deep supervision), SegNet.
+//! For each:
 //! logits at the input size at odd sizes, PyTorch tensor names, GPU vs CPU logits and
 //! gradients, checkpoint round trips, and every shipped config building.
 
@@ -9,8 +10,8 @@ use std::path::Path;
 
 use common::*;
 use wgseg::model::{
-    Block, DeepLabConfig, DeepLabV3Config, ModelConfig, UNetConfig, UNetPlusPlusConfig, Upsampling,
-    ARCHS,
+    Block, DeepLabConfig, DeepLabV3Config, ModelConfig, SegNetConfig, UNetConfig,
+    UNetPlusPlusConfig, Upsampling, ARCHS,
 };
 use wgseg::nn::ParamStore;
 use wgseg::train::checkpoint::{load_weights, read_metadata, save_weights};
@@ -68,7 +69,15 @@ fn micro_configs() -> Vec<ModelConfig> {
         v.push(unetpp(up, false));
     }
     v.push(unetpp(Upsampling::Bilinear, true));
+    v.push(segnet());
     v
+}
+
+fn segnet() -> ModelConfig {
+    ModelConfig::SegNet(SegNetConfig {
+        widths: vec![4, 6, 8],
+        depths: vec![1, 2, 1],
+    })
 }
 
 fn image(n: usize, h: usize, w: usize, seed: u64, dev: &Device) -> Tensor {
@@ -181,6 +190,19 @@ fn tensors_carry_pytorch_names() {
         ],
     );
     assert!(!pp.iter().any(|n| n.starts_with("conv1_2")), "{pp:?}");
+    let sn = names(&segnet());
+    has(
+        &sn,
+        &[
+            "encoder.0.0.conv.weight",
+            "encoder.1.1.bn.running_mean",
+            "decoder.2.0.conv.weight",
+            "decoder.0.0.bn.bias",
+            "classifier.weight",
+            "classifier.bias",
+        ],
+    );
+    assert_eq!(sn.len(), 2 * 4 * 5 + 2);
 }
 
 /// Shapes of weights that follow from the widths: the UNet family's concatenations and
@@ -206,6 +228,10 @@ fn weight_shapes_follow_the_widths() {
         ),
         [4, 4 + 4 + 6, 3, 3]
     );
+    // SegNet's decoder block b ends at block b − 1's width; the classifier is 3×3.
+    assert_eq!(shape(&segnet(), "decoder.1.0.conv.weight"), [6, 6, 3, 3]);
+    assert_eq!(shape(&segnet(), "decoder.1.1.conv.weight"), [4, 6, 3, 3]);
+    assert_eq!(shape(&segnet(), "classifier.weight"), [5, 4, 3, 3]);
     let v3 = deeplabv3(Block::Bottleneck, 16);
     assert_eq!(shape(&v3, "backbone.layer4.0.conv3.weight"), [32, 8, 1, 1]);
     assert_eq!(shape(&v3, "aspp.convs.0.conv.weight"), [8, 32, 1, 1]);
@@ -366,7 +392,8 @@ fn model_tables_name_their_architecture() {
             "deeplabv3",
             "unet",
             "attention_unet",
-            "unetplusplus"
+            "unetplusplus",
+            "segnet",
         ]
     );
     let c = RunConfig::parse("[model]\narch = \"unet\"\nwidths = [8, 16]\n", path).unwrap();
@@ -412,6 +439,8 @@ fn shipped_configs_build() {
         ("attention-unet", "attention_unet"),
         ("unetpp-tiny", "unetplusplus"),
         ("unetpp", "unetplusplus"),
+        ("segnet-tiny", "segnet"),
+        ("segnet", "segnet"),
     ] {
         let cfg = shipped(name);
         assert_eq!(cfg.arch(), arch, "{name}");
@@ -434,6 +463,7 @@ fn shipped_configs_build() {
         "unet-tiny",
         "attention-unet-tiny",
         "unetpp-tiny",
+        "segnet-tiny",
     ] {
         let mut store = ParamStore::new(&gpu);
         let net = shipped(name).build(11, &mut store, 1).unwrap();

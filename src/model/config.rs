@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use super::deeplab::{default_rates, DeepLabV3, DeepLabV3Plus};
 use super::resnet::{Block, ResNetSpec};
+use super::segnet::SegNet;
 use super::unet::{AttentionUNet, UNet, UNetPlusPlus};
 use super::Segmenter;
 use crate::error::{Error, Result};
@@ -22,6 +23,8 @@ pub const UNET: &str = "unet";
 pub const ATTENTION_UNET: &str = "attention_unet";
 /// The `arch` of UNet++ (nested UNet).
 pub const UNET_PLUS_PLUS: &str = "unetplusplus";
+/// The `arch` of SegNet.
+pub const SEGNET: &str = "segnet";
 /// The architectures [`ModelConfig`] knows, by `arch` name.
 pub const ARCHS: &[&str] = &[
     DEEPLABV3PLUS,
@@ -29,6 +32,7 @@ pub const ARCHS: &[&str] = &[
     UNET,
     ATTENTION_UNET,
     UNET_PLUS_PLUS,
+    SEGNET,
 ];
 
 /// The architecture of a DeepLabV3+ (docs/model.md). Every key is required in a config
@@ -342,6 +346,30 @@ pub struct UNetPlusPlusConfig {
     pub deep_supervision: bool,
 }
 
+/// The architecture of a SegNet (docs/model.md).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SegNetConfig {
+    /// Channels of each encoder block (the paper's VGG-16: 64, 128, 256, 512, 512).
+    pub widths: Vec<usize>,
+    /// 3×3 convolutions in each block (the paper's: 2, 2, 3, 3, 3).
+    pub depths: Vec<usize>,
+}
+
+impl SegNetConfig {
+    /// Checks the values a TOML file can get wrong.
+    pub fn validate(&self) -> Result<()> {
+        let (w, d) = (&self.widths, &self.depths);
+        if w.is_empty() || w.len() != d.len() || w.contains(&0) || d.contains(&0) {
+            return Err(Error::shape(
+                "model config",
+                format!("widths = {w:?}, depths = {d:?}: one positive width and depth per block"),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Checks a UNet family's widths.
 fn validate_widths(widths: &[usize]) -> Result<()> {
     if widths.len() < 2 || widths.contains(&0) {
@@ -391,6 +419,8 @@ pub enum ModelConfig {
     AttentionUNet(UNetConfig),
     /// `arch = "unetplusplus"`.
     UNetPlusPlus(UNetPlusPlusConfig),
+    /// `arch = "segnet"`.
+    SegNet(SegNetConfig),
 }
 
 impl From<DeepLabConfig> for ModelConfig {
@@ -407,6 +437,7 @@ macro_rules! each {
             ModelConfig::DeepLabV3($c) => $body,
             ModelConfig::UNet($c) | ModelConfig::AttentionUNet($c) => $body,
             ModelConfig::UNetPlusPlus($c) => $body,
+            ModelConfig::SegNet($c) => $body,
         }
     };
 }
@@ -420,6 +451,7 @@ impl ModelConfig {
             ModelConfig::UNet(_) => UNET,
             ModelConfig::AttentionUNet(_) => ATTENTION_UNET,
             ModelConfig::UNetPlusPlus(_) => UNET_PLUS_PLUS,
+            ModelConfig::SegNet(_) => SEGNET,
         }
     }
 
@@ -443,6 +475,7 @@ impl ModelConfig {
             ModelConfig::UNet(c) => Box::new(UNet::new(c, n, store, seed)?),
             ModelConfig::AttentionUNet(c) => Box::new(AttentionUNet::new(c, n, store, seed)?),
             ModelConfig::UNetPlusPlus(c) => Box::new(UNetPlusPlus::new(c, n, store, seed)?),
+            ModelConfig::SegNet(c) => Box::new(SegNet::new(c, n, store, seed)?),
         })
     }
 
@@ -466,7 +499,7 @@ impl ModelConfig {
     /// its tensor shapes; `None` when `arch` names an architecture this crate does not
     /// ship. No `arch`: DeepLabV3+. DeepLab checkpoints are read from the shapes as a
     /// PyTorch loader reads them ([`DeepLabConfig::from_checkpoint`]); the UNet family
-    /// records every key.
+    /// and SegNet record every key.
     pub fn from_checkpoint(
         obj: &serde_json::Map<String, Value>,
         shape: &dyn Fn(&str) -> Option<Vec<usize>>,
@@ -493,6 +526,7 @@ impl ModelConfig {
                 };
                 (ModelConfig::UNetPlusPlus(c), n)
             }
+            SEGNET => (ModelConfig::SegNet(from_metadata(obj)?), classes()?),
             _ => return Ok(None),
         };
         found
@@ -542,6 +576,7 @@ impl<'de> Deserialize<'de> for ModelConfig {
             UNET => serde_json::from_value(obj).map(ModelConfig::UNet),
             ATTENTION_UNET => serde_json::from_value(obj).map(ModelConfig::AttentionUNet),
             UNET_PLUS_PLUS => serde_json::from_value(obj).map(ModelConfig::UNetPlusPlus),
+            SEGNET => serde_json::from_value(obj).map(ModelConfig::SegNet),
             other => {
                 return Err(D::Error::custom(format!(
                     "unknown arch \"{other}\" (known: {})",

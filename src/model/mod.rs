@@ -17,14 +17,17 @@
 mod config;
 mod deeplab;
 mod resnet;
+mod segnet;
 mod unet;
 
 pub use config::{
-    arch_of, DeepLabConfig, DeepLabV3Config, ModelConfig, UNetConfig, UNetPlusPlusConfig,
-    Upsampling, ARCHS, ATTENTION_UNET, DEEPLABV3, DEEPLABV3PLUS, UNET, UNET_PLUS_PLUS,
+    arch_of, DeepLabConfig, DeepLabV3Config, ModelConfig, SegNetConfig, UNetConfig,
+    UNetPlusPlusConfig, Upsampling, ARCHS, ATTENTION_UNET, DEEPLABV3, DEEPLABV3PLUS, SEGNET, UNET,
+    UNET_PLUS_PLUS,
 };
 pub use deeplab::{default_rates, DeepLabV3, DeepLabV3Plus};
 pub use resnet::{stage_plan, Block, ResNet, ResNetSpec};
+pub use segnet::SegNet;
 pub use unet::{AttentionUNet, UNet, UNetPlusPlus};
 
 use crate::error::Result;
