@@ -9,7 +9,7 @@ use wgseg::data::{self, ClassInfo, ClassStats, Dataset, DatasetInfo};
 use wgseg::model::Segmenter;
 use wgseg::nn::ParamStore;
 use wgseg::train::checkpoint::{self, Metadata};
-use wgseg::train::infer::{segment, window_logits, Window};
+use wgseg::train::infer::{ids_of, segment_logits, window_logits, Window};
 use wgseg::train::trainer::{PALETTE_META, SCALE_META};
 use wgseg::train::{evaluate, RunConfig};
 use wgseg::Device;
@@ -177,12 +177,17 @@ pub struct InferArgs {
     /// newest run under runs/).
     #[arg(long)]
     pub checkpoint: Option<PathBuf>,
-    /// Output directory for <stem>_mask.png, <stem>_overlay.png (and <stem>_ids.png).
+    /// Output directory for <stem>_mask.png, <stem>_overlay.png (and <stem>_ids.png,
+    /// <stem>_logits.npy).
     #[arg(long, default_value = ".")]
     pub out: PathBuf,
     /// Also write <stem>_ids.png: 8-bit class ids.
     #[arg(long)]
     pub ids: bool,
+    /// Also write <stem>_logits.npy: the logits [1, classes, H, W] at the output size (f32),
+    /// e.g. to compare with PyTorch.
+    #[arg(long)]
+    pub logits: bool,
     /// Scale at which the network sees the images (default: the scale the checkpoint was
     /// trained at, `wgseg.scale`; 1 runs it on the images as they are).
     #[arg(long)]
@@ -300,14 +305,18 @@ pub fn infer(a: InferArgs) -> Result<()> {
     for f in files {
         let (image, h, w) = data::load_image(&f)?;
         let (net, store) = (&m.net, &mut m.store);
-        let ids = segment(&image, h, w, scale, &dev, |x| match window {
+        let logits = segment_logits(&image, h, w, scale, &dev, |x| match window {
             Some(win) => window_logits(x, win, |c| net.forward(store, c, false)),
             None => net.forward(store, x, false),
         })
         .with_context(|| format!("segmenting {}", f.display()))?;
+        let ids = ids_of(&logits)?;
         let stem = f
             .file_stem()
             .map_or_else(|| "image".into(), |s| s.to_string_lossy().into_owned());
+        if a.logits {
+            wgseg::npy::save(&logits, &a.out.join(format!("{stem}_logits.npy")))?;
+        }
         let mask = data::colorize(&ids, &info);
         let mask_path = a.out.join(format!("{stem}_mask.png"));
         data::save_png_rgb(&mask_path, w, h, &mask)?;

@@ -20,11 +20,36 @@ const BUILTIN_CONFIGS: &[(&str, &str)] = &[
     ("tiny", include_str!("../../models/tiny.toml")),
     ("small", include_str!("../../models/small.toml")),
     ("r18", include_str!("../../models/r18.toml")),
+    ("r50", include_str!("../../models/r50.toml")),
+    (
+        "deeplabv3-tiny",
+        include_str!("../../models/deeplabv3-tiny.toml"),
+    ),
+    (
+        "deeplabv3-r50",
+        include_str!("../../models/deeplabv3-r50.toml"),
+    ),
+    ("unet-tiny", include_str!("../../models/unet-tiny.toml")),
+    ("unet", include_str!("../../models/unet.toml")),
+    (
+        "attention-unet-tiny",
+        include_str!("../../models/attention-unet-tiny.toml"),
+    ),
+    (
+        "attention-unet",
+        include_str!("../../models/attention-unet.toml"),
+    ),
+    ("unetpp-tiny", include_str!("../../models/unetpp-tiny.toml")),
+    ("unetpp", include_str!("../../models/unetpp.toml")),
+    ("segnet-tiny", include_str!("../../models/segnet-tiny.toml")),
+    ("segnet", include_str!("../../models/segnet.toml")),
 ];
 
 #[derive(Args, Debug)]
 pub struct TrainArgs {
-    /// Model and training config: a TOML file, or the name of a shipped one (tiny, small, r18).
+    /// Model and training config: a TOML file, or the name of a shipped one (tiny, small,
+    /// r18, r50, deeplabv3-tiny, unet-tiny, attention-unet-tiny, unetpp-tiny, segnet-tiny, …;
+    /// models/README.md lists them all).
     #[arg(long, default_value = "tiny")]
     pub config: String,
     /// Dataset root (folder layout with dataset.toml, Cityscapes, ADE20K, COCO-Stuff 164k,
@@ -365,5 +390,31 @@ impl Ui {
 
     fn finish(&mut self) {
         self.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every file in `models/` is usable by name.
+    #[test]
+    fn every_shipped_config_is_built_in() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/models");
+        let mut files: Vec<String> = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                name.strip_suffix(".toml").map(str::to_string)
+            })
+            .collect();
+        files.sort();
+        let mut built_in: Vec<String> = super::BUILTIN_CONFIGS
+            .iter()
+            .map(|(n, _)| n.to_string())
+            .collect();
+        built_in.sort();
+        assert!(files.len() >= 14, "{files:?}");
+        assert_eq!(files, built_in);
     }
 }

@@ -67,7 +67,12 @@ pub fn segment(
     dev: &Device,
     forward: impl FnOnce(&Tensor) -> Result<Tensor>,
 ) -> Result<Vec<u8>> {
-    let logits = segment_logits(image, h, w, scale, dev, forward)?;
+    ids_of(&segment_logits(image, h, w, scale, dev, forward)?)
+}
+
+/// The class id of every pixel of logits `[1, C, H, W]`: their argmax over the classes,
+/// clamped to 254 as an 8-bit id image needs.
+pub fn ids_of(logits: &Tensor) -> Result<Vec<u8>> {
     Ok(logits
         .argmax_axis(1, false)?
         .to_vec_u32()?
