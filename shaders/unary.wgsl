@@ -14,6 +14,18 @@ struct Params {
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
 
+const FRAC_1_SQRT_2: f32 = 0.70710678118654752;
+const FRAC_1_SQRT_2PI: f32 = 0.39894228040143268;
+
+// erf by Abramowitz & Stegun 7.1.26 (absolute error <= 1.5e-7).
+fn erf1(v: f32) -> f32 {
+    let a = abs(v);
+    let t = 1.0 / (1.0 + 0.3275911 * a);
+    let poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741
+        + t * (-1.453152027 + t * 1.061405429))));
+    return sign(v) * (1.0 - poly * exp(-a * a));
+}
+
 fn sigmoid1(v: f32) -> f32 {
     // Stable on both sides: exp of a non-positive argument only.
     if (v >= 0.0) {
@@ -43,6 +55,10 @@ fn apply(v: f32) -> f32 {
         case 14u: { return min(pow(max(v, F32_MIN_POS), p.a), F32_MAX); }
         case 15u: { return select(0.0, 1.0, v >= p.a && v <= p.b); }
         case 16u: { return select(0.0, 1.0, v != 0.0); }
+        case 17u: { return 0.5 * v * (1.0 + erf1(v * FRAC_1_SQRT_2)); }
+        case 18u: {
+            return 0.5 * (1.0 + erf1(v * FRAC_1_SQRT_2)) + v * exp(-0.5 * v * v) * FRAC_1_SQRT_2PI;
+        }
         default: { return v; }
     }
 }

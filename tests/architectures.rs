@@ -10,7 +10,7 @@ use std::path::Path;
 
 use common::*;
 use wgseg::model::{
-    Block, DeepLabConfig, DeepLabV3Config, ModelConfig, SegNetConfig, UNetConfig,
+    Block, DeepLabConfig, DeepLabV3Config, ModelConfig, SegNeXtConfig, SegNetConfig, UNetConfig,
     UNetPlusPlusConfig, Upsampling, ARCHS,
 };
 use wgseg::nn::ParamStore;
@@ -70,7 +70,18 @@ fn micro_configs() -> Vec<ModelConfig> {
     }
     v.push(unetpp(Upsampling::Bilinear, true));
     v.push(segnet());
+    v.push(segnext());
     v
+}
+
+fn segnext() -> ModelConfig {
+    ModelConfig::SegNeXt(SegNeXtConfig {
+        widths: [4, 8, 8, 8],
+        depths: [1, 1, 2, 1],
+        mlp_ratios: [2, 2, 2, 2],
+        decoder: 8,
+        groups: 2,
+    })
 }
 
 fn segnet() -> ModelConfig {
@@ -203,6 +214,35 @@ fn tensors_carry_pytorch_names() {
         ],
     );
     assert_eq!(sn.len(), 2 * 4 * 5 + 2);
+    let sx = names(&segnext());
+    has(
+        &sx,
+        &[
+            "backbone.patch_embed1.proj.0.weight",
+            "backbone.patch_embed1.proj.1.running_var",
+            "backbone.patch_embed1.proj.3.bias",
+            "backbone.patch_embed1.proj.4.weight",
+            "backbone.patch_embed2.proj.weight",
+            "backbone.patch_embed4.norm.running_mean",
+            "backbone.block1.0.norm1.weight",
+            "backbone.block1.0.attn.proj_1.weight",
+            "backbone.block3.1.attn.spatial_gating_unit.conv0.weight",
+            "backbone.block3.1.attn.spatial_gating_unit.conv2_1.weight",
+            "backbone.block3.1.attn.spatial_gating_unit.conv3.bias",
+            "backbone.block2.0.attn.proj_2.bias",
+            "backbone.block2.0.mlp.fc1.weight",
+            "backbone.block2.0.mlp.dwconv.dwconv.weight",
+            "backbone.block2.0.mlp.fc2.bias",
+            "backbone.block4.0.layer_scale_1",
+            "backbone.block4.0.layer_scale_2",
+            "backbone.norm4.weight",
+            "decode_head.squeeze.conv.weight",
+            "decode_head.squeeze.gn.bias",
+            "decode_head.align.gn.weight",
+            "decode_head.conv_seg.weight",
+            "decode_head.conv_seg.bias",
+        ],
+    );
 }
 
 /// Shapes of weights that follow from the widths: the UNet family's concatenations and
@@ -232,6 +272,24 @@ fn weight_shapes_follow_the_widths() {
     assert_eq!(shape(&segnet(), "decoder.1.0.conv.weight"), [6, 6, 3, 3]);
     assert_eq!(shape(&segnet(), "decoder.1.1.conv.weight"), [4, 6, 3, 3]);
     assert_eq!(shape(&segnet(), "classifier.weight"), [5, 4, 3, 3]);
+    // SegNeXt's strip convolutions are depthwise 1×k and k×1; the decoder reads stages 2-4.
+    let sgu = "backbone.block2.0.attn.spatial_gating_unit";
+    assert_eq!(
+        shape(&segnext(), &format!("{sgu}.conv1_1.weight")),
+        [8, 1, 1, 11]
+    );
+    assert_eq!(
+        shape(&segnext(), &format!("{sgu}.conv2_2.weight")),
+        [8, 1, 21, 1]
+    );
+    assert_eq!(
+        shape(&segnext(), "backbone.patch_embed1.proj.0.weight"),
+        [2, 3, 3, 3]
+    );
+    assert_eq!(
+        shape(&segnext(), "decode_head.squeeze.conv.weight"),
+        [8, 24, 1, 1]
+    );
     let v3 = deeplabv3(Block::Bottleneck, 16);
     assert_eq!(shape(&v3, "backbone.layer4.0.conv3.weight"), [32, 8, 1, 1]);
     assert_eq!(shape(&v3, "aspp.convs.0.conv.weight"), [8, 32, 1, 1]);
@@ -394,6 +452,7 @@ fn model_tables_name_their_architecture() {
             "attention_unet",
             "unetplusplus",
             "segnet",
+            "segnext",
         ]
     );
     let c = RunConfig::parse("[model]\narch = \"unet\"\nwidths = [8, 16]\n", path).unwrap();
@@ -441,12 +500,24 @@ fn shipped_configs_build() {
         ("unetpp", "unetplusplus"),
         ("segnet-tiny", "segnet"),
         ("segnet", "segnet"),
+        ("segnext-tiny", "segnext"),
+        ("segnext-t", "segnext"),
     ] {
         let cfg = shipped(name);
         assert_eq!(cfg.arch(), arch, "{name}");
         let mut store = ParamStore::new(&Device::Cpu);
         cfg.build(11, &mut store, 1).unwrap();
         assert!(!store.names().is_empty());
+        if name == "segnext-t" {
+            // MSCAN-T without its ImageNet classifier (the paper's 4.2 M counts its 256·1000 +
+            // 1000 weights); the PyTorch module of python/wgseg_torch counts the same.
+            let n: usize = store
+                .params()
+                .filter(|(n, _)| n.starts_with("backbone."))
+                .map(|(_, t)| t.numel())
+                .sum();
+            assert_eq!(n, 3_903_584, "{name}");
+        }
         if name.ends_with("r50") {
             // torchvision's resnet50: 23.5 M backbone parameters.
             let n: usize = store
@@ -464,6 +535,7 @@ fn shipped_configs_build() {
         "attention-unet-tiny",
         "unetpp-tiny",
         "segnet-tiny",
+        "segnext-tiny",
     ] {
         let mut store = ParamStore::new(&gpu);
         let net = shipped(name).build(11, &mut store, 1).unwrap();

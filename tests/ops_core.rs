@@ -27,6 +27,7 @@ fn unary_ops_match_and_differentiate() {
         (AddScalar(1.5), |n, s| uniform(n, s, -3.0, 3.0)),
         (MulScalar(-2.5), |n, s| uniform(n, s, -3.0, 3.0)),
         (PowScalar(1.7), |n, s| uniform(n, s, 0.1, 3.0)),
+        (Gelu, |n, s| uniform(n, s, -4.0, 4.0)),
     ];
     for (k, (op, gen)) in ops.iter().enumerate() {
         for &n in EDGE_SIZES {
@@ -39,6 +40,12 @@ fn unary_ops_match_and_differentiate() {
             );
         }
     }
+    check_op(
+        "GeluGrad",
+        &[Input::constant([257], uniform(257, 8, -4.0, 4.0))],
+        Check::forward_only(ELEMENTWISE),
+        |t| t[0].unary(GeluGrad),
+    );
     for op in [Sign, InRange(-0.5, 0.5), NonZero] {
         let mut x = uniform(257, 9, -1.0, 1.0);
         x[3] = 0.0;
@@ -49,6 +56,61 @@ fn unary_ops_match_and_differentiate() {
             Check::forward_only(EXACT),
             |t| t[0].unary(op),
         );
+    }
+}
+
+/// erf and GELU against values computed independently (Python's `math.erf`), on the
+/// CPU reference and, to the GPU erf's 1.5·10⁻⁷, on the GPU; GELU's derivative against its
+/// formula `Φ(x) + x·φ(x)`.
+#[test]
+fn erf_and_gelu_literal_values() {
+    for (x, want) in [
+        (0.0, 0.0),
+        (0.3, 0.328_626_759_459_127_4),
+        (1.0, 0.842_700_792_949_714_9),
+        (1.999, 0.995_301_556_651_370_5),
+        (2.5, 0.999_593_047_982_555),
+        (4.0, 0.999_999_984_582_742_1),
+        (-1.0, -0.842_700_792_949_714_9),
+    ] {
+        let got = wgseg::ops::erf(x);
+        assert!((got - want).abs() < 1e-13, "erf({x}) = {got}, want {want}");
+    }
+    let xs = [-3.0f32, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0, 6.0];
+    // x·Φ(x) = x/2 · (1 + erf(x/√2)).
+    let gelu = [
+        -0.004_049_694_094_890_3,
+        -0.158_655_253_931_457_07,
+        -0.154_268_769_362_993_44,
+        0.0,
+        0.345_731_230_636_993_44,
+        0.841_344_746_068_542_9,
+        1.954_499_736_103_641_6,
+        5.999_999_994_080_474,
+    ];
+    let mut devs = vec![(wgseg::Device::Cpu, 1e-12)];
+    devs.extend(gpu().map(|g| (g, 2e-6)));
+    for (dev, tol) in devs {
+        let t = Tensor::from_vec(xs.to_vec(), [xs.len()], &dev).unwrap();
+        let y = t.gelu().unwrap().to_vec_f64().unwrap();
+        let d = t.unary(UnaryOp::GeluGrad).unwrap().to_vec_f64().unwrap();
+        for (i, &x) in xs.iter().enumerate() {
+            let x = f64::from(x);
+            assert!(
+                (y[i] - gelu[i]).abs() < tol,
+                "gelu({x}) = {}, want {}",
+                y[i],
+                gelu[i]
+            );
+            let phi = 0.5 * (1.0 + wgseg::ops::erf(x / 2f64.sqrt()));
+            let pdf = (-0.5 * x * x).exp() / (2.0 * std::f64::consts::PI).sqrt();
+            let want = phi + x * pdf;
+            assert!(
+                (d[i] - want).abs() < tol,
+                "gelu'({x}) = {}, want {want}",
+                d[i]
+            );
+        }
     }
 }
 

@@ -324,3 +324,88 @@ fn batch_norm_shape_errors_are_errors_not_panics() {
         "{msg}"
     );
 }
+
+/// layer_norm2d and group_norm (composed from reductions and elementwise ops): GPU parity
+/// and finite-difference gradients of x, γ and β at odd shapes.
+#[test]
+fn layer_and_group_norm_match_and_differentiate() {
+    use wgseg::ops::{group_norm, layer_norm2d};
+    for (k, s) in [[2, 6, 5, 3], [1, 4, 7, 9], [3, 8, 1, 1]].into_iter().enumerate() {
+        let c = s[1];
+        let n: usize = s.iter().product();
+        let inputs = [
+            Input::param(s, uniform(n, 40 + k as u64, -2.0, 3.0)),
+            Input::param([c], uniform(c, 50 + k as u64, 0.5, 1.5)),
+            Input::param([c], uniform(c, 60 + k as u64, -0.5, 0.5)),
+        ];
+        check_op(
+            &format!("layer_norm2d {s:?}"),
+            &inputs,
+            Check::new(REDUCTION, REDUCTION),
+            |t| layer_norm2d(&t[0], &t[1], &t[2], 1e-6),
+        );
+        for groups in [1, 2, c] {
+            check_op(
+                &format!("group_norm {s:?} groups {groups}"),
+                &inputs,
+                Check::new(REDUCTION, REDUCTION),
+                |t| group_norm(&t[0], groups, &t[1], &t[2], 1e-5),
+            );
+        }
+    }
+}
+
+/// Both norms against values written out from their formulas, and their shape errors.
+#[test]
+fn layer_and_group_norm_literal_values() {
+    use wgseg::ops::{group_norm, layer_norm2d};
+    let dev = Device::Cpu;
+    // x [1, 4, 1, 2]: pixel 0 has channels 1, 2, 3, 4; pixel 1 has 2, 2, 2, 6.
+    let x = Tensor::from_vec(vec![1.0, 2.0, 2.0, 2.0, 3.0, 2.0, 4.0, 6.0], [1, 4, 1, 2], &dev)
+        .unwrap();
+    let g = Tensor::from_vec(vec![1.0, 2.0, 1.0, 0.5], [4], &dev).unwrap();
+    let b = Tensor::from_vec(vec![0.0, 0.0, 1.0, 0.0], [4], &dev).unwrap();
+    // Layer norm, pixel 0: mean 2.5, variance 1.25; pixel 1: mean 3, variance 3.
+    let y = layer_norm2d(&x, &g, &b, 0.0).unwrap().to_vec_f64().unwrap();
+    let (s0, s1) = (1.25f64.sqrt(), 3f64.sqrt());
+    let want = [
+        -1.5 / s0,
+        -1.0 / s1,
+        2.0 * -0.5 / s0,
+        2.0 * -1.0 / s1,
+        0.5 / s0 + 1.0,
+        -1.0 / s1 + 1.0,
+        0.5 * 1.5 / s0,
+        0.5 * 3.0 / s1,
+    ];
+    for (i, (a, w)) in y.iter().zip(want).enumerate() {
+        assert!((a - w).abs() < 1e-6, "layer_norm2d[{i}] = {a}, want {w}");
+    }
+    // Group norm, 2 groups: channels 0-1 hold 1, 2, 2, 2 (mean 1.75, variance 0.1875);
+    // channels 2-3 hold 3, 2, 4, 6 (mean 3.75, variance 2.1875).
+    let y = group_norm(&x, 2, &g, &b, 0.0).unwrap().to_vec_f64().unwrap();
+    let (s0, s1) = (0.1875f64.sqrt(), 2.1875f64.sqrt());
+    let want = [
+        -0.75 / s0,
+        0.25 / s0,
+        2.0 * 0.25 / s0,
+        2.0 * 0.25 / s0,
+        -0.75 / s1 + 1.0,
+        -1.75 / s1 + 1.0,
+        0.5 * 0.25 / s1,
+        0.5 * 2.25 / s1,
+    ];
+    for (i, (a, w)) in y.iter().zip(want).enumerate() {
+        assert!((a - w).abs() < 1e-6, "group_norm[{i}] = {a}, want {w}");
+    }
+    let e = group_norm(&x, 3, &g, &b, 1e-5).unwrap_err().to_string();
+    assert!(e.contains("4 channels") && e.contains("3 groups"), "{e}");
+    let e = layer_norm2d(&x, &b.reshape([1, 4]).unwrap(), &b, 1e-5)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("[4]"), "{e}");
+    let e = layer_norm2d(&x.reshape([4, 2]).unwrap(), &g, &b, 1e-5)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("[N, C, H, W]"), "{e}");
+}

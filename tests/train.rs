@@ -69,7 +69,7 @@ fn config_typos_and_bad_values_name_the_key_and_file() {
             n += 1;
         }
     }
-    assert!(n >= 14, "{n} configs in models/");
+    assert!(n >= 16, "{n} configs in models/");
 }
 
 /// Two 48 × 64 crops of the built-in data, normalised, with their labels.

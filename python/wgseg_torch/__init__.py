@@ -72,7 +72,12 @@ def model_args(tensors, meta):
         args = _resnet(tensors, model)
         args.update(num_classes=tensors["classifier.weight"].shape[0])
         return arch, args
-    head = "classifiers.0.weight" if model.get("deep_supervision") else "classifier.weight"
+    if arch == "segnext":
+        head = "decode_head.conv_seg.weight"
+    elif model.get("deep_supervision"):
+        head = "classifiers.0.weight"
+    else:
+        head = "classifier.weight"
     return arch, dict(model, num_classes=tensors[head].shape[0])
 
 

@@ -338,6 +338,160 @@ class SegNet(nn.Module):
         return self.classifier(y)
 
 
+class AttentionModule(nn.Module):
+    """MSCAN's spatial gating unit: 5x5 depthwise, three 1xk / kx1 depthwise strip branches
+    (k = 7, 11, 21) summed with it, a 1x1 mix, times the input."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.conv0 = nn.Conv2d(c, c, 5, padding=2, groups=c)
+        for i, k in enumerate((7, 11, 21)):
+            setattr(self, f"conv{i}_1", nn.Conv2d(c, c, (1, k), padding=(0, k // 2), groups=c))
+            setattr(self, f"conv{i}_2", nn.Conv2d(c, c, (k, 1), padding=(k // 2, 0), groups=c))
+        self.conv3 = nn.Conv2d(c, c, 1)
+
+    def forward(self, x):
+        a = self.conv0(x)
+        s = a
+        for i in range(3):
+            s = s + getattr(self, f"conv{i}_2")(getattr(self, f"conv{i}_1")(a))
+        return self.conv3(s) * x
+
+
+class SpatialAttention(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.proj_1 = nn.Conv2d(c, c, 1)
+        self.spatial_gating_unit = AttentionModule(c)
+        self.proj_2 = nn.Conv2d(c, c, 1)
+
+    def forward(self, x):
+        return self.proj_2(self.spatial_gating_unit(F.gelu(self.proj_1(x)))) + x
+
+
+class DWConv(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.dwconv = nn.Conv2d(c, c, 3, padding=1, groups=c)
+
+    def forward(self, x):
+        return self.dwconv(x)
+
+
+class Mlp(nn.Module):
+    def __init__(self, c, hidden):
+        super().__init__()
+        self.fc1 = nn.Conv2d(c, hidden, 1)
+        self.dwconv = DWConv(hidden)
+        self.fc2 = nn.Conv2d(hidden, c, 1)
+
+    def forward(self, x):
+        return self.fc2(F.gelu(self.dwconv(self.fc1(x))))
+
+
+class MSCABlock(nn.Module):
+    def __init__(self, c, mlp_ratio):
+        super().__init__()
+        self.norm1 = nn.BatchNorm2d(c)
+        self.attn = SpatialAttention(c)
+        self.norm2 = nn.BatchNorm2d(c)
+        self.mlp = Mlp(c, c * mlp_ratio)
+        self.layer_scale_1 = nn.Parameter(torch.full((c,), 1e-2))
+        self.layer_scale_2 = nn.Parameter(torch.full((c,), 1e-2))
+
+    def forward(self, x):
+        x = x + self.layer_scale_1[:, None, None] * self.attn(self.norm1(x))
+        return x + self.layer_scale_2[:, None, None] * self.mlp(self.norm2(x))
+
+
+class PatchEmbed(nn.Module):
+    def __init__(self, cin, cout):
+        super().__init__()
+        self.proj = nn.Conv2d(cin, cout, 3, 2, 1)
+        self.norm = nn.BatchNorm2d(cout)
+
+    def forward(self, x):
+        return self.norm(self.proj(x))
+
+
+class StemConv(nn.Module):
+    def __init__(self, cout):
+        super().__init__()
+        self.proj = nn.Sequential(
+            nn.Conv2d(3, cout // 2, 3, 2, 1), nn.BatchNorm2d(cout // 2), nn.GELU(),
+            nn.Conv2d(cout // 2, cout, 3, 2, 1), nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        return self.proj(x)
+
+
+class ChannelLayerNorm(nn.LayerNorm):
+    """LayerNorm over the channels of every pixel of [N, C, H, W] (MSCAN's stage norms)."""
+
+    def forward(self, x):
+        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class MSCAN(nn.Module):
+    """mmsegmentation's MSCAN names: patch_embed1..4, block1..4, norm1..4."""
+
+    def __init__(self, widths, depths, mlp_ratios):
+        super().__init__()
+        for i in range(4):
+            embed = StemConv(widths[0]) if i == 0 else PatchEmbed(widths[i - 1], widths[i])
+            setattr(self, f"patch_embed{i + 1}", embed)
+            setattr(self, f"block{i + 1}", nn.ModuleList(
+                [MSCABlock(widths[i], mlp_ratios[i]) for _ in range(depths[i])]))
+            setattr(self, f"norm{i + 1}", ChannelLayerNorm(widths[i], eps=1e-6))
+
+    def forward(self, x):
+        outs = []
+        for i in range(1, 5):
+            x = getattr(self, f"patch_embed{i}")(x)
+            for b in getattr(self, f"block{i}"):
+                x = b(x)
+            x = getattr(self, f"norm{i}")(x)
+            outs.append(x)
+        return outs
+
+
+class ConvGN(nn.Module):
+    """1x1 conv (no bias) -> GroupNorm -> ReLU."""
+
+    def __init__(self, cin, cout, groups):
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, 1, bias=False)
+        self.gn = nn.GroupNorm(groups, cout)
+
+    def forward(self, x):
+        return F.relu(self.gn(self.conv(x)))
+
+
+class LightHead(nn.Module):
+    """LightHamHead without its Hamburger: squeeze -> align -> conv_seg over stages 2-4."""
+
+    def __init__(self, widths, decoder, groups, num_classes):
+        super().__init__()
+        self.squeeze = ConvGN(sum(widths[1:]), decoder, groups)
+        self.align = ConvGN(decoder, decoder, groups)
+        self.conv_seg = nn.Conv2d(decoder, num_classes, 1)
+
+    def forward(self, outs):
+        size = outs[1].shape[-2:]
+        x = torch.cat([resize(o, size) for o in outs[1:]], 1)
+        return self.conv_seg(self.align(self.squeeze(x)))
+
+
+class SegNeXt(nn.Module):
+    def __init__(self, num_classes, widths, depths, mlp_ratios, decoder, groups):
+        super().__init__()
+        self.backbone = MSCAN(widths, depths, mlp_ratios)
+        self.decode_head = LightHead(widths, decoder, groups, num_classes)
+
+    def forward(self, img):
+        return resize(self.decode_head(self.backbone(img)), img.shape[-2:])
+
+
 ARCHS = {
     "deeplabv3plus": DeepLabV3Plus,
     "deeplabv3": DeepLabV3,
@@ -345,4 +499,5 @@ ARCHS = {
     "attention_unet": AttentionUNet,
     "unetplusplus": UNetPlusPlus,
     "segnet": SegNet,
+    "segnext": SegNeXt,
 }

@@ -43,12 +43,18 @@ const BUILTIN_CONFIGS: &[(&str, &str)] = &[
     ("unetpp", include_str!("../../models/unetpp.toml")),
     ("segnet-tiny", include_str!("../../models/segnet-tiny.toml")),
     ("segnet", include_str!("../../models/segnet.toml")),
+    (
+        "segnext-tiny",
+        include_str!("../../models/segnext-tiny.toml"),
+    ),
+    ("segnext-t", include_str!("../../models/segnext-t.toml")),
 ];
 
 #[derive(Args, Debug)]
 pub struct TrainArgs {
     /// Model and training config: a TOML file, or the name of a shipped one (tiny, small,
-    /// r18, r50, deeplabv3-tiny, unet-tiny, attention-unet-tiny, unetpp-tiny, segnet-tiny, …;
+    /// r18, r50, deeplabv3-tiny, unet-tiny, attention-unet-tiny, unetpp-tiny, segnet-tiny,
+    /// segnext-tiny, …;
     /// models/README.md lists them all).
     #[arg(long, default_value = "tiny")]
     pub config: String,
@@ -414,7 +420,7 @@ mod tests {
             .map(|(n, _)| n.to_string())
             .collect();
         built_in.sort();
-        assert!(files.len() >= 14, "{files:?}");
+        assert!(files.len() >= 16, "{files:?}");
         assert_eq!(files, built_in);
     }
 }

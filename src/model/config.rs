@@ -8,6 +8,7 @@ use serde_json::Value;
 use super::deeplab::{default_rates, DeepLabV3, DeepLabV3Plus};
 use super::resnet::{Block, ResNetSpec};
 use super::segnet::SegNet;
+use super::segnext::SegNeXt;
 use super::unet::{AttentionUNet, UNet, UNetPlusPlus};
 use super::Segmenter;
 use crate::error::{Error, Result};
@@ -25,6 +26,8 @@ pub const ATTENTION_UNET: &str = "attention_unet";
 pub const UNET_PLUS_PLUS: &str = "unetplusplus";
 /// The `arch` of SegNet.
 pub const SEGNET: &str = "segnet";
+/// The `arch` of SegNeXt.
+pub const SEGNEXT: &str = "segnext";
 /// The architectures [`ModelConfig`] knows, by `arch` name.
 pub const ARCHS: &[&str] = &[
     DEEPLABV3PLUS,
@@ -33,6 +36,7 @@ pub const ARCHS: &[&str] = &[
     ATTENTION_UNET,
     UNET_PLUS_PLUS,
     SEGNET,
+    SEGNEXT,
 ];
 
 /// The architecture of a DeepLabV3+ (docs/model.md). Every key is required in a config
@@ -370,6 +374,48 @@ impl SegNetConfig {
     }
 }
 
+/// The architecture of a SegNeXt: its MSCAN encoder and light decoder (docs/model.md).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SegNeXtConfig {
+    /// Channels of the four stages (SegNeXt-T: 32, 64, 160, 256).
+    pub widths: [usize; 4],
+    /// Blocks per stage (SegNeXt-T: 3, 3, 5, 2).
+    pub depths: [usize; 4],
+    /// MLP expansion per stage (SegNeXt-T: 8, 8, 4, 4).
+    pub mlp_ratios: [usize; 4],
+    /// Decoder width (SegNeXt-T: 256).
+    pub decoder: usize,
+    /// Group-norm groups of the decoder (32); divides `decoder`.
+    pub groups: usize,
+}
+
+impl SegNeXtConfig {
+    /// Checks the values a TOML file can get wrong.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |msg: String| Err(Error::shape("model config", msg));
+        if self.widths.contains(&0) || self.depths.contains(&0) || self.mlp_ratios.contains(&0) {
+            return bad(format!(
+                "widths = {:?}, depths = {:?}, mlp_ratios = {:?}: every entry must be positive",
+                self.widths, self.depths, self.mlp_ratios
+            ));
+        }
+        if self.widths[0] % 2 != 0 {
+            return bad(format!(
+                "widths[0] = {} must be even (the stem's first conv has half of it)",
+                self.widths[0]
+            ));
+        }
+        if self.groups == 0 || self.decoder == 0 || self.decoder % self.groups != 0 {
+            return bad(format!(
+                "decoder = {} must be a positive multiple of groups = {}",
+                self.decoder, self.groups
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Checks a UNet family's widths.
 fn validate_widths(widths: &[usize]) -> Result<()> {
     if widths.len() < 2 || widths.contains(&0) {
@@ -421,6 +467,8 @@ pub enum ModelConfig {
     UNetPlusPlus(UNetPlusPlusConfig),
     /// `arch = "segnet"`.
     SegNet(SegNetConfig),
+    /// `arch = "segnext"`.
+    SegNeXt(SegNeXtConfig),
 }
 
 impl From<DeepLabConfig> for ModelConfig {
@@ -438,6 +486,7 @@ macro_rules! each {
             ModelConfig::UNet($c) | ModelConfig::AttentionUNet($c) => $body,
             ModelConfig::UNetPlusPlus($c) => $body,
             ModelConfig::SegNet($c) => $body,
+            ModelConfig::SegNeXt($c) => $body,
         }
     };
 }
@@ -452,6 +501,7 @@ impl ModelConfig {
             ModelConfig::AttentionUNet(_) => ATTENTION_UNET,
             ModelConfig::UNetPlusPlus(_) => UNET_PLUS_PLUS,
             ModelConfig::SegNet(_) => SEGNET,
+            ModelConfig::SegNeXt(_) => SEGNEXT,
         }
     }
 
@@ -476,6 +526,7 @@ impl ModelConfig {
             ModelConfig::AttentionUNet(c) => Box::new(AttentionUNet::new(c, n, store, seed)?),
             ModelConfig::UNetPlusPlus(c) => Box::new(UNetPlusPlus::new(c, n, store, seed)?),
             ModelConfig::SegNet(c) => Box::new(SegNet::new(c, n, store, seed)?),
+            ModelConfig::SegNeXt(c) => Box::new(SegNeXt::new(c, n, store, seed)?),
         })
     }
 
@@ -499,7 +550,7 @@ impl ModelConfig {
     /// its tensor shapes; `None` when `arch` names an architecture this crate does not
     /// ship. No `arch`: DeepLabV3+. DeepLab checkpoints are read from the shapes as a
     /// PyTorch loader reads them ([`DeepLabConfig::from_checkpoint`]); the UNet family
-    /// and SegNet record every key.
+    /// SegNet and SegNeXt record every key.
     pub fn from_checkpoint(
         obj: &serde_json::Map<String, Value>,
         shape: &dyn Fn(&str) -> Option<Vec<usize>>,
@@ -527,6 +578,10 @@ impl ModelConfig {
                 (ModelConfig::UNetPlusPlus(c), n)
             }
             SEGNET => (ModelConfig::SegNet(from_metadata(obj)?), classes()?),
+            SEGNEXT => (
+                ModelConfig::SegNeXt(from_metadata(obj)?),
+                dim0(shape, "decode_head.conv_seg.weight")?,
+            ),
             _ => return Ok(None),
         };
         found
@@ -577,6 +632,7 @@ impl<'de> Deserialize<'de> for ModelConfig {
             ATTENTION_UNET => serde_json::from_value(obj).map(ModelConfig::AttentionUNet),
             UNET_PLUS_PLUS => serde_json::from_value(obj).map(ModelConfig::UNetPlusPlus),
             SEGNET => serde_json::from_value(obj).map(ModelConfig::SegNet),
+            SEGNEXT => serde_json::from_value(obj).map(ModelConfig::SegNeXt),
             other => {
                 return Err(D::Error::custom(format!(
                     "unknown arch \"{other}\" (known: {})",

@@ -18,16 +18,18 @@ mod config;
 mod deeplab;
 mod resnet;
 mod segnet;
+mod segnext;
 mod unet;
 
 pub use config::{
-    arch_of, DeepLabConfig, DeepLabV3Config, ModelConfig, SegNetConfig, UNetConfig,
-    UNetPlusPlusConfig, Upsampling, ARCHS, ATTENTION_UNET, DEEPLABV3, DEEPLABV3PLUS, SEGNET, UNET,
-    UNET_PLUS_PLUS,
+    arch_of, DeepLabConfig, DeepLabV3Config, ModelConfig, SegNeXtConfig, SegNetConfig, UNetConfig,
+    UNetPlusPlusConfig, Upsampling, ARCHS, ATTENTION_UNET, DEEPLABV3, DEEPLABV3PLUS, SEGNET,
+    SEGNEXT, UNET, UNET_PLUS_PLUS,
 };
 pub use deeplab::{default_rates, DeepLabV3, DeepLabV3Plus};
 pub use resnet::{stage_plan, Block, ResNet, ResNetSpec};
 pub use segnet::SegNet;
+pub use segnext::SegNeXt;
 pub use unet::{AttentionUNet, UNet, UNetPlusPlus};
 
 use crate::error::Result;

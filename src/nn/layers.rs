@@ -4,7 +4,8 @@
 use super::{kaiming_normal_fan_out, InitRng, Kind, ParamStore};
 use crate::error::{Error, Result};
 use crate::ops::{
-    batch_norm2d_with, Activation, BatchNormState, Conv2dParams, Epilogue, BN_EPS, BN_MOMENTUM,
+    batch_norm2d_with, group_norm, layer_norm2d, Activation, BatchNormState, Conv2dParams,
+    Epilogue, BN_EPS, BN_MOMENTUM,
 };
 use crate::tensor::Tensor;
 
@@ -47,8 +48,23 @@ impl Conv2d {
         groups: usize,
         bias: bool,
     ) -> Result<Conv2d> {
+        let params = Conv2dParams::new(stride, dilation * (k - 1) / 2, dilation, groups);
+        Conv2d::with_params(store, rng, prefix, (cin, cout), (k, k), params, bias)
+    }
+
+    /// A `kh × kw` convolution with explicit stride, padding, dilation and groups (PyTorch's
+    /// `Conv2d` arguments), Kaiming-normal over `cout·kh·kw`.
+    pub fn with_params(
+        store: &mut ParamStore,
+        rng: &mut InitRng,
+        prefix: &str,
+        (cin, cout): (usize, usize),
+        (kh, kw): (usize, usize),
+        params: Conv2dParams,
+        bias: bool,
+    ) -> Result<Conv2d> {
         let dev = store.device().clone();
-        let shape = [cout, cin / groups.max(1), k, k];
+        let shape = [cout, cin / params.groups.max(1), kh, kw];
         let weight = join(prefix, "weight");
         let w = kaiming_normal_fan_out(rng, shape);
         store.insert(&weight, Tensor::from_vec(w, shape, &dev)?, Kind::Param)?;
@@ -62,7 +78,7 @@ impl Conv2d {
         Ok(Conv2d {
             weight,
             bias,
-            params: Conv2dParams::new(stride, dilation * (k - 1) / 2, dilation, groups),
+            params,
         })
     }
 
@@ -460,5 +476,84 @@ impl ConvTranspose2d {
             .permute(&[0, 1, 4, 2, 5, 3])?
             .reshape([n, cout, k * h, k * wd])?;
         y.add(&store.get(&self.bias)?.reshape([1, cout, 1, 1])?)
+    }
+}
+
+/// Inserts `{prefix}.weight` (ones) and `{prefix}.bias` (zeros) of `c` channels.
+fn affine(store: &mut ParamStore, prefix: &str, c: usize) -> Result<()> {
+    let dev = store.device().clone();
+    store.insert(
+        &join(prefix, "weight"),
+        Tensor::ones([c], &dev)?,
+        Kind::Param,
+    )?;
+    store.insert(
+        &join(prefix, "bias"),
+        Tensor::zeros([c], &dev)?,
+        Kind::Param,
+    )
+}
+
+/// `{prefix}.weight` and `{prefix}.bias`.
+fn affine_of<'a>(store: &'a ParamStore, prefix: &str) -> Result<(&'a Tensor, &'a Tensor)> {
+    Ok((
+        store.get(&join(prefix, "weight"))?,
+        store.get(&join(prefix, "bias"))?,
+    ))
+}
+
+/// Layer normalisation over the channels of every pixel of `[N, C, H, W]` (PyTorch's
+/// `nn.LayerNorm(C)` on the `[N, H·W, C]` tokens, ε = 10⁻⁶ as SegNeXt's MSCAN uses):
+/// `{prefix}.weight` (ones) and `{prefix}.bias` (zeros); see [`layer_norm2d`].
+#[derive(Clone, Debug)]
+pub struct LayerNorm2d {
+    prefix: String,
+}
+
+impl LayerNorm2d {
+    /// ε of SegNeXt's MSCAN stage norms.
+    pub const EPS: f64 = 1e-6;
+
+    pub fn new(store: &mut ParamStore, prefix: &str, c: usize) -> Result<LayerNorm2d> {
+        affine(store, prefix, c)?;
+        Ok(LayerNorm2d {
+            prefix: prefix.to_string(),
+        })
+    }
+
+    pub fn forward(&self, store: &ParamStore, x: &Tensor) -> Result<Tensor> {
+        let (g, b) = affine_of(store, &self.prefix)?;
+        layer_norm2d(x, g, b, Self::EPS)
+    }
+}
+
+/// Group normalisation (`torch.nn.GroupNorm(groups, C)`, ε = 10⁻⁵): `{prefix}.weight`
+/// (ones) and `{prefix}.bias` (zeros); see [`group_norm`].
+#[derive(Clone, Debug)]
+pub struct GroupNorm {
+    prefix: String,
+    groups: usize,
+}
+
+impl GroupNorm {
+    pub const EPS: f64 = 1e-5;
+
+    pub fn new(store: &mut ParamStore, prefix: &str, groups: usize, c: usize) -> Result<GroupNorm> {
+        if groups == 0 || c % groups != 0 {
+            return Err(Error::shape(
+                "GroupNorm",
+                format!("{c} channels do not split into {groups} groups"),
+            ));
+        }
+        affine(store, prefix, c)?;
+        Ok(GroupNorm {
+            prefix: prefix.to_string(),
+            groups,
+        })
+    }
+
+    pub fn forward(&self, store: &ParamStore, x: &Tensor) -> Result<Tensor> {
+        let (g, b) = affine_of(store, &self.prefix)?;
+        group_norm(x, self.groups, g, b, Self::EPS)
     }
 }

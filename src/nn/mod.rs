@@ -12,7 +12,10 @@
 mod layers;
 mod store;
 
-pub use layers::{BasicBlock, BatchNorm2d, Bottleneck, Conv2d, ConvBn, ConvTranspose2d, RELU};
+pub use layers::{
+    BasicBlock, BatchNorm2d, Bottleneck, Conv2d, ConvBn, ConvTranspose2d, GroupNorm, LayerNorm2d,
+    RELU,
+};
 pub use store::{Kind, ParamStore};
 
 use rand::{Rng, SeedableRng};

@@ -31,7 +31,8 @@ pub use free::{
 };
 pub use matmul::{matmul, matmul_t};
 pub use norm::{
-    batch_norm2d, batch_norm2d_with, Activation, BatchNormState, Epilogue, BN_EPS, BN_MOMENTUM,
+    batch_norm2d, batch_norm2d_with, group_norm, layer_norm2d, Activation, BatchNormState,
+    Epilogue, BN_EPS, BN_MOMENTUM,
 };
 pub use pool::{
     avg_pool2d, global_avg_pool2d, max_pool2d, max_pool2d_with_indices, max_unpool2d, Pool2d,
@@ -39,4 +40,4 @@ pub use pool::{
 pub use reduce::{argmax, reduce, ReduceOp};
 pub use resize::interpolate_bilinear;
 pub use softmax::{log_softmax, softmax};
-pub use unary::{unary, UnaryOp};
+pub use unary::{erf, unary, UnaryOp};

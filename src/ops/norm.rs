@@ -649,3 +649,69 @@ pub fn batch_norm2d_with(
     );
     Ok((y, Some(updated)))
 }
+
+/// `(x − mean) / √(var + ε)` over `axis` (biased variance, as PyTorch's norms use).
+fn standardise(x: &Tensor, axis: isize, eps: f64) -> Result<Tensor> {
+    let d = x.sub(&x.mean_axis(axis, true)?)?;
+    let var = d.square()?.mean_axis(axis, true)?;
+    d.mul(&var.add_scalar(eps)?.sqrt()?.recip()?)
+}
+
+/// `y·γ + β` with `γ`, `β` `[C]` broadcast over `[N, C, H, W]`.
+fn channel_affine(y: &Tensor, gamma: &Tensor, beta: &Tensor) -> Result<Tensor> {
+    let c = y.dims()[1];
+    if gamma.dims() != [c] || beta.dims() != [c] {
+        return Err(Error::shape(
+            "norm",
+            format!(
+                "γ {} and β {} must be [{c}] for {}",
+                gamma.shape(),
+                beta.shape(),
+                y.shape()
+            ),
+        ));
+    }
+    y.mul(&gamma.reshape([1, c, 1, 1])?)?
+        .add(&beta.reshape([1, c, 1, 1])?)
+}
+
+/// The `[N, C, H, W]` dims of `x`, or an error naming `op`.
+fn nchw(op: &'static str, x: &Tensor) -> Result<[usize; 4]> {
+    match x.dims() {
+        &[n, c, h, w] => Ok([n, c, h, w]),
+        _ => Err(Error::shape(
+            op,
+            format!("expected [N, C, H, W], got {}", x.shape()),
+        )),
+    }
+}
+
+/// Layer normalisation over the channels of every pixel of `x [N, C, H, W]` (PyTorch's
+/// `nn.LayerNorm(C)` applied to the `[N, H, W, C]` permutation): `(x − μ) / √(σ² + ε) · γ +
+/// β`, with `μ`, `σ²` (biased) over `C`. Composed from reductions and elementwise ops (no
+/// kernel of its own), so its CPU reference and backward are theirs.
+pub fn layer_norm2d(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64) -> Result<Tensor> {
+    nchw("layer_norm2d", x)?;
+    channel_affine(&standardise(x, 1, eps)?, gamma, beta)
+}
+
+/// Group normalisation (`torch.nn.GroupNorm(groups, C)`): the `C` channels of `x [N, C, H,
+/// W]` in `groups` consecutive groups, each standardised over its channels and pixels, then
+/// `· γ + β` per channel. Composed like [`layer_norm2d`].
+pub fn group_norm(
+    x: &Tensor,
+    groups: usize,
+    gamma: &Tensor,
+    beta: &Tensor,
+    eps: f64,
+) -> Result<Tensor> {
+    let [n, c, h, w] = nchw("group_norm", x)?;
+    if groups == 0 || c % groups != 0 {
+        return Err(Error::shape(
+            "group_norm",
+            format!("{c} channels do not split into {groups} groups"),
+        ));
+    }
+    let y = standardise(&x.reshape([n, groups, (c / groups) * h * w])?, 2, eps)?;
+    channel_affine(&y.reshape([n, c, h, w])?, gamma, beta)
+}

@@ -44,6 +44,13 @@ pub enum UnaryOp {
     InRange(f64, f64),
     /// 1 if `x ≠ 0`, else 0 (no gradient).
     NonZero,
+    /// `x·Φ(x) = x/2 · (1 + erf(x/√2))` (PyTorch's exact `nn.GELU`). The GPU's erf is
+    /// Abramowitz–Stegun 7.1.26 (absolute error ≤ 1.5·10⁻⁷); the CPU reference's is
+    /// [`erf`] (f64, ≤ 10⁻¹³).
+    Gelu,
+    /// `GELU'(x) = Φ(x) + x·φ(x)`, the derivative [`Gelu`](UnaryOp::Gelu)'s backward
+    /// multiplies by (no gradient of its own: no double backward).
+    GeluGrad,
 }
 
 impl UnaryOp {
@@ -75,6 +82,8 @@ impl UnaryOp {
             PowScalar(p) => (14, p, 0.0),
             InRange(lo, hi) => (15, lo, hi),
             NonZero => (16, 0.0, 0.0),
+            Gelu => (17, 0.0, 0.0),
+            GeluGrad => (18, 0.0, 0.0),
         }
     }
 
@@ -107,8 +116,41 @@ impl UnaryOp {
             PowScalar(p) => x.max(F32_MIN_POS).powf(p).min(F32_MAX),
             InRange(lo, hi) => f64::from(u8::from(x >= lo && x <= hi)),
             NonZero => f64::from(u8::from(x != 0.0)),
+            Gelu => 0.5 * x * (1.0 + erf(x * std::f64::consts::FRAC_1_SQRT_2)),
+            GeluGrad => {
+                let pdf = (-0.5 * x * x).exp() / (2.0 * std::f64::consts::PI).sqrt();
+                0.5 * (1.0 + erf(x * std::f64::consts::FRAC_1_SQRT_2)) + x * pdf
+            }
         }
     }
+}
+
+/// The error function in f64 (absolute error below 10⁻¹³): its Taylor series for
+/// `|x| < 2`, else `1 − erfc(x)` with erfc from its continued fraction (60 terms, evaluated
+/// from the tail).
+pub fn erf(x: f64) -> f64 {
+    let a = x.abs();
+    let v = if a < 2.0 {
+        // erf(a) = 2/√π Σ (−1)ⁿ a^(2n+1) / (n! (2n+1))
+        let (mut term, mut sum) = (a, a);
+        for n in 1..200 {
+            term *= -a * a / n as f64;
+            let t = term / (2 * n + 1) as f64;
+            sum += t;
+            if t.abs() < 1e-17 {
+                break;
+            }
+        }
+        sum * std::f64::consts::FRAC_2_SQRT_PI
+    } else {
+        // erfc(a) = e^(−a²)/√π · 1/(a + (1/2)/(a + 1/(a + (3/2)/(a + …))))
+        let mut f = a;
+        for k in (1..=60).rev() {
+            f = a + (k as f64 / 2.0) / f;
+        }
+        1.0 - (-a * a).exp() / (std::f64::consts::PI.sqrt() * f)
+    };
+    v.copysign(x)
 }
 
 #[repr(C)]
@@ -183,7 +225,8 @@ pub(crate) fn unary_backward(
         AddScalar(_) => g.clone(),
         MulScalar(a) => g.mul_scalar(a)?,
         PowScalar(p) => g.mul(&x.unary(PowScalar(p - 1.0))?.mul_scalar(p)?)?,
-        Sign | InRange(..) | NonZero => return Ok(None),
+        Gelu => g.mul(&x.unary(GeluGrad)?)?,
+        Sign | InRange(..) | NonZero | GeluGrad => return Ok(None),
     };
     Ok(Some(d))
 }
@@ -212,6 +255,10 @@ impl Tensor {
     }
     pub fn tanh(&self) -> Result<Tensor> {
         unary(self, UnaryOp::Tanh)
+    }
+    /// PyTorch's exact GELU, `x·Φ(x)`.
+    pub fn gelu(&self) -> Result<Tensor> {
+        unary(self, UnaryOp::Gelu)
     }
     pub fn abs(&self) -> Result<Tensor> {
         unary(self, UnaryOp::Abs)

@@ -1,0 +1,323 @@
+//! SegNeXt (Guo et al. 2022; docs/model.md): the MSCAN encoder — convolutional attention
+//! from multi-scale depthwise strip convolutions — and a light decoder over its last three
+//! stages. Tensor names follow mmsegmentation's `MSCAN` (`backbone.*`); the decoder is
+//! mmsegmentation's `LightHamHead` without its Hamburger (NMF) module: `squeeze` → `align`
+//! → `conv_seg`.
+
+use super::deeplab::image_size;
+use super::{ModelConfig, SegNeXtConfig, Segmenter};
+use crate::error::Result;
+use crate::nn::{init_rng, BatchNorm2d, Conv2d, GroupNorm, InitRng, Kind, LayerNorm2d, ParamStore};
+use crate::ops::copy::concat;
+use crate::ops::Conv2dParams;
+use crate::tensor::Tensor;
+
+/// A depthwise `kh × kw` convolution with bias, padded to keep the size.
+fn depthwise(
+    store: &mut ParamStore,
+    r: &mut InitRng,
+    name: &str,
+    c: usize,
+    (kh, kw): (usize, usize),
+) -> Result<Conv2d> {
+    let params = Conv2dParams::new(1, 0, 1, c).with_padding(kh / 2, kw / 2);
+    Conv2d::with_params(store, r, name, (c, c), (kh, kw), params, true)
+}
+
+/// A 1×1 convolution with bias.
+fn pointwise(
+    store: &mut ParamStore,
+    r: &mut InitRng,
+    name: &str,
+    (cin, cout): (usize, usize),
+) -> Result<Conv2d> {
+    Conv2d::new(store, r, name, (cin, cout), 1, 1, 1, 1, true)
+}
+
+/// A 3×3 stride-2 convolution with bias.
+fn down(
+    store: &mut ParamStore,
+    r: &mut InitRng,
+    name: &str,
+    (cin, cout): (usize, usize),
+) -> Result<Conv2d> {
+    Conv2d::new(store, r, name, (cin, cout), 3, 2, 1, 1, true)
+}
+
+/// MSCAN's attention module (`spatial_gating_unit`): `a = conv0(x)` (5×5 depthwise), plus
+/// three strip branches on `a` (1×k then k×1 depthwise, k = 7, 11, 21), summed with `a`,
+/// mixed by `conv3` (1×1), and multiplied with `x`.
+struct AttentionModule {
+    conv0: Conv2d,
+    strips: [(Conv2d, Conv2d); 3],
+    conv3: Conv2d,
+}
+
+impl AttentionModule {
+    fn new(store: &mut ParamStore, r: &mut InitRng, p: &str, c: usize) -> Result<Self> {
+        let conv0 = depthwise(store, r, &format!("{p}.conv0"), c, (5, 5))?;
+        let mut strip = |i: usize, k: usize| -> Result<(Conv2d, Conv2d)> {
+            Ok((
+                depthwise(store, r, &format!("{p}.conv{i}_1"), c, (1, k))?,
+                depthwise(store, r, &format!("{p}.conv{i}_2"), c, (k, 1))?,
+            ))
+        };
+        let strips = [strip(0, 7)?, strip(1, 11)?, strip(2, 21)?];
+        let conv3 = pointwise(store, r, &format!("{p}.conv3"), (c, c))?;
+        Ok(AttentionModule {
+            conv0,
+            strips,
+            conv3,
+        })
+    }
+
+    fn forward(&self, store: &ParamStore, x: &Tensor) -> Result<Tensor> {
+        let a = self.conv0.forward(store, x)?;
+        let mut sum = a.clone();
+        for (h, v) in &self.strips {
+            sum = sum.add(&v.forward(store, &h.forward(store, &a)?)?)?;
+        }
+        self.conv3.forward(store, &sum)?.mul(x)
+    }
+}
+
+/// One MSCAN block: `x + γ₁·(proj_2(sgu(GELU(proj_1(n)))) + n)` with `n = norm1(x)`, then
+/// `x + γ₂·fc2(GELU(dwconv(fc1(norm2(x)))))`; `γ` are the per-channel `layer_scale_*`.
+struct Block {
+    prefix: String,
+    norm1: BatchNorm2d,
+    proj_1: Conv2d,
+    sgu: AttentionModule,
+    proj_2: Conv2d,
+    norm2: BatchNorm2d,
+    fc1: Conv2d,
+    dwconv: Conv2d,
+    fc2: Conv2d,
+}
+
+impl Block {
+    /// `layer_scale_*`'s initial value.
+    const LAYER_SCALE: f64 = 1e-2;
+
+    fn new(
+        store: &mut ParamStore,
+        r: &mut InitRng,
+        p: &str,
+        c: usize,
+        mlp_ratio: usize,
+    ) -> Result<Block> {
+        let hidden = c * mlp_ratio;
+        let norm1 = BatchNorm2d::new(store, &format!("{p}.norm1"), c)?;
+        let proj_1 = pointwise(store, r, &format!("{p}.attn.proj_1"), (c, c))?;
+        let sgu = AttentionModule::new(store, r, &format!("{p}.attn.spatial_gating_unit"), c)?;
+        let proj_2 = pointwise(store, r, &format!("{p}.attn.proj_2"), (c, c))?;
+        let norm2 = BatchNorm2d::new(store, &format!("{p}.norm2"), c)?;
+        let fc1 = pointwise(store, r, &format!("{p}.mlp.fc1"), (c, hidden))?;
+        let dwconv = depthwise(store, r, &format!("{p}.mlp.dwconv.dwconv"), hidden, (3, 3))?;
+        let fc2 = pointwise(store, r, &format!("{p}.mlp.fc2"), (hidden, c))?;
+        let dev = store.device().clone();
+        for i in 1..=2 {
+            let t = Tensor::full([c], Self::LAYER_SCALE, &dev)?;
+            store.insert(&format!("{p}.layer_scale_{i}"), t, Kind::Param)?;
+        }
+        Ok(Block {
+            prefix: p.to_string(),
+            norm1,
+            proj_1,
+            sgu,
+            proj_2,
+            norm2,
+            fc1,
+            dwconv,
+            fc2,
+        })
+    }
+
+    fn scale(&self, store: &ParamStore, i: usize, y: &Tensor) -> Result<Tensor> {
+        let c = y.dims()[1];
+        let g = store.get(&format!("{}.layer_scale_{i}", self.prefix))?;
+        y.mul(&g.reshape([1, c, 1, 1])?)
+    }
+
+    fn forward(&self, store: &mut ParamStore, x: &Tensor, training: bool) -> Result<Tensor> {
+        let n = self.norm1.forward(store, x, training)?;
+        let a = self.proj_1.forward(store, &n)?.gelu()?;
+        let a = self.sgu.forward(store, &a)?;
+        let a = self.proj_2.forward(store, &a)?.add(&n)?;
+        let x = x.add(&self.scale(store, 1, &a)?)?;
+        let m = self.norm2.forward(store, &x, training)?;
+        let m = self.fc1.forward(store, &m)?;
+        let m = self.dwconv.forward(store, &m)?.gelu()?;
+        let m = self.fc2.forward(store, &m)?;
+        x.add(&self.scale(store, 2, &m)?)
+    }
+}
+
+/// A stage's downsampling: the stem (`patch_embed1.proj.{0,1,3,4}`: conv 3×3 s2 → BN →
+/// GELU → conv 3×3 s2 → BN) or `patch_embed{i}.proj` (conv 3×3 s2) → `.norm` (BN).
+enum Embed {
+    Stem(Conv2d, BatchNorm2d, Conv2d, BatchNorm2d),
+    Patch(Conv2d, BatchNorm2d),
+}
+
+impl Embed {
+    fn forward(&self, store: &mut ParamStore, x: &Tensor, training: bool) -> Result<Tensor> {
+        match self {
+            Embed::Stem(c0, b1, c3, b4) => {
+                let y = c0.forward(store, x)?;
+                let y = b1.forward(store, &y, training)?.gelu()?;
+                let y = c3.forward(store, &y)?;
+                b4.forward(store, &y, training)
+            }
+            Embed::Patch(c, b) => {
+                let y = c.forward(store, x)?;
+                b.forward(store, &y, training)
+            }
+        }
+    }
+}
+
+/// 1×1 conv (no bias) → GroupNorm → ReLU (mmsegmentation's `ConvModule` with GN).
+struct ConvGn {
+    conv: Conv2d,
+    gn: GroupNorm,
+}
+
+impl ConvGn {
+    fn new(
+        store: &mut ParamStore,
+        r: &mut InitRng,
+        p: &str,
+        (cin, cout): (usize, usize),
+        groups: usize,
+    ) -> Result<ConvGn> {
+        let conv = Conv2d::new(
+            store,
+            r,
+            &format!("{p}.conv"),
+            (cin, cout),
+            1,
+            1,
+            1,
+            1,
+            false,
+        )?;
+        let gn = GroupNorm::new(store, &format!("{p}.gn"), groups, cout)?;
+        Ok(ConvGn { conv, gn })
+    }
+
+    fn forward(&self, store: &ParamStore, x: &Tensor) -> Result<Tensor> {
+        let y = self.gn.forward(store, &self.conv.forward(store, x)?)?;
+        y.relu()
+    }
+}
+
+/// SegNeXt with the light decoder (see the module docs): logits at the input's size for
+/// any input of at least 32 pixels a side.
+pub struct SegNeXt {
+    stages: Vec<(Embed, Vec<Block>, LayerNorm2d)>,
+    squeeze: ConvGn,
+    align: ConvGn,
+    conv_seg: Conv2d,
+    num_classes: usize,
+    config: SegNeXtConfig,
+}
+
+impl SegNeXt {
+    /// Builds the layers and registers their tensors, initialised from `seed`
+    /// (Kaiming-normal convs, zero biases, BN and norms γ = 1 and β = 0, layer scales 10⁻²).
+    pub fn new(
+        config: &SegNeXtConfig,
+        num_classes: usize,
+        store: &mut ParamStore,
+        seed: u64,
+    ) -> Result<SegNeXt> {
+        config.validate()?;
+        let mut rng = init_rng(seed);
+        let r = &mut rng;
+        let ws = config.widths;
+        let mut stages = Vec::with_capacity(4);
+        for i in 0..4 {
+            let s = i + 1;
+            let embed = if i == 0 {
+                let half = ws[0] / 2;
+                let p = "backbone.patch_embed1.proj";
+                Embed::Stem(
+                    down(store, r, &format!("{p}.0"), (3, half))?,
+                    BatchNorm2d::new(store, &format!("{p}.1"), half)?,
+                    down(store, r, &format!("{p}.3"), (half, ws[0]))?,
+                    BatchNorm2d::new(store, &format!("{p}.4"), ws[0])?,
+                )
+            } else {
+                let p = format!("backbone.patch_embed{s}");
+                Embed::Patch(
+                    down(store, r, &format!("{p}.proj"), (ws[i - 1], ws[i]))?,
+                    BatchNorm2d::new(store, &format!("{p}.norm"), ws[i])?,
+                )
+            };
+            let blocks = (0..config.depths[i])
+                .map(|j| {
+                    let p = format!("backbone.block{s}.{j}");
+                    Block::new(store, r, &p, ws[i], config.mlp_ratios[i])
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let norm = LayerNorm2d::new(store, &format!("backbone.norm{s}"), ws[i])?;
+            stages.push((embed, blocks, norm));
+        }
+        let (d, g) = (config.decoder, config.groups);
+        let squeeze = ConvGn::new(
+            store,
+            r,
+            "decode_head.squeeze",
+            (ws[1] + ws[2] + ws[3], d),
+            g,
+        )?;
+        let align = ConvGn::new(store, r, "decode_head.align", (d, d), g)?;
+        let conv_seg = pointwise(store, r, "decode_head.conv_seg", (d, num_classes))?;
+        Ok(SegNeXt {
+            stages,
+            squeeze,
+            align,
+            conv_seg,
+            num_classes,
+            config: config.clone(),
+        })
+    }
+}
+
+impl Segmenter for SegNeXt {
+    fn arch(&self) -> &str {
+        super::SEGNEXT
+    }
+
+    fn metadata_json(&self) -> Result<String> {
+        ModelConfig::SegNeXt(self.config.clone()).metadata_json()
+    }
+
+    fn num_classes(&self) -> usize {
+        self.num_classes
+    }
+
+    fn forward(&self, store: &mut ParamStore, x: &Tensor, training: bool) -> Result<Tensor> {
+        let (h, w) = image_size("SegNeXt", x)?;
+        let mut y = x.clone();
+        let mut outs = Vec::with_capacity(4);
+        for (embed, blocks, norm) in &self.stages {
+            y = embed.forward(store, &y, training)?;
+            for b in blocks {
+                y = b.forward(store, &y, training)?;
+            }
+            y = norm.forward(store, &y)?;
+            outs.push(y.clone());
+        }
+        let size = (outs[1].dims()[2], outs[1].dims()[3]);
+        let mut parts = Vec::with_capacity(3);
+        for o in &outs[1..] {
+            parts.push(o.interpolate_bilinear(size, false)?);
+        }
+        let z = self.squeeze.forward(store, &concat(&parts, 1)?)?;
+        let z = self.align.forward(store, &z)?;
+        let logits = self.conv_seg.forward(store, &z)?;
+        logits.interpolate_bilinear((h, w), false)
+    }
+}
