@@ -484,30 +484,36 @@ fn model_tables_name_their_architecture() {
     assert!(e.contains("at least two levels"), "{e}");
 }
 
-/// Every shipped config of the new architectures builds with its tensor count; the tiny
-/// ones also run forward on the GPU.
+/// Every shipped config builds with its parameter count; the tiny ones of the new
+/// architectures also run forward on the GPU.
 #[test]
 fn shipped_configs_build() {
-    for (name, arch) in [
-        ("deeplabv3-tiny", "deeplabv3"),
-        ("deeplabv3-r50", "deeplabv3"),
-        ("r50", "deeplabv3plus"),
-        ("unet-tiny", "unet"),
-        ("unet", "unet"),
-        ("attention-unet-tiny", "attention_unet"),
-        ("attention-unet", "attention_unet"),
-        ("unetpp-tiny", "unetplusplus"),
-        ("unetpp", "unetplusplus"),
-        ("segnet-tiny", "segnet"),
-        ("segnet", "segnet"),
-        ("segnext-tiny", "segnext"),
-        ("segnext-t", "segnext"),
+    // Parameters for 11 classes (docs/model.md's table; python/wgseg_torch's modules count
+    // the same).
+    for (name, arch, params) in [
+        ("tiny", "deeplabv3plus", 671_483),
+        ("small", "deeplabv3plus", 4_186_379),
+        ("r18", "deeplabv3plus", 16_605_611),
+        ("r50", "deeplabv3plus", 40_349_611),
+        ("deeplabv3-tiny", "deeplabv3", 605_979),
+        ("deeplabv3-r50", "deeplabv3", 39_636_299),
+        ("unet-tiny", "unet", 488_171),
+        ("unet", "unet", 31_038_283),
+        ("attention-unet-tiny", "attention_unet", 496_521),
+        ("attention-unet", "attention_unet", 31_388_851),
+        ("unetpp-tiny", "unetplusplus", 559_851),
+        ("unetpp", "unetplusplus", 9_161_100),
+        ("segnet-tiny", "segnet", 295_947),
+        ("segnet", "segnet", 29_478_411),
+        ("segnext-tiny", "segnext", 453_035),
+        ("segnext-t", "segnext", 4_095_851),
     ] {
         let cfg = shipped(name);
         assert_eq!(cfg.arch(), arch, "{name}");
         let mut store = ParamStore::new(&Device::Cpu);
         cfg.build(11, &mut store, 1).unwrap();
-        assert!(!store.names().is_empty());
+        let n: usize = store.params().map(|(_, t)| t.numel()).sum();
+        assert_eq!(n, params, "{name}");
         if name == "segnext-t" {
             // MSCAN-T without its ImageNet classifier (the paper's 4.2 M counts its 256·1000 +
             // 1000 weights); the PyTorch module of python/wgseg_torch counts the same.

@@ -91,6 +91,9 @@ struct Args {
     /// Data-loading threads.
     #[arg(long, default_value_t = 2)]
     workers: usize,
+    /// Train nothing: write the tables and plots from the runs finished so far.
+    #[arg(long)]
+    report: bool,
 }
 
 /// What one finished run leaves in `result.json`.
@@ -152,28 +155,43 @@ fn model_name(model: &str) -> String {
         .map_or(model.to_string(), |s| s.to_string_lossy().into_owned())
 }
 
+/// The run directory of a job.
+fn run_dir(out: &Path, job: Job) -> PathBuf {
+    out.join(model_name(job.model))
+        .join(format!("{}-s{}", job.method, job.seed))
+}
+
+/// The result of a job finished before, if any (an error if it ran another step count).
+fn finished(out: &Path, job: Job, steps: usize) -> anyhow::Result<Option<RunResult>> {
+    let dir = run_dir(out, job);
+    let Ok(text) = std::fs::read_to_string(dir.join("result.json")) else {
+        return Ok(None);
+    };
+    let Ok(r) = serde_json::from_str::<RunResult>(&text) else {
+        return Ok(None);
+    };
+    if r.steps != steps as u64 {
+        anyhow::bail!(
+            "{} holds a run of {} steps, not {steps}: use another --out",
+            dir.display(),
+            r.steps
+        );
+    }
+    Ok(Some(r))
+}
+
 fn run_one(args: &Args, out: &Path, job: Job) -> anyhow::Result<RunResult> {
     let (method, seed) = (job.method, job.seed);
     let model = model_name(job.model);
-    let dir = out.join(&model).join(format!("{method}-s{seed}"));
+    let dir = run_dir(out, job);
     let result_file = dir.join("result.json");
     let config = config_for(args, job)?;
-    if let Ok(text) = std::fs::read_to_string(&result_file) {
-        if let Ok(r) = serde_json::from_str::<RunResult>(&text) {
-            if r.steps != config.train.steps as u64 {
-                anyhow::bail!(
-                    "{} holds a run of {} steps, not {}: use another --out",
-                    dir.display(),
-                    r.steps,
-                    config.train.steps
-                );
-            }
-            eprintln!(
-                "{model} {method} seed {seed}: done before (mIoU {:.4})",
-                r.scores.miou
-            );
-            return Ok(r);
-        }
+    if let Some(r) = finished(out, job, config.train.steps)? {
+        eprintln!(
+            "{model} {method} seed {seed}: done before (mIoU {:.4})",
+            r.scores.miou
+        );
+        return Ok(r);
     }
     // A killed run continues from its last checkpoint; one killed before its first
     // checkpoint starts again from nothing (its directory holds no model to keep).
@@ -312,7 +330,11 @@ fn main() -> anyhow::Result<()> {
                     tmb,
                     seed,
                 };
-                results.push(run_one(&args, &out, job)?);
+                if args.report {
+                    results.extend(finished(&out, job, steps)?);
+                } else {
+                    results.push(run_one(&args, &out, job)?);
+                }
             }
         }
     }
@@ -341,7 +363,8 @@ fn main() -> anyhow::Result<()> {
     if several {
         md += &format!(
             "Losses × architectures: validation mIoU / tail mIoU, mean ± half the spread over \
-             {} seeds; {} steps of batch {}, {}² crops, base scale {}, data: {data_name}.\n\n\
+             the seeds run (up to {}; each model's table gives the count); {} steps of batch \
+             {}, {}² crops, base scale {}, data: {data_name}.\n\n\
              | method |",
             args.seeds, cfg.train.steps, cfg.train.batch_size, cfg.train.crop, scale
         );
@@ -375,10 +398,11 @@ fn main() -> anyhow::Result<()> {
     for m in &models {
         let mut series = Vec::new();
         md += &format!(
-            "Validation mIoU, mean ± half the spread over {} seeds; `{m}` model, {} steps of \
+            "Validation mIoU, mean ± half the spread over the seeds; `{m}` model, {} steps of \
              batch {}, {}² crops, base scale {}, data: {data_name}.\n\n\
-             | method | mIoU | head | middle | tail | time / run |\n|---|---|---|---|---|---|\n",
-            args.seeds, cfg.train.steps, cfg.train.batch_size, cfg.train.crop, scale
+             | method | seeds | mIoU | head | middle | tail | time / run |\n\
+             |---|---|---|---|---|---|---|\n",
+            cfg.train.steps, cfg.train.batch_size, cfg.train.crop, scale
         );
         for (k, &(method, _, _)) in methods.iter().enumerate() {
             let runs: Vec<&RunResult> = results
@@ -394,14 +418,20 @@ fn main() -> anyhow::Result<()> {
                 col(&|s| s.middle_miou),
                 col(&|s| s.tail_miou),
             );
-            let secs = runs.iter().map(|r| r.seconds).sum::<f64>() / runs.len().max(1) as f64;
+            let time = match runs.len() {
+                0 => "-".to_string(),
+                k => {
+                    let secs = runs.iter().map(|r| r.seconds).sum::<f64>() / k as f64;
+                    format!("{:.1} min", secs / 60.0)
+                }
+            };
             md += &format!(
-                "| {method} | {} | {} | {} | {} | {:.1} min |\n",
+                "| {method} | {} | {} | {} | {} | {} | {time} |\n",
+                runs.len(),
                 cell(miou),
                 cell(head),
                 cell(middle),
                 cell(tail),
-                secs / 60.0
             );
             summary.push(serde_json::json!({
                 "model": m, "method": method, "miou": miou.map(|v| [v.0, v.1]),
