@@ -202,6 +202,110 @@ fn train_eval_and_infer_on_the_built_in_data() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// Every architecture through the command line: `wgseg train --config FILE` (its `[model]`
+/// table naming the architecture), `wgseg eval` and `wgseg infer --ids --logits` on an odd
+/// size, each at micro size on the built-in data.
+#[test]
+fn every_architecture_trains_evaluates_and_infers() {
+    let device = if common::gpu().is_some() {
+        "gpu"
+    } else {
+        "cpu"
+    };
+    let dir = std::env::temp_dir().join(format!("wgseg-cli-archs-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let img: Vec<u8> = (0..35 * 41 * 3).map(|i| (i * 5 % 256) as u8).collect();
+    wgseg::data::save_png_rgb(&dir.join("odd.png"), 41, 35, &img).unwrap();
+    let train = "[train]\nworkers = 1\nlog_every = 1\n";
+    for (name, model) in [
+        (
+            "deeplabv3",
+            "arch = \"deeplabv3\"\nstem = 4\nwidths = [4, 4, 8, 8]\ndepths = [1, 1, 1, 1]\n\
+             block = \"bottleneck\"\naspp = 8\noutput_stride = 16",
+        ),
+        (
+            "unet",
+            "arch = \"unet\"\nwidths = [4, 8, 8]\nupsampling = \"transposed\"",
+        ),
+        (
+            "attention_unet",
+            "arch = \"attention_unet\"\nwidths = [4, 8, 8]",
+        ),
+        (
+            "unetplusplus",
+            "arch = \"unetplusplus\"\nwidths = [4, 8, 8]\ndeep_supervision = true",
+        ),
+        (
+            "segnet",
+            "arch = \"segnet\"\nwidths = [4, 8, 8]\ndepths = [1, 2, 1]",
+        ),
+        (
+            "segnext",
+            "arch = \"segnext\"\nwidths = [4, 8, 8, 8]\ndepths = [1, 1, 1, 1]\n\
+             mlp_ratios = [2, 2, 2, 2]\ndecoder = 8\ngroups = 2",
+        ),
+    ] {
+        let file = format!("{name}.toml");
+        std::fs::write(dir.join(&file), format!("[model]\n{model}\n\n{train}")).unwrap();
+        let o = wgseg_in(
+            &dir,
+            &[
+                "train",
+                "--config",
+                &file,
+                "--steps",
+                "2",
+                "--batch-size",
+                "2",
+                "--crop",
+                "32",
+                "--val-every",
+                "0",
+                "--device",
+                device,
+            ],
+        );
+        assert!(o.status.success(), "{name}: {}", text(&o));
+        assert!(
+            text(&o).contains("best validation mIoU"),
+            "{name}: {}",
+            text(&o)
+        );
+        let run = format!("runs/{name}-builtin-1");
+        let o = wgseg_in(
+            &dir,
+            &["eval", "--checkpoint", &run, "--json", "--device", device],
+        );
+        assert!(o.status.success(), "{name}: {}", text(&o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert!(v["miou"].as_f64().is_some(), "{name}: {v}");
+        let out = format!("pred-{name}");
+        let o = wgseg_in(
+            &dir,
+            &[
+                "infer",
+                "odd.png",
+                "--checkpoint",
+                &run,
+                "--ids",
+                "--logits",
+                "--out",
+                &out,
+                "--device",
+                device,
+            ],
+        );
+        assert!(o.status.success(), "{name}: {}", text(&o));
+        let (_, h, w) = wgseg::data::load_image(&dir.join(&out).join("odd_ids.png")).unwrap();
+        assert_eq!((h, w), (35, 41), "{name}");
+        let logits =
+            wgseg::npy::load(&dir.join(&out).join("odd_logits.npy"), &wgseg::Device::Cpu).unwrap();
+        assert_eq!(logits.dims(), [1, 10, 35, 41], "{name}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// The first `n` images of the built-in val split as a folder dataset at `root` with only a
 /// `val/` split.
 fn val_only(root: &std::path::Path, n: usize) {

@@ -330,7 +330,10 @@ fn batch_norm_shape_errors_are_errors_not_panics() {
 #[test]
 fn layer_and_group_norm_match_and_differentiate() {
     use wgseg::ops::{group_norm, layer_norm2d};
-    for (k, s) in [[2, 6, 5, 3], [1, 4, 7, 9], [3, 8, 1, 1]].into_iter().enumerate() {
+    for (k, s) in [[2, 6, 5, 3], [1, 4, 7, 9], [3, 8, 1, 1]]
+        .into_iter()
+        .enumerate()
+    {
         let c = s[1];
         let n: usize = s.iter().product();
         let inputs = [
@@ -361,8 +364,12 @@ fn layer_and_group_norm_literal_values() {
     use wgseg::ops::{group_norm, layer_norm2d};
     let dev = Device::Cpu;
     // x [1, 4, 1, 2]: pixel 0 has channels 1, 2, 3, 4; pixel 1 has 2, 2, 2, 6.
-    let x = Tensor::from_vec(vec![1.0, 2.0, 2.0, 2.0, 3.0, 2.0, 4.0, 6.0], [1, 4, 1, 2], &dev)
-        .unwrap();
+    let x = Tensor::from_vec(
+        vec![1.0, 2.0, 2.0, 2.0, 3.0, 2.0, 4.0, 6.0],
+        [1, 4, 1, 2],
+        &dev,
+    )
+    .unwrap();
     let g = Tensor::from_vec(vec![1.0, 2.0, 1.0, 0.5], [4], &dev).unwrap();
     let b = Tensor::from_vec(vec![0.0, 0.0, 1.0, 0.0], [4], &dev).unwrap();
     // Layer norm, pixel 0: mean 2.5, variance 1.25; pixel 1: mean 3, variance 3.
@@ -383,7 +390,10 @@ fn layer_and_group_norm_literal_values() {
     }
     // Group norm, 2 groups: channels 0-1 hold 1, 2, 2, 2 (mean 1.75, variance 0.1875);
     // channels 2-3 hold 3, 2, 4, 6 (mean 3.75, variance 2.1875).
-    let y = group_norm(&x, 2, &g, &b, 0.0).unwrap().to_vec_f64().unwrap();
+    let y = group_norm(&x, 2, &g, &b, 0.0)
+        .unwrap()
+        .to_vec_f64()
+        .unwrap();
     let (s0, s1) = (0.1875f64.sqrt(), 2.1875f64.sqrt());
     let want = [
         -0.75 / s0,
