@@ -426,6 +426,62 @@ fn torchvision_backbone_initialises_backbone() {
     assert!(err.contains("missing layer4.0.bn2.bias"), "{err}");
 }
 
+/// A torchvision-style ResNet of bottleneck blocks (resnet50's layout) initialises the
+/// backbone of a DeepLabV3 on bottlenecks, and is refused by a basic-block one (its
+/// `conv3` tensors have no counterpart).
+#[test]
+fn bottleneck_backbone_initialises_deeplabv3() {
+    use wgseg::model::{Block, DeepLabV3Config, ModelConfig};
+    let dir = scratch("bottleneck");
+    let cfg = |block| {
+        ModelConfig::DeepLabV3(DeepLabV3Config {
+            stem: 4,
+            widths: [2, 4, 4, 4],
+            depths: [2, 1, 1, 1],
+            block,
+            aspp: 6,
+            output_stride: 16,
+            aspp_rates: None,
+            separable_aspp: false,
+        })
+    };
+    let mut source = ParamStore::new(&Device::Cpu);
+    cfg(Block::Bottleneck).build(3, &mut source, 5).unwrap();
+    let entries: Entries = source
+        .iter()
+        .filter_map(|(name, t, _)| {
+            let tv = name.strip_prefix("backbone.")?;
+            let bytes = t
+                .to_vec()
+                .unwrap()
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect();
+            Some((tv.to_string(), Dtype::F32, t.dims().to_vec(), bytes))
+        })
+        .collect();
+    assert!(entries.iter().any(|e| e.0 == "layer1.0.conv3.weight"));
+    let tv = dir.join("resnet50.safetensors");
+    write_entries(&tv, &entries, HashMap::new());
+    let mut store = ParamStore::new(&Device::Cpu);
+    cfg(Block::Bottleneck).build(3, &mut store, 6).unwrap();
+    assert_eq!(init_backbone(&tv, &mut store).unwrap(), entries.len());
+    for (name, t, _) in source.iter().filter(|(n, _, _)| n.starts_with("backbone.")) {
+        assert_eq!(
+            store.get(name).unwrap().to_vec().unwrap(),
+            t.to_vec().unwrap(),
+            "{name}"
+        );
+    }
+    let mut basic = ParamStore::new(&Device::Cpu);
+    cfg(Block::Basic).build(3, &mut basic, 6).unwrap();
+    let err = init_backbone(&tv, &mut basic).unwrap_err().to_string();
+    assert!(
+        err.contains("layer1.0.conv3.weight has no counterpart"),
+        "{err}"
+    );
+}
+
 fn listing(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = fs::read_dir(dir)
         .unwrap()

@@ -408,8 +408,9 @@ pub fn load_weights(path: &Path, store: &mut ParamStore) -> Result<Metadata> {
 /// safetensors (`conv1.weight`, `bn1.*`, `layer1.0.conv1.weight`, …): each file tensor
 /// `T` goes to `backbone.T`. `fc.*` and `num_batches_tracked` are ignored. Every backbone
 /// tensor of the store must be in the file, F32, with the same shape, and every other file
-/// tensor must have a backbone counterpart (a ResNet with other widths, depths or
-/// bottleneck blocks is an error that names the tensors); on error the store is unchanged.
+/// tensor must have a backbone counterpart (a ResNet with other widths, depths or block
+/// type is an error that names the tensors); on error the store is unchanged. Basic and
+/// bottleneck ResNets (torchvision's resnet18/34 and resnet50/101) both load.
 /// Returns the number of tensors loaded.
 pub fn init_backbone(path: &Path, store: &mut ParamStore) -> Result<usize> {
     let bytes = read_file(path)?;
