@@ -143,6 +143,14 @@ fn deeplab_from_checkpoint(
     Ok((spec, aspp_rates, separable_aspp))
 }
 
+/// The given ASPP rates, or the output stride's defaults.
+fn rates_or_default(rates: &Option<Vec<usize>>, output_stride: usize) -> Result<Vec<usize>> {
+    match rates {
+        Some(r) => Ok(r.clone()),
+        None => default_rates(output_stride),
+    }
+}
+
 /// First dimension of a checkpoint tensor.
 fn dim0(shape: &dyn Fn(&str) -> Option<Vec<usize>>, name: &str) -> Result<usize> {
     let s =
@@ -194,9 +202,7 @@ impl DeepLabConfig {
     /// in).
     pub fn resolved(&self) -> Result<DeepLabConfig> {
         let mut c = self.clone();
-        if c.aspp_rates.is_none() {
-            c.aspp_rates = Some(default_rates(c.output_stride)?);
-        }
+        c.aspp_rates = Some(rates_or_default(&c.aspp_rates, c.output_stride)?);
         Ok(c)
     }
 
@@ -279,9 +285,7 @@ impl DeepLabV3Config {
     /// This config with the ASPP rates resolved.
     pub fn resolved(&self) -> Result<DeepLabV3Config> {
         let mut c = self.clone();
-        if c.aspp_rates.is_none() {
-            c.aspp_rates = Some(default_rates(c.output_stride)?);
-        }
+        c.aspp_rates = Some(rates_or_default(&c.aspp_rates, c.output_stride)?);
         Ok(c)
     }
 

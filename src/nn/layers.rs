@@ -237,6 +237,54 @@ impl ConvBn {
     }
 }
 
+/// A residual block's shortcut: the identity, or `downsample` (`.0` 1×1 conv with the
+/// stride, no bias; `.1` BN) when the stride is not 1 or the channels change.
+#[derive(Clone, Debug)]
+struct Shortcut(Option<(Conv2d, BatchNorm2d)>);
+
+impl Shortcut {
+    fn new(
+        store: &mut ParamStore,
+        rng: &mut InitRng,
+        prefix: &str,
+        (cin, cout): (usize, usize),
+        stride: usize,
+    ) -> Result<Shortcut> {
+        if stride == 1 && cin == cout {
+            return Ok(Shortcut(None));
+        }
+        let name = join(prefix, "downsample.0");
+        let c = Conv2d::new(store, rng, &name, (cin, cout), 1, stride, 1, 1, false)?;
+        let bn = BatchNorm2d::new(store, &join(prefix, "downsample.1"), cout)?;
+        Ok(Shortcut(Some((c, bn))))
+    }
+
+    fn forward(&self, store: &mut ParamStore, x: &Tensor, training: bool) -> Result<Tensor> {
+        match &self.0 {
+            Some((c, bn)) => {
+                let y = c.forward(store, x)?;
+                bn.forward(store, &y, training)
+            }
+            None => Ok(x.clone()),
+        }
+    }
+}
+
+/// `ReLU(bn(y) + identity)`: a residual block's last norm with the add fused in.
+fn add_relu(
+    bn: &BatchNorm2d,
+    store: &mut ParamStore,
+    y: &Tensor,
+    training: bool,
+    identity: &Tensor,
+) -> Result<Tensor> {
+    let ep = Epilogue {
+        act: Activation::Relu,
+        residual: Some(identity),
+    };
+    bn.forward_with(store, y, training, ep)
+}
+
 /// torchvision's `BasicBlock`: `conv1` 3×3 (stride, dilation) → `bn1` → ReLU → `conv2` 3×3
 /// (dilation) → `bn2`, plus the identity or `downsample` (`.0` 1×1 conv with the stride,
 /// `.1` BN) when the stride is not 1 or the width changes, → ReLU.
@@ -246,7 +294,7 @@ pub struct BasicBlock {
     bn1: BatchNorm2d,
     conv2: Conv2d,
     bn2: BatchNorm2d,
-    downsample: Option<(Conv2d, BatchNorm2d)>,
+    downsample: Shortcut,
 }
 
 impl BasicBlock {
@@ -283,22 +331,7 @@ impl BasicBlock {
             false,
         )?;
         let bn2 = BatchNorm2d::new(store, &p("bn2"), cout)?;
-        let downsample = if stride != 1 || cin != cout {
-            let c = Conv2d::new(
-                store,
-                rng,
-                &p("downsample.0"),
-                (cin, cout),
-                1,
-                stride,
-                1,
-                1,
-                false,
-            )?;
-            Some((c, BatchNorm2d::new(store, &p("downsample.1"), cout)?))
-        } else {
-            None
-        };
+        let downsample = Shortcut::new(store, rng, prefix, (cin, cout), stride)?;
         Ok(BasicBlock {
             conv1,
             bn1,
@@ -309,25 +342,11 @@ impl BasicBlock {
     }
 
     pub fn forward(&self, store: &mut ParamStore, x: &Tensor, training: bool) -> Result<Tensor> {
-        let identity = match &self.downsample {
-            Some((c, bn)) => {
-                let y = c.forward(store, x)?;
-                bn.forward(store, &y, training)?
-            }
-            None => x.clone(),
-        };
+        let identity = self.downsample.forward(store, x, training)?;
         let y = self.conv1.forward(store, x)?;
         let y = self.bn1.forward_with(store, &y, training, RELU)?;
         let y = self.conv2.forward(store, &y)?;
-        self.bn2.forward_with(
-            store,
-            &y,
-            training,
-            Epilogue {
-                act: Activation::Relu,
-                residual: Some(&identity),
-            },
-        )
+        add_relu(&self.bn2, store, &y, training, &identity)
     }
 }
 
@@ -338,7 +357,7 @@ impl BasicBlock {
 #[derive(Clone, Debug)]
 pub struct Bottleneck {
     convs: [(Conv2d, BatchNorm2d); 3],
-    downsample: Option<(Conv2d, BatchNorm2d)>,
+    downsample: Shortcut,
 }
 
 impl Bottleneck {
@@ -353,7 +372,6 @@ impl Bottleneck {
         stride: usize,
         dilation: usize,
     ) -> Result<Bottleneck> {
-        let p = |s| join(prefix, s);
         let cout = width * Self::EXPANSION;
         let mut conv_bn = |i: usize, (ci, co): (usize, usize), k, s, d| -> Result<_> {
             let c = Conv2d::new(
@@ -375,48 +393,19 @@ impl Bottleneck {
             conv_bn(2, (width, width), 3, stride, dilation)?,
             conv_bn(3, (width, cout), 1, 1, 1)?,
         ];
-        let downsample = if stride != 1 || cin != cout {
-            let c = Conv2d::new(
-                store,
-                rng,
-                &p("downsample.0"),
-                (cin, cout),
-                1,
-                stride,
-                1,
-                1,
-                false,
-            )?;
-            Some((c, BatchNorm2d::new(store, &p("downsample.1"), cout)?))
-        } else {
-            None
-        };
+        let downsample = Shortcut::new(store, rng, prefix, (cin, cout), stride)?;
         Ok(Bottleneck { convs, downsample })
     }
 
     pub fn forward(&self, store: &mut ParamStore, x: &Tensor, training: bool) -> Result<Tensor> {
-        let identity = match &self.downsample {
-            Some((c, bn)) => {
-                let y = c.forward(store, x)?;
-                bn.forward(store, &y, training)?
-            }
-            None => x.clone(),
-        };
+        let identity = self.downsample.forward(store, x, training)?;
         let [(c1, b1), (c2, b2), (c3, b3)] = &self.convs;
         let y = c1.forward(store, x)?;
         let y = b1.forward_with(store, &y, training, RELU)?;
         let y = c2.forward(store, &y)?;
         let y = b2.forward_with(store, &y, training, RELU)?;
         let y = c3.forward(store, &y)?;
-        b3.forward_with(
-            store,
-            &y,
-            training,
-            Epilogue {
-                act: Activation::Relu,
-                residual: Some(&identity),
-            },
-        )
+        add_relu(b3, store, &y, training, &identity)
     }
 }
 
