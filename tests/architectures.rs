@@ -388,6 +388,75 @@ fn gpu_and_cpu_agree_on_logits_and_gradients() {
     }
 }
 
+/// The shipped tiny config of every new architecture (the ones that train on lavapipe), on
+/// the GPU against the CPU reference (batch 4 of 32×32): logits in training mode, and every
+/// gradient through an evaluation-mode forward.
+///
+/// Why evaluation mode for the gradients: in training mode batch norm's backward subtracts
+/// the per-channel means of the upstream gradient, so a norm's bias gradient is a sum whose
+/// terms nearly cancel. In unet-tiny, the f32 GPU gradients then differed from the f64
+/// reference by 4–10·10⁻³ norm-wise (attention-unet-tiny's `psi.bn.bias`: 1.5·10⁻²) with the
+/// texture GEMM on and off alike, every tensor behind the first such norm — rounding of a
+/// cancelling sum, not a kernel error, which this check would then not see. Training-mode
+/// gradients are checked elementwise on the micro configs above and on `tiny`
+/// (`tests/model.rs`). Gradients are compared norm-wise per tensor: through the ReLU kinks
+/// of many layers single elements move more than their tensor (evaluation mode on
+/// lavapipe: at most 7.4·10⁻⁴ norm-wise, unetpp-tiny's `conv0_0.0.conv.weight`, whose
+/// element 53 differed by 5·10⁻³ of itself); a wrong kernel is off by order 1.
+#[test]
+fn tiny_configs_agree_on_gpu_and_cpu() {
+    let Some(gpu) = gpu() else { return };
+    let (n, h, w) = (4, 32, 32);
+    let x = uniform(n * 3 * h * w, 15, -2.0, 2.0);
+    let labels: Vec<u32> = (0..n * h * w).map(|i| (i % 11) as u32 % 5).collect();
+    for name in [
+        "deeplabv3-tiny",
+        "unet-tiny",
+        "attention-unet-tiny",
+        "unetpp-tiny",
+        "segnet-tiny",
+        "segnext-tiny",
+    ] {
+        let cfg = shipped(name);
+        let run = |dev: &Device| {
+            let mut store = ParamStore::new(dev);
+            let net = cfg.build(5, &mut store, 3).unwrap();
+            let xt = Tensor::from_vec(x.clone(), [n, 3, h, w], dev).unwrap();
+            let y = Tensor::from_u32(labels.clone(), [n, h, w], dev).unwrap();
+            let train = net.forward(&mut store, &xt, true).unwrap();
+            let logits = net.forward(&mut store, &xt, false).unwrap();
+            let loss = logits.cross_entropy(&y, None, 255).unwrap();
+            let g = backward(&loss).unwrap();
+            let grads: Vec<(String, Vec<f64>)> = store
+                .params()
+                .map(|(name, t)| (name.to_string(), g.get(t).unwrap().to_vec_f64().unwrap()))
+                .collect();
+            (train.to_vec_f64().unwrap(), grads)
+        };
+        let (cl, cg) = run(&Device::Cpu);
+        let (gl, gg) = run(&gpu);
+        let tol = Tol {
+            rtol: 1e-3,
+            atol: 1e-4,
+        };
+        assert_close(&format!("{name} logits"), &gl, &cl, tol);
+        assert_eq!(gg.len(), cg.len());
+        for ((p, g), (_, c)) in gg.iter().zip(&cg) {
+            let diff = g
+                .iter()
+                .zip(c)
+                .map(|(a, b)| (a - b).powi(2))
+                .sum::<f64>()
+                .sqrt();
+            let norm = c.iter().map(|b| b * b).sum::<f64>().sqrt();
+            assert!(
+                diff <= 3e-3 * norm + 1e-6,
+                "{name}: gradient of {p}: ‖gpu − cpu‖ = {diff:.3e}, ‖cpu‖ = {norm:.3e}"
+            );
+        }
+    }
+}
+
 /// Save, read the architecture back from the file alone, rebuild, load: the same logits.
 #[test]
 fn checkpoints_round_trip_every_architecture() {
