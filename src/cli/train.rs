@@ -227,7 +227,8 @@ pub fn run(a: TrainArgs) -> Result<()> {
     }
     let device = Device::parse(&a.device).with_context(|| format!("--device {}", a.device))?;
     eprintln!(
-        "wgseg train: {} on {}, run directory {}",
+        "wgseg train: {} on {}, device {}, run directory {}",
+        config.model.arch(),
         a.data
             .as_ref()
             .map_or("built-in data".to_string(), |d| d.display().to_string()),
