@@ -70,17 +70,19 @@ fn micro_configs() -> Vec<ModelConfig> {
     }
     v.push(unetpp(Upsampling::Bilinear, true));
     v.push(segnet());
-    v.push(segnext());
+    v.push(segnext(Some(3)));
+    v.push(segnext(None));
     v
 }
 
-fn segnext() -> ModelConfig {
+fn segnext(ham_rank: Option<usize>) -> ModelConfig {
     ModelConfig::SegNeXt(SegNeXtConfig {
         widths: [4, 8, 8, 8],
         depths: [1, 1, 2, 1],
         mlp_ratios: [2, 2, 2, 2],
         decoder: 8,
         groups: 2,
+        ham_rank,
     })
 }
 
@@ -214,7 +216,7 @@ fn tensors_carry_pytorch_names() {
         ],
     );
     assert_eq!(sn.len(), 2 * 4 * 5 + 2);
-    let sx = names(&segnext());
+    let sx = names(&segnext(Some(3)));
     has(
         &sx,
         &[
@@ -241,8 +243,16 @@ fn tensors_carry_pytorch_names() {
             "decode_head.align.gn.weight",
             "decode_head.conv_seg.weight",
             "decode_head.conv_seg.bias",
+            "decode_head.hamburger.ham_in.conv.weight",
+            "decode_head.hamburger.ham_in.conv.bias",
+            "decode_head.hamburger.ham_out.conv.weight",
+            "decode_head.hamburger.ham_out.gn.weight",
+            "decode_head.hamburger.ham_out.gn.bias",
         ],
     );
+    let light = names(&segnext(None));
+    assert_eq!(light.len() + 5, sx.len());
+    assert!(!light.iter().any(|n| n.contains("hamburger")));
 }
 
 /// Shapes of weights that follow from the widths: the UNet family's concatenations and
@@ -275,24 +285,56 @@ fn weight_shapes_follow_the_widths() {
     // SegNeXt's strip convolutions are depthwise 1×k and k×1; the decoder reads stages 2-4.
     let sgu = "backbone.block2.0.attn.spatial_gating_unit";
     assert_eq!(
-        shape(&segnext(), &format!("{sgu}.conv1_1.weight")),
+        shape(&segnext(None), &format!("{sgu}.conv1_1.weight")),
         [8, 1, 1, 11]
     );
     assert_eq!(
-        shape(&segnext(), &format!("{sgu}.conv2_2.weight")),
+        shape(&segnext(None), &format!("{sgu}.conv2_2.weight")),
         [8, 1, 21, 1]
     );
     assert_eq!(
-        shape(&segnext(), "backbone.patch_embed1.proj.0.weight"),
+        shape(&segnext(None), "backbone.patch_embed1.proj.0.weight"),
         [2, 3, 3, 3]
     );
     assert_eq!(
-        shape(&segnext(), "decode_head.squeeze.conv.weight"),
+        shape(&segnext(None), "decode_head.squeeze.conv.weight"),
         [8, 24, 1, 1]
     );
     let v3 = deeplabv3(Block::Bottleneck, 16);
     assert_eq!(shape(&v3, "backbone.layer4.0.conv3.weight"), [32, 8, 1, 1]);
     assert_eq!(shape(&v3, "aspp.convs.0.conv.weight"), [8, 32, 1, 1]);
+}
+
+/// SegNeXt's NMF starts from fixed bases: `frac((i + 1)·φ)` over the row-major index,
+/// columns of unit L2 norm (the values python/wgseg_torch computes, printed by it for 4×3).
+#[test]
+fn nmf_bases_follow_their_formula() {
+    let b = wgseg::model::nmf_bases(4, 3);
+    let want = [
+        [0.7166, 0.1870, 0.6511],
+        [0.5474, 0.0714, 0.5399],
+        [0.3783, 0.7482, 0.4287],
+        [0.2091, 0.6326, 0.3175],
+    ];
+    for (k, row) in want.iter().enumerate() {
+        for (c, w) in row.iter().enumerate() {
+            assert!((f64::from(b[k * 3 + c]) - w).abs() < 1e-4, "[{k}][{c}]");
+        }
+    }
+    let phi = (5f64.sqrt() - 1.0) / 2.0;
+    let b = wgseg::model::nmf_bases(16, 5);
+    for c in 0..5 {
+        let col: Vec<f64> = (0..16).map(|k| f64::from(b[k * 5 + c])).collect();
+        let norm = col.iter().map(|v| v * v).sum::<f64>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-6, "column {c}: norm {norm}");
+        let u: Vec<f64> = (0..16)
+            .map(|k| ((k * 5 + c + 1) as f64 * phi).fract())
+            .collect();
+        let un = u.iter().map(|v| v * v).sum::<f64>().sqrt();
+        for k in 0..16 {
+            assert!((col[k] - u[k] / un).abs() < 1e-7, "[{k}][{c}]");
+        }
+    }
 }
 
 /// A 2×2 stride-2 transposed convolution against its definition, written out per pixel.
@@ -574,8 +616,8 @@ fn shipped_configs_build() {
         ("unetpp", "unetplusplus", 9_161_100),
         ("segnet-tiny", "segnet", 295_947),
         ("segnet", "segnet", 29_478_411),
-        ("segnext-tiny", "segnext", 453_035),
-        ("segnext-t", "segnext", 4_095_851),
+        ("segnext-tiny", "segnext", 461_419),
+        ("segnext-t", "segnext", 4_227_691),
     ] {
         let cfg = shipped(name);
         assert_eq!(cfg.arch(), arch, "{name}");

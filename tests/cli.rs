@@ -243,7 +243,7 @@ fn every_architecture_trains_evaluates_and_infers() {
         (
             "segnext",
             "arch = \"segnext\"\nwidths = [4, 8, 8, 8]\ndepths = [1, 1, 1, 1]\n\
-             mlp_ratios = [2, 2, 2, 2]\ndecoder = 8\ngroups = 2",
+             mlp_ratios = [2, 2, 2, 2]\ndecoder = 8\ngroups = 2\nham_rank = 2",
         ),
     ] {
         let file = format!("{name}.toml");

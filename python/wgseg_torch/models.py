@@ -467,26 +467,97 @@ class ConvGN(nn.Module):
         return F.relu(self.gn(self.conv(x)))
 
 
-class LightHead(nn.Module):
-    """LightHamHead without its Hamburger: squeeze -> align -> conv_seg over stages 2-4."""
+NMF_STEPS = (6, 7)  # multiplicative updates without gradients: training, evaluation
 
-    def __init__(self, widths, decoder, groups, num_classes):
+
+def nmf_bases(d, r):
+    """The NMF's initial bases [d, r]: frac((i + 1) * phi) over the row-major index i,
+    columns scaled to unit L2 norm, in float64, then float32 (as wgseg computes them)."""
+    import numpy as np
+    phi = (5.0 ** 0.5 - 1.0) / 2.0
+    u = np.modf((np.arange(d * r, dtype=np.float64) + 1.0) * phi)[0].reshape(d, r)
+    u = u / np.maximum(np.sqrt((u * u).sum(0, keepdims=True)), 1e-12)
+    return torch.from_numpy(u.astype(np.float32))
+
+
+def _update_coef(x, bases, coef):
+    num = x.transpose(1, 2) @ bases
+    den = coef @ (bases.transpose(1, 2) @ bases)
+    return coef * num / (den + 1e-6)
+
+
+def nmf(x, rank, steps):
+    """mmsegmentation's NMF2D (one group) with wgseg's fixed initial bases."""
+    b, c, h, w = x.shape
+    x = x.reshape(b, c, h * w)
+    bases = nmf_bases(c, rank)[None].to(x.dtype)
+    with torch.no_grad():
+        xd = x.detach()
+        coef = F.softmax(xd.transpose(1, 2) @ bases, dim=-1)
+        for _ in range(steps):
+            coef = _update_coef(xd, bases, coef)
+            bases = bases * (xd @ coef) / (bases @ (coef.transpose(1, 2) @ coef) + 1e-6)
+    coef = _update_coef(x, bases, coef)
+    return (bases @ coef.transpose(1, 2)).reshape(b, c, h, w)
+
+
+class HamOut(nn.Module):
+    def __init__(self, c, groups):
+        super().__init__()
+        self.conv = nn.Conv2d(c, c, 1, bias=False)
+        self.gn = nn.GroupNorm(groups, c)
+
+    def forward(self, x):
+        return self.gn(self.conv(x))
+
+
+class ConvBias(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.conv = nn.Conv2d(c, c, 1)
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+class Hamburger(nn.Module):
+    """relu(x + ham_out(NMF(relu(ham_in(x)))))."""
+
+    def __init__(self, c, groups, rank):
+        super().__init__()
+        self.ham_in = ConvBias(c)
+        self.ham_out = HamOut(c, groups)
+        self.rank = rank
+
+    def forward(self, x):
+        steps = NMF_STEPS[0] if self.training else NMF_STEPS[1]
+        e = nmf(F.relu(self.ham_in(x)), self.rank, steps)
+        return F.relu(x + self.ham_out(e))
+
+
+class LightHamHead(nn.Module):
+    """squeeze -> Hamburger (when ham_rank is set) -> align -> conv_seg over stages 2-4."""
+
+    def __init__(self, widths, decoder, groups, num_classes, ham_rank=None):
         super().__init__()
         self.squeeze = ConvGN(sum(widths[1:]), decoder, groups)
+        self.hamburger = Hamburger(decoder, groups, ham_rank) if ham_rank else None
         self.align = ConvGN(decoder, decoder, groups)
         self.conv_seg = nn.Conv2d(decoder, num_classes, 1)
 
     def forward(self, outs):
         size = outs[1].shape[-2:]
-        x = torch.cat([resize(o, size) for o in outs[1:]], 1)
-        return self.conv_seg(self.align(self.squeeze(x)))
+        x = self.squeeze(torch.cat([resize(o, size) for o in outs[1:]], 1))
+        if self.hamburger is not None:
+            x = self.hamburger(x)
+        return self.conv_seg(self.align(x))
 
 
 class SegNeXt(nn.Module):
-    def __init__(self, num_classes, widths, depths, mlp_ratios, decoder, groups):
+    def __init__(self, num_classes, widths, depths, mlp_ratios, decoder, groups, ham_rank=None):
         super().__init__()
         self.backbone = MSCAN(widths, depths, mlp_ratios)
-        self.decode_head = LightHead(widths, decoder, groups, num_classes)
+        self.decode_head = LightHamHead(widths, decoder, groups, num_classes, ham_rank)
 
     def forward(self, img):
         return resize(self.decode_head(self.backbone(img)), img.shape[-2:])

@@ -378,7 +378,8 @@ impl SegNetConfig {
     }
 }
 
-/// The architecture of a SegNeXt: its MSCAN encoder and light decoder (docs/model.md).
+/// The architecture of a SegNeXt: its MSCAN encoder and light Hamburger decoder
+/// (docs/model.md).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SegNeXtConfig {
@@ -392,6 +393,10 @@ pub struct SegNeXtConfig {
     pub decoder: usize,
     /// Group-norm groups of the decoder (32); divides `decoder`.
     pub groups: usize,
+    /// The rank `R` of the Hamburger's matrix factorisation (16 in the paper); omitted, the
+    /// decoder has no Hamburger.
+    #[serde(default)]
+    pub ham_rank: Option<usize>,
 }
 
 impl SegNeXtConfig {
@@ -409,6 +414,9 @@ impl SegNeXtConfig {
                 "widths[0] = {} must be even (the stem's first conv has half of it)",
                 self.widths[0]
             ));
+        }
+        if self.ham_rank == Some(0) {
+            return bad("ham_rank = 0: the factorisation needs a positive rank".into());
         }
         if self.groups == 0 || self.decoder == 0 || self.decoder % self.groups != 0 {
             return bad(format!(

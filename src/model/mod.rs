@@ -29,7 +29,7 @@ pub use config::{
 pub use deeplab::{default_rates, DeepLabV3, DeepLabV3Plus};
 pub use resnet::{stage_plan, Block, ResNet, ResNetSpec};
 pub use segnet::SegNet;
-pub use segnext::SegNeXt;
+pub use segnext::{nmf_bases, SegNeXt, NMF_STEPS};
 pub use unet::{AttentionUNet, UNet, UNetPlusPlus};
 
 use crate::error::Result;

@@ -1,11 +1,12 @@
 //! SegNeXt (Guo et al. 2022; docs/model.md): the MSCAN encoder — convolutional attention
-//! from multi-scale depthwise strip convolutions — and a light decoder over its last three
-//! stages. Tensor names follow mmsegmentation's `MSCAN` (`backbone.*`); the decoder is
-//! mmsegmentation's `LightHamHead` without its Hamburger (NMF) module: `squeeze` → `align`
-//! → `conv_seg`.
+//! from multi-scale depthwise strip convolutions — and mmsegmentation's `LightHamHead` over
+//! its last three stages: `squeeze` → the Hamburger (`ham_in` → non-negative matrix
+//! factorisation → `ham_out`, a residual) → `align` → `conv_seg`, or without the
+//! Hamburger when the config has no `ham_rank`. Tensor names follow mmsegmentation's.
 
 use super::deeplab::image_size;
 use super::{ModelConfig, SegNeXtConfig, Segmenter};
+use crate::error::Error;
 use crate::error::Result;
 use crate::nn::{init_rng, BatchNorm2d, Conv2d, GroupNorm, InitRng, Kind, LayerNorm2d, ParamStore};
 use crate::ops::copy::concat;
@@ -212,11 +213,117 @@ impl ConvGn {
     }
 }
 
-/// SegNeXt with the light decoder (see the module docs): logits at the input's size for
-/// any input of at least 32 pixels a side.
+/// Multiplicative-update steps of the NMF before the differentiable one, in training and in
+/// evaluation (mmsegmentation's `train_steps`, `eval_steps` for SegNeXt).
+pub const NMF_STEPS: (usize, usize) = (6, 7);
+/// The NMF updates' denominator offset.
+const NMF_EPS: f64 = 1e-6;
+
+/// The NMF's initial bases `[D, R]`, row-major: `u = frac((d·R + r + 1)·φ)` with `φ = (√5 −
+/// 1)/2` (a low-discrepancy sequence in [0, 1)), each column scaled to unit L2 norm over
+/// `d`, computed in f64 and rounded to f32. mmsegmentation draws them uniformly at random
+/// at every forward pass; a fixed pattern makes evaluation deterministic and reproducible
+/// in PyTorch (`python/wgseg_torch` computes the same values).
+pub fn nmf_bases(d: usize, r: usize) -> Vec<f32> {
+    let phi = (5f64.sqrt() - 1.0) / 2.0;
+    let u: Vec<f64> = (0..d * r).map(|i| ((i + 1) as f64 * phi).fract()).collect();
+    let mut out = vec![0f32; d * r];
+    for c in 0..r {
+        let norm = (0..d)
+            .map(|k| u[k * r + c].powi(2))
+            .sum::<f64>()
+            .sqrt()
+            .max(1e-12);
+        for k in 0..d {
+            out[k * r + c] = (u[k * r + c] / norm) as f32;
+        }
+    }
+    out
+}
+
+/// One multiplicative update of the coefficients, `coef · (xᵀ·bases) / (coef·(basesᵀ·bases)
+/// + ε)`, for `x [B, D, N]`, `bases [B, D, R]`, `coef [B, N, R]`.
+fn update_coef(x: &Tensor, bases: &Tensor, coef: &Tensor) -> Result<Tensor> {
+    let num = x.matmul_t(bases, true, false)?;
+    let den = coef.matmul(&bases.matmul_t(bases, true, false)?)?;
+    coef.mul(&num.div(&den.add_scalar(NMF_EPS)?)?)
+}
+
+/// Non-negative matrix factorisation of `x [B, C, H, W]` (non-negative) as mmsegmentation's
+/// `NMF2D` computes it (one group, `D = C`, `N = H·W`): coefficients `softmax(xᵀ·bases)`
+/// from [`nmf_bases`], `steps` multiplicative updates of coefficients and bases without
+/// gradients, one more update of the coefficients with gradients (through `x`), and the
+/// reconstruction `bases · coefᵀ`.
+fn nmf(x: &Tensor, rank: usize, steps: usize) -> Result<Tensor> {
+    let &[b, c, h, w] = x.dims() else {
+        return Err(Error::shape(
+            "NMF",
+            format!("expected [N, C, H, W], got {}", x.shape()),
+        ));
+    };
+    let x = x.reshape([b, c, h * w])?;
+    let init = Tensor::from_vec(nmf_bases(c, rank), [1, c, rank], &x.device())?;
+    let (bases, coef) = {
+        let _g = crate::no_grad();
+        let xd = x.detach();
+        let mut coef = xd.matmul_t(&init, true, false)?.softmax(-1)?;
+        let mut bases = init;
+        for _ in 0..steps {
+            coef = update_coef(&xd, &bases, &coef)?;
+            let num = xd.matmul(&coef)?;
+            let den = bases.matmul(&coef.matmul_t(&coef, true, false)?)?;
+            bases = bases.mul(&num.div(&den.add_scalar(NMF_EPS)?)?)?;
+        }
+        (bases.detach(), coef.detach())
+    };
+    let coef = update_coef(&x, &bases, &coef)?;
+    bases.matmul_t(&coef, false, true)?.reshape([b, c, h, w])
+}
+
+/// The Hamburger: `ReLU(x + ham_out(NMF(ReLU(ham_in(x)))))`; `ham_in` is a 1×1 convolution
+/// with bias, `ham_out` a 1×1 convolution → group norm.
+struct Hamburger {
+    ham_in: Conv2d,
+    ham_out: Conv2d,
+    gn: GroupNorm,
+    rank: usize,
+}
+
+impl Hamburger {
+    fn new(
+        store: &mut ParamStore,
+        r: &mut InitRng,
+        c: usize,
+        groups: usize,
+        rank: usize,
+    ) -> Result<Hamburger> {
+        let p = "decode_head.hamburger";
+        let ham_in = pointwise(store, r, &format!("{p}.ham_in.conv"), (c, c))?;
+        let out = format!("{p}.ham_out.conv");
+        let ham_out = Conv2d::new(store, r, &out, (c, c), 1, 1, 1, 1, false)?;
+        let gn = GroupNorm::new(store, &format!("{p}.ham_out.gn"), groups, c)?;
+        Ok(Hamburger {
+            ham_in,
+            ham_out,
+            gn,
+            rank,
+        })
+    }
+
+    fn forward(&self, store: &ParamStore, x: &Tensor, training: bool) -> Result<Tensor> {
+        let steps = if training { NMF_STEPS.0 } else { NMF_STEPS.1 };
+        let e = self.ham_in.forward(store, x)?.relu()?;
+        let e = nmf(&e, self.rank, steps)?;
+        let e = self.gn.forward(store, &self.ham_out.forward(store, &e)?)?;
+        x.add(&e)?.relu()
+    }
+}
+
+/// SegNeXt (see the module docs): logits at the input's size for any input size.
 pub struct SegNeXt {
     stages: Vec<(Embed, Vec<Block>, LayerNorm2d)>,
     squeeze: ConvGn,
+    hamburger: Option<Hamburger>,
     align: ConvGn,
     conv_seg: Conv2d,
     num_classes: usize,
@@ -272,11 +379,16 @@ impl SegNeXt {
             (ws[1] + ws[2] + ws[3], d),
             g,
         )?;
+        let hamburger = match config.ham_rank {
+            Some(rank) => Some(Hamburger::new(store, r, d, g, rank)?),
+            None => None,
+        };
         let align = ConvGn::new(store, r, "decode_head.align", (d, d), g)?;
         let conv_seg = pointwise(store, r, "decode_head.conv_seg", (d, num_classes))?;
         Ok(SegNeXt {
             stages,
             squeeze,
+            hamburger,
             align,
             conv_seg,
             num_classes,
@@ -315,7 +427,10 @@ impl Segmenter for SegNeXt {
         for o in &outs[1..] {
             parts.push(o.interpolate_bilinear(size, false)?);
         }
-        let z = self.squeeze.forward(store, &concat(&parts, 1)?)?;
+        let mut z = self.squeeze.forward(store, &concat(&parts, 1)?)?;
+        if let Some(h) = &self.hamburger {
+            z = h.forward(store, &z, training)?;
+        }
         let z = self.align.forward(store, &z)?;
         let logits = self.conv_seg.forward(store, &z)?;
         logits.interpolate_bilinear((h, w), false)
