@@ -589,6 +589,16 @@ fn model_tables_name_their_architecture() {
             .to_string();
         assert!(e.contains("models/mine.toml") && e.contains(key), "{table}: {e}");
     }
+    // An optional key left out (SegNeXt without the Hamburger) survives the saved config.
+    let c = RunConfig::parse(
+        "[model]\narch = \"segnext\"\nwidths = [4, 8, 8, 8]\ndepths = [1, 1, 1, 1]\n\
+         mlp_ratios = [2, 2, 2, 2]\ndecoder = 8\ngroups = 2\n",
+        path,
+    )
+    .unwrap();
+    let text = c.to_toml().unwrap();
+    assert!(!text.contains("ham_rank"), "{text}");
+    assert_eq!(RunConfig::parse(&text, path).unwrap(), c);
     let e = RunConfig::parse("[model]\narch = \"unet\"\nwidths = [8]\n", path)
         .unwrap_err()
         .to_string();
