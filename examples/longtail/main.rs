@@ -255,7 +255,8 @@ fn run_one(args: &Args, out: &Path, job: Job) -> anyhow::Result<RunResult> {
     Ok(r)
 }
 
-/// Mean and half the spread (max − min)/2 of the finite values.
+/// Mean, half the spread (max − min)/2 (NaN for a single value: no spread to speak of),
+/// min and max of the finite values.
 fn mean_spread(v: &[f64]) -> Option<(f64, f64, f64, f64)> {
     let v: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
     if v.is_empty() {
@@ -264,11 +265,23 @@ fn mean_spread(v: &[f64]) -> Option<(f64, f64, f64, f64)> {
     let mean = v.iter().sum::<f64>() / v.len() as f64;
     let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
     let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    Some((mean, (hi - lo) / 2.0, lo, hi))
+    let spread = if v.len() > 1 {
+        (hi - lo) / 2.0
+    } else {
+        f64::NAN
+    };
+    Some((mean, spread, lo, hi))
 }
 
+/// `mean ± spread`, or the mean alone for a single run.
 fn cell(v: Option<(f64, f64, f64, f64)>) -> String {
-    v.map_or("-".into(), |(m, s, _, _)| format!("{m:.3} ± {s:.3}"))
+    v.map_or("-".into(), |(m, s, _, _)| {
+        if s.is_nan() {
+            format!("{m:.3}")
+        } else {
+            format!("{m:.3} ± {s:.3}")
+        }
+    })
 }
 
 /// The job of `model` and `method` for the settings every run shares (steps, scale, crop).
