@@ -93,6 +93,15 @@ fn segnet() -> ModelConfig {
     })
 }
 
+/// The gradient of `loss` for every parameter of `store`, by name.
+fn param_grads(store: &ParamStore, loss: &Tensor) -> Vec<(String, Vec<f64>)> {
+    let g = backward(loss).unwrap();
+    store
+        .params()
+        .map(|(name, t)| (name.to_string(), g.get(t).unwrap().to_vec_f64().unwrap()))
+        .collect()
+}
+
 fn image(n: usize, h: usize, w: usize, seed: u64, dev: &Device) -> Tensor {
     Tensor::from_vec(uniform(n * 3 * h * w, seed, -2.0, 2.0), [n, 3, h, w], dev).unwrap()
 }
@@ -400,11 +409,7 @@ fn gpu_and_cpu_agree_on_logits_and_gradients() {
             let y = Tensor::from_u32(labels.clone(), [n, h, w], dev).unwrap();
             let logits = net.forward(&mut store, &xt, true).unwrap();
             let loss = logits.cross_entropy(&y, None, 255).unwrap();
-            let g = backward(&loss).unwrap();
-            let grads: Vec<(String, Vec<f64>)> = store
-                .params()
-                .map(|(name, t)| (name.to_string(), g.get(t).unwrap().to_vec_f64().unwrap()))
-                .collect();
+            let grads = param_grads(&store, &loss);
             let bn = store
                 .names()
                 .iter()
@@ -468,11 +473,7 @@ fn tiny_configs_agree_on_gpu_and_cpu() {
             let train = net.forward(&mut store, &xt, true).unwrap();
             let logits = net.forward(&mut store, &xt, false).unwrap();
             let loss = logits.cross_entropy(&y, None, 255).unwrap();
-            let g = backward(&loss).unwrap();
-            let grads: Vec<(String, Vec<f64>)> = store
-                .params()
-                .map(|(name, t)| (name.to_string(), g.get(t).unwrap().to_vec_f64().unwrap()))
-                .collect();
+            let grads = param_grads(&store, &loss);
             (train.to_vec_f64().unwrap(), grads)
         };
         let (cl, cg) = run(&Device::Cpu);

@@ -2,7 +2,7 @@
 //! and (V3+) a decoder with low-level features, their tensors named as their PyTorch
 //! counterparts name them.
 
-use super::resnet::ResNet;
+use super::resnet::{ResNet, ResNetSpec};
 use super::{DeepLabConfig, DeepLabV3Config, ModelConfig, Segmenter};
 use crate::error::{Error, Result};
 use crate::nn::{init_rng, Conv2d, ConvBn, InitRng, ParamStore};
@@ -84,6 +84,21 @@ impl Aspp {
     }
 }
 
+/// The encoder both DeepLab models share: `backbone` (a ResNet) and `aspp` of width `a` on
+/// its last stage.
+fn encoder(
+    store: &mut ParamStore,
+    r: &mut InitRng,
+    spec: &ResNetSpec,
+    a: usize,
+    rates: &[usize],
+    separable: bool,
+) -> Result<(ResNet, Aspp)> {
+    let backbone = ResNet::new(store, r, "backbone", spec)?;
+    let aspp = Aspp::new(store, r, (spec.channels(3), a), rates, separable)?;
+    Ok((backbone, aspp))
+}
+
 /// The input's `(H, W)`, checked to be `[N, 3, H, W]`.
 pub(super) fn image_size(arch: &'static str, x: &Tensor) -> Result<(usize, usize)> {
     match x.dims() {
@@ -119,19 +134,12 @@ impl DeepLabV3Plus {
     ) -> Result<DeepLabV3Plus> {
         config.validate()?;
         let config = config.resolved()?;
-        let rates = config.aspp_rates.clone().unwrap_or_default();
         let spec = config.backbone();
         let mut rng = init_rng(seed);
         let r = &mut rng;
-        let backbone = ResNet::new(store, r, "backbone", &spec)?;
         let a = config.aspp;
-        let aspp = Aspp::new(
-            store,
-            r,
-            (spec.channels(3), a),
-            &rates,
-            config.separable_aspp,
-        )?;
+        let rates = config.aspp_rates.as_deref().unwrap_or_default();
+        let (backbone, aspp) = encoder(store, r, &spec, a, rates, config.separable_aspp)?;
         let (low_c, dec) = (config.low, config.decoder);
         let low = ConvBn::new(
             store,
@@ -234,19 +242,12 @@ impl DeepLabV3 {
     ) -> Result<DeepLabV3> {
         config.validate()?;
         let config = config.resolved()?;
-        let rates = config.aspp_rates.clone().unwrap_or_default();
         let spec = config.backbone();
         let mut rng = init_rng(seed);
         let r = &mut rng;
-        let backbone = ResNet::new(store, r, "backbone", &spec)?;
         let a = config.aspp;
-        let aspp = Aspp::new(
-            store,
-            r,
-            (spec.channels(3), a),
-            &rates,
-            config.separable_aspp,
-        )?;
+        let rates = config.aspp_rates.as_deref().unwrap_or_default();
+        let (backbone, aspp) = encoder(store, r, &spec, a, rates, config.separable_aspp)?;
         let head = ConvBn::new(store, r, "head", (a, a), 3, 1, false)?;
         let classifier = Conv2d::new(store, r, "classifier", (a, num_classes), 1, 1, 1, 1, true)?;
         Ok(DeepLabV3 {

@@ -251,23 +251,32 @@ fn update_coef(x: &Tensor, bases: &Tensor, coef: &Tensor) -> Result<Tensor> {
 
 /// Non-negative matrix factorisation of `x [B, C, H, W]` (non-negative) as mmsegmentation's
 /// `NMF2D` computes it (one group, `D = C`, `N = H·W`): coefficients `softmax(xᵀ·bases)`
-/// from [`nmf_bases`], `steps` multiplicative updates of coefficients and bases without
-/// gradients, one more update of the coefficients with gradients (through `x`), and the
-/// reconstruction `bases · coefᵀ`.
-fn nmf(x: &Tensor, rank: usize, steps: usize) -> Result<Tensor> {
-    let &[b, c, h, w] = x.dims() else {
+/// from `init` (`[1, C, R]`, [`nmf_bases`]), `steps` multiplicative updates of coefficients
+/// and bases without gradients, one more update of the coefficients with gradients (through
+/// `x`), and the reconstruction `bases · coefᵀ`.
+fn nmf(x: &Tensor, init: &Tensor, steps: usize) -> Result<Tensor> {
+    let (&[b, c, h, w], &[1, ci, _]) = (x.dims(), init.dims()) else {
         return Err(Error::shape(
             "NMF",
-            format!("expected [N, C, H, W], got {}", x.shape()),
+            format!(
+                "expected [N, C, H, W] and bases [1, C, R], got {} and {}",
+                x.shape(),
+                init.shape()
+            ),
         ));
     };
+    if ci != c {
+        return Err(Error::shape(
+            "NMF",
+            format!("bases {} for {} channels", init.shape(), c),
+        ));
+    }
     let x = x.reshape([b, c, h * w])?;
-    let init = Tensor::from_vec(nmf_bases(c, rank), [1, c, rank], &x.device())?;
     let (bases, coef) = {
         let _g = crate::no_grad();
         let xd = x.detach();
-        let mut coef = xd.matmul_t(&init, true, false)?.softmax(-1)?;
-        let mut bases = init;
+        let mut coef = xd.matmul_t(init, true, false)?.softmax(-1)?;
+        let mut bases = init.clone();
         for _ in 0..steps {
             coef = update_coef(&xd, &bases, &coef)?;
             let num = xd.matmul(&coef)?;
@@ -281,12 +290,14 @@ fn nmf(x: &Tensor, rank: usize, steps: usize) -> Result<Tensor> {
 }
 
 /// The Hamburger: `ReLU(x + ham_out(NMF(ReLU(ham_in(x)))))`; `ham_in` is a 1×1 convolution
-/// with bias, `ham_out` a 1×1 convolution → group norm.
+/// with bias, `ham_out` a 1×1 convolution → group norm. The NMF's initial bases are a
+/// constant made once on the store's device (not a checkpoint tensor), so that a forward
+/// pass uploads nothing.
 struct Hamburger {
     ham_in: Conv2d,
     ham_out: Conv2d,
     gn: GroupNorm,
-    rank: usize,
+    bases: Tensor,
 }
 
 impl Hamburger {
@@ -302,18 +313,19 @@ impl Hamburger {
         let out = format!("{p}.ham_out.conv");
         let ham_out = Conv2d::new(store, r, &out, (c, c), 1, 1, 1, 1, false)?;
         let gn = GroupNorm::new(store, &format!("{p}.ham_out.gn"), groups, c)?;
+        let bases = Tensor::from_vec(nmf_bases(c, rank), [1, c, rank], store.device())?;
         Ok(Hamburger {
             ham_in,
             ham_out,
             gn,
-            rank,
+            bases,
         })
     }
 
     fn forward(&self, store: &ParamStore, x: &Tensor, training: bool) -> Result<Tensor> {
         let steps = if training { NMF_STEPS.0 } else { NMF_STEPS.1 };
         let e = self.ham_in.forward(store, x)?.relu()?;
-        let e = nmf(&e, self.rank, steps)?;
+        let e = nmf(&e, &self.bases, steps)?;
         let e = self.gn.forward(store, &self.ham_out.forward(store, &e)?)?;
         x.add(&e)?.relu()
     }

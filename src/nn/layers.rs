@@ -24,6 +24,31 @@ fn join(prefix: &str, suffix: &str) -> String {
     }
 }
 
+/// Registers a convolution's `{prefix}.weight` of `shape` (Kaiming-normal, fan-out over
+/// `shape[0]·shape[2]·shape[3]`) and, given its length, `{prefix}.bias` (zeros); returns
+/// their names.
+fn conv_tensors(
+    store: &mut ParamStore,
+    rng: &mut InitRng,
+    prefix: &str,
+    shape: [usize; 4],
+    bias: Option<usize>,
+) -> Result<(String, Option<String>)> {
+    let dev = store.device().clone();
+    let weight = join(prefix, "weight");
+    let w = kaiming_normal_fan_out(rng, shape);
+    store.insert(&weight, Tensor::from_vec(w, shape, &dev)?, Kind::Param)?;
+    let bias = match bias {
+        Some(n) => {
+            let name = join(prefix, "bias");
+            store.insert(&name, Tensor::zeros([n], &dev)?, Kind::Param)?;
+            Some(name)
+        }
+        None => None,
+    };
+    Ok((weight, bias))
+}
+
 /// A 2-D convolution (`torch.nn.Conv2d`): `{prefix}.weight [cout, cin/groups, kh, kw]`
 /// (Kaiming-normal, fan-out, ReLU gain) and, optionally, `{prefix}.bias [cout]` (zeros).
 #[derive(Clone, Debug)]
@@ -63,18 +88,8 @@ impl Conv2d {
         params: Conv2dParams,
         bias: bool,
     ) -> Result<Conv2d> {
-        let dev = store.device().clone();
         let shape = [cout, cin / params.groups.max(1), kh, kw];
-        let weight = join(prefix, "weight");
-        let w = kaiming_normal_fan_out(rng, shape);
-        store.insert(&weight, Tensor::from_vec(w, shape, &dev)?, Kind::Param)?;
-        let bias = if bias {
-            let name = join(prefix, "bias");
-            store.insert(&name, Tensor::zeros([cout], &dev)?, Kind::Param)?;
-            Some(name)
-        } else {
-            None
-        };
+        let (weight, bias) = conv_tensors(store, rng, prefix, shape, bias.then_some(cout))?;
         Ok(Conv2d {
             weight,
             bias,
@@ -103,17 +118,8 @@ pub struct BatchNorm2d {
 
 impl BatchNorm2d {
     pub fn new(store: &mut ParamStore, prefix: &str, c: usize) -> Result<BatchNorm2d> {
+        affine(store, prefix, c)?;
         let dev = store.device().clone();
-        store.insert(
-            &join(prefix, "weight"),
-            Tensor::ones([c], &dev)?,
-            Kind::Param,
-        )?;
-        store.insert(
-            &join(prefix, "bias"),
-            Tensor::zeros([c], &dev)?,
-            Kind::Param,
-        )?;
         store.insert(
             &join(prefix, "running_mean"),
             Tensor::zeros([c], &dev)?,
@@ -429,13 +435,8 @@ impl ConvTranspose2d {
         (cin, cout): (usize, usize),
         k: usize,
     ) -> Result<ConvTranspose2d> {
-        let dev = store.device().clone();
-        let shape = [cin, cout, k, k];
-        let weight = join(prefix, "weight");
-        let w = kaiming_normal_fan_out(rng, shape);
-        store.insert(&weight, Tensor::from_vec(w, shape, &dev)?, Kind::Param)?;
-        let bias = join(prefix, "bias");
-        store.insert(&bias, Tensor::zeros([cout], &dev)?, Kind::Param)?;
+        let (weight, bias) = conv_tensors(store, rng, prefix, [cin, cout, k, k], Some(cout))?;
+        let bias = bias.ok_or_else(|| Error::shape("ConvTranspose2d", "no bias registered"))?;
         Ok(ConvTranspose2d { weight, bias })
     }
 

@@ -1,6 +1,6 @@
 //! Layers over the engine: a parameter store with PyTorch state-dict names, and the modules
 //! the shipped architectures are built from (`Conv2d`, `BatchNorm2d`, `ConvBn`, `BasicBlock`,
-//! `Bottleneck`, `ConvTranspose2d`).
+//! `Bottleneck`, `ConvTranspose2d`, `LayerNorm2d`, `GroupNorm`).
 //!
 //! A layer is a *description* — its hyper-parameters and the names of its tensors — and the
 //! tensors live in one [`ParamStore`], keyed by the names PyTorch gives them
