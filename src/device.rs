@@ -39,6 +39,24 @@ impl Device {
         }
     }
 
+    /// Parses a `--devices` value: `all` (every adapter `wgseg info` lists), or a
+    /// comma-separated list of [`Device::parse`] values (`gpu:0,gpu:1`). A device may be
+    /// listed twice (two contexts on one adapter: two replicas sharing it).
+    pub fn parse_list(spec: &str) -> Result<Vec<Device>> {
+        let specs: Vec<String> = match spec.trim() {
+            "all" => (0..crate::gpu::list_adapters().len())
+                .map(|i| format!("gpu:{i}"))
+                .collect(),
+            s => s.split(',').map(|p| p.trim().to_string()).collect(),
+        };
+        if specs.is_empty() || specs.iter().any(String::is_empty) {
+            return Err(Error::NoAdapter(format!(
+                "--devices {spec:?}: give all, or devices separated by commas (gpu:0,gpu:1)"
+            )));
+        }
+        specs.iter().map(|s| Device::parse(s)).collect()
+    }
+
     /// A short human-readable name.
     pub fn name(&self) -> String {
         match self {

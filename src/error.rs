@@ -56,6 +56,10 @@ pub enum Error {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// A data-parallel run failed across its replicas: a replica stopped (its rank and
+    /// reason), timed out, or the replicas disagree (e.g. weights that differ after a step).
+    #[error("data parallel: {0}")]
+    Collective(String),
     /// A file was read but its content is wrong (bad header, wrong size, bad label, …).
     #[error("{}: {msg}", path.display())]
     Data { path: PathBuf, msg: String },

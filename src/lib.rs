@@ -9,6 +9,7 @@
 pub mod autograd;
 pub mod data;
 pub mod device;
+pub mod dist;
 pub mod error;
 pub mod fsio;
 pub mod gpu;

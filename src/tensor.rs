@@ -347,6 +347,35 @@ impl Tensor {
         }
     }
 
+    /// Reads several `f32` tensors back at once: one readback per device for all the GPU
+    /// tensors of that device (one submission and one mapping, instead of one each).
+    pub fn read_all(ts: &[&Tensor]) -> Result<Vec<Vec<f32>>> {
+        let mut out: Vec<Option<Vec<f32>>> = vec![None; ts.len()];
+        let mut gpu: Vec<(usize, &GpuBuf)> = Vec::new();
+        for (k, t) in ts.iter().enumerate() {
+            match (&t.0.storage.data, t.0.dtype) {
+                (Storage::Gpu(b), DType::F32) => gpu.push((k, b)),
+                _ => out[k] = Some(t.to_vec()?),
+            }
+        }
+        // Group the GPU tensors by context (a run has one; the test suite mixes them).
+        while let Some(&(_, first)) = gpu.first() {
+            let (same, rest): (Vec<_>, Vec<_>) = gpu
+                .into_iter()
+                .partition(|(_, b)| Arc::ptr_eq(b.context(), first.context()));
+            gpu = rest;
+            let bufs: Vec<&GpuBuf> = same.iter().map(|(_, b)| *b).collect();
+            let bytes = first.context().read_many(&bufs)?;
+            for ((k, _), raw) in same.iter().zip(bytes) {
+                let n = ts[*k].numel();
+                let mut v: Vec<f32> = bytemuck::pod_collect_to_vec(&raw);
+                v.truncate(n);
+                out[*k] = Some(v);
+            }
+        }
+        Ok(out.into_iter().map(Option::unwrap_or_default).collect())
+    }
+
     /// Reads the values back as `f64` (exact on the CPU backend).
     pub fn to_vec_f64(&self) -> Result<Vec<f64>> {
         match &self.0.storage.data {

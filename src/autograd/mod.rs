@@ -106,6 +106,12 @@ impl Gradients {
         self.map.get(&t.id())
     }
 
+    /// Sets the gradient of `t` to `g` (gradients computed elsewhere: a data-parallel
+    /// run's averaged ones), replacing any.
+    pub fn insert(&mut self, t: &Tensor, g: Tensor) {
+        self.map.insert(t.id(), g);
+    }
+
     /// Removes and returns the gradient of `t`.
     pub fn take(&mut self, t: &Tensor) -> Option<Tensor> {
         self.map.remove(&t.id())

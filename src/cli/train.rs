@@ -10,7 +10,8 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use wgseg::data::BankFlags;
 use wgseg::losses::flags::{help_with_default, ShowDefault};
 use wgseg::losses::{Loss, LossFlags};
-use wgseg::train::{train, Event, RunConfig, TrainConfig, TrainOptions};
+use wgseg::model::build_from_config;
+use wgseg::train::{train_parallel, Event, RunConfig, TrainConfig, TrainOptions};
 use wgseg::Device;
 
 use super::report::print_scores;
@@ -74,6 +75,10 @@ pub struct TrainArgs {
     /// Device: gpu, gpu:N, gpu:NAME or cpu (default: $WGSEG_ADAPTER or the best GPU).
     #[arg(long, default_value = "gpu")]
     pub device: String,
+    /// Data-parallel training on several devices, one replica each: all, or a list such as
+    /// gpu:0,gpu:1. The global batch is train.batch_size × devices.
+    #[arg(long, value_name = "LIST", conflicts_with = "device")]
+    pub devices: Option<String>,
     /// Override train.steps.
     #[arg(long)]
     pub steps: Option<usize>,
@@ -225,14 +230,19 @@ pub fn run(a: TrainArgs) -> Result<()> {
     if let Some(w) = a.workers {
         config.train.workers = w;
     }
-    let device = Device::parse(&a.device).with_context(|| format!("--device {}", a.device))?;
+    let devices = match &a.devices {
+        Some(list) => Device::parse_list(list).with_context(|| format!("--devices {list}"))?,
+        None => vec![Device::parse(&a.device).with_context(|| format!("--device {}", a.device))?],
+    };
+    let device = devices[0].clone();
     eprintln!(
-        "wgseg train: {} on {}, device {}, run directory {}",
+        "wgseg train: {} on {}, {} {}, run directory {}",
         config.model.arch(),
         a.data
             .as_ref()
             .map_or("built-in data".to_string(), |d| d.display().to_string()),
-        device.name(),
+        if devices.len() > 1 { "devices" } else { "device" },
+        devices.iter().map(Device::name).collect::<Vec<_>>().join(" + "),
         out.display()
     );
     let opts = TrainOptions {
@@ -245,7 +255,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
         stop_at: a.stop_after,
     };
     let mut ui = Ui::new();
-    let report = train(opts, &mut |e| ui.event(e))?;
+    let report = train_parallel(opts, &devices, &build_from_config, &mut |e| ui.event(e))?;
     ui.finish();
     println!(
         "\ntrained {} steps in {:.0} s; run directory {}",

@@ -36,7 +36,7 @@ use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
 use super::bank::{BankState, MemoryBank};
-use super::{bad, normalize, seed_of, Augment, Dataset};
+use super::{bad, normalize, seed_of, Augment, Dataset, DatasetInfo, Sample};
 use crate::error::{Error, Result};
 
 /// Batches each worker's channel holds (the bounded queue is `CHANNEL × workers`): two
@@ -51,6 +51,61 @@ const SHUFFLE_SALT: u64 = 0x0053_4855_4646_4c45;
 pub struct LoaderState {
     pub epoch: u64,
     pub batch_in_epoch: usize,
+}
+
+/// The part of every global batch one replica of a data-parallel run trains on: of a
+/// global batch of `B` samples, rank `r` of `world` takes samples `r·B/world ..
+/// (r+1)·B/world`. The stream of global batches, their positions ([`LoaderState`]) and the
+/// augmentation of every sample are those of the whole stream, so the replicas together
+/// see exactly what one process with batch `B` sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub rank: usize,
+    pub world: usize,
+}
+
+impl Shard {
+    /// The whole batch (one process).
+    pub const WHOLE: Shard = Shard { rank: 0, world: 1 };
+}
+
+/// The samples `indices` of a dataset, as a dataset (a replica's share of an evaluation).
+pub struct Subset {
+    ds: Arc<dyn Dataset>,
+    indices: Vec<usize>,
+}
+
+impl Subset {
+    /// Rank `shard.rank`'s share of `ds` for a sharded pass: the samples `i` with
+    /// `i mod world = rank`.
+    pub fn strided(ds: Arc<dyn Dataset>, shard: Shard) -> Subset {
+        let indices = (shard.rank..ds.len()).step_by(shard.world.max(1)).collect();
+        Subset { ds, indices }
+    }
+}
+
+impl Dataset for Subset {
+    fn info(&self) -> &DatasetInfo {
+        self.ds.info()
+    }
+    fn len(&self) -> usize {
+        self.indices.len()
+    }
+    fn name(&self, i: usize) -> String {
+        match self.indices.get(i) {
+            Some(&j) => self.ds.name(j),
+            None => format!("#{i}"),
+        }
+    }
+    fn load(&self, i: usize) -> Result<Sample> {
+        match self.indices.get(i) {
+            Some(&j) => self.ds.load(j),
+            None => Err(Error::shape(
+                "Subset::load",
+                format!("sample {i} of a subset of {}", self.indices.len()),
+            )),
+        }
+    }
 }
 
 /// A batch ready for the device.
@@ -84,6 +139,8 @@ struct Plan {
     start: LoaderState,
     /// Batches per epoch.
     per_epoch: usize,
+    /// The part of each batch this loader delivers.
+    shard: Shard,
 }
 
 impl Plan {
@@ -112,7 +169,10 @@ impl Plan {
         }
         let order = cache.as_ref().map(|(_, o)| o.as_slice()).unwrap_or(&[]);
         let lo = pos.batch_in_epoch * self.batch;
-        let indices: Vec<usize> = order[lo..(lo + self.batch).min(order.len())].to_vec();
+        let global = &order[lo..(lo + self.batch).min(order.len())];
+        let Shard { rank, world } = self.shard;
+        let n = global.len();
+        let indices: Vec<usize> = global[rank * n / world..(rank + 1) * n / world].to_vec();
         let ignore = self.ds.info().ignore_index;
         let (mut images, mut labels) = (Vec::new(), Vec::new());
         let (mut h, mut w) = (0, 0);
@@ -251,6 +311,32 @@ impl Loader {
         start: LoaderState,
         bank: Option<MemoryBank>,
     ) -> Result<Loader> {
+        Self::sharded(ds, batch, aug, seed, workers, start, bank, Shard::WHOLE)
+    }
+
+    /// [`with_bank`](Self::with_bank) delivering only `shard` of each global batch of
+    /// `batch` samples (`batch` must be a multiple of `shard.world`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn sharded(
+        ds: Arc<dyn Dataset>,
+        batch: usize,
+        aug: Augment,
+        seed: u64,
+        workers: usize,
+        start: LoaderState,
+        bank: Option<MemoryBank>,
+        shard: Shard,
+    ) -> Result<Loader> {
+        if shard.world == 0 || shard.rank >= shard.world || batch % shard.world != 0 {
+            return Err(Error::shape(
+                "loader",
+                format!(
+                    "shard {} of {} of a batch of {batch}: the batch must split evenly over \
+                     the replicas",
+                    shard.rank, shard.world
+                ),
+            ));
+        }
         aug.check()?;
         let n = ds.len();
         if batch == 0 || n < batch {
@@ -278,6 +364,7 @@ impl Loader {
             sequential: false,
             start,
             per_epoch,
+            shard,
         };
         Ok(Self::spawn(plan, None, workers, bank))
     }
@@ -298,6 +385,7 @@ impl Loader {
             sequential: true,
             start: LoaderState::default(),
             per_epoch,
+            shard: Shard::WHOLE,
         };
         Ok(Self::spawn(plan, Some(total), workers, None))
     }

@@ -83,7 +83,7 @@ pub mod stats;
 pub use augment::{normalize, Augment, MEAN, STD};
 pub use bank::{BankConfig, BankFlags, BankLog, BankState, BankStats, MemoryBank};
 pub use image_io::{colorize, load_image, overlay, save_png_gray, save_png_rgb};
-pub use loader::{Batch, Loader, LoaderState};
+pub use loader::{Batch, Loader, LoaderState, Shard, Subset};
 pub use stats::{ClassStats, Groups};
 
 /// One class of a dataset: its name and the colour used to draw it.

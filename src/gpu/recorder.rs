@@ -496,23 +496,42 @@ impl GpuContext {
         Ok(buf)
     }
 
-    /// Reads the used bytes of `buf` back to the host: the one readback path.
+    /// Reads the used bytes of `buf` back to the host.
     pub(crate) fn read(self: &Arc<Self>, buf: &GpuBuf) -> Result<Vec<u8>> {
-        let staging = self.alloc(buf.bytes, BufKind::Staging)?;
+        Ok(self.read_many(&[buf])?.pop().unwrap_or_default())
+    }
+
+    /// Reads the used bytes of every buffer of `bufs` back to the host with one staging
+    /// buffer, one submission and one mapping (a bucket of gradients): the one readback path.
+    pub(crate) fn read_many(self: &Arc<Self>, bufs: &[&GpuBuf]) -> Result<Vec<Vec<u8>>> {
+        // Buffer sizes are multiples of 4 (the pool rounds them), as copies need.
+        let total: u64 = bufs.iter().map(|b| b.bytes).sum();
+        let staging = self.alloc(total, BufKind::Staging)?;
         {
             let mut rec = self.recorder()?;
-            rec.cmds.push(Cmd::Copy {
-                src: buf.buffer.clone(),
-                src_at: 0,
-                dst: staging.buffer.clone(),
-                dst_at: 0,
-                bytes: buf.bytes,
-            });
+            let mut at = 0;
+            for buf in bufs {
+                rec.cmds.push(Cmd::Copy {
+                    src: buf.buffer.clone(),
+                    src_at: 0,
+                    dst: staging.buffer.clone(),
+                    dst_at: at,
+                    bytes: buf.bytes,
+                });
+                at += buf.bytes;
+            }
             self.flush_locked(&mut rec)?;
             rec.in_flight.clear();
         }
-        let out = self.map_read(&staging, buf.bytes)?;
+        let all = self.map_read(&staging, total.max(4))?;
         self.take_errors()?;
+        let mut out = Vec::with_capacity(bufs.len());
+        let mut at = 0usize;
+        for buf in bufs {
+            let n = buf.bytes as usize;
+            out.push(all.get(at..at + n).unwrap_or_default().to_vec());
+            at += n;
+        }
         Ok(out)
     }
 

@@ -59,6 +59,11 @@ pub trait Segmenter {
 pub type BuildModel<'a> =
     dyn Fn(&ModelConfig, usize, &mut ParamStore, u64) -> Result<Box<dyn Segmenter>> + 'a;
 
+/// A [`BuildModel`] that threads can share: data-parallel training builds one replica per
+/// device, each on its own thread ([`crate::train::train_parallel`]).
+pub type SharedBuildModel<'a> =
+    dyn Fn(&ModelConfig, usize, &mut ParamStore, u64) -> Result<Box<dyn Segmenter>> + Sync + 'a;
+
 /// The [`BuildModel`] of the crate's architectures: [`ModelConfig::build`].
 pub fn build_from_config(
     config: &ModelConfig,

@@ -68,6 +68,9 @@ pub struct TrainConfig {
     pub val_every: usize,
     /// Save the `last` checkpoint every this many steps.
     pub checkpoint_every: usize,
+    /// Data parallel (`--devices`): gradients are summed over the replicas in buckets of
+    /// this many MiB (one readback and one all-reduce each).
+    pub bucket_mb: f64,
 }
 
 impl Default for TrainConfig {
@@ -90,6 +93,7 @@ impl Default for TrainConfig {
             log_every: 10,
             val_every: 250,
             checkpoint_every: 50,
+            bucket_mb: 25.0,
         }
     }
 }
@@ -170,6 +174,9 @@ impl RunConfig {
         }
         self.loss.check()?;
         self.tmb.check_values()?;
+        if !(t.bucket_mb > 0.0 && t.bucket_mb.is_finite()) {
+            return bad(format!("train.bucket_mb = {} must be > 0", t.bucket_mb));
+        }
         if !(t.lr > 0.0 && t.lr.is_finite()) || t.weight_decay < 0.0 || t.clip_norm < 0.0 {
             return bad("train.lr must be positive; weight_decay and clip_norm ≥ 0".into());
         }

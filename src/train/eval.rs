@@ -7,7 +7,7 @@ use super::infer::{window_logits, Window};
 use super::metrics::{Confusion, Groups, Scores};
 use crate::data::{Dataset, Loader};
 use crate::device::Device;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::model::Segmenter;
 use crate::nn::ParamStore;
 use crate::tensor::Tensor;
@@ -35,8 +35,34 @@ pub fn evaluate(
     ds: Arc<dyn Dataset>,
     groups: Option<&Groups>,
     (workers, window): (usize, Option<Window>),
-    mut progress: impl FnMut(usize, usize),
+    progress: impl FnMut(usize, usize),
 ) -> Result<Scores> {
+    let classes = ds.info().num_classes();
+    let (cm, bad) = confusion_counts(net, store, ds, (workers, window), progress)?;
+    scores_of(classes, &cm, bad, groups)
+}
+
+/// The scores of a confusion matrix `cm` (`classes²` counts, true class major) with `bad`
+/// labelled pixels of a class id beyond the classes (an error).
+pub fn scores_of(classes: usize, cm: &[u64], bad: u64, groups: Option<&Groups>) -> Result<Scores> {
+    if bad > 0 {
+        return Err(Error::shape(
+            "confusion",
+            format!("{bad} labelled pixels have a class id ≥ {classes}"),
+        ));
+    }
+    Ok(Scores::from_matrix(classes, cm, groups))
+}
+
+/// The confusion matrix of [`evaluate`] (`classes²` counts, true class major) and the
+/// number of labelled pixels whose class id is beyond the classes; one readback.
+pub fn confusion_counts(
+    net: &dyn Segmenter,
+    store: &mut ParamStore,
+    ds: Arc<dyn Dataset>,
+    (workers, window): (usize, Option<Window>),
+    mut progress: impl FnMut(usize, usize),
+) -> Result<(Vec<u64>, u64)> {
     let _g = crate::autograd::no_grad();
     let dev = store.device().clone();
     let info = ds.info().clone();
@@ -63,11 +89,7 @@ pub fn evaluate(
         progress(i + 1, total);
     }
     match cm {
-        Some(c) => c.scores(groups),
-        None => Ok(Scores::from_matrix(
-            info.num_classes(),
-            &vec![0; info.num_classes().pow(2)],
-            groups,
-        )),
+        Some(c) => c.counts(),
+        None => Ok((vec![0; info.num_classes().pow(2)], 0)),
     }
 }

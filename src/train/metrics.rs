@@ -14,7 +14,7 @@
 use serde::{Deserialize, Serialize};
 
 pub use crate::data::Groups;
-use crate::error::{Error, Result};
+use crate::error::Result;
 /// The matrix itself is an engine op (`ops::confusion`); its scores are defined here.
 pub use crate::ops::confusion::Confusion;
 
@@ -22,13 +22,7 @@ impl Confusion {
     /// The scores of the module docs; `groups` = (head, middle, tail) class ids.
     pub fn scores(&self, groups: Option<&Groups>) -> Result<Scores> {
         let (cm, bad) = self.counts()?;
-        if bad > 0 {
-            return Err(Error::shape(
-                "confusion",
-                format!("{bad} labelled pixels have a class id ≥ {}", self.classes()),
-            ));
-        }
-        Ok(Scores::from_matrix(self.classes(), &cm, groups))
+        super::eval::scores_of(self.classes(), &cm, bad, groups)
     }
 }
 

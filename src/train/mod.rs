@@ -7,8 +7,10 @@ pub mod eval;
 pub mod infer;
 pub mod loss;
 pub mod metrics;
+mod parallel;
 pub mod trainer;
 
 pub use config::{BankConfig, DataConfig, Loss, LossConfig, RunConfig, TrainConfig};
 pub use eval::evaluate;
-pub use trainer::{train, train_model, Event, Report, Run, TrainOptions};
+pub use parallel::ReduceStats;
+pub use trainer::{train, train_model, train_parallel, Event, Report, Run, TrainOptions};

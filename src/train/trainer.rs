@@ -23,17 +23,19 @@ use serde_json::{json, Value};
 
 use super::checkpoint::{self, RunDir};
 use super::config::RunConfig;
-use super::eval::{evaluate, upload_batch};
+use super::eval::{confusion_counts, scores_of, upload_batch};
 use super::loss::TrainLoss;
 use super::metrics::{Groups, Scores};
+use super::parallel::{DataParallel, ReduceStats};
 use crate::autograd::backward;
 use crate::data::{
     self, Augment, BankConfig, BankState, ClassStats, Dataset, DatasetInfo, Loader, LoaderState,
-    MemoryBank,
+    MemoryBank, Shard, Subset,
 };
 use crate::device::Device;
+use crate::dist::{broadcast_f64, Collective, ThreadGroup};
 use crate::error::{Error, Result};
-use crate::model::{build_from_config, BuildModel, Segmenter};
+use crate::model::{build_from_config, BuildModel, Segmenter, SharedBuildModel};
 use crate::nn::ParamStore;
 use crate::optim::{clip_grad_norm, AdamW, Optimizer, Schedule, Sgd};
 
@@ -118,14 +120,32 @@ pub struct Report {
     pub seconds: f64,
 }
 
-/// The training-time state saved in `state.json` beside the weights.
-fn state_json(loader: LoaderState, best: f64, best_step: u64) -> Value {
-    json!({"loader": loader, "best_miou": best, "best_step": best_step})
+/// The training-time state saved in `state.json` beside the weights (`global_batch`: the
+/// batch the loader position counts in, `train.batch_size` × replicas).
+fn state_json(loader: LoaderState, best: f64, best_step: u64, global_batch: usize) -> Value {
+    json!({"loader": loader, "best_miou": best, "best_step": best_step,
+           "global_batch": global_batch})
+}
+
+impl Resumed {
+    /// The start of a new run.
+    fn fresh() -> Resumed {
+        Resumed {
+            step: 0,
+            loader: LoaderState::default(),
+            global_batch: 0,
+            bank: None,
+            best: -1.0,
+            best_step: 0,
+        }
+    }
 }
 
 struct Resumed {
     step: u64,
     loader: LoaderState,
+    /// The global batch `loader` counts in.
+    global_batch: usize,
     bank: Option<BankState>,
     best: f64,
     best_step: u64,
@@ -242,6 +262,138 @@ pub fn train_model(
     run.finish(on)
 }
 
+/// Trains per `opts` with one replica per device of `devices` (`opts.device` is ignored),
+/// each on its own thread, as ranks of a [`ThreadGroup`] (docs/parallel.md): every step
+/// takes a global batch of `train.batch_size` × replicas images, each replica its share.
+/// Rank 0 (this thread) reports through `on` and writes the run; the report is its.
+/// One device: [`train_model`] on it.
+pub fn train_parallel(
+    opts: TrainOptions,
+    devices: &[Device],
+    build: &SharedBuildModel<'_>,
+    on: &mut dyn FnMut(Event),
+) -> Result<Report> {
+    match devices {
+        [] => Err(Error::Collective("no devices given".into())),
+        [one] => train_model(
+            TrainOptions {
+                device: one.clone(),
+                ..opts
+            },
+            build,
+            on,
+        ),
+        _ => {
+            let group = ThreadGroup::new(devices.len(), crate::dist::timeout());
+            let mut comms = group.into_iter().map(Arc::new);
+            let first = comms.next();
+            std::thread::scope(|s| {
+                let handles: Vec<_> = comms
+                    .zip(&devices[1..])
+                    .map(|(comm, dev)| {
+                        let opts = TrainOptions {
+                            device: dev.clone(),
+                            ..opts.clone()
+                        };
+                        s.spawn(move || run_rank(opts, build, comm, &mut |_| {}))
+                    })
+                    .collect();
+                let mine = match first {
+                    Some(comm) => run_rank(
+                        TrainOptions {
+                            device: devices[0].clone(),
+                            ..opts.clone()
+                        },
+                        build,
+                        comm,
+                        on,
+                    ),
+                    None => Err(Error::Collective("no ranks".into())),
+                };
+                let others: Vec<Result<Report>> = handles
+                    .into_iter()
+                    .enumerate()
+                    .map(|(k, h)| {
+                        h.join().unwrap_or_else(|_| {
+                            Err(Error::Collective(format!("replica {} panicked", k + 1)))
+                        })
+                    })
+                    .collect();
+                first_cause(mine, others)
+            })
+        }
+    }
+}
+
+/// Rank 0's report, or the error that caused the run to stop: a rank's own failure rather
+/// than the "replica k failed" the others saw because of it.
+fn first_cause(mine: Result<Report>, others: Vec<Result<Report>>) -> Result<Report> {
+    let mut errors: Vec<Error> = Vec::new();
+    let report = match mine {
+        Ok(r) => Some(r),
+        Err(e) => {
+            errors.push(e);
+            None
+        }
+    };
+    errors.extend(others.into_iter().filter_map(Result::err));
+    let cause = errors
+        .iter()
+        .position(|e| !matches!(e, Error::Collective(_)))
+        .unwrap_or(0);
+    match (report, errors.into_iter().nth(cause)) {
+        (_, Some(e)) => Err(e),
+        (Some(r), None) => Ok(r),
+        (None, None) => Err(Error::Collective("no report".into())),
+    }
+}
+
+/// Aborts the group when dropped armed: a rank that returns an error or panics.
+struct AbortOnDrop<'a> {
+    comm: &'a dyn Collective,
+    why: Option<String>,
+}
+
+impl Drop for AbortOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Some(why) = &self.why {
+            self.comm.abort(why);
+        }
+    }
+}
+
+/// One rank of a data-parallel run: the whole run, aborting the group on failure.
+fn run_rank(
+    opts: TrainOptions,
+    build: &BuildModel<'_>,
+    comm: Arc<dyn Collective>,
+    on: &mut dyn FnMut(Event),
+) -> Result<Report> {
+    let mut guard = AbortOnDrop {
+        comm: &*comm,
+        why: Some("it panicked".into()),
+    };
+    let mut step = None;
+    let result = (|| {
+        let mut run = Run::setup_replica(opts, build, Some(comm.clone()), on)?;
+        while !run.done() {
+            step = Some(run.steps() + 1);
+            run.step(on)?;
+        }
+        step = None;
+        run.finish(on)
+    })();
+    guard.why = match &result {
+        Ok(_) => None,
+        Err(e @ Error::Collective(_)) => Some(e.to_string()),
+        Err(e) => Some(match step {
+            Some(k) => format!("at step {k}: {e}"),
+            None => format!("{e}"),
+        }),
+    };
+    result
+}
+
 /// A training run between [`Run::setup`] and [`Run::finish`].
 pub struct Run {
     started: Instant,
@@ -268,6 +420,8 @@ pub struct Run {
     last_scores: Option<Scores>,
     /// Start of the current throughput window and the images trained in it.
     window: (Instant, usize),
+    /// The replica's host side in a data-parallel run.
+    dp: Option<DataParallel>,
 }
 
 impl Run {
@@ -280,7 +434,20 @@ impl Run {
         build: &BuildModel<'_>,
         on: &mut dyn FnMut(Event),
     ) -> Result<Run> {
+        Self::setup_replica(opts, build, None, on)
+    }
+
+    /// [`setup`](Self::setup) of one rank of a data-parallel run over `comm` (`None`: a
+    /// single process). Rank 0 checks the data, counts the classes (the counts are
+    /// broadcast) and creates the run directory; every rank restores a resumed run.
+    pub fn setup_replica(
+        opts: TrainOptions,
+        build: &BuildModel<'_>,
+        comm: Option<Arc<dyn Collective>>,
+        on: &mut dyn FnMut(Event),
+    ) -> Result<Run> {
         let started = Instant::now();
+        let (rank, world) = comm.as_ref().map_or((0, 1), |c| (c.rank(), c.world()));
         let run = RunDir::new(&opts.out);
         let config = if opts.resume {
             // The saved config wins, except for the number of loader threads (a property of
@@ -319,16 +486,33 @@ impl Run {
                 "the train and val splits describe different classes",
             ));
         }
-        for (split, ds) in [("train", &train_ds), ("val", &val_ds)] {
-            data::validate(ds.as_ref(), |done, total| {
-                on(Event::Checking { split, done, total })
-            })?;
-        }
-        let (stats, _cache) =
+        let info = train_ds.info().clone();
+        let stats = if rank == 0 {
+            for (split, ds) in [("train", &train_ds), ("val", &val_ds)] {
+                data::validate(ds.as_ref(), |done, total| {
+                    on(Event::Checking { split, done, total })
+                })?;
+            }
             ClassStats::compute_or_load_with(train_ds.as_ref(), |done, total| {
                 on(Event::Counting { done, total })
-            })?;
-        let info = train_ds.info().clone();
+            })?
+            .0
+        } else {
+            ClassStats {
+                counts: vec![0; info.num_classes()],
+            }
+        };
+        let stats = match &comm {
+            // Counts are exact in f64 up to 2^53 pixels.
+            Some(c) => {
+                let mut v: Vec<f64> = stats.counts.iter().map(|&n| n as f64).collect();
+                broadcast_f64(&**c, &mut v, 0)?;
+                ClassStats {
+                    counts: v.into_iter().map(|n| n as u64).collect(),
+                }
+            }
+            None => stats,
+        };
         let groups = stats.groups(&info);
         let (loss_fn, bank_config) = loss_and_bank(&config, &stats, &groups, &info)?;
 
@@ -345,10 +529,45 @@ impl Run {
         schedule.validate()?;
         let meta = checkpoint_meta(&info, scale, &stats);
 
-        let resumed = if opts.resume {
+        let global_batch = t.batch_size * world;
+        let mut resumed = if opts.resume {
             Self::restore(&run, &config, &mut store, &mut *opt, on)?
-        } else {
+        } else if rank == 0 {
             Self::create(&run, &config, opts.init_backbone.as_deref(), &mut store, on)?
+        } else {
+            Resumed::fresh()
+        };
+        if opts.resume && resumed.global_batch != global_batch {
+            // Resumed with another number of replicas: the same point of the epoch, in
+            // batches of the new size (rounded down; past the last whole batch: the next
+            // epoch).
+            let per_epoch = train_ds.len() / global_batch.max(1);
+            let seen = resumed.loader.batch_in_epoch * resumed.global_batch;
+            resumed.loader.batch_in_epoch = seen / global_batch.max(1);
+            if resumed.loader.batch_in_epoch >= per_epoch {
+                resumed.loader = LoaderState {
+                    epoch: resumed.loader.epoch + 1,
+                    batch_in_epoch: 0,
+                };
+            }
+            on(Event::Note(format!(
+                "the run was saved with a global batch of {}, it continues with {global_batch} \
+                 ({world} replica(s) × {}): epoch {}, batch {}",
+                resumed.global_batch, t.batch_size, resumed.loader.epoch,
+                resumed.loader.batch_in_epoch
+            )));
+        }
+        let dp = match comm {
+            Some(c) => {
+                let dp = DataParallel::new(c, &mut store, t.bucket_mb)?;
+                on(Event::Note(format!(
+                    "data parallel: {world} replicas, global batch {global_batch} ({} per \
+                     replica), gradients summed in buckets of {} MiB",
+                    t.batch_size, t.bucket_mb
+                )));
+                Some(dp)
+            }
+            None => None,
         };
 
         let aug = Augment {
@@ -360,7 +579,10 @@ impl Run {
         let bank = match bank_config {
             Some(cfg) => {
                 let b = &config.tmb;
-                let bank = MemoryBank::new(cfg, info.num_classes(), t.seed, resumed.bank)?;
+                // One bank per replica, each with its own generator (a resumed run starts
+                // every replica from the saved bank of rank 0).
+                let seed = t.seed.wrapping_add(rank as u64);
+                let bank = MemoryBank::new(cfg, info.num_classes(), seed, resumed.bank)?;
                 on(Event::Note(format!(
                     "memory bank: tail classes {:?}, {} entries each, Rs {}, p_resize {}; at \
                      most {:.1} MiB",
@@ -374,14 +596,15 @@ impl Run {
             }
             None => None,
         };
-        let loader = Loader::with_bank(
+        let loader = Loader::sharded(
             train_ds.clone(),
-            t.batch_size,
+            global_batch,
             aug,
             t.seed,
             t.workers,
             resumed.loader,
             bank,
+            Shard { rank, world },
         )?;
         let total = t.steps as u64;
         on(Event::Start {
@@ -416,6 +639,7 @@ impl Run {
             last_scores: None,
             window: (Instant::now(), 0),
             config,
+            dp,
         })
     }
 
@@ -448,6 +672,9 @@ impl Run {
         Ok(Resumed {
             step: st.step,
             loader,
+            global_batch: st.state["global_batch"]
+                .as_u64()
+                .map_or(config.train.batch_size, |g| g as usize),
             bank,
             best: st.state["best_miou"].as_f64().unwrap_or(-1.0),
             best_step: st.state["best_step"].as_u64().unwrap_or(0),
@@ -481,13 +708,7 @@ impl Run {
                 p.display()
             )));
         }
-        Ok(Resumed {
-            step: 0,
-            loader: LoaderState::default(),
-            bank: None,
-            best: -1.0,
-            best_step: 0,
-        })
+        Ok(Resumed::fresh())
     }
 
     /// Whether the run is over: every step taken, or stopped at `stop_at`.
@@ -531,16 +752,35 @@ impl Run {
             self.loss_fn.compute(&logits, &y, step)?
         };
         let grads = backward(&loss)?;
-        let clip = if clip_norm > 0.0 {
-            Some(clip_grad_norm(&self.store, &grads, clip_norm)?)
-        } else {
-            None
-        };
-        self.opt
-            .step_clipped(&mut self.store, &grads, lr, clip.as_ref())?;
+        match &mut self.dp {
+            Some(dp) => {
+                // Averaged over the replicas, applied to the master copy, uploaded.
+                let grads = dp.reduce(&self.store, &grads)?;
+                let clip = if clip_norm > 0.0 {
+                    Some(clip_grad_norm(&dp.master, &grads, clip_norm)?)
+                } else {
+                    None
+                };
+                self.opt
+                    .step_clipped(&mut dp.master, &grads, lr, clip.as_ref())?;
+                dp.round_master()?;
+                dp.push(&mut self.store, false)?;
+            }
+            None => {
+                let clip = if clip_norm > 0.0 {
+                    Some(clip_grad_norm(&self.store, &grads, clip_norm)?)
+                } else {
+                    None
+                };
+                self.opt
+                    .step_clipped(&mut self.store, &grads, lr, clip.as_ref())?;
+            }
+        }
+        drop(grads);
         let step = step + 1;
         self.step = step;
-        self.window.1 += images;
+        self.window.1 += images * self.dp.as_ref().map_or(1, DataParallel::world);
+        let writer = self.dp.as_ref().is_none_or(|dp| dp.rank() == 0);
 
         let total = self.total;
         let stopping = self.stop_at == Some(step);
@@ -551,6 +791,11 @@ impl Run {
         let mut images_per_s = None;
         if log || save || validate {
             let v = loss.item()?;
+            // The mean of the replicas' losses: the loss of the global batch.
+            let v = match &self.dp {
+                Some(dp) => dp.mean(f64::from(v))? as f32,
+                None => v,
+            };
             if !v.is_finite() {
                 return Err(Error::shape(
                     "train",
@@ -564,12 +809,19 @@ impl Run {
             loss_value = Some(v);
             let secs = self.window.0.elapsed().as_secs_f64();
             images_per_s = Some(self.window.1 as f64 / secs.max(1e-9));
-            append_line(
-                &self.dir.metrics(),
-                &json!({"step": step, "loss": v, "lr": lr,
-                        "images_per_s": images_per_s, "queued": queued,
-                        "elapsed_s": self.started.elapsed().as_secs_f64()}),
-            )?;
+            let mut line = json!({"step": step, "loss": v, "lr": lr,
+                                  "images_per_s": images_per_s, "queued": queued,
+                                  "elapsed_s": self.started.elapsed().as_secs_f64()});
+            if let Some(dp) = &self.dp {
+                line["replicas"] = json!(dp.world());
+                line["allreduce_mib_per_step"] =
+                    json!(dp.stats.bytes as f64 / dp.stats.steps.max(1) as f64 / 1048576.0);
+                line["allreduce_s_per_step"] =
+                    json!(dp.stats.reduce_s / dp.stats.steps.max(1) as f64);
+            }
+            if writer {
+                append_line(&self.dir.metrics(), &line)?;
+            }
             self.window = (Instant::now(), 0);
         }
         on(Event::Step {
@@ -586,7 +838,9 @@ impl Run {
             let mut line = serde_json::to_value(&scores).unwrap_or(Value::Null);
             line["step"] = json!(step);
             line["split"] = json!("val");
-            append_line(&self.dir.metrics(), &line)?;
+            if writer {
+                append_line(&self.dir.metrics(), &line)?;
+            }
             if scores.miou > self.best {
                 self.best = scores.miou;
                 self.best_step = step;
@@ -605,19 +859,50 @@ impl Run {
     /// Scores the model on the validation split (reporting [`Event::Validating`] and
     /// [`Event::Validated`]).
     pub fn validate(&mut self, on: &mut dyn FnMut(Event)) -> Result<Scores> {
-        let scores = evaluate(
-            &*self.net,
-            &mut self.store,
-            self.val_ds.clone(),
-            Some(&self.groups),
-            (self.config.train.workers, None),
-            |done, total| on(Event::Validating { done, total }),
-        )?;
+        let scores = self.score(on)?;
         on(Event::Validated {
             step: self.step,
             scores: &scores,
         });
         Ok(scores)
+    }
+
+    /// The validation scores. Data parallel: the replicas' running statistics averaged
+    /// first, each replica scores every `world`-th image, the confusion matrices summed.
+    fn score(&mut self, on: &mut dyn FnMut(Event)) -> Result<Scores> {
+        let workers = self.config.train.workers;
+        let classes = self.info.num_classes();
+        let progress = |done, total| on(Event::Validating { done, total });
+        let (cm, bad) = match &mut self.dp {
+            None => confusion_counts(
+                &*self.net,
+                &mut self.store,
+                self.val_ds.clone(),
+                (workers, None),
+                progress,
+            )?,
+            Some(dp) => {
+                dp.sync_buffers(&mut self.store)?;
+                let shard = Shard {
+                    rank: dp.rank(),
+                    world: dp.world(),
+                };
+                let part: Arc<dyn Dataset> = Arc::new(Subset::strided(self.val_ds.clone(), shard));
+                let (cm, bad) =
+                    confusion_counts(&*self.net, &mut self.store, part, (workers, None), progress)?;
+                // Exact: counts below 2^53.
+                let mut all: Vec<f64> = cm.iter().chain([&bad]).map(|&n| n as f64).collect();
+                dp.comm.all_reduce_f64(&mut all)?;
+                let bad = all.pop().map_or(0, |b| b as u64);
+                (all.into_iter().map(|n| n as u64).collect(), bad)
+            }
+        };
+        scores_of(classes, &cm, bad, Some(&self.groups))
+    }
+
+    /// Gradient traffic so far (data-parallel runs; `None` on one process).
+    pub fn reduce_stats(&self) -> Option<ReduceStats> {
+        self.dp.as_ref().map(|dp| dp.stats)
     }
 
     /// Writes a checkpoint of the current step into `dir` (`last/` or `best/`: the same
@@ -627,9 +912,28 @@ impl Run {
     /// An update can turn finite weights into inf/NaN after a finite loss: a checkpoint
     /// never holds them (it would be "the last good" one), so the weights' norm is checked
     /// first.
-    pub fn save(&self, dir: &Path, loader: LoaderState, bank: Option<&BankState>) -> Result<()> {
+    ///
+    /// Data parallel: every rank takes part (the running statistics are averaged and the
+    /// replicas' weights compared first), rank 0 writes.
+    pub fn save(
+        &mut self,
+        dir: &Path,
+        loader: LoaderState,
+        bank: Option<&BankState>,
+    ) -> Result<()> {
         let step = self.step;
-        let norm = weights_norm(&self.store)?;
+        let (store, world) = match &mut self.dp {
+            Some(dp) => {
+                dp.sync_buffers(&mut self.store)?;
+                dp.check_identical(step)?;
+                if dp.rank() != 0 {
+                    return Ok(());
+                }
+                (&dp.master, dp.world())
+            }
+            None => (&self.store, 1),
+        };
+        let norm = weights_norm(store)?;
         if !norm.is_finite() {
             return Err(Error::shape(
                 "train",
@@ -641,10 +945,11 @@ impl Run {
                 ),
             ));
         }
-        let state = state_json(loader, self.best, self.best_step);
+        let global_batch = self.config.train.batch_size * world;
+        let state = state_json(loader, self.best, self.best_step, global_batch);
         checkpoint::save_checkpoint_with(
             dir,
-            &self.store,
+            store,
             &*self.net,
             &self.meta,
             step,
@@ -660,14 +965,7 @@ impl Run {
         let scores = match self.last_scores.take() {
             Some(s) => Some(s),
             None if self.step < self.total => None,
-            None => Some(evaluate(
-                &*self.net,
-                &mut self.store,
-                self.val_ds.clone(),
-                Some(&self.groups),
-                (self.config.train.workers, None),
-                |done, total| on(Event::Validating { done, total }),
-            )?),
+            None => Some(self.score(on)?),
         };
         Ok(Report {
             run: self.dir.root.clone(),
