@@ -241,8 +241,16 @@ pub fn run(a: TrainArgs) -> Result<()> {
         a.data
             .as_ref()
             .map_or("built-in data".to_string(), |d| d.display().to_string()),
-        if devices.len() > 1 { "devices" } else { "device" },
-        devices.iter().map(Device::name).collect::<Vec<_>>().join(" + "),
+        if devices.len() > 1 {
+            "devices"
+        } else {
+            "device"
+        },
+        devices
+            .iter()
+            .map(Device::name)
+            .collect::<Vec<_>>()
+            .join(" + "),
         out.display()
     );
     let opts = TrainOptions {

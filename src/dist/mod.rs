@@ -38,7 +38,8 @@ pub trait Collective: Send + Sync {
     fn all_reduce_f32(&self, data: &mut [f32]) -> Result<()>;
     /// Every rank's `value`, in rank order.
     fn all_gather_u64(&self, value: u64) -> Result<Vec<u64>>;
-    /// Marks this rank as failed with `why`: the other ranks' collectives fail from now on.
+    /// Marks this rank as failed: the other ranks' collectives fail from now on with `why`,
+    /// which names the rank and what happened ("replica 1 (…) failed at step 7: …").
     fn abort(&self, why: &str);
     /// Bytes this rank has passed to sum-reductions so far (for the benchmark and logs).
     fn reduced_bytes(&self) -> u64;
@@ -153,7 +154,7 @@ impl ThreadGroup {
     }
 
     fn failed(f: &(usize, String)) -> Error {
-        Error::Collective(format!("replica {} failed: {}", f.0, f.1))
+        Error::Collective(f.1.clone())
     }
 
     /// Deposits `part`, waits for every rank's, and returns all of them in rank order.
@@ -180,10 +181,12 @@ impl ThreadGroup {
                     .collect();
                 let why = format!(
                     "replicas {missing:?} did not reach a collective within {:.0} s \
-                     (WGSEG_COLLECTIVE_TIMEOUT)",
-                    self.shared.timeout.as_secs_f64()
+                     (WGSEG_COLLECTIVE_TIMEOUT); replica {} gave up",
+                    self.shared.timeout.as_secs_f64(),
+                    self.rank
                 );
-                r.failed.get_or_insert((missing.first().copied().unwrap_or(0), why.clone()));
+                r.failed
+                    .get_or_insert((missing.first().copied().unwrap_or(0), why.clone()));
                 self.shared.cv.notify_all();
                 return Err(Error::Collective(why));
             }
@@ -343,7 +346,7 @@ mod tests {
     fn an_aborted_rank_fails_the_others_with_its_reason() {
         let out = run(3, |g| {
             if g.rank() == 1 {
-                g.abort("the adapter was lost at step 7");
+                g.abort("replica 1 failed at step 7: the adapter was lost");
                 return Ok(());
             }
             let mut v = vec![1.0f64];
@@ -354,10 +357,7 @@ mod tests {
                 (1, r) => assert!(r.is_ok()),
                 (_, Err(e)) => {
                     let msg = e.to_string();
-                    assert!(
-                        msg.contains("replica 1") && msg.contains("step 7"),
-                        "{msg}"
-                    );
+                    assert!(msg.contains("replica 1") && msg.contains("step 7"), "{msg}");
                 }
                 (_, Ok(())) => unreachable!("rank {k} passed a collective rank 1 never joined"),
             }
@@ -370,13 +370,19 @@ mod tests {
         let mut v = vec![1.0f64];
         let err = group[0].all_reduce_f64(&mut v);
         let msg = err.err().map(|e| e.to_string()).unwrap_or_default();
-        assert!(msg.contains("[1]") && msg.contains("did not reach"), "{msg}");
+        assert!(
+            msg.contains("[1]") && msg.contains("did not reach"),
+            "{msg}"
+        );
         // The other rank now sees the failure instead of waiting.
         let msg = group[1]
             .all_reduce_f64(&mut v)
             .err()
             .map(|e| e.to_string())
             .unwrap_or_default();
-        assert!(msg.contains("replica 1"), "{msg}");
+        assert!(
+            msg.contains("[1]") && msg.contains("replica 0 gave up"),
+            "{msg}"
+        );
     }
 }

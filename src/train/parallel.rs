@@ -64,7 +64,11 @@ impl DataParallel {
         for (name, t, kind) in replica.iter() {
             let mut v = t.to_vec_f64()?;
             broadcast_f64(&*comm, &mut v, 0)?;
-            master.insert(name, Tensor::from_f64(v, t.shape().clone(), &Device::Cpu)?, kind)?;
+            master.insert(
+                name,
+                Tensor::from_f64(v, t.shape().clone(), &Device::Cpu)?,
+                kind,
+            )?;
         }
         let dp = DataParallel {
             comm,
@@ -127,7 +131,10 @@ impl DataParallel {
         let mut out = Gradients::default();
         for bucket in &buckets {
             let t0 = Instant::now();
-            let present: Vec<&Tensor> = bucket.iter().filter_map(|&k| grads.get(params[k].1)).collect();
+            let present: Vec<&Tensor> = bucket
+                .iter()
+                .filter_map(|&k| grads.get(params[k].1))
+                .collect();
             let mut read = Tensor::read_all(&present)?.into_iter();
             let mut flat: Vec<f32> = Vec::new();
             for &k in bucket {
@@ -145,7 +152,10 @@ impl DataParallel {
             for &k in bucket {
                 let (name, p) = params[k];
                 let n = p.numel();
-                let g: Vec<f64> = flat[at..at + n].iter().map(|&x| f64::from(x * scale)).collect();
+                let g: Vec<f64> = flat[at..at + n]
+                    .iter()
+                    .map(|&x| f64::from(x * scale))
+                    .collect();
                 at += n;
                 let mp = self.master.get(name)?;
                 out.insert(mp, Tensor::from_f64(g, p.shape().clone(), &Device::Cpu)?);

@@ -308,14 +308,20 @@ pub fn train_parallel(
                         comm,
                         on,
                     ),
-                    None => Err(Error::Collective("no ranks".into())),
+                    None => Err(RankError {
+                        error: Error::Collective("no ranks".into()),
+                        own: true,
+                    }),
                 };
-                let others: Vec<Result<Report>> = handles
+                let others: Vec<RankResult> = handles
                     .into_iter()
                     .enumerate()
                     .map(|(k, h)| {
                         h.join().unwrap_or_else(|_| {
-                            Err(Error::Collective(format!("replica {} panicked", k + 1)))
+                            Err(RankError {
+                                error: Error::Collective(format!("replica {} panicked", k + 1)),
+                                own: true,
+                            })
                         })
                     })
                     .collect();
@@ -327,8 +333,8 @@ pub fn train_parallel(
 
 /// Rank 0's report, or the error that caused the run to stop: a rank's own failure rather
 /// than the "replica k failed" the others saw because of it.
-fn first_cause(mine: Result<Report>, others: Vec<Result<Report>>) -> Result<Report> {
-    let mut errors: Vec<Error> = Vec::new();
+fn first_cause(mine: RankResult, others: Vec<RankResult>) -> Result<Report> {
+    let mut errors: Vec<RankError> = Vec::new();
     let report = match mine {
         Ok(r) => Some(r),
         Err(e) => {
@@ -337,16 +343,21 @@ fn first_cause(mine: Result<Report>, others: Vec<Result<Report>>) -> Result<Repo
         }
     };
     errors.extend(others.into_iter().filter_map(Result::err));
-    let cause = errors
-        .iter()
-        .position(|e| !matches!(e, Error::Collective(_)))
-        .unwrap_or(0);
+    let cause = errors.iter().position(|e| e.own).unwrap_or(0);
     match (report, errors.into_iter().nth(cause)) {
-        (_, Some(e)) => Err(e),
+        (_, Some(e)) => Err(e.error),
         (Some(r), None) => Ok(r),
         (None, None) => Err(Error::Collective("no report".into())),
     }
 }
+
+/// A rank's failure; `own`: its own, not another rank's seen through a collective.
+struct RankError {
+    error: Error,
+    own: bool,
+}
+
+type RankResult = std::result::Result<Report, RankError>;
 
 /// Aborts the group when dropped armed: a rank that returns an error or panics.
 struct AbortOnDrop<'a> {
@@ -362,18 +373,24 @@ impl Drop for AbortOnDrop<'_> {
     }
 }
 
-/// One rank of a data-parallel run: the whole run, aborting the group on failure.
+/// One rank of a data-parallel run: the whole run, aborting the group on failure. A
+/// failure during a step becomes an [`Error::Collective`] naming the rank, its device and
+/// the step (the others report the same text); one during the setup keeps its error (a
+/// bad dataset, a missing checkpoint), and the others report it with the rank.
 fn run_rank(
     opts: TrainOptions,
     build: &BuildModel<'_>,
     comm: Arc<dyn Collective>,
     on: &mut dyn FnMut(Event),
-) -> Result<Report> {
+) -> RankResult {
+    let rank = comm.rank();
+    let device = opts.device.name();
     let mut guard = AbortOnDrop {
         comm: &*comm,
-        why: Some("it panicked".into()),
+        why: Some(format!("replica {rank} ({device}) panicked")),
     };
     let mut step = None;
+    let mut seen_collective = false;
     let result = (|| {
         let mut run = Run::setup_replica(opts, build, Some(comm.clone()), on)?;
         while !run.done() {
@@ -383,15 +400,34 @@ fn run_rank(
         step = None;
         run.finish(on)
     })();
-    guard.why = match &result {
-        Ok(_) => None,
-        Err(e @ Error::Collective(_)) => Some(e.to_string()),
-        Err(e) => Some(match step {
-            Some(k) => format!("at step {k}: {e}"),
-            None => format!("{e}"),
+    let result = match result {
+        Ok(r) => Ok(r),
+        Err(e @ Error::Collective(_)) => {
+            seen_collective = true;
+            Err(e)
+        }
+        Err(e) => Err(match step {
+            Some(k) => {
+                Error::Collective(format!("replica {rank} ({device}) failed at step {k}: {e}"))
+            }
+            None => e,
         }),
     };
-    result
+    guard.why = match &result {
+        Ok(_) => None,
+        Err(e @ Error::Collective(_)) => Some(
+            e.to_string()
+                .trim_start_matches("data parallel: ")
+                .to_string(),
+        ),
+        Err(e) => Some(format!(
+            "replica {rank} ({device}) failed during setup: {e}"
+        )),
+    };
+    result.map_err(|error| RankError {
+        own: !seen_collective,
+        error,
+    })
 }
 
 /// A training run between [`Run::setup`] and [`Run::finish`].
@@ -553,7 +589,9 @@ impl Run {
             on(Event::Note(format!(
                 "the run was saved with a global batch of {}, it continues with {global_batch} \
                  ({world} replica(s) × {}): epoch {}, batch {}",
-                resumed.global_batch, t.batch_size, resumed.loader.epoch,
+                resumed.global_batch,
+                t.batch_size,
+                resumed.loader.epoch,
                 resumed.loader.batch_in_epoch
             )));
         }

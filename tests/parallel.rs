@@ -1,0 +1,449 @@
+//! Data-parallel training in one process (`train_parallel`, `wgseg train --devices`): two
+//! replicas against one process with the same global batch, sharded validation against a
+//! single-process evaluation, identical replicas across two different drivers, resume with
+//! another number of replicas, and a failing replica ending the run with its rank and step.
+
+mod common;
+
+use std::cell::Cell;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use common::*;
+use wgseg::data::{self, Dataset};
+use wgseg::gpu::list_adapters;
+use wgseg::model::{DeepLabConfig, ModelConfig, Segmenter, SharedBuildModel};
+use wgseg::nn::{init_rng, Conv2d, ConvBn, ParamStore};
+use wgseg::train::checkpoint::{self, RunDir};
+use wgseg::train::{evaluate, train_model, train_parallel, Event, Report, RunConfig, TrainOptions};
+use wgseg::{Device, Error, Result, Tensor};
+
+/// `stem` (3×3 conv, with BN when `bn`) then ReLU and `head` (1×1 conv with bias); fails
+/// its forward pass number `fail_at` (counting from 1) when given.
+struct Toy {
+    stem: Stem,
+    head: Conv2d,
+    classes: usize,
+    forwards: Cell<u64>,
+    fail_at: Option<u64>,
+}
+
+enum Stem {
+    Plain(Conv2d),
+    Bn(ConvBn),
+}
+
+impl Toy {
+    fn new(classes: usize, store: &mut ParamStore, seed: u64, bn: bool) -> Result<Toy> {
+        let r = &mut init_rng(seed);
+        let stem = if bn {
+            Stem::Bn(ConvBn::new(store, r, "stem", (3, 6), 3, 1, false)?)
+        } else {
+            Stem::Plain(Conv2d::new(store, r, "stem", (3, 6), 3, 1, 1, 1, true)?)
+        };
+        Ok(Toy {
+            stem,
+            head: Conv2d::new(store, r, "head", (6, classes), 1, 1, 1, 1, true)?,
+            classes,
+            forwards: Cell::new(0),
+            fail_at: None,
+        })
+    }
+}
+
+impl Segmenter for Toy {
+    fn arch(&self) -> &str {
+        "toy"
+    }
+    fn metadata_json(&self) -> Result<String> {
+        Ok(serde_json::json!({"arch": "toy"}).to_string())
+    }
+    fn num_classes(&self) -> usize {
+        self.classes
+    }
+    fn forward(&self, store: &mut ParamStore, x: &Tensor, training: bool) -> Result<Tensor> {
+        let n = self.forwards.get() + 1;
+        self.forwards.set(n);
+        if self.fail_at == Some(n) {
+            return Err(Error::Gpu("the adapter was lost (a test's failure)".into()));
+        }
+        let y = match &self.stem {
+            Stem::Plain(c) => c.forward(store, x)?.relu()?,
+            Stem::Bn(c) => c.forward(store, x, training)?,
+        };
+        self.head.forward(store, &y)
+    }
+}
+
+fn plain(
+    _: &ModelConfig,
+    c: usize,
+    store: &mut ParamStore,
+    seed: u64,
+) -> Result<Box<dyn Segmenter>> {
+    Ok(Box::new(Toy::new(c, store, seed, false)?))
+}
+
+fn with_bn(
+    _: &ModelConfig,
+    c: usize,
+    store: &mut ParamStore,
+    seed: u64,
+) -> Result<Box<dyn Segmenter>> {
+    Ok(Box::new(Toy::new(c, store, seed, true)?))
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let p = std::env::temp_dir().join(format!("wgseg-parallel-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&p);
+    std::fs::create_dir_all(&p).unwrap();
+    p
+}
+
+/// The first 12 training and 5 validation images of the built-in data as a folder dataset
+/// without unlabelled pixels (they become class 0), so that every replica's loss averages
+/// over as many pixels as every other's: the mean of their losses is then the loss of the
+/// global batch.
+fn dataset(root: &Path) -> PathBuf {
+    let data = root.join("data");
+    for (split, n) in [("train", 12), ("val", 5)] {
+        let ds = data::open(None, split, 1.0, 0).unwrap();
+        let info = ds.info();
+        let mut toml = format!(
+            "name = \"parallel\"\nignore_index = {}\n",
+            info.ignore_index
+        );
+        for c in &info.classes {
+            toml += &format!(
+                "[[classes]]\nname = \"{}\"\ncolor = [{}, {}, {}]\n",
+                c.name, c.color[0], c.color[1], c.color[2]
+            );
+        }
+        std::fs::create_dir_all(&data).unwrap();
+        std::fs::write(data.join("dataset.toml"), toml).unwrap();
+        let (images, labels) = (
+            data.join(split).join("images"),
+            data.join(split).join("labels"),
+        );
+        std::fs::create_dir_all(&images).unwrap();
+        std::fs::create_dir_all(&labels).unwrap();
+        for i in 0..n {
+            let s = ds.load(i).unwrap();
+            let label: Vec<u8> = s
+                .label
+                .iter()
+                .map(|&l| if l == info.ignore_index { 0 } else { l })
+                .collect();
+            let name = format!("img{i}.png");
+            data::save_png_rgb(&images.join(&name), s.width, s.height, &s.image).unwrap();
+            data::save_png_gray(&labels.join(&name), s.width, s.height, &label).unwrap();
+        }
+    }
+    data
+}
+
+/// A run of `steps` steps of `batch` images per replica, 32² crops at scale 1 (no padding:
+/// no unlabelled pixels), logging every step, checkpointing every 2.
+fn options(data: &Path, out: &Path, batch: usize, steps: usize) -> TrainOptions {
+    let model: ModelConfig = DeepLabConfig {
+        stem: 4,
+        widths: [4, 4, 4, 4],
+        depths: [1, 1, 1, 1],
+        aspp: 4,
+        low: 4,
+        decoder: 4,
+        output_stride: 16,
+        aspp_rates: None,
+        separable_aspp: false,
+        block: Default::default(),
+    }
+    .into();
+    let mut config = RunConfig {
+        model,
+        train: Default::default(),
+        data: Default::default(),
+        loss: Default::default(),
+        tmb: Default::default(),
+    };
+    config.data.aug_scale = [1.0, 1.0];
+    let t = &mut config.train;
+    t.steps = steps;
+    t.batch_size = batch;
+    t.crop = 32;
+    t.lr = 0.05;
+    t.log_every = 1;
+    t.checkpoint_every = 2;
+    t.val_every = 0;
+    t.workers = 1;
+    t.seed = 5;
+    TrainOptions {
+        config,
+        data: Some(data.to_path_buf()),
+        out: out.to_path_buf(),
+        device: Device::Cpu,
+        resume: false,
+        init_backbone: None,
+        stop_at: None,
+    }
+}
+
+/// The selected adapter and a second replica's device: another adapter with a different
+/// backend when there is one (the heterogeneous case: Vulkan and GL), else a second
+/// context on the same adapter.
+fn two_devices(heterogeneous: bool) -> Option<(Device, Device)> {
+    let first = gpu()?;
+    let Device::Gpu(ctx) = &first else {
+        return None;
+    };
+    let backend = format!("{:?}", ctx.adapter_info().backend);
+    let other = list_adapters()
+        .into_iter()
+        .find(|a| heterogeneous && a.backend != backend)
+        .map(|a| format!("gpu:{}", a.index));
+    let second = match other {
+        Some(spec) => Device::parse(&spec).unwrap(),
+        None => Device::gpu().unwrap(),
+    };
+    Some((first, second))
+}
+
+/// Every tensor of a checkpoint, by name.
+fn weights(run: &Path) -> Vec<(String, Vec<f64>)> {
+    let file = checkpoint::find_checkpoint(&RunDir::new(run).last()).unwrap();
+    let mut store = ParamStore::new(&Device::Cpu);
+    toy_store(&mut store);
+    checkpoint::load_weights(&file, &mut store).unwrap();
+    store
+        .iter()
+        .map(|(n, t, _)| (n.to_string(), t.to_vec_f64().unwrap()))
+        .collect()
+}
+
+/// A store with the plain toy's tensors (10 classes: the built-in data's).
+fn toy_store(store: &mut ParamStore) {
+    Toy::new(10, store, 0, false).unwrap();
+}
+
+fn run(
+    opts: TrainOptions,
+    devices: &[Device],
+    build: &SharedBuildModel<'_>,
+) -> (Result<Report>, Vec<String>) {
+    let mut notes = Vec::new();
+    let report = train_parallel(opts, devices, build, &mut |e| {
+        if let Event::Note(n) = e {
+            notes.push(n)
+        }
+    });
+    (report, notes)
+}
+
+#[test]
+fn two_replicas_take_the_steps_of_one_process_with_the_global_batch() {
+    let Some((a, b)) = two_devices(true) else {
+        return;
+    };
+    let dir = scratch("equal");
+    let data = dataset(&dir);
+    let (one, two) = (dir.join("one"), dir.join("two"));
+    let single = train_model(
+        TrainOptions {
+            device: a.clone(),
+            ..options(&data, &one, 4, 4)
+        },
+        &plain,
+        &mut |_| {},
+    )
+    .unwrap();
+    let (double, notes) = run(options(&data, &two, 2, 4), &[a, b], &plain);
+    let double = double.unwrap();
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains("2 replicas, global batch 4")),
+        "{notes:?}"
+    );
+    assert_eq!((single.steps, double.steps), (4, 4));
+    // The same losses, step by step: the same images (the loader's global batches) and
+    // the same weights.
+    let (l1, l2) = (logged_losses(&one), logged_losses(&two));
+    assert_eq!(l1.len(), 4);
+    for ((s1, v1), (s2, v2)) in l1.iter().zip(&l2) {
+        assert_eq!(s1, s2);
+        assert!(
+            (v1 - v2).abs() <= 1e-5 * v1.abs(),
+            "step {s1}: loss {v1} vs {v2}"
+        );
+    }
+    // And the same weights after 4 steps, to f32 summation order (the gradient of a batch
+    // of 4 against the mean of two batches of 2).
+    let (w1, w2) = (weights(&one), weights(&two));
+    assert_eq!(w1.len(), w2.len());
+    for ((n1, v1), (n2, v2)) in w1.iter().zip(&w2) {
+        assert_eq!(n1, n2);
+        assert_close(
+            n1,
+            v2,
+            v1,
+            Tol {
+                rtol: 1e-4,
+                atol: 1e-6,
+            },
+        );
+    }
+    let s1 = single.scores.unwrap();
+    let s2 = double.scores.unwrap();
+    assert_eq!(s1.pixels, s2.pixels);
+    assert!(
+        (s1.miou - s2.miou).abs() < 0.02,
+        "{} vs {}",
+        s1.miou,
+        s2.miou
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn sharded_validation_equals_one_process_and_replicas_stay_identical() {
+    // Two contexts on one adapter: the same kernels, so the sharded evaluation must count
+    // exactly the pixels a single evaluation of the checkpoint counts.
+    let Some((a, b)) = two_devices(false) else {
+        return;
+    };
+    let dir = scratch("shard");
+    let data = dataset(&dir);
+    let out = dir.join("run");
+    let (report, _) = run(options(&data, &out, 2, 4), &[a.clone(), b], &with_bn);
+    let report = report.unwrap();
+    let scores = report.scores.unwrap();
+
+    let mut store = ParamStore::new(&a);
+    let net = Toy::new(10, &mut store, 0, true).unwrap();
+    let file = checkpoint::find_checkpoint(&RunDir::new(&out).last()).unwrap();
+    checkpoint::load_weights(&file, &mut store).unwrap();
+    let val: Arc<dyn Dataset> = Arc::from(data::open(Some(&data), "val", 1.0, 0).unwrap());
+    let alone = evaluate(
+        &net,
+        &mut store,
+        val,
+        Some(&report.groups),
+        (1, None),
+        |_, _| {},
+    )
+    .unwrap();
+    assert_eq!(scores.pixels, alone.pixels);
+    assert_eq!(scores.iou, alone.iou);
+    assert_eq!(scores.miou, alone.miou);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn replicas_on_two_different_drivers_stay_identical_with_batch_norm() {
+    // Checkpoints at steps 2 and 4 compare the replicas' weights (an error if they
+    // differ); batch norm's running statistics are averaged into both first.
+    let Some((a, b)) = two_devices(true) else {
+        return;
+    };
+    let dir = scratch("identical");
+    let data = dataset(&dir);
+    let out = dir.join("run");
+    let (report, _) = run(options(&data, &out, 2, 4), &[a, b], &with_bn);
+    assert_eq!(report.unwrap().steps, 4);
+    let losses = logged_losses(&out);
+    assert_eq!(losses.len(), 4);
+    assert!(losses.iter().all(|(_, l)| l.is_finite()));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_run_resumes_with_another_number_of_replicas() {
+    let Some((a, b)) = two_devices(false) else {
+        return;
+    };
+    let dir = scratch("resume");
+    let data = dataset(&dir);
+    // 2 replicas × 2 images, stopped after step 2; continued on one device (global batch
+    // 2): the position (2 batches of 4 = 8 images into the epoch) becomes batch 4 of 2.
+    let two_one = dir.join("two-one");
+    let stop = |o: TrainOptions| TrainOptions {
+        stop_at: Some(2),
+        ..o
+    };
+    let (r, _) = run(
+        stop(options(&data, &two_one, 2, 4)),
+        &[a.clone(), b.clone()],
+        &plain,
+    );
+    assert_eq!(r.unwrap().steps, 2);
+    let resume = |o: TrainOptions| TrainOptions { resume: true, ..o };
+    let (r, notes) = run(
+        resume(options(&data, &two_one, 2, 4)),
+        std::slice::from_ref(&a),
+        &plain,
+    );
+    assert_eq!(r.unwrap().steps, 4);
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains("global batch of 4") && n.contains("epoch 0, batch 4")),
+        "{notes:?}"
+    );
+    // 1 × 2 images stopped after step 2, continued on 2 replicas (global batch 4): 4
+    // images into the epoch is batch 1 of 4.
+    let one_two = dir.join("one-two");
+    let (r, _) = run(
+        stop(options(&data, &one_two, 2, 4)),
+        std::slice::from_ref(&a),
+        &plain,
+    );
+    assert_eq!(r.unwrap().steps, 2);
+    let (r, notes) = run(resume(options(&data, &one_two, 2, 4)), &[a, b], &plain);
+    assert_eq!(r.unwrap().steps, 4);
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains("global batch of 2") && n.contains("epoch 0, batch 1")),
+        "{notes:?}"
+    );
+    let steps: Vec<u64> = logged_losses(&one_two).iter().map(|(s, _)| *s).collect();
+    assert_eq!(steps, vec![1, 2, 3, 4]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_failing_replica_ends_the_run_with_its_rank_and_step() {
+    let Some((a, b)) = two_devices(false) else {
+        return;
+    };
+    let dir = scratch("fail");
+    let data = dataset(&dir);
+    let out = dir.join("run");
+    // Replica 1's third forward pass (step 3) fails.
+    let failing = {
+        let b = b.clone();
+        move |_: &ModelConfig,
+              c: usize,
+              store: &mut ParamStore,
+              seed: u64|
+              -> Result<Box<dyn Segmenter>> {
+            let mut t = Toy::new(c, store, seed, false)?;
+            if store.device().same(&b) {
+                t.fail_at = Some(3);
+            }
+            Ok(Box::new(t))
+        }
+    };
+    let (r, _) = run(options(&data, &out, 2, 4), &[a, b], &failing);
+    let msg = r.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(
+        msg.contains("replica 1")
+            && msg.contains("failed at step 3")
+            && msg.contains("the adapter was lost"),
+        "{msg}"
+    );
+    // The checkpoint of step 2 is intact and resumable.
+    let last = RunDir::new(&out).last();
+    let st = checkpoint::load_train_state(&last, &Device::Cpu).unwrap();
+    assert_eq!(st.step, 2);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
