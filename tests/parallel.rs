@@ -11,12 +11,14 @@ use std::sync::Arc;
 
 use common::*;
 use wgseg::data::{self, Dataset};
+use wgseg::dist::{sync_batch_norm2d, Collective, Solo, ThreadGroup};
 use wgseg::gpu::list_adapters;
 use wgseg::model::{DeepLabConfig, ModelConfig, Segmenter, SharedBuildModel};
 use wgseg::nn::{init_rng, Conv2d, ConvBn, ParamStore};
+use wgseg::ops::{batch_norm2d_with, Activation, BatchNormState, Epilogue};
 use wgseg::train::checkpoint::{self, RunDir};
 use wgseg::train::{evaluate, train_model, train_parallel, Event, Report, RunConfig, TrainOptions};
-use wgseg::{Device, Error, Result, Tensor};
+use wgseg::{backward, Device, Error, Result, Tensor};
 
 /// `stem` (3×3 conv, with BN when `bn`) then ReLU and `head` (1×1 conv with bias); fails
 /// its forward pass number `fail_at` (counting from 1) when given.
@@ -207,21 +209,21 @@ fn two_devices(heterogeneous: bool) -> Option<(Device, Device)> {
     Some((first, second))
 }
 
-/// Every tensor of a checkpoint, by name.
+/// Every tensor of the plain toy's checkpoint, by name.
 fn weights(run: &Path) -> Vec<(String, Vec<f64>)> {
+    weights_of(run, false)
+}
+
+/// Every tensor of a toy's checkpoint (with batch norm when `bn`), by name.
+fn weights_of(run: &Path, bn: bool) -> Vec<(String, Vec<f64>)> {
     let file = checkpoint::find_checkpoint(&RunDir::new(run).last()).unwrap();
     let mut store = ParamStore::new(&Device::Cpu);
-    toy_store(&mut store);
+    Toy::new(10, &mut store, 0, bn).unwrap();
     checkpoint::load_weights(&file, &mut store).unwrap();
     store
         .iter()
         .map(|(n, t, _)| (n.to_string(), t.to_vec_f64().unwrap()))
         .collect()
-}
-
-/// A store with the plain toy's tensors (10 classes: the built-in data's).
-fn toy_store(store: &mut ParamStore) {
-    Toy::new(10, store, 0, false).unwrap();
 }
 
 fn run(
@@ -299,6 +301,77 @@ fn two_replicas_take_the_steps_of_one_process_with_the_global_batch() {
         "{} vs {}",
         s1.miou,
         s2.miou
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn with_sync_bn_two_replicas_with_batch_norm_take_the_steps_of_one_process() {
+    // Batch norm over the global batch: 2 replicas × 2 images (Vulkan and GL where both
+    // exist) against 1 process × 4 images, the same losses and weights (running
+    // statistics included) to f32 summation order.
+    let Some((a, b)) = two_devices(true) else {
+        return;
+    };
+    let dir = scratch("syncbn");
+    let data = dataset(&dir);
+    let (one, two) = (dir.join("one"), dir.join("two"));
+    train_model(
+        TrainOptions {
+            device: a.clone(),
+            ..options(&data, &one, 4, 4)
+        },
+        &with_bn,
+        &mut |_| {},
+    )
+    .unwrap();
+    let mut opts = options(&data, &two, 2, 4);
+    opts.config.train.sync_bn = true;
+    let (report, notes) = run(opts, &[a, b], &with_bn);
+    assert_eq!(report.unwrap().steps, 4);
+    assert!(
+        notes.iter().any(|n| n.contains("global batch (sync_bn)")),
+        "{notes:?}"
+    );
+    for ((s1, v1), (s2, v2)) in logged_losses(&one).iter().zip(&logged_losses(&two)) {
+        assert_eq!(s1, s2);
+        assert!(
+            (v1 - v2).abs() <= 1e-5 * v1.abs(),
+            "step {s1}: loss {v1} vs {v2}"
+        );
+    }
+    let (w1, w2) = (weights_of(&one, true), weights_of(&two, true));
+    assert_eq!(w1.len(), 7);
+    for ((n1, v1), (n2, v2)) in w1.iter().zip(&w2) {
+        assert_eq!(n1, n2);
+        assert_close(
+            n1,
+            v2,
+            v1,
+            Tol {
+                rtol: 1e-4,
+                atol: 1e-6,
+            },
+        );
+    }
+    // Without sync_bn each replica normalises over its own 2 images: another model.
+    let own = dir.join("own");
+    let (_, _) = run(
+        options(&data, &own, 2, 4),
+        &two_devices(true)
+            .map(|(a, b)| vec![a, b])
+            .unwrap_or_default(),
+        &with_bn,
+    );
+    let w3 = weights_of(&own, true);
+    let differs = w1.iter().zip(&w3).any(|((_, v1), (_, v3))| {
+        v1.iter()
+            .zip(v3)
+            .any(|(p, q)| (p - q).abs() > 1e-3 * (1.0 + p.abs()))
+    });
+    assert!(
+        differs,
+        "per-replica batch norm gave the global batch's weights"
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -446,4 +519,154 @@ fn a_failing_replica_ends_the_run_with_its_rank_and_step() {
     let st = checkpoint::load_train_state(&last, &Device::Cpu).unwrap();
     assert_eq!(st.step, 2);
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Batch norm with a ReLU and a residual epilogue over `x` `[4, 3, 5, 6]` for the loss
+/// `Σ y·w`: the output, the running statistics and the gradients of x, γ, β and the
+/// residual. With `sync`, synchronised batch norm over its ranks; with `part = Some(r)`
+/// only images 2r, 2r+1 (rank r's half of the batch).
+fn bn_case(dev: &Device, sync: Option<Arc<dyn Collective>>, part: Option<usize>) -> Vec<Vec<f64>> {
+    let (n, c, h, w) = (4, 3, 5, 6);
+    let all = |seed, lo, hi| uniform(n * c * h * w, seed, lo, hi);
+    let (mut xs, mut rs, mut ws) = (all(1, -2.0, 3.0), all(2, -1.0, 1.0), all(3, -1.0, 1.0));
+    let mut b = n;
+    if let Some(rank) = part {
+        let half = c * h * w * 2;
+        let take = |v: &mut Vec<f32>| *v = v[rank * half..(rank + 1) * half].to_vec();
+        take(&mut xs);
+        take(&mut rs);
+        take(&mut ws);
+        b = 2;
+    }
+    let t = |v: Vec<f32>| Tensor::from_vec(v, [b, c, h, w], dev).unwrap();
+    let x = t(xs).as_param();
+    let r = t(rs).as_param();
+    let wt = t(ws);
+    let gamma = Tensor::from_vec(vec![1.5, -0.5, 0.8], [c], dev)
+        .unwrap()
+        .as_param();
+    let beta = Tensor::from_vec(vec![0.1, 0.2, -0.3], [c], dev)
+        .unwrap()
+        .as_param();
+    let state = BatchNormState {
+        running_mean: Tensor::from_vec(vec![0.5, 0.0, -0.5], [c], dev).unwrap(),
+        running_var: Tensor::from_vec(vec![1.0, 2.0, 0.5], [c], dev).unwrap(),
+    };
+    let ep = Epilogue {
+        act: Activation::Relu,
+        residual: Some(&r),
+    };
+    let (y, st) = match &sync {
+        Some(comm) => {
+            let (y, s) = sync_batch_norm2d(&x, &gamma, &beta, &state, 0.1, 1e-5, ep, comm).unwrap();
+            (y, Some(s))
+        }
+        None => batch_norm2d_with(&x, &gamma, &beta, &state, true, 0.1, 1e-5, ep).unwrap(),
+    };
+    let st = st.unwrap();
+    let grads = backward(&y.mul(&wt).unwrap().sum().unwrap()).unwrap();
+    let mut out = vec![y.to_vec_f64().unwrap()];
+    out.push(st.running_mean.to_vec_f64().unwrap());
+    out.push(st.running_var.to_vec_f64().unwrap());
+    for p in [&x, &gamma, &beta, &r] {
+        out.push(grads.get(p).unwrap().to_vec_f64().unwrap());
+    }
+    out
+}
+
+/// The rows of `whole` (`[4, …]` per-image tensors at 0, 3 and 6) for images 2r, 2r+1.
+fn half(whole: &[Vec<f64>], rank: usize) -> Vec<Vec<f64>> {
+    whole
+        .iter()
+        .enumerate()
+        .map(|(k, v)| {
+            if [0, 3, 6].contains(&k) {
+                let q = v.len() / 2;
+                v[rank * q..(rank + 1) * q].to_vec()
+            } else {
+                v.clone()
+            }
+        })
+        .collect()
+}
+
+const BN_PARTS: [&str; 7] = [
+    "y",
+    "running_mean",
+    "running_var",
+    "dx",
+    "dγ",
+    "dβ",
+    "dresidual",
+];
+
+#[test]
+fn sync_batch_norm_over_two_ranks_is_batch_norm_of_the_whole_batch() {
+    // On the CPU reference backend (f64): the two halves together are batch norm over the
+    // four images, forward and backward (dγ and dβ are each rank's share: their sum is the
+    // whole batch's), up to rounding.
+    let dev = Device::Cpu;
+    let whole = bn_case(&dev, None, None);
+    let group: Vec<Arc<dyn Collective>> = ThreadGroup::new(2, std::time::Duration::from_secs(60))
+        .into_iter()
+        .map(|g| Arc::new(g) as Arc<dyn Collective>)
+        .collect();
+    let halves: Vec<Vec<Vec<f64>>> = std::thread::scope(|s| {
+        let hs: Vec<_> = group
+            .iter()
+            .enumerate()
+            .map(|(rank, g)| {
+                let g = g.clone();
+                s.spawn(move || bn_case(&Device::Cpu, Some(g), Some(rank)))
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let tol = Tol {
+        rtol: 1e-9,
+        atol: 1e-11,
+    };
+    for (rank, got) in halves.iter().enumerate() {
+        let want = half(&whole, rank);
+        for k in [0, 1, 2, 3, 6] {
+            assert_close(
+                &format!("rank {rank} {}", BN_PARTS[k]),
+                &got[k],
+                &want[k],
+                tol,
+            );
+        }
+    }
+    for k in [4, 5] {
+        let sum: Vec<f64> = halves[0][k]
+            .iter()
+            .zip(&halves[1][k])
+            .map(|(a, b)| a + b)
+            .collect();
+        assert_close(BN_PARTS[k], &sum, &whole[k], tol);
+    }
+}
+
+#[test]
+fn sync_batch_norm_of_one_rank_is_batch_norm() {
+    // Solo: the synchronised path (the all-reduce is the identity) against the engine's
+    // fused batch norm, on the CPU backend and on the GPU.
+    let mut devices = vec![Device::Cpu];
+    devices.extend(gpu());
+    for dev in devices {
+        let solo: Arc<dyn Collective> = Arc::new(Solo);
+        let want = bn_case(&dev, None, None);
+        let got = bn_case(&dev, Some(solo), None);
+        let tol = if dev.is_gpu() {
+            REDUCTION
+        } else {
+            Tol {
+                rtol: 1e-9,
+                atol: 1e-11,
+            }
+        };
+        for k in 0..7 {
+            assert_close(&format!("{dev:?} {}", BN_PARTS[k]), &got[k], &want[k], tol);
+        }
+    }
 }

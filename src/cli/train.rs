@@ -79,6 +79,10 @@ pub struct TrainArgs {
     /// gpu:0,gpu:1. The global batch is train.batch_size × devices.
     #[arg(long, value_name = "LIST", conflicts_with = "device")]
     pub devices: Option<String>,
+    /// With --devices: batch norm over the global batch, every replica's images together
+    /// (sets train.sync_bn).
+    #[arg(long)]
+    pub sync_bn: bool,
     /// Override train.steps.
     #[arg(long)]
     pub steps: Option<usize>,
@@ -194,6 +198,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
         || a.seed.is_some()
         || a.scale.is_some()
         || a.val_every.is_some()
+        || a.sync_bn
         || a.loss.any()
         || a.tmb.any();
     let (config, out, resume) = match &a.resume {
@@ -214,6 +219,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
             t.lr = a.lr.unwrap_or(t.lr);
             t.seed = a.seed.unwrap_or(t.seed);
             t.val_every = a.val_every.unwrap_or(t.val_every);
+            t.sync_bn |= a.sync_bn;
             c.data.scale = a.scale.unwrap_or(c.data.scale);
             a.loss.apply(&mut c);
             a.tmb.apply(&mut c.tmb);

@@ -9,10 +9,16 @@
 //! rank the same way, so every rank gets bit-identical results: the replicas' host-side
 //! optimiser steps then stay bit-identical too.
 //!
+//! [`sync_batch_norm2d`] is batch norm over the global batch (`--sync-bn`).
+//!
 //! A rank that fails calls [`Collective::abort`]: every rank waiting in (or later entering)
 //! a collective returns an error naming the failed rank and its reason instead of waiting
 //! forever. A rank that stops answering without aborting (a hung driver) ends the others'
 //! wait after [`Collective::timeout`], with an error naming the ranks that did not arrive.
+
+mod sync_bn;
+
+pub use sync_bn::sync_batch_norm2d;
 
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};

@@ -111,6 +111,8 @@ impl Conv2d {
 /// `{prefix}.weight` (γ = 1) and `{prefix}.bias` (β = 0), buffers `{prefix}.running_mean`
 /// (0) and `{prefix}.running_var` (1). Training normalises with the batch statistics and
 /// replaces the running statistics in the store; evaluation uses the running statistics.
+/// With a store in a synchronised data-parallel run ([`ParamStore::set_sync_bn`]) the batch
+/// statistics are those of every replica's batch together ([`crate::dist::sync_batch_norm2d`]).
 #[derive(Clone, Debug)]
 pub struct BatchNorm2d {
     prefix: String,
@@ -153,16 +155,23 @@ impl BatchNorm2d {
             running_mean: store.get(&mean_name)?.clone(),
             running_var: store.get(&var_name)?.clone(),
         };
-        let (y, updated) = batch_norm2d_with(
-            x,
-            store.get(&name("weight"))?,
-            store.get(&name("bias"))?,
-            &state,
-            training,
-            BN_MOMENTUM,
-            BN_EPS,
-            ep,
-        )?;
+        let (gamma, beta) = (store.get(&name("weight"))?, store.get(&name("bias"))?);
+        let (y, updated) = match (training, store.sync_bn()) {
+            (true, Some(comm)) => {
+                let (y, s) = crate::dist::sync_batch_norm2d(
+                    x,
+                    gamma,
+                    beta,
+                    &state,
+                    BN_MOMENTUM,
+                    BN_EPS,
+                    ep,
+                    comm,
+                )?;
+                (y, Some(s))
+            }
+            _ => batch_norm2d_with(x, gamma, beta, &state, training, BN_MOMENTUM, BN_EPS, ep)?,
+        };
         if let Some(s) = updated {
             store.set(&mean_name, s.running_mean)?;
             store.set(&var_name, s.running_var)?;

@@ -1,8 +1,10 @@
 //! The parameter store: name → tensor, trainable or buffer, in registration order.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use crate::device::Device;
+use crate::dist::Collective;
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
@@ -26,6 +28,8 @@ pub struct ParamStore {
     device: Device,
     order: Vec<String>,
     map: HashMap<String, Entry>,
+    /// The replicas batch norm synchronises its statistics with (`None`: its own batch).
+    sync_bn: Option<Arc<dyn Collective>>,
 }
 
 impl ParamStore {
@@ -35,7 +39,20 @@ impl ParamStore {
             device: device.clone(),
             order: Vec::new(),
             map: HashMap::new(),
+            sync_bn: None,
         }
+    }
+
+    /// Makes the batch-norm layers of the model over this store normalise over the
+    /// global batch of `comm`'s ranks in training (`None`: over the local batch, the
+    /// default). See [`crate::dist::sync_batch_norm2d`].
+    pub fn set_sync_bn(&mut self, comm: Option<Arc<dyn Collective>>) {
+        self.sync_bn = comm;
+    }
+
+    /// The ranks batch norm synchronises with, if any.
+    pub fn sync_bn(&self) -> Option<&Arc<dyn Collective>> {
+        self.sync_bn.as_ref()
     }
 
     /// The device every tensor of the store lives on.

@@ -71,6 +71,9 @@ pub struct TrainConfig {
     /// Data parallel (`--devices`): gradients are summed over the replicas in buckets of
     /// this many MiB (one readback and one all-reduce each).
     pub bucket_mb: f64,
+    /// Data parallel: batch norm normalises over the global batch (every replica's
+    /// images) instead of each replica's own (`--sync-bn`).
+    pub sync_bn: bool,
 }
 
 impl Default for TrainConfig {
@@ -94,6 +97,7 @@ impl Default for TrainConfig {
             val_every: 250,
             checkpoint_every: 50,
             bucket_mb: 25.0,
+            sync_bn: false,
         }
     }
 }

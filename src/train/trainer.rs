@@ -597,11 +597,20 @@ impl Run {
         }
         let dp = match comm {
             Some(c) => {
+                if t.sync_bn {
+                    store.set_sync_bn(Some(c.clone()));
+                }
                 let dp = DataParallel::new(c, &mut store, t.bucket_mb)?;
                 on(Event::Note(format!(
                     "data parallel: {world} replicas, global batch {global_batch} ({} per \
-                     replica), gradients summed in buckets of {} MiB",
-                    t.batch_size, t.bucket_mb
+                     replica), gradients summed in buckets of {} MiB, batch norm over {}",
+                    t.batch_size,
+                    t.bucket_mb,
+                    if t.sync_bn {
+                        "the global batch (sync_bn)"
+                    } else {
+                        "each replica's batch"
+                    }
                 )));
                 Some(dp)
             }
