@@ -72,9 +72,10 @@ pub struct TrainArgs {
     /// A torchvision ResNet state dict saved as safetensors, to initialise the backbone.
     #[arg(long, value_name = "FILE")]
     pub init_backbone: Option<PathBuf>,
-    /// Device: gpu, gpu:N, gpu:NAME or cpu (default: $WGSEG_ADAPTER or the best GPU).
-    #[arg(long, default_value = "gpu")]
-    pub device: String,
+    /// Device: gpu, gpu:N, gpu:NAME or cpu (default: $WGSEG_ADAPTER or the best GPU; under
+    /// mpirun or srun, adapter N mod adapters for the process of local rank N).
+    #[arg(long)]
+    pub device: Option<String>,
     /// Data-parallel training on several devices, one replica each: all, or a list such as
     /// gpu:0,gpu:1. The global batch is train.batch_size × devices.
     #[arg(long, value_name = "LIST", conflicts_with = "device")]
@@ -236,29 +237,37 @@ pub fn run(a: TrainArgs) -> Result<()> {
     if let Some(w) = a.workers {
         config.train.workers = w;
     }
-    let devices = match &a.devices {
-        Some(list) => Device::parse_list(list).with_context(|| format!("--devices {list}"))?,
-        None => vec![Device::parse(&a.device).with_context(|| format!("--device {}", a.device))?],
+    let launcher = Launcher::detect()?;
+    let devices = match (&a.devices, &a.device) {
+        (Some(list), _) => Device::parse_list(list).with_context(|| format!("--devices {list}"))?,
+        (None, Some(d)) => vec![Device::parse(d).with_context(|| format!("--device {d}"))?],
+        (None, None) => vec![launcher.default_device()?],
     };
+    if launcher.world() > 1 && devices.len() > 1 {
+        bail!("--devices is for one process; under mpirun or srun each process takes one --device");
+    }
+    let quiet = launcher.rank() > 0;
     let device = devices[0].clone();
-    eprintln!(
-        "wgseg train: {} on {}, {} {}, run directory {}",
-        config.model.arch(),
-        a.data
-            .as_ref()
-            .map_or("built-in data".to_string(), |d| d.display().to_string()),
-        if devices.len() > 1 {
-            "devices"
-        } else {
-            "device"
-        },
-        devices
-            .iter()
-            .map(Device::name)
-            .collect::<Vec<_>>()
-            .join(" + "),
-        out.display()
-    );
+    if !quiet {
+        eprintln!(
+            "wgseg train: {} on {}, {} {}, run directory {}",
+            config.model.arch(),
+            a.data
+                .as_ref()
+                .map_or("built-in data".to_string(), |d| d.display().to_string()),
+            if devices.len() > 1 {
+                "devices"
+            } else {
+                "device"
+            },
+            devices
+                .iter()
+                .map(Device::name)
+                .collect::<Vec<_>>()
+                .join(" + "),
+            out.display()
+        );
+    }
     let opts = TrainOptions {
         config,
         data: a.data.clone(),
@@ -269,7 +278,20 @@ pub fn run(a: TrainArgs) -> Result<()> {
         stop_at: a.stop_after,
     };
     let mut ui = Ui::new();
-    let report = train_parallel(opts, &devices, &build_from_config, &mut |e| ui.event(e))?;
+    let report = match launcher {
+        Launcher::Alone => {
+            train_parallel(opts, &devices, &build_from_config, &mut |e| ui.event(e))?
+        }
+        #[cfg(feature = "mpi")]
+        Launcher::Mpi(comm) => {
+            let comm: std::sync::Arc<dyn wgseg::dist::Collective> = std::sync::Arc::new(comm);
+            if quiet {
+                wgseg::train::train_rank(opts, &build_from_config, comm, &mut |_| {})?;
+                return Ok(());
+            }
+            wgseg::train::train_rank(opts, &build_from_config, comm, &mut |e| ui.event(e))?
+        }
+    };
     ui.finish();
     println!(
         "\ntrained {} steps in {:.0} s; run directory {}",
@@ -447,5 +469,72 @@ mod tests {
         built_in.sort();
         assert!(files.len() >= 16, "{files:?}");
         assert_eq!(files, built_in);
+    }
+}
+
+/// How this process was started: alone, or as a rank of an MPI job (`mpirun`, `srun`).
+enum Launcher {
+    Alone,
+    #[cfg(feature = "mpi")]
+    Mpi(wgseg::dist::mpi::MpiGroup),
+}
+
+impl Launcher {
+    /// An MPI job of more than one process joins it (with `--features mpi`; without, an
+    /// error says how to build it).
+    fn detect() -> Result<Launcher> {
+        #[cfg(feature = "mpi")]
+        if wgseg::dist::mpi::launched() {
+            let group = wgseg::dist::mpi::MpiGroup::init()?;
+            use wgseg::dist::Collective;
+            if group.world() > 1 {
+                return Ok(Launcher::Mpi(group));
+            }
+        }
+        #[cfg(not(feature = "mpi"))]
+        for var in ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE"] {
+            if let Some(n) = std::env::var(var)
+                .ok()
+                .and_then(|v| v.parse::<usize>().ok())
+            {
+                if n > 1 {
+                    bail!(
+                        "started by an MPI launcher as one of {n} processes, but this wgseg was \
+                         built without MPI support: build it with `cargo build --release \
+                         --features mpi` (needs an MPI library and libclang)"
+                    );
+                }
+            }
+        }
+        Ok(Launcher::Alone)
+    }
+
+    fn rank(&self) -> usize {
+        match self {
+            Launcher::Alone => 0,
+            #[cfg(feature = "mpi")]
+            Launcher::Mpi(g) => wgseg::dist::Collective::rank(g),
+        }
+    }
+
+    fn world(&self) -> usize {
+        match self {
+            Launcher::Alone => 1,
+            #[cfg(feature = "mpi")]
+            Launcher::Mpi(g) => wgseg::dist::Collective::world(g),
+        }
+    }
+
+    /// The device when none is given: the default GPU alone; under MPI the adapter of the
+    /// process's local rank (modulo the adapters of the node).
+    fn default_device(&self) -> Result<Device> {
+        match self {
+            Launcher::Alone => Ok(Device::gpu()?),
+            #[cfg(feature = "mpi")]
+            Launcher::Mpi(g) => {
+                let n = wgseg::gpu::list_adapters().len().max(1);
+                Ok(Device::parse(&format!("gpu:{}", g.local_rank() % n))?)
+            }
+        }
     }
 }

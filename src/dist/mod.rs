@@ -3,7 +3,8 @@
 //! A [`Collective`] joins `world` ranks; every rank calls the same collectives in the same
 //! order (the trainer's step is the same program on every rank), and each call returns
 //! when every rank has made it. [`Solo`] is the group of one; [`ThreadGroup`] joins the
-//! threads of one process (one replica per adapter: `wgseg train --devices`).
+//! threads of one process (one replica per adapter: `wgseg train --devices`);
+//! `mpi::MpiGroup` (with `--features mpi`) the processes of an MPI job.
 //!
 //! Sums are computed in `f64` over the ranks' contributions **in rank order**, by every
 //! rank the same way, so every rank gets bit-identical results: the replicas' host-side
@@ -16,6 +17,8 @@
 //! forever. A rank that stops answering without aborting (a hung driver) ends the others'
 //! wait after [`Collective::timeout`], with an error naming the ranks that did not arrive.
 
+#[cfg(feature = "mpi")]
+pub mod mpi;
 mod sync_bn;
 
 pub use sync_bn::sync_batch_norm2d;

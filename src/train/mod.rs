@@ -13,4 +13,6 @@ pub mod trainer;
 pub use config::{BankConfig, DataConfig, Loss, LossConfig, RunConfig, TrainConfig};
 pub use eval::evaluate;
 pub use parallel::ReduceStats;
-pub use trainer::{train, train_model, train_parallel, Event, Report, Run, TrainOptions};
+pub use trainer::{
+    train, train_model, train_parallel, train_rank, Event, Report, Run, TrainOptions,
+};

@@ -331,6 +331,19 @@ pub fn train_parallel(
     }
 }
 
+/// Trains per `opts` as rank `comm.rank()` of a data-parallel run over `comm`, each rank
+/// in its own process (an MPI job: every process calls this with its own device). Rank 0
+/// writes the run; every rank returns the same scores. A failing rank aborts the group
+/// ([`Collective::abort`]).
+pub fn train_rank(
+    opts: TrainOptions,
+    build: &BuildModel<'_>,
+    comm: Arc<dyn Collective>,
+    on: &mut dyn FnMut(Event),
+) -> Result<Report> {
+    run_rank(opts, build, comm, on).map_err(|e| e.error)
+}
+
 /// Rank 0's report, or the error that caused the run to stop: a rank's own failure rather
 /// than the "replica k failed" the others saw because of it.
 fn first_cause(mine: RankResult, others: Vec<RankResult>) -> Result<Report> {
