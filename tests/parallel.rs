@@ -102,48 +102,6 @@ fn scratch(name: &str) -> PathBuf {
     p
 }
 
-/// The first 12 training and 5 validation images of the built-in data as a folder dataset
-/// without unlabelled pixels (they become class 0), so that every replica's loss averages
-/// over as many pixels as every other's: the mean of their losses is then the loss of the
-/// global batch.
-fn dataset(root: &Path) -> PathBuf {
-    let data = root.join("data");
-    for (split, n) in [("train", 12), ("val", 5)] {
-        let ds = data::open(None, split, 1.0, 0).unwrap();
-        let info = ds.info();
-        let mut toml = format!(
-            "name = \"parallel\"\nignore_index = {}\n",
-            info.ignore_index
-        );
-        for c in &info.classes {
-            toml += &format!(
-                "[[classes]]\nname = \"{}\"\ncolor = [{}, {}, {}]\n",
-                c.name, c.color[0], c.color[1], c.color[2]
-            );
-        }
-        std::fs::create_dir_all(&data).unwrap();
-        std::fs::write(data.join("dataset.toml"), toml).unwrap();
-        let (images, labels) = (
-            data.join(split).join("images"),
-            data.join(split).join("labels"),
-        );
-        std::fs::create_dir_all(&images).unwrap();
-        std::fs::create_dir_all(&labels).unwrap();
-        for i in 0..n {
-            let s = ds.load(i).unwrap();
-            let label: Vec<u8> = s
-                .label
-                .iter()
-                .map(|&l| if l == info.ignore_index { 0 } else { l })
-                .collect();
-            let name = format!("img{i}.png");
-            data::save_png_rgb(&images.join(&name), s.width, s.height, &s.image).unwrap();
-            data::save_png_gray(&labels.join(&name), s.width, s.height, &label).unwrap();
-        }
-    }
-    data
-}
-
 /// A run of `steps` steps of `batch` images per replica, 32² crops at scale 1 (no padding:
 /// no unlabelled pixels), logging every step, checkpointing every 2.
 fn options(data: &Path, out: &Path, batch: usize, steps: usize) -> TrainOptions {
@@ -246,7 +204,7 @@ fn two_replicas_take_the_steps_of_one_process_with_the_global_batch() {
         return;
     };
     let dir = scratch("equal");
-    let data = dataset(&dir);
+    let data = data_without_ignore(&dir);
     let (one, two) = (dir.join("one"), dir.join("two"));
     let single = train_model(
         TrainOptions {
@@ -314,7 +272,7 @@ fn with_sync_bn_two_replicas_with_batch_norm_take_the_steps_of_one_process() {
         return;
     };
     let dir = scratch("syncbn");
-    let data = dataset(&dir);
+    let data = data_without_ignore(&dir);
     let (one, two) = (dir.join("one"), dir.join("two"));
     train_model(
         TrainOptions {
@@ -384,7 +342,7 @@ fn sharded_validation_equals_one_process_and_replicas_stay_identical() {
         return;
     };
     let dir = scratch("shard");
-    let data = dataset(&dir);
+    let data = data_without_ignore(&dir);
     let out = dir.join("run");
     let (report, _) = run(options(&data, &out, 2, 4), &[a.clone(), b], &with_bn);
     let report = report.unwrap();
@@ -418,7 +376,7 @@ fn replicas_on_two_different_drivers_stay_identical_with_batch_norm() {
         return;
     };
     let dir = scratch("identical");
-    let data = dataset(&dir);
+    let data = data_without_ignore(&dir);
     let out = dir.join("run");
     let (report, _) = run(options(&data, &out, 2, 4), &[a, b], &with_bn);
     assert_eq!(report.unwrap().steps, 4);
@@ -434,7 +392,7 @@ fn a_run_resumes_with_another_number_of_replicas() {
         return;
     };
     let dir = scratch("resume");
-    let data = dataset(&dir);
+    let data = data_without_ignore(&dir);
     // 2 replicas × 2 images, stopped after step 2; continued on one device (global batch
     // 2): the position (2 batches of 4 = 8 images into the epoch) becomes batch 4 of 2.
     let two_one = dir.join("two-one");
@@ -489,7 +447,7 @@ fn a_failing_replica_ends_the_run_with_its_rank_and_step() {
         return;
     };
     let dir = scratch("fail");
-    let data = dataset(&dir);
+    let data = data_without_ignore(&dir);
     let out = dir.join("run");
     // Replica 1's third forward pass (step 3) fails.
     let failing = {

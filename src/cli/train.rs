@@ -446,32 +446,6 @@ impl Ui {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    /// Every file in `models/` is usable by name.
-    #[test]
-    fn every_shipped_config_is_built_in() {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/models");
-        let mut files: Vec<String> = std::fs::read_dir(dir)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| {
-                let name = e.file_name().to_string_lossy().into_owned();
-                name.strip_suffix(".toml").map(str::to_string)
-            })
-            .collect();
-        files.sort();
-        let mut built_in: Vec<String> = super::BUILTIN_CONFIGS
-            .iter()
-            .map(|(n, _)| n.to_string())
-            .collect();
-        built_in.sort();
-        assert!(files.len() >= 16, "{files:?}");
-        assert_eq!(files, built_in);
-    }
-}
-
 /// How this process was started: alone, or as a rank of an MPI job (`mpirun`, `srun`).
 enum Launcher {
     Alone,
@@ -536,5 +510,31 @@ impl Launcher {
                 Ok(Device::parse(&format!("gpu:{}", g.local_rank() % n))?)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every file in `models/` is usable by name.
+    #[test]
+    fn every_shipped_config_is_built_in() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/models");
+        let mut files: Vec<String> = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                name.strip_suffix(".toml").map(str::to_string)
+            })
+            .collect();
+        files.sort();
+        let mut built_in: Vec<String> = super::BUILTIN_CONFIGS
+            .iter()
+            .map(|(n, _)| n.to_string())
+            .collect();
+        built_in.sort();
+        assert!(files.len() >= 16, "{files:?}");
+        assert_eq!(files, built_in);
     }
 }
