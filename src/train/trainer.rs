@@ -878,6 +878,7 @@ impl Run {
                     json!(dp.stats.bytes as f64 / dp.stats.steps.max(1) as f64 / 1048576.0);
                 line["allreduce_s_per_step"] =
                     json!(dp.stats.reduce_s / dp.stats.steps.max(1) as f64);
+                line["readback_s_per_step"] = json!(dp.stats.read_s / dp.stats.steps.max(1) as f64);
             }
             if writer {
                 append_line(&self.dir.metrics(), &line)?;
