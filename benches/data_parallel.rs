@@ -58,8 +58,7 @@ fn run(replicas: usize, batch: usize) -> Row {
         device: devices[0].clone(),
         resume: false,
         init_backbone: None,
-        // Stop before the final validation (not part of a step).
-        stop_at: Some(WARMUP + TIMED),
+        stop_at: None,
     };
     train_parallel(opts, &devices, &build_from_config, &mut |e| {
         if let Event::Step { step, .. } = e {
@@ -74,12 +73,13 @@ fn run(replicas: usize, batch: usize) -> Row {
         _ => panic!("missing step events"),
     };
     let images = (TIMED as usize * batch * replicas) as f64;
-    // The last metrics line has the run's gradient traffic (data-parallel runs).
+    // The last step line of the metrics has the run's gradient traffic (data parallel).
     let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap_or_default();
     let last: serde_json::Value = metrics
         .lines()
         .rev()
-        .find_map(|l| serde_json::from_str(l).ok())
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v.get("allreduce_mib_per_step").is_some())
         .unwrap_or_default();
     let _ = std::fs::remove_dir_all(&out);
     Row {
