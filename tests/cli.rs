@@ -379,3 +379,64 @@ fn bad_input_is_a_clear_error_naming_the_file() {
     assert!(text(&o).contains("tiny, small, r18"), "{}", text(&o));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn train_on_two_devices_and_its_errors() {
+    if common::gpu().is_none() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("wgseg-cli-devices-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("micro.toml");
+    std::fs::write(&cfg, MICRO).unwrap();
+    let run = dir.join("run");
+    let out = wgseg(&[
+        "train",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--devices",
+        "gpu,gpu",
+        "--sync-bn",
+        "--steps",
+        "2",
+        "--batch-size",
+        "2",
+        "--crop",
+        "32",
+        "--out",
+        run.to_str().unwrap(),
+    ]);
+    let all = text(&out);
+    assert!(out.status.success(), "{all}");
+    assert!(
+        all.contains("2 replicas, global batch 4") && all.contains("sync_bn"),
+        "{all}"
+    );
+    let saved = std::fs::read_to_string(run.join("config.toml")).unwrap();
+    assert!(saved.contains("sync_bn = true"), "{saved}");
+    // A bad list names the flag.
+    let out = wgseg(&["train", "--devices", "gpu,,gpu", "--steps", "1"]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("--devices"), "{}", text(&out));
+    // Started by an MPI launcher as one of 2 processes, without the mpi feature: refused
+    // with how to build it, before anything is written.
+    let lone = dir.join("lone");
+    let out = Command::new(env!("CARGO_BIN_EXE_wgseg"))
+        .args([
+            "train",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--out",
+            lone.to_str().unwrap(),
+        ])
+        .env("OMPI_COMM_WORLD_SIZE", "2")
+        .output()
+        .unwrap();
+    if !cfg!(feature = "mpi") {
+        assert!(!out.status.success());
+        assert!(text(&out).contains("--features mpi"), "{}", text(&out));
+        assert!(!lone.exists());
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

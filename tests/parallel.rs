@@ -628,3 +628,27 @@ fn sync_batch_norm_of_one_rank_is_batch_norm() {
         }
     }
 }
+
+#[test]
+fn each_replica_runs_its_own_memory_bank_and_rank_0_saves_its_state() {
+    let Some((a, b)) = two_devices(false) else {
+        return;
+    };
+    let dir = scratch("bank");
+    let data = data_without_ignore(&dir);
+    let out = dir.join("run");
+    let mut opts = options(&data, &out, 2, 4);
+    opts.config.tmb.enabled = true;
+    opts.stop_at = Some(2);
+    let (report, notes) = run(opts, &[a.clone(), b.clone()], &with_bn);
+    assert_eq!(report.unwrap().steps, 2);
+    assert!(notes.iter().any(|n| n.contains("memory bank")), "{notes:?}");
+    let last = RunDir::new(&out).last();
+    assert!(last.join(wgseg::train::trainer::BANK_FILE).is_file());
+    // Resumable with the bank, on two replicas.
+    let mut opts = options(&data, &out, 2, 4);
+    opts.resume = true;
+    let (report, _) = run(opts, &[a, b], &with_bn);
+    assert_eq!(report.unwrap().steps, 4);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
