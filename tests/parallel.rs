@@ -167,11 +167,6 @@ fn two_devices(heterogeneous: bool) -> Option<(Device, Device)> {
     Some((first, second))
 }
 
-/// Every tensor of the plain toy's checkpoint, by name.
-fn weights(run: &Path) -> Vec<(String, Vec<f64>)> {
-    weights_of(run, false)
-}
-
 /// Every tensor of a toy's checkpoint (with batch norm when `bn`), by name.
 fn weights_of(run: &Path, bn: bool) -> Vec<(String, Vec<f64>)> {
     let file = checkpoint::find_checkpoint(&RunDir::new(run).last()).unwrap();
@@ -198,61 +193,56 @@ fn run(
     (report, notes)
 }
 
-#[test]
-fn two_replicas_take_the_steps_of_one_process_with_the_global_batch() {
-    let Some((a, b)) = two_devices(true) else {
-        return;
+/// A run's directory and report.
+type Ran = (PathBuf, Report);
+
+/// One process's run, the replicas' run and the replicas' notes.
+type Pair = (Ran, Ran, Vec<String>);
+
+/// One process of 4 images and 2 replicas of 2 (the selected adapter and the other
+/// backend's where there is one: Vulkan with GL), 4 steps of `build`'s toy (`bn`: with
+/// batch norm), `sync_bn` for the replicas; their runs, reports and the replicas' notes.
+fn one_against_two(dir: &Path, bn: bool, sync_bn: bool) -> Option<Pair> {
+    let (a, b) = two_devices(true)?;
+    let build: &SharedBuildModel<'_> = if bn { &with_bn } else { &plain };
+    let data = data_without_ignore(dir);
+    let (one, two) = (
+        dir.join("one"),
+        dir.join(if sync_bn { "sync" } else { "two" }),
+    );
+    let single = TrainOptions {
+        device: a.clone(),
+        ..options(&data, &one, 4, 4)
     };
-    let dir = scratch("equal");
-    let data = data_without_ignore(&dir);
-    let (one, two) = (dir.join("one"), dir.join("two"));
-    let single = train_model(
-        TrainOptions {
-            device: a.clone(),
-            ..options(&data, &one, 4, 4)
-        },
-        &plain,
-        &mut |_| {},
-    )
-    .unwrap();
-    let (double, notes) = run(options(&data, &two, 2, 4), &[a, b], &plain);
-    let double = double.unwrap();
+    let single = train_model(single, build, &mut |_| {}).unwrap();
+    let mut opts = options(&data, &two, 2, 4);
+    opts.config.train.sync_bn = sync_bn;
+    let (double, notes) = run(opts, &[a, b], build);
     assert!(
         notes
             .iter()
             .any(|n| n.contains("2 replicas, global batch 4")),
         "{notes:?}"
     );
-    assert_eq!((single.steps, double.steps), (4, 4));
-    // The same losses, step by step: the same images (the loader's global batches) and
-    // the same weights.
-    let (l1, l2) = (logged_losses(&one), logged_losses(&two));
-    assert_eq!(l1.len(), 4);
-    for ((s1, v1), (s2, v2)) in l1.iter().zip(&l2) {
-        assert_eq!(s1, s2);
-        assert!(
-            (v1 - v2).abs() <= 1e-5 * v1.abs(),
-            "step {s1}: loss {v1} vs {v2}"
-        );
-    }
-    // And the same weights after 4 steps, to f32 summation order (the gradient of a batch
-    // of 4 against the mean of two batches of 2).
-    let (w1, w2) = (weights(&one), weights(&two));
-    assert_eq!(w1.len(), w2.len());
-    for ((n1, v1), (n2, v2)) in w1.iter().zip(&w2) {
-        assert_eq!(n1, n2);
-        assert_close(
-            n1,
-            v2,
-            v1,
-            Tol {
-                rtol: 1e-4,
-                atol: 1e-6,
-            },
-        );
-    }
-    let s1 = single.scores.unwrap();
-    let s2 = double.scores.unwrap();
+    Some(((one, single), (two, double.unwrap()), notes))
+}
+
+#[test]
+fn two_replicas_take_the_steps_of_one_process_with_the_global_batch() {
+    // The same losses step by step (the same images: the loader's global batches) and the
+    // same weights after 4 steps, to f32 summation order (the gradient of a batch of 4
+    // against the mean of two batches of 2).
+    let dir = scratch("equal");
+    let Some(((one, single), (two, double), _)) = one_against_two(&dir, false, false) else {
+        return;
+    };
+    assert_same_steps(
+        (&one, &two),
+        &weights_of(&one, false),
+        &weights_of(&two, false),
+        4,
+    );
+    let (s1, s2) = (single.scores.unwrap(), double.scores.unwrap());
     assert_eq!(s1.pixels, s2.pixels);
     assert!(
         (s1.miou - s2.miou).abs() < 0.02,
@@ -265,68 +255,31 @@ fn two_replicas_take_the_steps_of_one_process_with_the_global_batch() {
 
 #[test]
 fn with_sync_bn_two_replicas_with_batch_norm_take_the_steps_of_one_process() {
-    // Batch norm over the global batch: 2 replicas × 2 images (Vulkan and GL where both
-    // exist) against 1 process × 4 images, the same losses and weights (running
-    // statistics included) to f32 summation order.
-    let Some((a, b)) = two_devices(true) else {
+    // Batch norm over the global batch: the same losses and weights (running statistics
+    // included) as one process of 4 images.
+    let dir = scratch("syncbn");
+    let Some(((one, _), (two, _), notes)) = one_against_two(&dir, true, true) else {
         return;
     };
-    let dir = scratch("syncbn");
-    let data = data_without_ignore(&dir);
-    let (one, two) = (dir.join("one"), dir.join("two"));
-    train_model(
-        TrainOptions {
-            device: a.clone(),
-            ..options(&data, &one, 4, 4)
-        },
-        &with_bn,
-        &mut |_| {},
-    )
-    .unwrap();
-    let mut opts = options(&data, &two, 2, 4);
-    opts.config.train.sync_bn = true;
-    let (report, notes) = run(opts, &[a, b], &with_bn);
-    assert_eq!(report.unwrap().steps, 4);
     assert!(
         notes.iter().any(|n| n.contains("global batch (sync_bn)")),
         "{notes:?}"
     );
-    for ((s1, v1), (s2, v2)) in logged_losses(&one).iter().zip(&logged_losses(&two)) {
-        assert_eq!(s1, s2);
-        assert!(
-            (v1 - v2).abs() <= 1e-5 * v1.abs(),
-            "step {s1}: loss {v1} vs {v2}"
-        );
-    }
-    let (w1, w2) = (weights_of(&one, true), weights_of(&two, true));
+    let w1 = weights_of(&one, true);
     assert_eq!(w1.len(), 7);
-    for ((n1, v1), (n2, v2)) in w1.iter().zip(&w2) {
-        assert_eq!(n1, n2);
-        assert_close(
-            n1,
-            v2,
-            v1,
-            Tol {
-                rtol: 1e-4,
-                atol: 1e-6,
-            },
-        );
-    }
+    assert_same_steps((&one, &two), &w1, &weights_of(&two, true), 4);
     // Without sync_bn each replica normalises over its own 2 images: another model.
-    let own = dir.join("own");
-    let (_, _) = run(
-        options(&data, &own, 2, 4),
-        &two_devices(true)
-            .map(|(a, b)| vec![a, b])
-            .unwrap_or_default(),
-        &with_bn,
-    );
-    let w3 = weights_of(&own, true);
-    let differs = w1.iter().zip(&w3).any(|((_, v1), (_, v3))| {
-        v1.iter()
-            .zip(v3)
-            .any(|(p, q)| (p - q).abs() > 1e-3 * (1.0 + p.abs()))
-    });
+    let Some((_, (own, _), _)) = one_against_two(&dir.join("own"), true, false) else {
+        return;
+    };
+    let differs = w1
+        .iter()
+        .zip(&weights_of(&own, true))
+        .any(|((_, v1), (_, v3))| {
+            v1.iter()
+                .zip(v3)
+                .any(|(p, q)| (p - q).abs() > 1e-3 * (1.0 + p.abs()))
+        });
     assert!(
         differs,
         "per-replica batch norm gave the global batch's weights"

@@ -542,3 +542,37 @@ pub fn data_without_ignore(root: &std::path::Path) -> PathBuf {
     }
     data
 }
+
+/// Two runs that took the same `steps` steps: the same logged losses step by step (to f32
+/// summation order: 1e-5 relative) and the same tensors `w1`, `w2` (`(name, values)` of
+/// their checkpoints; 1e-4 relative), as data-parallel runs against one process with the
+/// same global batch must be.
+pub fn assert_same_steps(
+    (one, two): (&std::path::Path, &std::path::Path),
+    w1: &[(String, Vec<f64>)],
+    w2: &[(String, Vec<f64>)],
+    steps: usize,
+) {
+    let (l1, l2) = (logged_losses(one), logged_losses(two));
+    assert_eq!((l1.len(), l2.len()), (steps, steps));
+    for ((s1, v1), (s2, v2)) in l1.iter().zip(&l2) {
+        assert_eq!(s1, s2);
+        assert!(
+            (v1 - v2).abs() <= 1e-5 * v1.abs(),
+            "step {s1}: loss {v1} vs {v2}"
+        );
+    }
+    assert_eq!(w1.len(), w2.len());
+    for ((n1, v1), (n2, v2)) in w1.iter().zip(w2) {
+        assert_eq!(n1, n2);
+        assert_close(
+            n1,
+            v2,
+            v1,
+            Tol {
+                rtol: 1e-4,
+                atol: 1e-6,
+            },
+        );
+    }
+}
