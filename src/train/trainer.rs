@@ -402,15 +402,16 @@ fn run_rank(
         comm: &*comm,
         why: Some(format!("replica {rank} ({device}) panicked")),
     };
-    let mut step = None;
+    // Where the rank is: `None` during the setup, else what it is doing.
+    let mut phase: Option<String> = None;
     let mut seen_collective = false;
     let result = (|| {
         let mut run = Run::setup_replica(opts, build, Some(comm.clone()), on)?;
         while !run.done() {
-            step = Some(run.steps() + 1);
+            phase = Some(format!("at step {}", run.steps() + 1));
             run.step(on)?;
         }
-        step = None;
+        phase = Some("in the final validation".into());
         run.finish(on)
     })();
     let result = match result {
@@ -419,10 +420,8 @@ fn run_rank(
             seen_collective = true;
             Err(e)
         }
-        Err(e) => Err(match step {
-            Some(k) => {
-                Error::Collective(format!("replica {rank} ({device}) failed at step {k}: {e}"))
-            }
+        Err(e) => Err(match &phase {
+            Some(at) => Error::Collective(format!("replica {rank} ({device}) failed {at}: {e}")),
             None => e,
         }),
     };
@@ -627,7 +626,14 @@ impl Run {
                 )));
                 Some(dp)
             }
-            None => None,
+            None => {
+                if t.sync_bn {
+                    on(Event::Note(
+                        "train.sync_bn has no effect with one replica (see --devices)".into(),
+                    ));
+                }
+                None
+            }
         };
 
         let aug = Augment {
