@@ -15,8 +15,9 @@
 //!
 //! Batch-norm running statistics are each replica's own between synchronisations; before
 //! a validation and a checkpoint they are averaged over the replicas (into the replicas
-//! and the master copy). At every checkpoint the ranks compare a checksum of their
-//! master copies, and a difference stops the run with an error naming the step.
+//! and the master copy). At every checkpoint the ranks compare a checksum of the weights
+//! their replicas hold (read back from the devices), and a difference stops the run with
+//! an error naming the step.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -218,12 +219,14 @@ impl DataParallel {
         Ok(x[0] / self.world() as f64)
     }
 
-    /// Checks that every rank's master copy holds the same bits (FNV-1a over the `f32`
-    /// bits of every tensor), naming `step` and the ranks that differ if not.
-    pub(super) fn check_identical(&self, step: u64) -> Result<()> {
+    /// Checks that every rank's replica holds the same bits, read back from its device
+    /// (FNV-1a over the `f32` bits of every tensor of `replica`), naming `step` and the
+    /// ranks that differ if not.
+    pub(super) fn check_identical(&self, replica: &ParamStore, step: u64) -> Result<()> {
+        let tensors: Vec<&Tensor> = replica.iter().map(|(_, t, _)| t).collect();
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for (_, t, _) in self.master.iter() {
-            for x in t.to_vec()? {
+        for v in Tensor::read_all(&tensors)? {
+            for x in v {
                 for b in x.to_bits().to_le_bytes() {
                     h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
                 }
@@ -239,5 +242,53 @@ impl DataParallel {
              (checksums {all:x?}); the replicas computed different updates, so the run \
              stopped. The last good checkpoint is the previous one"
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dist::ThreadGroup;
+
+    #[test]
+    fn the_checksum_catches_a_replica_whose_weights_differ() {
+        let group = ThreadGroup::new(2, std::time::Duration::from_secs(60));
+        let results: Vec<Result<()>> = std::thread::scope(|s| {
+            let handles: Vec<_> = group
+                .into_iter()
+                .map(|g| {
+                    s.spawn(move || -> Result<()> {
+                        let rank = g.rank();
+                        let mut replica = ParamStore::new(&Device::Cpu);
+                        // Different initial values: the master copy takes rank 0's.
+                        let w = vec![1.0 + rank as f32, 2.0];
+                        replica.insert(
+                            "w",
+                            Tensor::from_vec(w, [2], &Device::Cpu)?,
+                            Kind::Param,
+                        )?;
+                        let dp = DataParallel::new(Arc::new(g), &mut replica, 25.0)?;
+                        assert_eq!(replica.get("w")?.to_vec()?, vec![1.0, 2.0]);
+                        dp.check_identical(&replica, 6)?;
+                        if rank == 1 {
+                            let off = Tensor::from_vec(vec![1.0, 2.0 + 1e-6], [2], &Device::Cpu)?;
+                            replica.set("w", off)?;
+                        }
+                        dp.check_identical(&replica, 7)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(Error::Collective("panicked".into())))
+                })
+                .collect()
+        });
+        for r in results {
+            let msg = r.err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(msg.contains("after step 7") && msg.contains("[1]"), "{msg}");
+        }
     }
 }

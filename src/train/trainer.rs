@@ -992,7 +992,7 @@ impl Run {
         let (store, world) = match &mut self.dp {
             Some(dp) => {
                 dp.sync_buffers(&mut self.store)?;
-                dp.check_identical(step)?;
+                dp.check_identical(&self.store, step)?;
                 if dp.rank() != 0 {
                     return Ok(());
                 }
