@@ -238,6 +238,10 @@ pub fn run(a: TrainArgs) -> Result<()> {
         config.train.workers = w;
     }
     let launcher = Launcher::detect()?;
+    if launcher.world() > 1 && a.out.is_none() && a.resume.is_none() {
+        // Each process would pick "the first free" default directory on its own.
+        bail!("under mpirun or srun, give the run directory with --out (every process names the same one)");
+    }
     let devices = match (&a.devices, &a.device) {
         (Some(list), _) => Device::parse_list(list).with_context(|| format!("--devices {list}"))?,
         (None, Some(d)) => vec![Device::parse(d).with_context(|| format!("--device {d}"))?],
