@@ -6,16 +6,17 @@
 //! threads of one process (one replica per adapter: `wgseg train --devices`);
 //! `mpi::MpiGroup` (with `--features mpi`) the processes of an MPI job.
 //!
-//! Sums are computed in `f64` over the ranks' contributions **in rank order**, by every
-//! rank the same way, so every rank gets bit-identical results: the replicas' host-side
-//! optimiser steps then stay bit-identical too.
+//! Every rank gets bit-identical sums, so the replicas' host-side optimiser steps stay
+//! bit-identical too: [`ThreadGroup`] sums in `f64` over the ranks' contributions in rank
+//! order, by every rank the same way; `MpiGroup` reduces to rank 0 and broadcasts.
 //!
 //! [`sync_batch_norm2d`] is batch norm over the global batch (`--sync-bn`).
 //!
-//! A rank that fails calls [`Collective::abort`]: every rank waiting in (or later entering)
-//! a collective returns an error naming the failed rank and its reason instead of waiting
-//! forever. A rank that stops answering without aborting (a hung driver) ends the others'
-//! wait after [`Collective::timeout`], with an error naming the ranks that did not arrive.
+//! A rank that fails calls [`Collective::abort`]: in a [`ThreadGroup`] every rank waiting
+//! in (or later entering) a collective returns an error with the failed rank's reason
+//! instead of waiting forever, and a rank that stops answering without aborting (a hung
+//! driver) ends the others' wait after [`timeout`], with an error naming the ranks that did
+//! not arrive; `MpiGroup` prints the reason and ends the job (`MPI_Abort`).
 
 #[cfg(feature = "mpi")]
 pub mod mpi;
