@@ -113,6 +113,17 @@ fn an_old_run_config_loads_and_round_trips() {
         Some(toml::Value::Float(0.0)),
         "{text}"
     );
+    // The data-parallel keys came later, with their defaults.
+    assert_eq!(
+        new.remove("train.bucket_mb"),
+        Some(toml::Value::Float(25.0)),
+        "{text}"
+    );
+    assert_eq!(
+        new.remove("train.sync_bn"),
+        Some(toml::Value::Boolean(false)),
+        "{text}"
+    );
     assert_eq!(old, new, "{text}");
 }
 
