@@ -13,11 +13,11 @@ use common::*;
 use wgseg::data::{self, Dataset};
 use wgseg::dist::{sync_batch_norm2d, Collective, Solo, ThreadGroup};
 use wgseg::gpu::list_adapters;
-use wgseg::model::{DeepLabConfig, ModelConfig, Segmenter, SharedBuildModel};
+use wgseg::model::{ModelConfig, Segmenter, SharedBuildModel};
 use wgseg::nn::{init_rng, Conv2d, ConvBn, ParamStore};
 use wgseg::ops::{batch_norm2d_with, Activation, BatchNormState, Epilogue};
 use wgseg::train::checkpoint::{self, RunDir};
-use wgseg::train::{evaluate, train_model, train_parallel, Event, Report, RunConfig, TrainOptions};
+use wgseg::train::{evaluate, train_model, train_parallel, Event, Report, TrainOptions};
 use wgseg::{backward, Device, Error, Result, Tensor};
 
 /// `stem` (3×3 conv, with BN when `bn`) then ReLU and `head` (1×1 conv with bias); fails
@@ -105,26 +105,7 @@ fn scratch(name: &str) -> PathBuf {
 /// A run of `steps` steps of `batch` images per replica, 32² crops at scale 1 (no padding:
 /// no unlabelled pixels), logging every step, checkpointing every 2.
 fn options(data: &Path, out: &Path, batch: usize, steps: usize) -> TrainOptions {
-    let model: ModelConfig = DeepLabConfig {
-        stem: 4,
-        widths: [4, 4, 4, 4],
-        depths: [1, 1, 1, 1],
-        aspp: 4,
-        low: 4,
-        decoder: 4,
-        output_stride: 16,
-        aspp_rates: None,
-        separable_aspp: false,
-        block: Default::default(),
-    }
-    .into();
-    let mut config = RunConfig {
-        model,
-        train: Default::default(),
-        data: Default::default(),
-        loss: Default::default(),
-        tmb: Default::default(),
-    };
+    let mut config = toy_run_config();
     config.data.aug_scale = [1.0, 1.0];
     let t = &mut config.train;
     t.steps = steps;

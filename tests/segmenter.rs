@@ -9,11 +9,11 @@ use std::sync::Arc;
 
 use common::*;
 use wgseg::data::{self, Dataset};
-use wgseg::model::{DeepLabConfig, ModelConfig, Segmenter};
+use wgseg::model::{ModelConfig, Segmenter};
 use wgseg::nn::{init_rng, Conv2d, ConvBn, ParamStore};
 use wgseg::train::checkpoint::{self, RunDir};
 use wgseg::train::infer::Window;
-use wgseg::train::{evaluate, train_model, RunConfig, TrainOptions};
+use wgseg::train::{evaluate, train_model, TrainOptions};
 use wgseg::{Device, Result, Tensor};
 
 /// `stem` (3×3 conv, BN, ReLU; 8 channels) and `head` (1×1 conv with bias).
@@ -69,27 +69,7 @@ fn scratch(name: &str) -> PathBuf {
 }
 
 fn options(out: &Path, dev: &Device, stop_at: Option<u64>, resume: bool) -> TrainOptions {
-    // The `[model]` table is required by the config; the toy builder ignores it.
-    let model: ModelConfig = DeepLabConfig {
-        stem: 4,
-        widths: [4, 4, 4, 4],
-        depths: [1, 1, 1, 1],
-        aspp: 4,
-        low: 4,
-        decoder: 4,
-        output_stride: 16,
-        aspp_rates: None,
-        separable_aspp: false,
-        block: Default::default(),
-    }
-    .into();
-    let mut config = RunConfig {
-        model,
-        train: Default::default(),
-        data: Default::default(),
-        loss: Default::default(),
-        tmb: Default::default(),
-    };
+    let mut config = toy_run_config();
     let t = &mut config.train;
     t.steps = 6;
     t.batch_size = 2;

@@ -6,8 +6,7 @@
 
 use super::deeplab::image_size;
 use super::{ModelConfig, SegNeXtConfig, Segmenter};
-use crate::error::Error;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::nn::{init_rng, BatchNorm2d, Conv2d, GroupNorm, InitRng, Kind, LayerNorm2d, ParamStore};
 use crate::ops::copy::concat;
 use crate::ops::Conv2dParams;

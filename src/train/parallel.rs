@@ -71,13 +71,13 @@ impl DataParallel {
                 kind,
             )?;
         }
-        let dp = DataParallel {
+        let mut dp = DataParallel {
             comm,
             master,
             bucket_bytes: (bucket_mb * 1024.0 * 1024.0).max(4.0) as usize,
             stats: ReduceStats::default(),
         };
-        dp.push(replica, true)?;
+        dp.publish(replica, true)?;
         Ok(dp)
     }
 
@@ -89,14 +89,28 @@ impl DataParallel {
         self.comm.world()
     }
 
-    /// Uploads the master's parameters (and, with `buffers`, its buffers) to `replica`.
-    pub(super) fn push(&self, replica: &mut ParamStore, buffers: bool) -> Result<()> {
+    /// Rounds the master's parameters to `f32` (after an update) and uploads them (and,
+    /// with `buffers`, the master's buffers) to `replica`: one conversion per tensor.
+    pub(super) fn publish(&mut self, replica: &mut ParamStore, buffers: bool) -> Result<()> {
         let dev = replica.device().clone();
-        for (name, t, kind) in self.master.iter() {
-            if kind == Kind::Param || buffers {
-                let v = Tensor::from_vec(t.to_vec()?, t.shape().clone(), &dev)?;
-                replica.set(name, v)?;
+        let names: Vec<(String, Kind)> = self
+            .master
+            .iter()
+            .map(|(n, _, k)| (n.to_string(), k))
+            .collect();
+        for (name, kind) in names {
+            if kind == Kind::Buffer && !buffers {
+                continue;
             }
+            let t = self.master.get(&name)?;
+            let v = t.to_vec()?;
+            let shape = t.shape().clone();
+            if kind == Kind::Param {
+                let wide: Vec<f64> = v.iter().map(|&x| f64::from(x)).collect();
+                let rounded = t.with_new_values("DataParallel::publish", wide)?;
+                self.master.update_param(&name, rounded)?;
+            }
+            replica.set(&name, Tensor::from_vec(v, shape, &dev)?)?;
         }
         Ok(())
     }
@@ -165,18 +179,6 @@ impl DataParallel {
         self.stats.steps += 1;
         self.stats.buckets = buckets.len();
         Ok(out)
-    }
-
-    /// Rounds the master's parameters to `f32` (what the replicas hold) after an update.
-    pub(super) fn round_master(&mut self) -> Result<()> {
-        let names: Vec<String> = self.master.params().map(|(n, _)| n.to_string()).collect();
-        for name in names {
-            let t = self.master.get(&name)?;
-            let v: Vec<f64> = t.to_vec()?.into_iter().map(f64::from).collect();
-            let new = t.with_new_values("DataParallel::round_master", v)?;
-            self.master.update_param(&name, new)?;
-        }
-        Ok(())
     }
 
     /// Averages the replicas' buffers (batch-norm running statistics) over the ranks into

@@ -829,8 +829,7 @@ impl Run {
                 };
                 self.opt
                     .step_clipped(&mut dp.master, &grads, lr, clip.as_ref())?;
-                dp.round_master()?;
-                dp.push(&mut self.store, false)?;
+                dp.publish(&mut self.store, false)?;
             }
             None => {
                 let clip = if clip_norm > 0.0 {

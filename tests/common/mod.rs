@@ -576,3 +576,29 @@ pub fn assert_same_steps(
         );
     }
 }
+
+/// A run config with default `[train]`, `[data]`, `[loss]` and `[tmb]` tables and a micro
+/// DeepLabV3+ `[model]` table: the table a config requires, which the tests' toy model
+/// builders ignore.
+pub fn toy_run_config() -> wgseg::train::RunConfig {
+    let model: wgseg::model::ModelConfig = wgseg::model::DeepLabConfig {
+        stem: 4,
+        widths: [4, 4, 4, 4],
+        depths: [1, 1, 1, 1],
+        aspp: 4,
+        low: 4,
+        decoder: 4,
+        output_stride: 16,
+        aspp_rates: None,
+        separable_aspp: false,
+        block: Default::default(),
+    }
+    .into();
+    wgseg::train::RunConfig {
+        model,
+        train: Default::default(),
+        data: Default::default(),
+        loss: Default::default(),
+        tmb: Default::default(),
+    }
+}
